@@ -1,0 +1,184 @@
+//! Raw configuration types: exactly what the YAML file says, with unknown fields denied.
+//!
+//! Nothing here is validated beyond its YAML type; [`crate::validate`] turns a [`RawConfig`]
+//! into a [`crate::Config`]. Fields whose value is checked against something else (a reference
+//! to a deployment, a number with a range) are `Spanned` so errors can name the line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
+    pub defaults: RawPolicy,
+    #[serde(default)]
+    pub deployments: Vec<RawDeployment>,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<S<String>>,
+    pub tls: Option<RawTls>,
+    pub header_read_timeout_ms: Option<S<u64>>,
+    pub idle_timeout_ms: Option<S<u64>>,
+    pub max_headers: Option<S<u64>>,
+    pub max_header_bytes: Option<S<u64>>,
+    pub h2_max_concurrent_streams: Option<S<u64>>,
+    pub max_body_bytes: Option<S<u64>>,
+    pub drain_timeout_ms: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: S<String>,
+    pub key_file: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<S<String>>,
+    pub token_env: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub sqlite_path: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `stdout`, `stderr`, `off`, or a file path.
+    pub access_log: Option<S<String>>,
+    pub access_log_queue: Option<S<u64>>,
+}
+
+/// Per-route policies; also the shape of the top-level `defaults` block.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub connect_timeout_ms: Option<S<u64>>,
+    pub first_byte_timeout_ms: Option<S<u64>>,
+    pub total_timeout_ms: Option<S<u64>>,
+    pub stream_idle_timeout_ms: Option<S<u64>>,
+    pub max_body_bytes: Option<S<u64>>,
+    pub max_attempts: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    pub name: S<String>,
+    pub provider: S<String>,
+    pub base_url: Option<S<String>>,
+    pub model: Option<S<String>>,
+    pub api_key_env: Option<S<String>>,
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
+    pub mock: Option<RawMockKnobs>,
+}
+
+/// Defaults for the built-in mock provider (`provider: mock`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMockKnobs {
+    pub latency_ms: Option<u64>,
+    pub ttft_ms: Option<u64>,
+    pub chunk_delay_ms: Option<u64>,
+    pub chunks: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: S<String>,
+    pub deployments: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: S<String>,
+    #[serde(default, rename = "match")]
+    pub matcher: RawMatch,
+    pub model: Option<S<String>>,
+    pub allowed_models: Option<Vec<S<String>>>,
+    pub connect_timeout_ms: Option<S<u64>>,
+    pub first_byte_timeout_ms: Option<S<u64>>,
+    pub total_timeout_ms: Option<S<u64>>,
+    pub stream_idle_timeout_ms: Option<S<u64>>,
+    pub max_body_bytes: Option<S<u64>>,
+    pub max_attempts: Option<S<u64>>,
+}
+
+impl RawRoute {
+    /// The route's own policy fields, in the same shape as the `defaults` block.
+    pub fn policy(&self) -> RawPolicy {
+        RawPolicy {
+            connect_timeout_ms: self.connect_timeout_ms.clone(),
+            first_byte_timeout_ms: self.first_byte_timeout_ms.clone(),
+            total_timeout_ms: self.total_timeout_ms.clone(),
+            stream_idle_timeout_ms: self.stream_idle_timeout_ms.clone(),
+            max_body_bytes: self.max_body_bytes.clone(),
+            max_attempts: self.max_attempts.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub paths: Vec<S<String>>,
+    #[serde(default)]
+    pub models: Vec<S<String>>,
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default)]
+    pub tiers: Vec<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub id: S<String>,
+    pub hash: S<String>,
+    pub tenant: Option<String>,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub tier: Option<String>,
+    pub models: Option<Vec<S<String>>>,
+    pub routes: Option<Vec<S<String>>>,
+    pub expires_at: Option<S<String>>,
+}

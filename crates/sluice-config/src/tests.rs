@@ -1,0 +1,163 @@
+use super::*;
+
+const KEY_HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+fn env(name: &str) -> Option<String> {
+    (name == "SET_VAR").then(|| "secret-value".to_owned())
+}
+
+fn load(text: &str) -> Result<Config, LoadError> {
+    load_str(text, &env)
+}
+
+/// Asserts that `text` fails validation with exactly these `line: path` pairs (line 0 = none).
+fn check_errors(text: &str, expected: &[(u64, &str)]) {
+    match load(text) {
+        Err(LoadError::Invalid(errs)) => {
+            let got: Vec<(u64, String)> = errs.0.iter().map(|e| (e.line.unwrap_or(0), e.path.clone())).collect();
+            let want: Vec<(u64, String)> = expected.iter().map(|(l, p)| (*l, (*p).to_owned())).collect();
+            assert_eq!(got, want, "errors were:\n{errs}");
+        }
+        other => panic!("expected validation errors, got {other:?}"),
+    }
+}
+
+#[test]
+fn empty_file_gives_defaults_and_a_catch_all_route() {
+    let c = load("").unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].name, "default");
+    assert_eq!(c.routes[0].policy.stream_idle_timeout.as_millis(), 60_000);
+    assert_eq!(c.routes[0].policy.max_attempts, 1);
+}
+
+#[test]
+fn full_config_resolves_references() {
+    let text = format!(
+        r#"
+deployments:
+  - name: a
+    provider: openai
+    base_url: https://example.test/v1
+    model: up-a
+    api_key_env: SET_VAR
+  - name: m
+    provider: mock
+models:
+  - name: chat
+    deployments: [a, m]
+defaults:
+  first_byte_timeout_ms: 1000
+routes:
+  - name: r1
+    match: {{ paths: ["/v1/chat/*"], models: [chat], headers: {{ X-Task: summarize }} }}
+    allowed_models: [chat]
+    total_timeout_ms: 2000
+keys:
+  - id: k1
+    hash: "{KEY_HASH}"
+    tenant: t
+    models: ["chat"]
+    routes: [r1]
+    expires_at: "2030-01-01T00:00:00Z"
+"#
+    );
+    let c = load(&text).unwrap();
+    assert_eq!(c.models[0].deployments, vec![0, 1]);
+    assert_eq!(c.deployments[0].api_key.as_ref().map(Secret::expose), Some("secret-value"));
+    assert_eq!(c.deployments[1].upstream_model, "m");
+    assert!(c.deployments[1].base_url.is_none());
+    let r = &c.routes[0];
+    assert_eq!(r.policy.first_byte_timeout.as_millis(), 1000, "defaults block applies");
+    assert_eq!(r.policy.total_timeout.as_millis(), 2000, "route value wins");
+    assert_eq!(r.allowed_models, Some(vec![0]));
+    assert_eq!(r.matcher.headers[0].0.as_str(), "x-task");
+    assert!(r.matcher.paths[0].matches("/v1/chat/completions"));
+    assert_eq!(c.keys[0].hash, [0u8; 32]);
+    assert!(format!("{:?}", c.deployments[0].api_key).contains("redacted"));
+    assert!(!format!("{c:?}").contains("secret-value"), "no secret in Debug output");
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_location() {
+    let err = load("server:\n  listen: 127.0.0.1:1\n  lisen: x\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("lisen"), "{msg}");
+    assert!(msg.contains("line 3") || msg.contains("3:"), "{msg}");
+}
+
+#[test]
+fn every_error_is_reported_with_path_and_line() {
+    check_errors(
+        r#"
+deployments:
+  - name: a
+    provider: openai
+    model: x
+  - name: b
+    provider: telepathy
+  - name: c
+    provider: openai
+    base_url: ftp://nope
+    model: y
+    api_key_env: UNSET_VAR
+models:
+  - name: chat
+    deployments: [a, ghost]
+routes:
+  - name: r
+    model: nothing
+    max_attempts: 50
+    connect_timeout_ms: 0
+keys:
+  - id: k
+    hash: md5:abc
+    routes: [nope]
+"#,
+        &[
+            (3, "deployments[0].base_url"),
+            (7, "deployments[1].provider"),
+            (10, "deployments[2].base_url"),
+            (12, "deployments[2].api_key_env"),
+            (15, "models[0].deployments[1]"),
+            (18, "routes[0].model"),
+            (19, "routes[0].max_attempts"),
+            (20, "routes[0].connect_timeout_ms"),
+            (23, "keys[0].hash"),
+            (24, "keys[0].routes[0]"),
+        ],
+    );
+}
+
+#[test]
+fn duplicates_and_body_limits() {
+    check_errors(
+        r#"
+server:
+  max_body_bytes: 100
+deployments:
+  - { name: m, provider: mock }
+  - { name: m, provider: mock }
+routes:
+  - name: r
+    max_body_bytes: 1000
+"#,
+        &[(6, "deployments[1]"), (9, "routes[0].max_body_bytes")],
+    );
+}
+
+#[test]
+fn patterns_match() {
+    let cases = [("*", "anything", true), ("gpt-*", "gpt-4o", true), ("gpt-*", "claude", false), ("a", "a", true), ("a", "ab", false)];
+    for (pattern, value, expected) in cases {
+        assert_eq!(Pattern::parse(pattern).matches(value), expected, "{pattern} vs {value}");
+    }
+}
+
+#[test]
+fn key_hash_round_trip() {
+    let s = key_hash_string("sk-sluice-demo");
+    assert_eq!(parse_key_hash(&s).map(hex::encode), s.strip_prefix("sha256:").map(str::to_owned));
+}

@@ -1,0 +1,227 @@
+//! The validated, typed configuration. Every reference is resolved to an index, every duration
+//! is a `Duration`, every secret a [`Secret`]. A `Config` that exists is a config that can serve.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::{HeaderName, Uri};
+
+/// A credential read from the environment. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is put on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub logging: LoggingConfig,
+    pub deployments: Vec<DeploymentConfig>,
+    pub models: Vec<ModelConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub keys: Vec<KeyConfig>,
+    /// First 12 hex digits of the SHA-256 of the file: which config is serving.
+    pub version: String,
+}
+
+impl Config {
+    pub fn model_index(&self, name: &str) -> Option<usize> {
+        self.models.iter().position(|m| m.name == name)
+    }
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    pub h2_max_concurrent_streams: u32,
+    /// Hard cap on any request body, whatever the route says.
+    pub max_body_bytes: u64,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// When set, the admin API requires `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// SQLite database file for run-time keys; `:memory:` keeps them in memory only.
+    pub sqlite_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Stderr,
+    Off,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    pub access_log: AccessLogTarget,
+    /// Lines buffered between the request path and the writer before lines are counted as dropped.
+    pub access_log_queue: usize,
+}
+
+/// The wire dialect a deployment speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI-compatible HTTP APIs: OpenAI, vLLM, Ollama, TGI, Groq…
+    OpenAi,
+    /// The built-in mock provider. Without a `base_url` the gateway runs one in-process.
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MockKnobs {
+    pub latency_ms: Option<u64>,
+    pub ttft_ms: Option<u64>,
+    pub chunk_delay_ms: Option<u64>,
+    pub chunks: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentConfig {
+    pub name: String,
+    pub provider: ProviderKind,
+    /// `None` only for an embedded mock, whose address is known once it is started.
+    pub base_url: Option<Uri>,
+    /// The model name sent upstream.
+    pub upstream_model: String,
+    pub api_key: Option<Secret>,
+    pub http2_prior_knowledge: bool,
+    pub mock: MockKnobs,
+}
+
+/// A model alias: the name clients ask for, served by one or more deployments.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub name: String,
+    /// Indices into `Config::deployments`.
+    pub deployments: Vec<usize>,
+}
+
+/// A name pattern: exact, `prefix*`, or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Any,
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    pub fn parse(s: &str) -> Pattern {
+        if s == "*" {
+            Pattern::Any
+        } else if let Some(prefix) = s.strip_suffix('*') {
+            Pattern::Prefix(prefix.to_owned())
+        } else {
+            Pattern::Exact(s.to_owned())
+        }
+    }
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Exact(e) => e == value,
+            Pattern::Prefix(p) => value.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// All present conditions must hold; within one list any entry may match.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    pub paths: Vec<Pattern>,
+    pub models: Vec<Pattern>,
+    pub keys: Vec<Pattern>,
+    pub tenants: Vec<Pattern>,
+    pub teams: Vec<Pattern>,
+    pub tiers: Vec<Pattern>,
+    pub headers: Vec<(HeaderName, Pattern)>,
+    pub metadata: Vec<(String, Pattern)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    /// Whole-request bound for non-streamed responses.
+    pub total_timeout: Duration,
+    /// Longest allowed gap between two chunks of a stream.
+    pub stream_idle_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub matcher: RouteMatch,
+    /// Alias to serve instead of the one asked for (index into `Config::models`).
+    pub model: Option<usize>,
+    /// Aliases this route serves; `None` means any.
+    pub allowed_models: Option<Vec<usize>>,
+    pub policy: RoutePolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    pub id: String,
+    /// SHA-256 of the full key.
+    pub hash: [u8; 32],
+    pub tenant: Option<String>,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub tier: Option<String>,
+    /// Model aliases the key may use; `None` means all.
+    pub models: Option<Vec<Pattern>>,
+    /// Routes the key may use; `None` means all.
+    pub routes: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}

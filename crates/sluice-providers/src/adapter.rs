@@ -1,0 +1,127 @@
+//! The adapter boundary: what every wire format must provide so the data path can stay generic.
+//!
+//! The data path owns transport (connections, timeouts, retries, SSE framing); an adapter only
+//! translates. Adapters for Anthropic, Gemini, Bedrock… implement the same two traits.
+
+use bytes::Bytes;
+use http::{StatusCode, Uri};
+
+use crate::error::{ErrorClass, RequestError};
+use crate::openai::RequestView;
+use crate::sse::SseEvent;
+use crate::usage::Usage;
+
+/// The client-facing operation a request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        match path {
+            "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
+            "/v1/completions" => Some(Endpoint::Completions),
+            "/v1/embeddings" => Some(Endpoint::Embeddings),
+            _ => None,
+        }
+    }
+    /// The path below an OpenAI-compatible base URL.
+    pub fn upstream_suffix(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// A client request whose envelope has been read and checked; the body stays as received.
+#[derive(Debug, Clone)]
+pub struct InboundRequest {
+    pub endpoint: Endpoint,
+    pub body: Bytes,
+    pub view: RequestView,
+}
+
+impl InboundRequest {
+    /// Reads and checks the envelope of `body` for `endpoint`.
+    pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<InboundRequest, RequestError> {
+        let view = RequestView::parse(endpoint, &body)?;
+        Ok(InboundRequest { endpoint, body, view })
+    }
+}
+
+/// One upstream target, as the data path resolved it.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub base_url: &'a Uri,
+    pub model: &'a str,
+    pub api_key: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("cannot build the upstream URL from {base}: {reason}")]
+    BadUrl { base: String, reason: String },
+    #[error("cannot build the upstream request: {0}")]
+    Http(#[from] http::Error),
+}
+
+/// Translation between the client's format and one provider family's wire format.
+pub trait ProviderAdapter: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// The request to send upstream: URL, headers and body.
+    fn build_request(&self, req: &InboundRequest, target: &Target<'_>) -> Result<http::Request<Bytes>, AdapterError>;
+
+    /// Checks a complete, successful, non-streamed response body and reads its usage.
+    fn read_response(&self, endpoint: Endpoint, body: &[u8]) -> Result<Option<Usage>, MalformedResponse>;
+
+    /// A fresh translator for one streamed response.
+    fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator>;
+
+    /// What an upstream error response means.
+    fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass;
+
+    /// The provider's error message, cleaned of credentials, for an OpenAI-shaped client error.
+    fn error_message(&self, body: &[u8], secrets: &[&str]) -> Option<String>;
+}
+
+/// Per-stream state: sees every upstream event in order and decides what the client receives.
+pub trait StreamTranslator: Send {
+    /// Handles one upstream event, appending what the client should receive to `out`.
+    fn on_event(&mut self, event: SseEvent, out: &mut Vec<Bytes>) -> Result<(), StreamFault>;
+    /// Usage the upstream reported, if it did.
+    fn reported_usage(&self) -> Option<Usage>;
+    /// Completion chunks relayed so far (an estimate of completion tokens when none is reported).
+    fn relayed_chunks(&self) -> u64;
+    /// Whether the upstream said it was done (e.g. `data: [DONE]`).
+    fn saw_end(&self) -> bool;
+    /// An event telling the client the stream failed, in the client's protocol.
+    fn error_event(&self, code: &str, message: &str) -> Bytes;
+}
+
+/// A successful upstream response whose body is not what the protocol promises.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed response body from upstream: {0}")]
+pub struct MalformedResponse(pub String);
+
+/// The upstream sent something inside a stream that is not a valid event of its protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamFault {
+    #[error("malformed stream event from upstream")]
+    Malformed,
+    #[error("the upstream reported an error inside the stream: {0}")]
+    UpstreamError(String),
+}

@@ -1,0 +1,16 @@
+//! Wire formats. Pure translation between what a client sent and what an upstream speaks:
+//! SSE framing, the provider adapter boundary, and the OpenAI-compatible codec.
+//!
+//! This crate never does IO, never holds a connection and never logs: transport, timeouts and
+//! retries live in `sluice-gateway`. An adapter builds the upstream request, reads usage from
+//! responses and stream events, and classifies errors.
+
+pub mod adapter;
+pub mod error;
+pub mod openai;
+pub mod sse;
+pub mod usage;
+
+pub use adapter::{Endpoint, InboundRequest, ProviderAdapter, StreamTranslator, Target};
+pub use error::{ErrorClass, RequestError, scrub_credentials};
+pub use usage::Usage;

@@ -1,0 +1,395 @@
+//! The OpenAI-compatible codec: OpenAI, vLLM, Ollama, TGI and every other server that speaks
+//! OpenAI's wire format (and the built-in mock).
+//!
+//! Same format on both sides means pass-through: the request body is forwarded byte for byte
+//! except the two values the gateway must own, `model` and `stream_options`, which are spliced
+//! in place. Nothing is parsed and re-serialised.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use http::{Method, StatusCode, Uri};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+use crate::adapter::{
+    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, StreamFault, StreamTranslator, Target,
+};
+use crate::error::{ErrorClass, RequestError, scrub_credentials};
+use crate::sse::SseEvent;
+use crate::usage::{OpenAiUsage, Usage};
+
+/// What the gateway needs to know about a client request, and where in the bytes it sits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestView {
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// String entries of the request's `metadata` object.
+    pub metadata: Vec<(String, String)>,
+    model_span: Range<usize>,
+    stream_options_span: Option<Range<usize>>,
+    close_brace: usize,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+}
+
+fn span(base: &str, raw: &RawValue) -> Range<usize> {
+    let start = raw.get().as_ptr() as usize - base.as_ptr() as usize;
+    start..start + raw.get().len()
+}
+
+fn first_byte(raw: &RawValue) -> u8 {
+    raw.get().as_bytes().first().copied().unwrap_or(b' ')
+}
+
+impl RequestView {
+    pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestView, RequestError> {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| RequestError::InvalidJson { detail: "the body is not UTF-8".to_owned() })?;
+        let trimmed = text.trim_ascii();
+        if trimmed.is_empty() {
+            return Err(RequestError::InvalidJson { detail: "the body is empty".to_owned() });
+        }
+        if !trimmed.starts_with('{') {
+            // serde would also accept a struct written as an array; the API takes only objects.
+            return match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => Err(RequestError::NotAnObject),
+                Err(e) => Err(RequestError::InvalidJson { detail: e.to_string() }),
+            };
+        }
+        let env: Envelope<'_> =
+            serde_json::from_str(text).map_err(|e| RequestError::InvalidJson { detail: e.to_string() })?;
+        let close_brace = text.trim_ascii_end().len() - 1;
+
+        let model_raw = env.model.ok_or(RequestError::MissingField { param: "model" })?;
+        let model: String = serde_json::from_str(model_raw.get())
+            .map_err(|_| RequestError::InvalidType { param: "model", expected: "a string" })?;
+        if model.is_empty() {
+            return Err(RequestError::InvalidValue { param: "model", reason: "must not be empty" });
+        }
+
+        match endpoint {
+            Endpoint::ChatCompletions => {
+                let m = env.messages.ok_or(RequestError::MissingField { param: "messages" })?;
+                if first_byte(m) != b'[' {
+                    return Err(RequestError::InvalidType { param: "messages", expected: "an array" });
+                }
+                if m.get()[1..].trim_ascii_start().starts_with(']') {
+                    return Err(RequestError::InvalidValue { param: "messages", reason: "must not be empty" });
+                }
+            }
+            Endpoint::Completions => {
+                let p = env.prompt.ok_or(RequestError::MissingField { param: "prompt" })?;
+                if !matches!(first_byte(p), b'"' | b'[') {
+                    return Err(RequestError::InvalidType { param: "prompt", expected: "a string or an array" });
+                }
+            }
+            Endpoint::Embeddings => {
+                let i = env.input.ok_or(RequestError::MissingField { param: "input" })?;
+                if !matches!(first_byte(i), b'"' | b'[') {
+                    return Err(RequestError::InvalidType { param: "input", expected: "a string or an array" });
+                }
+            }
+        }
+
+        let stream = match env.stream {
+            None => false,
+            Some(raw) => match raw.get() {
+                "true" => true,
+                "false" | "null" => false,
+                _ => return Err(RequestError::InvalidType { param: "stream", expected: "a boolean" }),
+            },
+        };
+        if stream && endpoint == Endpoint::Embeddings {
+            return Err(RequestError::InvalidValue { param: "stream", reason: "embeddings cannot be streamed" });
+        }
+
+        let mut include_usage = false;
+        if let Some(raw) = env.stream_options
+            && raw.get() != "null"
+        {
+            #[derive(Deserialize)]
+            struct StreamOptions {
+                #[serde(default)]
+                include_usage: Option<bool>,
+            }
+            let so: StreamOptions = serde_json::from_str(raw.get()).map_err(|_| RequestError::InvalidType {
+                param: "stream_options",
+                expected: "an object with a boolean include_usage",
+            })?;
+            include_usage = so.include_usage.unwrap_or(false);
+        }
+
+        let metadata = match env.metadata {
+            Some(raw) if raw.get() != "null" => {
+                let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get())
+                    .map_err(|_| RequestError::InvalidType { param: "metadata", expected: "an object" })?;
+                map.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned()))).collect()
+            }
+            _ => Vec::new(),
+        };
+
+        Ok(RequestView {
+            model,
+            stream,
+            include_usage,
+            metadata,
+            model_span: span(text, model_raw),
+            stream_options_span: env.stream_options.map(|r| span(text, r)),
+            close_brace,
+        })
+    }
+
+    /// The body to send upstream: `body` with `model` set to `upstream_model` and, on streams,
+    /// `stream_options.include_usage` forced on so every stream reports its usage. Every other
+    /// byte is the client's.
+    pub fn upstream_body(&self, body: &[u8], upstream_model: &str) -> Bytes {
+        let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(2);
+        if upstream_model != self.model {
+            edits.push((self.model_span.clone(), json_string(upstream_model)));
+        }
+        if self.stream && !self.include_usage {
+            match &self.stream_options_span {
+                Some(r) => edits.push((r.clone(), stream_options_with_usage(&body[r.clone()]))),
+                None => edits.push((
+                    self.close_brace..self.close_brace,
+                    br#","stream_options":{"include_usage":true}"#.to_vec(),
+                )),
+            }
+        }
+        if edits.is_empty() {
+            return Bytes::copy_from_slice(body);
+        }
+        edits.sort_by_key(|(r, _)| r.start);
+        let mut out = Vec::with_capacity(body.len() + 64);
+        let mut at = 0;
+        for (r, replacement) in edits {
+            out.extend_from_slice(&body[at..r.start]);
+            out.extend_from_slice(&replacement);
+            at = r.end;
+        }
+        out.extend_from_slice(&body[at..]);
+        Bytes::from(out)
+    }
+}
+
+fn json_string(s: &str) -> Vec<u8> {
+    serde_json::to_vec(s).unwrap_or_else(|_| b"\"\"".to_vec())
+}
+
+/// `stream_options` with `include_usage: true`, keeping the client's other options.
+fn stream_options_with_usage(raw: &[u8]) -> Vec<u8> {
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(raw).unwrap_or_default();
+    map.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+    serde_json::to_vec(&map).unwrap_or_else(|_| br#"{"include_usage":true}"#.to_vec())
+}
+
+/// Joins a base URL such as `https://host/v1` with an endpoint suffix.
+pub fn join_url(base: &Uri, suffix: &str) -> Result<Uri, AdapterError> {
+    let path = base.path().trim_end_matches('/');
+    let mut builder = Uri::builder();
+    if let Some(s) = base.scheme() {
+        builder = builder.scheme(s.clone());
+    }
+    if let Some(a) = base.authority() {
+        builder = builder.authority(a.clone());
+    }
+    builder
+        .path_and_query(format!("{path}{suffix}"))
+        .build()
+        .map_err(|e| AdapterError::BadUrl { base: base.to_string(), reason: e.to_string() })
+}
+
+/// The OpenAI-compatible adapter.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenAiAdapter;
+
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+static SLUICE_AGENT: HeaderValue = HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")));
+
+#[derive(Deserialize)]
+struct ResponseEnvelope {
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+}
+
+impl ProviderAdapter for OpenAiAdapter {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn build_request(&self, req: &InboundRequest, target: &Target<'_>) -> Result<http::Request<Bytes>, AdapterError> {
+        let uri = join_url(target.base_url, req.endpoint.upstream_suffix())?;
+        let body = req.view.upstream_body(&req.body, target.model);
+        let mut builder = http::Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(CONTENT_TYPE, APPLICATION_JSON.clone())
+            .header(ACCEPT, if req.view.stream { EVENT_STREAM.clone() } else { APPLICATION_JSON.clone() })
+            .header(USER_AGENT, SLUICE_AGENT.clone());
+        if let Ok(id) = HeaderValue::from_str(target.request_id) {
+            builder = builder.header("x-request-id", id);
+        }
+        if let Some(key) = target.api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|e| AdapterError::Http(http::Error::from(e)))?;
+            value.set_sensitive(true);
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        Ok(builder.body(body)?)
+    }
+
+    fn read_response(&self, _endpoint: Endpoint, body: &[u8]) -> Result<Option<Usage>, MalformedResponse> {
+        if !body.trim_ascii_start().starts_with(b"{") {
+            return Err(MalformedResponse("not a JSON object".to_owned()));
+        }
+        let env: ResponseEnvelope = serde_json::from_slice(body).map_err(|e| MalformedResponse(e.to_string()))?;
+        Ok(env.usage.map(Usage::from))
+    }
+
+    fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
+        Box::new(OpenAiStream { client_wants_usage: req.view.include_usage, ..OpenAiStream::default() })
+    }
+
+    fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass {
+        let parsed: Option<ErrorBody> = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
+        let code = parsed.as_ref().and_then(|e| e.code.as_ref()).and_then(|c| c.as_str()).unwrap_or("");
+        let kind = parsed.as_ref().and_then(|e| e.kind.as_deref()).unwrap_or("");
+        match status.as_u16() {
+            400 | 413 | 422 if code == "context_length_exceeded" => ErrorClass::ContextLength,
+            400 | 422 if code == "content_policy_violation" || code == "content_filter" => ErrorClass::ContentPolicy,
+            400 | 409 | 413 | 415 | 422 => ErrorClass::InvalidRequest,
+            401 | 403 => ErrorClass::Auth,
+            404 => ErrorClass::NotFound,
+            429 if code == "insufficient_quota" || kind == "insufficient_quota" => ErrorClass::QuotaExceeded,
+            429 => ErrorClass::RateLimited,
+            503 | 529 => ErrorClass::Overloaded,
+            s if s >= 500 || s == 408 => ErrorClass::Server,
+            _ => ErrorClass::InvalidRequest,
+        }
+    }
+
+    fn error_message(&self, body: &[u8], secrets: &[&str]) -> Option<String> {
+        let text = match serde_json::from_slice::<ErrorEnvelope>(body) {
+            Ok(env) => env.error.message?,
+            Err(_) => {
+                let s = String::from_utf8_lossy(body);
+                let s = s.trim();
+                if s.is_empty() {
+                    return None;
+                }
+                s.chars().take(512).collect()
+            }
+        };
+        Some(scrub_credentials(&text, secrets).into_owned())
+    }
+}
+
+/// Pass-through stream state: forwards every event, reads usage from the final chunk, and hides
+/// that chunk from clients that did not ask for it.
+#[derive(Debug, Default)]
+struct OpenAiStream {
+    client_wants_usage: bool,
+    usage: Option<Usage>,
+    relayed: u64,
+    done: bool,
+}
+
+#[derive(Deserialize)]
+struct ChunkEnvelope {
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+    #[serde(default)]
+    choices: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    error: Option<ErrorBody>,
+}
+
+impl StreamTranslator for OpenAiStream {
+    fn on_event(&mut self, event: SseEvent, out: &mut Vec<Bytes>) -> Result<(), StreamFault> {
+        let Some(data) = event.data.as_deref() else {
+            out.push(event.raw); // comments and keep-alives
+            return Ok(());
+        };
+        if data == b"[DONE]" {
+            self.done = true;
+            out.push(event.raw);
+            return Ok(());
+        }
+        let env: ChunkEnvelope = serde_json::from_slice(data).map_err(|_| StreamFault::Malformed)?;
+        if let Some(err) = env.error {
+            out.push(event.raw);
+            return Err(StreamFault::UpstreamError(err.message.unwrap_or_default()));
+        }
+        let no_choices = env.choices.as_ref().is_none_or(Vec::is_empty);
+        if let Some(u) = env.usage {
+            self.usage = Some(u.into());
+            if no_choices && !self.client_wants_usage {
+                return Ok(()); // the usage chunk the gateway asked for on its own behalf
+            }
+        }
+        if !no_choices {
+            self.relayed += 1;
+        }
+        out.push(event.raw);
+        Ok(())
+    }
+
+    fn reported_usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn relayed_chunks(&self) -> u64 {
+        self.relayed
+    }
+
+    fn saw_end(&self) -> bool {
+        self.done
+    }
+
+    fn error_event(&self, code: &str, message: &str) -> Bytes {
+        let body = serde_json::json!({
+            "error": { "message": message, "type": "server_error", "param": null, "code": code }
+        });
+        Bytes::from(format!("data: {body}\n\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

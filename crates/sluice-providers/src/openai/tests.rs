@@ -1,0 +1,138 @@
+use super::*;
+
+fn view(endpoint: Endpoint, body: &str) -> Result<RequestView, RequestError> {
+    RequestView::parse(endpoint, body.as_bytes())
+}
+
+#[test]
+fn request_errors() {
+    let chat = Endpoint::ChatCompletions;
+    let cases: &[(Endpoint, &str, &str)] = &[
+        (chat, "", "invalid_json"),
+        (chat, "{\"model\": ", "invalid_json"),
+        (chat, "[1,2]", "invalid_json"),
+        (chat, "{\"messages\": [{}]}", "missing_required_parameter"),
+        (chat, "{\"model\": 5, \"messages\": [{}]}", "invalid_type"),
+        (chat, "{\"model\": \"\", \"messages\": [{}]}", "invalid_value"),
+        (chat, "{\"model\": \"m\"}", "missing_required_parameter"),
+        (chat, "{\"model\": \"m\", \"messages\": {}}", "invalid_type"),
+        (chat, "{\"model\": \"m\", \"messages\": [ ]}", "invalid_value"),
+        (chat, "{\"model\": \"m\", \"messages\": [{}], \"stream\": \"yes\"}", "invalid_type"),
+        (chat, "{\"model\": \"m\", \"messages\": [{}], \"stream_options\": 3}", "invalid_type"),
+        (chat, "{\"model\": \"m\", \"model\": \"n\", \"messages\": [{}]}", "invalid_json"),
+        (Endpoint::Completions, "{\"model\": \"m\"}", "missing_required_parameter"),
+        (Endpoint::Embeddings, "{\"model\": \"m\", \"input\": 4}", "invalid_type"),
+        (Endpoint::Embeddings, "{\"model\": \"m\", \"input\": \"x\", \"stream\": true}", "invalid_value"),
+    ];
+    for (endpoint, body, code) in cases {
+        let err = view(*endpoint, body).expect_err(body);
+        assert_eq!(err.code(), *code, "{body}: {err}");
+    }
+    assert_eq!(RequestView::parse(chat, b"[1]").unwrap_err(), RequestError::NotAnObject);
+}
+
+#[test]
+fn pass_through_changes_only_model_and_stream_options() {
+    let body = r#"{ "model" : "alias",  "messages":[{"role":"user","content":"hi \u00e9"}],
+        "stream": true, "x_vendor": {"a": [1, 2.50, null]}, "temperature": 0.70 }"#;
+    let v = view(Endpoint::ChatCompletions, body).unwrap();
+    assert_eq!(v.model, "alias");
+    assert!(v.stream && !v.include_usage);
+    let out = v.upstream_body(body.as_bytes(), "real-model");
+    let expected = body
+        .replace(r#""model" : "alias""#, r#""model" : "real-model""#)
+        .replace(r#"0.70 }"#, r#"0.70 ,"stream_options":{"include_usage":true}}"#);
+    assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+}
+
+#[test]
+fn stream_options_are_merged_not_replaced() {
+    let body = r#"{"model":"a","messages":[1],"stream":true,"stream_options":{"include_usage":false,"x":1}}"#;
+    let v = view(Endpoint::ChatCompletions, body).unwrap();
+    let out = v.upstream_body(body.as_bytes(), "a");
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["stream_options"], serde_json::json!({"include_usage": true, "x": 1}));
+
+    let asked = r#"{"model":"a","messages":[1],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let v = view(Endpoint::ChatCompletions, asked).unwrap();
+    assert!(v.include_usage);
+    assert_eq!(&v.upstream_body(asked.as_bytes(), "a")[..], asked.as_bytes(), "nothing to change");
+}
+
+#[test]
+fn model_with_escapes_is_replaced_and_metadata_read() {
+    let body = r#"{"model":"a\"b","prompt":"x","metadata":{"task":"summarize","n":1}}"#;
+    let v = view(Endpoint::Completions, body).unwrap();
+    assert_eq!(v.model, "a\"b");
+    assert_eq!(v.metadata, vec![("task".to_owned(), "summarize".to_owned())]);
+    let out = v.upstream_body(body.as_bytes(), "up\"stream");
+    assert_eq!(std::str::from_utf8(&out).unwrap(), body.replace(r#""a\"b""#, r#""up\"stream""#));
+}
+
+#[test]
+fn classifies_errors() {
+    let a = OpenAiAdapter;
+    let ctx = br#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+    let quota = br#"{"error":{"message":"pay","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+    let cases: &[(u16, &[u8], ErrorClass)] = &[
+        (400, b"{}", ErrorClass::InvalidRequest),
+        (400, ctx, ErrorClass::ContextLength),
+        (401, b"", ErrorClass::Auth),
+        (403, b"", ErrorClass::Auth),
+        (404, b"", ErrorClass::NotFound),
+        (429, b"", ErrorClass::RateLimited),
+        (429, quota, ErrorClass::QuotaExceeded),
+        (500, b"oops", ErrorClass::Server),
+        (503, b"", ErrorClass::Overloaded),
+    ];
+    for (status, body, class) in cases {
+        assert_eq!(a.classify_error(StatusCode::from_u16(*status).unwrap(), body), *class, "{status}");
+    }
+    let msg = a.error_message(br#"{"error":{"message":"Incorrect API key provided: sk-abc123xyz"}}"#, &[]);
+    assert_eq!(msg.as_deref(), Some("Incorrect API key provided: [redacted]"));
+}
+
+fn event(data: &str) -> SseEvent {
+    let mut p = crate::sse::SseParser::new();
+    p.push(format!("data: {data}\n\n").as_bytes());
+    p.next_event().unwrap()
+}
+
+#[test]
+fn stream_hides_the_usage_chunk_it_asked_for() {
+    let req = InboundRequest::parse(
+        Endpoint::ChatCompletions,
+        Bytes::from_static(br#"{"model":"m","messages":[1],"stream":true}"#),
+    )
+    .unwrap();
+    let mut t = OpenAiAdapter.stream_translator(&req);
+    let mut out = Vec::new();
+    t.on_event(event(r#"{"choices":[{"delta":{"content":"a"}}],"usage":null}"#), &mut out).unwrap();
+    t.on_event(event(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#), &mut out)
+        .unwrap();
+    t.on_event(event("[DONE]"), &mut out).unwrap();
+    assert_eq!(out.len(), 2, "usage chunk hidden");
+    assert_eq!(t.reported_usage().map(|u| u.total_tokens), Some(4));
+    assert_eq!(t.relayed_chunks(), 1);
+    assert!(t.saw_end());
+    assert_eq!(t.on_event(event("{not json"), &mut out), Err(StreamFault::Malformed));
+}
+
+#[test]
+fn reads_response_usage() {
+    let a = OpenAiAdapter;
+    let body = br#"{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+    let u = a.read_response(Endpoint::ChatCompletions, body).unwrap().unwrap();
+    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens), (5, 7, 12, 2));
+    assert!(a.read_response(Endpoint::ChatCompletions, b"{\"id\": ").is_err());
+    assert!(a.read_response(Endpoint::ChatCompletions, b"[]").is_err());
+}
+
+#[test]
+fn joins_urls() {
+    let cases = [("http://h:1/v1", "http://h:1/v1/chat/completions"), ("http://h/v1/", "http://h/v1/chat/completions"), ("https://h", "https://h/chat/completions")];
+    for (base, want) in cases {
+        let uri: Uri = base.parse().unwrap();
+        assert_eq!(join_url(&uri, "/chat/completions").unwrap().to_string(), want);
+    }
+}

@@ -65,8 +65,10 @@ pub enum LoadError {
 
 /// Reads, parses and validates a config file, taking secrets from the process environment.
 pub fn load_file(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     load_str(&text, &|name| std::env::var(name).ok())
 }
 

@@ -45,6 +45,7 @@ pub struct RawServer {
     pub max_header_bytes: Option<S<u64>>,
     pub h2_max_concurrent_streams: Option<S<u64>>,
     pub max_body_bytes: Option<S<u64>>,
+    pub body_read_timeout_ms: Option<S<u64>>,
     pub drain_timeout_ms: Option<S<u64>>,
 }
 

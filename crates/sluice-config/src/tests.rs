@@ -66,7 +66,10 @@ keys:
     );
     let c = load(&text).unwrap();
     assert_eq!(c.models[0].deployments, vec![0, 1]);
-    assert_eq!(c.deployments[0].api_key.as_ref().map(Secret::expose), Some("secret-value"));
+    assert_eq!(
+        c.deployments[0].api_key.as_ref().map(Secret::expose),
+        Some("secret-value")
+    );
     assert_eq!(c.deployments[1].upstream_model, "m");
     assert!(c.deployments[1].base_url.is_none());
     let r = &c.routes[0];
@@ -150,7 +153,13 @@ routes:
 
 #[test]
 fn patterns_match() {
-    let cases = [("*", "anything", true), ("gpt-*", "gpt-4o", true), ("gpt-*", "claude", false), ("a", "a", true), ("a", "ab", false)];
+    let cases = [
+        ("*", "anything", true),
+        ("gpt-*", "gpt-4o", true),
+        ("gpt-*", "claude", false),
+        ("a", "a", true),
+        ("a", "ab", false),
+    ];
     for (pattern, value, expected) in cases {
         assert_eq!(Pattern::parse(pattern).matches(value), expected, "{pattern} vs {value}");
     }
@@ -159,5 +168,8 @@ fn patterns_match() {
 #[test]
 fn key_hash_round_trip() {
     let s = key_hash_string("sk-sluice-demo");
-    assert_eq!(parse_key_hash(&s).map(hex::encode), s.strip_prefix("sha256:").map(str::to_owned));
+    assert_eq!(
+        parse_key_hash(&s).map(hex::encode),
+        s.strip_prefix("sha256:").map(str::to_owned)
+    );
 }

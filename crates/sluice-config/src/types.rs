@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub h2_max_concurrent_streams: u32,
     /// Hard cap on any request body, whatever the route says.
     pub max_body_bytes: u64,
+    /// Longest wait for a request body to arrive.
+    pub body_read_timeout: Duration,
     pub drain_timeout: Duration,
 }
 

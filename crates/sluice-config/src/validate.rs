@@ -63,7 +63,11 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             errs.push(format!("{path}.name"), Some(&m.name), "must not be empty");
         }
         if m.deployments.is_empty() {
-            errs.push(format!("{path}.deployments"), Some(&m.name), "needs at least one deployment");
+            errs.push(
+                format!("{path}.deployments"),
+                Some(&m.name),
+                "needs at least one deployment",
+            );
         }
         let mut idx = Vec::new();
         for (j, d) in m.deployments.iter().enumerate() {
@@ -76,13 +80,22 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
                 ),
             }
         }
-        models.push(ModelConfig { name: m.name.value.clone(), deployments: idx });
+        models.push(ModelConfig {
+            name: m.name.value.clone(),
+            deployments: idx,
+        });
     }
     unique(raw.models.iter().map(|m| &m.name), "models", &mut errs);
 
     let model_names: Vec<&str> = raw.models.iter().map(|m| m.name.value.as_str()).collect();
     let route_names: Vec<&str> = raw.routes.iter().map(|r| r.name.value.as_str()).collect();
-    let defaults = policy(&RawPolicy::default(), &raw.defaults, "defaults", server.max_body_bytes, &mut errs);
+    let defaults = policy(
+        &RawPolicy::default(),
+        &raw.defaults,
+        "defaults",
+        server.max_body_bytes,
+        &mut errs,
+    );
 
     let mut routes: Vec<RouteConfig> = raw
         .routes
@@ -116,7 +129,17 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
     }
 
     if errs.0.is_empty() {
-        Ok(Config { server, admin, store, logging, deployments, models, routes, keys, version })
+        Ok(Config {
+            server,
+            admin,
+            store,
+            logging,
+            deployments,
+            models,
+            routes,
+            keys,
+            version,
+        })
     } else {
         errs.0.sort_by_key(|e| e.line.unwrap_or(u64::MAX));
         Err(ConfigErrors(errs.0))
@@ -127,7 +150,11 @@ fn unique<'a>(names: impl Iterator<Item = &'a S<String>>, section: &str, errs: &
     let mut seen = HashSet::new();
     for (i, n) in names.enumerate() {
         if !seen.insert(n.value.as_str()) {
-            errs.push(format!("{section}[{i}]"), Some(n), format!("duplicate name {:?}", n.value));
+            errs.push(
+                format!("{section}[{i}]"),
+                Some(n),
+                format!("duplicate name {:?}", n.value),
+            );
         }
     }
 }
@@ -137,7 +164,11 @@ fn addr(value: Option<&S<String>>, default: &str, path: &str, errs: &mut Collect
     match value {
         None => default.parse().unwrap_or(fallback),
         Some(s) => s.value.parse().unwrap_or_else(|_| {
-            errs.push(path, Some(s), format!("{:?} is not a socket address like 127.0.0.1:8080", s.value));
+            errs.push(
+                path,
+                Some(s),
+                format!("{:?} is not a socket address like 127.0.0.1:8080", s.value),
+            );
             fallback
         }),
     }
@@ -174,11 +205,22 @@ fn server(raw: &RawConfig, errs: &mut Collector) -> ServerConfig {
             cert_file: PathBuf::from(&t.cert_file.value),
             key_file: PathBuf::from(&t.key_file.value),
         }),
-        header_read_timeout: ms(s.header_read_timeout_ms.as_ref(), 10_000, "server.header_read_timeout_ms", errs),
-        idle_timeout: ms(s.idle_timeout_ms.as_ref(), 75_000, "server.idle_timeout_ms", errs),
+        header_read_timeout: ms(
+            s.header_read_timeout_ms.as_ref(),
+            30_000,
+            "server.header_read_timeout_ms",
+            errs,
+        ),
+        idle_timeout: ms(s.idle_timeout_ms.as_ref(), 60_000, "server.idle_timeout_ms", errs),
         max_headers: ranged(s.max_headers.as_ref(), 100, 8, 1_000, "server.max_headers", errs) as usize,
-        max_header_bytes: ranged(s.max_header_bytes.as_ref(), 16_384, 8_192, 1_048_576, "server.max_header_bytes", errs)
-            as usize,
+        max_header_bytes: ranged(
+            s.max_header_bytes.as_ref(),
+            16_384,
+            8_192,
+            1_048_576,
+            "server.max_header_bytes",
+            errs,
+        ) as usize,
         h2_max_concurrent_streams: ranged(
             s.h2_max_concurrent_streams.as_ref(),
             256,
@@ -187,7 +229,18 @@ fn server(raw: &RawConfig, errs: &mut Collector) -> ServerConfig {
             "server.h2_max_concurrent_streams",
             errs,
         ) as u32,
-        max_body_bytes: positive(s.max_body_bytes.as_ref(), DEFAULT_MAX_BODY_BYTES, "server.max_body_bytes", errs),
+        max_body_bytes: positive(
+            s.max_body_bytes.as_ref(),
+            DEFAULT_MAX_BODY_BYTES,
+            "server.max_body_bytes",
+            errs,
+        ),
+        body_read_timeout: ms(
+            s.body_read_timeout_ms.as_ref(),
+            60_000,
+            "server.body_read_timeout_ms",
+            errs,
+        ),
         drain_timeout: ms(s.drain_timeout_ms.as_ref(), 30_000, "server.drain_timeout_ms", errs),
     }
 }
@@ -196,7 +249,11 @@ fn env_secret(name: &S<String>, path: &str, env: EnvLookup<'_>, errs: &mut Colle
     match env(&name.value) {
         Some(v) if !v.is_empty() => Some(Secret::new(v)),
         _ => {
-            errs.push(path, Some(name), format!("environment variable {} is not set", name.value));
+            errs.push(
+                path,
+                Some(name),
+                format!("environment variable {} is not set", name.value),
+            );
             None
         }
     }
@@ -205,7 +262,11 @@ fn env_secret(name: &S<String>, path: &str, env: EnvLookup<'_>, errs: &mut Colle
 fn admin(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -> AdminConfig {
     AdminConfig {
         listen: addr(raw.admin.listen.as_ref(), "127.0.0.1:9090", "admin.listen", errs),
-        token: raw.admin.token_env.as_ref().and_then(|n| env_secret(n, "admin.token_env", env, errs)),
+        token: raw
+            .admin
+            .token_env
+            .as_ref()
+            .and_then(|n| env_secret(n, "admin.token_env", env, errs)),
     }
 }
 
@@ -225,8 +286,14 @@ fn logging(raw: &RawConfig, errs: &mut Collector) -> LoggingConfig {
     };
     LoggingConfig {
         access_log,
-        access_log_queue: ranged(raw.logging.access_log_queue.as_ref(), 65_536, 16, 16_777_216, "logging.access_log_queue", errs)
-            as usize,
+        access_log_queue: ranged(
+            raw.logging.access_log_queue.as_ref(),
+            65_536,
+            16,
+            16_777_216,
+            "logging.access_log_queue",
+            errs,
+        ) as usize,
     }
 }
 
@@ -250,7 +317,11 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
     let base_url = match (&d.base_url, provider) {
         (None, ProviderKind::Mock) => None,
         (None, _) => {
-            errs.push(format!("{path}.base_url"), Some(&d.name), "is required for this provider");
+            errs.push(
+                format!("{path}.base_url"),
+                Some(&d.name),
+                "is required for this provider",
+            );
             None
         }
         (Some(u), _) => match u.value.parse::<Uri>() {
@@ -266,7 +337,10 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
                 errs.push(
                     format!("{path}.base_url"),
                     Some(u),
-                    format!("{:?} is not an http(s) URL like https://host/v1 (no query, no credentials)", u.value),
+                    format!(
+                        "{:?} is not an http(s) URL like https://host/v1 (no query, no credentials)",
+                        u.value
+                    ),
                 );
                 None
             }
@@ -276,13 +350,24 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         (Some(m), _) if !m.value.is_empty() => m.value.clone(),
         (_, ProviderKind::Mock) => d.name.value.clone(),
         (m, _) => {
-            errs.push(format!("{path}.model"), m.as_ref().or(Some(&d.name)), "the upstream model name is required");
+            errs.push(
+                format!("{path}.model"),
+                m.as_ref().or(Some(&d.name)),
+                "the upstream model name is required",
+            );
             String::new()
         }
     };
-    let api_key = d.api_key_env.as_ref().and_then(|n| env_secret(n, &format!("{path}.api_key_env"), env, errs));
+    let api_key = d
+        .api_key_env
+        .as_ref()
+        .and_then(|n| env_secret(n, &format!("{path}.api_key_env"), env, errs));
     if d.mock.is_some() && provider != ProviderKind::Mock {
-        errs.push(format!("{path}.mock"), Some(&d.provider), "mock knobs apply only to provider: mock");
+        errs.push(
+            format!("{path}.mock"),
+            Some(&d.provider),
+            "mock knobs apply only to provider: mock",
+        );
     }
     let mock = d.mock.as_ref().map_or_else(MockKnobs::default, |m| MockKnobs {
         latency_ms: m.latency_ms,
@@ -328,14 +413,24 @@ fn policy(
         );
     }
     RoutePolicy {
-        connect_timeout: ms(pick(&own.connect_timeout_ms, &defaults.connect_timeout_ms), DEFAULT_CONNECT_TIMEOUT_MS, "connect_timeout_ms", errs),
+        connect_timeout: ms(
+            pick(&own.connect_timeout_ms, &defaults.connect_timeout_ms),
+            DEFAULT_CONNECT_TIMEOUT_MS,
+            "connect_timeout_ms",
+            errs,
+        ),
         first_byte_timeout: ms(
             pick(&own.first_byte_timeout_ms, &defaults.first_byte_timeout_ms),
             DEFAULT_FIRST_BYTE_TIMEOUT_MS,
             "first_byte_timeout_ms",
             errs,
         ),
-        total_timeout: ms(pick(&own.total_timeout_ms, &defaults.total_timeout_ms), DEFAULT_TOTAL_TIMEOUT_MS, "total_timeout_ms", errs),
+        total_timeout: ms(
+            pick(&own.total_timeout_ms, &defaults.total_timeout_ms),
+            DEFAULT_TOTAL_TIMEOUT_MS,
+            "total_timeout_ms",
+            errs,
+        ),
         stream_idle_timeout: ms(
             pick(&own.stream_idle_timeout_ms, &defaults.stream_idle_timeout_ms),
             DEFAULT_STREAM_IDLE_TIMEOUT_MS,
@@ -359,7 +454,11 @@ fn resolve_models(list: &[S<String>], names: &[&str], path: &str, errs: &mut Col
     for (j, m) in list.iter().enumerate() {
         match names.iter().position(|n| *n == m.value) {
             Some(k) => out.push(k),
-            None => errs.push(format!("{path}[{j}]"), Some(m), format!("unknown model alias {:?}", m.value)),
+            None => errs.push(
+                format!("{path}[{j}]"),
+                Some(m),
+                format!("unknown model alias {:?}", m.value),
+            ),
         }
     }
     out
@@ -391,25 +490,39 @@ fn route(
         if let Pattern::Exact(name) = Pattern::parse(&p.value)
             && !model_names.contains(&name.as_str())
         {
-            errs.push(format!("{path}.match.models[{j}]"), Some(p), format!("unknown model alias {name:?}"));
+            errs.push(
+                format!("{path}.match.models[{j}]"),
+                Some(p),
+                format!("unknown model alias {name:?}"),
+            );
         }
     }
     let mut headers = Vec::new();
     for (name, value) in &m.headers {
         match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
             Ok(h) => headers.push((h, Pattern::parse(value))),
-            Err(_) => errs.push(format!("{path}.match.headers.{name}"), Some(&r.name), "not a valid header name"),
+            Err(_) => errs.push(
+                format!("{path}.match.headers.{name}"),
+                Some(&r.name),
+                "not a valid header name",
+            ),
         }
     }
     let model = r.model.as_ref().and_then(|m| {
         let found = model_names.iter().position(|n| *n == m.value);
         if found.is_none() {
-            errs.push(format!("{path}.model"), Some(m), format!("unknown model alias {:?}", m.value));
+            errs.push(
+                format!("{path}.model"),
+                Some(m),
+                format!("unknown model alias {:?}", m.value),
+            );
         }
         found
     });
-    let allowed_models =
-        r.allowed_models.as_ref().map(|list| resolve_models(list, model_names, &format!("{path}.allowed_models"), errs));
+    let allowed_models = r
+        .allowed_models
+        .as_ref()
+        .map(|list| resolve_models(list, model_names, &format!("{path}.allowed_models"), errs));
     RouteConfig {
         name: r.name.value.clone(),
         matcher: RouteMatch {
@@ -457,7 +570,11 @@ fn key(i: usize, k: &RawKey, model_names: &[&str], route_names: &[&str], errs: &
                 if let Pattern::Exact(name) = &p
                     && !model_names.contains(&name.as_str())
                 {
-                    errs.push(format!("{path}.models[{j}]"), Some(m), format!("unknown model alias {name:?}"));
+                    errs.push(
+                        format!("{path}.models[{j}]"),
+                        Some(m),
+                        format!("unknown model alias {name:?}"),
+                    );
                 }
                 p
             })
@@ -468,19 +585,30 @@ fn key(i: usize, k: &RawKey, model_names: &[&str], route_names: &[&str], errs: &
             .enumerate()
             .map(|(j, r)| {
                 if !route_names.contains(&r.value.as_str()) {
-                    errs.push(format!("{path}.routes[{j}]"), Some(r), format!("unknown route {:?}", r.value));
+                    errs.push(
+                        format!("{path}.routes[{j}]"),
+                        Some(r),
+                        format!("unknown route {:?}", r.value),
+                    );
                 }
                 r.value.clone()
             })
             .collect()
     });
-    let expires_at = k.expires_at.as_ref().and_then(|e| match DateTime::parse_from_rfc3339(&e.value) {
-        Ok(t) => Some(t.with_timezone(&Utc)),
-        Err(_) => {
-            errs.push(format!("{path}.expires_at"), Some(e), "must be an RFC 3339 time like 2027-01-31T00:00:00Z");
-            None
-        }
-    });
+    let expires_at = k
+        .expires_at
+        .as_ref()
+        .and_then(|e| match DateTime::parse_from_rfc3339(&e.value) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                errs.push(
+                    format!("{path}.expires_at"),
+                    Some(e),
+                    "must be an RFC 3339 time like 2027-01-31T00:00:00Z",
+                );
+                None
+            }
+        });
     Some(KeyConfig {
         id: k.id.value.clone(),
         hash: hash?,

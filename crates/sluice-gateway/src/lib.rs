@@ -1,1 +1,228 @@
-//! placeholder
+//! Sluice's data path: the edge (listeners, TLS, HTTP/1.1 + HTTP/2), the spine every request
+//! walks, dispatch to upstreams, the stream relay, virtual keys, telemetry, the admin API and
+//! hot reload.
+//!
+//! This crate never parses provider formats itself (that is `sluice-providers`), never touches a
+//! database on the request path, and never logs prompt or response text or any credential.
+
+pub mod admin;
+pub mod body;
+pub mod dispatch;
+pub mod edge;
+pub mod error;
+pub mod finish;
+pub mod keys;
+pub mod relay;
+pub mod reload;
+pub mod routing;
+pub mod spine;
+pub mod stages;
+pub mod state;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sluice_config::Config;
+use sluice_store::{KeyStore, SqliteStore, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::edge::Connections;
+use crate::keys::KeyTable;
+use crate::state::{LiveState, Snapshot};
+use crate::telemetry::Telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] edge::TlsError),
+    #[error("cannot open the key store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Build(#[from] state::BuildError),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+}
+
+/// Everything the request path shares.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    pub live: LiveState,
+    pub keys: KeyTable,
+    pub store: Arc<dyn KeyStore>,
+    pub telemetry: Arc<Telemetry>,
+    pub config_path: Option<PathBuf>,
+    ready: AtomicBool,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("version", &self.snapshot().version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// The snapshot current now; a request keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Swaps in a new snapshot and rebuilds the key table with its YAML keys.
+    pub async fn install(&self, snapshot: Arc<Snapshot>) {
+        self.snapshot.store(snapshot);
+        if let Err(e) = self.refresh_keys().await {
+            tracing::error!(error = %e, "cannot read run-time keys; keeping the previous key table");
+        }
+    }
+
+    /// Rebuilds the key table from the current snapshot and the store.
+    pub async fn refresh_keys(&self) -> Result<(), StoreError> {
+        let runtime = self.store.list().await?;
+        let shadowed = self.keys.rebuild(&self.snapshot().config.keys, &runtime);
+        for id in shadowed {
+            tracing::warn!(key_id = %id, "run-time key ignored: a config-file key uses the same id or key");
+        }
+        self.telemetry.metrics.keys.set(self.keys.len() as i64);
+        Ok(())
+    }
+}
+
+/// How to start a gateway.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// The file the config came from; enables reload (SIGHUP, file watch, admin endpoint).
+    pub config_path: Option<PathBuf>,
+    /// Watch the config file and SIGHUP. Off in tests that run many gateways in one process.
+    pub watch: bool,
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub gateway: Arc<Gateway>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    connections: Arc<Connections>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(config: Config, options: StartOptions) -> Result<RunningGateway, StartError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let telemetry = Arc::new(
+        Telemetry::new(&config.logging.access_log, config.logging.access_log_queue).map_err(StartError::AccessLog)?,
+    );
+    let store: Arc<dyn KeyStore> = Arc::new(SqliteStore::open(&config.store.sqlite_path).await?);
+    let tls = config.server.tls.as_ref().map(edge::tls_acceptor).transpose()?;
+    let listen = config.server.listen;
+    let admin_listen = config.admin.listen;
+    let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Bind {
+        what: "the API listener",
+        addr: listen,
+        source,
+    })?;
+    let admin_listener = TcpListener::bind(admin_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "the admin listener",
+            addr: admin_listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(listen);
+    let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
+
+    let live = LiveState::new();
+    let snapshot = live.build(config).await?;
+    let gateway = Arc::new(Gateway {
+        snapshot: ArcSwap::from_pointee(snapshot),
+        live,
+        keys: KeyTable::default(),
+        store,
+        telemetry,
+        config_path: options.config_path.clone(),
+        ready: AtomicBool::new(false),
+        reload_lock: tokio::sync::Mutex::new(()),
+    });
+    gateway.refresh_keys().await?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let connections = Arc::new(Connections::default());
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(edge::serve(
+        listener,
+        tls,
+        gateway.clone(),
+        shutdown_rx.clone(),
+        connections.clone(),
+    )));
+    let admin = admin::router(gateway.clone());
+    let mut admin_stop = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(admin_listener, admin).with_graceful_shutdown(async move {
+            edge::stopped(&mut admin_stop).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }));
+    if options.watch
+        && let Some(path) = &options.config_path
+    {
+        reload::spawn_watchers(gateway.clone(), path.clone(), shutdown_rx.clone());
+    }
+    gateway.ready.store(true, Ordering::Release);
+    tracing::info!(%addr, %admin_addr, version = %gateway.snapshot().version, "sluice is serving");
+    Ok(RunningGateway {
+        gateway,
+        addr,
+        admin_addr,
+        shutdown,
+        connections,
+        tasks,
+    })
+}
+
+impl RunningGateway {
+    /// Stops being ready, stops accepting, lets in-flight requests finish within the drain time,
+    /// then stops. Returns the number of connections still open when the drain time ran out.
+    pub async fn shutdown(self) -> usize {
+        self.gateway.ready.store(false, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        let drain = self.gateway.snapshot().config.server.drain_timeout;
+        let left = match tokio::time::timeout(drain, self.connections.drained()).await {
+            Ok(()) => 0,
+            Err(_) => self.connections.open(),
+        };
+        for t in &self.tasks {
+            t.abort();
+        }
+        // Give the log writer a moment to flush what finish queued.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        left
+    }
+
+    /// Readiness turns off; the listener keeps serving (load balancers move traffic away first).
+    pub fn stop_ready(&self) {
+        self.gateway.ready.store(false, Ordering::Release);
+    }
+}

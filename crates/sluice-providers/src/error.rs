@@ -12,7 +12,10 @@ pub enum RequestError {
     #[error("missing required parameter: '{param}'")]
     MissingField { param: &'static str },
     #[error("invalid type for '{param}': expected {expected}")]
-    InvalidType { param: &'static str, expected: &'static str },
+    InvalidType {
+        param: &'static str,
+        expected: &'static str,
+    },
     #[error("invalid value for '{param}': {reason}")]
     InvalidValue { param: &'static str, reason: &'static str },
 }
@@ -58,7 +61,10 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Server)
+        matches!(
+            self,
+            ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Server
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -126,7 +132,10 @@ mod tests {
     #[test]
     fn scrubs_keys_and_bearers() {
         let cases = [
-            ("Incorrect API key provided: sk-proj-****abcd. See docs.", "Incorrect API key provided: [redacted]. See docs."),
+            (
+                "Incorrect API key provided: sk-proj-****abcd. See docs.",
+                "Incorrect API key provided: [redacted]. See docs.",
+            ),
             ("token Bearer abc.def-ghi rejected", "token [redacted] rejected"),
             ("our secret-value-123 leaked", "our [redacted] leaked"),
             ("ask-me anything", "ask-me anything"),

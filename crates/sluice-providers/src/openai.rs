@@ -64,11 +64,14 @@ fn first_byte(raw: &RawValue) -> u8 {
 
 impl RequestView {
     pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<RequestView, RequestError> {
-        let text = std::str::from_utf8(body)
-            .map_err(|_| RequestError::InvalidJson { detail: "the body is not UTF-8".to_owned() })?;
+        let text = std::str::from_utf8(body).map_err(|_| RequestError::InvalidJson {
+            detail: "the body is not UTF-8".to_owned(),
+        })?;
         let trimmed = text.trim_ascii();
         if trimmed.is_empty() {
-            return Err(RequestError::InvalidJson { detail: "the body is empty".to_owned() });
+            return Err(RequestError::InvalidJson {
+                detail: "the body is empty".to_owned(),
+            });
         }
         if !trimmed.starts_with('{') {
             // serde would also accept a struct written as an array; the API takes only objects.
@@ -82,32 +85,49 @@ impl RequestView {
         let close_brace = text.trim_ascii_end().len() - 1;
 
         let model_raw = env.model.ok_or(RequestError::MissingField { param: "model" })?;
-        let model: String = serde_json::from_str(model_raw.get())
-            .map_err(|_| RequestError::InvalidType { param: "model", expected: "a string" })?;
+        let model: String = serde_json::from_str(model_raw.get()).map_err(|_| RequestError::InvalidType {
+            param: "model",
+            expected: "a string",
+        })?;
         if model.is_empty() {
-            return Err(RequestError::InvalidValue { param: "model", reason: "must not be empty" });
+            return Err(RequestError::InvalidValue {
+                param: "model",
+                reason: "must not be empty",
+            });
         }
 
         match endpoint {
             Endpoint::ChatCompletions => {
                 let m = env.messages.ok_or(RequestError::MissingField { param: "messages" })?;
                 if first_byte(m) != b'[' {
-                    return Err(RequestError::InvalidType { param: "messages", expected: "an array" });
+                    return Err(RequestError::InvalidType {
+                        param: "messages",
+                        expected: "an array",
+                    });
                 }
                 if m.get()[1..].trim_ascii_start().starts_with(']') {
-                    return Err(RequestError::InvalidValue { param: "messages", reason: "must not be empty" });
+                    return Err(RequestError::InvalidValue {
+                        param: "messages",
+                        reason: "must not be empty",
+                    });
                 }
             }
             Endpoint::Completions => {
                 let p = env.prompt.ok_or(RequestError::MissingField { param: "prompt" })?;
                 if !matches!(first_byte(p), b'"' | b'[') {
-                    return Err(RequestError::InvalidType { param: "prompt", expected: "a string or an array" });
+                    return Err(RequestError::InvalidType {
+                        param: "prompt",
+                        expected: "a string or an array",
+                    });
                 }
             }
             Endpoint::Embeddings => {
                 let i = env.input.ok_or(RequestError::MissingField { param: "input" })?;
                 if !matches!(first_byte(i), b'"' | b'[') {
-                    return Err(RequestError::InvalidType { param: "input", expected: "a string or an array" });
+                    return Err(RequestError::InvalidType {
+                        param: "input",
+                        expected: "a string or an array",
+                    });
                 }
             }
         }
@@ -117,11 +137,19 @@ impl RequestView {
             Some(raw) => match raw.get() {
                 "true" => true,
                 "false" | "null" => false,
-                _ => return Err(RequestError::InvalidType { param: "stream", expected: "a boolean" }),
+                _ => {
+                    return Err(RequestError::InvalidType {
+                        param: "stream",
+                        expected: "a boolean",
+                    });
+                }
             },
         };
         if stream && endpoint == Endpoint::Embeddings {
-            return Err(RequestError::InvalidValue { param: "stream", reason: "embeddings cannot be streamed" });
+            return Err(RequestError::InvalidValue {
+                param: "stream",
+                reason: "embeddings cannot be streamed",
+            });
         }
 
         let mut include_usage = false;
@@ -142,9 +170,14 @@ impl RequestView {
 
         let metadata = match env.metadata {
             Some(raw) if raw.get() != "null" => {
-                let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get())
-                    .map_err(|_| RequestError::InvalidType { param: "metadata", expected: "an object" })?;
-                map.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned()))).collect()
+                let map: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(raw.get()).map_err(|_| RequestError::InvalidType {
+                        param: "metadata",
+                        expected: "an object",
+                    })?;
+                map.into_iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+                    .collect()
             }
             _ => Vec::new(),
         };
@@ -217,7 +250,10 @@ pub fn join_url(base: &Uri, suffix: &str) -> Result<Uri, AdapterError> {
     builder
         .path_and_query(format!("{path}{suffix}"))
         .build()
-        .map_err(|e| AdapterError::BadUrl { base: base.to_string(), reason: e.to_string() })
+        .map_err(|e| AdapterError::BadUrl {
+            base: base.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// The OpenAI-compatible adapter.
@@ -261,7 +297,14 @@ impl ProviderAdapter for OpenAiAdapter {
             .method(Method::POST)
             .uri(uri)
             .header(CONTENT_TYPE, APPLICATION_JSON.clone())
-            .header(ACCEPT, if req.view.stream { EVENT_STREAM.clone() } else { APPLICATION_JSON.clone() })
+            .header(
+                ACCEPT,
+                if req.view.stream {
+                    EVENT_STREAM.clone()
+                } else {
+                    APPLICATION_JSON.clone()
+                },
+            )
             .header(USER_AGENT, SLUICE_AGENT.clone());
         if let Ok(id) = HeaderValue::from_str(target.request_id) {
             builder = builder.header("x-request-id", id);
@@ -284,12 +327,19 @@ impl ProviderAdapter for OpenAiAdapter {
     }
 
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
-        Box::new(OpenAiStream { client_wants_usage: req.view.include_usage, ..OpenAiStream::default() })
+        Box::new(OpenAiStream {
+            client_wants_usage: req.view.include_usage,
+            ..OpenAiStream::default()
+        })
     }
 
     fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass {
         let parsed: Option<ErrorBody> = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
-        let code = parsed.as_ref().and_then(|e| e.code.as_ref()).and_then(|c| c.as_str()).unwrap_or("");
+        let code = parsed
+            .as_ref()
+            .and_then(|e| e.code.as_ref())
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
         let kind = parsed.as_ref().and_then(|e| e.kind.as_deref()).unwrap_or("");
         match status.as_u16() {
             400 | 413 | 422 if code == "context_length_exceeded" => ErrorClass::ContextLength,

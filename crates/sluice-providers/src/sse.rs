@@ -21,7 +21,10 @@ pub struct SseEvent {
 impl SseEvent {
     /// The data as text (SSE is UTF-8); empty when the block had no data.
     pub fn data_str(&self) -> &str {
-        self.data.as_deref().and_then(|d| std::str::from_utf8(d).ok()).unwrap_or("")
+        self.data
+            .as_deref()
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .unwrap_or("")
     }
 }
 
@@ -153,7 +156,11 @@ impl SseParser {
             DataAcc::One(a, b) => Some(raw.slice(a..b)),
             DataAcc::Many(v) => Some(Bytes::from(v)),
         };
-        SseEvent { raw, event: self.event.take(), data }
+        SseEvent {
+            raw,
+            event: self.event.take(),
+            data,
+        }
     }
 }
 
@@ -170,13 +177,19 @@ mod tests {
             p.push(c);
             while let Some(e) = p.next_event() {
                 raw.extend_from_slice(&e.raw);
-                events.push((e.event.clone(), e.data.as_ref().map(|d| String::from_utf8_lossy(d).into_owned())));
+                events.push((
+                    e.event.clone(),
+                    e.data.as_ref().map(|d| String::from_utf8_lossy(d).into_owned()),
+                ));
             }
         }
         p.end_of_input();
         while let Some(e) = p.next_event() {
             raw.extend_from_slice(&e.raw);
-            events.push((e.event.clone(), e.data.as_ref().map(|d| String::from_utf8_lossy(d).into_owned())));
+            events.push((
+                e.event.clone(),
+                e.data.as_ref().map(|d| String::from_utf8_lossy(d).into_owned()),
+            ));
         }
         if let Some(rest) = p.finish() {
             raw.extend_from_slice(&rest);
@@ -186,7 +199,10 @@ mod tests {
 
     fn check(input: &str, expected: &[(Option<&str>, Option<&str>)]) {
         let (events, raw) = parse_all(&[input.as_bytes()]);
-        let want: Vec<_> = expected.iter().map(|(e, d)| (e.map(str::to_owned), d.map(str::to_owned))).collect();
+        let want: Vec<_> = expected
+            .iter()
+            .map(|(e, d)| (e.map(str::to_owned), d.map(str::to_owned)))
+            .collect();
         assert_eq!(events, want, "input {input:?}");
         assert_eq!(raw, input.as_bytes(), "raw bytes are preserved");
     }
@@ -196,7 +212,10 @@ mod tests {
         check("data: hello\n\n", &[(None, Some("hello"))]);
         check("data:hello\r\n\r\n", &[(None, Some("hello"))]);
         check("data: a\rdata: b\r\r", &[(None, Some("a\nb"))]);
-        check("event: ping\ndata: {}\n\ndata: [DONE]\n\n", &[(Some("ping"), Some("{}")), (None, Some("[DONE]"))]);
+        check(
+            "event: ping\ndata: {}\n\ndata: [DONE]\n\n",
+            &[(Some("ping"), Some("{}")), (None, Some("[DONE]"))],
+        );
         check(": keep-alive\n\n", &[(None, None)]);
         check("data\n\n", &[(None, Some(""))]);
         check("data:  two spaces\n\n", &[(None, Some(" two spaces"))]);

@@ -47,7 +47,10 @@ impl From<OpenAiUsage> for Usage {
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens + u.completion_tokens),
             cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
-            reasoning_tokens: u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            reasoning_tokens: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
         }
     }
 }

@@ -1,1 +1,54 @@
-//! placeholder
+//! Persistent stores behind traits. Today: run-time virtual keys, in SQLite (the embedded
+//! default). PostgreSQL and Redis backends implement the same traits.
+//!
+//! Stores are never on the request path: the gateway loads what it needs into memory and
+//! writes through on change.
+
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+
+pub use sqlite::SqliteStore;
+
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a key with id {id:?} already exists")]
+    Conflict { id: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A virtual key created at run time. Only its SHA-256 is stored, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub id: String,
+    pub hash: [u8; 32],
+    /// The first characters of the key, to help people recognise it (`sk-sluice-AbCd`).
+    pub prefix: String,
+    pub tenant: Option<String>,
+    pub team: Option<String>,
+    pub user: Option<String>,
+    pub tier: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub routes: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Where run-time keys live.
+pub trait KeyStore: Send + Sync + 'static {
+    /// Every key, revoked ones included.
+    fn list(&self) -> StoreFuture<'_, Vec<StoredKey>>;
+    /// Adds a key; fails with [`StoreError::Conflict`] if the id is taken.
+    fn insert<'a>(&'a self, key: &'a StoredKey) -> StoreFuture<'a, ()>;
+    /// Marks a key revoked; `false` if there is no such active key.
+    fn revoke<'a>(&'a self, id: &'a str, at: DateTime<Utc>) -> StoreFuture<'a, bool>;
+}

@@ -1,1 +1,170 @@
-fn main() {}
+//! `sluice`: the gateway binary. CLI parsing and wiring only; everything else lives in the
+//! library crates.
+
+mod admin_client;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_gateway::StartOptions;
+use sluice_mock::{Knobs, MockConfig, MockServer};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "An AI API gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and print every error with its line.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the built-in mock provider (OpenAI wire format).
+    Mock {
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        listen: SocketAddr,
+        #[arg(long)]
+        latency_ms: Option<u64>,
+        #[arg(long)]
+        ttft_ms: Option<u64>,
+        #[arg(long)]
+        chunk_delay_ms: Option<u64>,
+        #[arg(long)]
+        chunks: Option<u64>,
+        /// Require this bearer key, read from the named environment variable.
+        #[arg(long)]
+        api_key_env: Option<String>,
+    },
+    /// Manage virtual keys through the admin API.
+    Keys {
+        #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+        admin_url: String,
+        #[command(subcommand)]
+        command: admin_client::KeysCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,hyper=warn".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::Check { config } => check(&config),
+            Command::Mock {
+                listen,
+                latency_ms,
+                ttft_ms,
+                chunk_delay_ms,
+                chunks,
+                api_key_env,
+            } => {
+                let defaults = Knobs {
+                    latency_ms,
+                    ttft_ms,
+                    chunk_delay_ms,
+                    chunks,
+                    ..Knobs::default()
+                };
+                let api_key = api_key_env.and_then(|name| std::env::var(name).ok());
+                mock(listen, MockConfig { defaults, api_key }).await
+            }
+            Command::Keys { admin_url, command } => admin_client::run(&admin_url, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = sluice_config::load_file(&path)?;
+    let gateway = sluice_gateway::start(
+        config,
+        StartOptions {
+            config_path: Some(path),
+            watch: true,
+        },
+    )
+    .await?;
+    eprintln!(
+        "sluice listening on http://{} (admin on http://{})",
+        gateway.addr, gateway.admin_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    let left = gateway.shutdown().await;
+    if left > 0 {
+        tracing::warn!(connections = left, "drain time ran out with connections still open");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let c = sluice_config::load_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    println!(
+        "{}: ok (version {}; {} deployments, {} models, {} routes, {} keys)",
+        path.display(),
+        c.version,
+        c.deployments.len(),
+        c.models.len(),
+        c.routes.len(),
+        c.keys.len()
+    );
+    Ok(())
+}
+
+async fn mock(listen: SocketAddr, config: MockConfig) -> anyhow::Result<()> {
+    let server = MockServer::start(listen, config).await?;
+    eprintln!("sluice mock provider on {}", server.base_url());
+    shutdown_signal().await;
+    Ok(())
+}

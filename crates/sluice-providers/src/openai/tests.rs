@@ -17,12 +17,32 @@ fn request_errors() {
         (chat, "{\"model\": \"m\"}", "missing_required_parameter"),
         (chat, "{\"model\": \"m\", \"messages\": {}}", "invalid_type"),
         (chat, "{\"model\": \"m\", \"messages\": [ ]}", "invalid_value"),
-        (chat, "{\"model\": \"m\", \"messages\": [{}], \"stream\": \"yes\"}", "invalid_type"),
-        (chat, "{\"model\": \"m\", \"messages\": [{}], \"stream_options\": 3}", "invalid_type"),
-        (chat, "{\"model\": \"m\", \"model\": \"n\", \"messages\": [{}]}", "invalid_json"),
-        (Endpoint::Completions, "{\"model\": \"m\"}", "missing_required_parameter"),
+        (
+            chat,
+            "{\"model\": \"m\", \"messages\": [{}], \"stream\": \"yes\"}",
+            "invalid_type",
+        ),
+        (
+            chat,
+            "{\"model\": \"m\", \"messages\": [{}], \"stream_options\": 3}",
+            "invalid_type",
+        ),
+        (
+            chat,
+            "{\"model\": \"m\", \"model\": \"n\", \"messages\": [{}]}",
+            "invalid_json",
+        ),
+        (
+            Endpoint::Completions,
+            "{\"model\": \"m\"}",
+            "missing_required_parameter",
+        ),
         (Endpoint::Embeddings, "{\"model\": \"m\", \"input\": 4}", "invalid_type"),
-        (Endpoint::Embeddings, "{\"model\": \"m\", \"input\": \"x\", \"stream\": true}", "invalid_value"),
+        (
+            Endpoint::Embeddings,
+            "{\"model\": \"m\", \"input\": \"x\", \"stream\": true}",
+            "invalid_value",
+        ),
     ];
     for (endpoint, body, code) in cases {
         let err = view(*endpoint, body).expect_err(body);
@@ -51,12 +71,19 @@ fn stream_options_are_merged_not_replaced() {
     let v = view(Endpoint::ChatCompletions, body).unwrap();
     let out = v.upstream_body(body.as_bytes(), "a");
     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(json["stream_options"], serde_json::json!({"include_usage": true, "x": 1}));
+    assert_eq!(
+        json["stream_options"],
+        serde_json::json!({"include_usage": true, "x": 1})
+    );
 
     let asked = r#"{"model":"a","messages":[1],"stream":true,"stream_options":{"include_usage":true}}"#;
     let v = view(Endpoint::ChatCompletions, asked).unwrap();
     assert!(v.include_usage);
-    assert_eq!(&v.upstream_body(asked.as_bytes(), "a")[..], asked.as_bytes(), "nothing to change");
+    assert_eq!(
+        &v.upstream_body(asked.as_bytes(), "a")[..],
+        asked.as_bytes(),
+        "nothing to change"
+    );
 }
 
 #[test]
@@ -66,7 +93,10 @@ fn model_with_escapes_is_replaced_and_metadata_read() {
     assert_eq!(v.model, "a\"b");
     assert_eq!(v.metadata, vec![("task".to_owned(), "summarize".to_owned())]);
     let out = v.upstream_body(body.as_bytes(), "up\"stream");
-    assert_eq!(std::str::from_utf8(&out).unwrap(), body.replace(r#""a\"b""#, r#""up\"stream""#));
+    assert_eq!(
+        std::str::from_utf8(&out).unwrap(),
+        body.replace(r#""a\"b""#, r#""up\"stream""#)
+    );
 }
 
 #[test]
@@ -86,9 +116,16 @@ fn classifies_errors() {
         (503, b"", ErrorClass::Overloaded),
     ];
     for (status, body, class) in cases {
-        assert_eq!(a.classify_error(StatusCode::from_u16(*status).unwrap(), body), *class, "{status}");
+        assert_eq!(
+            a.classify_error(StatusCode::from_u16(*status).unwrap(), body),
+            *class,
+            "{status}"
+        );
     }
-    let msg = a.error_message(br#"{"error":{"message":"Incorrect API key provided: sk-abc123xyz"}}"#, &[]);
+    let msg = a.error_message(
+        br#"{"error":{"message":"Incorrect API key provided: sk-abc123xyz"}}"#,
+        &[],
+    );
     assert_eq!(msg.as_deref(), Some("Incorrect API key provided: [redacted]"));
 }
 
@@ -107,9 +144,16 @@ fn stream_hides_the_usage_chunk_it_asked_for() {
     .unwrap();
     let mut t = OpenAiAdapter.stream_translator(&req);
     let mut out = Vec::new();
-    t.on_event(event(r#"{"choices":[{"delta":{"content":"a"}}],"usage":null}"#), &mut out).unwrap();
-    t.on_event(event(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#), &mut out)
-        .unwrap();
+    t.on_event(
+        event(r#"{"choices":[{"delta":{"content":"a"}}],"usage":null}"#),
+        &mut out,
+    )
+    .unwrap();
+    t.on_event(
+        event(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#),
+        &mut out,
+    )
+    .unwrap();
     t.on_event(event("[DONE]"), &mut out).unwrap();
     assert_eq!(out.len(), 2, "usage chunk hidden");
     assert_eq!(t.reported_usage().map(|u| u.total_tokens), Some(4));
@@ -121,16 +165,24 @@ fn stream_hides_the_usage_chunk_it_asked_for() {
 #[test]
 fn reads_response_usage() {
     let a = OpenAiAdapter;
-    let body = br#"{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+    let body =
+        br#"{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":2}}}"#;
     let u = a.read_response(Endpoint::ChatCompletions, body).unwrap().unwrap();
-    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens), (5, 7, 12, 2));
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens),
+        (5, 7, 12, 2)
+    );
     assert!(a.read_response(Endpoint::ChatCompletions, b"{\"id\": ").is_err());
     assert!(a.read_response(Endpoint::ChatCompletions, b"[]").is_err());
 }
 
 #[test]
 fn joins_urls() {
-    let cases = [("http://h:1/v1", "http://h:1/v1/chat/completions"), ("http://h/v1/", "http://h/v1/chat/completions"), ("https://h", "https://h/chat/completions")];
+    let cases = [
+        ("http://h:1/v1", "http://h:1/v1/chat/completions"),
+        ("http://h/v1/", "http://h/v1/chat/completions"),
+        ("https://h", "https://h/chat/completions"),
+    ];
     for (base, want) in cases {
         let uri: Uri = base.parse().unwrap();
         assert_eq!(join_url(&uri, "/chat/completions").unwrap().to_string(), want);

@@ -1,0 +1,281 @@
+//! The admin API, on its own listener (localhost by default): metrics, virtual keys, reload.
+//! When `admin.token_env` is set, every call needs `Authorization: Bearer <token>`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sluice_config::Pattern;
+use sluice_store::{StoreError, StoredKey};
+
+use crate::Gateway;
+use crate::keys::{self, KeySource};
+use crate::reload::{self, Reloaded};
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/admin/keys", get(list_keys).post(create_key))
+        .route("/admin/keys/{id}", delete(revoke_key))
+        .route("/admin/reload", post(reload_config))
+        .route("/admin/config", get(config_summary))
+        .layer(middleware::from_fn_with_state(gw.clone(), require_token))
+        .with_state(gw)
+}
+
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    let body = json!({ "error": { "message": message.into(), "type": "admin_error", "param": null, "code": code } });
+    (status, Json(body)).into_response()
+}
+
+async fn require_token(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let snap = gw.snapshot();
+    if let Some(token) = &snap.config.admin.token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = subtle_eq(presented.as_bytes(), token.expose().as_bytes());
+        if !ok {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_admin_token",
+                "A valid admin token is required.",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// Constant-time comparison (length leaks, content does not).
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    gw.telemetry.metrics.keys.set(gw.keys.len() as i64);
+    let mut r = gw.telemetry.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+#[derive(Debug, Serialize)]
+struct KeyView {
+    id: String,
+    source: KeySource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+    tenant: Option<String>,
+    team: Option<String>,
+    user: Option<String>,
+    tier: Option<String>,
+    models: Option<Vec<String>>,
+    routes: Option<Vec<String>>,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+fn pattern_text(p: &Pattern) -> String {
+    match p {
+        Pattern::Any => "*".to_owned(),
+        Pattern::Exact(s) => s.clone(),
+        Pattern::Prefix(s) => format!("{s}*"),
+    }
+}
+
+async fn list_keys(State(gw): State<Arc<Gateway>>) -> Response {
+    let snap = gw.snapshot();
+    let mut out: Vec<KeyView> = snap
+        .config
+        .keys
+        .iter()
+        .map(|k| KeyView {
+            id: k.id.clone(),
+            source: KeySource::Yaml,
+            prefix: None,
+            tenant: k.tenant.clone(),
+            team: k.team.clone(),
+            user: k.user.clone(),
+            tier: k.tier.clone(),
+            models: k.models.as_ref().map(|m| m.iter().map(pattern_text).collect()),
+            routes: k.routes.clone(),
+            expires_at: k.expires_at,
+            created_at: None,
+            revoked_at: None,
+        })
+        .collect();
+    match gw.store.list().await {
+        Ok(stored) => out.extend(stored.into_iter().map(|k| KeyView {
+            id: k.id,
+            source: KeySource::Runtime,
+            prefix: Some(k.prefix),
+            tenant: k.tenant,
+            team: k.team,
+            user: k.user,
+            tier: k.tier,
+            models: k.models,
+            routes: k.routes,
+            expires_at: k.expires_at,
+            created_at: Some(k.created_at),
+            revoked_at: k.revoked_at,
+        })),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    }
+    Json(json!({ "object": "list", "data": out })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    id: Option<String>,
+    tenant: Option<String>,
+    team: Option<String>,
+    user: Option<String>,
+    tier: Option<String>,
+    models: Option<Vec<String>>,
+    routes: Option<Vec<String>>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+async fn create_key(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
+    let req: CreateKey = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+    };
+    let snap = gw.snapshot();
+    let id = req.id.clone().unwrap_or_else(keys::generate_key_id);
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "A key id is 1–64 letters, digits, '-' or '_'.",
+        );
+    }
+    if snap.config.keys.iter().any(|k| k.id == id) {
+        return error(
+            StatusCode::CONFLICT,
+            "id_taken",
+            format!("{id} is a key from the config file; pick another id."),
+        );
+    }
+    for m in req.models.iter().flatten() {
+        if let Pattern::Exact(name) = Pattern::parse(m)
+            && snap.model(&name).is_none()
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unknown_model",
+                format!("There is no model alias {name:?}."),
+            );
+        }
+    }
+    for r in req.routes.iter().flatten() {
+        if snap.config.route_index(r).is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unknown_route",
+                format!("There is no route {r:?}."),
+            );
+        }
+    }
+    let secret = keys::generate_key();
+    let stored = StoredKey {
+        id: id.clone(),
+        hash: keys::hash_key(&secret),
+        prefix: secret.chars().take(keys::KEY_PREFIX.len() + 4).collect(),
+        tenant: req.tenant,
+        team: req.team,
+        user: req.user,
+        tier: req.tier,
+        models: req.models,
+        routes: req.routes,
+        expires_at: req.expires_at,
+        created_at: Utc::now(),
+        revoked_at: None,
+    };
+    match gw.store.insert(&stored).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { id }) => {
+            return error(StatusCode::CONFLICT, "id_taken", format!("A key {id} already exists."));
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    }
+    if let Err(e) = gw.refresh_keys().await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+    }
+    let body = json!({
+        "id": id, "key": secret, "source": "runtime", "prefix": stored.prefix,
+        "tenant": stored.tenant, "team": stored.team, "user": stored.user, "tier": stored.tier,
+        "models": stored.models, "routes": stored.routes, "expires_at": stored.expires_at,
+        "created_at": stored.created_at,
+    });
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+async fn revoke_key(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    if gw.snapshot().config.keys.iter().any(|k| k.id == id) {
+        return error(
+            StatusCode::CONFLICT,
+            "read_only",
+            format!("{id} comes from the config file; remove it there."),
+        );
+    }
+    match gw.store.revoke(&id, Utc::now()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                format!("No active run-time key {id}."),
+            );
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    }
+    if let Err(e) = gw.refresh_keys().await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+    }
+    Json(json!({ "id": id, "revoked": true })).into_response()
+}
+
+async fn reload_config(State(gw): State<Arc<Gateway>>) -> Response {
+    match reload::reload(&gw).await {
+        Ok(Reloaded::Swapped {
+            version,
+            restart_needed,
+        }) => Json(json!({ "reloaded": true, "version": version, "restart_needed": restart_needed })).into_response(),
+        Ok(Reloaded::Unchanged { version }) => Json(json!({ "reloaded": false, "version": version })).into_response(),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", e.to_string()),
+    }
+}
+
+async fn config_summary(State(gw): State<Arc<Gateway>>) -> Response {
+    let snap = gw.snapshot();
+    let c = &snap.config;
+    Json(json!({
+        "version": &*snap.version,
+        "routes": c.routes.iter().map(|r| &r.name).collect::<Vec<_>>(),
+        "models": c.models.iter().map(|m| json!({
+            "name": m.name,
+            "deployments": m.deployments.iter().map(|&d| &c.deployments[d].name).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "deployments": snap.deployments.iter().map(|d| json!({
+            "name": &*d.name, "provider": d.adapter.name(), "base_url": d.base_url.to_string(), "model": d.upstream_model,
+        })).collect::<Vec<_>>(),
+        "yaml_keys": c.keys.len(),
+        "active_keys": gw.keys.len(),
+    }))
+    .into_response()
+}

@@ -1,0 +1,332 @@
+//! The attempts loop: pick a deployment, send with a first-byte timeout never longer than the
+//! time left, classify the outcome, and retry what is retryable while attempts and time remain.
+//! Transport lives here once for every provider; adapters only translate.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use sluice_providers::adapter::Target;
+use sluice_providers::{ErrorClass, InboundRequest, StreamTranslator, Usage};
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::finish::{AttemptRecord, Finish};
+use crate::routing::Decision;
+use crate::state::{DeploymentRuntime, Snapshot};
+
+/// Largest upstream body the gateway buffers (non-streamed responses, error bodies).
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A successful upstream answer.
+pub enum Upstream {
+    /// A whole, checked, non-streamed body.
+    Complete {
+        status: StatusCode,
+        content_type: Option<http::HeaderValue>,
+        body: Bytes,
+        usage: Option<Usage>,
+    },
+    /// An event stream, headers received, body still arriving.
+    Stream {
+        body: Incoming,
+        translator: Box<dyn StreamTranslator>,
+    },
+}
+
+/// Outcome of one attempt that did not succeed.
+struct Failure {
+    error: GatewayError,
+    retryable: bool,
+    outcome: &'static str,
+    status: Option<u16>,
+}
+
+pub async fn attempts(
+    snap: &Snapshot,
+    decision: &Decision<'_>,
+    inbound: &InboundRequest,
+    finish: &mut Finish,
+    deadline: Instant,
+) -> Result<Upstream, GatewayError> {
+    let policy = &decision.route.config.policy;
+    let max = policy.max_attempts as usize;
+    let mut last: Option<GatewayError> = None;
+    for attempt in 0..max {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let dep = &snap.deployments[decision.model.next_deployment(attempt)];
+        let started = Instant::now();
+        let result = attempt_once(dep, decision, inbound, finish.request_id(), deadline).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(up) => {
+                finish.add_attempt(
+                    AttemptRecord {
+                        deployment: dep.name.clone(),
+                        outcome: "ok",
+                        status: Some(200),
+                        ms: ms(elapsed),
+                    },
+                    elapsed,
+                );
+                return Ok(up);
+            }
+            Err(f) => {
+                finish.add_attempt(
+                    AttemptRecord {
+                        deployment: dep.name.clone(),
+                        outcome: f.outcome,
+                        status: f.status,
+                        ms: ms(elapsed),
+                    },
+                    elapsed,
+                );
+                let again = f.retryable && attempt + 1 < max;
+                last = Some(f.error);
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    let mut err = last.unwrap_or_else(|| {
+        GatewayError::new(
+            ErrorKind::UpstreamTimeout,
+            "upstream_timeout",
+            "The request ran out of time before an upstream answered.",
+        )
+    });
+    if finish.attempts() > 1 {
+        err.no_retry = true; // the gateway already retried; SDKs should not multiply that
+    }
+    Err(err)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+async fn attempt_once(
+    dep: &DeploymentRuntime,
+    decision: &Decision<'_>,
+    inbound: &InboundRequest,
+    request_id: &str,
+    deadline: Instant,
+) -> Result<Upstream, Failure> {
+    let policy = &decision.route.config.policy;
+    let target = Target {
+        base_url: &dep.base_url,
+        model: &dep.upstream_model,
+        api_key: dep.api_key.as_ref().map(|s| s.expose()),
+        request_id,
+    };
+    let request = dep.adapter.build_request(inbound, &target).map_err(|e| Failure {
+        error: GatewayError::internal(format!("cannot build the upstream request: {e}")),
+        retryable: false,
+        outcome: "internal",
+        status: None,
+    })?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let first_byte = policy.first_byte_timeout.min(left);
+    let client = decision.route.client(dep.http2_prior_knowledge);
+    let response = match tokio::time::timeout(first_byte, client.request(request.map(Full::new))).await {
+        Err(_) => {
+            return Err(Failure {
+                error: GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "upstream_timeout",
+                    "The upstream did not answer in time.",
+                ),
+                retryable: true,
+                outcome: "timeout",
+                status: None,
+            });
+        }
+        Ok(Err(e)) => {
+            let (code, msg) = if e.is_connect() {
+                (
+                    "upstream_connect_failed",
+                    "The gateway could not connect to the upstream.",
+                )
+            } else {
+                (
+                    "upstream_connection_error",
+                    "The upstream connection failed before a response.",
+                )
+            };
+            return Err(Failure {
+                error: GatewayError::new(ErrorKind::UpstreamUnavailable, code, msg),
+                retryable: true,
+                outcome: "connect_error",
+                status: None,
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let is_stream = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if status.is_success() && is_stream && inbound.view.stream {
+        return Ok(Upstream::Stream {
+            body,
+            translator: dep.adapter.stream_translator(inbound),
+        });
+    }
+
+    let limit = if status.is_success() {
+        MAX_UPSTREAM_BODY
+    } else {
+        MAX_ERROR_BODY
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let bytes = match tokio::time::timeout(left, Limited::new(body, limit).collect()).await {
+        Err(_) => {
+            return Err(Failure {
+                error: GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "upstream_timeout",
+                    "The upstream response did not finish in time.",
+                ),
+                retryable: false,
+                outcome: "timeout",
+                status: Some(status.as_u16()),
+            });
+        }
+        Ok(Err(_)) => {
+            return Err(Failure {
+                error: GatewayError::new(
+                    ErrorKind::UpstreamUnavailable,
+                    "upstream_connection_error",
+                    "The upstream connection failed while sending the response.",
+                ),
+                retryable: false,
+                outcome: "dropped",
+                status: Some(status.as_u16()),
+            });
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+
+    if status.is_success() {
+        return match dep.adapter.read_response(inbound.endpoint, &bytes) {
+            Ok(usage) => Ok(Upstream::Complete {
+                status,
+                content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
+                body: bytes,
+                usage,
+            }),
+            Err(e) => Err(Failure {
+                error: GatewayError::new(
+                    ErrorKind::UpstreamRejected,
+                    "upstream_malformed_response",
+                    e.to_string(),
+                ),
+                retryable: false,
+                outcome: "malformed",
+                status: Some(status.as_u16()),
+            }),
+        };
+    }
+
+    let class = dep.adapter.classify_error(status, &bytes);
+    let secrets: Vec<&str> = dep.api_key.iter().map(|s| s.expose()).collect();
+    let message = dep.adapter.error_message(&bytes, &secrets);
+    Err(Failure {
+        error: upstream_error(class, status, message, retry_after(&parts.headers)),
+        retryable: class.is_retryable(),
+        outcome: class.as_str(),
+        status: Some(status.as_u16()),
+    })
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Maps a classified upstream error to what the caller sees. The caller's own mistakes keep the
+/// provider's status; the gateway's problems (our credential, our config) become 502s.
+fn upstream_error(
+    class: ErrorClass,
+    status: StatusCode,
+    message: Option<String>,
+    retry_after: Option<u64>,
+) -> GatewayError {
+    let msg = |fallback: &'static str| {
+        message
+            .clone()
+            .map_or(std::borrow::Cow::Borrowed(fallback), std::borrow::Cow::Owned)
+    };
+    match class {
+        ErrorClass::InvalidRequest => GatewayError::new(
+            ErrorKind::BadRequest,
+            "upstream_invalid_request",
+            msg("The upstream rejected the request."),
+        )
+        .with_status(status)
+        .no_retry(),
+        ErrorClass::ContextLength => GatewayError::new(
+            ErrorKind::BadRequest,
+            "context_length_exceeded",
+            msg("The request exceeds the model's context length."),
+        )
+        .with_status(status)
+        .no_retry(),
+        ErrorClass::ContentPolicy => GatewayError::new(
+            ErrorKind::BadRequest,
+            "content_policy_violation",
+            msg("The upstream refused the request under its content policy."),
+        )
+        .with_status(status)
+        .no_retry(),
+        ErrorClass::Auth => GatewayError::new(
+            ErrorKind::UpstreamRejected,
+            "upstream_auth_failed",
+            "The upstream rejected the gateway's credentials. This is a gateway configuration problem.",
+        )
+        .no_retry(),
+        ErrorClass::NotFound => GatewayError::new(
+            ErrorKind::UpstreamRejected,
+            "upstream_not_found",
+            "The upstream does not know the configured model or path. This is a gateway configuration problem.",
+        )
+        .no_retry(),
+        ErrorClass::QuotaExceeded => GatewayError::new(
+            ErrorKind::UpstreamRejected,
+            "upstream_quota_exceeded",
+            "The upstream account has exhausted its quota.",
+        )
+        .no_retry(),
+        ErrorClass::RateLimited => GatewayError::new(
+            ErrorKind::RateLimited,
+            "upstream_rate_limited",
+            msg("The upstream is rate limiting requests."),
+        )
+        .with_retry_after(retry_after),
+        ErrorClass::Overloaded => GatewayError::new(
+            ErrorKind::UpstreamOverloaded,
+            "upstream_overloaded",
+            msg("The upstream is overloaded."),
+        )
+        .with_retry_after(retry_after),
+        ErrorClass::Server => GatewayError::new(
+            ErrorKind::UpstreamUnavailable,
+            "upstream_error",
+            msg("The upstream failed to answer."),
+        ),
+    }
+}

@@ -1,0 +1,270 @@
+//! Finish: the one place a request ends. Every request that reaches the spine owns a [`Finish`];
+//! it moves into the response body and reports exactly once — when the body ends, or when it is
+//! dropped because the client went away, before or after the first byte.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use sluice_providers::Usage;
+
+use crate::error::GatewayError;
+use crate::telemetry::{AttemptLabels, ClassLabel, RequestLabels, RouteModel, Telemetry, TokenLabels};
+
+/// One upstream attempt, for the log line.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub deployment: Arc<str>,
+    /// `ok`, or an error class.
+    pub outcome: &'static str,
+    pub status: Option<u16>,
+    pub ms: f64,
+}
+
+/// The access-log line: everything finish reports. No prompt or response text.
+#[derive(Debug, Serialize)]
+pub struct RequestRecord {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    pub request_id: String,
+    pub endpoint: &'static str,
+    pub tenant: Option<Arc<str>>,
+    pub team: Option<Arc<str>>,
+    pub key_id: Option<Arc<str>>,
+    pub route: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
+    pub deployment: Option<Arc<str>>,
+    pub status: u16,
+    pub error_class: Option<&'static str>,
+    pub error_code: Option<&'static str>,
+    pub stream: bool,
+    pub latency_ms: f64,
+    pub ttfb_ms: Option<f64>,
+    pub upstream_ms: Option<f64>,
+    pub overhead_ms: f64,
+    pub attempts: Vec<AttemptRecord>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cached_tokens: u64,
+    pub usage_estimated: bool,
+    pub config_version: Arc<str>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let dt: chrono::DateTime<chrono::Utc> = (*t).into();
+    s.serialize_str(&dt.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// Owns a request's record until it is reported. Dropping it unreported means the client left.
+#[derive(Debug)]
+pub struct Finish {
+    record: Option<Box<RequestRecord>>,
+    telemetry: Arc<Telemetry>,
+    started: Instant,
+    first_byte: Option<Instant>,
+    upstream: Duration,
+    responded: bool,
+}
+
+impl Finish {
+    pub fn new(
+        telemetry: Arc<Telemetry>,
+        request_id: String,
+        endpoint: &'static str,
+        config_version: Arc<str>,
+    ) -> Finish {
+        telemetry.metrics.in_flight.inc();
+        Finish {
+            record: Some(Box::new(RequestRecord {
+                time: SystemTime::now(),
+                request_id,
+                endpoint,
+                tenant: None,
+                team: None,
+                key_id: None,
+                route: None,
+                model: None,
+                deployment: None,
+                status: 0,
+                error_class: None,
+                error_code: None,
+                stream: false,
+                latency_ms: 0.0,
+                ttfb_ms: None,
+                upstream_ms: None,
+                overhead_ms: 0.0,
+                attempts: Vec::new(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                total_tokens: 0,
+                cached_tokens: 0,
+                usage_estimated: false,
+                config_version,
+            })),
+            telemetry,
+            started: Instant::now(),
+            first_byte: None,
+            upstream: Duration::ZERO,
+            responded: false,
+        }
+    }
+
+    /// The record, for stages to fill in. `None` only after reporting.
+    pub fn record(&mut self) -> Option<&mut RequestRecord> {
+        self.record.as_deref_mut()
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.record.as_ref().map_or("", |r| r.request_id.as_str())
+    }
+
+    pub fn set_caller(&mut self, caller: &crate::keys::Caller) {
+        if let Some(r) = self.record() {
+            r.key_id = Some(caller.key_id.clone());
+            r.tenant = caller.tenant.clone();
+            r.team = caller.team.clone();
+        }
+    }
+
+    pub fn set_route(&mut self, route: &Arc<str>, model: &Arc<str>, stream: bool) {
+        if let Some(r) = self.record() {
+            r.route = Some(route.clone());
+            r.model = Some(model.clone());
+            r.stream = stream;
+        }
+    }
+
+    pub fn add_attempt(&mut self, attempt: AttemptRecord, upstream_time: Duration) {
+        self.upstream += upstream_time;
+        self.telemetry
+            .metrics
+            .attempts
+            .get_or_create(&AttemptLabels {
+                deployment: attempt.deployment.to_string(),
+                outcome: attempt.outcome,
+            })
+            .inc();
+        if let Some(r) = self.record() {
+            r.deployment = Some(attempt.deployment.clone());
+            r.attempts.push(attempt);
+        }
+    }
+
+    /// Time spent waiting on or reading from the upstream after the attempts loop.
+    pub fn add_upstream_time(&mut self, d: Duration) {
+        self.upstream += d;
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.record.as_ref().map_or(0, |r| r.attempts.len())
+    }
+
+    /// The response status is decided; headers are about to go out.
+    pub fn respond(&mut self, status: u16, error: Option<&GatewayError>) {
+        self.responded = true;
+        if let Some(r) = self.record() {
+            r.status = status;
+            if let Some(e) = error {
+                r.error_class = Some(e.class());
+                r.error_code = Some(e.code);
+            }
+        }
+    }
+
+    /// The first body byte reached the client.
+    pub fn first_byte(&mut self) {
+        if self.first_byte.is_none() {
+            self.first_byte = Some(Instant::now());
+        }
+    }
+
+    pub fn set_usage(&mut self, usage: Usage, estimated: bool) {
+        if let Some(r) = self.record() {
+            r.prompt_tokens = usage.prompt_tokens;
+            r.completion_tokens = usage.completion_tokens;
+            r.total_tokens = usage.total_tokens;
+            r.cached_tokens = usage.cached_tokens;
+            r.usage_estimated = estimated;
+        }
+    }
+
+    /// Marks how the request ended when it did not end cleanly (after headers were sent).
+    pub fn fail(&mut self, class: &'static str, code: &'static str) {
+        if let Some(r) = self.record() {
+            r.error_class = Some(class);
+            r.error_code = Some(code);
+        }
+    }
+
+    /// Reports the request. Later calls, and the drop that follows, do nothing.
+    pub fn complete(&mut self) {
+        let Some(mut r) = self.record.take() else { return };
+        let total = self.started.elapsed();
+        r.latency_ms = ms(total);
+        r.ttfb_ms = self.first_byte.map(|t| ms(t - self.started));
+        if !r.attempts.is_empty() {
+            r.upstream_ms = Some(ms(self.upstream));
+        }
+        let overhead = total.saturating_sub(self.upstream);
+        r.overhead_ms = ms(overhead);
+
+        let m = &self.telemetry.metrics;
+        m.in_flight.dec();
+        let route = r.route.as_deref().unwrap_or("").to_owned();
+        let model = r.model.as_deref().unwrap_or("").to_owned();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                model: model.clone(),
+                status: r.status,
+            })
+            .inc();
+        let rm = RouteModel { route, model };
+        m.duration.get_or_create(&rm).observe(total.as_secs_f64());
+        if let Some(t) = self.first_byte {
+            m.ttfb.get_or_create(&rm).observe((t - self.started).as_secs_f64());
+        }
+        m.overhead.observe(overhead.as_secs_f64());
+        if let Some(class) = r.error_class {
+            m.errors
+                .get_or_create(&ClassLabel {
+                    class: class.to_owned(),
+                })
+                .inc();
+        }
+        for (kind, n) in [("prompt", r.prompt_tokens), ("completion", r.completion_tokens)] {
+            if n > 0 {
+                m.tokens
+                    .get_or_create(&TokenLabels {
+                        route: rm.route.clone(),
+                        model: rm.model.clone(),
+                        kind,
+                    })
+                    .inc_by(n);
+            }
+        }
+        self.telemetry.log(r);
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.as_deref_mut() {
+            if !self.responded {
+                r.status = 499; // the client closed the connection before a response
+            }
+            r.error_class = Some("client_closed");
+            r.error_code = Some("client_closed");
+            self.complete();
+        }
+    }
+}

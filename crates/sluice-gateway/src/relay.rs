@@ -1,0 +1,189 @@
+//! The stream relay: upstream SSE bytes in, client events out, one at a time as they arrive —
+//! no buffering beyond the event being framed. It enforces the idle timeout between chunks and
+//! ends every abnormal stream with a protocol-correct error event, never a clean-looking close.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::Body;
+use hyper::body::Incoming;
+use sluice_providers::adapter::StreamFault;
+use sluice_providers::sse::SseParser;
+use sluice_providers::{StreamTranslator, Usage};
+use tokio::time::Sleep;
+
+use crate::finish::Finish;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Streaming,
+    /// Upstream is done; flush what is queued, then end.
+    Closing,
+    Done,
+}
+
+pub struct Relay {
+    upstream: Incoming,
+    parser: SseParser,
+    translator: Box<dyn StreamTranslator>,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    out: VecDeque<Bytes>,
+    scratch: Vec<Bytes>,
+    state: State,
+    started: Instant,
+    prompt_estimate: u64,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    pub fn new(
+        upstream: Incoming,
+        translator: Box<dyn StreamTranslator>,
+        idle_timeout: Duration,
+        prompt_estimate: u64,
+    ) -> Relay {
+        Relay {
+            upstream,
+            parser: SseParser::new(),
+            translator,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            out: VecDeque::new(),
+            scratch: Vec::with_capacity(2),
+            state: State::Streaming,
+            started: Instant::now(),
+            prompt_estimate,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn end_with_error(&mut self, finish: &mut Finish, class: &'static str, code: &'static str, message: &str) {
+        self.out.push_back(self.translator.error_event(code, message));
+        finish.fail(class, code);
+        self.state = State::Closing;
+    }
+
+    fn drain_events(&mut self, finish: &mut Finish) {
+        while let Some(event) = self.parser.next_event() {
+            let result = self.translator.on_event(event, &mut self.scratch);
+            self.out.extend(self.scratch.drain(..));
+            match result {
+                Ok(()) => {}
+                Err(StreamFault::Malformed) => {
+                    self.end_with_error(
+                        finish,
+                        "upstream_rejected",
+                        "upstream_malformed_stream",
+                        "The upstream sent a malformed stream event.",
+                    );
+                    return;
+                }
+                Err(StreamFault::UpstreamError(_)) => {
+                    // The provider's own error event was relayed as is; end there.
+                    finish.fail("upstream_unavailable", "upstream_stream_error");
+                    self.state = State::Closing;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Records usage: what the upstream reported, else the prompt estimate plus the chunks relayed.
+    pub fn settle(&self, finish: &mut Finish) {
+        finish.add_upstream_time(self.started.elapsed());
+        match self.translator.reported_usage() {
+            Some(u) => finish.set_usage(u, false),
+            None => {
+                let completion = self.translator.relayed_chunks();
+                finish.set_usage(
+                    Usage {
+                        prompt_tokens: self.prompt_estimate,
+                        completion_tokens: completion,
+                        total_tokens: self.prompt_estimate + completion,
+                        ..Usage::default()
+                    },
+                    true,
+                );
+            }
+        }
+    }
+
+    pub fn poll_next(&mut self, cx: &mut Context<'_>, finish: &mut Finish) -> Poll<Option<Bytes>> {
+        loop {
+            if let Some(b) = self.out.pop_front() {
+                return Poll::Ready(Some(b));
+            }
+            match self.state {
+                State::Done => return Poll::Ready(None),
+                State::Closing => {
+                    self.state = State::Done;
+                    self.settle(finish);
+                    finish.complete();
+                    return Poll::Ready(None);
+                }
+                State::Streaming => {}
+            }
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.parser.push(&data);
+                        self.drain_events(finish);
+                        self.idle
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + self.idle_timeout);
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    self.end_with_error(
+                        finish,
+                        "upstream_unavailable",
+                        "upstream_dropped",
+                        "The upstream connection was lost mid-stream.",
+                    );
+                }
+                Poll::Ready(None) => {
+                    self.parser.end_of_input();
+                    self.drain_events(finish);
+                    if self.state == State::Streaming {
+                        if self.translator.saw_end() {
+                            self.state = State::Closing;
+                        } else {
+                            self.end_with_error(
+                                finish,
+                                "upstream_unavailable",
+                                "upstream_incomplete_stream",
+                                "The upstream ended the stream without finishing it.",
+                            );
+                        }
+                    }
+                }
+                Poll::Pending => {
+                    if self.idle.as_mut().poll(cx).is_ready() {
+                        self.end_with_error(
+                            finish,
+                            "upstream_timeout",
+                            "stream_idle_timeout",
+                            "The upstream stopped sending for longer than the stream idle timeout.",
+                        );
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The spine: one function that reads like the request's walk.
+//!
+//! authenticate → read & check → route → admit → queue → guard input → cache lookup →
+//! attempts loop → guard output → respond → finish.
+//!
+//! Every stage returns a typed value or a [`GatewayError`]; `?` is the only short-circuit. The
+//! request's [`Finish`] is created first and ends up inside the response body, so however the
+//! request ends, it is reported exactly once.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+use sluice_providers::{Endpoint, InboundRequest, Usage};
+
+use crate::Gateway;
+use crate::body::ResponseBody;
+use crate::dispatch::{self, Upstream};
+use crate::error::{ErrorKind, GatewayError};
+use crate::finish::Finish;
+use crate::relay::Relay;
+use crate::routing::{self, RouteInput};
+use crate::stages;
+use crate::state::Snapshot;
+
+/// What the walk decided to send, before the response (and its finish) is assembled.
+#[derive(Debug)]
+pub enum Reply {
+    Json {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    Stream(Relay),
+}
+
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+static NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+static NO: HeaderValue = HeaderValue::from_static("no");
+static FALSE: HeaderValue = HeaderValue::from_static("false");
+
+/// Entry point for every request on the public listener.
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => plain(StatusCode::OK, r#"{"status":"ok"}"#),
+        (&Method::GET, "/readyz") if gw.is_ready() => plain(StatusCode::OK, r#"{"status":"ready"}"#),
+        (&Method::GET, "/readyz") => plain(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#),
+        (&Method::GET, "/v1/models") => api(gw, req, "models", Api::Models).await,
+        (&Method::GET, p) if p.starts_with("/v1/models/") => api(gw, req, "models", Api::Model).await,
+        (&Method::POST, p) => match Endpoint::from_path(p) {
+            Some(e) => api(gw, req, e.as_str(), Api::Infer(e)).await,
+            None => not_found(&gw, p),
+        },
+        (_, p) if Endpoint::from_path(p).is_some() || p == "/v1/models" => {
+            let err = GatewayError::bad_request(
+                "method_not_allowed",
+                format!("{} is not supported on {p}.", req.method()),
+            )
+            .with_status(StatusCode::METHOD_NOT_ALLOWED);
+            count_error(&gw, &err);
+            error_response(&err, None, "")
+        }
+        (_, p) => not_found(&gw, p),
+    }
+}
+
+enum Api {
+    Models,
+    Model,
+    Infer(Endpoint),
+}
+
+async fn api(gw: Arc<Gateway>, req: Request<Incoming>, endpoint: &'static str, api: Api) -> Response<ResponseBody> {
+    let snap = gw.snapshot();
+    let request_id = request_id(req.headers());
+    let mut finish = Finish::new(gw.telemetry.clone(), request_id, endpoint, snap.version.clone());
+    let result = match api {
+        Api::Models => list_models(&gw, &snap, &req, &mut finish),
+        Api::Model => one_model(&gw, &snap, &req, &mut finish),
+        Api::Infer(e) => walk(&gw, &snap, req, e, &mut finish).await,
+    };
+    match result {
+        Ok(reply) => respond(reply, finish),
+        Err(e) => {
+            finish.respond(e.status().as_u16(), Some(&e));
+            let id = finish.request_id().to_owned();
+            error_response(&e, Some(finish), &id)
+        }
+    }
+}
+
+/// The request's walk.
+async fn walk(
+    gw: &Gateway,
+    snap: &Snapshot,
+    req: Request<Incoming>,
+    endpoint: Endpoint,
+    finish: &mut Finish,
+) -> Result<Reply, GatewayError> {
+    let (parts, body) = req.into_parts();
+
+    let caller = gw.keys.authenticate(&parts.headers, Utc::now())?;
+    finish.set_caller(&caller);
+
+    let body = read_body(body, &parts.headers, &snap.config.server).await?;
+    let inbound = InboundRequest::parse(endpoint, body)?;
+
+    let input = RouteInput {
+        path: parts.uri.path(),
+        model: &inbound.view.model,
+        caller: &caller,
+        headers: &parts.headers,
+        metadata: &inbound.view.metadata,
+    };
+    let decision = routing::decide(snap, &input)?;
+    finish.set_route(&decision.route.name, &decision.model.name, inbound.view.stream);
+    let policy = &decision.route.config.policy;
+    if inbound.body.len() as u64 > policy.max_body_bytes {
+        return Err(too_large(policy.max_body_bytes));
+    }
+
+    let _admission = stages::admit(&caller, &decision, &inbound)?;
+    let _permit = stages::enqueue(&caller, &decision).await?;
+    stages::guard_input(&decision, &inbound)?;
+    if let Some(hit) = stages::cache_lookup(&caller, &decision, &inbound) {
+        return Ok(hit);
+    }
+
+    let deadline = finish.started() + policy.total_timeout;
+    let upstream = dispatch::attempts(snap, &decision, &inbound, finish, deadline).await?;
+    let upstream = stages::guard_output(&decision, upstream)?;
+
+    let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
+    Ok(match upstream {
+        Upstream::Complete {
+            status,
+            content_type,
+            body,
+            usage,
+        } => {
+            match usage {
+                Some(u) => finish.set_usage(u, false),
+                None => finish.set_usage(
+                    Usage {
+                        prompt_tokens: prompt_estimate,
+                        total_tokens: prompt_estimate,
+                        ..Usage::default()
+                    },
+                    true,
+                ),
+            }
+            Reply::Json {
+                status,
+                content_type,
+                body,
+            }
+        }
+        Upstream::Stream { body, translator } => Reply::Stream(Relay::new(
+            body,
+            translator,
+            policy.stream_idle_timeout,
+            prompt_estimate,
+        )),
+    })
+}
+
+fn too_large(limit: u64) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::PayloadTooLarge,
+        "request_too_large",
+        format!("The request body is larger than this route allows ({limit} bytes)."),
+    )
+}
+
+/// Reads the body, refusing it as soon as it is known to exceed the limit — from
+/// `Content-Length` before reading, or while reading when the length is not declared.
+async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    server: &sluice_config::ServerConfig,
+) -> Result<Bytes, GatewayError> {
+    let limit = server.max_body_bytes;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let collect = Limited::new(body, limit as usize).collect();
+    match tokio::time::timeout(server.body_read_timeout, collect).await {
+        Err(_) => Err(
+            GatewayError::bad_request("body_read_timeout", "The request body did not arrive in time.")
+                .with_status(StatusCode::REQUEST_TIMEOUT),
+        ),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Ok(Err(_)) => Err(GatewayError::bad_request(
+            "body_read_error",
+            "The request body could not be read.",
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody> {
+    let id = header_value(finish.request_id());
+    match reply {
+        Reply::Json {
+            status,
+            content_type,
+            body,
+        } => {
+            finish.respond(status.as_u16(), None);
+            let mut r = Response::new(ResponseBody::full(body, finish));
+            *r.status_mut() = status;
+            r.headers_mut()
+                .insert(CONTENT_TYPE, content_type.unwrap_or_else(|| JSON.clone()));
+            r.headers_mut().insert("x-request-id", id);
+            r
+        }
+        Reply::Stream(relay) => {
+            finish.respond(200, None);
+            let mut r = Response::new(ResponseBody::relay(relay, finish));
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, EVENT_STREAM.clone());
+            h.insert(http::header::CACHE_CONTROL, NO_CACHE.clone());
+            h.insert("x-accel-buffering", NO.clone());
+            h.insert("x-request-id", id);
+            r
+        }
+    }
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The one place an error becomes a response.
+pub fn error_response(e: &GatewayError, finish: Option<Finish>, request_id: &str) -> Response<ResponseBody> {
+    let body = e.body();
+    let mut r = Response::new(match finish {
+        Some(f) => ResponseBody::full(body, f),
+        None => ResponseBody::plain(body),
+    });
+    *r.status_mut() = e.status();
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, JSON.clone());
+    if !request_id.is_empty() {
+        h.insert("x-request-id", header_value(request_id));
+    }
+    if let Some(s) = e.retry_after {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if e.no_retry {
+        h.insert("x-should-retry", FALSE.clone());
+    }
+    r
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::plain(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+    r
+}
+
+fn count_error(gw: &Gateway, e: &GatewayError) {
+    gw.telemetry
+        .metrics
+        .errors
+        .get_or_create(&crate::telemetry::ClassLabel {
+            class: e.class().to_owned(),
+        })
+        .inc();
+}
+
+fn not_found(gw: &Gateway, path: &str) -> Response<ResponseBody> {
+    let shown: String = path.chars().take(128).collect();
+    let err = GatewayError::new(ErrorKind::NotFound, "unknown_path", format!("Unknown path {shown}."));
+    count_error(gw, &err);
+    error_response(&err, None, "")
+}
+
+/// Accepts a client's `x-request-id` when it is short and printable; otherwise makes one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
+
+fn model_object(name: &str) -> serde_json::Value {
+    json!({ "id": name, "object": "model", "created": 0, "owned_by": "sluice" })
+}
+
+fn list_models(
+    gw: &Gateway,
+    snap: &Snapshot,
+    req: &Request<Incoming>,
+    finish: &mut Finish,
+) -> Result<Reply, GatewayError> {
+    let caller = gw.keys.authenticate(req.headers(), Utc::now())?;
+    finish.set_caller(&caller);
+    let data: Vec<_> = snap
+        .models
+        .iter()
+        .filter(|m| caller.may_use_model(&m.name))
+        .map(|m| model_object(&m.name))
+        .collect();
+    let body = json!({ "object": "list", "data": data });
+    Ok(Reply::Json {
+        status: StatusCode::OK,
+        content_type: None,
+        body: Bytes::from(body.to_string()),
+    })
+}
+
+fn one_model(
+    gw: &Gateway,
+    snap: &Snapshot,
+    req: &Request<Incoming>,
+    finish: &mut Finish,
+) -> Result<Reply, GatewayError> {
+    let caller = gw.keys.authenticate(req.headers(), Utc::now())?;
+    finish.set_caller(&caller);
+    let name = req.uri().path().trim_start_matches("/v1/models/");
+    match snap.model(name) {
+        Some((_, m)) if caller.may_use_model(&m.name) => Ok(Reply::Json {
+            status: StatusCode::OK,
+            content_type: None,
+            body: Bytes::from(model_object(&m.name).to_string()),
+        }),
+        _ => Err(GatewayError::new(
+            ErrorKind::NotFound,
+            "model_not_found",
+            format!("The model '{name}' does not exist or you do not have access to it."),
+        )
+        .with_param("model")),
+    }
+}

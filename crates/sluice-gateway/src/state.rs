@@ -1,0 +1,284 @@
+//! The two kinds of state. A [`Snapshot`] is one validated config with its references resolved,
+//! swapped whole on reload; in-flight requests keep the snapshot they started with. [`LiveState`]
+//! (connection pools, round-robin cursors, embedded mocks) lives outside snapshots, keyed by
+//! stable names, so a reload never resets it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use sluice_config::{Config, MockKnobs, ProviderKind, RouteConfig, Secret};
+use sluice_mock::{Knobs, MockConfig, MockServer};
+use sluice_providers::ProviderAdapter;
+use sluice_providers::openai::OpenAiAdapter;
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+static OPENAI: OpenAiAdapter = OpenAiAdapter;
+
+fn adapter_for(kind: ProviderKind) -> &'static dyn ProviderAdapter {
+    match kind {
+        ProviderKind::OpenAi | ProviderKind::Mock => &OPENAI,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot start the embedded mock for deployment {deployment}: {source}")]
+    Mock { deployment: String, source: std::io::Error },
+    #[error("embedded mock address is not a valid URL: {0}")]
+    MockUrl(String),
+}
+
+pub struct DeploymentRuntime {
+    pub name: Arc<str>,
+    pub adapter: &'static dyn ProviderAdapter,
+    pub base_url: Uri,
+    pub upstream_model: String,
+    pub api_key: Option<Secret>,
+    pub http2_prior_knowledge: bool,
+}
+
+impl std::fmt::Debug for DeploymentRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentRuntime")
+            .field("name", &self.name)
+            .field("adapter", &self.adapter.name())
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+pub struct ModelRuntime {
+    pub name: Arc<str>,
+    pub deployments: Vec<usize>,
+    /// Round-robin position; shared with the previous snapshot's alias of the same name.
+    cursor: Arc<AtomicUsize>,
+}
+
+impl ModelRuntime {
+    /// Deployment indices in the order this request should try them.
+    pub fn next_deployment(&self, attempt: usize) -> usize {
+        let start = if attempt == 0 {
+            self.cursor.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.cursor.load(Ordering::Relaxed)
+        };
+        self.deployments[(start + attempt) % self.deployments.len()]
+    }
+}
+
+#[derive(Debug)]
+pub struct RouteRuntime {
+    pub name: Arc<str>,
+    pub config: RouteConfig,
+    /// Pools for this route's connect timeout: `[auto (ALPN), HTTP/2 prior knowledge]`.
+    pub clients: [Arc<HttpClient>; 2],
+}
+
+impl RouteRuntime {
+    pub fn client(&self, h2_prior_knowledge: bool) -> &HttpClient {
+        &self.clients[usize::from(h2_prior_knowledge)]
+    }
+}
+
+/// One validated config, resolved against live state.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub version: Arc<str>,
+    pub deployments: Vec<DeploymentRuntime>,
+    pub models: Vec<ModelRuntime>,
+    pub model_index: HashMap<String, usize>,
+    pub routes: Vec<RouteRuntime>,
+}
+
+impl Snapshot {
+    pub fn model(&self, name: &str) -> Option<(usize, &ModelRuntime)> {
+        self.model_index.get(name).map(|&i| (i, &self.models[i]))
+    }
+}
+
+type ClientKey = (Duration, bool);
+
+/// State that outlives config snapshots.
+pub struct LiveState {
+    tls: rustls::ClientConfig,
+    clients: Mutex<HashMap<ClientKey, Arc<HttpClient>>>,
+    cursors: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    mocks: tokio::sync::Mutex<HashMap<String, (MockKnobs, Arc<MockServer>)>>,
+}
+
+impl std::fmt::Debug for LiveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveState").finish_non_exhaustive()
+    }
+}
+
+impl Default for LiveState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LiveState {
+    pub fn new() -> LiveState {
+        let tls = native_tls_config().unwrap_or_else(webpki_tls_config);
+        LiveState {
+            tls,
+            clients: Mutex::new(HashMap::new()),
+            cursors: Mutex::new(HashMap::new()),
+            mocks: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, connect_timeout: Duration, h2_only: bool) -> Arc<HttpClient> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry((connect_timeout, h2_only))
+            .or_insert_with(|| {
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(connect_timeout));
+                http.set_keepalive(Some(Duration::from_secs(60)));
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(self.tls.clone())
+                    .https_or_http()
+                    .enable_all_versions()
+                    .wrap_connector(http);
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .http2_only(h2_only);
+                Arc::new(builder.build(https))
+            })
+            .clone()
+    }
+
+    fn cursor(&self, alias: &str) -> Arc<AtomicUsize> {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        cursors.entry(alias.to_owned()).or_default().clone()
+    }
+
+    async fn embedded_mock(&self, deployment: &str, knobs: &MockKnobs) -> Result<Uri, BuildError> {
+        let mut mocks = self.mocks.lock().await;
+        if let Some((k, server)) = mocks.get(deployment)
+            && k == knobs
+        {
+            return server
+                .base_url()
+                .parse()
+                .map_err(|_| BuildError::MockUrl(server.base_url()));
+        }
+        let config = MockConfig {
+            defaults: Knobs {
+                latency_ms: knobs.latency_ms,
+                ttft_ms: knobs.ttft_ms,
+                chunk_delay_ms: knobs.chunk_delay_ms,
+                chunks: knobs.chunks,
+                ..Knobs::default()
+            },
+            api_key: None,
+        };
+        let server = MockServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+            .await
+            .map_err(|source| BuildError::Mock {
+                deployment: deployment.to_owned(),
+                source,
+            })?;
+        let url = server.base_url();
+        mocks.insert(deployment.to_owned(), (knobs.clone(), Arc::new(server)));
+        url.parse().map_err(|_| BuildError::MockUrl(url))
+    }
+
+    /// Resolves `config` against live state: pools, cursors and embedded mocks are reused by name.
+    pub async fn build(&self, config: Config) -> Result<Snapshot, BuildError> {
+        let mut deployments = Vec::with_capacity(config.deployments.len());
+        for d in &config.deployments {
+            let base_url = match &d.base_url {
+                Some(u) => u.clone(),
+                None => self.embedded_mock(&d.name, &d.mock).await?,
+            };
+            deployments.push(DeploymentRuntime {
+                name: Arc::from(d.name.as_str()),
+                adapter: adapter_for(d.provider),
+                base_url,
+                upstream_model: d.upstream_model.clone(),
+                api_key: d.api_key.clone(),
+                http2_prior_knowledge: d.http2_prior_knowledge,
+            });
+        }
+        let models: Vec<ModelRuntime> = config
+            .models
+            .iter()
+            .map(|m| ModelRuntime {
+                name: Arc::from(m.name.as_str()),
+                deployments: m.deployments.clone(),
+                cursor: self.cursor(&m.name),
+            })
+            .collect();
+        let model_index = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.to_string(), i))
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| RouteRuntime {
+                name: Arc::from(r.name.as_str()),
+                config: r.clone(),
+                clients: [
+                    self.client(r.policy.connect_timeout, false),
+                    self.client(r.policy.connect_timeout, true),
+                ],
+            })
+            .collect();
+        Ok(Snapshot {
+            version: Arc::from(config.version.as_str()),
+            config: Arc::new(config),
+            deployments,
+            models,
+            model_index,
+            routes,
+        })
+    }
+}
+
+fn native_tls_config() -> Option<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return None;
+    }
+    Some(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn webpki_tls_config() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}

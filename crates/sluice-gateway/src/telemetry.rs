@@ -1,0 +1,222 @@
+//! What finish reports to: Prometheus metrics (one registry per gateway, no globals) and the
+//! access log, written by its own thread so the request path only enqueues. A full queue is
+//! never silent: every line that could not be queued is counted.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sluice_config::AccessLogTarget;
+
+use crate::finish::RequestRecord;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub model: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteModel {
+    pub route: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub route: String,
+    pub model: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub deployment: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~210 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 22))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<RouteModel, Histogram, fn() -> Histogram>,
+    pub ttfb: Family<RouteModel, Histogram, fn() -> Histogram>,
+    pub overhead: Histogram,
+    pub errors: Family<ClassLabel, Counter>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub in_flight: Gauge,
+    pub log_dropped: Counter,
+    pub reloads: Family<ResultLabel, Counter>,
+    pub keys: Gauge,
+}
+
+impl Metrics {
+    fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ttfb: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            overhead: Histogram::new(exponential_buckets(0.000_005, 2.0, 20)),
+            errors: Family::default(),
+            tokens: Family::default(),
+            attempts: Family::default(),
+            in_flight: Gauge::default(),
+            log_dropped: Counter::default(),
+            reloads: Family::default(),
+            keys: Gauge::default(),
+        };
+        registry.register("sluice_requests", "Finished API requests", m.requests.clone());
+        registry.register(
+            "sluice_request_duration_seconds",
+            "Total request latency",
+            m.duration.clone(),
+        );
+        registry.register(
+            "sluice_time_to_first_byte_seconds",
+            "Time to the first response byte",
+            m.ttfb.clone(),
+        );
+        registry.register(
+            "sluice_gateway_overhead_seconds",
+            "Request time not spent upstream",
+            m.overhead.clone(),
+        );
+        registry.register(
+            "sluice_errors",
+            "Requests that ended in an error, by class",
+            m.errors.clone(),
+        );
+        registry.register("sluice_tokens", "Tokens by route, model and kind", m.tokens.clone());
+        registry.register(
+            "sluice_upstream_attempts",
+            "Upstream attempts by deployment and outcome",
+            m.attempts.clone(),
+        );
+        registry.register(
+            "sluice_in_flight_requests",
+            "Requests being served",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "sluice_access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            m.log_dropped.clone(),
+        );
+        registry.register(
+            "sluice_config_reloads",
+            "Config reload attempts by result",
+            m.reloads.clone(),
+        );
+        registry.register("sluice_virtual_keys", "Active virtual keys", m.keys.clone());
+        m
+    }
+}
+
+/// Where finished requests go.
+#[derive(Debug)]
+pub struct Telemetry {
+    pub metrics: Metrics,
+    registry: Registry,
+    log: Option<SyncSender<Box<RequestRecord>>>,
+    /// Lines written by the writer thread (tests wait on it).
+    pub log_written: Arc<AtomicU64>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Telemetry {
+    pub fn new(target: &AccessLogTarget, queue: usize) -> std::io::Result<Telemetry> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let log_written = Arc::new(AtomicU64::new(0));
+        let (log, writer) = match target {
+            AccessLogTarget::Off => (None, None),
+            target => {
+                let out: Box<dyn Write + Send> = match target {
+                    AccessLogTarget::Stderr => Box::new(std::io::stderr()),
+                    AccessLogTarget::File(path) => {
+                        Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
+                    }
+                    _ => Box::new(std::io::stdout()),
+                };
+                let (tx, rx) = sync_channel(queue);
+                let written = log_written.clone();
+                let handle = std::thread::Builder::new()
+                    .name("sluice-access-log".to_owned())
+                    .spawn(move || write_lines(rx, out, &written))?;
+                (Some(tx), Some(handle))
+            }
+        };
+        Ok(Telemetry {
+            metrics,
+            registry,
+            log,
+            log_written,
+            writer: Mutex::new(writer),
+        })
+    }
+
+    /// Queues a log line; never blocks. A full queue counts the line as dropped.
+    pub fn log(&self, record: Box<RequestRecord>) {
+        if let Some(tx) = &self.log {
+            match tx.try_send(record) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.metrics.log_dropped.inc();
+                }
+            }
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Waits for queued lines to be written (shutdown).
+    pub fn close(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.writer.lock().ok().and_then(|mut w| w.take())
+    }
+}
+
+fn write_lines(rx: Receiver<Box<RequestRecord>>, out: Box<dyn Write + Send>, written: &AtomicU64) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(first) = rx.recv() {
+        let mut n = 0u64;
+        let mut next = Some(first);
+        while let Some(record) = next {
+            if serde_json::to_writer(&mut out, &*record).is_ok() {
+                let _ = out.write_all(b"\n");
+                n += 1;
+            }
+            next = if n % 256 == 0 { None } else { rx.try_recv().ok() };
+        }
+        let _ = out.flush();
+        written.fetch_add(n, Ordering::Release);
+    }
+    let _ = out.flush();
+}

@@ -1,0 +1,55 @@
+//! The mock's knobs: defaults from the command line or config, overridden per request by a
+//! `"mock": {...}` object in the request body (the gateway forwards unknown fields untouched).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Knobs {
+    /// Delay before the response headers.
+    pub latency_ms: Option<u64>,
+    /// Delay before the first streamed chunk (added to latency when not streaming).
+    pub ttft_ms: Option<u64>,
+    /// Delay between streamed chunks (and per token of generation when not streaming).
+    pub chunk_delay_ms: Option<u64>,
+    /// Number of content chunks (≈ completion tokens).
+    pub chunks: Option<u64>,
+    /// Answer with this HTTP status and an OpenAI-shaped error body.
+    pub status: Option<u16>,
+    /// With a status: the `Retry-After` header, in seconds.
+    pub retry_after_s: Option<u64>,
+    /// Never answer (non-streaming), or stop sending after this many chunks (streaming).
+    pub stall: Option<bool>,
+    pub stall_after_chunks: Option<u64>,
+    /// Drop the connection after this many chunks (streaming) or before answering.
+    pub drop_after_chunks: Option<u64>,
+    /// Send malformed JSON (a whole body, or one stream chunk).
+    pub malformed: Option<bool>,
+    /// Embedding dimensions.
+    pub dimensions: Option<u64>,
+}
+
+impl Knobs {
+    /// `self` with every unset knob taken from `defaults`.
+    pub fn over(self, defaults: &Knobs) -> Knobs {
+        Knobs {
+            latency_ms: self.latency_ms.or(defaults.latency_ms),
+            ttft_ms: self.ttft_ms.or(defaults.ttft_ms),
+            chunk_delay_ms: self.chunk_delay_ms.or(defaults.chunk_delay_ms),
+            chunks: self.chunks.or(defaults.chunks),
+            status: self.status.or(defaults.status),
+            retry_after_s: self.retry_after_s.or(defaults.retry_after_s),
+            stall: self.stall.or(defaults.stall),
+            stall_after_chunks: self.stall_after_chunks.or(defaults.stall_after_chunks),
+            drop_after_chunks: self.drop_after_chunks.or(defaults.drop_after_chunks),
+            malformed: self.malformed.or(defaults.malformed),
+            dimensions: self.dimensions.or(defaults.dimensions),
+        }
+    }
+    pub fn chunks(&self) -> u64 {
+        self.chunks.unwrap_or(8).min(100_000)
+    }
+    pub fn ms(v: Option<u64>) -> std::time::Duration {
+        std::time::Duration::from_millis(v.unwrap_or(0))
+    }
+}

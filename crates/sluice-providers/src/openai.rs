@@ -5,6 +5,7 @@
 //! except the two values the gateway must own, `model` and `stream_options`, which are spliced
 //! in place. Nothing is parsed and re-serialised.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -382,13 +383,43 @@ struct OpenAiStream {
 }
 
 #[derive(Deserialize)]
-struct ChunkEnvelope {
+struct ChunkEnvelope<'a> {
     #[serde(default)]
     usage: Option<OpenAiUsage>,
-    #[serde(default)]
-    choices: Option<Vec<IgnoredAny>>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChoiceLite<'a>>>,
     #[serde(default)]
     error: Option<ErrorBody>,
+}
+
+/// Just enough of a streamed choice to tell whether it carried generated output.
+#[derive(Deserialize)]
+struct ChoiceLite<'a> {
+    #[serde(default, borrow)]
+    delta: Option<DeltaLite<'a>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaLite<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+}
+
+impl ChoiceLite<'_> {
+    fn has_output(&self) -> bool {
+        let nonempty = |s: &Option<Cow<'_, str>>| s.as_deref().is_some_and(|s| !s.is_empty());
+        nonempty(&self.text)
+            || self
+                .delta
+                .as_ref()
+                .is_some_and(|d| nonempty(&d.content) || nonempty(&d.reasoning_content) || d.tool_calls.is_some())
+    }
 }
 
 impl StreamTranslator for OpenAiStream {
@@ -414,7 +445,11 @@ impl StreamTranslator for OpenAiStream {
                 return Ok(()); // the usage chunk the gateway asked for on its own behalf
             }
         }
-        if !no_choices {
+        if env
+            .choices
+            .as_ref()
+            .is_some_and(|c| c.iter().any(ChoiceLite::has_output))
+        {
             self.relayed += 1;
         }
         out.push(event.raw);

@@ -1,0 +1,108 @@
+//! Same format on both sides: the body goes upstream byte for byte except `model` and
+//! `stream_options`; the caller's key never goes upstream, the deployment's credential does.
+
+use serde_json::{Value, json};
+use sluice_testkit::*;
+
+#[tokio::test]
+async fn only_model_and_stream_options_change() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config_with(&mock)).await;
+    let body = "{ \"model\" :\"chat\",\n  \"messages\": [ {\"role\":\"user\", \"content\":\"caf\\u00e9 \u{1F600}\"} ],\n  \"temperature\": 0.70, \"x_vendor_ext\": {\"nested\": [1, 2.50e0, null, true]},\n  \"logit_bias\": {\"50256\": -100}, \"seed\": 42 }";
+    let r = gw
+        .post_raw("/v1/chat/completions", Some(KEY), &[("x-request-id", "pt-1")], body)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-request-id"), Some("pt-1"));
+
+    let seen = mock.stats().recent();
+    let req = seen.last().expect("upstream saw the request");
+    let expected = body.replace("\"model\" :\"chat\"", "\"model\" :\"upstream-a\"");
+    assert_eq!(req.body, expected, "every other byte is the client's");
+
+    let header = |name: &str| req.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(
+        header("authorization").as_deref(),
+        Some(format!("Bearer {UPSTREAM_SECRET}").as_str())
+    );
+    assert_eq!(header("x-request-id").as_deref(), Some("pt-1"));
+    assert!(
+        req.headers.iter().all(|(_, v)| !v.contains(KEY)),
+        "the caller's key never goes upstream"
+    );
+}
+
+#[tokio::test]
+async fn streaming_adds_stream_options_in_place() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config_with(&mock)).await;
+    let body = r#"{"model":"chat","messages":[{"role":"user","content":"x"}],"stream":true,"stream_options":{"include_usage":false,"x_opt":"keep"},"x_vendor":1}"#;
+    let resp = gw.post_raw("/v1/chat/completions", Some(KEY), &[], body).await;
+    assert_eq!(resp.status, 200);
+    let seen = mock.stats().recent();
+    let sent: Value = serde_json::from_str(&seen.last().unwrap().body).unwrap();
+    assert_eq!(sent["stream_options"], json!({"include_usage": true, "x_opt": "keep"}));
+    assert_eq!(sent["x_vendor"], 1);
+    assert_eq!(sent["model"], "upstream-a");
+}
+
+#[tokio::test]
+async fn completions_and_embeddings_pass_through() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config_with(&mock)).await;
+    let r = gw
+        .post(
+            "/v1/completions",
+            KEY,
+            &json!({"model": "chat", "prompt": "say hi", "mock": {"chunks": 3}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["text"], "Sluice is a ");
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            KEY,
+            &json!({"model": "chat", "input": ["a", "b"], "encoding_format": "float"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"].as_array().map(Vec::len), Some(2));
+    let lines = gw.log_lines(2).await;
+    assert_eq!(lines[0]["endpoint"], "completions");
+    assert_eq!(lines[0]["completion_tokens"], 3);
+    assert_eq!(lines[1]["endpoint"], "embeddings");
+    assert!(lines[1]["prompt_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn aliases_round_robin_across_deployments() {
+    let a = mock().await;
+    let b = mock().await;
+    let yaml = format!(
+        r#"
+deployments:
+  - {{ name: a, provider: openai, base_url: "{}", model: up }}
+  - {{ name: b, provider: openai, base_url: "{}", model: up }}
+models:
+  - {{ name: chat, deployments: [a, b] }}
+keys:
+  - {{ id: {KEY_ID}, hash: "{}" }}
+"#,
+        a.base_url(),
+        b.base_url(),
+        key_hash(KEY)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    for _ in 0..10 {
+        let r = gw
+            .chat(
+                KEY,
+                &json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "mock": {"chunks": 1}}),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(mock_stats(&a)["requests"], 5);
+    assert_eq!(mock_stats(&b)["requests"], 5);
+}

@@ -10,14 +10,14 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
 
+# Paths given by the caller are relative to the caller's directory; the defaults to the repo.
+abs_from() { case "$2" in /*) echo "$2" ;; *) echo "$1/$2" ;; esac; }
+if [[ -n "${SLUICE_VENV:-}" ]]; then VENV="$(abs_from "$PWD" "$SLUICE_VENV")"; else VENV="$ROOT/target/sdk-venv"; fi
+if [[ -n "${SLUICE_BIN:-}" ]]; then BIN="$(abs_from "$PWD" "$SLUICE_BIN")"; else BIN="$ROOT/target/debug/sluice"; fi
 PYTHON="${PYTHON:-python3}"
-VENV="${SLUICE_VENV:-target/sdk-venv}"
-case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
-BIN="${SLUICE_BIN:-target/debug/sluice}"
-case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
 REQS="$ROOT/tests/sdk/requirements.txt"
+cd "$ROOT"
 
 log() { echo "sdk-lane: $*" >&2; }
 

@@ -64,6 +64,7 @@ pub struct Gateway {
     pub store: Arc<dyn KeyStore>,
     pub telemetry: Arc<Telemetry>,
     pub config_path: Option<PathBuf>,
+    env: EnvFn,
     ready: AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -107,13 +108,18 @@ impl Gateway {
 }
 
 /// How to start a gateway.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StartOptions {
     /// The file the config came from; enables reload (SIGHUP, file watch, admin endpoint).
     pub config_path: Option<PathBuf>,
     /// Watch the config file and SIGHUP. Off in tests that run many gateways in one process.
     pub watch: bool,
+    /// Resolves `*_env` references on reload; the process environment when `None`.
+    pub env: Option<EnvFn>,
 }
+
+/// Looks up an environment variable.
+pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// A running gateway.
 #[derive(Debug)]
@@ -160,6 +166,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         store,
         telemetry,
         config_path: options.config_path.clone(),
+        env: options
+            .env
+            .clone()
+            .unwrap_or_else(|| Arc::new(|name: &str| std::env::var(name).ok())),
         ready: AtomicBool::new(false),
         reload_lock: tokio::sync::Mutex::new(()),
     });

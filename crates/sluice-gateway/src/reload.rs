@@ -70,7 +70,7 @@ async fn reload_inner(gw: &Gateway) -> Result<Reloaded, ReloadError> {
             path: path.display().to_string(),
             source,
         })?;
-    let config = sluice_config::load_str(&text, &|name| std::env::var(name).ok())?;
+    let config = sluice_config::load_str(&text, &|name| (gw.env)(name))?;
     let old = gw.snapshot();
     if config.version == *old.version {
         return Ok(Reloaded::Unchanged {

@@ -154,8 +154,17 @@ impl TestGateway {
         Self::start_in(yaml, tempfile::tempdir().expect("tempdir")).await
     }
 
+    /// Starts with the config-file watcher on.
+    pub async fn start_watching(yaml: &str) -> TestGateway {
+        Self::start_opts(yaml, tempfile::tempdir().expect("tempdir"), true).await
+    }
+
     /// Starts in an existing directory (to restart over the same store).
     pub async fn start_in(yaml: &str, dir: tempfile::TempDir) -> TestGateway {
+        Self::start_opts(yaml, dir, false).await
+    }
+
+    async fn start_opts(yaml: &str, dir: tempfile::TempDir, watch: bool) -> TestGateway {
         let text = with_test_sections(yaml, dir.path());
         let config_path = dir.path().join("sluice.yaml");
         std::fs::write(&config_path, &text).expect("write config");
@@ -165,7 +174,8 @@ impl TestGateway {
             config,
             StartOptions {
                 config_path: Some(config_path.clone()),
-                watch: false,
+                watch,
+                env: Some(std::sync::Arc::new(env)),
             },
         )
         .await
@@ -179,6 +189,21 @@ impl TestGateway {
             config_path,
             client,
         }
+    }
+
+    /// Rewrites the config file (completed with this gateway's test sections).
+    pub fn write_config(&self, yaml: &str) {
+        let text = with_test_sections(yaml, self.dir.path());
+        // Keep the listeners of the running gateway so the file stays truthful.
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+
+    /// The version of the config serving now.
+    pub async fn version(&self) -> String {
+        self.admin(Method::GET, "/admin/config", None).await.json()["version"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,133 @@
+//! Hot reload: validated fully, swapped atomically, invalid files keep the old config, in-flight
+//! requests finish under the config they started with, and live state survives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use serde_json::json;
+use sluice_testkit::*;
+
+fn body(model: &str, mock: serde_json::Value) -> serde_json::Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "x"}], "mock": mock})
+}
+
+fn with_extra(mock: &sluice_mock::MockServer) -> String {
+    config_with(mock).replace(
+        "  - { name: other, deployments: [mock-a] }",
+        "  - { name: other, deployments: [mock-a] }\n  - { name: extra, deployments: [mock-a] }",
+    )
+}
+
+#[tokio::test]
+async fn reload_under_load_loses_no_request() {
+    let mock = mock().await;
+    let gw = Arc::new(TestGateway::start(&config_with(&mock)).await);
+    let (a, b) = (config_with(&mock), with_extra(&mock));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let gw = gw.clone();
+        workers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..100 {
+                statuses.push(gw.chat(KEY, &body("chat", json!({"chunks": 2}))).await.status.as_u16());
+            }
+            statuses
+        }));
+    }
+    let mut swaps = 0;
+    for i in 0..10 {
+        gw.write_config(if i % 2 == 0 { &b } else { &a });
+        let r = gw.admin(Method::POST, "/admin/reload", None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        if r.json()["reloaded"] == true {
+            swaps += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for w in workers {
+        let statuses = w.await.unwrap();
+        assert!(statuses.iter().all(|s| *s == 200), "every request served: {statuses:?}");
+    }
+    assert_eq!(swaps, 10);
+}
+
+#[tokio::test]
+async fn an_invalid_file_keeps_the_old_config_serving() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config_with(&mock)).await;
+    let before = gw.version().await;
+    std::fs::write(&gw.config_path, "routes:\n  - name: broken\n    model: nowhere\n").unwrap();
+    let r = gw.admin(Method::POST, "/admin/reload", None).await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text().contains("line 3") && r.text().contains("routes[0].model"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(gw.version().await, before);
+    assert_eq!(gw.chat(KEY, &body("chat", json!({}))).await.status, 200);
+    std::fs::write(&gw.config_path, "server: [unclosed").unwrap();
+    assert_eq!(gw.admin(Method::POST, "/admin/reload", None).await.status, 422);
+    assert!(
+        gw.metrics()
+            .await
+            .contains("sluice_config_reloads_total{result=\"error\"} 2")
+    );
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_under_their_config() {
+    let mock = mock().await;
+    let gw = Arc::new(TestGateway::start(&with_extra(&mock)).await);
+    let slow = {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.chat(KEY, &body("extra", json!({"latency_ms": 400}))).await })
+    };
+    assert!(eventually(|| mock_stats(&mock)["in_flight"] == 1).await);
+    gw.write_config(&config_with(&mock));
+    let r = gw.admin(Method::POST, "/admin/reload", None).await;
+    assert_eq!(r.json()["reloaded"], true);
+    assert_eq!(
+        gw.chat(KEY, &body("extra", json!({}))).await.status,
+        404,
+        "new requests see the new config"
+    );
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request kept its snapshot: {}", r.text());
+}
+
+#[tokio::test]
+async fn the_file_watcher_reloads_and_live_state_survives() {
+    let a = mock().await;
+    let b = mock().await;
+    let yaml = |comment: &str| {
+        format!(
+            "# {comment}\ndeployments:\n  - {{ name: a, provider: openai, base_url: \"{}\", model: up }}\n  - {{ name: b, provider: openai, base_url: \"{}\", model: up }}\nmodels:\n  - {{ name: chat, deployments: [a, b] }}\nkeys:\n  - {{ id: t, hash: \"{}\" }}\n",
+            a.base_url(),
+            b.base_url(),
+            key_hash(KEY)
+        )
+    };
+    let gw = TestGateway::start_watching(&yaml("one")).await;
+    for _ in 0..3 {
+        assert_eq!(gw.chat(KEY, &body("chat", json!({"chunks": 1}))).await.status, 200);
+    }
+    let before = gw.version().await;
+    gw.write_config(&yaml("two"));
+    let mut changed = false;
+    for _ in 0..100 {
+        if gw.version().await != before {
+            changed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(changed, "the watcher picked up the change");
+    // Round-robin continues where it was (a, b, a → b), not from the start.
+    assert_eq!(gw.chat(KEY, &body("chat", json!({"chunks": 1}))).await.status, 200);
+    assert_eq!(
+        (mock_stats(&a)["requests"].clone(), mock_stats(&b)["requests"].clone()),
+        (json!(2), json!(2))
+    );
+}

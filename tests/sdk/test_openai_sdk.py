@@ -420,14 +420,13 @@ def test_malformed_upstream_json_is_502(client):
 # --- mid-stream faults -----------------------------------------------------------------------
 
 
-def _drain_counting(stream) -> tuple[int, str]:
-    n, text = 0, ""
-    for chunk in stream:
-        for ch in chunk.choices:
-            if ch.delta and ch.delta.content:
-                n += 1
-                text += ch.delta.content
-    return n, text
+def assert_stream_error_event(err: openai.APIError) -> None:
+    """The SDK raised because it read an SSE `data: {"error": {...}}` event from the gateway,
+    not because the connection broke (which the SDK reports as APIConnectionError)."""
+    assert not isinstance(err, openai.APIConnectionError), (
+        f"the stream broke at the connection level instead of carrying an error event: {err!r}"
+    )
+    assert isinstance(err.body, dict) and err.body.get("message"), f"error event has no message: {err.body!r}"
 
 
 def test_stream_dropped_upstream_raises(client):
@@ -439,11 +438,12 @@ def test_stream_dropped_upstream_raises(client):
         extra_headers=rid("drop"),
     )
     seen = {"n": 0}
-    with pytest.raises(openai.APIError):
+    with pytest.raises(openai.APIError) as ei:
         for chunk in stream:
             for ch in chunk.choices:
                 if ch.delta and ch.delta.content:
                     seen["n"] += 1
+    assert_stream_error_event(ei.value)
     assert seen["n"] >= 1, "the error came before any content chunk"
     assert seen["n"] < 8, "the whole answer arrived despite the drop"
 
@@ -458,11 +458,12 @@ def test_stream_idle_timeout_raises(client):
         extra_headers={"x-test-route": "slow", **rid("idle")},
     )
     seen = {"n": 0}
-    with pytest.raises(openai.APIError):
+    with pytest.raises(openai.APIError) as ei:
         for chunk in stream:
             for ch in chunk.choices:
                 if ch.delta and ch.delta.content:
                     seen["n"] += 1
+    assert_stream_error_event(ei.value)
     elapsed = time.monotonic() - t0
     assert seen["n"] >= 1
     assert seen["n"] < 8

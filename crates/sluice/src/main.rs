@@ -112,6 +112,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         StartOptions {
             config_path: Some(path),
             watch: true,
+            env: None,
         },
     )
     .await?;

@@ -1,0 +1,288 @@
+//! The binary itself: `check`, `serve` (SIGHUP reload, SIGTERM drain), `keys`, `mock`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+const KEY: &str = "sk-sluice-cli-test-key";
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("OPENAI_API_KEY", "test")
+        .env("VLLM_API_KEY", "test")
+        .env("SLUICE_ADMIN_TOKEN", "test")
+        .output()
+        .expect("sluice runs")
+}
+
+#[test]
+fn every_example_passes_check() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = run(&["check", "--config", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "examples found: {n}");
+}
+
+#[test]
+fn check_reports_every_error_with_its_line_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "models:\n  - name: a\n    deployments: [ghost]\nroutes:\n  - name: r\n    model: nope\n",
+    )
+    .unwrap();
+    let out = run(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3: models[0].deployments[0]: unknown deployment"),
+        "{err}"
+    );
+    assert!(err.contains("line 6: routes[0].model: unknown model alias"), "{err}");
+    let out = run(&["check", "--config", "/nonexistent/sluice.yaml"]);
+    assert!(!out.status.success());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process stopped by PID when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// A minimal HTTP/1.1 exchange; returns (status, body).
+fn http(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = key
+        .map(|k| format!("authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn wait_healthy(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() && http(addr, "GET", "/healthz", None, "").0 == 200 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("gateway at {addr} never became healthy");
+}
+
+fn config(port: u16, admin: u16, dir: &Path, chunks: u64) -> String {
+    format!(
+        r#"
+server: {{ listen: "127.0.0.1:{port}", drain_timeout_ms: 10000 }}
+admin: {{ listen: "127.0.0.1:{admin}" }}
+store: {{ sqlite_path: "{}" }}
+logging: {{ access_log: "{}" }}
+deployments:
+  - {{ name: m, provider: mock, mock: {{ chunks: {chunks}, chunk_delay_ms: 50 }} }}
+models:
+  - {{ name: chat, deployments: [m] }}
+keys:
+  - {{ id: cli, hash: "{}" }}
+"#,
+        dir.join("keys.db").display(),
+        dir.join("access.log").display(),
+        sluice_config::key_hash_string(KEY)
+    )
+}
+
+fn start(dir: &Path, chunks: u64) -> (Proc, SocketAddr, SocketAddr, PathBuf) {
+    let (port, admin) = (free_port(), free_port());
+    let path = dir.join("sluice.yaml");
+    std::fs::write(&path, config(port, admin, dir, chunks)).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_healthy(addr);
+    (Proc(child), addr, admin, path)
+}
+
+const CHAT: &str = r#"{"model":"chat","messages":[{"role":"user","content":"x"}]}"#;
+
+#[test]
+fn sighup_reloads_and_sigterm_drains_in_flight_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proc_, addr, admin, path) = start(dir.path(), 2);
+    let (status, body) = http(addr, "POST", "/v1/chat/completions", Some(KEY), CHAT);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"completion_tokens\":2"), "{body}");
+
+    // SIGHUP: the new mock knobs apply.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("chunks: 2,", "chunks: 3,");
+    std::fs::write(&path, text).unwrap();
+    signal(&proc_.0, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http(addr, "POST", "/v1/chat/completions", Some(KEY), CHAT);
+        if body.contains("\"completion_tokens\":3") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reload never applied: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // SIGTERM during a stream (3 chunks × 50 ms): the stream still completes.
+    let streamer = std::thread::spawn(move || {
+        http(
+            addr,
+            "POST",
+            "/v1/chat/completions",
+            Some(KEY),
+            r#"{"model":"chat","messages":[{"role":"user","content":"x"}],"stream":true,"mock":{"chunks":20}}"#,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&proc_.0, "-TERM");
+    let (status, body) = streamer.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("[DONE]"), "the in-flight stream finished: {body}");
+    let mut child = proc_;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the gateway exits after draining");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(child.0.try_wait().unwrap().is_some_and(|s| s.success()));
+    let _ = admin;
+}
+
+#[test]
+fn keys_cli_creates_lists_and_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, addr, admin, _) = start(dir.path(), 1);
+    let url = format!("http://{admin}");
+    let out = run(&[
+        "keys",
+        "--admin-url",
+        &url,
+        "create",
+        "--id",
+        "ci-key",
+        "--tenant",
+        "t1",
+        "--models",
+        "chat",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .expect("key printed")
+        .trim()
+        .to_owned();
+    assert_eq!(http(addr, "POST", "/v1/chat/completions", Some(&key), CHAT).0, 200);
+
+    let out = run(&["keys", "--admin-url", &url, "list"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.lines().any(|l| l.starts_with("cli ") && l.contains("yaml")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("ci-key ") && l.contains("runtime") && l.contains("active")),
+        "{listing}"
+    );
+
+    let out = run(&["keys", "--admin-url", &url, "revoke", "ci-key"]);
+    assert!(out.status.success());
+    assert_eq!(http(addr, "POST", "/v1/chat/completions", Some(&key), CHAT).0, 401);
+    let out = run(&["keys", "--admin-url", &url, "revoke", "cli"]);
+    assert!(!out.status.success(), "config-file keys are read-only");
+    let out = run(&["keys", "hash", KEY]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        sluice_config::key_hash_string(KEY)
+    );
+}
+
+#[test]
+fn mock_subcommand_serves_openai_format() {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["mock", "--listen", &format!("127.0.0.1:{port}"), "--chunks", "4"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _p = Proc(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("\"completion_tokens\":4"), "{body}");
+    let (status, _) = http(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        r#"{"model":"m","messages":[],"mock":{"status":429}}"#,
+    );
+    assert_eq!(status, 429);
+}

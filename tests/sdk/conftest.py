@@ -196,6 +196,7 @@ def lane(tmp_path_factory, request):
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SDK_LANE_")}
     base_env.setdefault("RUST_LOG", "info")
+    base_env.setdefault("NO_COLOR", "1")  # plain text in the captured logs
 
     mock_port = free_port()
     mock_env = dict(base_env, SDK_LANE_MOCK_KEY=MOCK_CREDENTIAL)

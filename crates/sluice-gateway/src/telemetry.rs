@@ -213,7 +213,11 @@ fn write_lines(rx: Receiver<Box<RequestRecord>>, out: Box<dyn Write + Send>, wri
                 let _ = out.write_all(b"\n");
                 n += 1;
             }
-            next = if n % 256 == 0 { None } else { rx.try_recv().ok() };
+            next = if n.is_multiple_of(256) {
+                None
+            } else {
+                rx.try_recv().ok()
+            };
         }
         let _ = out.flush();
         written.fetch_add(n, Ordering::Release);

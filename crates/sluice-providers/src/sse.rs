@@ -169,7 +169,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn parse_all(chunks: &[&[u8]]) -> (Vec<(Option<String>, Option<String>)>, Vec<u8>) {
+    type Parsed = Vec<(Option<String>, Option<String>)>;
+
+    fn parse_all(chunks: &[&[u8]]) -> (Parsed, Vec<u8>) {
         let mut p = SseParser::new();
         let mut events = Vec::new();
         let mut raw = Vec::new();

@@ -1,6 +1,8 @@
 //! A client that leaves cancels the upstream at once, and its request is reported exactly once
 //! as `client_closed` with the tokens relayed so far.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
 use std::time::Duration;
 
 use serde_json::json;

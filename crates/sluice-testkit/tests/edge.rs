@@ -1,5 +1,7 @@
 //! The edge: HTTP/1.1 and HTTP/2 (h2c and TLS with ALPN) on one port, and the connection limits.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
 use std::time::Duration;
 
 use bytes::Bytes;

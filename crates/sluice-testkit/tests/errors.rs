@@ -1,6 +1,8 @@
 //! Every way a request can fail gets an OpenAI-shaped error with the right status and a stable
 //! code, and is counted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
 use http::Method;
 use serde_json::{Value, json};
 use sluice_mock::MockServer;

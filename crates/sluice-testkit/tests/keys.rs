@@ -1,6 +1,8 @@
 //! Virtual keys at run time: created and revoked through the admin API, effective at once,
 //! persisted in SQLite, never shadowing a config-file key.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
 use http::Method;
 use serde_json::json;
 use sluice_testkit::*;

@@ -1,6 +1,8 @@
 //! Same format on both sides: the body goes upstream byte for byte except `model` and
 //! `stream_options`; the caller's key never goes upstream, the deployment's credential does.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
 use serde_json::{Value, json};
 use sluice_testkit::*;
 

@@ -1,6 +1,8 @@
 //! Hot reload: validated fully, swapped atomically, invalid files keep the old config, in-flight
 //! requests finish under the config they started with, and live state survives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
 use std::sync::Arc;
 use std::time::Duration;
 

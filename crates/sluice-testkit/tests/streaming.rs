@@ -1,6 +1,8 @@
 //! Streaming through the gateway: no buffering, usage always recorded, every abnormal end
 //! signalled with an error event.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
 use std::time::Duration;
 
 use serde_json::{Value, json};

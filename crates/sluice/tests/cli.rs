@@ -1,5 +1,7 @@
 //! The binary itself: `check`, `serve` (SIGHUP reload, SIGTERM drain), `keys`, `mock`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

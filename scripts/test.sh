@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sluice's whole test suite — what CI runs and what a new contributor runs:
+#   formatting, clippy with warnings denied, every Rust test (unit, property, end-to-end over
+#   real HTTP), and the official-SDK lane (Python `openai` in a virtualenv it creates).
+# Needs only the Rust toolchain and python3; everything it starts listens on loopback and is
+# stopped by PID when it is done.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$(date +%s)
+step() { printf '\n==> %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "build the sluice binary for the SDK lane"
+cargo build -p sluice --locked
+
+step "SDK lane (openai Python SDK against a real gateway)"
+scripts/sdk-lane.sh
+
+printf '\nall green in %ss\n' "$(( $(date +%s) - started ))"

@@ -148,19 +148,25 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn new(target: &AccessLogTarget, queue: usize) -> std::io::Result<Telemetry> {
+        let out: Option<Box<dyn Write + Send>> = match target {
+            AccessLogTarget::Off => None,
+            AccessLogTarget::Stdout => Some(Box::new(std::io::stdout())),
+            AccessLogTarget::Stderr => Some(Box::new(std::io::stderr())),
+            AccessLogTarget::File(path) => Some(Box::new(
+                std::fs::OpenOptions::new().create(true).append(true).open(path)?,
+            )),
+        };
+        Self::with_writer(out, queue)
+    }
+
+    /// Telemetry whose access log goes to `out` (none when `None`), through a queue of `queue` lines.
+    pub fn with_writer(out: Option<Box<dyn Write + Send>>, queue: usize) -> std::io::Result<Telemetry> {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let log_written = Arc::new(AtomicU64::new(0));
-        let (log, writer) = match target {
-            AccessLogTarget::Off => (None, None),
-            target => {
-                let out: Box<dyn Write + Send> = match target {
-                    AccessLogTarget::Stderr => Box::new(std::io::stderr()),
-                    AccessLogTarget::File(path) => {
-                        Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
-                    }
-                    _ => Box::new(std::io::stdout()),
-                };
+        let (log, writer) = match out {
+            None => (None, None),
+            Some(out) => {
                 let (tx, rx) = sync_channel(queue);
                 let written = log_written.clone();
                 let handle = std::thread::Builder::new()
@@ -223,4 +229,49 @@ fn write_lines(rx: Receiver<Box<RequestRecord>>, out: Box<dyn Write + Send>, wri
         written.fetch_add(n, Ordering::Release);
     }
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finish::Finish;
+
+    /// A writer that blocks until the test lets it go, like a disk that stopped keeping up.
+    struct Stuck {
+        entered: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.entered.send(());
+            let _ = self.release.recv();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn finish_one(t: &Arc<Telemetry>, i: usize) {
+        let mut f = Finish::new(t.clone(), format!("r{i}"), "chat_completions", Arc::from("v"));
+        f.respond(200, None);
+        f.complete();
+    }
+
+    #[test]
+    fn a_full_log_queue_counts_every_dropped_line() {
+        let (release_tx, release) = std::sync::mpsc::channel();
+        let (entered, stuck) = std::sync::mpsc::channel();
+        let t = Arc::new(Telemetry::with_writer(Some(Box::new(Stuck { entered, release })), 16).unwrap());
+        finish_one(&t, 0);
+        stuck.recv().unwrap(); // the writer holds line 0 and is stuck writing it
+        for i in 1..=100 {
+            finish_one(&t, i);
+        }
+        // 16 lines fit in the queue; the other 84 are counted, none vanish silently.
+        assert_eq!(t.metrics.log_dropped.get(), 84);
+        assert!(t.render().contains("sluice_access_log_dropped_total 84"));
+        drop(release_tx);
+    }
 }

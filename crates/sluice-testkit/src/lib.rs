@@ -1,6 +1,6 @@
 //! Test harness: gateways and upstreams on port 0, driven over real HTTP.
 //!
-//! ```ignore
+//! ```text
 //! let mock = testkit::mock().await;
 //! let gw = TestGateway::start(&testkit::config_with(&mock, "")).await;
 //! let r = gw.chat(KEY, json!({"model": "chat", "messages": [...]})).await;

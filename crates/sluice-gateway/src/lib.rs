@@ -226,8 +226,8 @@ impl RunningGateway {
         for t in &self.tasks {
             t.abort();
         }
-        // Give the log writer a moment to flush what finish queued.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Every request has finished or was cut off: let the log writer catch up.
+        self.gateway.telemetry.flush(Duration::from_secs(2)).await;
         left
     }
 

@@ -4,8 +4,8 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -141,9 +141,10 @@ pub struct Telemetry {
     pub metrics: Metrics,
     registry: Registry,
     log: Option<SyncSender<Box<RequestRecord>>>,
-    /// Lines written by the writer thread (tests wait on it).
+    /// Lines queued for, and written by, the writer thread.
+    log_queued: AtomicU64,
     pub log_written: Arc<AtomicU64>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    _writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Telemetry {
@@ -179,8 +180,9 @@ impl Telemetry {
             metrics,
             registry,
             log,
+            log_queued: AtomicU64::new(0),
             log_written,
-            writer: Mutex::new(writer),
+            _writer: writer,
         })
     }
 
@@ -188,7 +190,9 @@ impl Telemetry {
     pub fn log(&self, record: Box<RequestRecord>) {
         if let Some(tx) = &self.log {
             match tx.try_send(record) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.log_queued.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     self.metrics.log_dropped.inc();
                 }
@@ -203,32 +207,48 @@ impl Telemetry {
         out
     }
 
-    /// Waits for queued lines to be written (shutdown).
-    pub fn close(&self) -> Option<std::thread::JoinHandle<()>> {
-        self.writer.lock().ok().and_then(|mut w| w.take())
+    /// Waits (at most `within`) until every queued line has been written: for shutdown.
+    pub async fn flush(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.log_written.load(Ordering::Acquire) < self.log_queued.load(Ordering::Relaxed)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(LOG_TICK).await;
+        }
     }
 }
 
+/// How often the writer drains the queue. The writer never blocks in `recv`, so a request that
+/// queues a line never has to wake a thread (no futex call on the request path); lines reach
+/// the file within one tick.
+const LOG_TICK: std::time::Duration = std::time::Duration::from_millis(5);
+
 fn write_lines(rx: Receiver<Box<RequestRecord>>, out: Box<dyn Write + Send>, written: &AtomicU64) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(first) = rx.recv() {
+    loop {
         let mut n = 0u64;
-        let mut next = Some(first);
-        while let Some(record) = next {
-            if serde_json::to_writer(&mut out, &*record).is_ok() {
-                let _ = out.write_all(b"\n");
-                n += 1;
+        loop {
+            match rx.try_recv() {
+                Ok(record) => {
+                    if serde_json::to_writer(&mut out, &*record).is_ok() {
+                        let _ = out.write_all(b"\n");
+                        n += 1;
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    written.fetch_add(n, Ordering::Release);
+                    return;
+                }
             }
-            next = if n.is_multiple_of(256) {
-                None
-            } else {
-                rx.try_recv().ok()
-            };
         }
-        let _ = out.flush();
-        written.fetch_add(n, Ordering::Release);
+        if n > 0 {
+            let _ = out.flush();
+            written.fetch_add(n, Ordering::Release);
+        }
+        std::thread::sleep(LOG_TICK);
     }
-    let _ = out.flush();
 }
 
 #[cfg(test)]

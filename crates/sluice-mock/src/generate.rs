@@ -57,7 +57,7 @@ pub(crate) async fn respond(
     };
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
 
-    sleep(Knobs::ms(knobs.latency_ms)).await;
+    pause(Knobs::ms(knobs.latency_ms)).await;
 
     if let Some(status) = knobs.status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -116,7 +116,7 @@ pub(crate) async fn respond(
     }
 
     let chunks = knobs.chunks();
-    sleep(Knobs::ms(knobs.ttft_ms) + Knobs::ms(knobs.chunk_delay_ms) * chunks as u32).await;
+    pause(Knobs::ms(knobs.ttft_ms) + Knobs::ms(knobs.chunk_delay_ms) * chunks as u32).await;
     if knobs.malformed == Some(true) {
         attempt.complete();
         return Ok(full(
@@ -159,6 +159,13 @@ pub(crate) async fn respond(
     };
     attempt.complete();
     Ok(json_response(StatusCode::OK, &payload))
+}
+
+/// Sleeps for `d`; zero returns at once (a zero `sleep` would still wait for the next timer tick).
+async fn pause(d: std::time::Duration) {
+    if !d.is_zero() {
+        sleep(d).await;
+    }
 }
 
 fn now() -> u64 {
@@ -239,7 +246,8 @@ async fn send(tx: &mpsc::Sender<Chunk>, b: Bytes) -> bool {
 async fn stream_task(spec: StreamSpec, tx: mpsc::Sender<Chunk>, attempt: Attempt) {
     let k = &spec.knobs;
     tokio::select! {
-        _ = sleep(Knobs::ms(k.ttft_ms)) => {}
+        biased;
+        _ = pause(Knobs::ms(k.ttft_ms)) => {}
         _ = tx.closed() => return,
     }
     let pieces: Vec<String> = match &spec.tool {
@@ -264,7 +272,8 @@ async fn stream_task(spec: StreamSpec, tx: mpsc::Sender<Chunk>, attempt: Attempt
         let i = i as u64;
         if i > 0 {
             tokio::select! {
-                _ = sleep(Knobs::ms(k.chunk_delay_ms)) => {}
+                biased;
+                _ = pause(Knobs::ms(k.chunk_delay_ms)) => {}
                 _ = tx.closed() => return,
             }
         }

@@ -67,6 +67,8 @@ pub struct Gateway {
     env: EnvFn,
     ready: AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
+    /// The run-time keys last read from the store (control plane only).
+    runtime_keys: tokio::sync::Mutex<Vec<sluice_store::StoredKey>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -91,19 +93,29 @@ impl Gateway {
     pub async fn install(&self, snapshot: Arc<Snapshot>) {
         self.snapshot.store(snapshot);
         if let Err(e) = self.refresh_keys().await {
-            tracing::error!(error = %e, "cannot read run-time keys; keeping the previous key table");
+            tracing::error!(error = %e, "cannot read run-time keys; using the last ones read with the new config keys");
         }
     }
 
-    /// Rebuilds the key table from the current snapshot and the store.
+    /// Rebuilds the key table from the current snapshot and the store. Serialized, so two admin
+    /// changes cannot race each other into a stale table. If the store cannot be read, the
+    /// table is still rebuilt — with the current config keys and the last run-time keys read —
+    /// and the error is returned.
     pub async fn refresh_keys(&self) -> Result<(), StoreError> {
-        let runtime = self.store.list().await?;
+        let mut runtime = self.runtime_keys.lock().await;
+        let result = match self.store.list().await {
+            Ok(list) => {
+                *runtime = list;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
         let shadowed = self.keys.rebuild(&self.snapshot().config.keys, &runtime);
         for id in shadowed {
             tracing::warn!(key_id = %id, "run-time key ignored: a config-file key uses the same id or key");
         }
         self.telemetry.metrics.keys.set(self.keys.len() as i64);
-        Ok(())
+        result
     }
 }
 
@@ -172,6 +184,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
             .unwrap_or_else(|| Arc::new(|name: &str| std::env::var(name).ok())),
         ready: AtomicBool::new(false),
         reload_lock: tokio::sync::Mutex::new(()),
+        runtime_keys: tokio::sync::Mutex::new(Vec::new()),
     });
     gateway.refresh_keys().await?;
 

@@ -120,3 +120,28 @@ async fn the_admin_api_can_require_a_token() {
     );
     assert_eq!(gw.send(req).await.status, 200);
 }
+
+#[tokio::test]
+async fn concurrent_creates_all_take_effect() {
+    let mock = mock().await;
+    let gw = std::sync::Arc::new(TestGateway::start(&config_with(&mock)).await);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = gw
+                .admin(Method::POST, "/admin/keys", Some(json!({"id": format!("k{i}")})))
+                .await;
+            assert_eq!(r.status, 201);
+            r.json()["key"].as_str().unwrap().to_owned()
+        }));
+    }
+    for t in tasks {
+        let key = t.await.unwrap();
+        assert_eq!(
+            gw.chat(&key, &chat_body("chat")).await.status,
+            200,
+            "every created key works"
+        );
+    }
+}

@@ -173,3 +173,23 @@ fn key_hash_round_trip() {
         s.strip_prefix("sha256:").map(str::to_owned)
     );
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_loads_or_errors(text in "[ -~\n]{0,200}") {
+            let _ = load(&text);
+        }
+
+        #[test]
+        fn yaml_shaped_text_loads_or_errors(
+            section in prop_oneof![Just("server"), Just("routes"), Just("models"), Just("deployments"), Just("keys"), Just("defaults")],
+            body in "[a-z_:0-9 \\[\\]{},\n-]{0,80}",
+        ) {
+            let _ = load(&format!("{section}:\n  {body}\n"));
+        }
+    }
+}

@@ -188,3 +188,72 @@ fn joins_urls() {
         assert_eq!(join_url(&uri, "/chat/completions").unwrap().to_string(), want);
     }
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON-ish text: objects with the fields the envelope reads, in any type, plus noise.
+    fn jsonish() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            Just("\"m\"".to_owned()),
+            Just("[]".to_owned()),
+            Just("[{}]".to_owned()),
+            Just("{}".to_owned()),
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            "-?[0-9]{1,4}".prop_map(|s| s),
+            "\"[a-z\\\\\"]{0,6}\"".prop_map(|s| s),
+        ];
+        let key = prop_oneof![
+            Just("model"),
+            Just("messages"),
+            Just("stream"),
+            Just("stream_options"),
+            Just("prompt"),
+            Just("input"),
+            Just("metadata"),
+            Just("x")
+        ];
+        proptest::collection::vec((key, value), 0..6).prop_map(|fields| {
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", body.join(","))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn envelope_parsing_never_panics_and_rewrites_stay_json(text in jsonish(), model in "[a-z\"\\\\]{1,8}") {
+            for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings] {
+                if let Ok(view) = RequestView::parse(endpoint, text.as_bytes()) {
+                    let out = view.upstream_body(text.as_bytes(), &model);
+                    let v: serde_json::Value = serde_json::from_slice(&out).expect("rewritten body is JSON");
+                    prop_assert_eq!(v["model"].as_str(), Some(model.as_str()));
+                    if view.stream {
+                        prop_assert_eq!(&v["stream_options"]["include_usage"], &serde_json::Value::Bool(true));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = RequestView::parse(Endpoint::ChatCompletions, &bytes);
+            let mut t = OpenAiAdapter.stream_translator(&InboundRequest {
+                endpoint: Endpoint::ChatCompletions,
+                body: Bytes::new(),
+                view: RequestView::default(),
+            });
+            let mut p = crate::sse::SseParser::new();
+            p.push(&bytes);
+            p.end_of_input();
+            let mut out = Vec::new();
+            while let Some(e) = p.next_event() {
+                let _ = t.on_event(e, &mut out);
+            }
+            let _ = OpenAiAdapter.read_response(Endpoint::ChatCompletions, &bytes);
+            let _ = OpenAiAdapter.classify_error(StatusCode::BAD_REQUEST, &bytes);
+            let _ = OpenAiAdapter.error_message(&bytes, &["secret"]);
+        }
+    }
+}

@@ -294,7 +294,33 @@ fn request_id(headers: &HeaderMap) -> String {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A UUIDv7 (time-ordered) from the thread-local RNG: no global lock, no syscall.
+/// (`Uuid::now_v7` would take the uuid crate's process-wide mutex on every request.)
+fn new_request_id() -> String {
+    use rand::Rng;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let (a, b): (u16, u64) = rand::rng().random();
+    let hi = (ms << 16) | 0x7000 | u64::from(a & 0x0FFF);
+    let lo = 0x8000_0000_0000_0000 | (b & 0x3FFF_FFFF_FFFF_FFFF);
+    uuid::Uuid::from_u64_pair(hi, lo).hyphenated().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_v7_and_unique() {
+        let a = super::new_request_id();
+        let b = super::new_request_id();
+        assert_ne!(a, b);
+        let u = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(u.get_version_num(), 7);
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+    }
 }
 
 fn model_object(name: &str) -> serde_json::Value {

@@ -310,19 +310,6 @@ fn new_request_id() -> String {
     uuid::Uuid::from_u64_pair(hi, lo).hyphenated().to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn request_ids_are_v7_and_unique() {
-        let a = super::new_request_id();
-        let b = super::new_request_id();
-        assert_ne!(a, b);
-        let u = uuid::Uuid::parse_str(&a).unwrap();
-        assert_eq!(u.get_version_num(), 7);
-        assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
-    }
-}
-
 fn model_object(name: &str) -> serde_json::Value {
     json!({ "id": name, "object": "model", "created": 0, "owned_by": "sluice" })
 }
@@ -370,5 +357,18 @@ fn one_model(
             format!("The model '{name}' does not exist or you do not have access to it."),
         )
         .with_param("model")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_v7_and_unique() {
+        let a = super::new_request_id();
+        let b = super::new_request_id();
+        assert_ne!(a, b);
+        let u = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(u.get_version_num(), 7);
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
     }
 }

@@ -434,7 +434,7 @@ def test_stream_dropped_upstream_raises(client):
         model="chat",
         messages=MESSAGES,
         stream=True,
-        extra_body={"mock": {"drop_after_chunks": 3, "chunks": 8}},
+        extra_body={"mock": {"drop_after_chunks": 3, "chunks": 8, "chunk_delay_ms": 20}},
         extra_headers=rid("drop"),
     )
     seen = {"n": 0}

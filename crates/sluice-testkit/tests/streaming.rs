@@ -123,7 +123,7 @@ async fn a_stall_after_bytes_ends_with_an_error_event() {
 
 #[tokio::test]
 async fn a_connection_dropped_mid_stream_ends_with_an_error_event() {
-    let (text, line) = faulted_stream(json!({"chunks": 10, "drop_after_chunks": 4}), "").await;
+    let (text, line) = faulted_stream(json!({"chunks": 10, "drop_after_chunks": 4, "chunk_delay_ms": 10}), "").await;
     assert_eq!(last_error_event(&text)["code"], "upstream_dropped");
     assert_eq!(line["error_code"], "upstream_dropped");
     // What the client received is what was counted (the mock's last chunks may die with the

@@ -46,6 +46,31 @@ enum Command {
         #[arg(long)]
         api_key_env: Option<String>,
     },
+    /// Benchmark: direct to the mock vs nginx vs Sluice, pinned, open-loop (needs nginx and oha).
+    Bench {
+        /// Runs per figure (medians are quoted).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Open-loop request rates.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+        rates: Vec<u32>,
+        /// Request body sizes in bytes.
+        #[arg(long, value_delimiter = ',', default_value = "1024,32768")]
+        bodies: Vec<usize>,
+        /// Connections for the throughput ceiling.
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        #[arg(long, default_value = "nginx")]
+        nginx: PathBuf,
+        #[arg(long, env = "OHA", default_value = "oha")]
+        oha: PathBuf,
+        /// Also write the Markdown report here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Manage virtual keys through the admin API.
     Keys {
         #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
@@ -94,6 +119,35 @@ fn main() -> ExitCode {
                 mock(listen, MockConfig { defaults, api_key }).await
             }
             Command::Keys { admin_url, command } => admin_client::run(&admin_url, command).await,
+            Command::Bench {
+                runs,
+                seconds,
+                rates,
+                bodies,
+                connections,
+                nginx,
+                oha,
+                out,
+            } => {
+                let options = sluice_bench::Options {
+                    sluice: std::env::current_exe()?,
+                    nginx,
+                    oha,
+                    runs,
+                    duration: std::time::Duration::from_secs(seconds),
+                    rates,
+                    bodies,
+                    connections,
+                    proxy_core: 0,
+                    client_core: 1,
+                };
+                let report = tokio::task::spawn_blocking(move || sluice_bench::run(&options)).await??;
+                println!("{report}");
+                if let Some(path) = out {
+                    std::fs::write(path, &report)?;
+                }
+                Ok(())
+            }
         }
     });
     match result {

@@ -63,6 +63,8 @@ struct Rig {
     sluice: Pinned,
     ports: [u16; 3],
     bodies: Vec<(usize, PathBuf)>,
+    /// A streamed chat request the mock answers in 50 chunks.
+    stream_body: PathBuf,
 }
 
 impl Rig {
@@ -101,6 +103,13 @@ fn start(opts: &Options) -> anyhow::Result<Rig> {
         std::fs::write(&path, chat_body(size))?;
         bodies.push((size, path));
     }
+    let stream_body = d.join("stream.json");
+    std::fs::write(
+        &stream_body,
+        serde_json::json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "x".repeat(900)}],
+                           "mock": {"chunks": 50}})
+        .to_string(),
+    )?;
     let mock = Pinned::spawn(
         "mock",
         opts.client_core,
@@ -165,6 +174,7 @@ keys:
         sluice,
         ports: [mock_port, nginx_port, sluice_port],
         bodies,
+        stream_body,
     })
 }
 
@@ -226,7 +236,8 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     let targets = [Target::Direct, Target::Nginx, Target::Sluice];
     let latency_runs = rig.bodies.len() * opts.rates.len() * opts.runs * targets.len();
     let ceiling_runs = rig.bodies.len() * opts.runs * 2;
-    let total = latency_runs + ceiling_runs;
+    let stream_runs = opts.runs * targets.len();
+    let total = latency_runs + ceiling_runs + stream_runs;
     let mut step = 0;
     let mut progress = |what: String| {
         step += 1;
@@ -302,6 +313,53 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         }
     }
 
+    // Time to first byte of a 50-chunk stream, open loop at the lowest rate.
+    let stream_rate = opts.rates.iter().copied().min().unwrap_or(100);
+    let mut ttfb: Vec<(Runs, Runs, Runs, Runs)> = targets.iter().map(|_| Default::default()).collect();
+    for run in 1..=opts.runs {
+        let mut direct = (f64::NAN, f64::NAN);
+        for (i, &t) in targets.iter().enumerate() {
+            let m = measure(&rig, opts, t, &rig.stream_body, Some(stream_rate), 32)?;
+            let fb = m.outcome.first_byte_percentiles.clone();
+            let p50 = fb.as_ref().and_then(|p| p.p50).unwrap_or(f64::NAN) * 1e6;
+            let p99 = fb.as_ref().and_then(|p| p.p99).unwrap_or(f64::NAN) * 1e6;
+            if t == Target::Direct {
+                direct = (p50, p99);
+            }
+            ttfb[i].0.push(p50);
+            ttfb[i].1.push(p99);
+            ttfb[i].2.push(p50 - direct.0);
+            ttfb[i].3.push(p99 - direct.1);
+            progress(format!(
+                "{:<6} 50-chunk stream @ {stream_rate}/s run {run}: first byte p50 {} p99 {}",
+                t.name(),
+                micros(p50),
+                micros(p99)
+            ));
+        }
+    }
+    let stream_rows: Vec<Vec<String>> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (p50, p99, a50, a99) = &ttfb[i];
+            let added = |r: &Runs| {
+                if *t == Target::Direct {
+                    "–".to_owned()
+                } else {
+                    r.show(micros)
+                }
+            };
+            vec![
+                t.name().to_owned(),
+                p50.show(micros),
+                p99.show(micros),
+                added(a50),
+                added(a99),
+            ]
+        })
+        .collect();
+
     let mut ceiling = Vec::new();
     for (size, body) in &rig.bodies {
         let mut per: Vec<(Runs, Runs, Runs, Runs)> = vec![Default::default(), Default::default()];
@@ -370,6 +428,13 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             "client core busy (direct)",
         ],
         &cpu_rows,
+    ));
+    out.push_str(&format!(
+        "\nTime to first byte of a 50-chunk stream, open loop at {stream_rate}/s:\n\n"
+    ));
+    out.push_str(&table(
+        &["path", "first byte p50", "first byte p99", "added p50", "added p99"],
+        &stream_rows,
     ));
     out.push_str(&format!(
         "\nThroughput ceiling on one core (closed loop, {} connections; counts only if the proxy core is saturated):\n\n",

@@ -10,6 +10,7 @@
 pub mod load;
 pub mod procs;
 pub mod report;
+pub mod streams;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct Options {
     pub connections: u32,
     pub proxy_core: usize,
     pub client_core: usize,
+    /// Streams held open for the memory figure (0 skips it).
+    pub open_streams: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +59,20 @@ impl Target {
     }
 }
 
+enum Dir {
+    Temp(#[allow(dead_code)] tempfile::TempDir),
+    Kept(#[allow(dead_code)] PathBuf),
+}
+
 struct Rig {
-    _dir: tempfile::TempDir,
+    _dir: Dir,
     _mock: Pinned,
     nginx: Pinned,
     sluice: Pinned,
     ports: [u16; 3],
     bodies: Vec<(usize, PathBuf)>,
+    /// A streamed request the mock keeps open after its first chunk.
+    held_body: String,
     /// A streamed chat request the mock answers in 50 chunks.
     stream_body: PathBuf,
 }
@@ -94,8 +104,14 @@ fn chat_body(size: usize) -> String {
 }
 
 fn start(opts: &Options) -> anyhow::Result<Rig> {
-    let dir = tempfile::tempdir()?;
+    // Room for the open-streams run: client, proxy and mock each hold one socket per stream.
+    streams::raise_fd_limit(1 << 17);
+    let dir = tempfile::Builder::new().prefix("sluice-bench-").tempdir()?;
     let d = dir.path();
+    eprintln!(
+        "bench files and process logs: {} (kept with SLUICE_BENCH_KEEP=1)",
+        d.display()
+    );
     let (mock_port, nginx_port, sluice_port, admin_port) = (free_port()?, free_port()?, free_port()?, free_port()?);
     let mut bodies = Vec::new();
     for &size in &opts.bodies {
@@ -110,6 +126,10 @@ fn start(opts: &Options) -> anyhow::Result<Rig> {
                            "mock": {"chunks": 50}})
         .to_string(),
     )?;
+    let held_body =
+        serde_json::json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hold"}],
+                                       "mock": {"chunks": 2, "chunk_delay_ms": 3_600_000}})
+        .to_string();
     let mock = Pinned::spawn(
         "mock",
         opts.client_core,
@@ -147,6 +167,7 @@ models:
 routes:
   - name: bench
     match: {{ paths: ["/v1/chat/completions"] }}
+    stream_idle_timeout_ms: 3600000
 keys:
   - {{ id: bench, hash: "{hash}", tenant: bench }}
 "#,
@@ -167,6 +188,11 @@ keys:
         wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(20))
             .with_context(|| format!("see the logs in {}", d.display()))?;
     }
+    let dir = if std::env::var_os("SLUICE_BENCH_KEEP").is_some() {
+        Dir::Kept(dir.keep())
+    } else {
+        Dir::Temp(dir)
+    };
     Ok(Rig {
         _dir: dir,
         _mock: mock,
@@ -174,6 +200,7 @@ keys:
         sluice,
         ports: [mock_port, nginx_port, sluice_port],
         bodies,
+        held_body,
         stream_body,
     })
 }
@@ -394,6 +421,45 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
                 per[i].1.show(percent),
                 per[i].2.show(percent),
             ]);
+        }
+    }
+    // Resident memory idle and with N open streams (client and upstream connections together).
+    let mut memory = Vec::new();
+    if opts.open_streams > 0 {
+        // A proxy holds two sockets per stream (client and upstream); stay inside the fd limit.
+        let limit = streams::fd_limit();
+        let n = opts.open_streams.min((limit.saturating_sub(500) / 2) as usize);
+        if n < opts.open_streams {
+            eprintln!(
+                "open-file limit is {limit} and cannot be raised here: holding {n} streams, not {}",
+                opts.open_streams
+            );
+        }
+        for t in [Target::Nginx, Target::Sluice] {
+            let Some(p) = rig.proc(t) else { continue };
+            let idle = p.rss()?;
+            let port = if t == Target::Nginx { rig.ports[1] } else { rig.ports[2] };
+            let held = streams::open(SocketAddr::from(([127, 0, 0, 1], port)), KEY, &rig.held_body, n)
+                .with_context(|| format!("holding {n} streams open through {}", t.name()))?;
+            std::thread::sleep(Duration::from_secs(1));
+            let loaded = p.rss()?;
+            let per = (loaded.saturating_sub(idle)) as f64 / held.len() as f64;
+            eprintln!(
+                "{:<6} {} open streams: RSS {} idle → {} ({} per stream)",
+                t.name(),
+                held.len(),
+                report::kib(idle as f64),
+                report::kib(loaded as f64),
+                report::kib(per)
+            );
+            memory.push(vec![
+                t.name().to_owned(),
+                report::kib(idle as f64),
+                format!("{} ({} streams)", report::kib(loaded as f64), held.len()),
+                report::kib(per),
+            ]);
+            drop(held);
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
     drop(rig);

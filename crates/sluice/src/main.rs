@@ -67,6 +67,9 @@ enum Command {
         nginx: PathBuf,
         #[arg(long, env = "OHA", default_value = "oha")]
         oha: PathBuf,
+        /// Streams held open for the memory-per-stream figure (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        open_streams: usize,
         /// Also write the Markdown report here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
                 nginx,
                 oha,
                 out,
+                open_streams,
             } => {
                 let options = sluice_bench::Options {
                     sluice: std::env::current_exe()?,
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
                     connections,
                     proxy_core: 0,
                     client_core: 1,
+                    open_streams,
                 };
                 let report = tokio::task::spawn_blocking(move || sluice_bench::run(&options)).await??;
                 println!("{report}");

@@ -517,6 +517,13 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         ],
         &ceiling,
     ));
+    if !memory.is_empty() {
+        out.push_str("\nResident memory, idle and with open streams (memory per stream = growth / streams):\n\n");
+        out.push_str(&table(
+            &["proxy", "idle RSS", "RSS with streams", "per stream"],
+            &memory,
+        ));
+    }
     Ok(out)
 }
 

@@ -1,0 +1,94 @@
+//! Micro-benchmarks of the gateway's per-request decisions: key lookup and route matching.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue};
+use sluice_gateway::keys::{KeyTable, hash_key};
+use sluice_gateway::routing::{RouteInput, decide};
+use sluice_gateway::state::LiveState;
+
+fn keys(c: &mut Criterion) {
+    let mut g = c.benchmark_group("key_lookup");
+    for n in [10usize, 100_000] {
+        let yaml: Vec<sluice_config::KeyConfig> = (0..n)
+            .map(|i| sluice_config::KeyConfig {
+                id: format!("k{i}"),
+                hash: hash_key(&format!("sk-sluice-{i:040}")),
+                tenant: Some("t".into()),
+                team: None,
+                user: None,
+                tier: None,
+                models: None,
+                routes: None,
+                expires_at: None,
+            })
+            .collect();
+        let table = KeyTable::default();
+        table.rebuild(&yaml, &[]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer sk-sluice-{:040}", n / 2)).unwrap(),
+        );
+        let now = chrono::Utc::now();
+        g.bench_with_input(BenchmarkId::new("authenticate", n), &headers, |b, h| {
+            b.iter(|| table.authenticate(h, now).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn routing(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("route_match");
+    for n in [1usize, 50] {
+        let mut yaml = String::from(
+            "deployments:\n  - { name: d, provider: openai, base_url: \"http://127.0.0.1:1/v1\", model: up }\nmodels:\n  - { name: chat, deployments: [d] }\nroutes:\n",
+        );
+        for i in 0..n.saturating_sub(1) {
+            yaml.push_str(&format!(
+                "  - name: r{i}\n    match: {{ teams: [team{i}], headers: {{ x-task: t{i} }} }}\n"
+            ));
+        }
+        yaml.push_str("  - name: last\n    match: { paths: [\"/v1/*\"] }\n");
+        let config = sluice_config::load_str(&yaml, &|_| None).unwrap();
+        let snap = runtime.block_on(LiveState::new().build(config)).unwrap();
+        let table = KeyTable::default();
+        let key = sluice_config::KeyConfig {
+            id: "k".into(),
+            hash: hash_key("sk-sluice-x"),
+            tenant: None,
+            team: Some("other".into()),
+            user: None,
+            tier: None,
+            models: None,
+            routes: None,
+            expires_at: None,
+        };
+        table.rebuild(&[key], &[]);
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer sk-sluice-x"));
+        h.insert("x-task", HeaderValue::from_static("none"));
+        let caller = table.authenticate(&h, chrono::Utc::now()).unwrap();
+        g.bench_function(BenchmarkId::new("decide_last_of", n), |b| {
+            b.iter(|| {
+                let input = RouteInput {
+                    path: "/v1/chat/completions",
+                    model: "chat",
+                    caller: &caller,
+                    headers: &h,
+                    metadata: &[],
+                };
+                decide(&snap, &input).unwrap().model_index
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, keys, routing);
+criterion_main!(benches);

@@ -1,0 +1,75 @@
+//! Micro-benchmarks of the pass-through codec: the envelope check, the in-place rewrite, and the
+//! SSE relay (framing + translation) of a 50-chunk stream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sluice_providers::openai::{OpenAiAdapter, RequestView};
+use sluice_providers::sse::SseParser;
+use sluice_providers::{Endpoint, InboundRequest, ProviderAdapter};
+
+fn body(size: usize) -> Vec<u8> {
+    let pad = "lorem ipsum ".repeat(size / 12);
+    serde_json::json!({"model": "chat", "stream": true, "temperature": 0.2,
+        "messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": pad}]})
+    .to_string()
+    .into_bytes()
+}
+
+fn stream(chunks: usize) -> Vec<u8> {
+    let mut s = String::new();
+    s.push_str("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n");
+    for i in 0..chunks {
+        s.push_str(&format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}],\"usage\":null}}\n\n"));
+    }
+    s.push_str("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":50,\"total_tokens\":59}}\n\ndata: [DONE]\n\n");
+    s.into_bytes()
+}
+
+fn envelope(c: &mut Criterion) {
+    let mut g = c.benchmark_group("envelope");
+    for size in [1024usize, 32 * 1024] {
+        let b = body(size);
+        g.throughput(Throughput::Bytes(b.len() as u64));
+        g.bench_with_input(BenchmarkId::new("parse", size), &b, |bench, b| {
+            bench.iter(|| RequestView::parse(Endpoint::ChatCompletions, b).unwrap())
+        });
+        let view = RequestView::parse(Endpoint::ChatCompletions, &b).unwrap();
+        g.bench_with_input(BenchmarkId::new("rewrite", size), &b, |bench, b| {
+            bench.iter(|| view.upstream_body(b, "upstream-model"))
+        });
+    }
+    g.finish();
+}
+
+fn relay(c: &mut Criterion) {
+    let bytes = stream(50);
+    let req = InboundRequest::parse(Endpoint::ChatCompletions, Bytes::from(body(256))).unwrap();
+    let mut g = c.benchmark_group("sse_relay");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    for split in [64usize, 1500] {
+        g.bench_with_input(BenchmarkId::new("50_chunks_split", split), &bytes, |bench, bytes| {
+            bench.iter(|| {
+                let mut parser = SseParser::new();
+                let mut t = OpenAiAdapter.stream_translator(&req);
+                let mut out = Vec::with_capacity(4);
+                let mut n = 0usize;
+                for piece in bytes.chunks(split) {
+                    parser.push(piece);
+                    while let Some(ev) = parser.next_event() {
+                        t.on_event(ev, &mut out).unwrap();
+                        n += out.len();
+                        out.clear();
+                    }
+                }
+                assert!(t.saw_end());
+                n
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, envelope, relay);
+criterion_main!(benches);

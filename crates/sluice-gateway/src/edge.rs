@@ -14,12 +14,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sluice_config::TlsConfig;
+use sluice_config::{ServerConfig, TlsConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -184,15 +184,7 @@ pub async fn serve(
                     let tls = tls.clone();
                     tokio::spawn(async move {
                         let _guard = guard;
-                        match tls {
-                            None => connection(stream, gw, shutdown).await,
-                            Some(acceptor) => {
-                                let timeout = gw.snapshot().config.server.header_read_timeout;
-                                if let Ok(Ok(s)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                                    connection(s, gw, shutdown).await;
-                                }
-                            }
-                        }
+                        accepted_connection(stream, tls, gw, shutdown).await;
                     });
                 }
                 Err(e) => {
@@ -206,40 +198,126 @@ pub async fn serve(
     }
 }
 
-async fn connection<I>(io: I, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>)
+/// The HTTP/2 client preface: a cleartext connection that starts with it speaks h2c.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Decides the protocol (ALPN under TLS, the preface in cleartext) and serves the connection
+/// with that protocol's own state only — each branch is boxed, so an HTTP/1.1 connection does
+/// not carry HTTP/2's state machine inline (this is what keeps memory per open stream small).
+async fn accepted_connection(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    gw: Arc<Gateway>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let server = gw.snapshot().config.server.clone();
+    match tls {
+        None => match is_h2c(&stream, server.header_read_timeout).await {
+            Some(true) => Box::pin(serve_h2(stream, gw, shutdown, server)).await,
+            Some(false) => Box::pin(serve_h1(stream, gw, shutdown, server)).await,
+            None => {}
+        },
+        Some(acceptor) => {
+            let Ok(Ok(s)) = tokio::time::timeout(server.header_read_timeout, acceptor.accept(stream)).await else {
+                return;
+            };
+            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                Box::pin(serve_h2(s, gw, shutdown, server)).await
+            } else {
+                Box::pin(serve_h1(s, gw, shutdown, server)).await
+            }
+        }
+    }
+}
+
+/// Peeks at the first bytes: `Some(true)` for the h2 preface, `Some(false)` for anything else,
+/// `None` if the client sent nothing in time or went away.
+async fn is_h2c(stream: &TcpStream, within: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if !H2_PREFACE.starts_with(&buf[..n]) {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A prefix of the preface so far; wait for the rest.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The per-request service: spine, plus the connection's in-flight mark on the response body.
+fn service(
+    gw: Arc<Gateway>,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<TrackedBody>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<http::Response<TrackedBody>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |req| {
+        let gw = gw.clone();
+        let guard = activity.enter();
+        async move {
+            // Boxed: hyper keeps one service-future slot per connection for the connection's whole
+            // life; boxing keeps that slot pointer-sized and frees the request's state as soon as
+            // the response headers are out (a held stream no longer pays for it).
+            let resp = Box::pin(spine::handle(gw, req)).await;
+            Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _guard: guard }))
+        }
+    })
+}
+
+fn new_activity() -> Arc<Activity> {
+    Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        last: AtomicU64::new(now_ms()),
+    })
+}
+
+async fn serve_h1<I>(io: I, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>, server: ServerConfig)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let server = gw.snapshot().config.server.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let activity = new_activity();
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(server.max_header_bytes)
         .max_headers(server.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service(gw, activity.clone()));
+    drive(conn, &activity, shutdown, server.idle_timeout).await;
+}
+
+async fn serve_h2<I>(io: I, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>, server: ServerConfig)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = new_activity();
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(server.h2_max_concurrent_streams)
         .max_header_list_size(server.max_header_bytes as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .serve_connection(TokioIo::new(io), service(gw, activity.clone()));
+    drive(conn, &activity, shutdown, server.idle_timeout).await;
+}
 
-    let activity = Arc::new(Activity {
-        in_flight: AtomicUsize::new(0),
-        last: AtomicU64::new(now_ms()),
-    });
-    let act = activity.clone();
-    let svc = service_fn(move |req| {
-        let gw = gw.clone();
-        let guard = act.enter();
-        async move {
-            let resp = spine::handle(gw, req).await;
-            Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _guard: guard }))
-        }
-    });
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+/// Runs a connection until it ends; on shutdown or when idle, closes it gracefully.
+async fn drive<C>(conn: C, activity: &Activity, mut shutdown: watch::Receiver<bool>, idle: Duration)
+where
+    C: GracefulConnection,
+{
     tokio::pin!(conn);
     let mut closing = false;
     loop {
@@ -249,7 +327,7 @@ where
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = activity.idle(server.idle_timeout), if !closing => {
+            _ = activity.idle(idle), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }

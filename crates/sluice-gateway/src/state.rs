@@ -162,6 +162,7 @@ impl LiveState {
                     .pool_idle_timeout(Duration::from_secs(90))
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
+                    .http1_read_buf_exact_size(4096)
                     .http2_only(h2_only);
                 Arc::new(builder.build(https))
             })

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_full::new_debouncer;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::Gateway;
 use crate::telemetry::ResultLabel;
@@ -103,14 +101,23 @@ async fn reload_inner(gw: &Gateway) -> Result<Reloaded, ReloadError> {
     })
 }
 
+/// How often the config file's metadata is checked for a change.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Reloads on SIGHUP and on changes to `path` until `shutdown` turns true.
+///
+/// The file is watched by polling its metadata (modification time, size, inode — following
+/// symlinks, so editors' rename-replace and Kubernetes ConfigMap symlink swaps are seen) twice a
+/// second. A directory watch (inotify) was used first, but it woke the gateway for every write
+/// to *any* file in that directory — an access log next to the config costs a wake-up per
+/// request.
 pub fn spawn_watchers(gw: Arc<Gateway>, path: PathBuf, mut shutdown: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let debouncer = watch_file(&path, tx.clone());
     tokio::spawn(async move {
-        let _debouncer = debouncer; // watching stops when this task ends
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut seen = fingerprint(&path);
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             #[cfg(unix)]
             let hup_fut = async {
@@ -122,10 +129,16 @@ pub fn spawn_watchers(gw: Arc<Gateway>, path: PathBuf, mut shutdown: watch::Rece
             #[cfg(not(unix))]
             let hup_fut = std::future::pending::<Option<()>>();
             tokio::select! {
-                _ = hup_fut => { let _ = reload(&gw).await; }
-                Some(()) = rx.recv() => {
-                    while rx.try_recv().is_ok() {}
+                _ = hup_fut => {
+                    seen = fingerprint(&path);
                     let _ = reload(&gw).await;
+                }
+                _ = tick.tick() => {
+                    let now = fingerprint(&path);
+                    if now != seen {
+                        seen = now;
+                        let _ = reload(&gw).await;
+                    }
                 }
                 _ = crate::edge::stopped(&mut shutdown) => break,
             }
@@ -133,34 +146,12 @@ pub fn spawn_watchers(gw: Arc<Gateway>, path: PathBuf, mut shutdown: watch::Rece
     });
 }
 
-type Debouncer = notify_debouncer_full::Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>;
-
-/// Watches the file's directory (editors and ConfigMaps replace files by rename).
-fn watch_file(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<Debouncer> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let name = path.file_name()?.to_owned();
-    let mut debouncer = new_debouncer(
-        Duration::from_millis(150),
-        None,
-        move |res: notify_debouncer_full::DebounceEventResult| {
-            if let Ok(events) = res
-                && events
-                    .iter()
-                    .any(|e| e.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())))
-            {
-                let _ = tx.send(());
-            }
-        },
-    )
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP instead"))
-    .ok()?;
-    debouncer
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|e| tracing::warn!(error = %e, "cannot watch the config directory; reload with SIGHUP instead"))
-        .ok()?;
-    Some(debouncer)
+/// What changes when a file is edited or replaced.
+fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((m.modified().ok()?, m.len(), inode))
 }

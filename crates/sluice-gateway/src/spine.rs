@@ -23,6 +23,7 @@ use crate::body::ResponseBody;
 use crate::dispatch::{self, Upstream};
 use crate::error::{ErrorKind, GatewayError};
 use crate::finish::Finish;
+use crate::keys::Caller;
 use crate::relay::Relay;
 use crate::routing::{self, RouteInput};
 use crate::stages;
@@ -106,8 +107,7 @@ async fn walk(
 ) -> Result<Reply, GatewayError> {
     let (parts, body) = req.into_parts();
 
-    let caller = gw.keys.authenticate(&parts.headers, Utc::now())?;
-    finish.set_caller(&caller);
+    let caller = authenticate(gw, &parts.headers, finish)?;
 
     let body = read_body(body, &parts.headers, &snap.config.server).await?;
     let inbound = InboundRequest::parse(endpoint, body)?;
@@ -310,6 +310,21 @@ fn new_request_id() -> String {
     uuid::Uuid::from_u64_pair(hi, lo).hyphenated().to_string()
 }
 
+/// Stage 1 of every API request: who is calling, recorded for finish.
+fn authenticate(gw: &Gateway, headers: &HeaderMap, finish: &mut Finish) -> Result<Arc<Caller>, GatewayError> {
+    let caller = gw.keys.authenticate(headers, Utc::now())?;
+    finish.set_caller(&caller);
+    Ok(caller)
+}
+
+fn ok_json(v: &serde_json::Value) -> Reply {
+    Reply::Json {
+        status: StatusCode::OK,
+        content_type: None,
+        body: Bytes::from(v.to_string()),
+    }
+}
+
 fn model_object(name: &str) -> serde_json::Value {
     json!({ "id": name, "object": "model", "created": 0, "owned_by": "sluice" })
 }
@@ -320,20 +335,14 @@ fn list_models(
     req: &Request<Incoming>,
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
-    let caller = gw.keys.authenticate(req.headers(), Utc::now())?;
-    finish.set_caller(&caller);
+    let caller = authenticate(gw, req.headers(), finish)?;
     let data: Vec<_> = snap
         .models
         .iter()
         .filter(|m| caller.may_use_model(&m.name))
         .map(|m| model_object(&m.name))
         .collect();
-    let body = json!({ "object": "list", "data": data });
-    Ok(Reply::Json {
-        status: StatusCode::OK,
-        content_type: None,
-        body: Bytes::from(body.to_string()),
-    })
+    Ok(ok_json(&json!({ "object": "list", "data": data })))
 }
 
 fn one_model(
@@ -342,15 +351,10 @@ fn one_model(
     req: &Request<Incoming>,
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
-    let caller = gw.keys.authenticate(req.headers(), Utc::now())?;
-    finish.set_caller(&caller);
+    let caller = authenticate(gw, req.headers(), finish)?;
     let name = req.uri().path().trim_start_matches("/v1/models/");
     match snap.model(name) {
-        Some((_, m)) if caller.may_use_model(&m.name) => Ok(Reply::Json {
-            status: StatusCode::OK,
-            content_type: None,
-            body: Bytes::from(model_object(&m.name).to_string()),
-        }),
+        Some((_, m)) if caller.may_use_model(&m.name) => Ok(ok_json(&model_object(&m.name))),
         _ => Err(GatewayError::new(
             ErrorKind::NotFound,
             "model_not_found",

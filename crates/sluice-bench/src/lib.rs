@@ -28,8 +28,15 @@ const KEY: &str = "sk-sluice-bench-0000000000000000000000000000";
 #[derive(Debug, Clone)]
 pub struct Options {
     pub sluice: PathBuf,
-    pub nginx: PathBuf,
+    /// nginx, the reference proxy; `None` leaves it out.
+    pub nginx: Option<PathBuf>,
     pub oha: PathBuf,
+    /// Which parts to run.
+    pub sections: Vec<Section>,
+    /// Keep both cores out of their idle state with idle-priority spinners, so the figures show
+    /// the work a hop costs without the wake-up latency of an idle (virtual) CPU. Per-core busy
+    /// shares read 100 % in this mode; CPU per request is per process and unaffected.
+    pub keep_awake: bool,
     pub runs: usize,
     pub duration: Duration,
     pub rates: Vec<u32>,
@@ -65,9 +72,8 @@ enum Dir {
 }
 
 struct Rig {
-    _dir: Dir,
     _mock: Pinned,
-    nginx: Pinned,
+    nginx: Option<Pinned>,
     sluice: Pinned,
     ports: [u16; 3],
     bodies: Vec<(usize, PathBuf)>,
@@ -75,23 +81,37 @@ struct Rig {
     held_body: String,
     /// A streamed chat request the mock answers in 50 chunks.
     stream_body: PathBuf,
+    /// Declared last, so dropped last: the spinners stop after everything else.
+    _spinners: Vec<Pinned>,
+    _dir: Dir,
 }
 
 impl Rig {
-    fn url(&self, t: Target) -> String {
-        let port = match t {
+    fn port(&self, t: Target) -> u16 {
+        match t {
             Target::Direct => self.ports[0],
             Target::Nginx => self.ports[1],
             Target::Sluice => self.ports[2],
-        };
-        format!("http://127.0.0.1:{port}/v1/chat/completions")
+        }
+    }
+    fn url(&self, t: Target) -> String {
+        format!("http://127.0.0.1:{}/v1/chat/completions", self.port(t))
     }
     fn proc(&self, t: Target) -> Option<&Pinned> {
         match t {
             Target::Direct => None,
-            Target::Nginx => Some(&self.nginx),
+            Target::Nginx => self.nginx.as_ref(),
             Target::Sluice => Some(&self.sluice),
         }
+    }
+    /// Direct first (the reference every "added" figure subtracts), then the proxies.
+    fn targets(&self) -> Vec<Target> {
+        let mut t = vec![Target::Direct];
+        if self.nginx.is_some() {
+            t.push(Target::Nginx);
+        }
+        t.push(Target::Sluice);
+        t
     }
 }
 
@@ -143,18 +163,21 @@ fn start(opts: &Options) -> anyhow::Result<Rig> {
         .replace("{{UPSTREAM}}", &format!("127.0.0.1:{mock_port}"));
     std::fs::write(d.join("nginx.conf"), conf)?;
     let nginx_conf = d.join("nginx.conf");
-    let nginx = Pinned::spawn(
-        "nginx",
-        opts.proxy_core,
-        &opts.nginx,
-        &[
-            "-c",
-            &nginx_conf.display().to_string(),
-            "-e",
-            &d.join("nginx-error.log").display().to_string(),
-        ],
-        &d.join("nginx.log"),
-    )?;
+    let nginx = match &opts.nginx {
+        Some(program) => Some(Pinned::spawn(
+            "nginx",
+            opts.proxy_core,
+            program,
+            &[
+                "-c",
+                &nginx_conf.display().to_string(),
+                "-e",
+                &d.join("nginx-error.log").display().to_string(),
+            ],
+            &d.join("nginx.log"),
+        )?),
+        None => None,
+    };
     let config = format!(
         r#"server: {{ listen: "127.0.0.1:{sluice_port}", max_body_bytes: 67108864 }}
 admin: {{ listen: "127.0.0.1:{admin_port}" }}
@@ -184,9 +207,26 @@ keys:
         &["serve", "--config", &sluice_conf.display().to_string()],
         &d.join("sluice.log"),
     )?;
-    for port in [mock_port, nginx_port, sluice_port] {
+    let listening = [Some(mock_port), nginx.as_ref().map(|_| nginx_port), Some(sluice_port)];
+    for port in listening.into_iter().flatten() {
         wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(20))
             .with_context(|| format!("see the logs in {}", d.display()))?;
+    }
+    let mut spinners = Vec::new();
+    if opts.keep_awake {
+        for core in [opts.proxy_core, opts.client_core] {
+            spinners.push(Pinned::spawn(
+                "spinner",
+                core,
+                Path::new("chrt"),
+                &["--idle", "0", "sh", "-c", "while :; do :; done"],
+                &d.join(format!("spinner-{core}.log")),
+            )?);
+        }
+        eprintln!(
+            "keeping cores {} and {} awake with idle-priority spinners",
+            opts.proxy_core, opts.client_core
+        );
     }
     let dir = if std::env::var_os("SLUICE_BENCH_KEEP").is_some() {
         Dir::Kept(dir.keep())
@@ -194,6 +234,7 @@ keys:
         Dir::Temp(dir)
     };
     Ok(Rig {
+        _spinners: spinners,
         _dir: dir,
         _mock: mock,
         nginx,
@@ -257,30 +298,91 @@ struct Cell {
     client_busy: Runs,
 }
 
-/// Runs the whole benchmark; progress goes to stderr, the Markdown report is returned.
+/// The parts of the benchmark, run in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Section {
+    /// Open-loop added latency and CPU per request at each rate and body size.
+    Latency,
+    /// Time to first byte of a 50-chunk stream at each rate.
+    Stream,
+    /// Closed-loop throughput ceiling on one core.
+    Ceiling,
+    /// Resident memory idle and with open streams.
+    Memory,
+}
+
+impl Section {
+    pub const ALL: [Section; 4] = [Section::Latency, Section::Stream, Section::Ceiling, Section::Memory];
+
+    pub fn parse(s: &str) -> Option<Section> {
+        match s {
+            "latency" => Some(Section::Latency),
+            "stream" => Some(Section::Stream),
+            "ceiling" => Some(Section::Ceiling),
+            "memory" => Some(Section::Memory),
+            _ => None,
+        }
+    }
+}
+
+struct Progress {
+    step: usize,
+    total: usize,
+}
+
+impl Progress {
+    fn line(&mut self, what: String) {
+        self.step += 1;
+        eprintln!("[{:>3}/{}] {what}", self.step, self.total);
+    }
+}
+
+/// Runs the benchmark; progress goes to stderr, the Markdown report is returned.
 pub fn run(opts: &Options) -> anyhow::Result<String> {
     let rig = start(opts)?;
-    let targets = [Target::Direct, Target::Nginx, Target::Sluice];
-    let latency_runs = rig.bodies.len() * opts.rates.len() * opts.runs * targets.len();
-    let ceiling_runs = rig.bodies.len() * opts.runs * 2;
-    let stream_runs = opts.runs * targets.len();
-    let total = latency_runs + ceiling_runs + stream_runs;
-    let mut step = 0;
-    let mut progress = |what: String| {
-        step += 1;
-        eprintln!("[{step:>3}/{total}] {what}");
-    };
-
-    // Warm every path (pools, caches) before measuring.
-    for t in targets {
-        let body = &rig.bodies[0].1;
-        let warm = Options {
-            duration: Duration::from_secs(1),
-            ..opts.clone()
-        };
-        measure(&rig, &warm, t, body, None, 8)?;
+    let targets = rig.targets();
+    let has = |s: Section| opts.sections.contains(&s);
+    let per_rate = rig.bodies.len() * opts.rates.len() * opts.runs * targets.len();
+    let mut total = 0;
+    if has(Section::Latency) {
+        total += per_rate;
     }
+    if has(Section::Stream) {
+        total += opts.rates.len() * opts.runs * targets.len();
+    }
+    if has(Section::Ceiling) {
+        total += rig.bodies.len() * opts.runs * (targets.len() - 1);
+    }
+    let mut progress = Progress { step: 0, total };
 
+    if has(Section::Latency) || has(Section::Stream) || has(Section::Ceiling) {
+        // Warm every path (pools, caches) before measuring.
+        for &t in &targets {
+            let warm = Options {
+                duration: Duration::from_secs(1),
+                ..opts.clone()
+            };
+            measure(&rig, &warm, t, &rig.bodies[0].1, None, 8)?;
+        }
+    }
+    let mut out = String::new();
+    if has(Section::Latency) {
+        out.push_str(&latency(&rig, opts, &mut progress)?);
+    }
+    if has(Section::Stream) {
+        out.push_str(&stream_first_byte(&rig, opts, &mut progress)?);
+    }
+    if has(Section::Ceiling) {
+        out.push_str(&ceiling(&rig, opts, &mut progress)?);
+    }
+    if has(Section::Memory) && opts.open_streams > 0 {
+        out.push_str(&memory(&rig, opts)?);
+    }
+    Ok(out)
+}
+
+fn latency(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyhow::Result<String> {
+    let targets = rig.targets();
     let mut rows = Vec::new();
     let mut cpu_rows = Vec::new();
     for (size, body) in &rig.bodies {
@@ -289,7 +391,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             for run in 1..=opts.runs {
                 let mut direct = (f64::NAN, f64::NAN);
                 for (i, &t) in targets.iter().enumerate() {
-                    let m = measure(&rig, opts, t, body, Some(rate), 32)?;
+                    let m = measure(rig, opts, t, body, Some(rate), 32)?;
                     let (p50, p99) = (m.outcome.p50_us(), m.outcome.p99_us());
                     if t == Target::Direct {
                         direct = (p50, p99);
@@ -303,7 +405,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
                         c.cpu.push(cpu);
                     }
                     c.client_busy.push(m.client_busy);
-                    progress(format!(
+                    progress.line(format!(
                         "{:<6} {:>6} B @ {rate}/s run {run}: p50 {} p99 {} cpu/req {} | core{} {} core{} {}",
                         t.name(),
                         size,
@@ -317,7 +419,11 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
                     ));
                 }
             }
-            let [d, n, s] = [&cells[0], &cells[1], &cells[2]];
+            let cell = |t: Target| targets.iter().position(|x| *x == t).map(|i| &cells[i]);
+            let none = Cell::default();
+            let d = cell(Target::Direct).unwrap_or(&none);
+            let n = cell(Target::Nginx).unwrap_or(&none);
+            let s = cell(Target::Sluice).unwrap_or(&none);
             rows.push(vec![
                 format!("{size} B"),
                 format!("{rate}/s"),
@@ -339,136 +445,10 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             ]);
         }
     }
-
-    // Time to first byte of a 50-chunk stream, open loop at the lowest rate.
-    let stream_rate = opts.rates.iter().copied().min().unwrap_or(100);
-    let mut ttfb: Vec<(Runs, Runs, Runs, Runs)> = targets.iter().map(|_| Default::default()).collect();
-    for run in 1..=opts.runs {
-        let mut direct = (f64::NAN, f64::NAN);
-        for (i, &t) in targets.iter().enumerate() {
-            let m = measure(&rig, opts, t, &rig.stream_body, Some(stream_rate), 32)?;
-            let fb = m.outcome.first_byte_percentiles.clone();
-            let p50 = fb.as_ref().and_then(|p| p.p50).unwrap_or(f64::NAN) * 1e6;
-            let p99 = fb.as_ref().and_then(|p| p.p99).unwrap_or(f64::NAN) * 1e6;
-            if t == Target::Direct {
-                direct = (p50, p99);
-            }
-            ttfb[i].0.push(p50);
-            ttfb[i].1.push(p99);
-            ttfb[i].2.push(p50 - direct.0);
-            ttfb[i].3.push(p99 - direct.1);
-            progress(format!(
-                "{:<6} 50-chunk stream @ {stream_rate}/s run {run}: first byte p50 {} p99 {}",
-                t.name(),
-                micros(p50),
-                micros(p99)
-            ));
-        }
-    }
-    let stream_rows: Vec<Vec<String>> = targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let (p50, p99, a50, a99) = &ttfb[i];
-            let added = |r: &Runs| {
-                if *t == Target::Direct {
-                    "–".to_owned()
-                } else {
-                    r.show(micros)
-                }
-            };
-            vec![
-                t.name().to_owned(),
-                p50.show(micros),
-                p99.show(micros),
-                added(a50),
-                added(a99),
-            ]
-        })
-        .collect();
-
-    let mut ceiling = Vec::new();
-    for (size, body) in &rig.bodies {
-        let mut per: Vec<(Runs, Runs, Runs, Runs)> = vec![Default::default(), Default::default()];
-        for run in 1..=opts.runs {
-            for (i, t) in [Target::Nginx, Target::Sluice].into_iter().enumerate() {
-                let m = measure(&rig, opts, t, body, None, opts.connections)?;
-                let rps = m.outcome.summary.requests_per_sec;
-                per[i].0.push(rps);
-                per[i].1.push(m.proxy_busy);
-                per[i].2.push(m.client_busy);
-                if let Some(c) = m.cpu_per_request_us {
-                    per[i].3.push(c);
-                }
-                progress(format!(
-                    "{:<6} {:>6} B flat out run {run}: {} req/s | core{} {} core{} {}",
-                    t.name(),
-                    size,
-                    count(rps),
-                    opts.proxy_core,
-                    percent(m.proxy_busy),
-                    opts.client_core,
-                    percent(m.client_busy)
-                ));
-            }
-        }
-        for (i, name) in ["nginx", "sluice"].into_iter().enumerate() {
-            ceiling.push(vec![
-                format!("{size} B"),
-                name.to_owned(),
-                per[i].0.show(count),
-                per[i].3.show(micros),
-                per[i].1.show(percent),
-                per[i].2.show(percent),
-            ]);
-        }
-    }
-    // Resident memory idle and with N open streams (client and upstream connections together).
-    let mut memory = Vec::new();
-    if opts.open_streams > 0 {
-        // A proxy holds two sockets per stream (client and upstream); stay inside the fd limit.
-        let limit = streams::fd_limit();
-        let n = opts.open_streams.min((limit.saturating_sub(500) / 2) as usize);
-        if n < opts.open_streams {
-            eprintln!(
-                "open-file limit is {limit} and cannot be raised here: holding {n} streams, not {}",
-                opts.open_streams
-            );
-        }
-        for t in [Target::Nginx, Target::Sluice] {
-            let Some(p) = rig.proc(t) else { continue };
-            let idle = p.rss()?;
-            let port = if t == Target::Nginx { rig.ports[1] } else { rig.ports[2] };
-            let held = streams::open(SocketAddr::from(([127, 0, 0, 1], port)), KEY, &rig.held_body, n)
-                .with_context(|| format!("holding {n} streams open through {}", t.name()))?;
-            std::thread::sleep(Duration::from_secs(1));
-            let loaded = p.rss()?;
-            let per = (loaded.saturating_sub(idle)) as f64 / held.len() as f64;
-            eprintln!(
-                "{:<6} {} open streams: RSS {} idle → {} ({} per stream)",
-                t.name(),
-                held.len(),
-                report::kib(idle as f64),
-                report::kib(loaded as f64),
-                report::kib(per)
-            );
-            memory.push(vec![
-                t.name().to_owned(),
-                report::kib(idle as f64),
-                format!("{} ({} streams)", report::kib(loaded as f64), held.len()),
-                report::kib(per),
-            ]);
-            drop(held);
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-    drop(rig);
-
-    let mut out = String::new();
-    out.push_str(&format!(
+    let mut out = format!(
         "Open-loop latency, coordinated-omission corrected ({} runs of {:?} each; added = target − direct, same run):\n\n",
         opts.runs, opts.duration
-    ));
+    );
     out.push_str(&table(
         &[
             "body",
@@ -495,17 +475,115 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         ],
         &cpu_rows,
     ));
-    out.push_str(&format!(
-        "\nTime to first byte of a 50-chunk stream, open loop at {stream_rate}/s:\n\n"
-    ));
+    out.push('\n');
+    Ok(out)
+}
+
+/// Time to first byte of a 50-chunk stream, open loop at each rate.
+fn stream_first_byte(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyhow::Result<String> {
+    let targets = rig.targets();
+    let mut rows = Vec::new();
+    for &rate in &opts.rates {
+        let mut ttfb: Vec<[Runs; 4]> = targets.iter().map(|_| Default::default()).collect();
+        for run in 1..=opts.runs {
+            let mut direct = (f64::NAN, f64::NAN);
+            for (i, &t) in targets.iter().enumerate() {
+                let m = measure(rig, opts, t, &rig.stream_body, Some(rate), 32)?;
+                let fb = m.outcome.first_byte_percentiles.clone();
+                let p50 = fb.as_ref().and_then(|p| p.p50).unwrap_or(f64::NAN) * 1e6;
+                let p99 = fb.as_ref().and_then(|p| p.p99).unwrap_or(f64::NAN) * 1e6;
+                if t == Target::Direct {
+                    direct = (p50, p99);
+                }
+                ttfb[i][0].push(p50);
+                ttfb[i][1].push(p99);
+                ttfb[i][2].push(p50 - direct.0);
+                ttfb[i][3].push(p99 - direct.1);
+                progress.line(format!(
+                    "{:<6} 50-chunk stream @ {rate}/s run {run}: first byte p50 {} p99 {}",
+                    t.name(),
+                    micros(p50),
+                    micros(p99)
+                ));
+            }
+        }
+        for (i, t) in targets.iter().enumerate() {
+            let [p50, p99, a50, a99] = &ttfb[i];
+            let added = |r: &Runs| {
+                if *t == Target::Direct {
+                    "–".to_owned()
+                } else {
+                    r.show(micros)
+                }
+            };
+            rows.push(vec![
+                format!("{rate}/s"),
+                t.name().to_owned(),
+                p50.show(micros),
+                p99.show(micros),
+                added(a50),
+                added(a99),
+            ]);
+        }
+    }
+    let mut out = "Time to first byte of a 50-chunk stream, open loop:\n\n".to_owned();
     out.push_str(&table(
-        &["path", "first byte p50", "first byte p99", "added p50", "added p99"],
-        &stream_rows,
+        &[
+            "rate",
+            "path",
+            "first byte p50",
+            "first byte p99",
+            "added p50",
+            "added p99",
+        ],
+        &rows,
     ));
-    out.push_str(&format!(
-        "\nThroughput ceiling on one core (closed loop, {} connections; counts only if the proxy core is saturated):\n\n",
+    out.push('\n');
+    Ok(out)
+}
+
+fn ceiling(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyhow::Result<String> {
+    let proxies: Vec<Target> = rig.targets().into_iter().filter(|t| *t != Target::Direct).collect();
+    let mut rows = Vec::new();
+    for (size, body) in &rig.bodies {
+        let mut per: Vec<[Runs; 4]> = proxies.iter().map(|_| Default::default()).collect();
+        for run in 1..=opts.runs {
+            for (i, &t) in proxies.iter().enumerate() {
+                let m = measure(rig, opts, t, body, None, opts.connections)?;
+                let rps = m.outcome.summary.requests_per_sec;
+                per[i][0].push(rps);
+                per[i][1].push(m.proxy_busy);
+                per[i][2].push(m.client_busy);
+                if let Some(c) = m.cpu_per_request_us {
+                    per[i][3].push(c);
+                }
+                progress.line(format!(
+                    "{:<6} {:>6} B flat out run {run}: {} req/s | core{} {} core{} {}",
+                    t.name(),
+                    size,
+                    count(rps),
+                    opts.proxy_core,
+                    percent(m.proxy_busy),
+                    opts.client_core,
+                    percent(m.client_busy)
+                ));
+            }
+        }
+        for (i, t) in proxies.iter().enumerate() {
+            rows.push(vec![
+                format!("{size} B"),
+                t.name().to_owned(),
+                per[i][0].show(count),
+                per[i][3].show(micros),
+                per[i][1].show(percent),
+                per[i][2].show(percent),
+            ]);
+        }
+    }
+    let mut out = format!(
+        "Throughput ceiling on one core (closed loop, {} connections; counts only if the proxy core is saturated):\n\n",
         opts.connections
-    ));
+    );
     out.push_str(&table(
         &[
             "body",
@@ -515,15 +593,52 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             "proxy core busy",
             "client core busy",
         ],
-        &ceiling,
+        &rows,
     ));
-    if !memory.is_empty() {
-        out.push_str("\nResident memory, idle and with open streams (memory per stream = growth / streams):\n\n");
-        out.push_str(&table(
-            &["proxy", "idle RSS", "RSS with streams", "per stream"],
-            &memory,
-        ));
+    out.push('\n');
+    Ok(out)
+}
+
+/// Resident memory idle and with N open streams (client and upstream connections together).
+fn memory(rig: &Rig, opts: &Options) -> anyhow::Result<String> {
+    // A proxy holds two sockets per stream (client and upstream); stay inside the fd limit.
+    let limit = streams::fd_limit();
+    let n = opts.open_streams.min((limit.saturating_sub(500) / 2) as usize);
+    if n < opts.open_streams {
+        eprintln!(
+            "open-file limit is {limit} and cannot be raised here: holding {n} streams, not {}",
+            opts.open_streams
+        );
     }
+    let mut rows = Vec::new();
+    for t in rig.targets() {
+        let Some(p) = rig.proc(t) else { continue };
+        let idle = p.rss()?;
+        let held = streams::open(SocketAddr::from(([127, 0, 0, 1], rig.port(t))), KEY, &rig.held_body, n)
+            .with_context(|| format!("holding {n} streams open through {}", t.name()))?;
+        std::thread::sleep(Duration::from_secs(1));
+        let loaded = p.rss()?;
+        let per = (loaded.saturating_sub(idle)) as f64 / held.len() as f64;
+        eprintln!(
+            "{:<6} {} open streams: RSS {} idle → {} ({} per stream)",
+            t.name(),
+            held.len(),
+            report::kib(idle as f64),
+            report::kib(loaded as f64),
+            report::kib(per)
+        );
+        rows.push(vec![
+            t.name().to_owned(),
+            report::kib(idle as f64),
+            format!("{} ({} streams)", report::kib(loaded as f64), held.len()),
+            report::kib(per),
+        ]);
+        drop(held);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let mut out = "Resident memory, idle and with open streams (memory per stream = growth / streams):\n\n".to_owned();
+    out.push_str(&table(&["proxy", "idle RSS", "RSS with streams", "per stream"], &rows));
+    out.push('\n');
     Ok(out)
 }
 

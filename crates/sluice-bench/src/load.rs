@@ -84,3 +84,21 @@ pub fn run(load: &Load<'_>) -> anyhow::Result<Outcome> {
     }
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real output of `oha 1.16 --output-format json` (open loop, 50/s, 300 ms): the fields the
+    /// report reads must parse, in seconds.
+    #[test]
+    fn reads_ohas_json_summary() {
+        let o: Outcome = serde_json::from_str(include_str!("../tests/fixtures/oha-1.16.json")).unwrap();
+        assert_eq!(o.ok_requests(), 15);
+        assert!((o.summary.requests_per_sec - 49.745).abs() < 0.01);
+        assert!((o.p50_us() - 248.708).abs() < 0.01);
+        assert!((o.p99_us() - 794.653).abs() < 0.01);
+        let fb = o.first_byte_percentiles.unwrap();
+        assert!((fb.p50.unwrap() * 1e6 - 217.842).abs() < 0.01);
+    }
+}

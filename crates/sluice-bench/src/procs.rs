@@ -59,7 +59,21 @@ impl Pinned {
 }
 
 impl Drop for Pinned {
+    /// SIGTERM first, so a profiler wrapping the process can write its output and Sluice drains;
+    /// SIGKILL if it is still there after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -210,22 +210,55 @@ async fn accepted_connection(
     gw: Arc<Gateway>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let server = gw.snapshot().config.server.clone();
+    let limits = ConnLimits::new(&gw.snapshot().config.server);
     match tls {
-        None => match is_h2c(&stream, server.header_read_timeout).await {
-            Some(true) => Box::pin(serve_h2(stream, gw, shutdown, server)).await,
-            Some(false) => Box::pin(serve_h1(stream, gw, shutdown, server)).await,
+        None => match is_h2c(&stream, limits.header_read_timeout).await {
+            Some(true) => Box::pin(serve_h2(stream, gw, shutdown, limits)).await,
+            Some(false) => Box::pin(serve_h1(stream, gw, shutdown, limits)).await,
             None => {}
         },
-        Some(acceptor) => {
-            let Ok(Ok(s)) = tokio::time::timeout(server.header_read_timeout, acceptor.accept(stream)).await else {
-                return;
-            };
-            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                Box::pin(serve_h2(s, gw, shutdown, server)).await
-            } else {
-                Box::pin(serve_h1(s, gw, shutdown, server)).await
-            }
+        // Boxed too: the handshake's state (a whole rustls connection) would otherwise make every
+        // cleartext connection's task as large as a TLS one.
+        Some(acceptor) => Box::pin(tls_connection(stream, acceptor, gw, shutdown, limits)).await,
+    }
+}
+
+async fn tls_connection(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    gw: Arc<Gateway>,
+    shutdown: watch::Receiver<bool>,
+    limits: ConnLimits,
+) {
+    let Ok(Ok(s)) = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await else {
+        return;
+    };
+    if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+        Box::pin(serve_h2(s, gw, shutdown, limits)).await
+    } else {
+        Box::pin(serve_h1(s, gw, shutdown, limits)).await
+    }
+}
+
+/// The connection-level limits, copied out of the server config (a connection's task keeps
+/// them for its whole life, so only what it needs).
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_headers: usize,
+    max_header_bytes: usize,
+    h2_max_concurrent_streams: u32,
+}
+
+impl ConnLimits {
+    fn new(server: &ServerConfig) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+            max_headers: server.max_headers,
+            max_header_bytes: server.max_header_bytes,
+            h2_max_concurrent_streams: server.h2_max_concurrent_streams,
         }
     }
 }
@@ -284,7 +317,7 @@ fn new_activity() -> Arc<Activity> {
     })
 }
 
-async fn serve_h1<I>(io: I, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>, server: ServerConfig)
+async fn serve_h1<I>(io: I, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>, server: ConnLimits)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -299,7 +332,7 @@ where
     drive(conn, &activity, shutdown, server.idle_timeout).await;
 }
 
-async fn serve_h2<I>(io: I, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>, server: ServerConfig)
+async fn serve_h2<I>(io: I, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>, server: ConnLimits)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

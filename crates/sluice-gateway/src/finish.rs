@@ -11,6 +11,9 @@ use sluice_providers::Usage;
 use crate::error::GatewayError;
 use crate::telemetry::{AttemptLabels, ClassLabel, RequestLabels, RouteModel, Telemetry, TokenLabels};
 
+/// The label value of a request that never matched a route or model.
+static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+
 /// One upstream attempt, for the log line.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {
@@ -149,7 +152,7 @@ impl Finish {
             .metrics
             .attempts
             .get_or_create(&AttemptLabels {
-                deployment: attempt.deployment.to_string(),
+                deployment: attempt.deployment.clone(),
                 outcome: attempt.outcome,
             })
             .inc();
@@ -219,8 +222,9 @@ impl Finish {
 
         let m = &self.telemetry.metrics;
         m.in_flight.dec();
-        let route = r.route.as_deref().unwrap_or("").to_owned();
-        let model = r.model.as_deref().unwrap_or("").to_owned();
+        // Label values are the config's own `Arc<str>`s: no string is copied per request.
+        let route = r.route.clone().unwrap_or_else(|| EMPTY.clone());
+        let model = r.model.clone().unwrap_or_else(|| EMPTY.clone());
         m.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
@@ -235,11 +239,7 @@ impl Finish {
         }
         m.overhead.observe(overhead.as_secs_f64());
         if let Some(class) = r.error_class {
-            m.errors
-                .get_or_create(&ClassLabel {
-                    class: class.to_owned(),
-                })
-                .inc();
+            m.errors.get_or_create(&ClassLabel { class }).inc();
         }
         for (kind, n) in [("prompt", r.prompt_tokens), ("completion", r.completion_tokens)] {
             if n > 0 {

@@ -275,9 +275,7 @@ fn count_error(gw: &Gateway, e: &GatewayError) {
     gw.telemetry
         .metrics
         .errors
-        .get_or_create(&crate::telemetry::ClassLabel {
-            class: e.class().to_owned(),
-        })
+        .get_or_create(&crate::telemetry::ClassLabel { class: e.class() })
         .inc();
 }
 

@@ -63,8 +63,22 @@ enum Command {
         /// Connections for the throughput ceiling.
         #[arg(long, default_value_t = 64)]
         connections: u32,
+        /// The reference proxy.
         #[arg(long, default_value = "nginx")]
         nginx: PathBuf,
+        /// The Sluice binary to measure (default: this one), e.g. to compare two builds.
+        #[arg(long)]
+        sluice: Option<PathBuf>,
+        /// Keep both cores out of idle with idle-priority spinners: shows a hop's work without the
+        /// wake-up latency of an idle CPU (per-core busy shares then read 100 %).
+        #[arg(long)]
+        keep_awake: bool,
+        /// Leave nginx out (Sluice and direct-to-mock only).
+        #[arg(long)]
+        no_nginx: bool,
+        /// Which parts to run: latency, stream, ceiling, memory.
+        #[arg(long, value_delimiter = ',', default_value = "latency,stream,ceiling,memory", value_parser = parse_section)]
+        sections: Vec<sluice_bench::Section>,
         #[arg(long, env = "OHA", default_value = "oha")]
         oha: PathBuf,
         /// Streams held open for the memory-per-stream figure (0 skips it).
@@ -81,6 +95,10 @@ enum Command {
         #[command(subcommand)]
         command: admin_client::KeysCommand,
     },
+}
+
+fn parse_section(s: &str) -> Result<sluice_bench::Section, String> {
+    sluice_bench::Section::parse(s).ok_or_else(|| format!("unknown section {s:?}: latency, stream, ceiling or memory"))
 }
 
 fn main() -> ExitCode {
@@ -129,14 +147,23 @@ fn main() -> ExitCode {
                 bodies,
                 connections,
                 nginx,
+                no_nginx,
+                keep_awake,
+                sluice,
+                sections,
                 oha,
                 out,
                 open_streams,
             } => {
                 let options = sluice_bench::Options {
-                    sluice: std::env::current_exe()?,
-                    nginx,
+                    sluice: match sluice {
+                        Some(path) => path,
+                        None => std::env::current_exe()?,
+                    },
+                    nginx: (!no_nginx).then_some(nginx),
                     oha,
+                    sections,
+                    keep_awake,
                     runs,
                     duration: std::time::Duration::from_secs(seconds),
                     rates,

@@ -288,3 +288,32 @@ fn mock_subcommand_serves_openai_format() {
     );
     assert_eq!(status, 429);
 }
+
+/// The benchmark's memory section end to end (it needs neither nginx nor oha): the mock and a
+/// pinned Sluice are started, 200 streams are held open through Sluice, and the report carries
+/// a per-stream figure that is plausible — above zero (the streams really are held) and far
+/// below what a leak or a stream-per-thread design would cost.
+#[test]
+fn bench_memory_section_measures_held_streams() {
+    let out = run(&["bench", "--no-nginx", "--sections", "memory", "--open-streams", "200"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    assert!(stderr.contains("sluice 200 open streams"), "{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| sluice |"))
+        .unwrap_or_else(|| panic!("no sluice row in {stdout}"));
+    assert!(row.contains("(200 streams)"), "{row}");
+    let per_stream: f64 = row
+        .trim_end_matches(" |")
+        .rsplit("| ")
+        .next()
+        .and_then(|cell| cell.trim_end_matches(" KiB").parse().ok())
+        .unwrap_or_else(|| panic!("no per-stream figure in {row}"));
+    assert!(
+        per_stream > 1.0 && per_stream < 256.0,
+        "{per_stream} KiB per stream: {row}"
+    );
+    assert!(!stdout.contains("nginx"), "nginx was left out: {stdout}");
+}

@@ -33,6 +33,7 @@ TESTER_KEY = "sk-sluice-tester-" + secrets.token_hex(12)
 LIMITED_KEY = "sk-sluice-limited-" + secrets.token_hex(12)
 
 UPSTREAM_MODEL = "upstream-a"
+CLAUDE_UPSTREAM_MODEL = "claude-upstream"
 
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 20.0
@@ -141,8 +142,10 @@ logging: {{ access_log: "{access_log}" }}
 deployments:
   - {{ name: mock-a, provider: openai, base_url: "{mock_base}/v1", model: {upstream}, api_key_env: SDK_LANE_MOCK_KEY }}
   - {{ name: broken-cred, provider: openai, base_url: "{mock_base}/v1", model: {upstream}, api_key_env: SDK_LANE_WRONG_KEY }}
+  - {{ name: claude-a, provider: anthropic, base_url: "{mock_base}/v1", model: {claude_upstream}, api_key_env: SDK_LANE_MOCK_KEY }}
 models:
   - {{ name: chat, deployments: [mock-a] }}
+  - {{ name: claude, deployments: [claude-a] }}
   - {{ name: other, deployments: [mock-a] }}
   - {{ name: badcred, deployments: [broken-cred] }}
 routes:
@@ -153,7 +156,12 @@ routes:
   - name: small-body
     match: {{ headers: {{ x-test-route: small }} }}
     max_body_bytes: 2000
+  - name: lenient
+    match: {{ headers: {{ x-test-route: lenient }} }}
+    unsupported_params: drop
+    forward_params: [mock]
   - name: default
+    forward_params: [mock]
 keys:
   - {{ id: tester, hash: "{tester_hash}", tenant: t1, team: a }}
   - {{ id: limited, hash: "{limited_hash}", models: [other] }}
@@ -220,6 +228,7 @@ def lane(tmp_path_factory, request):
         access_log=access_log,
         mock_base=mock.base,
         upstream=UPSTREAM_MODEL,
+        claude_upstream=CLAUDE_UPSTREAM_MODEL,
         tester_hash=key_hash(TESTER_KEY),
         limited_hash=key_hash(LIMITED_KEY),
     )

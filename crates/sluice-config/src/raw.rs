@@ -87,6 +87,8 @@ pub struct RawPolicy {
     pub stream_idle_timeout_ms: Option<S<u64>>,
     pub max_body_bytes: Option<S<u64>>,
     pub max_attempts: Option<S<u64>>,
+    pub unsupported_params: Option<S<String>>,
+    pub forward_params: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +135,8 @@ pub struct RawRoute {
     pub stream_idle_timeout_ms: Option<S<u64>>,
     pub max_body_bytes: Option<S<u64>>,
     pub max_attempts: Option<S<u64>>,
+    pub unsupported_params: Option<S<String>>,
+    pub forward_params: Option<Vec<String>>,
 }
 
 impl RawRoute {
@@ -145,6 +149,8 @@ impl RawRoute {
             stream_idle_timeout_ms: self.stream_idle_timeout_ms.clone(),
             max_body_bytes: self.max_body_bytes.clone(),
             max_attempts: self.max_attempts.clone(),
+            unsupported_params: self.unsupported_params.clone(),
+            forward_params: self.forward_params.clone(),
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct LoggingConfig {
 pub enum ProviderKind {
     /// OpenAI-compatible HTTP APIs: OpenAI, vLLM, Ollama, TGI, Groq…
     OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
     /// The built-in mock provider. Without a `base_url` the gateway runs one in-process.
     Mock,
 }
@@ -115,6 +117,7 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
             ProviderKind::Mock => "mock",
         }
     }
@@ -199,6 +202,11 @@ pub struct RoutePolicy {
     pub stream_idle_timeout: Duration,
     pub max_body_bytes: u64,
     pub max_attempts: u32,
+    /// Drop request parameters the selected provider's API cannot express, instead of
+    /// refusing the request with a 400.
+    pub drop_unsupported: bool,
+    /// Parameters carried into a translated request as they are (vendor extensions).
+    pub forward_params: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

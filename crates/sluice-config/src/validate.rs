@@ -304,12 +304,15 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
     }
     let provider = match d.provider.value.as_str() {
         "openai" => ProviderKind::OpenAi,
+        "anthropic" => ProviderKind::Anthropic,
         "mock" => ProviderKind::Mock,
         other => {
             errs.push(
                 format!("{path}.provider"),
                 Some(&d.provider),
-                format!("unknown provider {other:?} (supported: openai, mock; vLLM, Ollama and TGI use openai)"),
+                format!(
+                    "unknown provider {other:?} (supported: openai, anthropic, mock; vLLM, Ollama and TGI use openai)"
+                ),
             );
             return None;
         }
@@ -446,6 +449,24 @@ fn policy(
             &format!("{path}.max_attempts"),
             errs,
         ) as u32,
+        drop_unsupported: match own.unsupported_params.as_ref().or(defaults.unsupported_params.as_ref()) {
+            None => false,
+            Some(v) if v.value == "reject" => false,
+            Some(v) if v.value == "drop" => true,
+            Some(v) => {
+                errs.push(
+                    format!("{path}.unsupported_params"),
+                    Some(v),
+                    format!("{:?} is not one of reject, drop", v.value),
+                );
+                false
+            }
+        },
+        forward_params: own
+            .forward_params
+            .clone()
+            .or_else(|| defaults.forward_params.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use sluice_providers::adapter::Target;
-use sluice_providers::{ErrorClass, InboundRequest, StreamTranslator, Usage};
+use sluice_providers::adapter::{AdapterError, Target};
+use sluice_providers::{ErrorClass, InboundRequest, ParamPolicy, StreamTranslator, Usage};
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::finish::{AttemptRecord, Finish};
@@ -124,12 +124,33 @@ async fn attempt_once(
         model: &dep.upstream_model,
         api_key: dep.api_key.as_ref().map(|s| s.expose()),
         request_id,
+        params: ParamPolicy {
+            drop_unsupported: policy.drop_unsupported,
+            forward: &policy.forward_params,
+        },
     };
-    let request = dep.adapter.build_request(inbound, &target).map_err(|e| Failure {
-        error: GatewayError::internal(format!("cannot build the upstream request: {e}")),
-        retryable: false,
-        outcome: "internal",
-        status: None,
+    let request = dep.adapter.build_request(inbound, &target).map_err(|e| {
+        let error = match e {
+            AdapterError::Request(e) => GatewayError::from(e),
+            AdapterError::Unsupported(what) => GatewayError::bad_request(
+                "unsupported_endpoint",
+                format!(
+                    "The model this route selected ({}) cannot serve the {what} endpoint.",
+                    decision.model.name
+                ),
+            ),
+            e => GatewayError::internal(format!("cannot build the upstream request: {e}")),
+        };
+        Failure {
+            retryable: false,
+            outcome: if error.kind == ErrorKind::BadRequest {
+                "refused"
+            } else {
+                "internal"
+            },
+            error,
+            status: None,
+        }
     })?;
     let left = deadline.saturating_duration_since(Instant::now());
     let first_byte = policy.first_byte_timeout.min(left);
@@ -217,12 +238,12 @@ async fn attempt_once(
     };
 
     if status.is_success() {
-        return match dep.adapter.read_response(inbound.endpoint, &bytes) {
-            Ok(usage) => Ok(Upstream::Complete {
+        return match dep.adapter.read_response(inbound, bytes) {
+            Ok(out) => Ok(Upstream::Complete {
                 status,
                 content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
-                body: bytes,
-                usage,
+                body: out.body,
+                usage: out.usage,
             }),
             Err(e) => Err(Failure {
                 error: GatewayError::new(

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::StatusCode;
-use sluice_providers::RequestError;
+use sluice_providers::{RequestError, Wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -148,6 +148,16 @@ impl GatewayError {
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
             _ => "server_error",
+        }
+    }
+
+    /// The body in the client's wire format.
+    pub fn body_for(&self, wire: Wire, request_id: &str) -> Bytes {
+        match wire {
+            Wire::OpenAi => self.body(),
+            Wire::Anthropic => {
+                sluice_providers::anthropic::error_body(self.status().as_u16(), &self.message, request_id)
+            }
         }
     }
 

@@ -50,6 +50,8 @@ pub struct RequestRecord {
     pub completion_tokens: u64,
     pub total_tokens: u64,
     pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
     pub usage_estimated: bool,
     pub config_version: Arc<str>,
 }
@@ -106,6 +108,8 @@ impl Finish {
                 completion_tokens: 0,
                 total_tokens: 0,
                 cached_tokens: 0,
+                cache_write_tokens: 0,
+                reasoning_tokens: 0,
                 usage_estimated: false,
                 config_version,
             })),
@@ -196,6 +200,8 @@ impl Finish {
             r.completion_tokens = usage.completion_tokens;
             r.total_tokens = usage.total_tokens;
             r.cached_tokens = usage.cached_tokens;
+            r.cache_write_tokens = usage.cache_write_tokens;
+            r.reasoning_tokens = usage.reasoning_tokens;
             r.usage_estimated = estimated;
         }
     }

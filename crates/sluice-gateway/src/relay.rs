@@ -92,9 +92,14 @@ impl Relay {
                     );
                     return;
                 }
-                Err(StreamFault::UpstreamError(_)) => {
-                    // The provider's own error event was relayed as is; end there.
-                    finish.fail("upstream_unavailable", "upstream_stream_error");
+                Err(fault @ StreamFault::UpstreamError { .. }) => {
+                    // The provider's own error event was relayed (translated if need be); end there.
+                    let class = match fault.code() {
+                        "upstream_overloaded" => "upstream_overloaded",
+                        "upstream_rate_limited" => "rate_limited",
+                        _ => "upstream_unavailable",
+                    };
+                    finish.fail(class, fault.code());
                     self.state = State::Closing;
                     return;
                 }

@@ -16,7 +16,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
-use sluice_providers::{Endpoint, InboundRequest, Usage};
+use sluice_providers::{ClientHeaders, Endpoint, InboundRequest, Usage, Wire};
 
 use crate::Gateway;
 use crate::body::ResponseBody;
@@ -66,7 +66,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Respon
             )
             .with_status(StatusCode::METHOD_NOT_ALLOWED);
             count_error(&gw, &err);
-            error_response(&err, None, "")
+            error_response(&err, None, "", Wire::OpenAi)
         }
         (_, p) => not_found(&gw, p),
     }
@@ -82,6 +82,10 @@ async fn api(gw: Arc<Gateway>, req: Request<Incoming>, endpoint: &'static str, a
     let snap = gw.snapshot();
     let request_id = request_id(req.headers());
     let mut finish = Finish::new(gw.telemetry.clone(), request_id, endpoint, snap.version.clone());
+    let wire = match api {
+        Api::Infer(e) => e.wire(),
+        _ => Wire::OpenAi,
+    };
     let result = match api {
         Api::Models => list_models(&gw, &snap, &req, &mut finish),
         Api::Model => one_model(&gw, &snap, &req, &mut finish),
@@ -92,7 +96,7 @@ async fn api(gw: Arc<Gateway>, req: Request<Incoming>, endpoint: &'static str, a
         Err(e) => {
             finish.respond(e.status().as_u16(), Some(&e));
             let id = finish.request_id().to_owned();
-            error_response(&e, Some(finish), &id)
+            error_response(&e, Some(finish), &id, wire)
         }
     }
 }
@@ -110,7 +114,8 @@ async fn walk(
     let caller = authenticate(gw, &parts.headers, finish)?;
 
     let body = read_body(body, &parts.headers, &snap.config.server).await?;
-    let inbound = InboundRequest::parse(endpoint, body)?;
+    let mut inbound = InboundRequest::parse(endpoint, body)?;
+    inbound.headers = ClientHeaders::from_map(&parts.headers);
 
     let input = RouteInput {
         path: parts.uri.path(),
@@ -243,8 +248,13 @@ fn header_value(s: &str) -> HeaderValue {
 }
 
 /// The one place an error becomes a response.
-pub fn error_response(e: &GatewayError, finish: Option<Finish>, request_id: &str) -> Response<ResponseBody> {
-    let body = e.body();
+pub fn error_response(
+    e: &GatewayError,
+    finish: Option<Finish>,
+    request_id: &str,
+    wire: Wire,
+) -> Response<ResponseBody> {
+    let body = e.body_for(wire, request_id);
     let mut r = Response::new(match finish {
         Some(f) => ResponseBody::full(body, f),
         None => ResponseBody::plain(body),
@@ -283,7 +293,7 @@ fn not_found(gw: &Gateway, path: &str) -> Response<ResponseBody> {
     let shown: String = path.chars().take(128).collect();
     let err = GatewayError::new(ErrorKind::NotFound, "unknown_path", format!("Unknown path {shown}."));
     count_error(gw, &err);
-    error_response(&err, None, "")
+    error_response(&err, None, "", Wire::OpenAi)
 }
 
 /// Accepts a client's `x-request-id` when it is short and printable; otherwise makes one.

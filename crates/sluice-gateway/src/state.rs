@@ -19,15 +19,18 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sluice_config::{Config, MockKnobs, ProviderKind, RouteConfig, Secret};
 use sluice_mock::{Knobs, MockConfig, MockServer};
 use sluice_providers::ProviderAdapter;
+use sluice_providers::anthropic::AnthropicAdapter;
 use sluice_providers::openai::OpenAiAdapter;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 static OPENAI: OpenAiAdapter = OpenAiAdapter;
+static ANTHROPIC: AnthropicAdapter = AnthropicAdapter;
 
 fn adapter_for(kind: ProviderKind) -> &'static dyn ProviderAdapter {
     match kind {
         ProviderKind::OpenAi | ProviderKind::Mock => &OPENAI,
+        ProviderKind::Anthropic => &ANTHROPIC,
     }
 }
 

@@ -148,7 +148,7 @@ pub(crate) async fn respond(
             json!({
                 "id": "chatcmpl-mock", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{ "index": 0, "message": message, "finish_reason": finish, "logprobs": null }],
-                "usage": responses::usage(prompt_tokens, completion_tokens),
+                "usage": responses::usage_cached(prompt_tokens, completion_tokens, knobs.cached_tokens),
             })
         }
         _ => json!({
@@ -162,7 +162,7 @@ pub(crate) async fn respond(
 }
 
 /// Sleeps for `d`; zero returns at once (a zero `sleep` would still wait for the next timer tick).
-async fn pause(d: std::time::Duration) {
+pub(crate) async fn pause(d: std::time::Duration) {
     if !d.is_zero() {
         sleep(d).await;
     }
@@ -291,6 +291,14 @@ async fn stream_task(spec: StreamSpec, tx: mpsc::Sender<Chunk>, attempt: Attempt
             attempt.dropped_on_purpose();
             return;
         }
+        if k.error_after_chunks == Some(i) {
+            let kind = k.error_type.as_deref().unwrap_or("server_error");
+            let err =
+                json!({"error": {"message": "The server is overloaded.", "type": kind, "param": null, "code": null}});
+            let _ = send(&tx, Bytes::from(format!("data: {err}\n\n"))).await;
+            attempt.complete();
+            return;
+        }
         if k.malformed == Some(true)
             && i == pieces.len() as u64 / 2
             && !send(&tx, Bytes::from_static(b"data: {\"choices\": [\n\n")).await
@@ -319,7 +327,7 @@ async fn stream_task(spec: StreamSpec, tx: mpsc::Sender<Chunk>, attempt: Attempt
     if spec.include_usage {
         let completion = pieces.len() as u64;
         let usage = json!({ "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": now(), "model": spec.model,
-            "choices": [], "usage": responses::usage(spec.prompt_tokens, completion) });
+            "choices": [], "usage": responses::usage_cached(spec.prompt_tokens, completion, k.cached_tokens) });
         if !send(&tx, Bytes::from(format!("data: {usage}\n\n"))).await {
             return;
         }

@@ -27,6 +27,15 @@ pub struct Knobs {
     pub malformed: Option<bool>,
     /// Embedding dimensions.
     pub dimensions: Option<u64>,
+    /// Streaming: send an error event (in the stream's format) instead of this content chunk,
+    /// then end, as providers do when they run out of capacity mid-answer.
+    pub error_after_chunks: Option<u64>,
+    /// The error type of that event (Anthropic: `overloaded_error` by default).
+    pub error_type: Option<String>,
+    /// Prompt tokens to report as read from the prompt cache.
+    pub cached_tokens: Option<u64>,
+    /// Prompt tokens to report as written to the prompt cache (Anthropic).
+    pub cache_write_tokens: Option<u64>,
 }
 
 impl Knobs {
@@ -44,6 +53,10 @@ impl Knobs {
             drop_after_chunks: self.drop_after_chunks.or(defaults.drop_after_chunks),
             malformed: self.malformed.or(defaults.malformed),
             dimensions: self.dimensions.or(defaults.dimensions),
+            error_after_chunks: self.error_after_chunks.or(defaults.error_after_chunks),
+            error_type: self.error_type.or_else(|| defaults.error_type.clone()),
+            cached_tokens: self.cached_tokens.or(defaults.cached_tokens),
+            cache_write_tokens: self.cache_write_tokens.or(defaults.cache_write_tokens),
         }
     }
     pub fn chunks(&self) -> u64 {

@@ -1,11 +1,12 @@
 //! The built-in mock provider. It speaks OpenAI's wire format (chat, completions, embeddings,
-//! models; streaming and not) and injects the faults real providers produce: any status, 429
+//! models; streaming and not) and Anthropic's Messages, and injects the faults real providers produce: any status, 429
 //! with `Retry-After`, stalls, connections dropped mid-stream, malformed JSON. It counts what it
 //! sees — requests, completions, and requests the client cancelled — so tests can assert that
 //! a cancel reached the upstream.
 //!
 //! It is a test and demo tool: never a place for gateway logic.
 
+mod anthropic;
 mod body;
 mod generate;
 mod knobs;
@@ -204,6 +205,19 @@ pub(crate) fn json_response(status: StatusCode, v: &serde_json::Value) -> Respon
     full(status, v.to_string(), "application/json")
 }
 
+fn recorded(parts: &http::request::Parts, path: &str, body: &[u8]) -> RecordedRequest {
+    RecordedRequest {
+        method: parts.method.to_string(),
+        path: path.to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<MockBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
@@ -218,18 +232,21 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             &serde_json::to_value(shared.stats.recent()).unwrap_or_default(),
         )),
         (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        (&Method::POST, "/v1/messages") => {
+            let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+            shared.stats.record(recorded(&parts, &path, &bytes));
+            anthropic::respond(
+                &parts.headers,
+                shared.config.api_key.as_deref(),
+                &bytes,
+                &shared.config.defaults,
+                Attempt::new(shared.stats.clone()),
+            )
+            .await
+        }
         (&Method::POST, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
             let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
-            shared.stats.record(RecordedRequest {
-                method: parts.method.to_string(),
-                path: path.clone(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                    .collect(),
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-            });
+            shared.stats.record(recorded(&parts, &path, &bytes));
             if let Some(expected) = &shared.config.api_key {
                 let got = parts
                     .headers

@@ -71,6 +71,15 @@ pub fn usage(prompt: u64, completion: u64) -> Value {
     json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
 }
 
+/// Usage with `prompt_tokens_details.cached_tokens` when some prompt tokens came from a cache.
+pub fn usage_cached(prompt: u64, completion: u64, cached: Option<u64>) -> Value {
+    let mut u = usage(prompt, completion);
+    if let Some(c) = cached {
+        u["prompt_tokens_details"] = json!({ "cached_tokens": c });
+    }
+    u
+}
+
 pub fn error_body(status: u16, message: &str) -> Value {
     let (kind, code) = match status {
         400 | 422 => ("invalid_request_error", "invalid_request"),

@@ -4,11 +4,12 @@
 //! translates. Adapters for Anthropic, Gemini, Bedrock… implement the same two traits.
 
 use bytes::Bytes;
-use http::{StatusCode, Uri};
+use http::{HeaderValue, StatusCode, Uri};
 
 use crate::error::{ErrorClass, RequestError};
 use crate::openai::RequestView;
 use crate::sse::SseEvent;
+use crate::translate::{ParamPolicy, Wire};
 use crate::usage::Usage;
 
 /// The client-facing operation a request asked for.
@@ -17,6 +18,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic Messages.
+    Messages,
 }
 
 impl Endpoint {
@@ -25,7 +28,15 @@ impl Endpoint {
             "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
             "/v1/completions" => Some(Endpoint::Completions),
             "/v1/embeddings" => Some(Endpoint::Embeddings),
+            "/v1/messages" => Some(Endpoint::Messages),
             _ => None,
+        }
+    }
+    /// The wire format the client speaks on this endpoint (its errors come back in it too).
+    pub fn wire(self) -> Wire {
+        match self {
+            Endpoint::Messages => Wire::Anthropic,
+            _ => Wire::OpenAi,
         }
     }
     /// The path below an OpenAI-compatible base URL.
@@ -34,6 +45,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -41,6 +53,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat_completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
         }
     }
 }
@@ -51,13 +64,35 @@ pub struct InboundRequest {
     pub endpoint: Endpoint,
     pub body: Bytes,
     pub view: RequestView,
+    pub headers: ClientHeaders,
+}
+
+/// The client's request headers an upstream of the same format may need.
+#[derive(Debug, Clone, Default)]
+pub struct ClientHeaders {
+    pub anthropic_version: Option<HeaderValue>,
+    pub anthropic_beta: Option<HeaderValue>,
+}
+
+impl ClientHeaders {
+    pub fn from_map(headers: &http::HeaderMap) -> ClientHeaders {
+        ClientHeaders {
+            anthropic_version: headers.get("anthropic-version").cloned(),
+            anthropic_beta: headers.get("anthropic-beta").cloned(),
+        }
+    }
 }
 
 impl InboundRequest {
     /// Reads and checks the envelope of `body` for `endpoint`.
     pub fn parse(endpoint: Endpoint, body: Bytes) -> Result<InboundRequest, RequestError> {
         let view = RequestView::parse(endpoint, &body)?;
-        Ok(InboundRequest { endpoint, body, view })
+        Ok(InboundRequest {
+            endpoint,
+            body,
+            view,
+            headers: ClientHeaders::default(),
+        })
     }
 }
 
@@ -68,6 +103,8 @@ pub struct Target<'a> {
     pub model: &'a str,
     pub api_key: Option<&'a str>,
     pub request_id: &'a str,
+    /// What to do with parameters a translation cannot express.
+    pub params: ParamPolicy<'a>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,17 +113,34 @@ pub enum AdapterError {
     BadUrl { base: String, reason: String },
     #[error("cannot build the upstream request: {0}")]
     Http(#[from] http::Error),
+    /// The client's request cannot be translated for this upstream.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The upstream's provider has no such operation.
+    #[error("this deployment's provider does not offer the {0} endpoint")]
+    Unsupported(&'static str),
+}
+
+/// A successful non-streamed response, in the client's format.
+#[derive(Debug, Clone)]
+pub struct ResponseOut {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
 }
 
 /// Translation between the client's format and one provider family's wire format.
 pub trait ProviderAdapter: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
+    /// Whether this provider can serve requests arriving on `endpoint` (natively or translated).
+    fn supports(&self, endpoint: Endpoint) -> bool;
+
     /// The request to send upstream: URL, headers and body.
     fn build_request(&self, req: &InboundRequest, target: &Target<'_>) -> Result<http::Request<Bytes>, AdapterError>;
 
-    /// Checks a complete, successful, non-streamed response body and reads its usage.
-    fn read_response(&self, endpoint: Endpoint, body: &[u8]) -> Result<Option<Usage>, MalformedResponse>;
+    /// Checks a complete, successful, non-streamed response body, reads its usage, and puts it
+    /// in the client's format.
+    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, MalformedResponse>;
 
     /// A fresh translator for one streamed response.
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator>;
@@ -112,6 +166,24 @@ pub trait StreamTranslator: Send {
     fn error_event(&self, code: &str, message: &str) -> Bytes;
 }
 
+impl StreamFault {
+    /// The gateway's code for the error event that ends the client's stream.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StreamFault::Malformed => "upstream_malformed_stream",
+            StreamFault::UpstreamError {
+                class: ErrorClass::Overloaded,
+                ..
+            } => "upstream_overloaded",
+            StreamFault::UpstreamError {
+                class: ErrorClass::RateLimited,
+                ..
+            } => "upstream_rate_limited",
+            StreamFault::UpstreamError { .. } => "upstream_stream_error",
+        }
+    }
+}
+
 /// A successful upstream response whose body is not what the protocol promises.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed response body from upstream: {0}")]
@@ -122,6 +194,6 @@ pub struct MalformedResponse(pub String);
 pub enum StreamFault {
     #[error("malformed stream event from upstream")]
     Malformed,
-    #[error("the upstream reported an error inside the stream: {0}")]
-    UpstreamError(String),
+    #[error("the upstream reported an error inside the stream: {message}")]
+    UpstreamError { class: ErrorClass, message: String },
 }

@@ -18,6 +18,11 @@ pub enum RequestError {
     },
     #[error("invalid value for '{param}': {reason}")]
     InvalidValue { param: &'static str, reason: &'static str },
+    /// The request uses something the upstream's API cannot express.
+    #[error(
+        "'{param}' cannot be expressed in the API of the model this route selected; remove it, or let the route drop it (`unsupported_params: drop`)"
+    )]
+    Unsupported { param: String },
 }
 
 impl RequestError {
@@ -28,6 +33,7 @@ impl RequestError {
             RequestError::MissingField { .. } => "missing_required_parameter",
             RequestError::InvalidType { .. } => "invalid_type",
             RequestError::InvalidValue { .. } => "invalid_value",
+            RequestError::Unsupported { .. } => "unsupported_parameter",
         }
     }
     /// The parameter at fault, if any.

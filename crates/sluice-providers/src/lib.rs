@@ -6,11 +6,16 @@
 //! responses and stream events, and classifies errors.
 
 pub mod adapter;
+pub mod anthropic;
+pub mod chat;
 pub mod error;
 pub mod openai;
+pub mod openai_chat;
 pub mod sse;
+pub mod translate;
 pub mod usage;
 
-pub use adapter::{Endpoint, InboundRequest, ProviderAdapter, StreamTranslator, Target};
+pub use adapter::{ClientHeaders, Endpoint, InboundRequest, ProviderAdapter, ResponseOut, StreamTranslator, Target};
 pub use error::{ErrorClass, RequestError, scrub_credentials};
+pub use translate::{ParamPolicy, Wire};
 pub use usage::Usage;

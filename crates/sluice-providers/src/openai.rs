@@ -16,10 +16,12 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use crate::adapter::{
-    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, StreamFault, StreamTranslator, Target,
+    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseOut, StreamFault,
+    StreamTranslator, Target,
 };
 use crate::error::{ErrorClass, RequestError, scrub_credentials};
 use crate::sse::SseEvent;
+use crate::translate::{Translating, Wire};
 use crate::usage::{OpenAiUsage, Usage};
 
 /// What the gateway needs to know about a client request, and where in the bytes it sits.
@@ -34,6 +36,8 @@ pub struct RequestView {
     model_span: Range<usize>,
     stream_options_span: Option<Range<usize>>,
     close_brace: usize,
+    /// OpenAI's format, where a stream reports usage only when asked (`stream_options`).
+    usage_on_request: bool,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +56,8 @@ struct Envelope<'a> {
     input: Option<&'a RawValue>,
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_tokens: Option<&'a RawValue>,
 }
 
 fn span(base: &str, raw: &RawValue) -> Range<usize> {
@@ -98,7 +104,7 @@ impl RequestView {
         }
 
         match endpoint {
-            Endpoint::ChatCompletions => {
+            Endpoint::ChatCompletions | Endpoint::Messages => {
                 let m = env.messages.ok_or(RequestError::MissingField { param: "messages" })?;
                 if first_byte(m) != b'[' {
                     return Err(RequestError::InvalidType {
@@ -130,6 +136,20 @@ impl RequestView {
                         expected: "a string or an array",
                     });
                 }
+            }
+        }
+
+        if endpoint == Endpoint::Messages {
+            // Anthropic's API requires it, so a Messages request without it is refused here
+            // whichever provider the route picks.
+            let m = env
+                .max_tokens
+                .ok_or(RequestError::MissingField { param: "max_tokens" })?;
+            if m.get().parse::<u64>().is_err() {
+                return Err(RequestError::InvalidType {
+                    param: "max_tokens",
+                    expected: "a positive integer",
+                });
             }
         }
 
@@ -191,6 +211,7 @@ impl RequestView {
             model_span: span(text, model_raw),
             stream_options_span: env.stream_options.map(|r| span(text, r)),
             close_brace,
+            usage_on_request: endpoint != Endpoint::Messages,
         })
     }
 
@@ -202,7 +223,7 @@ impl RequestView {
         if upstream_model != self.model {
             edits.push((self.model_span.clone(), json_string(upstream_model)));
         }
-        if self.stream && !self.include_usage {
+        if self.stream && !self.include_usage && self.usage_on_request {
             match &self.stream_options_span {
                 Some(r) => edits.push((r.clone(), stream_options_with_usage(&body[r.clone()]))),
                 None => edits.push((
@@ -291,9 +312,28 @@ impl ProviderAdapter for OpenAiAdapter {
         "openai"
     }
 
+    fn supports(&self, _endpoint: Endpoint) -> bool {
+        true
+    }
+
     fn build_request(&self, req: &InboundRequest, target: &Target<'_>) -> Result<http::Request<Bytes>, AdapterError> {
-        let uri = join_url(target.base_url, req.endpoint.upstream_suffix())?;
-        let body = req.view.upstream_body(&req.body, target.model);
+        let (suffix, body) = match req.endpoint {
+            Endpoint::Messages => {
+                let mut chat = crate::anthropic::request_to_chat(&req.body)?;
+                // Chat Completions has no top_k; an OpenAI-compatible server may (vLLM), so it is
+                // left to the route: refused, dropped, or forwarded as a vendor extension.
+                if let Some(k) = chat.top_k.take() {
+                    chat.extra.push(("top_k".to_owned(), serde_json::Value::from(k)));
+                }
+                target.params.apply(&mut chat)?;
+                (
+                    Endpoint::ChatCompletions.upstream_suffix(),
+                    crate::openai_chat::chat_to_request(&chat, target.model),
+                )
+            }
+            e => (e.upstream_suffix(), req.view.upstream_body(&req.body, target.model)),
+        };
+        let uri = join_url(target.base_url, suffix)?;
         let mut builder = http::Request::builder()
             .method(Method::POST)
             .uri(uri)
@@ -319,15 +359,28 @@ impl ProviderAdapter for OpenAiAdapter {
         Ok(builder.body(body)?)
     }
 
-    fn read_response(&self, _endpoint: Endpoint, body: &[u8]) -> Result<Option<Usage>, MalformedResponse> {
+    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, MalformedResponse> {
         if !body.trim_ascii_start().starts_with(b"{") {
             return Err(MalformedResponse("not a JSON object".to_owned()));
         }
-        let env: ResponseEnvelope = serde_json::from_slice(body).map_err(|e| MalformedResponse(e.to_string()))?;
-        Ok(env.usage.map(Usage::from))
+        if req.endpoint == Endpoint::Messages {
+            let chat = crate::openai_chat::response_to_chat(&body)?;
+            return Ok(ResponseOut {
+                body: crate::anthropic::chat_to_response(&chat),
+                usage: Some(chat.usage),
+            });
+        }
+        let env: ResponseEnvelope = serde_json::from_slice(&body).map_err(|e| MalformedResponse(e.to_string()))?;
+        Ok(ResponseOut {
+            body,
+            usage: env.usage.map(Usage::from),
+        })
     }
 
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
+        if req.endpoint == Endpoint::Messages {
+            return Box::new(Translating::new(Wire::OpenAi, Wire::Anthropic, false));
+        }
         Box::new(OpenAiStream {
             client_wants_usage: req.view.include_usage,
             ..OpenAiStream::default()
@@ -436,7 +489,13 @@ impl StreamTranslator for OpenAiStream {
         let env: ChunkEnvelope = serde_json::from_slice(data).map_err(|_| StreamFault::Malformed)?;
         if let Some(err) = env.error {
             out.push(event.raw);
-            return Err(StreamFault::UpstreamError(err.message.unwrap_or_default()));
+            let class = crate::openai_chat::stream_error_class(&serde_json::json!({
+                "type": err.kind, "code": err.code,
+            }));
+            return Err(StreamFault::UpstreamError {
+                class,
+                message: err.message.unwrap_or_default(),
+            });
         }
         let no_choices = env.choices.as_ref().is_none_or(Vec::is_empty);
         if let Some(u) = env.usage {

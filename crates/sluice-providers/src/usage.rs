@@ -7,8 +7,10 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
-    /// Prompt tokens served from the provider's prompt cache.
+    /// Prompt tokens served from the provider's prompt cache (included in `prompt_tokens`).
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's prompt cache (included in `prompt_tokens`).
+    pub cache_write_tokens: u64,
     /// Completion tokens spent on hidden reasoning.
     pub reasoning_tokens: u64,
 }
@@ -47,6 +49,7 @@ impl From<OpenAiUsage> for Usage {
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens + u.completion_tokens),
             cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_write_tokens: 0,
             reasoning_tokens: u
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens)

@@ -19,6 +19,7 @@ fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env("OPENAI_API_KEY", "test")
+        .env("ANTHROPIC_API_KEY", "test")
         .env("VLLM_API_KEY", "test")
         .env("SLUICE_ADMIN_TOKEN", "test")
         .output()

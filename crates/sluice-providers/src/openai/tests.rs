@@ -1,5 +1,7 @@
 use super::*;
 
+const CHAT: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
 fn view(endpoint: Endpoint, body: &str) -> Result<RequestView, RequestError> {
     RequestView::parse(endpoint, body.as_bytes())
 }
@@ -167,13 +169,18 @@ fn reads_response_usage() {
     let a = OpenAiAdapter;
     let body =
         br#"{"id":"x","usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":2}}}"#;
-    let u = a.read_response(Endpoint::ChatCompletions, body).unwrap().unwrap();
+    let req = InboundRequest::parse(Endpoint::ChatCompletions, Bytes::from_static(CHAT)).unwrap();
+    let u = a
+        .read_response(&req, Bytes::copy_from_slice(body))
+        .unwrap()
+        .usage
+        .unwrap();
     assert_eq!(
         (u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens),
         (5, 7, 12, 2)
     );
-    assert!(a.read_response(Endpoint::ChatCompletions, b"{\"id\": ").is_err());
-    assert!(a.read_response(Endpoint::ChatCompletions, b"[]").is_err());
+    assert!(a.read_response(&req, Bytes::from_static(b"{\"id\": ")).is_err());
+    assert!(a.read_response(&req, Bytes::from_static(b"[]")).is_err());
 }
 
 #[test]
@@ -243,6 +250,7 @@ mod never_panics {
                 endpoint: Endpoint::ChatCompletions,
                 body: Bytes::new(),
                 view: RequestView::default(),
+                headers: Default::default(),
             });
             let mut p = crate::sse::SseParser::new();
             p.push(&bytes);
@@ -251,7 +259,8 @@ mod never_panics {
             while let Some(e) = p.next_event() {
                 let _ = t.on_event(e, &mut out);
             }
-            let _ = OpenAiAdapter.read_response(Endpoint::ChatCompletions, &bytes);
+            let req = InboundRequest::parse(Endpoint::ChatCompletions, Bytes::from_static(CHAT)).unwrap();
+            let _ = OpenAiAdapter.read_response(&req, Bytes::from(bytes.clone()));
             let _ = OpenAiAdapter.classify_error(StatusCode::BAD_REQUEST, &bytes);
             let _ = OpenAiAdapter.error_message(&bytes, &["secret"]);
         }

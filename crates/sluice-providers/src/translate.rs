@@ -1,0 +1,130 @@
+//! Streams between two wire formats: the upstream's events are decoded into canonical deltas
+//! ([`crate::chat::Delta`]) and encoded in the client's format, event by event, as they arrive.
+//! Both sides keep state (open content blocks, tool-call numbering, usage seen so far).
+
+use bytes::Bytes;
+
+use crate::adapter::{StreamFault, StreamTranslator};
+use crate::anthropic::{EventDecoder, EventEncoder};
+use crate::chat::{ChatRequest, Delta};
+use crate::error::RequestError;
+use crate::openai_chat::{ChunkDecoder, ChunkEncoder};
+use crate::sse::SseEvent;
+use crate::usage::Usage;
+
+/// A chat wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAi,
+    Anthropic,
+}
+
+enum Decoder {
+    OpenAi(ChunkDecoder),
+    Anthropic(EventDecoder),
+}
+
+enum Encoder {
+    OpenAi(ChunkEncoder),
+    Anthropic(EventEncoder),
+}
+
+/// A stream translated from the upstream's format into the client's.
+pub struct Translating {
+    decoder: Decoder,
+    encoder: Encoder,
+    deltas: Vec<Delta>,
+    usage: Option<Usage>,
+    relayed: u64,
+    done: bool,
+}
+
+impl Translating {
+    pub fn new(upstream: Wire, client: Wire, include_usage: bool) -> Translating {
+        Translating {
+            decoder: match upstream {
+                Wire::OpenAi => Decoder::OpenAi(ChunkDecoder::default()),
+                Wire::Anthropic => Decoder::Anthropic(EventDecoder::default()),
+            },
+            encoder: match client {
+                Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(include_usage)),
+                Wire::Anthropic => Encoder::Anthropic(EventEncoder::default()),
+            },
+            deltas: Vec::with_capacity(4),
+            usage: None,
+            relayed: 0,
+            done: false,
+        }
+    }
+}
+
+impl StreamTranslator for Translating {
+    fn on_event(&mut self, event: SseEvent, out: &mut Vec<Bytes>) -> Result<(), StreamFault> {
+        self.deltas.clear();
+        let decoded = match &mut self.decoder {
+            Decoder::OpenAi(d) => d.decode(&event, &mut self.deltas),
+            Decoder::Anthropic(d) => d.decode(&event, &mut self.deltas),
+        };
+        if let Err(fault) = decoded {
+            // The provider's own error event, said again in the client's format.
+            if let StreamFault::UpstreamError { message, .. } = &fault {
+                out.push(self.error_event(fault.code(), message));
+            }
+            return Err(fault);
+        }
+        for d in &self.deltas {
+            match d {
+                Delta::Text(_) | Delta::ToolArgs { .. } => self.relayed += 1,
+                Delta::Usage(u) => self.usage = Some(*u),
+                Delta::End => self.done = true,
+                _ => {}
+            }
+            match &mut self.encoder {
+                Encoder::OpenAi(e) => e.encode(d, out),
+                Encoder::Anthropic(e) => e.encode(d, out),
+            }
+        }
+        Ok(())
+    }
+
+    fn reported_usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn relayed_chunks(&self) -> u64 {
+        self.relayed
+    }
+
+    fn saw_end(&self) -> bool {
+        self.done
+    }
+
+    fn error_event(&self, code: &str, message: &str) -> Bytes {
+        match self.encoder {
+            Encoder::OpenAi(_) => ChunkEncoder::error_event(code, message),
+            Encoder::Anthropic(_) => crate::anthropic::error_event(crate::anthropic::code_type(code), message),
+        }
+    }
+}
+
+/// What to do with request parameters the target format cannot express.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParamPolicy<'a> {
+    /// Drop them (the route said so) instead of refusing the request.
+    pub drop_unsupported: bool,
+    /// Parameters forwarded to the target as they are (vendor extensions the target knows).
+    pub forward: &'a [String],
+}
+
+impl ParamPolicy<'_> {
+    /// Applies the policy to the parameters a translation could not place.
+    pub fn apply(&self, req: &mut ChatRequest) -> Result<(), RequestError> {
+        let forward = self.forward;
+        req.extra
+            .retain(|(k, _)| forward.iter().any(|f| f == k) || !self.drop_unsupported);
+        match req.extra.iter().find(|(k, _)| !forward.iter().any(|f| f == k)) {
+            Some((k, _)) => Err(RequestError::Unsupported { param: k.clone() }),
+            None => Ok(()),
+        }
+    }
+}

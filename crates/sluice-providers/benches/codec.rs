@@ -7,7 +7,8 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluice_providers::openai::{OpenAiAdapter, RequestView};
 use sluice_providers::sse::SseParser;
-use sluice_providers::{Endpoint, InboundRequest, ProviderAdapter};
+use sluice_providers::translate::Translating;
+use sluice_providers::{Endpoint, InboundRequest, ProviderAdapter, StreamTranslator, Wire};
 
 fn body(size: usize) -> Vec<u8> {
     let pad = "lorem ipsum ".repeat(size / 12);
@@ -71,5 +72,39 @@ fn relay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, envelope, relay);
+/// The cost of translation next to pass-through: an OpenAI request to Anthropic's format, and a
+/// 50-chunk OpenAI stream re-encoded as Anthropic events.
+fn translation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("translate");
+    let b = body(1024);
+    g.bench_function("request_openai_to_anthropic_1024", |bench| {
+        bench.iter(|| {
+            let chat = sluice_providers::openai_chat::request_to_chat(&b).unwrap();
+            sluice_providers::anthropic::chat_to_request(&chat, "claude")
+        })
+    });
+    let bytes = stream(50);
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("stream_openai_to_anthropic_50_chunks", |bench| {
+        bench.iter(|| {
+            let mut parser = SseParser::new();
+            let mut t = Translating::new(Wire::OpenAi, Wire::Anthropic, false);
+            let mut out = Vec::with_capacity(4);
+            let mut n = 0usize;
+            for piece in bytes.chunks(1500) {
+                parser.push(piece);
+                while let Some(ev) = parser.next_event() {
+                    t.on_event(ev, &mut out).unwrap();
+                    n += out.len();
+                    out.clear();
+                }
+            }
+            assert!(t.saw_end());
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, envelope, relay, translation);
 criterion_main!(benches);

@@ -154,7 +154,7 @@ impl GatewayError {
     /// The body in the client's wire format.
     pub fn body_for(&self, wire: Wire, request_id: &str) -> Bytes {
         match wire {
-            Wire::OpenAi => self.body(),
+            Wire::OpenAi | Wire::Responses => self.body(),
             Wire::Anthropic => {
                 sluice_providers::anthropic::error_body(self.status().as_u16(), &self.message, request_id)
             }

@@ -8,7 +8,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use sluice_providers::openai::{OpenAiAdapter, RequestView};
 use sluice_providers::sse::SseParser;
 use sluice_providers::translate::Translating;
-use sluice_providers::{Endpoint, InboundRequest, ProviderAdapter, StreamTranslator, Wire};
+use sluice_providers::{Endpoint, InboundRequest, ProviderAdapter, Source, StreamTranslator, Wire};
 
 fn body(size: usize) -> Vec<u8> {
     let pad = "lorem ipsum ".repeat(size / 12);
@@ -88,7 +88,7 @@ fn translation(c: &mut Criterion) {
     g.bench_function("stream_openai_to_anthropic_50_chunks", |bench| {
         bench.iter(|| {
             let mut parser = SseParser::new();
-            let mut t = Translating::new(Wire::OpenAi, Wire::Anthropic, false);
+            let mut t = Translating::new(Source::OpenAi, Wire::Anthropic, false);
             let mut out = Vec::with_capacity(4);
             let mut n = 0usize;
             for piece in bytes.chunks(1500) {

@@ -20,6 +20,8 @@ pub enum Endpoint {
     Embeddings,
     /// Anthropic Messages.
     Messages,
+    /// OpenAI's Responses API.
+    Responses,
 }
 
 impl Endpoint {
@@ -29,6 +31,7 @@ impl Endpoint {
             "/v1/completions" => Some(Endpoint::Completions),
             "/v1/embeddings" => Some(Endpoint::Embeddings),
             "/v1/messages" => Some(Endpoint::Messages),
+            "/v1/responses" => Some(Endpoint::Responses),
             _ => None,
         }
     }
@@ -36,6 +39,7 @@ impl Endpoint {
     pub fn wire(self) -> Wire {
         match self {
             Endpoint::Messages => Wire::Anthropic,
+            Endpoint::Responses => Wire::Responses,
             _ => Wire::OpenAi,
         }
     }
@@ -46,6 +50,7 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
+            Endpoint::Responses => "/responses",
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -54,6 +59,7 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
+            Endpoint::Responses => "responses",
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::chat::{ChatRequest, ChatResponse, Delta, Image, Message, Part, Role, 
 use crate::error::{ErrorClass, RequestError, scrub_credentials};
 use crate::openai::join_url;
 use crate::sse::SseEvent;
-use crate::translate::{Translating, Wire};
+use crate::translate::{Source, Translating, Wire};
 use crate::usage::Usage;
 
 /// The API version sent upstream when the client did not choose one.
@@ -631,19 +631,24 @@ impl ProviderAdapter for AnthropicAdapter {
     }
 
     fn supports(&self, endpoint: Endpoint) -> bool {
-        matches!(endpoint, Endpoint::Messages | Endpoint::ChatCompletions)
+        matches!(
+            endpoint,
+            Endpoint::Messages | Endpoint::ChatCompletions | Endpoint::Responses
+        )
     }
 
     fn build_request(&self, req: &InboundRequest, target: &Target<'_>) -> Result<http::Request<Bytes>, AdapterError> {
         let uri = join_url(target.base_url, "/messages")?;
-        let body = match req.endpoint {
-            Endpoint::Messages => req.view.upstream_body(&req.body, target.model),
-            Endpoint::ChatCompletions => {
-                let mut chat = crate::openai_chat::request_to_chat(&req.body)?;
+        if !self.supports(req.endpoint) {
+            return Err(AdapterError::Unsupported(req.endpoint.as_str()));
+        }
+        let body = match req.endpoint.wire() {
+            Wire::Anthropic => req.view.upstream_body(&req.body, target.model),
+            wire => {
+                let mut chat = crate::translate::read_request(wire, &req.body)?;
                 target.params.apply(&mut chat)?;
                 chat_to_request(&chat, target.model)
             }
-            other => return Err(AdapterError::Unsupported(other.as_str())),
         };
         let version = req
             .headers
@@ -681,17 +686,17 @@ impl ProviderAdapter for AnthropicAdapter {
     fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, MalformedResponse> {
         let chat = response_to_chat(&body)?;
         let usage = Some(chat.usage);
-        let body = match req.endpoint {
-            Endpoint::Messages => body,
-            _ => crate::openai_chat::chat_to_response(&chat),
+        let body = match req.endpoint.wire() {
+            Wire::Anthropic => body,
+            wire => crate::translate::write_response(wire, &chat),
         };
         Ok(ResponseOut { body, usage })
     }
 
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
-        match req.endpoint {
-            Endpoint::Messages => Box::new(PassThrough::default()),
-            _ => Box::new(Translating::new(Wire::Anthropic, Wire::OpenAi, req.view.include_usage)),
+        match req.endpoint.wire() {
+            Wire::Anthropic => Box::new(PassThrough::default()),
+            wire => Box::new(Translating::new(Source::Anthropic, wire, req.view.include_usage)),
         }
     }
 

@@ -11,11 +11,12 @@ pub mod chat;
 pub mod error;
 pub mod openai;
 pub mod openai_chat;
+pub mod responses;
 pub mod sse;
 pub mod translate;
 pub mod usage;
 
 pub use adapter::{ClientHeaders, Endpoint, InboundRequest, ProviderAdapter, ResponseOut, StreamTranslator, Target};
 pub use error::{ErrorClass, RequestError, scrub_credentials};
-pub use translate::{ParamPolicy, Wire};
+pub use translate::{ParamPolicy, Source, Wire};
 pub use usage::Usage;

@@ -21,7 +21,7 @@ use crate::adapter::{
 };
 use crate::error::{ErrorClass, RequestError, scrub_credentials};
 use crate::sse::SseEvent;
-use crate::translate::{Translating, Wire};
+use crate::translate::{Source, Translating, Wire};
 use crate::usage::{OpenAiUsage, Usage};
 
 /// What the gateway needs to know about a client request, and where in the bytes it sits.
@@ -128,7 +128,7 @@ impl RequestView {
                     });
                 }
             }
-            Endpoint::Embeddings => {
+            Endpoint::Embeddings | Endpoint::Responses => {
                 let i = env.input.ok_or(RequestError::MissingField { param: "input" })?;
                 if !matches!(first_byte(i), b'"' | b'[') {
                     return Err(RequestError::InvalidType {
@@ -211,7 +211,7 @@ impl RequestView {
             model_span: span(text, model_raw),
             stream_options_span: env.stream_options.map(|r| span(text, r)),
             close_brace,
-            usage_on_request: endpoint != Endpoint::Messages,
+            usage_on_request: endpoint.wire() == Wire::OpenAi,
         })
     }
 
@@ -317,9 +317,13 @@ impl ProviderAdapter for OpenAiAdapter {
     }
 
     fn build_request(&self, req: &InboundRequest, target: &Target<'_>) -> Result<http::Request<Bytes>, AdapterError> {
-        let (suffix, body) = match req.endpoint {
-            Endpoint::Messages => {
-                let mut chat = crate::anthropic::request_to_chat(&req.body)?;
+        let (suffix, body) = match req.endpoint.wire() {
+            Wire::OpenAi => (
+                req.endpoint.upstream_suffix(),
+                req.view.upstream_body(&req.body, target.model),
+            ),
+            wire => {
+                let mut chat = crate::translate::read_request(wire, &req.body)?;
                 // Chat Completions has no top_k; an OpenAI-compatible server may (vLLM), so it is
                 // left to the route: refused, dropped, or forwarded as a vendor extension.
                 if let Some(k) = chat.top_k.take() {
@@ -331,7 +335,6 @@ impl ProviderAdapter for OpenAiAdapter {
                     crate::openai_chat::chat_to_request(&chat, target.model),
                 )
             }
-            e => (e.upstream_suffix(), req.view.upstream_body(&req.body, target.model)),
         };
         let uri = join_url(target.base_url, suffix)?;
         let mut builder = http::Request::builder()
@@ -363,10 +366,11 @@ impl ProviderAdapter for OpenAiAdapter {
         if !body.trim_ascii_start().starts_with(b"{") {
             return Err(MalformedResponse("not a JSON object".to_owned()));
         }
-        if req.endpoint == Endpoint::Messages {
+        let wire = req.endpoint.wire();
+        if wire != Wire::OpenAi {
             let chat = crate::openai_chat::response_to_chat(&body)?;
             return Ok(ResponseOut {
-                body: crate::anthropic::chat_to_response(&chat),
+                body: crate::translate::write_response(wire, &chat),
                 usage: Some(chat.usage),
             });
         }
@@ -378,8 +382,9 @@ impl ProviderAdapter for OpenAiAdapter {
     }
 
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
-        if req.endpoint == Endpoint::Messages {
-            return Box::new(Translating::new(Wire::OpenAi, Wire::Anthropic, false));
+        let wire = req.endpoint.wire();
+        if wire != Wire::OpenAi {
+            return Box::new(Translating::new(Source::OpenAi, wire, false));
         }
         Box::new(OpenAiStream {
             client_wants_usage: req.view.include_usage,

@@ -6,15 +6,26 @@ use bytes::Bytes;
 
 use crate::adapter::{StreamFault, StreamTranslator};
 use crate::anthropic::{EventDecoder, EventEncoder};
-use crate::chat::{ChatRequest, Delta};
+use crate::chat::{ChatRequest, ChatResponse, Delta};
 use crate::error::RequestError;
 use crate::openai_chat::{ChunkDecoder, ChunkEncoder};
 use crate::sse::SseEvent;
 use crate::usage::Usage;
 
-/// A chat wire format.
+/// The wire format a client speaks (and gets its errors in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
+    /// OpenAI Chat Completions (and the other OpenAI endpoints).
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// OpenAI's Responses API.
+    Responses,
+}
+
+/// The format of an upstream's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
     OpenAi,
     Anthropic,
 }
@@ -27,6 +38,25 @@ enum Decoder {
 enum Encoder {
     OpenAi(ChunkEncoder),
     Anthropic(EventEncoder),
+    Responses(crate::responses::EventEncoder),
+}
+
+/// Reads a client's chat request in its wire format into the canonical form.
+pub fn read_request(wire: Wire, body: &[u8]) -> Result<ChatRequest, RequestError> {
+    match wire {
+        Wire::OpenAi => crate::openai_chat::request_to_chat(body),
+        Wire::Anthropic => crate::anthropic::request_to_chat(body),
+        Wire::Responses => crate::responses::request_to_chat(body),
+    }
+}
+
+/// Writes a whole answer in the client's wire format.
+pub fn write_response(wire: Wire, r: &ChatResponse) -> Bytes {
+    match wire {
+        Wire::OpenAi => crate::openai_chat::chat_to_response(r),
+        Wire::Anthropic => crate::anthropic::chat_to_response(r),
+        Wire::Responses => crate::responses::chat_to_response(r),
+    }
 }
 
 /// A stream translated from the upstream's format into the client's.
@@ -40,15 +70,16 @@ pub struct Translating {
 }
 
 impl Translating {
-    pub fn new(upstream: Wire, client: Wire, include_usage: bool) -> Translating {
+    pub fn new(upstream: Source, client: Wire, include_usage: bool) -> Translating {
         Translating {
             decoder: match upstream {
-                Wire::OpenAi => Decoder::OpenAi(ChunkDecoder::default()),
-                Wire::Anthropic => Decoder::Anthropic(EventDecoder::default()),
+                Source::OpenAi => Decoder::OpenAi(ChunkDecoder::default()),
+                Source::Anthropic => Decoder::Anthropic(EventDecoder::default()),
             },
             encoder: match client {
                 Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(include_usage)),
                 Wire::Anthropic => Encoder::Anthropic(EventEncoder::default()),
+                Wire::Responses => Encoder::Responses(crate::responses::EventEncoder::default()),
             },
             deltas: Vec::with_capacity(4),
             usage: None,
@@ -82,6 +113,7 @@ impl StreamTranslator for Translating {
             match &mut self.encoder {
                 Encoder::OpenAi(e) => e.encode(d, out),
                 Encoder::Anthropic(e) => e.encode(d, out),
+                Encoder::Responses(e) => e.encode(d, out),
             }
         }
         Ok(())
@@ -100,9 +132,10 @@ impl StreamTranslator for Translating {
     }
 
     fn error_event(&self, code: &str, message: &str) -> Bytes {
-        match self.encoder {
+        match &self.encoder {
             Encoder::OpenAi(_) => ChunkEncoder::error_event(code, message),
             Encoder::Anthropic(_) => crate::anthropic::error_event(crate::anthropic::code_type(code), message),
+            Encoder::Responses(e) => e.error_event(code, message),
         }
     }
 }

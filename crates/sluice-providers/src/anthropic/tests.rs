@@ -5,7 +5,7 @@ use super::*;
 use crate::chat::{ChatResponse, Delta};
 use crate::openai_chat;
 use crate::sse::SseParser;
-use crate::translate::{ParamPolicy, Translating, Wire};
+use crate::translate::{ParamPolicy, Source, Translating, Wire};
 
 /// An OpenAI request using everything both formats can express.
 fn rich_openai_request() -> Value {
@@ -200,7 +200,7 @@ event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n
 event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":20}}\n\n\
 event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
-fn translate(upstream: Wire, client: Wire, bytes: &[u8], splits: &[usize]) -> (Vec<u8>, Translating) {
+fn translate(upstream: Source, client: Wire, bytes: &[u8], splits: &[usize]) -> (Vec<u8>, Translating) {
     let mut t = Translating::new(upstream, client, true);
     let mut p = SseParser::new();
     let mut out = Vec::new();
@@ -235,7 +235,7 @@ fn deltas(wire: Wire, bytes: &[u8]) -> Vec<Delta> {
     while let Some(e) = p.next_event() {
         match wire {
             Wire::Anthropic => a.decode(&e, &mut out).unwrap(),
-            Wire::OpenAi => o.decode(&e, &mut out).unwrap(),
+            _ => o.decode(&e, &mut out).unwrap(),
         }
     }
     out
@@ -243,7 +243,7 @@ fn deltas(wire: Wire, bytes: &[u8]) -> Vec<Delta> {
 
 #[test]
 fn anthropic_stream_becomes_openai_chunks() {
-    let (out, t) = translate(Wire::Anthropic, Wire::OpenAi, ANTHROPIC_STREAM.as_bytes(), &[]);
+    let (out, t) = translate(Source::Anthropic, Wire::OpenAi, ANTHROPIC_STREAM.as_bytes(), &[]);
     let text = String::from_utf8(out.clone()).unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert!(text.contains(r#""tool_calls":[{"function":{"arguments":"","name":"weather"},"id":"toolu_1","index":0,"type":"function"}]"#), "{text}");
@@ -262,8 +262,8 @@ fn anthropic_stream_becomes_openai_chunks() {
 #[test]
 fn openai_stream_becomes_anthropic_events() {
     // First make an OpenAI stream of the same answer, then translate that to Anthropic.
-    let (openai, _) = translate(Wire::Anthropic, Wire::OpenAi, ANTHROPIC_STREAM.as_bytes(), &[]);
-    let (anthropic, t) = translate(Wire::OpenAi, Wire::Anthropic, &openai, &[]);
+    let (openai, _) = translate(Source::Anthropic, Wire::OpenAi, ANTHROPIC_STREAM.as_bytes(), &[]);
+    let (anthropic, t) = translate(Source::OpenAi, Wire::Anthropic, &openai, &[]);
     let text = String::from_utf8(anthropic.clone()).unwrap();
     let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
     assert_eq!(
@@ -295,7 +295,7 @@ fn openai_stream_becomes_anthropic_events() {
 fn an_overloaded_event_inside_a_200_stream_reaches_an_openai_client_as_an_error() {
     let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\n\
 event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
-    let mut t = Translating::new(Wire::Anthropic, Wire::OpenAi, false);
+    let mut t = Translating::new(Source::Anthropic, Wire::OpenAi, false);
     let mut p = SseParser::new();
     p.push(stream.as_bytes());
     let mut out = Vec::new();
@@ -320,8 +320,8 @@ proptest! {
     fn translation_does_not_depend_on_how_bytes_arrive(splits in proptest::collection::vec(0usize..ANTHROPIC_STREAM.len(), 0..12)) {
         let mut splits = splits;
         splits.sort_unstable();
-        let (whole, _) = translate(Wire::Anthropic, Wire::OpenAi, ANTHROPIC_STREAM.as_bytes(), &[]);
-        let (split, _) = translate(Wire::Anthropic, Wire::OpenAi, ANTHROPIC_STREAM.as_bytes(), &splits);
+        let (whole, _) = translate(Source::Anthropic, Wire::OpenAi, ANTHROPIC_STREAM.as_bytes(), &[]);
+        let (split, _) = translate(Source::Anthropic, Wire::OpenAi, ANTHROPIC_STREAM.as_bytes(), &splits);
         // Chunk ids and timestamps are the same within one second; compare the deltas.
         prop_assert_eq!(deltas(Wire::OpenAi, &whole), deltas(Wire::OpenAi, &split));
     }

@@ -595,7 +595,11 @@ mod tests {
                 "response.completed"
             ]
         );
-        let data = text.lines().filter_map(|l| l.strip_prefix("data: ")).last().unwrap();
+        let data = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .next_back()
+            .unwrap();
         let last: Value = serde_json::from_str(data).unwrap();
         assert_eq!(last["response"]["output"][0]["content"][0]["text"], "Hello");
         assert_eq!(last["response"]["output"][1]["call_id"], "call_1");

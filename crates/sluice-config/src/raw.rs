@@ -32,6 +32,38 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    #[serde(default)]
+    pub prices: RawPrices,
+}
+
+/// The price table: what each upstream model costs, per million tokens (or per request).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrices {
+    pub currency: Option<S<String>>,
+    #[serde(default)]
+    pub models: Vec<RawModelPrice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelPrice {
+    /// Upstream model name: exact, `prefix*` or `*`.
+    pub model: S<String>,
+    #[serde(flatten)]
+    pub price: RawPrice,
+}
+
+/// Prices in currency units: per million input, output, cache-read and cache-write tokens, and
+/// per request.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+    pub cached_input: Option<f64>,
+    pub cache_write: Option<f64>,
+    pub per_request: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +134,10 @@ pub struct RawDeployment {
     #[serde(default)]
     pub http2_prior_knowledge: bool,
     pub mock: Option<RawMockKnobs>,
+    /// Azure OpenAI's `api-version` query parameter.
+    pub api_version: Option<S<String>>,
+    /// This deployment's price, overriding the price table.
+    pub price: Option<RawPrice>,
 }
 
 /// Defaults for the built-in mock provider (`provider: mock`).

@@ -193,3 +193,97 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn prices_resolve_from_the_table_or_the_deployment() {
+    let c = load(
+        r#"
+prices:
+  currency: EUR
+  models:
+    - { model: "claude-*", input: 3, output: 15, cached_input: 0.3, cache_write: 3.75 }
+    - { model: "*", input: 0.15, output: 0.6 }
+deployments:
+  - { name: a, provider: anthropic, base_url: "https://example.test/v1", model: claude-x }
+  - { name: b, provider: openai, base_url: "https://example.test/v1", model: gpt-x }
+  - { name: c, provider: azure, base_url: "https://res.example.test", model: prod, api_version: "2024-06-01",
+      price: { per_request: 0.002 } }
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.currency, "EUR");
+    let a = c.deployments[0].price.unwrap();
+    assert_eq!(
+        (a.input, a.output, a.cached_input, a.cache_write),
+        (3_000_000, 15_000_000, 300_000, 3_750_000)
+    );
+    let b = c.deployments[1].price.unwrap();
+    assert_eq!(
+        (b.input, b.cached_input, b.cache_write),
+        (150_000, 150_000, 150_000),
+        "cache prices default to input"
+    );
+    let az = &c.deployments[2];
+    assert_eq!(az.price.unwrap().per_request, 2_000);
+    assert_eq!(az.price.unwrap().input, 0);
+    assert_eq!(az.api_version.as_deref(), Some("2024-06-01"));
+}
+
+#[test]
+fn cost_is_exact_integer_micro_units() {
+    let p = Price {
+        input: 3_000_000,
+        output: 15_000_000,
+        cached_input: 300_000,
+        cache_write: 3_750_000,
+        per_request: 0,
+    };
+    // 1 000 plain + 2 000 cached + 100 written prompt tokens, 500 completion tokens:
+    // 1000×3 + 2000×0.3 + 100×3.75 + 500×15 = 3000 + 600 + 375 + 7500 = 11 475 micro-units.
+    assert_eq!(p.cost_micros(3_100, 2_000, 100, 500), 11_475);
+    // Rounded to the nearest micro-unit: 3 tokens at 0.15/Mtok = 0.45 → 0; 4 → 0.6 → 1.
+    let cheap = Price {
+        input: 150_000,
+        cached_input: 150_000,
+        cache_write: 150_000,
+        ..Price::default()
+    };
+    assert_eq!(cheap.cost_micros(3, 0, 0, 0), 0);
+    assert_eq!(cheap.cost_micros(4, 0, 0, 0), 1);
+    assert_eq!(
+        Price {
+            per_request: 7,
+            ..Price::default()
+        }
+        .cost_micros(0, 0, 0, 0),
+        7
+    );
+    // Never overflows.
+    let huge = Price {
+        input: u64::MAX,
+        output: u64::MAX,
+        cached_input: u64::MAX,
+        cache_write: u64::MAX,
+        per_request: u64::MAX,
+    };
+    assert_eq!(huge.cost_micros(u64::MAX, 0, 0, u64::MAX), u64::MAX);
+}
+
+#[test]
+fn bad_prices_and_misplaced_azure_settings_are_errors() {
+    check_errors(
+        r#"
+prices:
+  currency: dollars
+  models:
+    - { model: "*", input: -1 }
+deployments:
+  - { name: a, provider: openai, base_url: "https://example.test/v1", model: x, api_version: "2024-06-01" }
+"#,
+        &[
+            (3, "prices.currency"),
+            (5, "prices.models[0].input"),
+            (7, "deployments[0].api_version"),
+        ],
+    );
+}

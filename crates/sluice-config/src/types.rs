@@ -39,8 +39,40 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub routes: Vec<RouteConfig>,
     pub keys: Vec<KeyConfig>,
+    /// Currency of every price and cost (costs are integer micro-units of it).
+    pub currency: String,
     /// First 12 hex digits of the SHA-256 of the file: which config is serving.
     pub version: String,
+}
+
+/// What an upstream model costs, in micro-units of the currency: per million tokens of each
+/// kind, and per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Price {
+    pub input: u64,
+    pub output: u64,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_input: u64,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write: u64,
+    pub per_request: u64,
+}
+
+impl Price {
+    /// The cost of one request, in micro-units, rounded to the nearest. `prompt` includes the
+    /// cached and cache-written tokens, as the canonical usage counts them.
+    pub fn cost_micros(&self, prompt: u64, cached: u64, cache_write: u64, completion: u64) -> u64 {
+        let plain = prompt.saturating_sub(cached.saturating_add(cache_write));
+        let part = |n: u64, price: u64| u128::from(n).saturating_mul(u128::from(price));
+        let per_mtok = part(plain, self.input)
+            .saturating_add(part(cached, self.cached_input))
+            .saturating_add(part(cache_write, self.cache_write))
+            .saturating_add(part(completion, self.output));
+        let tokens = per_mtok.saturating_add(500_000) / 1_000_000;
+        u64::try_from(tokens)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.per_request)
+    }
 }
 
 impl Config {
@@ -109,6 +141,9 @@ pub enum ProviderKind {
     OpenAi,
     /// Anthropic Messages.
     Anthropic,
+    /// Azure OpenAI: OpenAI's format under `/openai/deployments/{model}/…?api-version=…`,
+    /// authenticated with an `api-key` header.
+    Azure,
     /// The built-in mock provider. Without a `base_url` the gateway runs one in-process.
     Mock,
 }
@@ -118,6 +153,7 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Azure => "azure",
             ProviderKind::Mock => "mock",
         }
     }
@@ -142,6 +178,10 @@ pub struct DeploymentConfig {
     pub api_key: Option<Secret>,
     pub http2_prior_knowledge: bool,
     pub mock: MockKnobs,
+    /// Azure's `api-version`.
+    pub api_version: Option<String>,
+    /// The price of this deployment's model, from the deployment or the price table.
+    pub price: Option<Price>,
 }
 
 /// A model alias: the name clients ask for, served by one or more deployments.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use http::{HeaderName, Uri};
 
-use crate::raw::{RawConfig, RawDeployment, RawKey, RawPolicy, RawRoute, S};
+use crate::raw::{RawConfig, RawDeployment, RawKey, RawPolicy, RawPrice, RawRoute, S};
 use crate::types::*;
 use crate::{ConfigError, ConfigErrors};
 
@@ -48,12 +48,45 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
     };
     let logging = logging(&raw, &mut errs);
 
-    let deployments: Vec<DeploymentConfig> = raw
+    let mut deployments: Vec<DeploymentConfig> = raw
         .deployments
         .iter()
         .enumerate()
         .filter_map(|(i, d)| deployment(i, d, env, &mut errs))
         .collect();
+    // The price table: the first entry whose pattern matches a deployment's upstream model.
+    let table: Vec<(Pattern, Option<Price>)> = raw
+        .prices
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let p = price(&m.price, &format!("prices.models[{i}]"), Some(&m.model), &mut errs);
+            (Pattern::parse(&m.model.value), p)
+        })
+        .collect();
+    for d in &mut deployments {
+        if d.price.is_none() {
+            d.price = table
+                .iter()
+                .find(|(pattern, _)| pattern.matches(&d.upstream_model))
+                .and_then(|(_, p)| *p);
+        }
+    }
+    let currency = raw
+        .prices
+        .currency
+        .as_ref()
+        .map_or_else(|| "USD".to_owned(), |c| c.value.clone());
+    if let Some(c) = &raw.prices.currency
+        && (c.value.len() != 3 || !c.value.chars().all(|ch| ch.is_ascii_uppercase()))
+    {
+        errs.push(
+            "prices.currency",
+            Some(c),
+            format!("{:?} is not a three-letter currency code like USD", c.value),
+        );
+    }
     unique(raw.deployments.iter().map(|d| &d.name), "deployments", &mut errs);
 
     let mut models = Vec::new();
@@ -138,6 +171,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             models,
             routes,
             keys,
+            currency,
             version,
         })
     } else {
@@ -305,13 +339,14 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
     let provider = match d.provider.value.as_str() {
         "openai" => ProviderKind::OpenAi,
         "anthropic" => ProviderKind::Anthropic,
+        "azure" => ProviderKind::Azure,
         "mock" => ProviderKind::Mock,
         other => {
             errs.push(
                 format!("{path}.provider"),
                 Some(&d.provider),
                 format!(
-                    "unknown provider {other:?} (supported: openai, anthropic, mock; vLLM, Ollama and TGI use openai)"
+                    "unknown provider {other:?} (supported: openai, anthropic, azure, mock; vLLM, Ollama and TGI use openai)"
                 ),
             );
             return None;
@@ -378,6 +413,23 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         chunk_delay_ms: m.chunk_delay_ms,
         chunks: m.chunks,
     });
+    let api_version = match (&d.api_version, provider) {
+        (Some(v), ProviderKind::Azure) => Some(v.value.clone()),
+        (None, ProviderKind::Azure) => Some(DEFAULT_AZURE_API_VERSION.to_owned()),
+        (Some(v), _) => {
+            errs.push(
+                format!("{path}.api_version"),
+                Some(v),
+                "applies only to provider: azure",
+            );
+            None
+        }
+        (None, _) => None,
+    };
+    let price = d
+        .price
+        .as_ref()
+        .and_then(|p| price(p, &format!("{path}.price"), Some(&d.name), errs));
     Some(DeploymentConfig {
         name: d.name.value.clone(),
         provider,
@@ -386,6 +438,46 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         api_key,
         http2_prior_knowledge: d.http2_prior_knowledge,
         mock,
+        api_version,
+        price,
+    })
+}
+
+/// Azure OpenAI's `api-version` when the deployment does not name one.
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+
+/// A price in currency units → micro-units; every amount must be a finite number ≥ 0.
+fn price(p: &RawPrice, path: &str, at: Option<&S<String>>, errs: &mut Collector) -> Option<Price> {
+    let mut ok = true;
+    let mut micros = |v: Option<f64>, name: &str| -> Option<u64> {
+        let v = v?;
+        if !v.is_finite() || !(0.0..=1e9).contains(&v) {
+            errs.push(
+                format!("{path}.{name}"),
+                at,
+                format!("{v} is not a price (a number from 0 to 1e9)"),
+            );
+            ok = false;
+            return None;
+        }
+        Some((v * 1_000_000.0).round() as u64)
+    };
+    let input = micros(p.input, "input");
+    let output = micros(p.output, "output");
+    let cached_input = micros(p.cached_input, "cached_input");
+    let cache_write = micros(p.cache_write, "cache_write");
+    let per_request = micros(p.per_request, "per_request");
+    if !ok {
+        return None;
+    }
+    let input = input.unwrap_or(0);
+    Some(Price {
+        input,
+        output: output.unwrap_or(0),
+        // Without their own price, cached tokens cost what input tokens cost.
+        cached_input: cached_input.unwrap_or(input),
+        cache_write: cache_write.unwrap_or(input),
+        per_request: per_request.unwrap_or(0),
     })
 }
 

@@ -65,6 +65,7 @@ pub async fn attempts(
         let elapsed = started.elapsed();
         match result {
             Ok(up) => {
+                finish.set_price(dep.price, &snap.currency);
                 finish.add_attempt(
                     AttemptRecord {
                         deployment: dep.name.clone(),
@@ -128,6 +129,7 @@ async fn attempt_once(
             drop_unsupported: policy.drop_unsupported,
             forward: &policy.forward_params,
         },
+        api_version: dep.api_version.as_deref(),
     };
     let request = dep.adapter.build_request(inbound, &target).map_err(|e| {
         let error = match e {

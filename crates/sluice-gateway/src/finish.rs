@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
+use sluice_config::Price;
 use sluice_providers::Usage;
 
 use crate::error::GatewayError;
@@ -53,6 +54,9 @@ pub struct RequestRecord {
     pub cache_write_tokens: u64,
     pub reasoning_tokens: u64,
     pub usage_estimated: bool,
+    /// What the request cost, in micro-units of `currency` (when the model has a price).
+    pub cost_micros: Option<u64>,
+    pub currency: Option<Arc<str>>,
     pub config_version: Arc<str>,
 }
 
@@ -74,6 +78,7 @@ pub struct Finish {
     first_byte: Option<Instant>,
     upstream: Duration,
     responded: bool,
+    price: Option<Price>,
 }
 
 impl Finish {
@@ -111,6 +116,8 @@ impl Finish {
                 cache_write_tokens: 0,
                 reasoning_tokens: 0,
                 usage_estimated: false,
+                cost_micros: None,
+                currency: None,
                 config_version,
             })),
             telemetry,
@@ -118,6 +125,7 @@ impl Finish {
             first_byte: None,
             upstream: Duration::ZERO,
             responded: false,
+            price: None,
         }
     }
 
@@ -206,6 +214,16 @@ impl Finish {
         }
     }
 
+    /// The price of the deployment that answered; the cost is worked out when usage is final.
+    pub fn set_price(&mut self, price: Option<Price>, currency: &Arc<str>) {
+        self.price = price;
+        if price.is_some()
+            && let Some(r) = self.record()
+        {
+            r.currency = Some(currency.clone());
+        }
+    }
+
     /// Marks how the request ended when it did not end cleanly (after headers were sent).
     pub fn fail(&mut self, class: &'static str, code: &'static str) {
         if let Some(r) = self.record() {
@@ -224,6 +242,14 @@ impl Finish {
             r.upstream_ms = Some(ms(self.upstream));
         }
         let overhead = total.saturating_sub(self.upstream);
+        if let Some(p) = self.price {
+            r.cost_micros = Some(p.cost_micros(
+                r.prompt_tokens,
+                r.cached_tokens,
+                r.cache_write_tokens,
+                r.completion_tokens,
+            ));
+        }
         r.overhead_ms = ms(overhead);
 
         let m = &self.telemetry.metrics;
@@ -246,6 +272,11 @@ impl Finish {
         m.overhead.observe(overhead.as_secs_f64());
         if let Some(class) = r.error_class {
             m.errors.get_or_create(&ClassLabel { class }).inc();
+        }
+        if let Some(c) = r.cost_micros
+            && c > 0
+        {
+            m.cost.get_or_create(&rm).inc_by(c);
         }
         for (kind, n) in [("prompt", r.prompt_tokens), ("completion", r.completion_tokens)] {
             if n > 0 {

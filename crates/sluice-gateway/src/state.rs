@@ -16,21 +16,24 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use sluice_config::{Config, MockKnobs, ProviderKind, RouteConfig, Secret};
+use sluice_config::{Config, MockKnobs, Price, ProviderKind, RouteConfig, Secret};
 use sluice_mock::{Knobs, MockConfig, MockServer};
 use sluice_providers::ProviderAdapter;
 use sluice_providers::anthropic::AnthropicAdapter;
+use sluice_providers::azure::AzureAdapter;
 use sluice_providers::openai::OpenAiAdapter;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 static OPENAI: OpenAiAdapter = OpenAiAdapter;
 static ANTHROPIC: AnthropicAdapter = AnthropicAdapter;
+static AZURE: AzureAdapter = AzureAdapter;
 
 fn adapter_for(kind: ProviderKind) -> &'static dyn ProviderAdapter {
     match kind {
         ProviderKind::OpenAi | ProviderKind::Mock => &OPENAI,
         ProviderKind::Anthropic => &ANTHROPIC,
+        ProviderKind::Azure => &AZURE,
     }
 }
 
@@ -49,6 +52,8 @@ pub struct DeploymentRuntime {
     pub upstream_model: String,
     pub api_key: Option<Secret>,
     pub http2_prior_knowledge: bool,
+    pub api_version: Option<String>,
+    pub price: Option<Price>,
 }
 
 impl std::fmt::Debug for DeploymentRuntime {
@@ -100,6 +105,8 @@ impl RouteRuntime {
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub version: Arc<str>,
+    /// The price table's currency (costs are logged in micro-units of it).
+    pub currency: Arc<str>,
     pub deployments: Vec<DeploymentRuntime>,
     pub models: Vec<ModelRuntime>,
     pub model_index: HashMap<String, usize>,
@@ -223,6 +230,8 @@ impl LiveState {
                 upstream_model: d.upstream_model.clone(),
                 api_key: d.api_key.clone(),
                 http2_prior_knowledge: d.http2_prior_knowledge,
+                api_version: d.api_version.clone(),
+                price: d.price,
             });
         }
         let models: Vec<ModelRuntime> = config
@@ -253,6 +262,7 @@ impl LiveState {
             .collect();
         Ok(Snapshot {
             version: Arc::from(config.version.as_str()),
+            currency: Arc::from(config.currency.as_str()),
             config: Arc::new(config),
             deployments,
             models,

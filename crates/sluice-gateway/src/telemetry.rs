@@ -66,6 +66,8 @@ pub struct Metrics {
     pub overhead: Histogram,
     pub errors: Family<ClassLabel, Counter>,
     pub tokens: Family<TokenLabels, Counter>,
+    /// Micro-units of the configured currency, for requests whose model has a price.
+    pub cost: Family<RouteModel, Counter>,
     pub attempts: Family<AttemptLabels, Counter>,
     pub in_flight: Gauge,
     pub log_dropped: Counter,
@@ -82,6 +84,7 @@ impl Metrics {
             overhead: Histogram::new(exponential_buckets(0.000_005, 2.0, 20)),
             errors: Family::default(),
             tokens: Family::default(),
+            cost: Family::default(),
             attempts: Family::default(),
             in_flight: Gauge::default(),
             log_dropped: Counter::default(),
@@ -110,6 +113,11 @@ impl Metrics {
             m.errors.clone(),
         );
         registry.register("sluice_tokens", "Tokens by route, model and kind", m.tokens.clone());
+        registry.register(
+            "sluice_cost_micros",
+            "Cost of requests in micro-units of the price table's currency, by route and model",
+            m.cost.clone(),
+        );
         registry.register(
             "sluice_upstream_attempts",
             "Upstream attempts by deployment and outcome",

@@ -206,9 +206,13 @@ pub(crate) fn json_response(status: StatusCode, v: &serde_json::Value) -> Respon
 }
 
 fn recorded(parts: &http::request::Parts, path: &str, body: &[u8]) -> RecordedRequest {
+    let path = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
     RecordedRequest {
         method: parts.method.to_string(),
-        path: path.to_owned(),
+        path,
         headers: parts
             .headers
             .iter()
@@ -238,6 +242,51 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             anthropic::respond(
                 &parts.headers,
                 shared.config.api_key.as_deref(),
+                &bytes,
+                &shared.config.defaults,
+                Attempt::new(shared.stats.clone()),
+            )
+            .await
+        }
+        (&Method::POST, p) if p.starts_with("/openai/deployments/") => {
+            let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+            shared.stats.record(recorded(&parts, &path, &bytes));
+            let op = p.splitn(5, '/').nth(4).unwrap_or("");
+            let Some(op_path) = (match op {
+                "chat/completions" => Some("/v1/chat/completions"),
+                "completions" => Some("/v1/completions"),
+                "embeddings" => Some("/v1/embeddings"),
+                _ => None,
+            }) else {
+                return Ok(json_response(
+                    StatusCode::NOT_FOUND,
+                    &responses::error_body(404, "Resource not found"),
+                ));
+            };
+            let has_version = parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("api-version=") && kv.len() > 12));
+            if !has_version {
+                return Ok(json_response(
+                    StatusCode::NOT_FOUND,
+                    &responses::error_body(404, "Resource not found"),
+                ));
+            }
+            if let Some(expected) = &shared.config.api_key {
+                let got = parts.headers.get("api-key").and_then(|v| v.to_str().ok()).unwrap_or("");
+                if got != expected {
+                    return Ok(json_response(
+                        StatusCode::UNAUTHORIZED,
+                        &responses::error_body(
+                            401,
+                            "Access denied due to invalid subscription key or wrong API endpoint.",
+                        ),
+                    ));
+                }
+            }
+            generate::respond(
+                op_path,
                 &bytes,
                 &shared.config.defaults,
                 Attempt::new(shared.stats.clone()),

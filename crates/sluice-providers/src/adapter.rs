@@ -111,6 +111,8 @@ pub struct Target<'a> {
     pub request_id: &'a str,
     /// What to do with parameters a translation cannot express.
     pub params: ParamPolicy<'a>,
+    /// Azure's `api-version`.
+    pub api_version: Option<&'a str>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@
 
 pub mod adapter;
 pub mod anthropic;
+pub mod azure;
 pub mod chat;
 pub mod error;
 pub mod openai;

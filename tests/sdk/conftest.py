@@ -143,11 +143,13 @@ deployments:
   - {{ name: mock-a, provider: openai, base_url: "{mock_base}/v1", model: {upstream}, api_key_env: SDK_LANE_MOCK_KEY }}
   - {{ name: broken-cred, provider: openai, base_url: "{mock_base}/v1", model: {upstream}, api_key_env: SDK_LANE_WRONG_KEY }}
   - {{ name: azure-a, provider: azure, base_url: "{mock_base}", model: gpt4o-dep, api_version: "2024-10-21", api_key_env: SDK_LANE_MOCK_KEY }}
+  - {{ name: gemini-a, provider: gemini, base_url: "{mock_base}/v1beta", model: gemini-upstream, api_key_env: SDK_LANE_MOCK_KEY }}
   - {{ name: claude-a, provider: anthropic, base_url: "{mock_base}/v1", model: {claude_upstream}, api_key_env: SDK_LANE_MOCK_KEY }}
 models:
   - {{ name: chat, deployments: [mock-a] }}
   - {{ name: claude, deployments: [claude-a] }}
   - {{ name: azure-chat, deployments: [azure-a] }}
+  - {{ name: gemini, deployments: [gemini-a] }}
   - {{ name: other, deployments: [mock-a] }}
   - {{ name: badcred, deployments: [broken-cred] }}
 routes:

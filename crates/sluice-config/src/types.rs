@@ -141,6 +141,8 @@ pub enum ProviderKind {
     OpenAi,
     /// Anthropic Messages.
     Anthropic,
+    /// Google Gemini (`generateContent`), authenticated with `x-goog-api-key`.
+    Gemini,
     /// Azure OpenAI: OpenAI's format under `/openai/deployments/{model}/…?api-version=…`,
     /// authenticated with an `api-key` header.
     Azure,
@@ -154,6 +156,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Azure => "azure",
+            ProviderKind::Gemini => "gemini",
             ProviderKind::Mock => "mock",
         }
     }

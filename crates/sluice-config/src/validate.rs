@@ -340,13 +340,14 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         "openai" => ProviderKind::OpenAi,
         "anthropic" => ProviderKind::Anthropic,
         "azure" => ProviderKind::Azure,
+        "gemini" => ProviderKind::Gemini,
         "mock" => ProviderKind::Mock,
         other => {
             errs.push(
                 format!("{path}.provider"),
                 Some(&d.provider),
                 format!(
-                    "unknown provider {other:?} (supported: openai, anthropic, azure, mock; vLLM, Ollama and TGI use openai)"
+                    "unknown provider {other:?} (supported: openai, anthropic, azure, gemini, mock; vLLM, Ollama and TGI use openai)"
                 ),
             );
             return None;

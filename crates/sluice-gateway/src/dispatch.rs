@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use sluice_providers::adapter::{AdapterError, Target};
+use sluice_providers::adapter::{AdapterError, ResponseFault, Target};
 use sluice_providers::{ErrorClass, InboundRequest, ParamPolicy, StreamTranslator, Usage};
 
 use crate::error::{ErrorKind, GatewayError};
@@ -247,7 +247,7 @@ async fn attempt_once(
                 body: out.body,
                 usage: out.usage,
             }),
-            Err(e) => Err(Failure {
+            Err(ResponseFault::Malformed(e)) => Err(Failure {
                 error: GatewayError::new(
                     ErrorKind::UpstreamRejected,
                     "upstream_malformed_response",
@@ -257,6 +257,16 @@ async fn attempt_once(
                 outcome: "malformed",
                 status: Some(status.as_u16()),
             }),
+            Err(ResponseFault::Refused { class, message }) => {
+                let secrets: Vec<&str> = dep.api_key.iter().map(|s| s.expose()).collect();
+                let message = sluice_providers::scrub_credentials(&message, &secrets).into_owned();
+                Err(Failure {
+                    error: upstream_error(class, StatusCode::BAD_REQUEST, Some(message), None),
+                    retryable: class.is_retryable(),
+                    outcome: class.as_str(),
+                    status: Some(status.as_u16()),
+                })
+            }
         };
     }
 

@@ -21,6 +21,7 @@ use sluice_mock::{Knobs, MockConfig, MockServer};
 use sluice_providers::ProviderAdapter;
 use sluice_providers::anthropic::AnthropicAdapter;
 use sluice_providers::azure::AzureAdapter;
+use sluice_providers::gemini::GeminiAdapter;
 use sluice_providers::openai::OpenAiAdapter;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -28,12 +29,14 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 static OPENAI: OpenAiAdapter = OpenAiAdapter;
 static ANTHROPIC: AnthropicAdapter = AnthropicAdapter;
 static AZURE: AzureAdapter = AzureAdapter;
+static GEMINI: GeminiAdapter = GeminiAdapter;
 
 fn adapter_for(kind: ProviderKind) -> &'static dyn ProviderAdapter {
     match kind {
         ProviderKind::OpenAi | ProviderKind::Mock => &OPENAI,
         ProviderKind::Anthropic => &ANTHROPIC,
         ProviderKind::Azure => &AZURE,
+        ProviderKind::Gemini => &GEMINI,
     }
 }
 

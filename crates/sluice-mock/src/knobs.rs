@@ -36,6 +36,8 @@ pub struct Knobs {
     pub cached_tokens: Option<u64>,
     /// Prompt tokens to report as written to the prompt cache (Anthropic).
     pub cache_write_tokens: Option<u64>,
+    /// Gemini: block the `prompt` (promptFeedback) or the `answer` (a SAFETY finish).
+    pub safety_block: Option<String>,
 }
 
 impl Knobs {
@@ -57,6 +59,7 @@ impl Knobs {
             error_type: self.error_type.or_else(|| defaults.error_type.clone()),
             cached_tokens: self.cached_tokens.or(defaults.cached_tokens),
             cache_write_tokens: self.cache_write_tokens.or(defaults.cache_write_tokens),
+            safety_block: self.safety_block.or_else(|| defaults.safety_block.clone()),
         }
     }
     pub fn chunks(&self) -> u64 {

@@ -8,6 +8,7 @@
 
 mod anthropic;
 mod body;
+mod gemini;
 mod generate;
 mod knobs;
 mod responses;
@@ -248,6 +249,22 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             )
             .await
         }
+        (&Method::POST, p) if gemini::route(p).is_some() => {
+            let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+            shared.stats.record(recorded(&parts, &path, &bytes));
+            let (model, method) = gemini::route(p).unwrap_or_default();
+            gemini::respond(
+                &parts.headers,
+                parts.uri.query(),
+                shared.config.api_key.as_deref(),
+                model,
+                method,
+                &bytes,
+                &shared.config.defaults,
+                Attempt::new(shared.stats.clone()),
+            )
+            .await
+        }
         (&Method::POST, p) if p.starts_with("/openai/deployments/") => {
             let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
             shared.stats.record(recorded(&parts, &path, &bytes));
@@ -332,7 +349,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         }
         _ => Ok(json_response(
             StatusCode::NOT_FOUND,
-            &responses::error_body(404, "no such mock endpoint"),
+            &responses::error_body(404, &format!("no such mock endpoint: {} {path}", parts.method)),
         )),
     }
 }

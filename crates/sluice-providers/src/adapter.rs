@@ -148,7 +148,7 @@ pub trait ProviderAdapter: Send + Sync + 'static {
 
     /// Checks a complete, successful, non-streamed response body, reads its usage, and puts it
     /// in the client's format.
-    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, MalformedResponse>;
+    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault>;
 
     /// A fresh translator for one streamed response.
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator>;
@@ -196,6 +196,16 @@ impl StreamFault {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed response body from upstream: {0}")]
 pub struct MalformedResponse(pub String);
+
+/// Why a successful (2xx) upstream response cannot be given to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseFault {
+    #[error(transparent)]
+    Malformed(#[from] MalformedResponse),
+    /// The provider answered 200 but refused, e.g. a prompt blocked by a safety filter.
+    #[error("{message}")]
+    Refused { class: ErrorClass, message: String },
+}
 
 /// The upstream sent something inside a stream that is not a valid event of its protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,8 +10,8 @@ use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{
-    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseOut, StreamFault,
-    StreamTranslator, Target,
+    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
+    StreamFault, StreamTranslator, Target,
 };
 use crate::chat::{ChatRequest, ChatResponse, Delta, Image, Message, Part, Role, StopReason, Tool, ToolChoice};
 use crate::error::{ErrorClass, RequestError, scrub_credentials};
@@ -683,7 +683,7 @@ impl ProviderAdapter for AnthropicAdapter {
         Ok(builder.body(body)?)
     }
 
-    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, MalformedResponse> {
+    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {
         let chat = response_to_chat(&body)?;
         let usage = Some(chat.usage);
         let body = match req.endpoint.wire() {

@@ -8,7 +8,7 @@ use http::header::{AUTHORIZATION, HeaderValue};
 use http::{StatusCode, Uri};
 
 use crate::adapter::{
-    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseOut, StreamTranslator, Target,
+    AdapterError, Endpoint, InboundRequest, ProviderAdapter, ResponseFault, ResponseOut, StreamTranslator, Target,
 };
 use crate::error::ErrorClass;
 use crate::openai::OpenAiAdapter;
@@ -62,7 +62,7 @@ impl ProviderAdapter for AzureAdapter {
         Ok(request)
     }
 
-    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, MalformedResponse> {
+    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {
         OpenAiAdapter.read_response(req, body)
     }
 

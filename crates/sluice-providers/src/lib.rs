@@ -10,6 +10,7 @@ pub mod anthropic;
 pub mod azure;
 pub mod chat;
 pub mod error;
+pub mod gemini;
 pub mod openai;
 pub mod openai_chat;
 pub mod responses;

@@ -16,8 +16,8 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use crate::adapter::{
-    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseOut, StreamFault,
-    StreamTranslator, Target,
+    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
+    StreamFault, StreamTranslator, Target,
 };
 use crate::error::{ErrorClass, RequestError, scrub_credentials};
 use crate::sse::SseEvent;
@@ -362,9 +362,9 @@ impl ProviderAdapter for OpenAiAdapter {
         Ok(builder.body(body)?)
     }
 
-    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, MalformedResponse> {
+    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {
         if !body.trim_ascii_start().starts_with(b"{") {
-            return Err(MalformedResponse("not a JSON object".to_owned()));
+            return Err(MalformedResponse("not a JSON object".to_owned()).into());
         }
         let wire = req.endpoint.wire();
         if wire != Wire::OpenAi {
@@ -374,7 +374,8 @@ impl ProviderAdapter for OpenAiAdapter {
                 usage: Some(chat.usage),
             });
         }
-        let env: ResponseEnvelope = serde_json::from_slice(&body).map_err(|e| MalformedResponse(e.to_string()))?;
+        let env: ResponseEnvelope =
+            serde_json::from_slice(&body).map_err(|e| ResponseFault::from(MalformedResponse(e.to_string())))?;
         Ok(ResponseOut {
             body,
             usage: env.usage.map(Usage::from),

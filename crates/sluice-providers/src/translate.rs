@@ -28,11 +28,13 @@ pub enum Wire {
 pub enum Source {
     OpenAi,
     Anthropic,
+    Gemini,
 }
 
 enum Decoder {
     OpenAi(ChunkDecoder),
     Anthropic(EventDecoder),
+    Gemini(crate::gemini::ChunkDecoder),
 }
 
 enum Encoder {
@@ -75,6 +77,7 @@ impl Translating {
             decoder: match upstream {
                 Source::OpenAi => Decoder::OpenAi(ChunkDecoder::default()),
                 Source::Anthropic => Decoder::Anthropic(EventDecoder::default()),
+                Source::Gemini => Decoder::Gemini(crate::gemini::ChunkDecoder::default()),
             },
             encoder: match client {
                 Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(include_usage)),
@@ -95,6 +98,7 @@ impl StreamTranslator for Translating {
         let decoded = match &mut self.decoder {
             Decoder::OpenAi(d) => d.decode(&event, &mut self.deltas),
             Decoder::Anthropic(d) => d.decode(&event, &mut self.deltas),
+            Decoder::Gemini(d) => d.decode(&event, &mut self.deltas),
         };
         if let Err(fault) = decoded {
             // The provider's own error event, said again in the client's format.

@@ -1,0 +1,612 @@
+//! Google Gemini (`generateContent`, `streamGenerateContent?alt=sse`, `batchEmbedContents`):
+//! an upstream format only. Requests are built from the canonical exchange, answers read back
+//! into it; a prompt or answer blocked by Gemini's safety filters is a content-policy error.
+//!
+//! Gemini has no tool-call ids: calls get `call_{n}` ids on the way back, and a tool result is
+//! matched to its call's function name through the conversation.
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use http::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+use crate::adapter::{
+    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
+    StreamFault, StreamTranslator, Target,
+};
+use crate::chat::{ChatRequest, ChatResponse, Delta, Image, Part, Role, StopReason, ToolChoice, arguments_text};
+use crate::error::{ErrorClass, scrub_credentials};
+use crate::openai::join_url;
+use crate::sse::SseEvent;
+use crate::translate::{Source, Translating};
+use crate::usage::Usage;
+
+/// Builds a Gemini `generateContent` body from the canonical request.
+pub fn chat_to_request(req: &ChatRequest) -> Result<Bytes, crate::error::RequestError> {
+    let mut contents = Vec::with_capacity(req.messages.len());
+    for m in &req.messages {
+        let mut parts = Vec::with_capacity(m.content.len());
+        for p in &m.content {
+            match p {
+                Part::Text(t) if t.is_empty() => {}
+                Part::Text(t) => parts.push(json!({"text": t})),
+                Part::Image(Image::Base64 { media_type, data }) => {
+                    parts.push(json!({"inlineData": {"mimeType": media_type, "data": data}}))
+                }
+                Part::Image(Image::Url(url)) => {
+                    parts.push(json!({"fileData": {"mimeType": guess_mime(url), "fileUri": url}}))
+                }
+                Part::ToolUse { name, input, .. } => {
+                    let args = if input.is_object() { input.clone() } else { json!({}) };
+                    parts.push(json!({"functionCall": {"name": name, "args": args}}))
+                }
+                Part::ToolResult {
+                    tool_use_id, content, ..
+                } => {
+                    let name = tool_name(req, tool_use_id).unwrap_or(tool_use_id.as_str());
+                    let text: String = content
+                        .iter()
+                        .filter_map(|c| match c {
+                            Part::Text(t) => Some(t.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    // Gemini wants an object; JSON text stays structured, anything else is wrapped.
+                    let response = match serde_json::from_str::<Value>(&text) {
+                        Ok(v @ Value::Object(_)) => v,
+                        _ => json!({"content": text}),
+                    };
+                    parts.push(json!({"functionResponse": {"name": name, "response": response}}))
+                }
+            }
+        }
+        let role = if m.role == Role::Assistant { "model" } else { "user" };
+        match contents.last_mut() {
+            Some(Value::Object(last)) if last.get("role").and_then(Value::as_str) == Some(role) => {
+                if let Some(Value::Array(p)) = last.get_mut("parts") {
+                    p.extend(parts);
+                }
+            }
+            _ => contents.push(json!({"role": role, "parts": parts})),
+        }
+    }
+    let mut out = Map::new();
+    out.insert("contents".into(), Value::Array(contents));
+    if !req.system.is_empty() {
+        out.insert(
+            "systemInstruction".into(),
+            json!({"parts": [{"text": req.system.join("\n\n")}]}),
+        );
+    }
+    if !req.tools.is_empty() {
+        let decls: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut d = json!({"name": t.name, "parameters": t.parameters});
+                if let Some(desc) = &t.description {
+                    d["description"] = json!(desc);
+                }
+                d
+            })
+            .collect();
+        out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
+    }
+    if let Some(c) = &req.tool_choice {
+        let cfg = match c {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::Tool(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+        };
+        out.insert("toolConfig".into(), json!({"functionCallingConfig": cfg}));
+    }
+    let mut gen_cfg = Map::new();
+    if let Some(n) = req.max_tokens {
+        gen_cfg.insert("maxOutputTokens".into(), json!(n));
+    }
+    if let Some(t) = req.temperature {
+        gen_cfg.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = req.top_p {
+        gen_cfg.insert("topP".into(), json!(p));
+    }
+    if let Some(k) = req.top_k {
+        gen_cfg.insert("topK".into(), json!(k));
+    }
+    if !req.stop.is_empty() {
+        gen_cfg.insert("stopSequences".into(), json!(req.stop));
+    }
+    if !gen_cfg.is_empty() {
+        out.insert("generationConfig".into(), Value::Object(gen_cfg));
+    }
+    for (k, v) in &req.extra {
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(Bytes::from(serde_json::to_vec(&Value::Object(out)).unwrap_or_default()))
+}
+
+fn guess_mime(url: &str) -> &'static str {
+    let lower = url.to_ascii_lowercase();
+    if lower.ends_with(".png") {
+        "image/png"
+    } else if lower.ends_with(".webp") {
+        "image/webp"
+    } else if lower.ends_with(".gif") {
+        "image/gif"
+    } else {
+        "image/jpeg"
+    }
+}
+
+/// The function name of the tool call `id` in the conversation.
+fn tool_name<'a>(req: &'a ChatRequest, id: &str) -> Option<&'a str> {
+    req.messages.iter().flat_map(|m| &m.content).find_map(|p| match p {
+        Part::ToolUse { id: i, name, .. } if i == id => Some(name.as_str()),
+        _ => None,
+    })
+}
+
+pub fn stop_reason_from(r: &str) -> StopReason {
+    match r {
+        "MAX_TOKENS" => StopReason::MaxTokens,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
+            StopReason::ContentFilter
+        }
+        _ => StopReason::EndTurn,
+    }
+}
+
+pub fn usage_from(v: &Value) -> Usage {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let prompt = n("promptTokenCount");
+    // Thinking tokens are billed as output; Gemini counts them apart from the candidates.
+    let completion = n("candidatesTokenCount") + n("thoughtsTokenCount");
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        cached_tokens: n("cachedContentTokenCount"),
+        cache_write_tokens: 0,
+        reasoning_tokens: n("thoughtsTokenCount"),
+    }
+}
+
+/// The safety refusal in a response with no usable candidate, if that is what it is.
+fn blocked(v: &Value) -> Option<String> {
+    if let Some(reason) = v.pointer("/promptFeedback/blockReason").and_then(Value::as_str) {
+        return Some(format!(
+            "The prompt was blocked by the provider's safety filters ({reason})."
+        ));
+    }
+    let c = v.pointer("/candidates/0")?;
+    let reason = c.get("finishReason").and_then(Value::as_str)?;
+    let empty = c
+        .pointer("/content/parts")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    (empty && stop_reason_from(reason) == StopReason::ContentFilter)
+        .then(|| format!("The answer was blocked by the provider's safety filters ({reason})."))
+}
+
+/// Reads a Gemini response (or a stream chunk, which has the same shape).
+pub fn response_to_chat(body: &[u8]) -> Result<ChatResponse, ResponseFault> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| MalformedResponse(e.to_string()))?;
+    if let Some(message) = blocked(&v) {
+        return Err(ResponseFault::Refused {
+            class: ErrorClass::ContentPolicy,
+            message,
+        });
+    }
+    let c = v
+        .pointer("/candidates/0")
+        .ok_or_else(|| MalformedResponse("no candidates".to_owned()))?;
+    let mut content = Vec::new();
+    let mut calls = 0;
+    for p in c
+        .pointer("/content/parts")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        if p.get("thought").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        if let Some(t) = p.get("text").and_then(Value::as_str) {
+            match content.last_mut() {
+                Some(Part::Text(s)) => s.push_str(t),
+                _ => content.push(Part::Text(t.to_owned())),
+            }
+        } else if let Some(f) = p.get("functionCall") {
+            content.push(Part::ToolUse {
+                id: f
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("call_{calls}"), str::to_owned),
+                name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                input: f.get("args").cloned().unwrap_or_else(|| json!({})),
+            });
+            calls += 1;
+        }
+    }
+    let has_calls = calls > 0;
+    Ok(ChatResponse {
+        id: v
+            .get("responseId")
+            .and_then(Value::as_str)
+            .unwrap_or("gemini")
+            .to_owned(),
+        model: v
+            .get("modelVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        content,
+        stop_reason: c.get("finishReason").and_then(Value::as_str).map(|r| {
+            let s = stop_reason_from(r);
+            if has_calls && s == StopReason::EndTurn {
+                StopReason::ToolUse
+            } else {
+                s
+            }
+        }),
+        stop_sequence: None,
+        usage: v.get("usageMetadata").map(usage_from).unwrap_or_default(),
+    })
+}
+
+/// Gemini stream chunks → canonical deltas. The stream has no end marker: it is complete once
+/// a chunk carried a finish reason.
+#[derive(Debug, Default)]
+pub struct ChunkDecoder {
+    started: bool,
+    calls: u32,
+    usage: Option<Usage>,
+    ended: bool,
+}
+
+impl ChunkDecoder {
+    pub fn decode(&mut self, event: &SseEvent, out: &mut Vec<Delta>) -> Result<(), StreamFault> {
+        let Some(data) = event.data.as_deref() else {
+            return Ok(());
+        };
+        let v: Value = serde_json::from_slice(data).map_err(|_| StreamFault::Malformed)?;
+        if let Some(e) = v.get("error") {
+            return Err(StreamFault::UpstreamError {
+                class: ErrorClass::Server,
+                message: e.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            });
+        }
+        if !self.started {
+            self.started = true;
+            out.push(Delta::Start {
+                id: v
+                    .get("responseId")
+                    .and_then(Value::as_str)
+                    .unwrap_or("gemini")
+                    .to_owned(),
+                model: v
+                    .get("modelVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
+        if let Some(reason) = v.pointer("/promptFeedback/blockReason").and_then(Value::as_str) {
+            return Err(StreamFault::UpstreamError {
+                class: ErrorClass::ContentPolicy,
+                message: format!("The prompt was blocked by the provider's safety filters ({reason})."),
+            });
+        }
+        let c = v.pointer("/candidates/0");
+        for p in c
+            .and_then(|c| c.pointer("/content/parts"))
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            if let Some(t) = p.get("text").and_then(Value::as_str) {
+                if !t.is_empty() {
+                    out.push(Delta::Text(t.to_owned()));
+                }
+            } else if let Some(f) = p.get("functionCall") {
+                let index = self.calls;
+                self.calls += 1;
+                out.push(Delta::ToolStart {
+                    index,
+                    id: f
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| format!("call_{index}"), str::to_owned),
+                    name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                });
+                out.push(Delta::ToolArgs {
+                    index,
+                    json: arguments_text(f.get("args").unwrap_or(&Value::Null)),
+                });
+            }
+        }
+        if let Some(u) = v.get("usageMetadata") {
+            self.usage = Some(usage_from(u));
+        }
+        if let Some(reason) = c.and_then(|c| c.get("finishReason")).and_then(Value::as_str) {
+            let mut stop = stop_reason_from(reason);
+            if self.calls > 0 && stop == StopReason::EndTurn {
+                stop = StopReason::ToolUse;
+            }
+            out.push(Delta::Stop {
+                reason: stop,
+                stop_sequence: None,
+            });
+            if let Some(u) = self.usage {
+                out.push(Delta::Usage(u));
+            }
+            out.push(Delta::End);
+            self.ended = true;
+        }
+        Ok(())
+    }
+}
+
+/// OpenAI embeddings request → `batchEmbedContents`.
+fn embeddings_request(body: &[u8], model: &str) -> Result<Bytes, crate::error::RequestError> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| crate::error::RequestError::InvalidJson { detail: e.to_string() })?;
+    let inputs: Vec<String> = match v.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()
+        }
+        _ => {
+            return Err(crate::error::RequestError::Unsupported {
+                param: "input (token arrays)".to_owned(),
+            });
+        }
+    };
+    let dims = v.get("dimensions").and_then(Value::as_u64);
+    let requests: Vec<Value> = inputs
+        .iter()
+        .map(|t| {
+            let mut r = json!({"model": format!("models/{model}"), "content": {"parts": [{"text": t}]}});
+            if let Some(d) = dims {
+                r["outputDimensionality"] = json!(d);
+            }
+            r
+        })
+        .collect();
+    Ok(Bytes::from(json!({"requests": requests}).to_string()))
+}
+
+/// `batchEmbedContents` answer → OpenAI's embeddings list (floats or base64 as asked).
+fn embeddings_response(req_body: &[u8], body: &[u8], model: &str) -> Result<Bytes, MalformedResponse> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| MalformedResponse(e.to_string()))?;
+    let list = v
+        .get("embeddings")
+        .and_then(Value::as_array)
+        .ok_or_else(|| MalformedResponse("no embeddings".to_owned()))?;
+    let base64 = serde_json::from_slice::<Value>(req_body)
+        .ok()
+        .and_then(|r| r.get("encoding_format").and_then(Value::as_str).map(|f| f == "base64"))
+        .unwrap_or(false);
+    let data: Vec<Value> = list
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let values: Vec<f32> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
+                .unwrap_or_default();
+            let embedding = if base64 {
+                let bytes: Vec<u8> = values.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64_encode(&bytes))
+            } else {
+                json!(values)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Ok(Bytes::from(
+        json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+            .to_string(),
+    ))
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(T[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The adapter for Gemini deployments (`base_url` like `https://host/v1beta`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GeminiAdapter;
+
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+static SLUICE_AGENT: HeaderValue = HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")));
+
+impl ProviderAdapter for GeminiAdapter {
+    fn name(&self) -> &'static str {
+        "gemini"
+    }
+
+    fn supports(&self, endpoint: Endpoint) -> bool {
+        !matches!(endpoint, Endpoint::Completions)
+    }
+
+    fn build_request(&self, req: &InboundRequest, target: &Target<'_>) -> Result<http::Request<Bytes>, AdapterError> {
+        if !self.supports(req.endpoint) {
+            return Err(AdapterError::Unsupported(req.endpoint.as_str()));
+        }
+        let (op, body) = if req.endpoint == Endpoint::Embeddings {
+            (":batchEmbedContents", embeddings_request(&req.body, target.model)?)
+        } else {
+            let mut chat = crate::translate::read_request(req.endpoint.wire(), &req.body)?;
+            target.params.apply(&mut chat)?;
+            let op = if chat.stream {
+                ":streamGenerateContent?alt=sse"
+            } else {
+                ":generateContent"
+            };
+            (op, chat_to_request(&chat)?)
+        };
+        let uri = join_url(target.base_url, &format!("/models/{}{op}", target.model))?;
+        let mut builder = http::Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(CONTENT_TYPE, APPLICATION_JSON.clone())
+            .header(
+                ACCEPT,
+                if req.view.stream {
+                    EVENT_STREAM.clone()
+                } else {
+                    APPLICATION_JSON.clone()
+                },
+            )
+            .header(USER_AGENT, SLUICE_AGENT.clone());
+        if let Ok(id) = HeaderValue::from_str(target.request_id) {
+            builder = builder.header("x-request-id", id);
+        }
+        if let Some(key) = target.api_key {
+            let mut value = HeaderValue::from_str(key).map_err(|e| AdapterError::Http(http::Error::from(e)))?;
+            value.set_sensitive(true);
+            builder = builder.header("x-goog-api-key", value);
+        }
+        Ok(builder.body(body)?)
+    }
+
+    fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {
+        if req.endpoint == Endpoint::Embeddings {
+            return Ok(ResponseOut {
+                body: embeddings_response(&req.body, &body, &req.view.model)?,
+                usage: None, // Gemini does not count embedding tokens; the gateway estimates
+            });
+        }
+        let chat = response_to_chat(&body)?;
+        Ok(ResponseOut {
+            body: crate::translate::write_response(req.endpoint.wire(), &chat),
+            usage: Some(chat.usage),
+        })
+    }
+
+    fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
+        Box::new(Translating::new(
+            Source::Gemini,
+            req.endpoint.wire(),
+            req.view.include_usage,
+        ))
+    }
+
+    fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let s = v.pointer("/error/status").and_then(Value::as_str).unwrap_or("");
+        let message = v
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match (status.as_u16(), s) {
+            (_, "RESOURCE_EXHAUSTED") | (429, _) => ErrorClass::RateLimited,
+            (_, "UNAUTHENTICATED" | "PERMISSION_DENIED") | (401 | 403, _) => ErrorClass::Auth,
+            (_, "NOT_FOUND") | (404, _) => ErrorClass::NotFound,
+            (400, _) if message.contains("token") && (message.contains("exceed") || message.contains("limit")) => {
+                ErrorClass::ContextLength
+            }
+            (_, "UNAVAILABLE") | (503, _) => ErrorClass::Overloaded,
+            (400 | 409 | 413 | 422, _) => ErrorClass::InvalidRequest,
+            _ => ErrorClass::Server,
+        }
+    }
+
+    fn error_message(&self, body: &[u8], secrets: &[&str]) -> Option<String> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        let text = v.pointer("/error/message")?.as_str()?;
+        Some(scrub_credentials(text, secrets).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_values() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn openai_request_becomes_gemini_with_tool_names_resolved() {
+        let body = json!({
+            "model": "g", "max_tokens": 10, "temperature": 0.1, "stop": ["END"],
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_0", "content": "Sunny"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+            "tool_choice": "required"
+        });
+        let chat = crate::openai_chat::request_to_chat(body.to_string().as_bytes()).unwrap();
+        let out: Value = serde_json::from_slice(&chat_to_request(&chat).unwrap()).unwrap();
+        assert_eq!(out["systemInstruction"], json!({"parts": [{"text": "Be brief."}]}));
+        assert_eq!(out["contents"][1]["role"], "model");
+        assert_eq!(
+            out["contents"][1]["parts"][0]["functionCall"],
+            json!({"name": "weather", "args": {"city": "Oslo"}})
+        );
+        assert_eq!(
+            out["contents"][2]["parts"][0]["functionResponse"],
+            json!({"name": "weather", "response": {"content": "Sunny"}})
+        );
+        assert_eq!(
+            out["generationConfig"],
+            json!({"maxOutputTokens": 10, "temperature": 0.1, "stopSequences": ["END"]})
+        );
+        assert_eq!(out["toolConfig"]["functionCallingConfig"]["mode"], "ANY");
+    }
+
+    #[test]
+    fn safety_blocks_are_content_policy_errors() {
+        let prompt = json!({"promptFeedback": {"blockReason": "SAFETY"}});
+        match response_to_chat(prompt.to_string().as_bytes()) {
+            Err(ResponseFault::Refused { class, .. }) => assert_eq!(class, ErrorClass::ContentPolicy),
+            other => panic!("{other:?}"),
+        }
+        let answer = json!({"candidates": [{"finishReason": "SAFETY", "content": {"parts": []}}]});
+        assert!(matches!(
+            response_to_chat(answer.to_string().as_bytes()),
+            Err(ResponseFault::Refused {
+                class: ErrorClass::ContentPolicy,
+                ..
+            })
+        ));
+        let ok = json!({"candidates": [{"finishReason": "STOP", "content": {"parts": [{"text": "hi"}]}}],
+                        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "thoughtsTokenCount": 2,
+                                          "cachedContentTokenCount": 1}});
+        let r = response_to_chat(ok.to_string().as_bytes()).unwrap();
+        assert_eq!(r.usage.completion_tokens, 3);
+        assert_eq!(r.usage.reasoning_tokens, 2);
+        assert_eq!(r.usage.cached_tokens, 1);
+    }
+}

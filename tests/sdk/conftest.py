@@ -30,6 +30,11 @@ MOCK_CREDENTIAL = "mock-upstream-secret-" + secrets.token_hex(8)
 WRONG_CREDENTIAL = "wrong-upstream-secret-" + secrets.token_hex(8)
 
 TESTER_KEY = "sk-sluice-tester-" + secrets.token_hex(12)
+
+# AWS credentials the mock verifies SigV4 signatures against (boto3 and the gateway sign with them).
+AWS_KEY_ID = "AKIDSDKLANE" + secrets.token_hex(4).upper()
+AWS_SECRET = "sdk-lane-secret-" + secrets.token_hex(16)
+AWS_ENV = {"AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
 LIMITED_KEY = "sk-sluice-limited-" + secrets.token_hex(12)
 
 UPSTREAM_MODEL = "upstream-a"
@@ -144,12 +149,14 @@ deployments:
   - {{ name: broken-cred, provider: openai, base_url: "{mock_base}/v1", model: {upstream}, api_key_env: SDK_LANE_WRONG_KEY }}
   - {{ name: azure-a, provider: azure, base_url: "{mock_base}", model: gpt4o-dep, api_version: "2024-10-21", api_key_env: SDK_LANE_MOCK_KEY }}
   - {{ name: gemini-a, provider: gemini, base_url: "{mock_base}/v1beta", model: gemini-upstream, api_key_env: SDK_LANE_MOCK_KEY }}
+  - {{ name: bedrock-a, provider: bedrock, region: us-east-1, base_url: "{mock_base}", model: "anthropic.claude-3-haiku-20240307-v1:0" }}
   - {{ name: claude-a, provider: anthropic, base_url: "{mock_base}/v1", model: {claude_upstream}, api_key_env: SDK_LANE_MOCK_KEY }}
 models:
   - {{ name: chat, deployments: [mock-a] }}
   - {{ name: claude, deployments: [claude-a] }}
   - {{ name: azure-chat, deployments: [azure-a] }}
   - {{ name: gemini, deployments: [gemini-a] }}
+  - {{ name: bedrock, deployments: [bedrock-a] }}
   - {{ name: other, deployments: [mock-a] }}
   - {{ name: badcred, deployments: [broken-cred] }}
 routes:
@@ -211,10 +218,10 @@ def lane(tmp_path_factory, request):
     base_env.setdefault("NO_COLOR", "1")  # plain text in the captured logs
 
     mock_port = free_port()
-    mock_env = dict(base_env, SDK_LANE_MOCK_KEY=MOCK_CREDENTIAL)
+    mock_env = dict(base_env, SDK_LANE_MOCK_KEY=MOCK_CREDENTIAL, **AWS_ENV)
     mock = start(
         "mock",
-        [binary, "mock", "--listen", f"127.0.0.1:{mock_port}", "--api-key-env", "SDK_LANE_MOCK_KEY"],
+        [binary, "mock", "--listen", f"127.0.0.1:{mock_port}", "--api-key-env", "SDK_LANE_MOCK_KEY", "--verify-sigv4"],
         tmp,
         mock_port,
         mock_env,
@@ -238,7 +245,7 @@ def lane(tmp_path_factory, request):
     )
     config_path = tmp / "sluice.yaml"
     config_path.write_text(config)
-    gw_env = dict(base_env, SDK_LANE_MOCK_KEY=MOCK_CREDENTIAL, SDK_LANE_WRONG_KEY=WRONG_CREDENTIAL)
+    gw_env = dict(base_env, SDK_LANE_MOCK_KEY=MOCK_CREDENTIAL, SDK_LANE_WRONG_KEY=WRONG_CREDENTIAL, **AWS_ENV)
     try:
         gateway = start(
             "gateway", [binary, "serve", "--config", str(config_path)], tmp, gw_port, gw_env, "/healthz"

@@ -263,7 +263,7 @@ def test_embeddings_base64_and_float_agree(client):
 
 def test_models_list_tester(client):
     ids = sorted(m.id for m in client.models.list())
-    assert ids == ["azure-chat", "badcred", "chat", "claude", "gemini", "other"]
+    assert ids == ["azure-chat", "badcred", "bedrock", "chat", "claude", "gemini", "other"]
 
 
 def test_models_list_limited(limited):

@@ -136,6 +136,8 @@ pub struct RawDeployment {
     pub mock: Option<RawMockKnobs>,
     /// Azure OpenAI's `api-version` query parameter.
     pub api_version: Option<S<String>>,
+    /// AWS region (Bedrock); else `AWS_REGION` from the environment.
+    pub region: Option<S<String>>,
     /// This deployment's price, overriding the price table.
     pub price: Option<RawPrice>,
 }

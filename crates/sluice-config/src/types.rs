@@ -143,6 +143,8 @@ pub enum ProviderKind {
     Anthropic,
     /// Google Gemini (`generateContent`), authenticated with `x-goog-api-key`.
     Gemini,
+    /// AWS Bedrock's Converse API, SigV4-signed with credentials from the environment.
+    Bedrock,
     /// Azure OpenAI: OpenAI's format under `/openai/deployments/{model}/…?api-version=…`,
     /// authenticated with an `api-key` header.
     Azure,
@@ -157,6 +159,7 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Azure => "azure",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Bedrock => "bedrock",
             ProviderKind::Mock => "mock",
         }
     }
@@ -185,6 +188,16 @@ pub struct DeploymentConfig {
     pub api_version: Option<String>,
     /// The price of this deployment's model, from the deployment or the price table.
     pub price: Option<Price>,
+    /// AWS credentials (Bedrock), read from the standard environment variables.
+    pub aws: Option<AwsCredentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+    pub region: String,
 }
 
 /// A model alias: the name clients ask for, served by one or more deployments.

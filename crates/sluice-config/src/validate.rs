@@ -341,20 +341,43 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         "anthropic" => ProviderKind::Anthropic,
         "azure" => ProviderKind::Azure,
         "gemini" => ProviderKind::Gemini,
+        "bedrock" => ProviderKind::Bedrock,
         "mock" => ProviderKind::Mock,
         other => {
             errs.push(
                 format!("{path}.provider"),
                 Some(&d.provider),
                 format!(
-                    "unknown provider {other:?} (supported: openai, anthropic, azure, gemini, mock; vLLM, Ollama and TGI use openai)"
+                    "unknown provider {other:?} (supported: openai, anthropic, azure, gemini, bedrock, mock; vLLM, Ollama and TGI use openai)"
                 ),
             );
             return None;
         }
     };
+    let region = match (&d.region, provider) {
+        (Some(r), ProviderKind::Bedrock) => Some(r.value.clone()),
+        (None, ProviderKind::Bedrock) => match env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
+            Some(r) => Some(r),
+            None => {
+                errs.push(
+                    format!("{path}.region"),
+                    Some(&d.name),
+                    "is required for provider: bedrock (or set AWS_REGION)",
+                );
+                None
+            }
+        },
+        (Some(r), _) => {
+            errs.push(format!("{path}.region"), Some(r), "applies only to provider: bedrock");
+            None
+        }
+        (None, _) => None,
+    };
     let base_url = match (&d.base_url, provider) {
         (None, ProviderKind::Mock) => None,
+        (None, ProviderKind::Bedrock) => region
+            .as_ref()
+            .and_then(|r| format!("https://bedrock-runtime.{r}.amazonaws.com").parse::<Uri>().ok()),
         (None, _) => {
             errs.push(
                 format!("{path}.base_url"),
@@ -427,6 +450,29 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         }
         (None, _) => None,
     };
+    let aws = match (provider, &region) {
+        (ProviderKind::Bedrock, Some(region)) => {
+            let id = env("AWS_ACCESS_KEY_ID");
+            let secret = env("AWS_SECRET_ACCESS_KEY");
+            match (id, secret) {
+                (Some(access_key_id), Some(secret)) => Some(AwsCredentials {
+                    access_key_id,
+                    secret_access_key: Secret::new(secret),
+                    session_token: env("AWS_SESSION_TOKEN").map(Secret::new),
+                    region: region.clone(),
+                }),
+                _ => {
+                    errs.push(
+                        format!("{path}.provider"),
+                        Some(&d.provider),
+                        "bedrock needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let price = d
         .price
         .as_ref()
@@ -441,6 +487,7 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         mock,
         api_version,
         price,
+        aws,
     })
 }
 

@@ -9,6 +9,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use sluice_providers::adapter::{AdapterError, ResponseFault, Target};
+use sluice_providers::eventstream::Framing;
 use sluice_providers::{ErrorClass, InboundRequest, ParamPolicy, StreamTranslator, Usage};
 
 use crate::error::{ErrorKind, GatewayError};
@@ -32,6 +33,7 @@ pub enum Upstream {
     /// An event stream, headers received, body still arriving.
     Stream {
         body: Incoming,
+        framing: Framing,
         translator: Box<dyn StreamTranslator>,
     },
 }
@@ -130,6 +132,7 @@ async fn attempt_once(
             forward: &policy.forward_params,
         },
         api_version: dep.api_version.as_deref(),
+        aws: dep.aws.as_ref(),
     };
     let request = dep.adapter.build_request(inbound, &target).map_err(|e| {
         let error = match e {
@@ -193,14 +196,20 @@ async fn attempt_once(
     };
     let (parts, body) = response.into_parts();
     let status = parts.status;
+    let framing = dep.adapter.framing();
+    let stream_type = match framing {
+        Framing::Sse => "text/event-stream",
+        Framing::EventStream => "application/vnd.amazon.eventstream",
+    };
     let is_stream = parts
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+        .is_some_and(|v| v.starts_with(stream_type));
     if status.is_success() && is_stream && inbound.view.stream {
         return Ok(Upstream::Stream {
             body,
+            framing,
             translator: dep.adapter.stream_translator(inbound),
         });
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::Body;
 use hyper::body::Incoming;
 use sluice_providers::adapter::StreamFault;
-use sluice_providers::sse::SseParser;
+use sluice_providers::eventstream::{Framing, StreamParser};
 use sluice_providers::{StreamTranslator, Usage};
 use tokio::time::Sleep;
 
@@ -27,7 +27,7 @@ enum State {
 
 pub struct Relay {
     upstream: Incoming,
-    parser: SseParser,
+    parser: StreamParser,
     translator: Box<dyn StreamTranslator>,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
@@ -49,13 +49,14 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     pub fn new(
         upstream: Incoming,
+        framing: Framing,
         translator: Box<dyn StreamTranslator>,
         idle_timeout: Duration,
         prompt_estimate: u64,
     ) -> Relay {
         Relay {
             upstream,
-            parser: SseParser::new(),
+            parser: StreamParser::new(framing),
             translator,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
@@ -78,8 +79,11 @@ impl Relay {
     }
 
     fn drain_events(&mut self, finish: &mut Finish) {
-        while let Some(event) = self.parser.next_event() {
-            let result = self.translator.on_event(event, &mut self.scratch);
+        while let Some(next) = self.parser.next_event() {
+            let result = match next {
+                Ok(event) => self.translator.on_event(event, &mut self.scratch),
+                Err(fault) => Err(fault),
+            };
             self.out.extend(self.scratch.drain(..));
             match result {
                 Ok(()) => {}

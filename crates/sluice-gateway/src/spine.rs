@@ -167,8 +167,13 @@ async fn walk(
                 body,
             }
         }
-        Upstream::Stream { body, translator } => Reply::Stream(Relay::new(
+        Upstream::Stream {
             body,
+            framing,
+            translator,
+        } => Reply::Stream(Relay::new(
+            body,
+            framing,
             translator,
             policy.stream_idle_timeout,
             prompt_estimate,

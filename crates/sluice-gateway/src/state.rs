@@ -21,6 +21,7 @@ use sluice_mock::{Knobs, MockConfig, MockServer};
 use sluice_providers::ProviderAdapter;
 use sluice_providers::anthropic::AnthropicAdapter;
 use sluice_providers::azure::AzureAdapter;
+use sluice_providers::bedrock::{AwsAuth, BedrockAdapter};
 use sluice_providers::gemini::GeminiAdapter;
 use sluice_providers::openai::OpenAiAdapter;
 
@@ -30,6 +31,7 @@ static OPENAI: OpenAiAdapter = OpenAiAdapter;
 static ANTHROPIC: AnthropicAdapter = AnthropicAdapter;
 static AZURE: AzureAdapter = AzureAdapter;
 static GEMINI: GeminiAdapter = GeminiAdapter;
+static BEDROCK: BedrockAdapter = BedrockAdapter;
 
 fn adapter_for(kind: ProviderKind) -> &'static dyn ProviderAdapter {
     match kind {
@@ -37,6 +39,7 @@ fn adapter_for(kind: ProviderKind) -> &'static dyn ProviderAdapter {
         ProviderKind::Anthropic => &ANTHROPIC,
         ProviderKind::Azure => &AZURE,
         ProviderKind::Gemini => &GEMINI,
+        ProviderKind::Bedrock => &BEDROCK,
     }
 }
 
@@ -57,6 +60,7 @@ pub struct DeploymentRuntime {
     pub http2_prior_knowledge: bool,
     pub api_version: Option<String>,
     pub price: Option<Price>,
+    pub aws: Option<AwsAuth>,
 }
 
 impl std::fmt::Debug for DeploymentRuntime {
@@ -206,6 +210,7 @@ impl LiveState {
                 ..Knobs::default()
             },
             api_key: None,
+            aws: None,
         };
         let server = MockServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
             .await
@@ -235,6 +240,12 @@ impl LiveState {
                 http2_prior_knowledge: d.http2_prior_knowledge,
                 api_version: d.api_version.clone(),
                 price: d.price,
+                aws: d.aws.as_ref().map(|a| AwsAuth {
+                    access_key_id: a.access_key_id.clone(),
+                    secret_access_key: a.secret_access_key.expose().to_owned(),
+                    session_token: a.session_token.as_ref().map(|t| t.expose().to_owned()),
+                    region: a.region.clone(),
+                }),
             });
         }
         let models: Vec<ModelRuntime> = config

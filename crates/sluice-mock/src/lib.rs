@@ -7,6 +7,7 @@
 //! It is a test and demo tool: never a place for gateway logic.
 
 mod anthropic;
+mod bedrock;
 mod body;
 mod gemini;
 mod generate;
@@ -41,6 +42,9 @@ pub struct MockConfig {
     pub defaults: Knobs,
     /// When set, requests must carry `Authorization: Bearer <api_key>`.
     pub api_key: Option<String>,
+    /// When set, Bedrock requests must carry a valid SigV4 signature by this
+    /// (access key id, secret access key).
+    pub aws: Option<(String, String)>,
 }
 
 /// A request as the mock received it.
@@ -243,6 +247,23 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             anthropic::respond(
                 &parts.headers,
                 shared.config.api_key.as_deref(),
+                &bytes,
+                &shared.config.defaults,
+                Attempt::new(shared.stats.clone()),
+            )
+            .await
+        }
+        (&Method::POST, p) if bedrock::route(p).is_some() => {
+            let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+            shared.stats.record(recorded(&parts, &path, &bytes));
+            let (_, op) = bedrock::route(p).unwrap_or_default();
+            let pq = parts.uri.path_and_query().map_or(p, |pq| pq.as_str());
+            bedrock::respond(
+                parts.method.as_str(),
+                pq,
+                &parts.headers,
+                shared.config.aws.as_ref(),
+                op,
                 &bytes,
                 &shared.config.defaults,
                 Attempt::new(shared.stats.clone()),

@@ -113,6 +113,8 @@ pub struct Target<'a> {
     pub params: ParamPolicy<'a>,
     /// Azure's `api-version`.
     pub api_version: Option<&'a str>,
+    /// AWS credentials and region (Bedrock).
+    pub aws: Option<&'a crate::bedrock::AwsAuth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,9 @@ pub enum AdapterError {
     /// The upstream's provider has no such operation.
     #[error("this deployment's provider does not offer the {0} endpoint")]
     Unsupported(&'static str),
+    /// The deployment's credentials are missing or unusable.
+    #[error("cannot authenticate to the upstream: {0}")]
+    Credentials(&'static str),
 }
 
 /// A successful non-streamed response, in the client's format.
@@ -149,6 +154,11 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     /// Checks a complete, successful, non-streamed response body, reads its usage, and puts it
     /// in the client's format.
     fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault>;
+
+    /// How this provider frames its streams.
+    fn framing(&self) -> crate::eventstream::Framing {
+        crate::eventstream::Framing::Sse
+    }
 
     /// A fresh translator for one streamed response.
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator>;

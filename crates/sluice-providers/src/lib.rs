@@ -8,8 +8,10 @@
 pub mod adapter;
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod chat;
 pub mod error;
+pub mod eventstream;
 pub mod gemini;
 pub mod openai;
 pub mod openai_chat;

@@ -29,12 +29,14 @@ pub enum Source {
     OpenAi,
     Anthropic,
     Gemini,
+    Bedrock,
 }
 
 enum Decoder {
     OpenAi(ChunkDecoder),
     Anthropic(EventDecoder),
     Gemini(crate::gemini::ChunkDecoder),
+    Bedrock(crate::bedrock::EventDecoder),
 }
 
 enum Encoder {
@@ -78,6 +80,7 @@ impl Translating {
                 Source::OpenAi => Decoder::OpenAi(ChunkDecoder::default()),
                 Source::Anthropic => Decoder::Anthropic(EventDecoder::default()),
                 Source::Gemini => Decoder::Gemini(crate::gemini::ChunkDecoder::default()),
+                Source::Bedrock => Decoder::Bedrock(crate::bedrock::EventDecoder::default()),
             },
             encoder: match client {
                 Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(include_usage)),
@@ -99,6 +102,7 @@ impl StreamTranslator for Translating {
             Decoder::OpenAi(d) => d.decode(&event, &mut self.deltas),
             Decoder::Anthropic(d) => d.decode(&event, &mut self.deltas),
             Decoder::Gemini(d) => d.decode(&event, &mut self.deltas),
+            Decoder::Bedrock(d) => d.decode(&event, &mut self.deltas),
         };
         if let Err(fault) = decoded {
             // The provider's own error event, said again in the client's format.

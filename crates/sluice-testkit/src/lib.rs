@@ -115,11 +115,19 @@ impl TestResponse {
     }
 }
 
+/// The AWS credentials the test environment provides (Bedrock deployments sign with them).
+pub const AWS_KEY_ID: &str = "AKIDSLUICETEST";
+pub const AWS_SECRET: &str = "sluice-test-secret-access-key/EXAMPLE";
+
 /// The variables the default configs reference.
 pub fn env(name: &str) -> Option<String> {
     match name {
         "SLUICE_TEST_UPSTREAM_KEY" => Some(UPSTREAM_SECRET.to_owned()),
         "SLUICE_TEST_WRONG_KEY" => Some("wrong-credential-999".to_owned()),
+        "AWS_ACCESS_KEY_ID" => Some(AWS_KEY_ID.to_owned()),
+        "AWS_SECRET_ACCESS_KEY" => Some(AWS_SECRET.to_owned()),
+        "AWS_SESSION_TOKEN" => Some("test-session-token".to_owned()),
+        "AWS_REGION" | "AWS_DEFAULT_REGION" => None,
         _ => std::env::var(name).ok(),
     }
 }

@@ -30,7 +30,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the built-in mock provider (OpenAI wire format).
+    /// Run the built-in mock provider (OpenAI, Azure, Anthropic, Gemini and Bedrock formats).
     Mock {
         #[arg(long, default_value = "127.0.0.1:9999")]
         listen: SocketAddr,
@@ -45,6 +45,10 @@ enum Command {
         /// Require this bearer key, read from the named environment variable.
         #[arg(long)]
         api_key_env: Option<String>,
+        /// Verify Bedrock requests' SigV4 signatures against AWS_ACCESS_KEY_ID and
+        /// AWS_SECRET_ACCESS_KEY from the environment.
+        #[arg(long)]
+        verify_sigv4: bool,
     },
     /// Benchmark: direct to the mock vs nginx vs Sluice, pinned, open-loop (needs nginx and oha).
     Bench {
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
                 chunk_delay_ms,
                 chunks,
                 api_key_env,
+                verify_sigv4,
             } => {
                 let defaults = Knobs {
                     latency_ms,
@@ -137,7 +142,18 @@ fn main() -> ExitCode {
                     ..Knobs::default()
                 };
                 let api_key = api_key_env.and_then(|name| std::env::var(name).ok());
-                mock(listen, MockConfig { defaults, api_key }).await
+                let aws = if verify_sigv4 {
+                    match (
+                        std::env::var("AWS_ACCESS_KEY_ID"),
+                        std::env::var("AWS_SECRET_ACCESS_KEY"),
+                    ) {
+                        (Ok(id), Ok(secret)) => Some((id, secret)),
+                        _ => anyhow::bail!("--verify-sigv4 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+                    }
+                } else {
+                    None
+                };
+                mock(listen, MockConfig { defaults, api_key, aws }).await
             }
             Command::Keys { admin_url, command } => admin_client::run(&admin_url, command).await,
             Command::Bench {

@@ -290,8 +290,14 @@ pub async fn respond(
     crate::generate::pause(Knobs::ms(knobs.latency_ms)).await;
     if let Some(status) = knobs.status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = error(status, error_type(status.as_u16()), "mock fault injected");
+        if let Some(s) = knobs.retry_after_s
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
         attempt.complete();
-        return Ok(error(status, error_type(status.as_u16()), "mock fault injected"));
+        return Ok(r);
     }
     let prompt = prompt_tokens(&req);
     let call = tool_call(&req);

@@ -175,6 +175,18 @@ pub struct RawRoute {
     pub max_attempts: Option<S<u64>>,
     pub unsupported_params: Option<S<String>>,
     pub forward_params: Option<Vec<String>>,
+    pub prediction: Option<S<RawPrediction>>,
+}
+
+/// A prediction route: JSON Schemas for the caller's request and the model's answer, and
+/// declarative transformations between the public API and the model server's.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrediction {
+    pub request_schema: Option<serde_json::Value>,
+    pub response_schema: Option<serde_json::Value>,
+    pub request_transform: Option<serde_json::Value>,
+    pub response_transform: Option<serde_json::Value>,
 }
 
 impl RawRoute {

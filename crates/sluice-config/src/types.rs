@@ -145,6 +145,9 @@ pub enum ProviderKind {
     Gemini,
     /// AWS Bedrock's Converse API, SigV4-signed with credentials from the environment.
     Bedrock,
+    /// Any JSON prediction server (KServe v2, Triton, a plain JSON API): `base_url` is the
+    /// endpoint the route's (transformed) request is POSTed to.
+    Prediction,
     /// Azure OpenAI: OpenAI's format under `/openai/deployments/{model}/…?api-version=…`,
     /// authenticated with an `api-key` header.
     Azure,
@@ -160,6 +163,7 @@ impl ProviderKind {
             ProviderKind::Azure => "azure",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Prediction => "prediction",
             ProviderKind::Mock => "mock",
         }
     }
@@ -274,6 +278,16 @@ pub struct RouteConfig {
     /// Aliases this route serves; `None` means any.
     pub allowed_models: Option<Vec<usize>>,
     pub policy: RoutePolicy,
+    pub prediction: Option<PredictionConfig>,
+}
+
+/// A prediction route's contract (schemas already checked to compile).
+#[derive(Debug, Clone, Default)]
+pub struct PredictionConfig {
+    pub request_schema: Option<serde_json::Value>,
+    pub response_schema: Option<serde_json::Value>,
+    pub request_transform: Option<serde_json::Value>,
+    pub response_transform: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]

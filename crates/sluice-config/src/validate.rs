@@ -144,6 +144,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             model: None,
             allowed_models: None,
             policy: defaults,
+            prediction: None,
         });
     }
 
@@ -342,13 +343,14 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         "azure" => ProviderKind::Azure,
         "gemini" => ProviderKind::Gemini,
         "bedrock" => ProviderKind::Bedrock,
+        "prediction" => ProviderKind::Prediction,
         "mock" => ProviderKind::Mock,
         other => {
             errs.push(
                 format!("{path}.provider"),
                 Some(&d.provider),
                 format!(
-                    "unknown provider {other:?} (supported: openai, anthropic, azure, gemini, bedrock, mock; vLLM, Ollama and TGI use openai)"
+                    "unknown provider {other:?} (supported: openai, anthropic, azure, gemini, bedrock, prediction, mock; vLLM, Ollama and TGI use openai)"
                 ),
             );
             return None;
@@ -410,7 +412,7 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
     };
     let upstream_model = match (&d.model, provider) {
         (Some(m), _) if !m.value.is_empty() => m.value.clone(),
-        (_, ProviderKind::Mock) => d.name.value.clone(),
+        (_, ProviderKind::Mock | ProviderKind::Prediction) => d.name.value.clone(),
         (m, _) => {
             errs.push(
                 format!("{path}.model"),
@@ -684,6 +686,35 @@ fn route(
         .allowed_models
         .as_ref()
         .map(|list| resolve_models(list, model_names, &format!("{path}.allowed_models"), errs));
+    let prediction = r.prediction.as_ref().map(|p| {
+        if model.is_none() {
+            errs.push(
+                format!("{path}.model"),
+                Some(p),
+                "a prediction route names the model alias it serves",
+            );
+        }
+        for (name, schema) in [
+            ("request_schema", &p.value.request_schema),
+            ("response_schema", &p.value.response_schema),
+        ] {
+            if let Some(s) = schema
+                && let Err(e) = jsonschema::validator_for(s)
+            {
+                errs.push(
+                    format!("{path}.prediction.{name}"),
+                    Some(p),
+                    format!("not a valid JSON Schema: {e}"),
+                );
+            }
+        }
+        PredictionConfig {
+            request_schema: p.value.request_schema.clone(),
+            response_schema: p.value.response_schema.clone(),
+            request_transform: p.value.request_transform.clone(),
+            response_transform: p.value.response_transform.clone(),
+        }
+    });
     RouteConfig {
         name: r.name.value.clone(),
         matcher: RouteMatch {
@@ -699,6 +730,7 @@ fn route(
         model,
         allowed_models,
         policy: policy(&r.policy(), defaults, &path, server_max_body, errs),
+        prediction,
     }
 }
 

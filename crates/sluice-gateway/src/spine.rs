@@ -130,6 +130,14 @@ async fn walk(
     if inbound.body.len() as u64 > policy.max_body_bytes {
         return Err(too_large(policy.max_body_bytes));
     }
+    // A prediction route checks the caller's JSON and builds the model server's input.
+    let prediction = decision.route.prediction.clone();
+    let mut client_json = None;
+    if let Some(p) = &prediction {
+        let (request, upstream_body) = p.request(&inbound.body)?;
+        inbound.body = Bytes::from(upstream_body);
+        client_json = Some(request);
+    }
 
     let _admission = stages::admit(&caller, &decision, &inbound)?;
     let _permit = stages::enqueue(&caller, &decision).await?;
@@ -146,10 +154,14 @@ async fn walk(
     Ok(match upstream {
         Upstream::Complete {
             status,
-            content_type,
-            body,
+            mut content_type,
+            mut body,
             usage,
         } => {
+            if let (Some(p), Some(request)) = (&prediction, &client_json) {
+                body = Bytes::from(p.response(request, &body)?);
+                content_type = Some(JSON.clone());
+            }
             match usage {
                 Some(u) => finish.set_usage(u, false),
                 None => finish.set_usage(

@@ -24,6 +24,7 @@ use sluice_providers::azure::AzureAdapter;
 use sluice_providers::bedrock::{AwsAuth, BedrockAdapter};
 use sluice_providers::gemini::GeminiAdapter;
 use sluice_providers::openai::OpenAiAdapter;
+use sluice_providers::prediction::PredictionAdapter;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -32,6 +33,7 @@ static ANTHROPIC: AnthropicAdapter = AnthropicAdapter;
 static AZURE: AzureAdapter = AzureAdapter;
 static GEMINI: GeminiAdapter = GeminiAdapter;
 static BEDROCK: BedrockAdapter = BedrockAdapter;
+static PREDICTION: PredictionAdapter = PredictionAdapter;
 
 fn adapter_for(kind: ProviderKind) -> &'static dyn ProviderAdapter {
     match kind {
@@ -40,6 +42,7 @@ fn adapter_for(kind: ProviderKind) -> &'static dyn ProviderAdapter {
         ProviderKind::Azure => &AZURE,
         ProviderKind::Gemini => &GEMINI,
         ProviderKind::Bedrock => &BEDROCK,
+        ProviderKind::Prediction => &PREDICTION,
     }
 }
 
@@ -99,6 +102,8 @@ pub struct RouteRuntime {
     pub config: RouteConfig,
     /// Pools for this route's connect timeout: `[auto (ALPN), HTTP/2 prior knowledge]`.
     pub clients: [Arc<HttpClient>; 2],
+    /// A prediction route's compiled schemas and templates.
+    pub prediction: Option<Arc<crate::predict::Prediction>>,
 }
 
 impl RouteRuntime {
@@ -272,6 +277,11 @@ impl LiveState {
                     self.client(r.policy.connect_timeout, false),
                     self.client(r.policy.connect_timeout, true),
                 ],
+                prediction: r
+                    .prediction
+                    .as_ref()
+                    .and_then(crate::predict::Prediction::compile)
+                    .map(Arc::new),
             })
             .collect();
         Ok(Snapshot {

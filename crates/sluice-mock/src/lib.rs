@@ -12,6 +12,7 @@ mod body;
 mod gemini;
 mod generate;
 mod knobs;
+mod kserve;
 mod responses;
 
 use std::collections::VecDeque;
@@ -252,6 +253,30 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
                 Attempt::new(shared.stats.clone()),
             )
             .await
+        }
+        (&Method::POST, p) if kserve::route(p).is_some() => {
+            let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+            shared.stats.record(recorded(&parts, &path, &bytes));
+            if let Some(expected) = &shared.config.api_key {
+                let got = parts
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if got != Some(format!("Bearer {expected}").as_str()) {
+                    return Ok(json_response(
+                        StatusCode::UNAUTHORIZED,
+                        &json!({"error": "unauthorized"}),
+                    ));
+                }
+            }
+            let model = kserve::route(p).unwrap_or_default();
+            Ok(kserve::respond(
+                model,
+                &bytes,
+                &shared.config.defaults,
+                Attempt::new(shared.stats.clone()),
+            )
+            .await)
         }
         (&Method::POST, p) if bedrock::route(p).is_some() => {
             let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();

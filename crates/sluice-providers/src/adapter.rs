@@ -22,6 +22,8 @@ pub enum Endpoint {
     Messages,
     /// OpenAI's Responses API.
     Responses,
+    /// A prediction model's JSON endpoint (`/v1/predict/{name}`).
+    Predict,
 }
 
 impl Endpoint {
@@ -32,6 +34,7 @@ impl Endpoint {
             "/v1/embeddings" => Some(Endpoint::Embeddings),
             "/v1/messages" => Some(Endpoint::Messages),
             "/v1/responses" => Some(Endpoint::Responses),
+            p if p.len() > "/v1/predict/".len() && p.starts_with("/v1/predict/") => Some(Endpoint::Predict),
             _ => None,
         }
     }
@@ -51,6 +54,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
             Endpoint::Responses => "/responses",
+            Endpoint::Predict => "",
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
             Endpoint::Responses => "responses",
+            Endpoint::Predict => "predict",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod eventstream;
 pub mod gemini;
 pub mod openai;
 pub mod openai_chat;
+pub mod prediction;
 pub mod responses;
 pub mod sse;
 pub mod translate;

@@ -87,6 +87,13 @@ impl RequestView {
                 Err(e) => Err(RequestError::InvalidJson { detail: e.to_string() }),
             };
         }
+        if endpoint == Endpoint::Predict {
+            // Any JSON object; the route names the model, its schema checks the body.
+            return Ok(RequestView {
+                close_brace: text.trim_ascii_end().len() - 1,
+                ..RequestView::default()
+            });
+        }
         let env: Envelope<'_> =
             serde_json::from_str(text).map_err(|e| RequestError::InvalidJson { detail: e.to_string() })?;
         let close_brace = text.trim_ascii_end().len() - 1;
@@ -128,6 +135,7 @@ impl RequestView {
                     });
                 }
             }
+            Endpoint::Predict => {}
             Endpoint::Embeddings | Endpoint::Responses => {
                 let i = env.input.ok_or(RequestError::MissingField { param: "input" })?;
                 if !matches!(first_byte(i), b'"' | b'[') {
@@ -312,11 +320,14 @@ impl ProviderAdapter for OpenAiAdapter {
         "openai"
     }
 
-    fn supports(&self, _endpoint: Endpoint) -> bool {
-        true
+    fn supports(&self, endpoint: Endpoint) -> bool {
+        endpoint != Endpoint::Predict
     }
 
     fn build_request(&self, req: &InboundRequest, target: &Target<'_>) -> Result<http::Request<Bytes>, AdapterError> {
+        if !self.supports(req.endpoint) {
+            return Err(AdapterError::Unsupported(req.endpoint.as_str()));
+        }
         let (suffix, body) = match req.endpoint.wire() {
             Wire::OpenAi => (
                 req.endpoint.upstream_suffix(),

@@ -20,6 +20,7 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .env("OPENAI_API_KEY", "test")
         .env("ANTHROPIC_API_KEY", "test")
+        .env("RECSYS_TOKEN", "test")
         .env("VLLM_API_KEY", "test")
         .env("SLUICE_ADMIN_TOKEN", "test")
         .output()

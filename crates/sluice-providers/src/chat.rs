@@ -162,6 +162,53 @@ pub enum Delta {
 }
 
 impl ChatResponse {
+    /// The deltas of this answer as a stream, text cut into pieces of at most `piece` chars
+    /// (a whole answer replayed as a stream, e.g. from a cache).
+    pub fn to_deltas(&self, piece: usize) -> Vec<Delta> {
+        let piece = piece.max(1);
+        let mut out = vec![Delta::Start {
+            id: self.id.clone(),
+            model: self.model.clone(),
+        }];
+        let mut tools = 0u32;
+        for p in &self.content {
+            match p {
+                Part::Text(t) => {
+                    let chars: Vec<char> = t.chars().collect();
+                    for c in chars.chunks(piece) {
+                        out.push(Delta::Text(c.iter().collect()));
+                    }
+                }
+                Part::ToolUse { id, name, input } => {
+                    out.push(Delta::ToolStart {
+                        index: tools,
+                        id: id.clone(),
+                        name: name.clone(),
+                    });
+                    let args = arguments_text(input);
+                    let chars: Vec<char> = args.chars().collect();
+                    for c in chars.chunks(piece) {
+                        out.push(Delta::ToolArgs {
+                            index: tools,
+                            json: c.iter().collect(),
+                        });
+                    }
+                    tools += 1;
+                }
+                _ => {}
+            }
+        }
+        if let Some(reason) = self.stop_reason {
+            out.push(Delta::Stop {
+                reason,
+                stop_sequence: self.stop_sequence.clone(),
+            });
+        }
+        out.push(Delta::Usage(self.usage));
+        out.push(Delta::End);
+        out
+    }
+
     /// The response a complete stream describes: what a client folding the deltas ends up with.
     pub fn from_deltas(deltas: &[Delta]) -> ChatResponse {
         let mut r = ChatResponse {

@@ -81,6 +81,8 @@ struct Rig {
     held_body: String,
     /// A streamed chat request the mock answers in 50 chunks.
     stream_body: PathBuf,
+    /// The same, for a model served by an Anthropic-format deployment (translated both ways).
+    translated_body: PathBuf,
     /// Declared last, so dropped last: the spinners stop after everything else.
     _spinners: Vec<Pinned>,
     _dir: Dir,
@@ -146,6 +148,13 @@ fn start(opts: &Options) -> anyhow::Result<Rig> {
                            "mock": {"chunks": 50}})
         .to_string(),
     )?;
+    let translated_body = d.join("stream-translated.json");
+    std::fs::write(
+        &translated_body,
+        serde_json::json!({"model": "chat-anthropic", "stream": true, "messages": [{"role": "user", "content": "x".repeat(900)}],
+                           "mock": {"chunks": 50}})
+        .to_string(),
+    )?;
     let held_body =
         serde_json::json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hold"}],
                                        "mock": {"chunks": 2, "chunk_delay_ms": 3_600_000}})
@@ -185,12 +194,15 @@ store: {{ sqlite_path: "{store}" }}
 logging: {{ access_log: "{log}" }}
 deployments:
   - {{ name: mock, provider: openai, base_url: "http://127.0.0.1:{mock_port}/v1", model: bench-model }}
+  - {{ name: mock-anthropic, provider: anthropic, base_url: "http://127.0.0.1:{mock_port}/v1", model: bench-model, api_key_env: SLUICE_BENCH_UPSTREAM_KEY }}
 models:
   - {{ name: chat, deployments: [mock] }}
+  - {{ name: chat-anthropic, deployments: [mock-anthropic] }}
 routes:
   - name: bench
     match: {{ paths: ["/v1/chat/completions"] }}
     stream_idle_timeout_ms: 3600000
+    forward_params: [mock]
 keys:
   - {{ id: bench, hash: "{hash}", tenant: bench }}
 "#,
@@ -243,6 +255,7 @@ keys:
         bodies,
         held_body,
         stream_body,
+        translated_body,
     })
 }
 
@@ -348,7 +361,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         total += per_rate;
     }
     if has(Section::Stream) {
-        total += opts.rates.len() * opts.runs * targets.len();
+        total += opts.rates.len() * opts.runs * (targets.len() + 1);
     }
     if has(Section::Ceiling) {
         total += rig.bodies.len() * opts.runs * (targets.len() - 1);
@@ -485,8 +498,12 @@ fn stream_first_byte(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyh
     let mut rows = Vec::new();
     for &rate in &opts.rates {
         let mut ttfb: Vec<[Runs; 4]> = targets.iter().map(|_| Default::default()).collect();
+        // Sluice with an OpenAI client and an Anthropic-format upstream: the stream is
+        // translated event by event. Added = translated − pass-through, same run.
+        let mut translated: [Runs; 4] = Default::default();
         for run in 1..=opts.runs {
             let mut direct = (f64::NAN, f64::NAN);
+            let mut pass_through = (f64::NAN, f64::NAN);
             for (i, &t) in targets.iter().enumerate() {
                 let m = measure(rig, opts, t, &rig.stream_body, Some(rate), 32)?;
                 let fb = m.outcome.first_byte_percentiles.clone();
@@ -494,6 +511,9 @@ fn stream_first_byte(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyh
                 let p99 = fb.as_ref().and_then(|p| p.p99).unwrap_or(f64::NAN) * 1e6;
                 if t == Target::Direct {
                     direct = (p50, p99);
+                }
+                if t == Target::Sluice {
+                    pass_through = (p50, p99);
                 }
                 ttfb[i][0].push(p50);
                 ttfb[i][1].push(p99);
@@ -506,6 +526,19 @@ fn stream_first_byte(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyh
                     micros(p99)
                 ));
             }
+            let m = measure(rig, opts, Target::Sluice, &rig.translated_body, Some(rate), 32)?;
+            let fb = m.outcome.first_byte_percentiles.clone();
+            let p50 = fb.as_ref().and_then(|p| p.p50).unwrap_or(f64::NAN) * 1e6;
+            let p99 = fb.as_ref().and_then(|p| p.p99).unwrap_or(f64::NAN) * 1e6;
+            translated[0].push(p50);
+            translated[1].push(p99);
+            translated[2].push(p50 - pass_through.0);
+            translated[3].push(p99 - pass_through.1);
+            progress.line(format!(
+                "sluice OpenAI→Anthropic stream @ {rate}/s run {run}: first byte p50 {} p99 {}",
+                micros(p50),
+                micros(p99)
+            ));
         }
         for (i, t) in targets.iter().enumerate() {
             let [p50, p99, a50, a99] = &ttfb[i];
@@ -525,6 +558,15 @@ fn stream_first_byte(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyh
                 added(a99),
             ]);
         }
+        let [p50, p99, a50, a99] = &translated;
+        rows.push(vec![
+            format!("{rate}/s"),
+            "sluice, translated to Anthropic (added vs sluice pass-through)".to_owned(),
+            p50.show(micros),
+            p99.show(micros),
+            a50.show(micros),
+            a99.show(micros),
+        ]);
     }
     let mut out = "Time to first byte of a 50-chunk stream, open loop:\n\n".to_owned();
     out.push_str(&table(

@@ -24,6 +24,7 @@ impl Pinned {
             .arg(core.to_string())
             .arg(program)
             .args(args)
+            .env("SLUICE_BENCH_UPSTREAM_KEY", "bench-upstream-key")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

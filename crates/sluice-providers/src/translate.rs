@@ -71,9 +71,16 @@ pub struct Translating {
     usage: Option<Usage>,
     relayed: u64,
     done: bool,
+    /// The model to name when the upstream's stream does not (Bedrock's does not).
+    fallback_model: Option<String>,
 }
 
 impl Translating {
+    pub fn with_fallback_model(mut self, model: String) -> Translating {
+        self.fallback_model = Some(model);
+        self
+    }
+
     pub fn new(upstream: Source, client: Wire, include_usage: bool) -> Translating {
         Translating {
             decoder: match upstream {
@@ -91,6 +98,7 @@ impl Translating {
             usage: None,
             relayed: 0,
             done: false,
+            fallback_model: None,
         }
     }
 }
@@ -110,6 +118,15 @@ impl StreamTranslator for Translating {
                 out.push(self.error_event(fault.code(), message));
             }
             return Err(fault);
+        }
+        if let Some(fallback) = &self.fallback_model {
+            for d in &mut self.deltas {
+                if let Delta::Start { model, .. } = d
+                    && model.is_empty()
+                {
+                    model.clone_from(fallback);
+                }
+            }
         }
         for d in &self.deltas {
             match d {

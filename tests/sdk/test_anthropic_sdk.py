@@ -356,3 +356,30 @@ def test_openai_stream_with_overloaded_anthropic_upstream_raises(oa):
                 got.append(c.choices[0].delta.content or "")
     assert "".join(got) == mock_text(2)
     assert "Overloaded" in str(e.value)
+
+
+# --- the mock itself, checked with Anthropic's own client ---------------------------------------
+
+
+def test_official_anthropic_client_against_the_mock(lane):
+    direct = anthropic.Anthropic(base_url=lane.mock.base, api_key=MOCK_CREDENTIAL, max_retries=0, timeout=15.0)
+    msg = direct.messages.create(model="claude-mock", max_tokens=64, system="Be brief.",
+                                 messages=[{"role": "user", "content": "hi"}])
+    assert msg.content[0].text.strip() == mock_text(8).strip() and msg.stop_reason == "end_turn"
+    with direct.messages.stream(model="claude-mock", max_tokens=64, tools=[WEATHER],
+                                messages=[{"role": "user", "content": "Weather?"}]) as s:
+        final = s.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert [b for b in final.content if b.type == "tool_use"][0].input == WEATHER_INPUT
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=lane.mock.base, api_key="wrong", max_retries=0).messages.create(
+            model="m", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    # Like Anthropic, the mock refuses a request without anthropic-version.
+    import urllib.request, urllib.error
+    req = urllib.request.Request(lane.mock.base + "/v1/messages", method="POST",
+                                 data=json.dumps({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}).encode(),
+                                 headers={"x-api-key": MOCK_CREDENTIAL, "content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 400
+    assert json.loads(e.value.read())["error"]["type"] == "invalid_request_error"

@@ -38,7 +38,17 @@ pub fn error(status: StatusCode, message: &str) -> Response<MockBody> {
 
 /// The request's headers as Anthropic checks them.
 pub fn check_headers(headers: &HeaderMap, api_key: Option<&str>) -> Result<(), (StatusCode, &'static str)> {
-    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or("");
+    // The API key comes as `x-api-key`, or (as current SDKs send it) as a bearer token.
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .unwrap_or("");
     if key.is_empty() {
         return Err((StatusCode::UNAUTHORIZED, "x-api-key header is required"));
     }

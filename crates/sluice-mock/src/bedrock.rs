@@ -22,7 +22,7 @@ use crate::{Attempt, MockBody, json_response};
 pub fn route(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/model/")?;
     let (model, op) = rest.rsplit_once('/')?;
-    matches!(op, "converse" | "converse-stream").then_some((model, op))
+    matches!(op, "converse" | "converse-stream" | "invoke").then_some((model, op))
 }
 
 fn error_type(status: u16) -> &'static str {
@@ -154,6 +154,32 @@ pub fn verify(
     Ok(())
 }
 
+/// InvokeModel for embedding models: Titan (`inputText`) or Cohere (`texts`).
+fn invoke_embeddings(path: &str, req: &Value) -> Response<MockBody> {
+    if let Some(text) = req.get("inputText").and_then(Value::as_str) {
+        let dims = req.get("dimensions").and_then(Value::as_u64).unwrap_or(8).min(1024);
+        return json_response(
+            StatusCode::OK,
+            &json!({"embedding": responses::embedding(text, dims), "inputTextTokenCount": count_tokens(text)}),
+        );
+    }
+    if let Some(texts) = req.get("texts").and_then(Value::as_array) {
+        let embeddings: Vec<Value> = texts
+            .iter()
+            .map(|t| json!(responses::embedding(t.as_str().unwrap_or(""), 8)))
+            .collect();
+        return json_response(
+            StatusCode::OK,
+            &json!({"embeddings": embeddings, "id": "mock", "texts": texts}),
+        );
+    }
+    error(
+        StatusCode::BAD_REQUEST,
+        "ValidationException",
+        &format!("Malformed input request for {path}: expected inputText or texts"),
+    )
+}
+
 fn tool_call(req: &Value) -> Option<(String, Value)> {
     let spec = req.pointer("/toolConfig/tools/0/toolSpec")?;
     let last = req.get("messages")?.as_array()?.last()?;
@@ -267,6 +293,10 @@ pub async fn respond(
             ));
         }
     };
+    if op == "invoke" {
+        attempt.complete();
+        return Ok(invoke_embeddings(path_and_query, &req));
+    }
     let knobs = match req.get("mock").map(|m| serde_json::from_value::<Knobs>(m.clone())) {
         None => defaults.clone(),
         Some(Ok(k)) => k.over(defaults),

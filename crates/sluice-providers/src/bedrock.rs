@@ -368,6 +368,79 @@ impl EventDecoder {
     }
 }
 
+/// Embedding models on Bedrock: Amazon Titan (`amazon.titan-embed-*`, one text per request)
+/// and Cohere (`cohere.embed-*`, a batch of texts), through InvokeModel.
+fn embeddings_request(body: &[u8], model: &str) -> Result<Bytes, RequestError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson { detail: e.to_string() })?;
+    let inputs: Vec<&str> = match v.get("input") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a.iter().filter_map(Value::as_str).collect(),
+        _ => {
+            return Err(RequestError::Unsupported {
+                param: "input (token arrays)".to_owned(),
+            });
+        }
+    };
+    let out = if model.starts_with("cohere.embed") {
+        json!({"texts": inputs, "input_type": "search_document"})
+    } else {
+        // Titan embeds one text per request.
+        let [one] = inputs.as_slice() else {
+            return Err(RequestError::Unsupported {
+                param: "input (several texts: this Bedrock embedding model takes one per request)".to_owned(),
+            });
+        };
+        let mut t = json!({"inputText": one});
+        if let Some(d) = v.get("dimensions").and_then(Value::as_u64) {
+            t["dimensions"] = json!(d);
+        }
+        t
+    };
+    Ok(Bytes::from(out.to_string()))
+}
+
+/// Titan's `{embedding, inputTextTokenCount}` or Cohere's `{embeddings}` → OpenAI's list.
+fn embeddings_response(req_body: &[u8], body: &[u8], model: &str) -> Result<(Bytes, Option<Usage>), MalformedResponse> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| MalformedResponse(e.to_string()))?;
+    let vectors: Vec<&Value> = if let Some(one) = v.get("embedding") {
+        vec![one]
+    } else if let Some(Value::Array(many)) = v.get("embeddings") {
+        many.iter().collect()
+    } else {
+        return Err(MalformedResponse("no embedding".to_owned()));
+    };
+    let base64 = serde_json::from_slice::<Value>(req_body)
+        .ok()
+        .is_some_and(|r| r.get("encoding_format").and_then(Value::as_str) == Some("base64"));
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let floats: Vec<f32> = e
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
+                .unwrap_or_default();
+            let embedding = if base64 {
+                use base64::Engine as _;
+                let bytes: Vec<u8> = floats.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(floats)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let tokens = v.get("inputTextTokenCount").and_then(Value::as_u64);
+    let usage = tokens.map(|t| Usage {
+        prompt_tokens: t,
+        total_tokens: t,
+        ..Usage::default()
+    });
+    let body = json!({"object": "list", "data": data, "model": model,
+                      "usage": {"prompt_tokens": tokens.unwrap_or(0), "total_tokens": tokens.unwrap_or(0)}});
+    Ok((Bytes::from(body.to_string()), usage))
+}
+
 /// The adapter for Bedrock deployments.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BedrockAdapter;
@@ -393,7 +466,7 @@ impl ProviderAdapter for BedrockAdapter {
     fn supports(&self, endpoint: Endpoint) -> bool {
         matches!(
             endpoint,
-            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses | Endpoint::Embeddings
         )
     }
 
@@ -405,10 +478,14 @@ impl ProviderAdapter for BedrockAdapter {
         if !self.supports(req.endpoint) {
             return Err(AdapterError::Unsupported(req.endpoint.as_str()));
         }
-        let mut chat = crate::translate::read_request(req.endpoint.wire(), &req.body)?;
-        target.params.apply(&mut chat)?;
-        let op = if chat.stream { "converse-stream" } else { "converse" };
-        let body = chat_to_request(&chat)?;
+        let (op, body, stream) = if req.endpoint == Endpoint::Embeddings {
+            ("invoke", embeddings_request(&req.body, target.model)?, false)
+        } else {
+            let mut chat = crate::translate::read_request(req.endpoint.wire(), &req.body)?;
+            target.params.apply(&mut chat)?;
+            let op = if chat.stream { "converse-stream" } else { "converse" };
+            (op, chat_to_request(&chat)?, chat.stream)
+        };
         let uri = join_url(target.base_url, &format!("/model/{}/{op}", path_segment(target.model)))?;
         let mut request = http::Request::builder()
             .method(Method::POST)
@@ -416,7 +493,7 @@ impl ProviderAdapter for BedrockAdapter {
             .header(CONTENT_TYPE, APPLICATION_JSON.clone())
             .header(
                 ACCEPT,
-                if chat.stream {
+                if stream {
                     EVENT_STREAM.clone()
                 } else {
                     APPLICATION_JSON.clone()
@@ -443,6 +520,10 @@ impl ProviderAdapter for BedrockAdapter {
     }
 
     fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {
+        if req.endpoint == Endpoint::Embeddings {
+            let (body, usage) = embeddings_response(&req.body, &body, &req.view.model)?;
+            return Ok(ResponseOut { body, usage });
+        }
         let chat = response_to_chat(&body, &req.view.model)?;
         Ok(ResponseOut {
             body: crate::translate::write_response(req.endpoint.wire(), &chat),

@@ -14,8 +14,12 @@ fn config(mock: &MockServer) -> String {
         r#"
 deployments:
   - {{ name: br, provider: bedrock, region: us-east-1, base_url: "{root}", model: "anthropic.claude-3-haiku-20240307-v1:0" }}
+  - {{ name: titan, provider: bedrock, region: us-east-1, base_url: "{root}", model: "amazon.titan-embed-text-v2:0" }}
+  - {{ name: cohere, provider: bedrock, region: us-east-1, base_url: "{root}", model: "cohere.embed-english-v3" }}
 models:
   - {{ name: claude-bedrock, deployments: [br] }}
+  - {{ name: titan-embed, deployments: [titan] }}
+  - {{ name: cohere-embed, deployments: [cohere] }}
 routes:
   - name: default
     forward_params: [mock]
@@ -147,4 +151,53 @@ async fn a_throttling_exception_mid_stream_ends_it_with_an_error_event() {
     assert_eq!(lines[0]["error_code"], "upstream_rate_limited");
     assert_eq!(lines[0]["completion_tokens"], 2);
     assert_eq!(lines[0]["usage_estimated"], true);
+}
+
+#[tokio::test]
+async fn embeddings_through_bedrock_titan_and_cohere() {
+    let mock = verifying_mock(AWS_SECRET).await;
+    let gw = TestGateway::start(&config(&mock)).await;
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            KEY,
+            &json!({"model": "titan-embed", "input": "hello world", "encoding_format": "float"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    assert!(r.json()["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let seen = mock.stats().recent();
+    assert_eq!(
+        seen.last().unwrap().path,
+        "/model/amazon.titan-embed-text-v2%3A0/invoke"
+    );
+    // Titan takes one text per request: several are refused clearly, not silently split.
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            KEY,
+            &json!({"model": "titan-embed", "input": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error_code(), "unsupported_parameter");
+    // Cohere takes a batch; base64 as the OpenAI SDK asks by default.
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            KEY,
+            &json!({"model": "cohere-embed", "input": ["a", "b", "c"], "encoding_format": "base64"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = r.json()["data"].as_array().unwrap().clone();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data[2]["embedding"].as_str().unwrap().len(), 44, "8 floats, base64");
+    let lines = gw.log_lines(3).await;
+    assert_eq!(lines[0]["usage_estimated"], false);
+    assert_eq!(
+        lines[2]["usage_estimated"], true,
+        "Cohere reports no token count: estimated"
+    );
 }

@@ -377,6 +377,8 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
     };
     let base_url = match (&d.base_url, provider) {
         (None, ProviderKind::Mock) => None,
+        // An embedded mock speaking this provider's format, for offline demos and tests.
+        (None, ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Azure) if d.mock.is_some() => None,
         (None, ProviderKind::Bedrock) => region
             .as_ref()
             .and_then(|r| format!("https://bedrock-runtime.{r}.amazonaws.com").parse::<Uri>().ok()),
@@ -426,11 +428,17 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         .api_key_env
         .as_ref()
         .and_then(|n| env_secret(n, &format!("{path}.api_key_env"), env, errs));
-    if d.mock.is_some() && provider != ProviderKind::Mock {
+    let embedded_ok = provider == ProviderKind::Mock
+        || (d.base_url.is_none()
+            && matches!(
+                provider,
+                ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Azure
+            ));
+    if d.mock.is_some() && !embedded_ok {
         errs.push(
             format!("{path}.mock"),
             Some(&d.provider),
-            "mock knobs apply only to provider: mock",
+            "mock knobs apply only to provider: mock (or an anthropic, gemini or azure deployment without a base_url, which then runs the built-in mock in that format)",
         );
     }
     let mock = d.mock.as_ref().map_or_else(MockKnobs::default, |m| MockKnobs {

@@ -46,6 +46,17 @@ fn adapter_for(kind: ProviderKind) -> &'static dyn ProviderAdapter {
     }
 }
 
+/// The credential a deployment on an embedded mock sends when it has none of its own.
+const EMBEDDED_MOCK_KEY: &str = "sluice-embedded-mock";
+
+/// `base` (`http://host:port/v1`) with its path replaced by `path`.
+fn with_path(base: &Uri, path: &str) -> Uri {
+    let authority = base.authority().map_or("127.0.0.1", |a| a.as_str());
+    format!("http://{authority}{path}")
+        .parse()
+        .unwrap_or_else(|_| base.clone())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("cannot start the embedded mock for deployment {deployment}: {source}")]
@@ -214,7 +225,7 @@ impl LiveState {
                 chunks: knobs.chunks,
                 ..Knobs::default()
             },
-            api_key: None,
+            api_key: None, // any key; Anthropic's format still wants one sent
             aws: None,
         };
         let server = MockServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
@@ -232,16 +243,27 @@ impl LiveState {
     pub async fn build(&self, config: Config) -> Result<Snapshot, BuildError> {
         let mut deployments = Vec::with_capacity(config.deployments.len());
         for d in &config.deployments {
-            let base_url = match &d.base_url {
-                Some(u) => u.clone(),
-                None => self.embedded_mock(&d.name, &d.mock).await?,
+            let (base_url, embedded) = match &d.base_url {
+                Some(u) => (u.clone(), false),
+                None => (self.embedded_mock(&d.name, &d.mock).await?, true),
+            };
+            // An embedded mock in another provider's format: its address for that format, and
+            // the credential it expects (Anthropic's API always wants a key).
+            let base_url = match (embedded, d.provider) {
+                (true, ProviderKind::Gemini) => with_path(&base_url, "/v1beta"),
+                (true, ProviderKind::Azure) => with_path(&base_url, ""),
+                _ => base_url,
+            };
+            let api_key = match (&d.api_key, embedded) {
+                (None, true) => Some(Secret::new(EMBEDDED_MOCK_KEY)),
+                (key, _) => key.clone(),
             };
             deployments.push(DeploymentRuntime {
                 name: Arc::from(d.name.as_str()),
                 adapter: adapter_for(d.provider),
                 base_url,
                 upstream_model: d.upstream_model.clone(),
-                api_key: d.api_key.clone(),
+                api_key,
                 http2_prior_knowledge: d.http2_prior_knowledge,
                 api_version: d.api_version.clone(),
                 price: d.price,

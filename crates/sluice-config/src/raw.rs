@@ -34,6 +34,37 @@ pub struct RawConfig {
     pub keys: Vec<RawKey>,
     #[serde(default)]
     pub prices: RawPrices,
+    /// Named bundles of limits, assigned to keys, teams and tenants.
+    #[serde(default)]
+    pub tiers: Vec<RawTier>,
+    #[serde(default)]
+    pub teams: Vec<RawEntity>,
+    #[serde(default)]
+    pub tenants: Vec<RawEntity>,
+    /// The time zone of daily and monthly windows: `UTC` or a fixed offset like `+02:00`.
+    pub time_zone: Option<S<String>>,
+}
+
+/// Limits by readable name (`requests_per_minute: 60`, `tokens_per_day: 1000000`,
+/// `cost_per_month: 50`, `requests_per_minute_burst: 10`…).
+pub type RawLimits = std::collections::BTreeMap<String, f64>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub name: S<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// A team or tenant: its tier and own limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntity {
+    pub name: S<String>,
+    pub tier: Option<S<String>>,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 /// The price table: what each upstream model costs, per million tokens (or per request).
@@ -157,6 +188,8 @@ pub struct RawMockKnobs {
 pub struct RawModel {
     pub name: S<String>,
     pub deployments: Vec<S<String>>,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +209,8 @@ pub struct RawRoute {
     pub unsupported_params: Option<S<String>>,
     pub forward_params: Option<Vec<String>>,
     pub prediction: Option<S<RawPrediction>>,
+    #[serde(default)]
+    pub limits: RawLimits,
 }
 
 /// A prediction route: JSON Schemas for the caller's request and the model's answer, and
@@ -238,4 +273,6 @@ pub struct RawKey {
     pub models: Option<Vec<S<String>>>,
     pub routes: Option<Vec<S<String>>>,
     pub expires_at: Option<S<String>>,
+    #[serde(default)]
+    pub limits: RawLimits,
 }

@@ -41,6 +41,13 @@ pub struct Config {
     pub keys: Vec<KeyConfig>,
     /// Currency of every price and cost (costs are integer micro-units of it).
     pub currency: String,
+    /// Limit bundles by tier name.
+    pub tiers: std::collections::HashMap<String, Vec<LimitSpec>>,
+    /// Teams and tenants with limits (their tier's and their own).
+    pub teams: std::collections::HashMap<String, Vec<LimitSpec>>,
+    pub tenants: std::collections::HashMap<String, Vec<LimitSpec>>,
+    /// Offset of the zone daily and monthly windows follow, in seconds east of UTC.
+    pub time_zone_offset_s: i32,
     /// First 12 hex digits of the SHA-256 of the file: which config is serving.
     pub version: String,
 }
@@ -210,6 +217,7 @@ pub struct ModelConfig {
     pub name: String,
     /// Indices into `Config::deployments`.
     pub deployments: Vec<usize>,
+    pub limits: Vec<LimitSpec>,
 }
 
 /// A name pattern: exact, `prefix*`, or `*`.
@@ -279,6 +287,7 @@ pub struct RouteConfig {
     pub allowed_models: Option<Vec<usize>>,
     pub policy: RoutePolicy,
     pub prediction: Option<PredictionConfig>,
+    pub limits: Vec<LimitSpec>,
 }
 
 /// A prediction route's contract (schemas already checked to compile).
@@ -304,4 +313,74 @@ pub struct KeyConfig {
     /// Routes the key may use; `None` means all.
     pub routes: Option<Vec<String>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The key's own limits (its tier's are added at admission).
+    pub limits: Vec<LimitSpec>,
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    Requests,
+    Tokens,
+    InputTokens,
+    OutputTokens,
+    /// Micro-units of the price table's currency.
+    Cost,
+}
+
+/// Rates (second, minute, hour) are GCRA token buckets with a burst; quotas (day, month) are
+/// calendar windows in the configured time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Window {
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+impl Window {
+    pub fn is_rate(self) -> bool {
+        matches!(self, Window::Second | Window::Minute | Window::Hour)
+    }
+    pub fn seconds(self) -> u64 {
+        match self {
+            Window::Second => 1,
+            Window::Minute => 60,
+            Window::Hour => 3600,
+            Window::Day => 86_400,
+            Window::Month => 31 * 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSpec {
+    pub metric: Metric,
+    pub window: Window,
+    /// Units per window (cost: micro-units).
+    pub amount: u64,
+    /// Rates: the most units admitted at once (default: `amount`).
+    pub burst: u64,
+}
+
+impl LimitSpec {
+    /// The readable name, e.g. `tokens_per_minute`.
+    pub fn name(&self) -> String {
+        let m = match self.metric {
+            Metric::Requests => "requests",
+            Metric::Tokens => "tokens",
+            Metric::InputTokens => "input_tokens",
+            Metric::OutputTokens => "output_tokens",
+            Metric::Cost => "cost",
+        };
+        let w = match self.window {
+            Window::Second => "second",
+            Window::Minute => "minute",
+            Window::Hour => "hour",
+            Window::Day => "day",
+            Window::Month => "month",
+        };
+        format!("{m}_per_{w}")
+    }
 }

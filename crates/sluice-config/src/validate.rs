@@ -116,6 +116,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
         models.push(ModelConfig {
             name: m.name.value.clone(),
             deployments: idx,
+            limits: limits(&m.limits, &format!("{path}.limits"), Some(&m.name), &mut errs),
         });
     }
     unique(raw.models.iter().map(|m| &m.name), "models", &mut errs);
@@ -145,14 +146,54 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             allowed_models: None,
             policy: defaults,
             prediction: None,
+            limits: Vec::new(),
         });
     }
+
+    let mut tiers = std::collections::HashMap::new();
+    for (i, t) in raw.tiers.iter().enumerate() {
+        let l = limits(&t.limits, &format!("tiers[{i}].limits"), Some(&t.name), &mut errs);
+        if tiers.insert(t.name.value.clone(), l).is_some() {
+            errs.push(
+                format!("tiers[{i}].name"),
+                Some(&t.name),
+                "the same tier name appears twice",
+            );
+        }
+    }
+    let entities = |list: &[crate::raw::RawEntity], what: &str, errs: &mut Collector| {
+        let mut out = std::collections::HashMap::new();
+        for (i, e) in list.iter().enumerate() {
+            let mut l = limits(&e.limits, &format!("{what}[{i}].limits"), Some(&e.name), errs);
+            if let Some(t) = &e.tier {
+                match tiers.get(&t.value) {
+                    Some(tl) => l.extend(tl.iter().copied()),
+                    None => errs.push(
+                        format!("{what}[{i}].tier"),
+                        Some(t),
+                        format!("unknown tier {:?}", t.value),
+                    ),
+                }
+            }
+            if out.insert(e.name.value.clone(), l).is_some() {
+                errs.push(
+                    format!("{what}[{i}].name"),
+                    Some(&e.name),
+                    "the same name appears twice",
+                );
+            }
+        }
+        out
+    };
+    let teams = entities(&raw.teams, "teams", &mut errs);
+    let tenants = entities(&raw.tenants, "tenants", &mut errs);
+    let time_zone_offset_s = time_zone(raw.time_zone.as_ref(), &mut errs);
 
     let keys: Vec<KeyConfig> = raw
         .keys
         .iter()
         .enumerate()
-        .filter_map(|(i, k)| key(i, k, &model_names, &route_names, &mut errs))
+        .filter_map(|(i, k)| key(i, k, &model_names, &route_names, &tiers, &mut errs))
         .collect();
     unique(raw.keys.iter().map(|k| &k.id), "keys", &mut errs);
     let mut hashes = HashSet::new();
@@ -173,6 +214,10 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             routes,
             keys,
             currency,
+            tiers,
+            teams,
+            tenants,
+            time_zone_offset_s,
             version,
         })
     } else {
@@ -739,7 +784,132 @@ fn route(
         allowed_models,
         policy: policy(&r.policy(), defaults, &path, server_max_body, errs),
         prediction,
+        limits: limits(&r.limits, &format!("{path}.limits"), Some(&r.name), errs),
     }
+}
+
+/// Parses readable limit names (`requests_per_minute`, `cost_per_month`, `…_burst`).
+fn limits(raw: &crate::raw::RawLimits, path: &str, at: Option<&S<String>>, errs: &mut Collector) -> Vec<LimitSpec> {
+    let mut out = Vec::new();
+    for (name, &value) in raw {
+        if name.ends_with("_burst") {
+            continue;
+        }
+        let Some((metric, window)) = name.split_once("_per_") else {
+            errs.push(
+                format!("{path}.{name}"),
+                at,
+                "not a limit name like requests_per_minute",
+            );
+            continue;
+        };
+        let metric = match metric {
+            "requests" => Metric::Requests,
+            "tokens" => Metric::Tokens,
+            "input_tokens" => Metric::InputTokens,
+            "output_tokens" => Metric::OutputTokens,
+            "cost" => Metric::Cost,
+            _ => {
+                errs.push(
+                    format!("{path}.{name}"),
+                    at,
+                    "counts requests, tokens, input_tokens, output_tokens or cost",
+                );
+                continue;
+            }
+        };
+        let window = match window {
+            "second" => Window::Second,
+            "minute" => Window::Minute,
+            "hour" => Window::Hour,
+            "day" => Window::Day,
+            "month" => Window::Month,
+            _ => {
+                errs.push(
+                    format!("{path}.{name}"),
+                    at,
+                    "the window is second, minute, hour, day or month",
+                );
+                continue;
+            }
+        };
+        if metric == Metric::Cost && window.is_rate() {
+            errs.push(
+                format!("{path}.{name}"),
+                at,
+                "cost limits are budgets: per day or per month",
+            );
+            continue;
+        }
+        if !value.is_finite() || value < 0.0 || (metric != Metric::Cost && value.fract() != 0.0) {
+            errs.push(
+                format!("{path}.{name}"),
+                at,
+                format!("{value} is not a limit (a whole number ≥ 0; cost in currency units)"),
+            );
+            continue;
+        }
+        let amount = if metric == Metric::Cost {
+            (value * 1_000_000.0).round() as u64
+        } else {
+            value as u64
+        };
+        let burst = match raw.get(&format!("{name}_burst")) {
+            Some(b) if window.is_rate() && b.is_finite() && *b >= 1.0 => *b as u64,
+            Some(_) => {
+                errs.push(
+                    format!("{path}.{name}_burst"),
+                    at,
+                    "a burst applies to a per-second, -minute or -hour limit and is ≥ 1",
+                );
+                amount
+            }
+            None => amount,
+        };
+        out.push(LimitSpec {
+            metric,
+            window,
+            amount,
+            burst,
+        });
+    }
+    for name in raw.keys().filter_map(|k| k.strip_suffix("_burst")) {
+        if !raw.contains_key(name) {
+            errs.push(
+                format!("{path}.{name}_burst"),
+                at,
+                format!("there is no {name} limit to burst"),
+            );
+        }
+    }
+    out
+}
+
+/// `UTC`, `Z` or `±HH:MM` → seconds east of UTC.
+fn time_zone(raw: Option<&S<String>>, errs: &mut Collector) -> i32 {
+    let Some(tz) = raw else { return 0 };
+    let v = tz.value.trim();
+    if v.eq_ignore_ascii_case("utc") || v == "Z" {
+        return 0;
+    }
+    let parsed = (|| {
+        let sign = match v.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (h, m) = v.get(1..)?.split_once(':')?;
+        let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+        (h <= 14 && m < 60).then_some(sign * (h * 3600 + m * 60))
+    })();
+    parsed.unwrap_or_else(|| {
+        errs.push(
+            "time_zone",
+            Some(tz),
+            format!("{v:?} is not UTC or an offset like +02:00"),
+        );
+        0
+    })
 }
 
 /// Parses `sha256:<64 hex digits>`.
@@ -750,7 +920,14 @@ pub fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn key(i: usize, k: &RawKey, model_names: &[&str], route_names: &[&str], errs: &mut Collector) -> Option<KeyConfig> {
+fn key(
+    i: usize,
+    k: &RawKey,
+    model_names: &[&str],
+    route_names: &[&str],
+    tiers: &std::collections::HashMap<String, Vec<LimitSpec>>,
+    errs: &mut Collector,
+) -> Option<KeyConfig> {
     let path = format!("keys[{i}]");
     if k.id.value.is_empty() {
         errs.push(format!("{path}.id"), Some(&k.id), "must not be empty");
@@ -810,7 +987,16 @@ fn key(i: usize, k: &RawKey, model_names: &[&str], route_names: &[&str], errs: &
                 None
             }
         });
+    let key_limits = limits(&k.limits, &format!("{path}.limits"), Some(&k.id), errs);
+    // The tier's limits are applied at admission (run-time keys have tiers too).
+    if let Some(tier) = &k.tier
+        && !tiers.is_empty()
+        && !tiers.contains_key(tier)
+    {
+        errs.push(format!("{path}.tier"), Some(&k.id), format!("unknown tier {tier:?}"));
+    }
     Some(KeyConfig {
+        limits: key_limits,
         id: k.id.value.clone(),
         hash: hash?,
         tenant: k.tenant.clone(),

@@ -22,6 +22,7 @@ fn keys(c: &mut Criterion) {
                 models: None,
                 routes: None,
                 expires_at: None,
+                limits: Vec::new(),
             })
             .collect();
         let table = KeyTable::default();
@@ -68,6 +69,7 @@ fn routing(c: &mut Criterion) {
             models: None,
             routes: None,
             expires_at: None,
+            limits: Vec::new(),
         };
         table.rebuild(&[key], &[]);
         let mut h = HeaderMap::new();

@@ -49,6 +49,8 @@ pub struct GatewayError {
     pub retry_after: Option<u64>,
     /// Tell SDKs not to retry (the gateway already did, or retrying cannot help).
     pub no_retry: bool,
+    /// Where the caller's limits stand, for `x-ratelimit-*` headers on a refusal.
+    pub rate: Option<Box<crate::limits::RateInfo>>,
 }
 
 impl GatewayError {
@@ -61,6 +63,7 @@ impl GatewayError {
             status: None,
             retry_after: None,
             no_retry: false,
+            rate: None,
         }
     }
     pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {

@@ -79,6 +79,8 @@ pub struct Finish {
     upstream: Duration,
     responded: bool,
     price: Option<Price>,
+    /// The limits reservation, settled with the real usage when the request is reported.
+    admission: Option<crate::stages::Admission>,
 }
 
 impl Finish {
@@ -126,6 +128,7 @@ impl Finish {
             upstream: Duration::ZERO,
             responded: false,
             price: None,
+            admission: None,
         }
     }
 
@@ -214,6 +217,18 @@ impl Finish {
         }
     }
 
+    pub fn set_admission(&mut self, a: crate::stages::Admission) {
+        self.admission = Some(a);
+    }
+
+    /// Where the caller's limits stood after admission, for the response headers.
+    pub fn rate_info(&self) -> Option<crate::limits::RateInfo> {
+        self.admission
+            .as_ref()
+            .map(|a| a.info)
+            .filter(|i| i.requests.is_some() || i.tokens.is_some())
+    }
+
     /// The price of the deployment that answered; the cost is worked out when usage is final.
     pub fn set_price(&mut self, price: Option<Price>, currency: &Arc<str>) {
         self.price = price;
@@ -249,6 +264,19 @@ impl Finish {
                 r.cache_write_tokens,
                 r.completion_tokens,
             ));
+        }
+        // Settle: what was reserved is replaced by what was used (charged even when the
+        // client left or the upstream failed mid-way: the usage here is what it produced).
+        if let Some(reservation) = self.admission.as_mut().and_then(|a| a.reservation.take()) {
+            reservation.settle(
+                &crate::limits::Need {
+                    requests: 1,
+                    input_tokens: r.prompt_tokens,
+                    output_tokens: r.completion_tokens,
+                    cost: r.cost_micros.unwrap_or(0),
+                },
+                crate::stages::now_ns(),
+            );
         }
         r.overhead_ms = ms(overhead);
 

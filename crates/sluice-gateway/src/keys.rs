@@ -37,6 +37,8 @@ pub struct Caller {
     pub models: Option<Vec<Pattern>>,
     pub routes: Option<Vec<String>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The key's own limits (its tier's come from the config at admission).
+    pub limits: Arc<[sluice_config::LimitSpec]>,
 }
 
 impl Caller {
@@ -66,6 +68,7 @@ impl From<&KeyConfig> for Caller {
             models: k.models.clone(),
             routes: k.routes.clone(),
             expires_at: k.expires_at,
+            limits: Arc::from(k.limits.as_slice()),
         }
     }
 }
@@ -82,6 +85,7 @@ impl From<&StoredKey> for Caller {
             models: k.models.as_ref().map(|m| m.iter().map(|s| Pattern::parse(s)).collect()),
             routes: k.routes.clone(),
             expires_at: k.expires_at,
+            limits: Arc::from([]),
         }
     }
 }
@@ -207,6 +211,7 @@ mod tests {
             models: None,
             routes: None,
             expires_at: None,
+            limits: Vec::new(),
         }
     }
 

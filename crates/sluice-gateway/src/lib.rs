@@ -12,6 +12,7 @@ pub mod edge;
 pub mod error;
 pub mod finish;
 pub mod keys;
+pub mod limits;
 pub mod predict;
 pub mod relay;
 pub mod reload;

@@ -122,6 +122,7 @@ mod tests {
             models: models.map(|m| m.into_iter().map(Pattern::parse).collect()),
             routes: None,
             expires_at: None,
+            limits: std::sync::Arc::from([]),
         }
     }
 

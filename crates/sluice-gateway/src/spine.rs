@@ -139,7 +139,8 @@ async fn walk(
         client_json = Some(request);
     }
 
-    let _admission = stages::admit(&caller, &decision, &inbound)?;
+    let admission = stages::admit(gw, snap, &caller, &decision, &inbound)?;
+    finish.set_admission(admission);
     let _permit = stages::enqueue(&caller, &decision).await?;
     stages::guard_input(&decision, &inbound)?;
     if let Some(hit) = stages::cache_lookup(&caller, &decision, &inbound) {
@@ -233,7 +234,8 @@ async fn read_body(
 
 fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody> {
     let id = header_value(finish.request_id());
-    match reply {
+    let rate = finish.rate_info();
+    let mut r = match reply {
         Reply::Json {
             status,
             content_type,
@@ -257,6 +259,44 @@ fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody> {
             h.insert("x-request-id", id);
             r
         }
+    };
+    if let Some(info) = rate {
+        rate_headers(r.headers_mut(), &info);
+    }
+    r
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
+pub fn rate_headers(h: &mut HeaderMap, info: &crate::limits::RateInfo) {
+    for (family, standing) in [("requests", info.requests), ("tokens", info.tokens)] {
+        let Some(s) = standing else { continue };
+        let pairs = [
+            ("limit", s.limit.to_string()),
+            ("remaining", s.remaining.to_string()),
+            ("reset", duration_text(s.reset_s)),
+        ];
+        for (what, value) in pairs {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(format!("x-ratelimit-{what}-{family}").as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                h.insert(name, value);
+            }
+        }
+    }
+}
+
+/// `1m30s`, `250ms`, `0s`: how OpenAI writes reset times.
+fn duration_text(secs: f64) -> String {
+    if secs < 1.0 {
+        return format!("{}ms", (secs * 1000.0).round() as u64);
+    }
+    let total = secs.ceil() as u64;
+    let (h, m, s) = (total / 3600, total % 3600 / 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
     }
 }
 
@@ -284,6 +324,9 @@ pub fn error_response(
     }
     if let Some(s) = e.retry_after {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if let Some(info) = &e.rate {
+        rate_headers(h, info);
     }
     if e.no_retry {
         h.insert("x-should-retry", FALSE.clone());

@@ -2,21 +2,140 @@
 //! inputs it needs and returns a typed output; today each is a no-op, so the spine already has
 //! its final shape and no `if enabled` branches.
 
+use std::sync::Arc;
+
+use sluice_config::{LimitSpec, Metric};
 use sluice_providers::InboundRequest;
 
+use crate::Gateway;
 use crate::dispatch::Upstream;
-use crate::error::GatewayError;
+use crate::error::{ErrorKind, GatewayError};
 use crate::keys::Caller;
+use crate::limits::{Need, RateInfo, Reservation, Scope};
 use crate::routing::Decision;
 use crate::spine::Reply;
+use crate::state::Snapshot;
 
-/// A reservation against every limit that applies; settled by finish. (Limits: not yet built.)
-#[derive(Debug)]
-pub struct Admission;
+/// A reservation against every limit that applies; settled by finish.
+#[derive(Debug, Default)]
+pub struct Admission {
+    pub reservation: Option<Reservation>,
+    pub info: RateInfo,
+}
+
+/// Output tokens reserved for a request that does not say how many it wants.
+const DEFAULT_OUTPUT_RESERVATION: u64 = 1024;
+
+/// Every limit that applies to this caller, route and model, with whose it is.
+fn applicable(snap: &Snapshot, caller: &Caller, decision: &Decision<'_>) -> Vec<(Scope, Arc<str>, LimitSpec)> {
+    let c = &snap.config;
+    let mut out = Vec::new();
+    let mut add = |scope: Scope, id: &Arc<str>, specs: &[LimitSpec]| {
+        out.extend(specs.iter().map(|s| (scope, id.clone(), *s)));
+    };
+    add(Scope::Key, &caller.key_id, &caller.limits);
+    if let Some(tier) = caller.tier.as_deref().and_then(|t| c.tiers.get(t)) {
+        add(Scope::Key, &caller.key_id, tier);
+    }
+    if let Some(team) = &caller.team
+        && let Some(l) = c.teams.get(team.as_ref())
+    {
+        add(Scope::Team, team, l);
+    }
+    if let Some(tenant) = &caller.tenant
+        && let Some(l) = c.tenants.get(tenant.as_ref())
+    {
+        add(Scope::Tenant, tenant, l);
+    }
+    add(Scope::Model, &decision.model.name, &decision.model.limits);
+    add(Scope::Route, &decision.route.name, &decision.route.config.limits);
+    out
+}
 
 /// Reserve the request's estimated cost against the caller's limits, or refuse it.
-pub fn admit(_caller: &Caller, _decision: &Decision<'_>, _inbound: &InboundRequest) -> Result<Admission, GatewayError> {
-    Ok(Admission)
+pub fn admit(
+    gw: &Gateway,
+    snap: &Snapshot,
+    caller: &Caller,
+    decision: &Decision<'_>,
+    inbound: &InboundRequest,
+) -> Result<Admission, GatewayError> {
+    let limits = applicable(snap, caller, decision);
+    if limits.is_empty() {
+        return Ok(Admission::default());
+    }
+    let counts_tokens = limits.iter().any(|(_, _, s)| s.metric != Metric::Requests);
+    let need = if counts_tokens {
+        // An upper-bound estimate: a token is rarely less than three bytes of JSON text.
+        let input = (inbound.body.len() as u64).div_ceil(3);
+        let output = inbound.view.max_tokens.unwrap_or(DEFAULT_OUTPUT_RESERVATION);
+        let price = decision
+            .model
+            .deployments
+            .iter()
+            .filter_map(|&d| snap.deployments.get(d).and_then(|d| d.price))
+            .max_by_key(|p| p.cost_micros(input, 0, 0, output));
+        Need {
+            requests: 1,
+            input_tokens: input,
+            output_tokens: output,
+            cost: price.map_or(0, |p| p.cost_micros(input, 0, 0, output)),
+        }
+    } else {
+        Need {
+            requests: 1,
+            ..Need::default()
+        }
+    };
+    let now = now_ns();
+    match gw
+        .live
+        .limiter
+        .admit(&limits, &need, now, snap.config.time_zone_offset_s)
+    {
+        Ok((reservation, info)) => Ok(Admission {
+            reservation: Some(reservation),
+            info,
+        }),
+        Err(refusal) => {
+            let name = refusal.spec.name();
+            let budget = refusal.spec.metric == Metric::Cost;
+            let amount = if budget {
+                format!("{:.2} {}", refusal.spec.amount as f64 / 1e6, snap.currency)
+            } else {
+                refusal.spec.amount.to_string()
+            };
+            let (code, what) = if budget {
+                ("budget_exceeded", "budget")
+            } else {
+                ("rate_limit_exceeded", "limit")
+            };
+            let message = match refusal.retry_after_s {
+                Some(s) => format!(
+                    "The {} {what} {name} ({amount}) is reached; try again in {s} s.",
+                    refusal.scope.as_str()
+                ),
+                None => format!(
+                    "This request alone is larger than the {} {what} {name} ({amount}).",
+                    refusal.scope.as_str()
+                ),
+            };
+            let mut err = GatewayError::new(ErrorKind::RateLimited, code, message)
+                .with_param(name)
+                .with_retry_after(refusal.retry_after_s.map(|s| s.max(1)));
+            err.rate = Some(Box::new(refusal.info));
+            if refusal.retry_after_s.is_none() {
+                err = err.with_status(http::StatusCode::BAD_REQUEST).no_retry();
+            }
+            Err(err)
+        }
+    }
+}
+
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A place in the route's and deployment's concurrency budget. (Queues: not yet built.)

@@ -91,6 +91,7 @@ impl std::fmt::Debug for DeploymentRuntime {
 pub struct ModelRuntime {
     pub name: Arc<str>,
     pub deployments: Vec<usize>,
+    pub limits: Vec<sluice_config::LimitSpec>,
     /// Round-robin position; shared with the previous snapshot's alias of the same name.
     cursor: Arc<AtomicUsize>,
 }
@@ -150,6 +151,8 @@ pub struct LiveState {
     clients: Mutex<HashMap<ClientKey, Arc<HttpClient>>>,
     cursors: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     mocks: tokio::sync::Mutex<HashMap<String, (MockKnobs, Arc<MockServer>)>>,
+    /// Limit counters: keyed by scope and name, so a reload never resets them.
+    pub limiter: crate::limits::Limiter,
 }
 
 impl std::fmt::Debug for LiveState {
@@ -172,6 +175,7 @@ impl LiveState {
             clients: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
             mocks: tokio::sync::Mutex::new(HashMap::new()),
+            limiter: crate::limits::Limiter::default(),
         }
     }
 
@@ -281,6 +285,7 @@ impl LiveState {
             .map(|m| ModelRuntime {
                 name: Arc::from(m.name.as_str()),
                 deployments: m.deployments.clone(),
+                limits: m.limits.clone(),
                 cursor: self.cursor(&m.name),
             })
             .collect();

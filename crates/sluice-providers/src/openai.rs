@@ -33,6 +33,8 @@ pub struct RequestView {
     pub include_usage: bool,
     /// String entries of the request's `metadata` object.
     pub metadata: Vec<(String, String)>,
+    /// The most output tokens the request asks for (`max_tokens` and its synonyms).
+    pub max_tokens: Option<u64>,
     model_span: Range<usize>,
     stream_options_span: Option<Range<usize>>,
     close_brace: usize,
@@ -58,6 +60,10 @@ struct Envelope<'a> {
     metadata: Option<&'a RawValue>,
     #[serde(borrow, default)]
     max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_output_tokens: Option<&'a RawValue>,
 }
 
 fn span(base: &str, raw: &RawValue) -> Range<usize> {
@@ -211,11 +217,16 @@ impl RequestView {
             _ => Vec::new(),
         };
 
+        let max_tokens = [env.max_tokens, env.max_completion_tokens, env.max_output_tokens]
+            .into_iter()
+            .flatten()
+            .find_map(|raw| raw.get().parse::<u64>().ok());
         Ok(RequestView {
             model,
             stream,
             include_usage,
             metadata,
+            max_tokens,
             model_span: span(text, model_raw),
             stream_options_span: env.stream_options.map(|r| span(text, r)),
             close_brace,

@@ -1,0 +1,524 @@
+//! Limits, in process: reserve a request's estimated cost against every limit that applies —
+//! all or nothing — and settle with the real usage when the request finishes.
+//!
+//! Rates (per second, minute, hour) are GCRA: each cell keeps a theoretical arrival time; a
+//! request of `n` units is admitted when the bucket, drained at `amount / window`, has room for
+//! `n` within its burst. Quotas and budgets (per day, month) are calendar windows in the
+//! configured time zone; a new window starts from zero.
+//!
+//! Cells are found in a sharded map and locked in a fixed order, so a reservation across several
+//! limits is atomic without a global lock. Counters live in the gateway's live state and survive
+//! config reloads.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{Datelike, Offset, TimeZone};
+use sluice_config::{LimitSpec, Metric, Window};
+
+const SHARDS: usize = 64;
+const NS: u64 = 1_000_000_000;
+
+/// Whose limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Key,
+    Team,
+    Tenant,
+    Model,
+    Route,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Key => "key",
+            Scope::Team => "team",
+            Scope::Tenant => "tenant",
+            Scope::Model => "model",
+            Scope::Route => "route",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CellKey {
+    pub scope: Scope,
+    pub id: Arc<str>,
+    pub metric: Metric,
+    pub window: Window,
+}
+
+#[derive(Debug)]
+enum Cell {
+    /// GCRA: theoretical arrival time, in ns since the epoch.
+    Rate { tat: u64 },
+    /// Calendar window: its start (unix seconds) and the units used in it.
+    Quota { start: i64, used: u64 },
+}
+
+/// What one request counts against each metric.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Need {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Micro-units of currency.
+    pub cost: u64,
+}
+
+impl Need {
+    fn of(&self, m: Metric) -> u64 {
+        match m {
+            Metric::Requests => self.requests,
+            Metric::Tokens => self.input_tokens + self.output_tokens,
+            Metric::InputTokens => self.input_tokens,
+            Metric::OutputTokens => self.output_tokens,
+            Metric::Cost => self.cost,
+        }
+    }
+}
+
+/// A limit as it stands after an admission: for the `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the limit is whole again.
+    pub reset_s: f64,
+}
+
+/// The tightest request and token limits that applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateInfo {
+    pub requests: Option<Standing>,
+    pub tokens: Option<Standing>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub scope: Scope,
+    pub spec: LimitSpec,
+    /// Seconds until a retry can succeed (`None`: never, the request is larger than the limit).
+    pub retry_after_s: Option<u64>,
+    pub info: RateInfo,
+}
+
+/// Reserved units, released or topped up at settlement.
+#[derive(Debug)]
+pub struct Reservation {
+    items: Vec<(CellKey, Arc<Mutex<Cell>>, LimitSpec, u64)>,
+    tz: i32,
+}
+
+#[derive(Debug)]
+pub struct Limiter {
+    shards: Vec<Mutex<HashMap<CellKey, Arc<Mutex<Cell>>>>>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Start (unix seconds) of the calendar window holding `now_s`, and of the next one.
+pub fn window_bounds(window: Window, now_s: i64, tz: i32) -> (i64, i64) {
+    let offset = chrono::FixedOffset::east_opt(tz).unwrap_or_else(|| chrono::Utc.fix());
+    let local = offset.timestamp_opt(now_s, 0).single();
+    let Some(local) = local else {
+        return (now_s, now_s + 86_400);
+    };
+    let day = local.date_naive();
+    let start_of = |d: chrono::NaiveDate| -> i64 {
+        offset
+            .from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
+            .single()
+            .map_or(now_s, |t| t.timestamp())
+    };
+    match window {
+        Window::Month => {
+            let first = day.with_day(1).unwrap_or(day);
+            let next = if first.month() == 12 {
+                chrono::NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+            } else {
+                chrono::NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+            }
+            .unwrap_or(first);
+            (start_of(first), start_of(next))
+        }
+        _ => {
+            let next = day.succ_opt().unwrap_or(day);
+            (start_of(day), start_of(next))
+        }
+    }
+}
+
+impl Limiter {
+    fn cell(&self, key: &CellKey, rate: bool) -> Arc<Mutex<Cell>> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        lock(shard)
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(if rate {
+                    Cell::Rate { tat: 0 }
+                } else {
+                    Cell::Quota { start: 0, used: 0 }
+                }))
+            })
+            .clone()
+    }
+
+    /// Reserves `need` against every limit in `applicable`, or refuses on the first that cannot
+    /// take it (nothing is reserved then).
+    pub fn admit(
+        &self,
+        applicable: &[(Scope, Arc<str>, LimitSpec)],
+        need: &Need,
+        now_ns: u64,
+        tz: i32,
+    ) -> Result<(Reservation, RateInfo), Refusal> {
+        let mut items: Vec<(CellKey, Arc<Mutex<Cell>>, LimitSpec, u64)> = applicable
+            .iter()
+            .filter(|(_, _, s)| need.of(s.metric) > 0 || s.metric == Metric::Requests)
+            .map(|(scope, id, spec)| {
+                let key = CellKey {
+                    scope: *scope,
+                    id: id.clone(),
+                    metric: spec.metric,
+                    window: spec.window,
+                };
+                let cell = self.cell(&key, spec.window.is_rate());
+                (key, cell, *spec, need.of(spec.metric))
+            })
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        items.dedup_by(|a, b| a.0 == b.0 && a.2 == b.2);
+        let mut guards: Vec<MutexGuard<'_, Cell>> = items.iter().map(|(_, c, _, _)| lock(c)).collect();
+        let now_s = (now_ns / NS) as i64;
+        let mut info = RateInfo::default();
+        // Check every limit first…
+        for (i, (key, _, spec, n)) in items.iter().enumerate() {
+            let (ok, standing, retry) = check(&mut guards[i], spec, *n, now_ns, now_s, tz);
+            merge(&mut info, spec.metric, standing);
+            if !ok {
+                return Err(Refusal {
+                    scope: key.scope,
+                    spec: *spec,
+                    retry_after_s: retry,
+                    info,
+                });
+            }
+        }
+        // …then take from all of them.
+        let mut info = RateInfo::default();
+        for (i, (_, _, spec, n)) in items.iter().enumerate() {
+            let standing = take(&mut guards[i], spec, *n, now_ns, now_s, tz);
+            merge(&mut info, spec.metric, standing);
+        }
+        drop(guards);
+        Ok((Reservation { items, tz }, info))
+    }
+}
+
+/// Keeps the tightest (least remaining) standing per header family.
+fn merge(info: &mut RateInfo, metric: Metric, s: Standing) {
+    let slot = match metric {
+        Metric::Requests => &mut info.requests,
+        Metric::Tokens | Metric::InputTokens | Metric::OutputTokens => &mut info.tokens,
+        Metric::Cost => return,
+    };
+    if slot.is_none_or(|cur| s.remaining < cur.remaining) {
+        *slot = Some(s);
+    }
+}
+
+fn period_ns(spec: &LimitSpec) -> u64 {
+    spec.window.seconds() * NS
+}
+
+/// (admitted?, standing, retry-after) without changing the cell.
+fn check(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz: i32) -> (bool, Standing, Option<u64>) {
+    match cell {
+        Cell::Rate { tat } => {
+            if spec.amount == 0 {
+                return (
+                    false,
+                    Standing {
+                        limit: 0,
+                        remaining: 0,
+                        reset_s: 0.0,
+                    },
+                    None,
+                );
+            }
+            let t = period_ns(spec) / spec.amount.max(1);
+            let tau = t.saturating_mul(spec.burst);
+            let base = (*tat).max(now_ns);
+            let backlog = base - now_ns;
+            let remaining = tau.saturating_sub(backlog) / t.max(1);
+            let standing = Standing {
+                limit: spec.amount,
+                remaining,
+                reset_s: backlog as f64 / 1e9,
+            };
+            let new_backlog = backlog.saturating_add(n.saturating_mul(t));
+            if new_backlog <= tau {
+                (true, standing, Some(0))
+            } else if n.saturating_mul(t) > tau {
+                (false, standing, None)
+            } else {
+                (false, standing, Some((new_backlog - tau).div_ceil(NS)))
+            }
+        }
+        Cell::Quota { start, used } => {
+            let (window_start, next) = window_bounds(spec.window, now_s, tz);
+            let used_now = if *start == window_start { *used } else { 0 };
+            let standing = Standing {
+                limit: spec.amount,
+                remaining: spec.amount.saturating_sub(used_now),
+                reset_s: (next - now_s).max(0) as f64,
+            };
+            if used_now.saturating_add(n) <= spec.amount {
+                (true, standing, Some(0))
+            } else if n > spec.amount {
+                (false, standing, None)
+            } else {
+                (false, standing, Some((next - now_s).max(1) as u64))
+            }
+        }
+    }
+}
+
+fn take(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz: i32) -> Standing {
+    match cell {
+        Cell::Rate { tat } => {
+            let t = period_ns(spec) / spec.amount.max(1);
+            let base = (*tat).max(now_ns);
+            *tat = base.saturating_add(n.saturating_mul(t));
+            let backlog = *tat - now_ns;
+            let tau = t.saturating_mul(spec.burst);
+            Standing {
+                limit: spec.amount,
+                remaining: tau.saturating_sub(backlog) / t.max(1),
+                reset_s: backlog as f64 / 1e9,
+            }
+        }
+        Cell::Quota { start, used } => {
+            let (window_start, next) = window_bounds(spec.window, now_s, tz);
+            if *start != window_start {
+                *start = window_start;
+                *used = 0;
+            }
+            *used = used.saturating_add(n);
+            Standing {
+                limit: spec.amount,
+                remaining: spec.amount.saturating_sub(*used),
+                reset_s: (next - now_s).max(0) as f64,
+            }
+        }
+    }
+}
+
+impl Reservation {
+    /// Replaces what was reserved by what was used, in every cell, once.
+    pub fn settle(self, actual: &Need, now_ns: u64) {
+        let now_s = (now_ns / NS) as i64;
+        for (_, cell, spec, reserved) in &self.items {
+            let used = actual.of(spec.metric);
+            let mut c = lock(cell);
+            match &mut *c {
+                Cell::Rate { tat } => {
+                    let t = period_ns(spec) / spec.amount.max(1);
+                    if used >= *reserved {
+                        *tat = tat.saturating_add((used - reserved).saturating_mul(t));
+                    } else {
+                        *tat = tat.saturating_sub((reserved - used).saturating_mul(t));
+                    }
+                }
+                Cell::Quota { start, used: u } => {
+                    let (window_start, _) = window_bounds(spec.window, now_s, self.tz);
+                    // A reservation made in a window that has since closed went with it.
+                    if *start == window_start {
+                        *u = u.saturating_sub(*reserved).saturating_add(used);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(metric: Metric, window: Window, amount: u64, burst: u64) -> LimitSpec {
+        LimitSpec {
+            metric,
+            window,
+            amount,
+            burst,
+        }
+    }
+
+    fn one(s: LimitSpec) -> Vec<(Scope, Arc<str>, LimitSpec)> {
+        vec![(Scope::Key, Arc::from("k"), s)]
+    }
+
+    const REQ: Need = Need {
+        requests: 1,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost: 0,
+    };
+
+    #[test]
+    fn a_rate_admits_its_burst_then_one_per_interval() {
+        let l = Limiter::default();
+        let a = one(spec(Metric::Requests, Window::Minute, 60, 5));
+        let t0 = 1_000_000 * NS;
+        for _ in 0..5 {
+            assert!(l.admit(&a, &REQ, t0, 0).is_ok());
+        }
+        let refused = l.admit(&a, &REQ, t0, 0).unwrap_err();
+        assert_eq!(refused.retry_after_s, Some(1));
+        assert!(l.admit(&a, &REQ, t0 + NS, 0).is_ok(), "one more after one interval");
+    }
+
+    #[test]
+    fn quotas_reset_with_the_calendar_in_the_time_zone() {
+        let l = Limiter::default();
+        let a = one(spec(Metric::Requests, Window::Day, 2, 2));
+        // 2026-11-22 23:30 at +02:00 is 21:30 UTC.
+        let t = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 22, 21, 30, 0)
+            .unwrap()
+            .timestamp() as u64
+            * NS;
+        let tz = 7200;
+        assert!(l.admit(&a, &REQ, t, tz).is_ok());
+        assert!(l.admit(&a, &REQ, t, tz).is_ok());
+        let r = l.admit(&a, &REQ, t, tz).unwrap_err();
+        assert_eq!(r.retry_after_s, Some(1800), "local midnight is 30 minutes away");
+        assert!(l.admit(&a, &REQ, t + 1800 * NS, tz).is_ok());
+        let (s, n) = window_bounds(Window::Month, 1_796_000_000, 0);
+        assert_eq!(chrono::Utc.timestamp_opt(s, 0).unwrap().day(), 1);
+        assert_eq!(chrono::Utc.timestamp_opt(n, 0).unwrap().day(), 1);
+    }
+
+    #[test]
+    fn all_or_nothing_and_settlement_releases_the_rest() {
+        let l = Limiter::default();
+        let both = vec![
+            (
+                Scope::Key,
+                Arc::<str>::from("k"),
+                spec(Metric::Tokens, Window::Day, 1000, 1000),
+            ),
+            (
+                Scope::Team,
+                Arc::<str>::from("t"),
+                spec(Metric::Tokens, Window::Day, 300, 300),
+            ),
+        ];
+        let t = 2_000_000 * NS;
+        let big = Need {
+            requests: 1,
+            input_tokens: 200,
+            output_tokens: 200,
+            cost: 0,
+        };
+        // The team's 300 refuses 400; the key's cell must not have been charged.
+        assert_eq!(l.admit(&both, &big, t, 0).unwrap_err().scope, Scope::Team);
+        let small = Need {
+            requests: 1,
+            input_tokens: 100,
+            output_tokens: 150,
+            cost: 0,
+        };
+        let (res, info) = l.admit(&both, &small, t, 0).unwrap();
+        assert_eq!(info.tokens.unwrap().remaining, 50);
+        // The answer used 60 tokens: 190 go back.
+        res.settle(
+            &Need {
+                requests: 1,
+                input_tokens: 40,
+                output_tokens: 20,
+                cost: 0,
+            },
+            t,
+        );
+        let (_, info) = l
+            .admit(
+                &both,
+                &Need {
+                    requests: 1,
+                    input_tokens: 1,
+                    output_tokens: 0,
+                    cost: 0,
+                },
+                t,
+                0,
+            )
+            .unwrap();
+        assert_eq!(info.tokens.unwrap().remaining, 300 - 60 - 1);
+    }
+
+    proptest! {
+        /// However requests interleave in time, a rate never admits more than its burst plus
+        /// what drains in the window.
+        #[test]
+        fn a_rate_never_admits_more_than_burst_plus_refill(
+            gaps in proptest::collection::vec(0u64..300_000_000, 1..400),
+            sizes in proptest::collection::vec(1u64..4, 1..400),
+            amount in 1u64..50,
+            burst in 1u64..20,
+        ) {
+            let l = Limiter::default();
+            let s = spec(Metric::Tokens, Window::Second, amount, burst);
+            let a = one(s);
+            let mut now = 10_000 * NS;
+            let start = now;
+            let mut admitted = 0u64;
+            for (gap, n) in gaps.iter().zip(sizes.iter().cycle()) {
+                now += gap;
+                let need = Need { requests: 1, input_tokens: *n, output_tokens: 0, cost: 0 };
+                if l.admit(&a, &need, now, 0).is_ok() {
+                    admitted += n;
+                }
+            }
+            let elapsed_units = (u128::from(now - start) * u128::from(amount) / u128::from(NS)) as u64;
+            prop_assert!(admitted <= burst + elapsed_units + 1, "{admitted} > {burst} + {elapsed_units}");
+        }
+
+        /// Settlement never leaves a reservation behind: after every request settles, the
+        /// quota holds exactly what was used.
+        #[test]
+        fn settlement_leaves_exactly_the_usage(
+            reqs in proptest::collection::vec((1u64..100, 0u64..120), 1..60),
+        ) {
+            let l = Limiter::default();
+            let a = one(spec(Metric::Tokens, Window::Month, u64::MAX / 4, 0));
+            let t = 3_000_000 * NS;
+            let mut used = 0u64;
+            for (reserve, actual) in reqs {
+                let (r, _) = l.admit(&a, &Need { requests: 1, input_tokens: reserve, output_tokens: 0, cost: 0 }, t, 0).unwrap();
+                r.settle(&Need { requests: 1, input_tokens: actual, output_tokens: 0, cost: 0 }, t);
+                used += actual;
+            }
+            let (_, info) = l.admit(&a, &Need { requests: 1, input_tokens: 1, output_tokens: 0, cost: 0 }, t, 0).unwrap();
+            prop_assert_eq!(info.tokens.unwrap().remaining, u64::MAX / 4 - used - 1);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Limits over real HTTP, in process: rates, calendar quotas, token limits settled with the real
+//! usage, cost budgets, limits shared by a team, 429s callers can act on, and counters that
+//! survive a config reload.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use serde_json::{Value, json};
+use sluice_mock::MockServer;
+use sluice_testkit::*;
+
+const OTHER_KEY: &str = "sk-sluice-test-key-teammate";
+
+fn config(mock: &MockServer, key_limits: &str) -> String {
+    let base = mock.base_url();
+    format!(
+        r#"
+prices:
+  models:
+    - {{ model: upstream-a, input: 10, output: 30 }}
+tiers:
+  - {{ name: free, limits: {{ requests_per_day: 4 }} }}
+teams:
+  - {{ name: search, limits: {{ tokens_per_day: 100000 }} }}
+deployments:
+  - {{ name: mock-a, provider: openai, base_url: "{base}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+models:
+  - {{ name: chat, deployments: [mock-a] }}
+routes:
+  - name: default
+keys:
+  - {{ id: {KEY_ID}, hash: "{}", team: search, limits: {key_limits} }}
+  - {{ id: teammate, hash: "{}", team: search, tier: free }}
+"#,
+        key_hash(KEY),
+        key_hash(OTHER_KEY)
+    )
+}
+
+fn ask(max_tokens: u64) -> Value {
+    json!({"model": "chat", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test]
+async fn a_rate_refuses_with_headers_and_a_code_naming_the_limit() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "{ requests_per_minute: 3 }")).await;
+    for remaining in ["2", "1", "0"] {
+        let r = gw.chat(KEY, &ask(16)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-limit-requests"), Some("3"));
+        assert_eq!(r.header("x-ratelimit-remaining-requests"), Some(remaining));
+    }
+    let r = gw.chat(KEY, &ask(16)).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.error_code(), "rate_limit_exceeded");
+    assert_eq!(r.json()["error"]["param"], "requests_per_minute");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "one request drains in 20 s: {retry}");
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(
+        mock.stats().recent().len(),
+        3,
+        "the refused request never reached the model"
+    );
+    let line = &gw.log_lines(4).await[3];
+    assert_eq!(line["status"], 429);
+    assert_eq!(line["error_code"], "rate_limit_exceeded");
+}
+
+#[tokio::test]
+async fn a_tier_quota_counts_per_key_and_survives_a_reload() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "{}")).await;
+    for _ in 0..4 {
+        assert_eq!(gw.chat(OTHER_KEY, &ask(16)).await.status, 200);
+    }
+    let r = gw.chat(OTHER_KEY, &ask(16)).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["param"], "requests_per_day");
+    assert!(r.header("x-ratelimit-reset-requests").unwrap().ends_with('s'));
+    // The other key of the same team is not on that tier.
+    assert_eq!(gw.chat(KEY, &ask(16)).await.status, 200);
+    // A reload keeps the counters.
+    let before = gw.version().await;
+    gw.write_config(&config(&mock, "{ requests_per_hour: 1000 }"));
+    let r = gw.admin(http::Method::POST, "/admin/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(gw.version().await, before);
+    assert_eq!(
+        gw.chat(OTHER_KEY, &ask(16)).await.status,
+        429,
+        "counters survived the reload"
+    );
+}
+
+#[tokio::test]
+async fn token_limits_reserve_the_estimate_and_settle_the_real_usage() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "{ tokens_per_day: 2500 }")).await;
+    // Each request reserves its max_tokens (1000) plus its input, and uses ~10: after settlement
+    // the unused reservation is back, so many more than two requests fit.
+    for i in 0..10 {
+        let r = gw.chat(KEY, &ask(1000)).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let used: u64 = gw
+        .log_lines(10)
+        .await
+        .iter()
+        .map(|l| l["total_tokens"].as_u64().unwrap())
+        .sum();
+    let r = gw.chat(KEY, &ask(1)).await;
+    let remaining: u64 = r.header("x-ratelimit-remaining-tokens").unwrap().parse().unwrap();
+    let input_estimate = 2500 - used - remaining - 1; // this request's own reservation, minus 1 output
+    assert!(
+        input_estimate < 100,
+        "only the real usage stays charged: used {used}, remaining {remaining}"
+    );
+    // A request that can never fit is a 400, not a 429 to retry.
+    let r = gw.chat(KEY, &ask(5000)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error_code(), "rate_limit_exceeded");
+    assert_eq!(r.header("x-should-retry"), Some("false"));
+}
+
+#[tokio::test]
+async fn a_cost_budget_refuses_with_its_own_code() {
+    let mock = mock().await;
+    // 0.0012 a day; each request costs about 8 output tokens × 30/Mtok + input × 10/Mtok.
+    let gw = TestGateway::start(&config(&mock, "{ cost_per_day: 0.0012 }")).await;
+    let mut served = 0;
+    let mut refused = None;
+    for _ in 0..20 {
+        let r = gw.chat(KEY, &ask(8)).await;
+        if r.status == 200 {
+            served += 1;
+        } else {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the budget ran out");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.error_code(), "budget_exceeded");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("USD"));
+    let lines = gw.log_lines(served + 1).await;
+    let spent: u64 = lines.iter().filter_map(|l| l["cost_micros"].as_u64()).sum();
+    assert_eq!(lines.iter().filter(|l| l["status"] == 200).count(), served);
+    assert!(
+        spent <= 1200,
+        "never over budget: {spent} micro-USD in {served} requests"
+    );
+    assert!(served >= 2, "{served}");
+}
+
+#[tokio::test]
+async fn a_team_limit_is_shared_by_its_keys() {
+    let mock = mock().await;
+    let base = config(&mock, "{}").replace("tokens_per_day: 100000", "requests_per_minute: 2");
+    let gw = TestGateway::start(&base).await;
+    assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
+    assert_eq!(gw.chat(OTHER_KEY, &ask(8)).await.status, 200);
+    let r = gw.chat(KEY, &ask(8)).await;
+    assert_eq!(r.status, 429);
+    assert!(
+        r.json()["error"]["message"].as_str().unwrap().contains("team limit"),
+        "{}",
+        r.text()
+    );
+}

@@ -168,3 +168,38 @@ async fn a_team_limit_is_shared_by_its_keys() {
         r.text()
     );
 }
+
+#[tokio::test]
+async fn a_stream_the_client_leaves_is_charged_what_was_relayed() {
+    let mock = mock().await;
+    // (The team's own token limit is lifted out of the way: the key's output limit is watched.)
+    let yaml = config(&mock, "{ output_tokens_per_day: 100000 }").replace("name: search, limits: { tokens_per_day: 100000 }", "name: search, limits: { tokens_per_day: 900000000 }");
+    let gw = TestGateway::start(&yaml).await;
+    // A slow 40-chunk stream; the client reads 5 chunks and hangs up.
+    let mut resp = gw
+        .stream(
+            KEY,
+            &json!({"model": "chat", "stream": true, "max_tokens": 4000, "messages": [{"role": "user", "content": "hi"}],
+                    "mock": {"chunks": 40, "chunk_delay_ms": 20}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let before: u64 = resp.headers()["x-ratelimit-remaining-tokens"].to_str().unwrap().parse().unwrap();
+    assert_eq!(before, 100_000 - 4000, "the reservation is the request's max_tokens");
+    let body = resp.body_mut();
+    let mut seen = 0;
+    while seen < 6 {
+        if next_frame(body, std::time::Duration::from_secs(5)).await.is_some() {
+            seen += 1;
+        }
+    }
+    drop(resp);
+    let line = gw.log_lines(1).await[0].clone();
+    assert_eq!(line["error_class"], "client_closed");
+    let charged = line["completion_tokens"].as_u64().unwrap();
+    assert!((4..40).contains(&charged), "charged the relayed output, not the reservation: {line}");
+    // What the limit holds now is exactly that, not the 4 000 reserved.
+    let r = gw.chat(KEY, &ask(1)).await;
+    let after: u64 = r.header("x-ratelimit-remaining-tokens").unwrap().parse().unwrap();
+    assert_eq!(after, 100_000 - charged - 1);
+}

@@ -83,6 +83,17 @@ impl Price {
 }
 
 impl Config {
+    /// Whether any token or cost limit is configured (admission may then count tokens).
+    pub fn counts_tokens(&self) -> bool {
+        let any = |l: &[LimitSpec]| l.iter().any(|s| s.metric != Metric::Requests);
+        self.tiers.values().any(|l| any(l))
+            || self.teams.values().any(|l| any(l))
+            || self.tenants.values().any(|l| any(l))
+            || self.keys.iter().any(|k| any(&k.limits))
+            || self.models.iter().any(|m| any(&m.limits))
+            || self.routes.iter().any(|r| any(&r.limits))
+    }
+
     pub fn model_index(&self, name: &str) -> Option<usize> {
         self.models.iter().position(|m| m.name == name)
     }

@@ -149,6 +149,10 @@ pub struct RunningGateway {
 /// Binds the listeners and starts serving.
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningGateway, StartError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if config.counts_tokens() {
+        // The tokenizer takes ~0.1 s to load; load it now, off the async threads.
+        tokio::task::spawn_blocking(stages::preload_tokenizer);
+    }
     let telemetry = Arc::new(
         Telemetry::new(&config.logging.access_log, config.logging.access_log_queue).map_err(StartError::AccessLog)?,
     );

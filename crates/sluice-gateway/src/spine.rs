@@ -139,7 +139,7 @@ async fn walk(
         client_json = Some(request);
     }
 
-    let admission = stages::admit(gw, snap, &caller, &decision, &inbound)?;
+    let admission = stages::admit(gw, snap, &caller, &decision, &inbound).await?;
     finish.set_admission(admission);
     let _permit = stages::enqueue(&caller, &decision).await?;
     stages::guard_input(&decision, &inbound)?;

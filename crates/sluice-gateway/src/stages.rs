@@ -52,8 +52,41 @@ fn applicable(snap: &Snapshot, caller: &Caller, decision: &Decision<'_>) -> Vec<
     out
 }
 
+/// Prompts larger than this are counted on a blocking thread, off the async workers.
+const COUNT_INLINE_MAX: usize = 16 * 1024;
+
+/// Tokens in `text` with the o200k tokenizer (OpenAI's current models; an approximation for
+/// other vendors' models, which do not publish theirs).
+pub fn count_tokens(text: &str) -> u64 {
+    tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len() as u64
+}
+
+/// Loads the tokenizer, so the first request that needs it does not pay for it.
+pub fn preload_tokenizer() {
+    let _ = count_tokens("warm");
+}
+
+fn need_for(snap: &Snapshot, decision: &Decision<'_>, input: u64, output: u64) -> Need {
+    let price = decision
+        .model
+        .deployments
+        .iter()
+        .filter_map(|&d| snap.deployments.get(d).and_then(|d| d.price))
+        .max_by_key(|p| p.cost_micros(input, 0, 0, output));
+    Need {
+        requests: 1,
+        input_tokens: input,
+        output_tokens: output,
+        cost: price.map_or(0, |p| p.cost_micros(input, 0, 0, output)),
+    }
+}
+
 /// Reserve the request's estimated cost against the caller's limits, or refuse it.
-pub fn admit(
+///
+/// Token and cost limits first use a byte-length upper bound on the prompt's tokens (a token
+/// is rarely under three bytes of JSON text); only when that bound would refuse is the prompt
+/// counted with the tokenizer — on a blocking thread when it is large — and tried again.
+pub async fn admit(
     gw: &Gateway,
     snap: &Snapshot,
     caller: &Caller,
@@ -65,34 +98,35 @@ pub fn admit(
         return Ok(Admission::default());
     }
     let counts_tokens = limits.iter().any(|(_, _, s)| s.metric != Metric::Requests);
+    let output = inbound.view.max_tokens.unwrap_or(DEFAULT_OUTPUT_RESERVATION);
     let need = if counts_tokens {
-        // An upper-bound estimate: a token is rarely less than three bytes of JSON text.
-        let input = (inbound.body.len() as u64).div_ceil(3);
-        let output = inbound.view.max_tokens.unwrap_or(DEFAULT_OUTPUT_RESERVATION);
-        let price = decision
-            .model
-            .deployments
-            .iter()
-            .filter_map(|&d| snap.deployments.get(d).and_then(|d| d.price))
-            .max_by_key(|p| p.cost_micros(input, 0, 0, output));
-        Need {
-            requests: 1,
-            input_tokens: input,
-            output_tokens: output,
-            cost: price.map_or(0, |p| p.cost_micros(input, 0, 0, output)),
-        }
+        need_for(snap, decision, (inbound.body.len() as u64).div_ceil(3), output)
     } else {
         Need {
             requests: 1,
             ..Need::default()
         }
     };
-    let now = now_ns();
-    match gw
-        .live
-        .limiter
-        .admit(&limits, &need, now, snap.config.time_zone_offset_s)
+    let tz = snap.config.time_zone_offset_s;
+    let mut result = gw.live.limiter.admit(&limits, &need, now_ns(), tz);
+    if let Err(refusal) = &result
+        && refusal.spec.metric != Metric::Requests
     {
+        let body = inbound.body.clone();
+        let count = move || count_tokens(&String::from_utf8_lossy(&body));
+        let exact = if inbound.body.len() <= COUNT_INLINE_MAX {
+            count()
+        } else {
+            tokio::task::spawn_blocking(count).await.unwrap_or(u64::MAX / 4)
+        };
+        if exact < need.input_tokens {
+            result = gw
+                .live
+                .limiter
+                .admit(&limits, &need_for(snap, decision, exact, output), now_ns(), tz);
+        }
+    }
+    match result {
         Ok((reservation, info)) => Ok(Admission {
             reservation: Some(reservation),
             info,

@@ -173,7 +173,10 @@ async fn a_team_limit_is_shared_by_its_keys() {
 async fn a_stream_the_client_leaves_is_charged_what_was_relayed() {
     let mock = mock().await;
     // (The team's own token limit is lifted out of the way: the key's output limit is watched.)
-    let yaml = config(&mock, "{ output_tokens_per_day: 100000 }").replace("name: search, limits: { tokens_per_day: 100000 }", "name: search, limits: { tokens_per_day: 900000000 }");
+    let yaml = config(&mock, "{ output_tokens_per_day: 100000 }").replace(
+        "name: search, limits: { tokens_per_day: 100000 }",
+        "name: search, limits: { tokens_per_day: 900000000 }",
+    );
     let gw = TestGateway::start(&yaml).await;
     // A slow 40-chunk stream; the client reads 5 chunks and hangs up.
     let mut resp = gw
@@ -184,7 +187,11 @@ async fn a_stream_the_client_leaves_is_charged_what_was_relayed() {
         )
         .await;
     assert_eq!(resp.status(), 200);
-    let before: u64 = resp.headers()["x-ratelimit-remaining-tokens"].to_str().unwrap().parse().unwrap();
+    let before: u64 = resp.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(before, 100_000 - 4000, "the reservation is the request's max_tokens");
     let body = resp.body_mut();
     let mut seen = 0;
@@ -197,9 +204,40 @@ async fn a_stream_the_client_leaves_is_charged_what_was_relayed() {
     let line = gw.log_lines(1).await[0].clone();
     assert_eq!(line["error_class"], "client_closed");
     let charged = line["completion_tokens"].as_u64().unwrap();
-    assert!((4..40).contains(&charged), "charged the relayed output, not the reservation: {line}");
+    assert!(
+        (4..40).contains(&charged),
+        "charged the relayed output, not the reservation: {line}"
+    );
     // What the limit holds now is exactly that, not the 4 000 reserved.
     let r = gw.chat(KEY, &ask(1)).await;
     let after: u64 = r.header("x-ratelimit-remaining-tokens").unwrap().parse().unwrap();
     assert_eq!(after, 100_000 - charged - 1);
+}
+
+#[tokio::test]
+async fn the_tokenizer_decides_when_the_byte_bound_would_refuse() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "{ input_tokens_per_day: 150 }")).await;
+    // ~340 bytes of JSON: the byte bound says ~115 tokens of input; the tokenizer says ~70.
+    let prompt = "hello ".repeat(50);
+    let body = json!({"model": "chat", "max_tokens": 8, "messages": [{"role": "user", "content": prompt}]});
+    let r = gw.chat(KEY, &body).await;
+    assert_eq!(r.status, 200, "the first fits either way: {}", r.text());
+    // Now ~90 tokens are used (the mock's own count); the bound (~115) would refuse the second,
+    // its exact count (~60 by the tokenizer) fits.
+    let used = gw.log_lines(1).await[0]["prompt_tokens"].as_u64().unwrap();
+    let exact = {
+        let text = body.to_string();
+        sluice_gateway::stages::count_tokens(&text)
+    };
+    let bound = (body.to_string().len() as u64).div_ceil(3);
+    assert!(
+        used + bound > 150 && used + exact <= 150,
+        "the test needs the bound to refuse and the count to admit: used {used}, bound {bound}, exact {exact}"
+    );
+    let r = gw.chat(KEY, &body).await;
+    assert_eq!(r.status, 200, "counted exactly, it fits: {}", r.text());
+    let r = gw.chat(KEY, &body).await;
+    assert_eq!(r.status, 429, "and then the limit holds: {}", r.text());
+    assert_eq!(r.json()["error"]["param"], "input_tokens_per_day");
 }

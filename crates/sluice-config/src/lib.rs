@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 pub use types::*;
 pub use validate::{
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FIRST_BYTE_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_MS,
-    DEFAULT_TOTAL_TIMEOUT_MS, parse_key_hash,
+    DEFAULT_TOTAL_TIMEOUT_MS, parse_key_hash, parse_limits,
 };
 
 /// One problem in a config file.

@@ -788,6 +788,21 @@ fn route(
     }
 }
 
+/// Parses limits given at run time (the admin API), with the same names as in the config file.
+pub fn parse_limits(raw: &std::collections::BTreeMap<String, f64>) -> Result<Vec<LimitSpec>, Vec<String>> {
+    let mut errs = Collector(Vec::new());
+    let specs = limits(raw, "limits", None, &mut errs);
+    if errs.0.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errs
+            .0
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect())
+    }
+}
+
 /// Parses readable limit names (`requests_per_minute`, `cost_per_month`, `…_burst`).
 fn limits(raw: &crate::raw::RawLimits, path: &str, at: Option<&S<String>>, errs: &mut Collector) -> Vec<LimitSpec> {
     let mut out = Vec::new();

@@ -25,6 +25,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{id}", delete(revoke_key))
         .route("/admin/reload", post(reload_config))
+        .route("/admin/limits", get(list_limits))
+        .route(
+            "/admin/limits/{scope}/{name}",
+            axum::routing::put(set_limits).delete(clear_limits),
+        )
         .route("/admin/config", get(config_summary))
         .layer(middleware::from_fn_with_state(gw.clone(), require_token))
         .with_state(gw)
@@ -248,6 +253,66 @@ async fn revoke_key(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> R
         return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
     }
     Json(json!({ "id": id, "revoked": true })).into_response()
+}
+
+async fn list_limits(State(gw): State<Arc<Gateway>>) -> Response {
+    Json(serde_json::to_value(&**gw.runtime_limits.load()).unwrap_or_default()).into_response()
+}
+
+/// `PUT /admin/limits/{keys|teams}/{name}` with `{"requests_per_minute": 60, …}`: replaces that
+/// key's or team's limits from now on, without a restart (counters are kept).
+async fn set_limits(
+    State(gw): State<Arc<Gateway>>,
+    Path((scope, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    if scope != "keys" && scope != "teams" {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_scope",
+            "Limits can be set for keys or teams.",
+        );
+    }
+    let raw: std::collections::BTreeMap<String, f64> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("Expected an object of limit names to numbers: {e}"),
+            );
+        }
+    };
+    let specs = match sluice_config::parse_limits(&raw) {
+        Ok(s) => s,
+        Err(errs) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limits", errs.join("; ")),
+    };
+    let mut next = (**gw.runtime_limits.load()).clone();
+    let view: Vec<_> = specs.iter().map(crate::limits::LimitSpecView::from).collect();
+    if scope == "keys" {
+        next.keys.insert(name.clone(), view.clone());
+        next.key_specs.insert(name.clone(), Arc::from(specs));
+    } else {
+        next.teams.insert(name.clone(), view.clone());
+        next.team_specs.insert(name.clone(), Arc::from(specs));
+    }
+    gw.runtime_limits.store(Arc::new(next));
+    tracing::info!(scope, name, "limits set at run time");
+    Json(json!({"scope": scope, "name": name, "limits": view})).into_response()
+}
+
+async fn clear_limits(State(gw): State<Arc<Gateway>>, Path((scope, name)): Path<(String, String)>) -> Response {
+    let mut next = (**gw.runtime_limits.load()).clone();
+    let removed = match scope.as_str() {
+        "keys" => next.key_specs.remove(&name).is_some() | next.keys.remove(&name).is_some(),
+        "teams" => next.team_specs.remove(&name).is_some() | next.teams.remove(&name).is_some(),
+        _ => false,
+    };
+    if !removed {
+        return error(StatusCode::NOT_FOUND, "not_found", "No run-time limits are set there.");
+    }
+    gw.runtime_limits.store(Arc::new(next));
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn reload_config(State(gw): State<Arc<Gateway>>) -> Response {

@@ -71,6 +71,8 @@ pub struct Gateway {
     reload_lock: tokio::sync::Mutex<()>,
     /// The run-time keys last read from the store (control plane only).
     runtime_keys: tokio::sync::Mutex<Vec<sluice_store::StoredKey>>,
+    /// Limits set through the admin API (replace a key's or team's configured ones).
+    pub runtime_limits: ArcSwap<limits::RuntimeLimits>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -191,6 +193,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         ready: AtomicBool::new(false),
         reload_lock: tokio::sync::Mutex::new(()),
         runtime_keys: tokio::sync::Mutex::new(Vec::new()),
+        runtime_limits: ArcSwap::from_pointee(limits::RuntimeLimits::default()),
     });
     gateway.refresh_keys().await?;
 

@@ -113,6 +113,36 @@ pub struct Reservation {
     tz: i32,
 }
 
+/// Limits set at run time through the admin API; they replace a key's or team's own limits
+/// from the config (a key's tier still applies).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RuntimeLimits {
+    pub keys: HashMap<String, Vec<LimitSpecView>>,
+    pub teams: HashMap<String, Vec<LimitSpecView>>,
+    #[serde(skip)]
+    pub key_specs: HashMap<String, Arc<[LimitSpec]>>,
+    #[serde(skip)]
+    pub team_specs: HashMap<String, Arc<[LimitSpec]>>,
+}
+
+/// A limit as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LimitSpecView {
+    pub name: String,
+    pub amount: u64,
+    pub burst: u64,
+}
+
+impl From<&LimitSpec> for LimitSpecView {
+    fn from(s: &LimitSpec) -> Self {
+        LimitSpecView {
+            name: s.name(),
+            amount: s.amount,
+            burst: s.burst,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Limiter {
     shards: Vec<Mutex<HashMap<CellKey, Arc<Mutex<Cell>>>>>,

@@ -27,20 +27,31 @@ pub struct Admission {
 const DEFAULT_OUTPUT_RESERVATION: u64 = 1024;
 
 /// Every limit that applies to this caller, route and model, with whose it is.
-fn applicable(snap: &Snapshot, caller: &Caller, decision: &Decision<'_>) -> Vec<(Scope, Arc<str>, LimitSpec)> {
+fn applicable(
+    gw: &Gateway,
+    snap: &Snapshot,
+    caller: &Caller,
+    decision: &Decision<'_>,
+) -> Vec<(Scope, Arc<str>, LimitSpec)> {
     let c = &snap.config;
+    let runtime = gw.runtime_limits.load();
     let mut out = Vec::new();
     let mut add = |scope: Scope, id: &Arc<str>, specs: &[LimitSpec]| {
         out.extend(specs.iter().map(|s| (scope, id.clone(), *s)));
     };
-    add(Scope::Key, &caller.key_id, &caller.limits);
+    match runtime.key_specs.get(caller.key_id.as_ref()) {
+        Some(set) => add(Scope::Key, &caller.key_id, set),
+        None => add(Scope::Key, &caller.key_id, &caller.limits),
+    }
     if let Some(tier) = caller.tier.as_deref().and_then(|t| c.tiers.get(t)) {
         add(Scope::Key, &caller.key_id, tier);
     }
-    if let Some(team) = &caller.team
-        && let Some(l) = c.teams.get(team.as_ref())
-    {
-        add(Scope::Team, team, l);
+    if let Some(team) = &caller.team {
+        if let Some(set) = runtime.team_specs.get(team.as_ref()) {
+            add(Scope::Team, team, set);
+        } else if let Some(l) = c.teams.get(team.as_ref()) {
+            add(Scope::Team, team, l);
+        }
     }
     if let Some(tenant) = &caller.tenant
         && let Some(l) = c.tenants.get(tenant.as_ref())
@@ -93,7 +104,7 @@ pub async fn admit(
     decision: &Decision<'_>,
     inbound: &InboundRequest,
 ) -> Result<Admission, GatewayError> {
-    let limits = applicable(snap, caller, decision);
+    let limits = applicable(gw, snap, caller, decision);
     if limits.is_empty() {
         return Ok(Admission::default());
     }

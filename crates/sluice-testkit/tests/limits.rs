@@ -241,3 +241,45 @@ async fn the_tokenizer_decides_when_the_byte_bound_would_refuse() {
     assert_eq!(r.status, 429, "and then the limit holds: {}", r.text());
     assert_eq!(r.json()["error"]["param"], "input_tokens_per_day");
 }
+
+#[tokio::test]
+async fn limits_change_at_run_time_through_the_admin_api() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "{}")).await;
+    assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
+    let r = gw
+        .admin(
+            http::Method::PUT,
+            &format!("/admin/limits/keys/{KEY_ID}"),
+            Some(json!({"requests_per_minute": 2})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["limits"][0]["name"], "requests_per_minute");
+    assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
+    assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
+    let r = gw.chat(KEY, &ask(8)).await;
+    assert_eq!(r.status, 429, "the new limit applies without a restart");
+    let listed = gw.admin(http::Method::GET, "/admin/limits", None).await.json();
+    assert_eq!(listed["keys"][KEY_ID][0]["amount"], 2);
+    // Invalid limits are refused with the reason; nothing changes.
+    let r = gw
+        .admin(http::Method::PUT, "/admin/teams-nope/x", Some(json!({})))
+        .await;
+    assert_eq!(r.status, 404);
+    let r = gw
+        .admin(
+            http::Method::PUT,
+            &format!("/admin/limits/keys/{KEY_ID}"),
+            Some(json!({"requests_per_fortnight": 2})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(gw.chat(KEY, &ask(8)).await.status, 429);
+    // Cleared: the config's limits (none for this key) apply again.
+    let r = gw
+        .admin(http::Method::DELETE, &format!("/admin/limits/keys/{KEY_ID}"), None)
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
+}

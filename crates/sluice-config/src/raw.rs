@@ -43,6 +43,15 @@ pub struct RawConfig {
     pub tenants: Vec<RawEntity>,
     /// The time zone of daily and monthly windows: `UTC` or a fixed offset like `+02:00`.
     pub time_zone: Option<S<String>>,
+    pub budget_alerts: Option<RawBudgetAlerts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgetAlerts {
+    pub url: S<String>,
+    pub secret_env: Option<S<String>>,
+    pub thresholds: Option<Vec<u8>>,
 }
 
 /// Limits by readable name (`requests_per_minute: 60`, `tokens_per_day: 1000000`,

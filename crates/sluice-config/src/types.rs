@@ -48,6 +48,8 @@ pub struct Config {
     pub tenants: std::collections::HashMap<String, Vec<LimitSpec>>,
     /// Offset of the zone daily and monthly windows follow, in seconds east of UTC.
     pub time_zone_offset_s: i32,
+    /// Where budget alerts go.
+    pub budget_alerts: Option<BudgetAlerts>,
     /// First 12 hex digits of the SHA-256 of the file: which config is serving.
     pub version: String,
 }
@@ -328,6 +330,16 @@ pub struct KeyConfig {
     pub limits: Vec<LimitSpec>,
 }
 
+/// Budget alerts: a webhook called when spend crosses each threshold (percent of a cost limit,
+/// hard or soft), once per window, signed with HMAC-SHA256 when a secret is set.
+#[derive(Debug, Clone)]
+pub struct BudgetAlerts {
+    pub url: Uri,
+    pub secret: Option<Secret>,
+    /// Percentages, ascending.
+    pub thresholds: Vec<u8>,
+}
+
 /// What a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
@@ -373,6 +385,8 @@ pub struct LimitSpec {
     pub amount: u64,
     /// Rates: the most units admitted at once (default: `amount`).
     pub burst: u64,
+    /// A soft budget: never refuses, only alerts (`soft_cost_per_month`).
+    pub soft: bool,
 }
 
 impl LimitSpec {
@@ -392,6 +406,7 @@ impl LimitSpec {
             Window::Day => "day",
             Window::Month => "month",
         };
-        format!("{m}_per_{w}")
+        let soft = if self.soft { "soft_" } else { "" };
+        format!("{soft}{m}_per_{w}")
     }
 }

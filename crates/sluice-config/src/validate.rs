@@ -188,6 +188,35 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
     let teams = entities(&raw.teams, "teams", &mut errs);
     let tenants = entities(&raw.tenants, "tenants", &mut errs);
     let time_zone_offset_s = time_zone(raw.time_zone.as_ref(), &mut errs);
+    let budget_alerts = raw.budget_alerts.as_ref().and_then(|b| {
+        let url = match b.url.value.parse::<Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => u,
+            _ => {
+                errs.push("budget_alerts.url", Some(&b.url), "not an http(s) URL");
+                return None;
+            }
+        };
+        let secret = b
+            .secret_env
+            .as_ref()
+            .and_then(|n| env_secret(n, "budget_alerts.secret_env", env, &mut errs));
+        let mut thresholds = b.thresholds.clone().unwrap_or_else(|| vec![50, 80, 100]);
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        if thresholds.is_empty() || thresholds.len() > 8 || thresholds.iter().any(|t| *t == 0 || *t > 100) {
+            errs.push(
+                "budget_alerts.thresholds",
+                Some(&b.url),
+                "one to eight percentages from 1 to 100",
+            );
+            return None;
+        }
+        Some(BudgetAlerts {
+            url,
+            secret,
+            thresholds,
+        })
+    });
 
     let keys: Vec<KeyConfig> = raw
         .keys
@@ -218,6 +247,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             teams,
             tenants,
             time_zone_offset_s,
+            budget_alerts,
             version,
         })
     } else {
@@ -810,7 +840,11 @@ fn limits(raw: &crate::raw::RawLimits, path: &str, at: Option<&S<String>>, errs:
         if name.ends_with("_burst") {
             continue;
         }
-        let Some((metric, window)) = name.split_once("_per_") else {
+        let (soft, plain) = match name.strip_prefix("soft_") {
+            Some(rest) => (true, rest),
+            None => (false, name.as_str()),
+        };
+        let Some((metric, window)) = plain.split_once("_per_") else {
             errs.push(
                 format!("{path}.{name}"),
                 at,
@@ -881,11 +915,20 @@ fn limits(raw: &crate::raw::RawLimits, path: &str, at: Option<&S<String>>, errs:
             }
             None => amount,
         };
+        if soft && metric != Metric::Cost {
+            errs.push(
+                format!("{path}.{name}"),
+                at,
+                "only budgets (cost_per_day, cost_per_month) can be soft",
+            );
+            continue;
+        }
         out.push(LimitSpec {
             metric,
             window,
             amount,
             burst,
+            soft,
         });
     }
     for name in raw.keys().filter_map(|k| k.strip_suffix("_burst")) {

@@ -267,16 +267,13 @@ impl Finish {
         }
         // Settle: what was reserved is replaced by what was used (charged even when the
         // client left or the upstream failed mid-way: the usage here is what it produced).
-        if let Some(reservation) = self.admission.as_mut().and_then(|a| a.reservation.take()) {
-            reservation.settle(
-                &crate::limits::Need {
-                    requests: 1,
-                    input_tokens: r.prompt_tokens,
-                    output_tokens: r.completion_tokens,
-                    cost: r.cost_micros.unwrap_or(0),
-                },
-                crate::stages::now_ns(),
-            );
+        if let Some(admission) = self.admission.as_mut() {
+            admission.settle(&crate::limits::Need {
+                requests: 1,
+                input_tokens: r.prompt_tokens,
+                output_tokens: r.completion_tokens,
+                cost: r.cost_micros.unwrap_or(0),
+            });
         }
         r.overhead_ms = ms(overhead);
 

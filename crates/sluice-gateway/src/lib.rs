@@ -6,6 +6,7 @@
 //! database on the request path, and never logs prompt or response text or any credential.
 
 pub mod admin;
+pub mod alerts;
 pub mod body;
 pub mod dispatch;
 pub mod edge;
@@ -73,6 +74,8 @@ pub struct Gateway {
     runtime_keys: tokio::sync::Mutex<Vec<sluice_store::StoredKey>>,
     /// Limits set through the admin API (replace a key's or team's configured ones).
     pub runtime_limits: ArcSwap<limits::RuntimeLimits>,
+    /// Budget alert webhooks, sent off the request path.
+    pub alerts: alerts::AlertSender,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -178,6 +181,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
 
     let live = LiveState::new();
+    let live_webhook_client = live.webhook_client();
     let snapshot = live.build(config).await?;
     let gateway = Arc::new(Gateway {
         snapshot: ArcSwap::from_pointee(snapshot),
@@ -194,6 +198,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         reload_lock: tokio::sync::Mutex::new(()),
         runtime_keys: tokio::sync::Mutex::new(Vec::new()),
         runtime_limits: ArcSwap::from_pointee(limits::RuntimeLimits::default()),
+        alerts: alerts::AlertSender::start(live_webhook_client),
     });
     gateway.refresh_keys().await?;
 

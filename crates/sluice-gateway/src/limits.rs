@@ -54,8 +54,9 @@ pub struct CellKey {
 enum Cell {
     /// GCRA: theoretical arrival time, in ns since the epoch.
     Rate { tat: u64 },
-    /// Calendar window: its start (unix seconds) and the units used in it.
-    Quota { start: i64, used: u64 },
+    /// Calendar window: its start (unix seconds), the units used in it, and the alert
+    /// thresholds (by index) already crossed in it.
+    Quota { start: i64, used: u64, alerted: u8 },
 }
 
 /// What one request counts against each metric.
@@ -203,7 +204,11 @@ impl Limiter {
                 Arc::new(Mutex::new(if rate {
                     Cell::Rate { tat: 0 }
                 } else {
-                    Cell::Quota { start: 0, used: 0 }
+                    Cell::Quota {
+                        start: 0,
+                        used: 0,
+                        alerted: 0,
+                    }
                 }))
             })
             .clone()
@@ -311,7 +316,7 @@ fn check(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz:
                 (false, standing, Some((new_backlog - tau).div_ceil(NS)))
             }
         }
-        Cell::Quota { start, used } => {
+        Cell::Quota { start, used, .. } => {
             let (window_start, next) = window_bounds(spec.window, now_s, tz);
             let used_now = if *start == window_start { *used } else { 0 };
             let standing = Standing {
@@ -319,7 +324,7 @@ fn check(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz:
                 remaining: spec.amount.saturating_sub(used_now),
                 reset_s: (next - now_s).max(0) as f64,
             };
-            if used_now.saturating_add(n) <= spec.amount {
+            if spec.soft || used_now.saturating_add(n) <= spec.amount {
                 (true, standing, Some(0))
             } else if n > spec.amount {
                 (false, standing, None)
@@ -344,11 +349,12 @@ fn take(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz: 
                 reset_s: backlog as f64 / 1e9,
             }
         }
-        Cell::Quota { start, used } => {
+        Cell::Quota { start, used, alerted } => {
             let (window_start, next) = window_bounds(spec.window, now_s, tz);
             if *start != window_start {
                 *start = window_start;
                 *used = 0;
+                *alerted = 0;
             }
             *used = used.saturating_add(n);
             Standing {
@@ -360,11 +366,24 @@ fn take(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz: 
     }
 }
 
+/// A budget whose spend crossed an alert threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossing {
+    pub scope: Scope,
+    pub id: Arc<str>,
+    pub spec: LimitSpec,
+    pub used: u64,
+    pub threshold: u8,
+    pub window_start: i64,
+}
+
 impl Reservation {
-    /// Replaces what was reserved by what was used, in every cell, once.
-    pub fn settle(self, actual: &Need, now_ns: u64) {
+    /// Replaces what was reserved by what was used, in every cell, once; returns the budget
+    /// thresholds (percent) this request's spend crossed, each once per window.
+    pub fn settle(self, actual: &Need, now_ns: u64, thresholds: &[u8]) -> Vec<Crossing> {
         let now_s = (now_ns / NS) as i64;
-        for (_, cell, spec, reserved) in &self.items {
+        let mut crossings = Vec::new();
+        for (key, cell, spec, reserved) in &self.items {
             let used = actual.of(spec.metric);
             let mut c = lock(cell);
             match &mut *c {
@@ -376,15 +395,37 @@ impl Reservation {
                         *tat = tat.saturating_sub((reserved - used).saturating_mul(t));
                     }
                 }
-                Cell::Quota { start, used: u } => {
+                Cell::Quota {
+                    start,
+                    used: u,
+                    alerted,
+                } => {
                     let (window_start, _) = window_bounds(spec.window, now_s, self.tz);
                     // A reservation made in a window that has since closed went with it.
                     if *start == window_start {
                         *u = u.saturating_sub(*reserved).saturating_add(used);
+                        if spec.metric == Metric::Cost && spec.amount > 0 {
+                            for (i, t) in thresholds.iter().enumerate().take(8) {
+                                let bit = 1u8 << i;
+                                let reached = u128::from(*u) * 100 >= u128::from(spec.amount) * u128::from(*t);
+                                if reached && *alerted & bit == 0 {
+                                    *alerted |= bit;
+                                    crossings.push(Crossing {
+                                        scope: key.scope,
+                                        id: key.id.clone(),
+                                        spec: *spec,
+                                        used: *u,
+                                        threshold: *t,
+                                        window_start,
+                                    });
+                                }
+                            }
+                        }
                     }
                 }
             }
         }
+        crossings
     }
 }
 
@@ -399,6 +440,7 @@ mod tests {
             window,
             amount,
             burst,
+            soft: false,
         }
     }
 
@@ -488,6 +530,7 @@ mod tests {
                 cost: 0,
             },
             t,
+            &[],
         );
         let (_, info) = l
             .admit(
@@ -544,7 +587,7 @@ mod tests {
             let mut used = 0u64;
             for (reserve, actual) in reqs {
                 let (r, _) = l.admit(&a, &Need { requests: 1, input_tokens: reserve, output_tokens: 0, cost: 0 }, t, 0).unwrap();
-                r.settle(&Need { requests: 1, input_tokens: actual, output_tokens: 0, cost: 0 }, t);
+                r.settle(&Need { requests: 1, input_tokens: actual, output_tokens: 0, cost: 0 }, t, &[]);
                 used += actual;
             }
             let (_, info) = l.admit(&a, &Need { requests: 1, input_tokens: 1, output_tokens: 0, cost: 0 }, t, 0).unwrap();

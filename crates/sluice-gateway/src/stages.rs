@@ -21,6 +21,36 @@ use crate::state::Snapshot;
 pub struct Admission {
     pub reservation: Option<Reservation>,
     pub info: RateInfo,
+    /// Where budget threshold crossings go, with the thresholds and currency.
+    pub alerts: Option<AlertRoute>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertRoute {
+    pub sender: crate::alerts::AlertSender,
+    pub config: sluice_config::BudgetAlerts,
+    pub currency: Arc<str>,
+}
+
+impl Admission {
+    /// Settles the reservation with the real usage and sends any budget alerts it triggers.
+    pub fn settle(&mut self, actual: &Need) {
+        let Some(reservation) = self.reservation.take() else {
+            return;
+        };
+        let thresholds = self.alerts.as_ref().map_or(&[][..], |a| a.config.thresholds.as_slice());
+        let crossings = reservation.settle(actual, now_ns(), thresholds);
+        if let Some(route) = &self.alerts {
+            for crossing in crossings {
+                route.sender.send(crate::alerts::Alert {
+                    crossing,
+                    currency: route.currency.clone(),
+                    url: route.config.url.clone(),
+                    secret: route.config.secret.as_ref().map(|s| s.expose().to_owned()),
+                });
+            }
+        }
+    }
 }
 
 /// Output tokens reserved for a request that does not say how many it wants.
@@ -141,6 +171,11 @@ pub async fn admit(
         Ok((reservation, info)) => Ok(Admission {
             reservation: Some(reservation),
             info,
+            alerts: snap.config.budget_alerts.as_ref().map(|config| AlertRoute {
+                sender: gw.alerts.clone(),
+                config: config.clone(),
+                currency: snap.currency.clone(),
+            }),
         }),
         Err(refusal) => {
             let name = refusal.spec.name();

@@ -179,6 +179,11 @@ impl LiveState {
         }
     }
 
+    /// The client budget alerts are sent with (TLS, pooled).
+    pub fn webhook_client(&self) -> Arc<HttpClient> {
+        self.client(Duration::from_secs(5), false)
+    }
+
     fn client(&self, connect_timeout: Duration, h2_only: bool) -> Arc<HttpClient> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients

@@ -283,3 +283,84 @@ async fn limits_change_at_run_time_through_the_admin_api() {
     assert_eq!(r.status, 204);
     assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
 }
+
+/// A webhook receiver on loopback that records what it is sent.
+async fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>,
+) {
+    use http_body_util::BodyExt;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/budget", listener.local_addr().unwrap());
+    let store = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let store = store.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        store.lock().unwrap().push((parts.headers, bytes));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::new(),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (url, got)
+}
+
+#[tokio::test]
+async fn a_soft_budget_never_refuses_and_alerts_once_per_threshold_signed() {
+    let mock = mock().await;
+    let (url, got) = receiver().await;
+    let yaml = config(&mock, "{ soft_cost_per_day: 0.0005 }").replacen(
+        "tiers:",
+        &format!(
+            "budget_alerts: {{ url: \"{url}\", secret_env: SLUICE_TEST_UPSTREAM_KEY, thresholds: [50, 100] }}\ntiers:"
+        ),
+        1,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    for _ in 0..4 {
+        let r = gw.chat(KEY, &ask(8)).await;
+        assert_eq!(r.status, 200, "a soft budget never refuses: {}", r.text());
+    }
+    let spent: u64 = gw
+        .log_lines(4)
+        .await
+        .iter()
+        .filter_map(|l| l["cost_micros"].as_u64())
+        .sum();
+    assert!(spent > 500, "the test needs to overspend the soft budget: {spent}");
+    assert!(eventually(|| got.lock().unwrap().len() >= 2).await, "two alerts arrive");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let alerts = got.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 2, "once per threshold, not per request");
+    let mut thresholds = Vec::new();
+    for (headers, body) in &alerts {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["scope"], "key");
+        assert_eq!(v["id"], KEY_ID);
+        assert_eq!(v["budget"], "soft_cost_per_day");
+        assert_eq!(v["soft"], true);
+        assert_eq!(v["limit_micros"], 500);
+        thresholds.push(v["threshold_percent"].as_u64().unwrap());
+        let sig = headers["x-sluice-signature"].to_str().unwrap();
+        let expected = hex::encode(sluice_gateway::alerts::hmac_sha256(UPSTREAM_SECRET.as_bytes(), body));
+        assert_eq!(sig, format!("sha256={expected}"), "signed with the configured secret");
+    }
+    thresholds.sort_unstable();
+    assert_eq!(thresholds, [50, 100]);
+}

@@ -37,6 +37,9 @@ pub struct Options {
     /// the work a hop costs without the wake-up latency of an idle (virtual) CPU. Per-core busy
     /// shares read 100 % in this mode; CPU per request is per process and unaffected.
     pub keep_awake: bool,
+    /// Give the bench key limits that never refuse (requests, tokens, a cost budget, a team
+    /// limit) and a price, so every request goes through reservation and settlement.
+    pub with_limits: bool,
     pub runs: usize,
     pub duration: Duration,
     pub rates: Vec<u32>,
@@ -204,8 +207,18 @@ routes:
     stream_idle_timeout_ms: 3600000
     forward_params: [mock]
 keys:
-  - {{ id: bench, hash: "{hash}", tenant: bench }}
-"#,
+  - {{ id: bench, hash: "{hash}", tenant: bench, team: bench{key_limits} }}
+{extra}"#,
+        key_limits = if opts.with_limits {
+            ", limits: { requests_per_second: 1000000000, tokens_per_minute: 1000000000000, cost_per_day: 1000000000 }"
+        } else {
+            ""
+        },
+        extra = if opts.with_limits {
+            "teams:\n  - { name: bench, limits: { requests_per_day: 1000000000000 } }\nprices:\n  models:\n    - { model: bench-model, input: 1, output: 2 }\n"
+        } else {
+            ""
+        },
         store = d.join("keys.db").display(),
         log = d.join("access.log").display(),
         hash = sluice_config::key_hash_string(KEY),

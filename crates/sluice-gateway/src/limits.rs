@@ -54,9 +54,14 @@ pub struct CellKey {
 enum Cell {
     /// GCRA: theoretical arrival time, in ns since the epoch.
     Rate { tat: u64 },
-    /// Calendar window: its start (unix seconds), the units used in it, and the alert
-    /// thresholds (by index) already crossed in it.
-    Quota { start: i64, used: u64, alerted: u8 },
+    /// Calendar window: its bounds (unix seconds, computed when the window turns, not per
+    /// request), the units used in it, and the alert thresholds (by index) already crossed.
+    Quota {
+        start: i64,
+        end: i64,
+        used: u64,
+        alerted: u8,
+    },
 }
 
 /// What one request counts against each metric.
@@ -110,8 +115,22 @@ pub struct Refusal {
 /// Reserved units, released or topped up at settlement.
 #[derive(Debug)]
 pub struct Reservation {
-    items: Vec<(CellKey, Arc<Mutex<Cell>>, LimitSpec, u64)>,
+    /// Cell, limit, units reserved, and the quota window they were reserved in.
+    items: Vec<(CellKey, Arc<Mutex<Cell>>, LimitSpec, u64, i64)>,
     tz: i32,
+}
+
+/// Moves a quota cell into the window holding `now_s`, starting it from zero if it is new.
+fn roll(start: &mut i64, end: &mut i64, used: &mut u64, alerted: &mut u8, window: Window, now_s: i64, tz: i32) {
+    if now_s >= *end || now_s < *start {
+        let (s, e) = window_bounds(window, now_s, tz);
+        if s != *start {
+            *used = 0;
+            *alerted = 0;
+        }
+        *start = s;
+        *end = e;
+    }
 }
 
 /// Limits set at run time through the admin API; they replace a key's or team's own limits
@@ -206,6 +225,7 @@ impl Limiter {
                 } else {
                     Cell::Quota {
                         start: 0,
+                        end: 0,
                         used: 0,
                         alerted: 0,
                     }
@@ -223,7 +243,7 @@ impl Limiter {
         now_ns: u64,
         tz: i32,
     ) -> Result<(Reservation, RateInfo), Refusal> {
-        let mut items: Vec<(CellKey, Arc<Mutex<Cell>>, LimitSpec, u64)> = applicable
+        let mut items: Vec<(CellKey, Arc<Mutex<Cell>>, LimitSpec, u64, i64)> = applicable
             .iter()
             .filter(|(_, _, s)| need.of(s.metric) > 0 || s.metric == Metric::Requests)
             .map(|(scope, id, spec)| {
@@ -234,16 +254,16 @@ impl Limiter {
                     window: spec.window,
                 };
                 let cell = self.cell(&key, spec.window.is_rate());
-                (key, cell, *spec, need.of(spec.metric))
+                (key, cell, *spec, need.of(spec.metric), 0)
             })
             .collect();
         items.sort_by(|a, b| a.0.cmp(&b.0));
         items.dedup_by(|a, b| a.0 == b.0 && a.2 == b.2);
-        let mut guards: Vec<MutexGuard<'_, Cell>> = items.iter().map(|(_, c, _, _)| lock(c)).collect();
+        let mut guards: Vec<MutexGuard<'_, Cell>> = items.iter().map(|(_, c, _, _, _)| lock(c)).collect();
         let now_s = (now_ns / NS) as i64;
         let mut info = RateInfo::default();
         // Check every limit first…
-        for (i, (key, _, spec, n)) in items.iter().enumerate() {
+        for (i, (key, _, spec, n, _)) in items.iter().enumerate() {
             let (ok, standing, retry) = check(&mut guards[i], spec, *n, now_ns, now_s, tz);
             merge(&mut info, spec.metric, standing);
             if !ok {
@@ -257,11 +277,16 @@ impl Limiter {
         }
         // …then take from all of them.
         let mut info = RateInfo::default();
-        for (i, (_, _, spec, n)) in items.iter().enumerate() {
-            let standing = take(&mut guards[i], spec, *n, now_ns, now_s, tz);
+        let mut starts = Vec::with_capacity(items.len());
+        for (i, (_, _, spec, n, _)) in items.iter().enumerate() {
+            let (standing, start) = take(&mut guards[i], spec, *n, now_ns, now_s, tz);
+            starts.push(start);
             merge(&mut info, spec.metric, standing);
         }
         drop(guards);
+        for (item, start) in items.iter_mut().zip(starts) {
+            item.4 = start;
+        }
         Ok((Reservation { items, tz }, info))
     }
 }
@@ -316,9 +341,14 @@ fn check(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz:
                 (false, standing, Some((new_backlog - tau).div_ceil(NS)))
             }
         }
-        Cell::Quota { start, used, .. } => {
-            let (window_start, next) = window_bounds(spec.window, now_s, tz);
-            let used_now = if *start == window_start { *used } else { 0 };
+        Cell::Quota {
+            start,
+            end,
+            used,
+            alerted,
+        } => {
+            roll(start, end, used, alerted, spec.window, now_s, tz);
+            let (used_now, next) = (*used, *end);
             let standing = Standing {
                 limit: spec.amount,
                 remaining: spec.amount.saturating_sub(used_now),
@@ -335,7 +365,8 @@ fn check(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz:
     }
 }
 
-fn take(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz: i32) -> Standing {
+/// Takes `n` units; returns the standing and, for a quota, the window it was taken in.
+fn take(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz: i32) -> (Standing, i64) {
     match cell {
         Cell::Rate { tat } => {
             let t = period_ns(spec) / spec.amount.max(1);
@@ -343,25 +374,27 @@ fn take(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz: 
             *tat = base.saturating_add(n.saturating_mul(t));
             let backlog = *tat - now_ns;
             let tau = t.saturating_mul(spec.burst);
-            Standing {
+            let standing = Standing {
                 limit: spec.amount,
                 remaining: tau.saturating_sub(backlog) / t.max(1),
                 reset_s: backlog as f64 / 1e9,
-            }
+            };
+            (standing, 0)
         }
-        Cell::Quota { start, used, alerted } => {
-            let (window_start, next) = window_bounds(spec.window, now_s, tz);
-            if *start != window_start {
-                *start = window_start;
-                *used = 0;
-                *alerted = 0;
-            }
+        Cell::Quota {
+            start,
+            end,
+            used,
+            alerted,
+        } => {
+            roll(start, end, used, alerted, spec.window, now_s, tz);
             *used = used.saturating_add(n);
-            Standing {
+            let standing = Standing {
                 limit: spec.amount,
                 remaining: spec.amount.saturating_sub(*used),
-                reset_s: (next - now_s).max(0) as f64,
-            }
+                reset_s: (*end - now_s).max(0) as f64,
+            };
+            (standing, *start)
         }
     }
 }
@@ -383,7 +416,7 @@ impl Reservation {
     pub fn settle(self, actual: &Need, now_ns: u64, thresholds: &[u8]) -> Vec<Crossing> {
         let now_s = (now_ns / NS) as i64;
         let mut crossings = Vec::new();
-        for (key, cell, spec, reserved) in &self.items {
+        for (key, cell, spec, reserved, reserved_in) in &self.items {
             let used = actual.of(spec.metric);
             let mut c = lock(cell);
             match &mut *c {
@@ -397,12 +430,14 @@ impl Reservation {
                 }
                 Cell::Quota {
                     start,
+                    end,
                     used: u,
                     alerted,
                 } => {
-                    let (window_start, _) = window_bounds(spec.window, now_s, self.tz);
+                    roll(start, end, u, alerted, spec.window, now_s, self.tz);
+                    let window_start = *start;
                     // A reservation made in a window that has since closed went with it.
-                    if *start == window_start {
+                    if window_start == *reserved_in {
                         *u = u.saturating_sub(*reserved).saturating_add(used);
                         if spec.metric == Metric::Cost && spec.amount > 0 {
                             for (i, t) in thresholds.iter().enumerate().take(8) {

@@ -77,6 +77,10 @@ enum Command {
         /// wake-up latency of an idle CPU (per-core busy shares then read 100 %).
         #[arg(long)]
         keep_awake: bool,
+        /// Give the bench key limits that never refuse, so every request is reserved and
+        /// settled (measures what limits cost).
+        #[arg(long)]
+        with_limits: bool,
         /// Leave nginx out (Sluice and direct-to-mock only).
         #[arg(long)]
         no_nginx: bool,
@@ -165,6 +169,7 @@ fn main() -> ExitCode {
                 nginx,
                 no_nginx,
                 keep_awake,
+                with_limits,
                 sluice,
                 sections,
                 oha,
@@ -180,6 +185,7 @@ fn main() -> ExitCode {
                     oha,
                     sections,
                     keep_awake,
+                    with_limits,
                     runs,
                     duration: std::time::Duration::from_secs(seconds),
                     rates,

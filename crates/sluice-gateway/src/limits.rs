@@ -112,11 +112,15 @@ pub struct Refusal {
     pub info: RateInfo,
 }
 
+/// One reserved limit: its cell, its spec, the units reserved, and the quota window they were
+/// reserved in.
+type Item = (CellKey, Arc<Mutex<Cell>>, LimitSpec, u64, i64);
+
 /// Reserved units, released or topped up at settlement.
 #[derive(Debug)]
 pub struct Reservation {
     /// Cell, limit, units reserved, and the quota window they were reserved in.
-    items: Vec<(CellKey, Arc<Mutex<Cell>>, LimitSpec, u64, i64)>,
+    items: Vec<Item>,
     tz: i32,
 }
 
@@ -243,7 +247,7 @@ impl Limiter {
         now_ns: u64,
         tz: i32,
     ) -> Result<(Reservation, RateInfo), Refusal> {
-        let mut items: Vec<(CellKey, Arc<Mutex<Cell>>, LimitSpec, u64, i64)> = applicable
+        let mut items: Vec<Item> = applicable
             .iter()
             .filter(|(_, _, s)| need.of(s.metric) > 0 || s.metric == Metric::Requests)
             .map(|(scope, id, spec)| {

@@ -287,28 +287,29 @@ async fn set_limits(
         Ok(s) => s,
         Err(errs) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limits", errs.join("; ")),
     };
-    let mut next = (**gw.runtime_limits.load()).clone();
-    let view: Vec<_> = specs.iter().map(crate::limits::LimitSpecView::from).collect();
-    if scope == "keys" {
-        next.keys.insert(name.clone(), view.clone());
-        next.key_specs.insert(name.clone(), Arc::from(specs));
-    } else {
-        next.teams.insert(name.clone(), view.clone());
-        next.team_specs.insert(name.clone(), Arc::from(specs));
+    // Stored first, so what the API confirms survives a restart.
+    let stored = sluice_store::StoredLimits {
+        scope: scope.clone(),
+        name: name.clone(),
+        limits: raw,
+    };
+    if let Err(e) = gw.store.put_limits(&stored).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
     }
+    let view: Vec<_> = specs.iter().map(crate::limits::LimitSpecView::from).collect();
+    let mut next = (**gw.runtime_limits.load()).clone();
+    next.set(&scope, &name, specs);
     gw.runtime_limits.store(Arc::new(next));
     tracing::info!(scope, name, "limits set at run time");
     Json(json!({"scope": scope, "name": name, "limits": view})).into_response()
 }
 
 async fn clear_limits(State(gw): State<Arc<Gateway>>, Path((scope, name)): Path<(String, String)>) -> Response {
+    if let Err(e) = gw.store.delete_limits(&scope, &name).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+    }
     let mut next = (**gw.runtime_limits.load()).clone();
-    let removed = match scope.as_str() {
-        "keys" => next.key_specs.remove(&name).is_some() | next.keys.remove(&name).is_some(),
-        "teams" => next.team_specs.remove(&name).is_some() | next.teams.remove(&name).is_some(),
-        _ => false,
-    };
-    if !removed {
+    if !next.clear(&scope, &name) {
         return error(StatusCode::NOT_FOUND, "not_found", "No run-time limits are set there.");
     }
     gw.runtime_limits.store(Arc::new(next));

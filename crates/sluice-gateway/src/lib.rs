@@ -126,6 +126,24 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Loads the limits set at run time (admin API) from the store; entries that no longer
+    /// parse are skipped with a warning.
+    pub async fn load_runtime_limits(&self) -> Result<(), StoreError> {
+        let mut next = limits::RuntimeLimits::default();
+        for stored in self.store.list_limits().await? {
+            match sluice_config::parse_limits(&stored.limits) {
+                Ok(specs) => next.set(&stored.scope, &stored.name, specs),
+                Err(e) => {
+                    tracing::warn!(scope = %stored.scope, name = %stored.name, errors = ?e, "stored run-time limits ignored")
+                }
+            }
+        }
+        self.runtime_limits.store(Arc::new(next));
+        Ok(())
+    }
+}
+
 /// How to start a gateway.
 #[derive(Default)]
 pub struct StartOptions {
@@ -201,6 +219,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         alerts: alerts::AlertSender::start(live_webhook_client),
     });
     gateway.refresh_keys().await?;
+    gateway.load_runtime_limits().await?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Connections::default());

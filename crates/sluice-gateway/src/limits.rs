@@ -149,6 +149,33 @@ pub struct RuntimeLimits {
     pub team_specs: HashMap<String, Arc<[LimitSpec]>>,
 }
 
+impl RuntimeLimits {
+    /// Sets `scope` (`keys` or `teams`) `name`'s limits.
+    pub fn set(&mut self, scope: &str, name: &str, specs: Vec<LimitSpec>) {
+        let view: Vec<LimitSpecView> = specs.iter().map(LimitSpecView::from).collect();
+        match scope {
+            "keys" => {
+                self.keys.insert(name.to_owned(), view);
+                self.key_specs.insert(name.to_owned(), Arc::from(specs));
+            }
+            "teams" => {
+                self.teams.insert(name.to_owned(), view);
+                self.team_specs.insert(name.to_owned(), Arc::from(specs));
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes them; `false` if there were none.
+    pub fn clear(&mut self, scope: &str, name: &str) -> bool {
+        match scope {
+            "keys" => self.key_specs.remove(name).is_some() | self.keys.remove(name).is_some(),
+            "teams" => self.team_specs.remove(name).is_some() | self.teams.remove(name).is_some(),
+            _ => false,
+        }
+    }
+}
+
 /// A limit as the admin API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LimitSpecView {

@@ -43,8 +43,23 @@ pub struct StoredKey {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// Where run-time keys live.
+/// Limits set at run time for one key or team (the config's limit names → amounts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLimits {
+    /// `keys` or `teams`.
+    pub scope: String,
+    pub name: String,
+    pub limits: std::collections::BTreeMap<String, f64>,
+}
+
+/// Where run-time keys (and run-time limits) live.
 pub trait KeyStore: Send + Sync + 'static {
+    /// Every run-time limit set.
+    fn list_limits(&self) -> StoreFuture<'_, Vec<StoredLimits>>;
+    /// Sets (replaces) the run-time limits of one key or team.
+    fn put_limits<'a>(&'a self, limits: &'a StoredLimits) -> StoreFuture<'a, ()>;
+    /// Removes them; `false` if there were none.
+    fn delete_limits<'a>(&'a self, scope: &'a str, name: &'a str) -> StoreFuture<'a, bool>;
     /// Every key, revoked ones included.
     fn list(&self) -> StoreFuture<'_, Vec<StoredKey>>;
     /// Adds a key; fails with [`StoreError::Conflict`] if the id is taken.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 
-use crate::{KeyStore, StoreError, StoreFuture, StoredKey};
+use crate::{KeyStore, StoreError, StoreFuture, StoredKey, StoredLimits};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -23,6 +23,14 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS virtual_keys (
     expires_at TEXT,
     created_at TEXT NOT NULL,
     revoked_at TEXT
+)";
+
+const LIMITS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS runtime_limits (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    limits TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
 )";
 
 impl SqliteStore {
@@ -46,6 +54,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::query(SCHEMA).execute(&pool).await?;
+        sqlx::query(LIMITS_SCHEMA).execute(&pool).await?;
         Ok(SqliteStore { pool })
     }
 }
@@ -103,6 +112,52 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 impl KeyStore for SqliteStore {
+    fn list_limits(&self) -> StoreFuture<'_, Vec<StoredLimits>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT scope, name, limits FROM runtime_limits ORDER BY scope, name")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let text: String = row.try_get("limits")?;
+                    Ok(StoredLimits {
+                        scope: row.try_get("scope")?,
+                        name: row.try_get("name")?,
+                        limits: serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn put_limits<'a>(&'a self, limits: &'a StoredLimits) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let text = serde_json::to_string(&limits.limits).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO runtime_limits (scope, name, limits, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (scope, name) DO UPDATE SET limits = excluded.limits, updated_at = excluded.updated_at",
+            )
+            .bind(&limits.scope)
+            .bind(&limits.name)
+            .bind(text)
+            .bind(Utc::now().to_rfc3339())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn delete_limits<'a>(&'a self, scope: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM runtime_limits WHERE scope = ? AND name = ?")
+                .bind(scope)
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
     fn list(&self) -> StoreFuture<'_, Vec<StoredKey>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT * FROM virtual_keys ORDER BY created_at, id")

@@ -364,3 +364,26 @@ async fn a_soft_budget_never_refuses_and_alerts_once_per_threshold_signed() {
     thresholds.sort_unstable();
     assert_eq!(thresholds, [50, 100]);
 }
+
+#[tokio::test]
+async fn run_time_limits_survive_a_restart() {
+    let mock = mock().await;
+    let yaml = config(&mock, "{}");
+    let gw = TestGateway::start(&yaml).await;
+    let r = gw
+        .admin(
+            http::Method::PUT,
+            &format!("/admin/limits/keys/{KEY_ID}"),
+            Some(json!({"requests_per_day": 1})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
+    let dir = gw.shutdown().await;
+    // A new process on the same store: the limit is still set (counters start afresh in it).
+    let gw = TestGateway::start_in(&yaml, dir).await;
+    let listed = gw.admin(http::Method::GET, "/admin/limits", None).await.json();
+    assert_eq!(listed["keys"][KEY_ID][0]["name"], "requests_per_day");
+    assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
+    assert_eq!(gw.chat(KEY, &ask(8)).await.status, 429);
+}

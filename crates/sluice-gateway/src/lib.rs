@@ -98,6 +98,10 @@ impl Gateway {
 
     /// Swaps in a new snapshot and rebuilds the key table with its YAML keys.
     pub async fn install(&self, snapshot: Arc<Snapshot>) {
+        if snapshot.config.counts_tokens() {
+            // A reload may bring the first token limit: load the tokenizer now, off the workers.
+            tokio::task::spawn_blocking(stages::preload_tokenizer);
+        }
         self.snapshot.store(snapshot);
         if let Err(e) = self.refresh_keys().await {
             tracing::error!(error = %e, "cannot read run-time keys; using the last ones read with the new config keys");

@@ -94,7 +94,11 @@ fn applicable(
 }
 
 /// Prompts larger than this are counted on a blocking thread, off the async workers.
-const COUNT_INLINE_MAX: usize = 16 * 1024;
+const COUNT_INLINE_MAX: usize = 4 * 1024;
+
+/// Whether the tokenizer is loaded (until it is, every count runs on a blocking thread: the
+/// first load takes ~0.1 s).
+static TOKENIZER_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Tokens in `text` with the o200k tokenizer (OpenAI's current models; an approximation for
 /// other vendors' models, which do not publish theirs).
@@ -105,6 +109,7 @@ pub fn count_tokens(text: &str) -> u64 {
 /// Loads the tokenizer, so the first request that needs it does not pay for it.
 pub fn preload_tokenizer() {
     let _ = count_tokens("warm");
+    TOKENIZER_READY.store(true, std::sync::atomic::Ordering::Release);
 }
 
 fn need_for(snap: &Snapshot, decision: &Decision<'_>, input: u64, output: u64) -> Need {
@@ -155,7 +160,8 @@ pub async fn admit(
     {
         let body = inbound.body.clone();
         let count = move || count_tokens(&String::from_utf8_lossy(&body));
-        let exact = if inbound.body.len() <= COUNT_INLINE_MAX {
+        let ready = TOKENIZER_READY.load(std::sync::atomic::Ordering::Acquire);
+        let exact = if ready && inbound.body.len() <= COUNT_INLINE_MAX {
             count()
         } else {
             tokio::task::spawn_blocking(count).await.unwrap_or(u64::MAX / 4)

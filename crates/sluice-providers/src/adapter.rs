@@ -139,6 +139,55 @@ pub enum AdapterError {
     Credentials(&'static str),
 }
 
+pub(crate) static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+pub(crate) static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+pub(crate) static SLUICE_AGENT: HeaderValue = HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")));
+
+/// How a provider wants its credential: `Authorization: Bearer <key>`, or the key as is in a
+/// header of its own (`x-api-key`, `api-key`, `x-goog-api-key`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeyHeader {
+    Bearer,
+    Named(&'static str),
+}
+
+/// The start of every JSON POST upstream: content type, accept (the event stream when
+/// streaming), user agent, the request id, and the credential (marked sensitive).
+pub(crate) fn json_post(
+    uri: Uri,
+    stream: bool,
+    target: &Target<'_>,
+    key: KeyHeader,
+) -> Result<http::request::Builder, AdapterError> {
+    use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+    let mut builder = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(uri)
+        .header(CONTENT_TYPE, APPLICATION_JSON.clone())
+        .header(
+            ACCEPT,
+            if stream {
+                EVENT_STREAM.clone()
+            } else {
+                APPLICATION_JSON.clone()
+            },
+        )
+        .header(USER_AGENT, SLUICE_AGENT.clone());
+    if let Ok(id) = HeaderValue::from_str(target.request_id) {
+        builder = builder.header("x-request-id", id);
+    }
+    if let Some(secret) = target.api_key {
+        let (name, text) = match key {
+            KeyHeader::Bearer => (AUTHORIZATION.as_str(), format!("Bearer {secret}")),
+            KeyHeader::Named(name) => (name, secret.to_owned()),
+        };
+        let mut value = HeaderValue::from_str(&text).map_err(|e| AdapterError::Http(http::Error::from(e)))?;
+        value.set_sensitive(true);
+        builder = builder.header(name, value);
+    }
+    Ok(builder)
+}
+
 /// A successful non-streamed response, in the client's format.
 #[derive(Debug, Clone)]
 pub struct ResponseOut {

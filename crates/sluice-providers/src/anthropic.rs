@@ -5,13 +5,13 @@
 //! other formats are translated through [`crate::chat`].
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, USER_AGENT};
-use http::{Method, StatusCode};
+use http::StatusCode;
+use http::header::HeaderValue;
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{
-    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
-    StreamFault, StreamTranslator, Target,
+    AdapterError, Endpoint, InboundRequest, KeyHeader, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
+    StreamFault, StreamTranslator, Target, json_post,
 };
 use crate::chat::{ChatRequest, ChatResponse, Delta, Image, Message, Part, Role, StopReason, Tool, ToolChoice};
 use crate::error::{ErrorClass, RequestError, scrub_credentials};
@@ -621,10 +621,6 @@ impl EventEncoder {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AnthropicAdapter;
 
-static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
-static SLUICE_AGENT: HeaderValue = HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")));
-
 impl ProviderAdapter for AnthropicAdapter {
     fn name(&self) -> &'static str {
         "anthropic"
@@ -655,30 +651,10 @@ impl ProviderAdapter for AnthropicAdapter {
             .anthropic_version
             .clone()
             .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_VERSION));
-        let mut builder = http::Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(CONTENT_TYPE, APPLICATION_JSON.clone())
-            .header(
-                ACCEPT,
-                if req.view.stream {
-                    EVENT_STREAM.clone()
-                } else {
-                    APPLICATION_JSON.clone()
-                },
-            )
-            .header(USER_AGENT, SLUICE_AGENT.clone())
+        let mut builder = json_post(uri, req.view.stream, target, KeyHeader::Named("x-api-key"))?
             .header("anthropic-version", version);
         if let Some(beta) = &req.headers.anthropic_beta {
             builder = builder.header("anthropic-beta", beta.clone());
-        }
-        if let Ok(id) = HeaderValue::from_str(target.request_id) {
-            builder = builder.header("x-request-id", id);
-        }
-        if let Some(key) = target.api_key {
-            let mut value = HeaderValue::from_str(key).map_err(|e| AdapterError::Http(http::Error::from(e)))?;
-            value.set_sensitive(true);
-            builder = builder.header("x-api-key", value);
         }
         Ok(builder.body(body)?)
     }

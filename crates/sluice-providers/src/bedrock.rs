@@ -14,8 +14,8 @@ use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{
-    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
-    StreamFault, StreamTranslator, Target,
+    APPLICATION_JSON, AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseFault,
+    ResponseOut, StreamFault, StreamTranslator, Target,
 };
 use crate::chat::{ChatRequest, ChatResponse, Delta, Image, Part, Role, StopReason, ToolChoice};
 use crate::error::{ErrorClass, RequestError, scrub_credentials};
@@ -445,7 +445,6 @@ fn embeddings_response(req_body: &[u8], body: &[u8], model: &str) -> Result<(Byt
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BedrockAdapter;
 
-static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 static EVENT_STREAM: HeaderValue = HeaderValue::from_static("application/vnd.amazon.eventstream");
 
 /// Percent-encodes a model id for the path (ids contain `:`).

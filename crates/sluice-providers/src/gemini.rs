@@ -6,13 +6,12 @@
 //! matched to its call's function name through the conversation.
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, USER_AGENT};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use crate::adapter::{
-    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
-    StreamFault, StreamTranslator, Target,
+    AdapterError, Endpoint, InboundRequest, KeyHeader, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
+    StreamFault, StreamTranslator, Target, json_post,
 };
 use crate::chat::{ChatRequest, ChatResponse, Delta, Image, Part, Role, StopReason, ToolChoice, arguments_text};
 use crate::error::{ErrorClass, scrub_credentials};
@@ -416,29 +415,13 @@ fn embeddings_response(req_body: &[u8], body: &[u8], model: &str) -> Result<Byte
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(T[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The adapter for Gemini deployments (`base_url` like `https://host/v1beta`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct GeminiAdapter;
-
-static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
-static SLUICE_AGENT: HeaderValue = HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")));
 
 impl ProviderAdapter for GeminiAdapter {
     fn name(&self) -> &'static str {
@@ -466,27 +449,7 @@ impl ProviderAdapter for GeminiAdapter {
             (op, chat_to_request(&chat)?)
         };
         let uri = join_url(target.base_url, &format!("/models/{}{op}", target.model))?;
-        let mut builder = http::Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(CONTENT_TYPE, APPLICATION_JSON.clone())
-            .header(
-                ACCEPT,
-                if req.view.stream {
-                    EVENT_STREAM.clone()
-                } else {
-                    APPLICATION_JSON.clone()
-                },
-            )
-            .header(USER_AGENT, SLUICE_AGENT.clone());
-        if let Ok(id) = HeaderValue::from_str(target.request_id) {
-            builder = builder.header("x-request-id", id);
-        }
-        if let Some(key) = target.api_key {
-            let mut value = HeaderValue::from_str(key).map_err(|e| AdapterError::Http(http::Error::from(e)))?;
-            value.set_sensitive(true);
-            builder = builder.header("x-goog-api-key", value);
-        }
+        let builder = json_post(uri, req.view.stream, target, KeyHeader::Named("x-goog-api-key"))?;
         Ok(builder.body(body)?)
     }
 

@@ -9,15 +9,14 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
-use http::{Method, StatusCode, Uri};
+use http::{StatusCode, Uri};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use crate::adapter::{
-    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
-    StreamFault, StreamTranslator, Target,
+    AdapterError, Endpoint, InboundRequest, KeyHeader, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
+    StreamFault, StreamTranslator, Target, json_post,
 };
 use crate::error::{ErrorClass, RequestError, scrub_credentials};
 use crate::sse::SseEvent;
@@ -301,10 +300,6 @@ pub fn join_url(base: &Uri, suffix: &str) -> Result<Uri, AdapterError> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OpenAiAdapter;
 
-static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
-static SLUICE_AGENT: HeaderValue = HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")));
-
 #[derive(Deserialize)]
 struct ResponseEnvelope {
     #[serde(default)]
@@ -359,28 +354,7 @@ impl ProviderAdapter for OpenAiAdapter {
             }
         };
         let uri = join_url(target.base_url, suffix)?;
-        let mut builder = http::Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(CONTENT_TYPE, APPLICATION_JSON.clone())
-            .header(
-                ACCEPT,
-                if req.view.stream {
-                    EVENT_STREAM.clone()
-                } else {
-                    APPLICATION_JSON.clone()
-                },
-            )
-            .header(USER_AGENT, SLUICE_AGENT.clone());
-        if let Ok(id) = HeaderValue::from_str(target.request_id) {
-            builder = builder.header("x-request-id", id);
-        }
-        if let Some(key) = target.api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|e| AdapterError::Http(http::Error::from(e)))?;
-            value.set_sensitive(true);
-            builder = builder.header(AUTHORIZATION, value);
-        }
+        let builder = json_post(uri, req.view.stream, target, KeyHeader::Bearer)?;
         Ok(builder.body(body)?)
     }
 

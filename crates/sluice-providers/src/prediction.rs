@@ -4,21 +4,17 @@
 //! templates belong to the route and are applied by the gateway.
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
-use http::{Method, StatusCode};
+use http::StatusCode;
 
 use crate::adapter::{
-    AdapterError, Endpoint, InboundRequest, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
-    StreamTranslator, Target,
+    AdapterError, Endpoint, InboundRequest, KeyHeader, MalformedResponse, ProviderAdapter, ResponseFault, ResponseOut,
+    StreamTranslator, Target, json_post,
 };
 use crate::error::{ErrorClass, scrub_credentials};
 use crate::usage::Usage;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PredictionAdapter;
-
-static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-static SLUICE_AGENT: HeaderValue = HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")));
 
 impl ProviderAdapter for PredictionAdapter {
     fn name(&self) -> &'static str {
@@ -33,21 +29,7 @@ impl ProviderAdapter for PredictionAdapter {
         if !self.supports(req.endpoint) {
             return Err(AdapterError::Unsupported(req.endpoint.as_str()));
         }
-        let mut builder = http::Request::builder()
-            .method(Method::POST)
-            .uri(target.base_url.clone())
-            .header(CONTENT_TYPE, APPLICATION_JSON.clone())
-            .header(ACCEPT, APPLICATION_JSON.clone())
-            .header(USER_AGENT, SLUICE_AGENT.clone());
-        if let Ok(id) = HeaderValue::from_str(target.request_id) {
-            builder = builder.header("x-request-id", id);
-        }
-        if let Some(key) = target.api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|e| AdapterError::Http(http::Error::from(e)))?;
-            value.set_sensitive(true);
-            builder = builder.header(AUTHORIZATION, value);
-        }
+        let builder = json_post(target.base_url.clone(), false, target, KeyHeader::Bearer)?;
         Ok(builder.body(req.body.clone())?)
     }
 

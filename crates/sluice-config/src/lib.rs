@@ -5,6 +5,7 @@
 //! This crate does no IO beyond reading the file and the environment, and never logs a secret.
 
 mod raw;
+mod spend;
 mod types;
 mod validate;
 
@@ -13,10 +14,11 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use spend::parse_limits;
 pub use types::*;
 pub use validate::{
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FIRST_BYTE_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_MS,
-    DEFAULT_TOTAL_TIMEOUT_MS, parse_key_hash, parse_limits,
+    DEFAULT_TOTAL_TIMEOUT_MS, parse_key_hash,
 };
 
 /// One problem in a config file.

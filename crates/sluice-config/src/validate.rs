@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use http::{HeaderName, Uri};
 
-use crate::raw::{RawConfig, RawDeployment, RawKey, RawPolicy, RawPrice, RawRoute, S};
+use crate::raw::{RawConfig, RawDeployment, RawKey, RawPolicy, RawRoute, S};
 use crate::types::*;
 use crate::{ConfigError, ConfigErrors};
 
@@ -22,10 +22,10 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// Looks up environment variables; injectable so tests do not touch the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-struct Collector(Vec<ConfigError>);
+pub(crate) struct Collector(pub(crate) Vec<ConfigError>);
 
 impl Collector {
-    fn push<T>(&mut self, path: impl Into<String>, at: Option<&S<T>>, message: impl Into<String>) {
+    pub(crate) fn push<T>(&mut self, path: impl Into<String>, at: Option<&S<T>>, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.into(),
             line: at.map(|s| s.referenced.line()),
@@ -54,39 +54,8 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
         .enumerate()
         .filter_map(|(i, d)| deployment(i, d, env, &mut errs))
         .collect();
-    // The price table: the first entry whose pattern matches a deployment's upstream model.
-    let table: Vec<(Pattern, Option<Price>)> = raw
-        .prices
-        .models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let p = price(&m.price, &format!("prices.models[{i}]"), Some(&m.model), &mut errs);
-            (Pattern::parse(&m.model.value), p)
-        })
-        .collect();
-    for d in &mut deployments {
-        if d.price.is_none() {
-            d.price = table
-                .iter()
-                .find(|(pattern, _)| pattern.matches(&d.upstream_model))
-                .and_then(|(_, p)| *p);
-        }
-    }
-    let currency = raw
-        .prices
-        .currency
-        .as_ref()
-        .map_or_else(|| "USD".to_owned(), |c| c.value.clone());
-    if let Some(c) = &raw.prices.currency
-        && (c.value.len() != 3 || !c.value.chars().all(|ch| ch.is_ascii_uppercase()))
-    {
-        errs.push(
-            "prices.currency",
-            Some(c),
-            format!("{:?} is not a three-letter currency code like USD", c.value),
-        );
-    }
+    let currency = crate::spend::apply_prices(&raw, &mut deployments, &mut errs);
+
     unique(raw.deployments.iter().map(|d| &d.name), "deployments", &mut errs);
 
     let mut models = Vec::new();
@@ -116,7 +85,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
         models.push(ModelConfig {
             name: m.name.value.clone(),
             deployments: idx,
-            limits: limits(&m.limits, &format!("{path}.limits"), Some(&m.name), &mut errs),
+            limits: crate::spend::limits(&m.limits, &format!("{path}.limits"), Some(&m.name), &mut errs),
         });
     }
     unique(raw.models.iter().map(|m| &m.name), "models", &mut errs);
@@ -150,73 +119,13 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
         });
     }
 
-    let mut tiers = std::collections::HashMap::new();
-    for (i, t) in raw.tiers.iter().enumerate() {
-        let l = limits(&t.limits, &format!("tiers[{i}].limits"), Some(&t.name), &mut errs);
-        if tiers.insert(t.name.value.clone(), l).is_some() {
-            errs.push(
-                format!("tiers[{i}].name"),
-                Some(&t.name),
-                "the same tier name appears twice",
-            );
-        }
-    }
-    let entities = |list: &[crate::raw::RawEntity], what: &str, errs: &mut Collector| {
-        let mut out = std::collections::HashMap::new();
-        for (i, e) in list.iter().enumerate() {
-            let mut l = limits(&e.limits, &format!("{what}[{i}].limits"), Some(&e.name), errs);
-            if let Some(t) = &e.tier {
-                match tiers.get(&t.value) {
-                    Some(tl) => l.extend(tl.iter().copied()),
-                    None => errs.push(
-                        format!("{what}[{i}].tier"),
-                        Some(t),
-                        format!("unknown tier {:?}", t.value),
-                    ),
-                }
-            }
-            if out.insert(e.name.value.clone(), l).is_some() {
-                errs.push(
-                    format!("{what}[{i}].name"),
-                    Some(&e.name),
-                    "the same name appears twice",
-                );
-            }
-        }
-        out
-    };
-    let teams = entities(&raw.teams, "teams", &mut errs);
-    let tenants = entities(&raw.tenants, "tenants", &mut errs);
-    let time_zone_offset_s = time_zone(raw.time_zone.as_ref(), &mut errs);
-    let budget_alerts = raw.budget_alerts.as_ref().and_then(|b| {
-        let url = match b.url.value.parse::<Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => u,
-            _ => {
-                errs.push("budget_alerts.url", Some(&b.url), "not an http(s) URL");
-                return None;
-            }
-        };
-        let secret = b
-            .secret_env
-            .as_ref()
-            .and_then(|n| env_secret(n, "budget_alerts.secret_env", env, &mut errs));
-        let mut thresholds = b.thresholds.clone().unwrap_or_else(|| vec![50, 80, 100]);
-        thresholds.sort_unstable();
-        thresholds.dedup();
-        if thresholds.is_empty() || thresholds.len() > 8 || thresholds.iter().any(|t| *t == 0 || *t > 100) {
-            errs.push(
-                "budget_alerts.thresholds",
-                Some(&b.url),
-                "one to eight percentages from 1 to 100",
-            );
-            return None;
-        }
-        Some(BudgetAlerts {
-            url,
-            secret,
-            thresholds,
-        })
-    });
+    let crate::spend::LimitSections {
+        tiers,
+        teams,
+        tenants,
+        time_zone_offset_s,
+        budget_alerts,
+    } = crate::spend::limit_sections(&raw, env, &mut errs);
 
     let keys: Vec<KeyConfig> = raw
         .keys
@@ -355,7 +264,7 @@ fn server(raw: &RawConfig, errs: &mut Collector) -> ServerConfig {
     }
 }
 
-fn env_secret(name: &S<String>, path: &str, env: EnvLookup<'_>, errs: &mut Collector) -> Option<Secret> {
+pub(crate) fn env_secret(name: &S<String>, path: &str, env: EnvLookup<'_>, errs: &mut Collector) -> Option<Secret> {
     match env(&name.value) {
         Some(v) if !v.is_empty() => Some(Secret::new(v)),
         _ => {
@@ -561,7 +470,7 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
     let price = d
         .price
         .as_ref()
-        .and_then(|p| price(p, &format!("{path}.price"), Some(&d.name), errs));
+        .and_then(|p| crate::spend::price(p, &format!("{path}.price"), Some(&d.name), errs));
     Some(DeploymentConfig {
         name: d.name.value.clone(),
         provider,
@@ -578,41 +487,6 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
 
 /// Azure OpenAI's `api-version` when the deployment does not name one.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
-
-/// A price in currency units → micro-units; every amount must be a finite number ≥ 0.
-fn price(p: &RawPrice, path: &str, at: Option<&S<String>>, errs: &mut Collector) -> Option<Price> {
-    let mut ok = true;
-    let mut micros = |v: Option<f64>, name: &str| -> Option<u64> {
-        let v = v?;
-        if !v.is_finite() || !(0.0..=1e9).contains(&v) {
-            errs.push(
-                format!("{path}.{name}"),
-                at,
-                format!("{v} is not a price (a number from 0 to 1e9)"),
-            );
-            ok = false;
-            return None;
-        }
-        Some((v * 1_000_000.0).round() as u64)
-    };
-    let input = micros(p.input, "input");
-    let output = micros(p.output, "output");
-    let cached_input = micros(p.cached_input, "cached_input");
-    let cache_write = micros(p.cache_write, "cache_write");
-    let per_request = micros(p.per_request, "per_request");
-    if !ok {
-        return None;
-    }
-    let input = input.unwrap_or(0);
-    Some(Price {
-        input,
-        output: output.unwrap_or(0),
-        // Without their own price, cached tokens cost what input tokens cost.
-        cached_input: cached_input.unwrap_or(input),
-        cache_write: cache_write.unwrap_or(input),
-        per_request: per_request.unwrap_or(0),
-    })
-}
 
 /// Resolves one policy: the route's own value, else `defaults`, else the built-in default.
 fn policy(
@@ -814,160 +688,8 @@ fn route(
         allowed_models,
         policy: policy(&r.policy(), defaults, &path, server_max_body, errs),
         prediction,
-        limits: limits(&r.limits, &format!("{path}.limits"), Some(&r.name), errs),
+        limits: crate::spend::limits(&r.limits, &format!("{path}.limits"), Some(&r.name), errs),
     }
-}
-
-/// Parses limits given at run time (the admin API), with the same names as in the config file.
-pub fn parse_limits(raw: &std::collections::BTreeMap<String, f64>) -> Result<Vec<LimitSpec>, Vec<String>> {
-    let mut errs = Collector(Vec::new());
-    let specs = limits(raw, "limits", None, &mut errs);
-    if errs.0.is_empty() {
-        Ok(specs)
-    } else {
-        Err(errs
-            .0
-            .into_iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
-            .collect())
-    }
-}
-
-/// Parses readable limit names (`requests_per_minute`, `cost_per_month`, `…_burst`).
-fn limits(raw: &crate::raw::RawLimits, path: &str, at: Option<&S<String>>, errs: &mut Collector) -> Vec<LimitSpec> {
-    let mut out = Vec::new();
-    for (name, &value) in raw {
-        if name.ends_with("_burst") {
-            continue;
-        }
-        let (soft, plain) = match name.strip_prefix("soft_") {
-            Some(rest) => (true, rest),
-            None => (false, name.as_str()),
-        };
-        let Some((metric, window)) = plain.split_once("_per_") else {
-            errs.push(
-                format!("{path}.{name}"),
-                at,
-                "not a limit name like requests_per_minute",
-            );
-            continue;
-        };
-        let metric = match metric {
-            "requests" => Metric::Requests,
-            "tokens" => Metric::Tokens,
-            "input_tokens" => Metric::InputTokens,
-            "output_tokens" => Metric::OutputTokens,
-            "cost" => Metric::Cost,
-            _ => {
-                errs.push(
-                    format!("{path}.{name}"),
-                    at,
-                    "counts requests, tokens, input_tokens, output_tokens or cost",
-                );
-                continue;
-            }
-        };
-        let window = match window {
-            "second" => Window::Second,
-            "minute" => Window::Minute,
-            "hour" => Window::Hour,
-            "day" => Window::Day,
-            "month" => Window::Month,
-            _ => {
-                errs.push(
-                    format!("{path}.{name}"),
-                    at,
-                    "the window is second, minute, hour, day or month",
-                );
-                continue;
-            }
-        };
-        if metric == Metric::Cost && window.is_rate() {
-            errs.push(
-                format!("{path}.{name}"),
-                at,
-                "cost limits are budgets: per day or per month",
-            );
-            continue;
-        }
-        if !value.is_finite() || value < 0.0 || (metric != Metric::Cost && value.fract() != 0.0) {
-            errs.push(
-                format!("{path}.{name}"),
-                at,
-                format!("{value} is not a limit (a whole number ≥ 0; cost in currency units)"),
-            );
-            continue;
-        }
-        let amount = if metric == Metric::Cost {
-            (value * 1_000_000.0).round() as u64
-        } else {
-            value as u64
-        };
-        let burst = match raw.get(&format!("{name}_burst")) {
-            Some(b) if window.is_rate() && b.is_finite() && *b >= 1.0 => *b as u64,
-            Some(_) => {
-                errs.push(
-                    format!("{path}.{name}_burst"),
-                    at,
-                    "a burst applies to a per-second, -minute or -hour limit and is ≥ 1",
-                );
-                amount
-            }
-            None => amount,
-        };
-        if soft && metric != Metric::Cost {
-            errs.push(
-                format!("{path}.{name}"),
-                at,
-                "only budgets (cost_per_day, cost_per_month) can be soft",
-            );
-            continue;
-        }
-        out.push(LimitSpec {
-            metric,
-            window,
-            amount,
-            burst,
-            soft,
-        });
-    }
-    for name in raw.keys().filter_map(|k| k.strip_suffix("_burst")) {
-        if !raw.contains_key(name) {
-            errs.push(
-                format!("{path}.{name}_burst"),
-                at,
-                format!("there is no {name} limit to burst"),
-            );
-        }
-    }
-    out
-}
-
-/// `UTC`, `Z` or `±HH:MM` → seconds east of UTC.
-fn time_zone(raw: Option<&S<String>>, errs: &mut Collector) -> i32 {
-    let Some(tz) = raw else { return 0 };
-    let v = tz.value.trim();
-    if v.eq_ignore_ascii_case("utc") || v == "Z" {
-        return 0;
-    }
-    let parsed = (|| {
-        let sign = match v.as_bytes().first()? {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return None,
-        };
-        let (h, m) = v.get(1..)?.split_once(':')?;
-        let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-        (h <= 14 && m < 60).then_some(sign * (h * 3600 + m * 60))
-    })();
-    parsed.unwrap_or_else(|| {
-        errs.push(
-            "time_zone",
-            Some(tz),
-            format!("{v:?} is not UTC or an offset like +02:00"),
-        );
-        0
-    })
 }
 
 /// Parses `sha256:<64 hex digits>`.
@@ -1045,7 +767,7 @@ fn key(
                 None
             }
         });
-    let key_limits = limits(&k.limits, &format!("{path}.limits"), Some(&k.id), errs);
+    let key_limits = crate::spend::limits(&k.limits, &format!("{path}.limits"), Some(&k.id), errs);
     // The tier's limits are applied at admission (run-time keys have tiers too).
     if let Some(tier) = &k.tier
         && !tiers.is_empty()

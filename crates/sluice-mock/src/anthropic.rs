@@ -271,7 +271,7 @@ async fn send(tx: &mpsc::Sender<Chunk>, b: Bytes) -> bool {
     tx.send(Ok(b)).await.is_ok()
 }
 
-async fn stream(spec: Spec, tx: mpsc::Sender<Chunk>, attempt: Attempt) {
+async fn stream(spec: Spec, tx: mpsc::Sender<Chunk>, mut attempt: Attempt) {
     let k = &spec.knobs;
     tokio::select! {
         biased;
@@ -368,27 +368,10 @@ async fn stream(spec: Spec, tx: mpsc::Sender<Chunk>, attempt: Attempt) {
     for frame in frames {
         let is_content = frame.starts_with(b"event: content_block_delta");
         if is_content {
-            if content_index > 0 {
-                tokio::select! {
-                    biased;
-                    _ = crate::generate::pause(Knobs::ms(k.chunk_delay_ms)) => {}
-                    _ = tx.closed() => return,
-                }
-            }
-            if k.stall_after_chunks == Some(content_index) {
-                tx.closed().await;
+            let Some(a) = crate::generate::before_chunk(k, content_index, &tx, attempt).await else {
                 return;
-            }
-            if k.drop_after_chunks == Some(content_index) {
-                let _ = tx
-                    .send(Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        "mock drop",
-                    )))
-                    .await;
-                attempt.dropped_on_purpose();
-                return;
-            }
+            };
+            attempt = a;
             if k.error_after_chunks == Some(content_index) {
                 let kind = k.error_type.as_deref().unwrap_or("overloaded_error");
                 let _ = send(

@@ -380,7 +380,7 @@ async fn stream(
     stop: &'static str,
     k: Knobs,
     tx: mpsc::Sender<Chunk>,
-    attempt: Attempt,
+    mut attempt: Attempt,
 ) {
     tokio::select! {
         biased;
@@ -409,13 +409,10 @@ async fn stream(
         }
         None => {
             for i in 0..n {
-                if i > 0 {
-                    tokio::select! {
-                        biased;
-                        _ = crate::generate::pause(Knobs::ms(k.chunk_delay_ms)) => {}
-                        _ = tx.closed() => return,
-                    }
-                }
+                let Some(a) = crate::generate::before_chunk(&k, i, &tx, attempt).await else {
+                    return;
+                };
+                attempt = a;
                 if k.error_after_chunks == Some(i) {
                     let kind = k.error_type.as_deref().unwrap_or("throttlingException");
                     let e = frame(

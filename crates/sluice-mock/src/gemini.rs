@@ -283,7 +283,7 @@ async fn stream(
     finish: &'static str,
     k: Knobs,
     tx: mpsc::Sender<Chunk>,
-    attempt: Attempt,
+    mut attempt: Attempt,
 ) {
     tokio::select! {
         biased;
@@ -312,27 +312,10 @@ async fn stream(
         return;
     }
     for i in 0..n {
-        if i > 0 {
-            tokio::select! {
-                biased;
-                _ = crate::generate::pause(Knobs::ms(k.chunk_delay_ms)) => {}
-                _ = tx.closed() => return,
-            }
-        }
-        if k.stall_after_chunks == Some(i) {
-            tx.closed().await;
+        let Some(a) = crate::generate::before_chunk(&k, i, &tx, attempt).await else {
             return;
-        }
-        if k.drop_after_chunks == Some(i) {
-            let _ = tx
-                .send(Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "mock drop",
-                )))
-                .await;
-            attempt.dropped_on_purpose();
-            return;
-        }
+        };
+        attempt = a;
         if k.safety_block.is_some() && i == n / 2 {
             let v = chunk(&model, json!([]), Some("SAFETY"), Some(usage(prompt, i, &k)));
             if send(&tx, &v).await {

@@ -242,8 +242,36 @@ async fn send(tx: &mpsc::Sender<Chunk>, b: Bytes) -> bool {
     tx.send(Ok(b)).await.is_ok()
 }
 
+/// What every streamed format does before content chunk `i`: the pause between chunks, and the
+/// stall and drop faults. `None` when the stream is over (the client left, or a fault ended it;
+/// the attempt has been accounted for).
+pub(crate) async fn before_chunk(k: &Knobs, i: u64, tx: &mpsc::Sender<Chunk>, attempt: Attempt) -> Option<Attempt> {
+    if i > 0 {
+        tokio::select! {
+            biased;
+            _ = pause(Knobs::ms(k.chunk_delay_ms)) => {}
+            _ = tx.closed() => return None,
+        }
+    }
+    if k.stall_after_chunks == Some(i) {
+        tx.closed().await;
+        return None;
+    }
+    if k.drop_after_chunks == Some(i) {
+        let _ = tx
+            .send(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "mock drop",
+            )))
+            .await;
+        attempt.dropped_on_purpose();
+        return None;
+    }
+    Some(attempt)
+}
+
 /// Streams the answer; returning early drops `attempt`, which counts a cancel.
-async fn stream_task(spec: StreamSpec, tx: mpsc::Sender<Chunk>, attempt: Attempt) {
+async fn stream_task(spec: StreamSpec, tx: mpsc::Sender<Chunk>, mut attempt: Attempt) {
     let k = &spec.knobs;
     tokio::select! {
         biased;
@@ -270,27 +298,10 @@ async fn stream_task(spec: StreamSpec, tx: mpsc::Sender<Chunk>, attempt: Attempt
     }
     for (i, piece) in pieces.iter().enumerate() {
         let i = i as u64;
-        if i > 0 {
-            tokio::select! {
-                biased;
-                _ = pause(Knobs::ms(k.chunk_delay_ms)) => {}
-                _ = tx.closed() => return,
-            }
-        }
-        if k.stall_after_chunks == Some(i) {
-            tx.closed().await;
+        let Some(a) = before_chunk(k, i, &tx, attempt).await else {
             return;
-        }
-        if k.drop_after_chunks == Some(i) {
-            let _ = tx
-                .send(Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "mock drop",
-                )))
-                .await;
-            attempt.dropped_on_purpose();
-            return;
-        }
+        };
+        attempt = a;
         if k.error_after_chunks == Some(i) {
             let kind = k.error_type.as_deref().unwrap_or("server_error");
             let err =

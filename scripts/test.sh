@@ -2,13 +2,27 @@
 # Sluice's whole test suite — what CI runs and what a new contributor runs:
 #   formatting, clippy with warnings denied, every Rust test (unit, property, end-to-end over
 #   real HTTP), and the official-SDK lane (Python `openai` in a virtualenv it creates).
-# Needs only the Rust toolchain and python3; everything it starts listens on loopback and is
-# stopped by PID when it is done.
+# Needs only the Rust toolchain and python3 (and installs Redis from Debian's packages when it
+# is missing); every server the tests start listens on a free loopback port and is stopped by
+# PID when its test is done.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 started=$(date +%s)
 step() { printf '\n==> %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
+
+step "servers the tests start (redis-server)"
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y --no-install-recommends "${missing[@]}" \
+        || { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${missing[@]}"; }
+fi
+redis-server --version
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -6,6 +6,7 @@
 
 mod raw;
 mod spend;
+mod store;
 mod types;
 mod validate;
 
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use raw::{RawLimitValue, RawLimits};
 pub use spend::parse_limits;
 pub use types::*;
 pub use validate::{

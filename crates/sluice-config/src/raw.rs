@@ -55,8 +55,16 @@ pub struct RawBudgetAlerts {
 }
 
 /// Limits by readable name (`requests_per_minute: 60`, `tokens_per_day: 1000000`,
-/// `cost_per_month: 50`, `requests_per_minute_burst: 10`…).
-pub type RawLimits = std::collections::BTreeMap<String, f64>;
+/// `cost_per_month: 50`, `requests_per_minute_burst: 10`, `requests_per_day_on_outage: closed`…).
+pub type RawLimits = std::collections::BTreeMap<String, RawLimitValue>;
+
+/// A limit's amount, or a word (the `…_on_outage` policy).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum RawLimitValue {
+    Number(f64),
+    Word(String),
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +147,27 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub sqlite_path: Option<S<String>>,
+    /// Shared limit counters, for several instances.
+    pub redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// One node: `redis://host:port/db`.
+    pub url: Option<S<String>>,
+    /// The same, read from an environment variable (for URLs with a password).
+    pub url_env: Option<S<String>>,
+    /// Redis Cluster: seed nodes.
+    pub cluster: Option<Vec<S<String>>>,
+    /// Longest wait for one round trip before the store counts as down.
+    pub timeout_ms: Option<S<u64>>,
+    /// How many instances share the store: the local fallback allows limit ÷ instances.
+    pub instances: Option<S<u64>>,
+    /// Default outage policy of every limit: `local`, `open` or `closed`.
+    pub on_outage: Option<S<String>>,
+    /// Prefix of every key Sluice writes.
+    pub prefix: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -170,7 +170,7 @@ pub(crate) fn price(p: &RawPrice, path: &str, at: Option<&S<String>>, errs: &mut
 }
 
 /// Parses limits given at run time (the admin API), with the same names as in the config file.
-pub fn parse_limits(raw: &std::collections::BTreeMap<String, f64>) -> Result<Vec<LimitSpec>, Vec<String>> {
+pub fn parse_limits(raw: &crate::raw::RawLimits) -> Result<Vec<LimitSpec>, Vec<String>> {
     let mut errs = Collector(Vec::new());
     let specs = limits(raw, "limits", None, &mut errs);
     if errs.0.is_empty() {
@@ -184,18 +184,27 @@ pub fn parse_limits(raw: &std::collections::BTreeMap<String, f64>) -> Result<Vec
     }
 }
 
-/// Parses readable limit names (`requests_per_minute`, `cost_per_month`, `…_burst`).
+/// Parses readable limit names (`requests_per_minute`, `cost_per_month`, `…_burst`,
+/// `…_on_outage`).
 pub(crate) fn limits(
     raw: &crate::raw::RawLimits,
     path: &str,
     at: Option<&S<String>>,
     errs: &mut Collector,
 ) -> Vec<LimitSpec> {
+    use crate::raw::RawLimitValue;
     let mut out = Vec::new();
-    for (name, &value) in raw {
-        if name.ends_with("_burst") {
+    for (name, value) in raw {
+        if name.ends_with("_burst") || name.ends_with("_on_outage") {
             continue;
         }
+        let value = match value {
+            RawLimitValue::Number(v) => *v,
+            RawLimitValue::Word(w) => {
+                errs.push(format!("{path}.{name}"), at, format!("{w:?} is not a number"));
+                continue;
+            }
+        };
         let (soft, plain) = match name.strip_prefix("soft_") {
             Some(rest) => (true, rest),
             None => (false, name.as_str()),
@@ -260,16 +269,28 @@ pub(crate) fn limits(
             value as u64
         };
         let burst = match raw.get(&format!("{name}_burst")) {
-            Some(b) if window.is_rate() && b.is_finite() && *b >= 1.0 => *b as u64,
+            Some(RawLimitValue::Number(b)) if window.is_rate() && b.is_finite() && *b >= 1.0 => *b as u64,
             Some(_) => {
                 errs.push(
                     format!("{path}.{name}_burst"),
                     at,
-                    "a burst applies to a per-second, -minute or -hour limit and is ≥ 1",
+                    "a burst applies to a per-second, -minute or -hour limit and is a number ≥ 1",
                 );
                 amount
             }
             None => amount,
+        };
+        let on_outage = match raw.get(&format!("{name}_on_outage")) {
+            None => None,
+            Some(RawLimitValue::Word(w)) if outage_policy(w).is_some() => outage_policy(w),
+            Some(_) => {
+                errs.push(
+                    format!("{path}.{name}_on_outage"),
+                    at,
+                    "the outage policy is local, open or closed",
+                );
+                None
+            }
         };
         if soft && metric != Metric::Cost {
             errs.push(
@@ -285,18 +306,33 @@ pub(crate) fn limits(
             amount,
             burst,
             soft,
+            on_outage,
         });
     }
-    for name in raw.keys().filter_map(|k| k.strip_suffix("_burst")) {
+    for (name, suffix) in raw.keys().filter_map(|k| {
+        k.strip_suffix("_burst")
+            .map(|n| (n, "_burst"))
+            .or_else(|| k.strip_suffix("_on_outage").map(|n| (n, "_on_outage")))
+    }) {
         if !raw.contains_key(name) {
             errs.push(
-                format!("{path}.{name}_burst"),
+                format!("{path}.{name}{suffix}"),
                 at,
-                format!("there is no {name} limit to burst"),
+                format!("there is no {name} limit for this"),
             );
         }
     }
     out
+}
+
+/// `local`, `open` or `closed`.
+pub(crate) fn outage_policy(word: &str) -> Option<OutagePolicy> {
+    match word {
+        "local" => Some(OutagePolicy::Local),
+        "open" => Some(OutagePolicy::Open),
+        "closed" => Some(OutagePolicy::Closed),
+        _ => None,
+    }
 }
 
 /// `UTC`, `Z` or `±HH:MM` → seconds east of UTC.

@@ -137,6 +137,55 @@ pub struct AdminConfig {
 pub struct StoreConfig {
     /// SQLite database file for run-time keys; `:memory:` keeps them in memory only.
     pub sqlite_path: String,
+    /// Shared limit counters (none: in process).
+    pub redis: Option<RedisConfig>,
+}
+
+/// Where shared limit counters live, and what happens when that store is unreachable.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Node URLs: one, or a cluster's seed nodes.
+    pub nodes: Vec<String>,
+    pub cluster: bool,
+    pub timeout: Duration,
+    pub instances: u64,
+    pub on_outage: OutagePolicy,
+    pub prefix: String,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Node URLs may carry a password.
+        f.debug_struct("RedisConfig")
+            .field("nodes", &self.nodes.len())
+            .field("cluster", &self.cluster)
+            .field("timeout", &self.timeout)
+            .field("instances", &self.instances)
+            .field("on_outage", &self.on_outage)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// What a limit does while its shared store is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutagePolicy {
+    /// Count in process, at the limit divided by the number of instances.
+    Local,
+    /// Admit without counting.
+    Open,
+    /// Refuse.
+    Closed,
+}
+
+impl OutagePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutagePolicy::Local => "local",
+            OutagePolicy::Open => "open",
+            OutagePolicy::Closed => "closed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,6 +436,8 @@ pub struct LimitSpec {
     pub burst: u64,
     /// A soft budget: never refuses, only alerts (`soft_cost_per_month`).
     pub soft: bool,
+    /// While the shared store is down (none: the store's default).
+    pub on_outage: Option<OutagePolicy>,
 }
 
 impl LimitSpec {

@@ -39,13 +39,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
 
     let server = server(&raw, &mut errs);
     let admin = admin(&raw, env, &mut errs);
-    let store = StoreConfig {
-        sqlite_path: raw
-            .store
-            .sqlite_path
-            .as_ref()
-            .map_or_else(|| "sluice.db".to_owned(), |s| s.value.clone()),
-    };
+    let store = crate::store::store(&raw, env, &mut errs);
     let logging = logging(&raw, &mut errs);
 
     let mut deployments: Vec<DeploymentConfig> = raw

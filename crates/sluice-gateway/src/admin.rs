@@ -273,13 +273,13 @@ async fn set_limits(
             "Limits can be set for keys or teams.",
         );
     }
-    let raw: std::collections::BTreeMap<String, f64> = match serde_json::from_slice(&body) {
+    let raw: sluice_config::RawLimits = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
-                format!("Expected an object of limit names to numbers: {e}"),
+                format!("Expected an object of limit names to numbers (or outage policies): {e}"),
             );
         }
     };
@@ -291,7 +291,10 @@ async fn set_limits(
     let stored = sluice_store::StoredLimits {
         scope: scope.clone(),
         name: name.clone(),
-        limits: raw,
+        limits: raw
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+            .collect(),
     };
     if let Err(e) = gw.store.put_limits(&stored).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());

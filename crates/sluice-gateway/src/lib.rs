@@ -102,6 +102,7 @@ impl Gateway {
             // A reload may bring the first token limit: load the tokenizer now, off the workers.
             tokio::task::spawn_blocking(stages::preload_tokenizer);
         }
+        self.live.limits.configure(snapshot.config.store.redis.as_ref()).await;
         self.snapshot.store(snapshot);
         if let Err(e) = self.refresh_keys().await {
             tracing::error!(error = %e, "cannot read run-time keys; using the last ones read with the new config keys");
@@ -136,7 +137,10 @@ impl Gateway {
     pub async fn load_runtime_limits(&self) -> Result<(), StoreError> {
         let mut next = limits::RuntimeLimits::default();
         for stored in self.store.list_limits().await? {
-            match sluice_config::parse_limits(&stored.limits) {
+            let raw = serde_json::to_value(&stored.limits)
+                .and_then(serde_json::from_value::<sluice_config::RawLimits>)
+                .map_err(|e| vec![e.to_string()]);
+            match raw.and_then(|raw| sluice_config::parse_limits(&raw)) {
                 Ok(specs) => next.set(&stored.scope, &stored.name, specs),
                 Err(e) => {
                     tracing::warn!(scope = %stored.scope, name = %stored.name, errors = ?e, "stored run-time limits ignored")
@@ -202,7 +206,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let addr = listener.local_addr().unwrap_or(listen);
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
 
-    let live = LiveState::new();
+    let mut live = LiveState::new();
+    live.limits = limits::Limits::new(telemetry.metrics.limits_store.clone());
+    live.limits.configure(config.store.redis.as_ref()).await;
     let live_webhook_client = live.webhook_client();
     let snapshot = live.build(config).await?;
     let gateway = Arc::new(Gateway {

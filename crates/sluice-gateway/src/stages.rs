@@ -39,17 +39,19 @@ impl Admission {
             return;
         };
         let thresholds = self.alerts.as_ref().map_or(&[][..], |a| a.config.thresholds.as_slice());
-        let crossings = reservation.settle(actual, now_ns(), thresholds);
-        if let Some(route) = &self.alerts {
-            for crossing in crossings {
-                route.sender.send(crate::alerts::Alert {
-                    crossing,
-                    currency: route.currency.clone(),
-                    url: route.config.url.clone(),
-                    secret: route.config.secret.as_ref().map(|s| s.expose().to_owned()),
-                });
-            }
-        }
+        let then = self.alerts.clone().map(|route| -> crate::limits::OnCrossings {
+            Box::new(move |crossings| {
+                for crossing in crossings {
+                    route.sender.send(crate::alerts::Alert {
+                        crossing,
+                        currency: route.currency.clone(),
+                        url: route.config.url.clone(),
+                        secret: route.config.secret.as_ref().map(|s| s.expose().to_owned()),
+                    });
+                }
+            })
+        });
+        reservation.settle(actual, thresholds, then);
     }
 }
 
@@ -154,7 +156,7 @@ pub async fn admit(
         }
     };
     let tz = snap.config.time_zone_offset_s;
-    let mut result = gw.live.limiter.admit(&limits, &need, now_ns(), tz);
+    let mut result = gw.live.limits.admit(&limits, &need, tz).await;
     if let Err(refusal) = &result
         && refusal.spec.metric != Metric::Requests
     {
@@ -169,8 +171,9 @@ pub async fn admit(
         if exact < need.input_tokens {
             result = gw
                 .live
-                .limiter
-                .admit(&limits, &need_for(snap, decision, exact, output), now_ns(), tz);
+                .limits
+                .admit(&limits, &need_for(snap, decision, exact, output), tz)
+                .await;
         }
     }
     match result {
@@ -183,6 +186,17 @@ pub async fn admit(
                 currency: snap.currency.clone(),
             }),
         }),
+        Err(refusal) if refusal.unavailable => Err(GatewayError::new(
+            ErrorKind::Unavailable,
+            "limits_store_unavailable",
+            format!(
+                "The shared limits store is unreachable and the {} limit {} refuses requests until it is back.",
+                refusal.scope.as_str(),
+                refusal.spec.name()
+            ),
+        )
+        .with_param(refusal.spec.name())
+        .with_retry_after(Some(1))),
         Err(refusal) => {
             let name = refusal.spec.name();
             let budget = refusal.spec.metric == Metric::Cost;
@@ -216,12 +230,6 @@ pub async fn admit(
             Err(err)
         }
     }
-}
-
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A place in the route's and deployment's concurrency budget. (Queues: not yet built.)

@@ -152,7 +152,7 @@ pub struct LiveState {
     cursors: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     mocks: tokio::sync::Mutex<HashMap<String, (MockKnobs, Arc<MockServer>)>>,
     /// Limit counters: keyed by scope and name, so a reload never resets them.
-    pub limiter: crate::limits::Limiter,
+    pub limits: crate::limits::Limits,
 }
 
 impl std::fmt::Debug for LiveState {
@@ -175,7 +175,7 @@ impl LiveState {
             clients: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
             mocks: tokio::sync::Mutex::new(HashMap::new()),
-            limiter: crate::limits::Limiter::default(),
+            limits: crate::limits::Limits::default(),
         }
     }
 

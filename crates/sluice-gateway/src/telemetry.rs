@@ -73,6 +73,7 @@ pub struct Metrics {
     pub log_dropped: Counter,
     pub reloads: Family<ResultLabel, Counter>,
     pub keys: Gauge,
+    pub limits_store: crate::limits::StoreMetrics,
 }
 
 impl Metrics {
@@ -90,6 +91,7 @@ impl Metrics {
             log_dropped: Counter::default(),
             reloads: Family::default(),
             keys: Gauge::default(),
+            limits_store: crate::limits::StoreMetrics::default(),
         };
         registry.register("sluice_requests", "Finished API requests", m.requests.clone());
         registry.register(
@@ -139,6 +141,27 @@ impl Metrics {
             m.reloads.clone(),
         );
         registry.register("sluice_virtual_keys", "Active virtual keys", m.keys.clone());
+        let store = &m.limits_store;
+        registry.register(
+            "sluice_limits_store_up",
+            "1 while the shared limits store answers",
+            store.up.clone(),
+        );
+        registry.register(
+            "sluice_limits_outage_decisions",
+            "Admissions decided by an outage policy while the shared limits store was down",
+            store.decisions.clone(),
+        );
+        registry.register(
+            "sluice_limits_store_errors",
+            "Shared limits store calls that failed or timed out",
+            store.errors.clone(),
+        );
+        registry.register(
+            "sluice_limits_settlements_lost",
+            "Settlements that could not reach the shared limits store after retries",
+            store.lost_settlements.clone(),
+        );
         m
     }
 }

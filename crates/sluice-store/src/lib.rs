@@ -49,7 +49,7 @@ pub struct StoredLimits {
     /// `keys` or `teams`.
     pub scope: String,
     pub name: String,
-    pub limits: std::collections::BTreeMap<String, f64>,
+    pub limits: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// Where run-time keys (and run-time limits) live.

@@ -9,7 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod instances;
 mod scripted;
+pub mod services;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,54 +1,14 @@
-//! Limits, in process: reserve a request's estimated cost against every limit that applies —
-//! all or nothing — and settle with the real usage when the request finishes.
-//!
-//! Rates (per second, minute, hour) are GCRA: each cell keeps a theoretical arrival time; a
-//! request of `n` units is admitted when the bucket, drained at `amount / window`, has room for
-//! `n` within its burst. Quotas and budgets (per day, month) are calendar windows in the
-//! configured time zone; a new window starts from zero.
-//!
-//! Cells are found in a sharded map and locked in a fixed order, so a reservation across several
-//! limits is atomic without a global lock. Counters live in the gateway's live state and survive
-//! config reloads.
+//! In-process limit counters: sharded cells locked in a fixed order.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chrono::{Datelike, Offset, TimeZone};
 use sluice_config::{LimitSpec, Metric, Window};
 
+use super::{CellKey, Crossing, NS, Need, RateInfo, Refusal, Scope, Standing, merge, window_bounds};
+
 const SHARDS: usize = 64;
-const NS: u64 = 1_000_000_000;
-
-/// Whose limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scope {
-    Key,
-    Team,
-    Tenant,
-    Model,
-    Route,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Key => "key",
-            Scope::Team => "team",
-            Scope::Tenant => "tenant",
-            Scope::Model => "model",
-            Scope::Route => "route",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CellKey {
-    pub scope: Scope,
-    pub id: Arc<str>,
-    pub metric: Metric,
-    pub window: Window,
-}
 
 #[derive(Debug)]
 enum Cell {
@@ -62,54 +22,6 @@ enum Cell {
         used: u64,
         alerted: u8,
     },
-}
-
-/// What one request counts against each metric.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Need {
-    pub requests: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    /// Micro-units of currency.
-    pub cost: u64,
-}
-
-impl Need {
-    fn of(&self, m: Metric) -> u64 {
-        match m {
-            Metric::Requests => self.requests,
-            Metric::Tokens => self.input_tokens + self.output_tokens,
-            Metric::InputTokens => self.input_tokens,
-            Metric::OutputTokens => self.output_tokens,
-            Metric::Cost => self.cost,
-        }
-    }
-}
-
-/// A limit as it stands after an admission: for the `x-ratelimit-*` headers.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Standing {
-    pub limit: u64,
-    pub remaining: u64,
-    /// Seconds until the limit is whole again.
-    pub reset_s: f64,
-}
-
-/// The tightest request and token limits that applied.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct RateInfo {
-    pub requests: Option<Standing>,
-    pub tokens: Option<Standing>,
-}
-
-/// Why a request was refused.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub scope: Scope,
-    pub spec: LimitSpec,
-    /// Seconds until a retry can succeed (`None`: never, the request is larger than the limit).
-    pub retry_after_s: Option<u64>,
-    pub info: RateInfo,
 }
 
 /// One reserved limit: its cell, its spec, the units reserved, and the quota window they were
@@ -137,63 +49,6 @@ fn roll(start: &mut i64, end: &mut i64, used: &mut u64, alerted: &mut u8, window
     }
 }
 
-/// Limits set at run time through the admin API; they replace a key's or team's own limits
-/// from the config (a key's tier still applies).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RuntimeLimits {
-    pub keys: HashMap<String, Vec<LimitSpecView>>,
-    pub teams: HashMap<String, Vec<LimitSpecView>>,
-    #[serde(skip)]
-    pub key_specs: HashMap<String, Arc<[LimitSpec]>>,
-    #[serde(skip)]
-    pub team_specs: HashMap<String, Arc<[LimitSpec]>>,
-}
-
-impl RuntimeLimits {
-    /// Sets `scope` (`keys` or `teams`) `name`'s limits.
-    pub fn set(&mut self, scope: &str, name: &str, specs: Vec<LimitSpec>) {
-        let view: Vec<LimitSpecView> = specs.iter().map(LimitSpecView::from).collect();
-        match scope {
-            "keys" => {
-                self.keys.insert(name.to_owned(), view);
-                self.key_specs.insert(name.to_owned(), Arc::from(specs));
-            }
-            "teams" => {
-                self.teams.insert(name.to_owned(), view);
-                self.team_specs.insert(name.to_owned(), Arc::from(specs));
-            }
-            _ => {}
-        }
-    }
-
-    /// Removes them; `false` if there were none.
-    pub fn clear(&mut self, scope: &str, name: &str) -> bool {
-        match scope {
-            "keys" => self.key_specs.remove(name).is_some() | self.keys.remove(name).is_some(),
-            "teams" => self.team_specs.remove(name).is_some() | self.teams.remove(name).is_some(),
-            _ => false,
-        }
-    }
-}
-
-/// A limit as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LimitSpecView {
-    pub name: String,
-    pub amount: u64,
-    pub burst: u64,
-}
-
-impl From<&LimitSpec> for LimitSpecView {
-    fn from(s: &LimitSpec) -> Self {
-        LimitSpecView {
-            name: s.name(),
-            amount: s.amount,
-            burst: s.burst,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Limiter {
     shards: Vec<Mutex<HashMap<CellKey, Arc<Mutex<Cell>>>>>,
@@ -209,38 +64,6 @@ impl Default for Limiter {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Start (unix seconds) of the calendar window holding `now_s`, and of the next one.
-pub fn window_bounds(window: Window, now_s: i64, tz: i32) -> (i64, i64) {
-    let offset = chrono::FixedOffset::east_opt(tz).unwrap_or_else(|| chrono::Utc.fix());
-    let local = offset.timestamp_opt(now_s, 0).single();
-    let Some(local) = local else {
-        return (now_s, now_s + 86_400);
-    };
-    let day = local.date_naive();
-    let start_of = |d: chrono::NaiveDate| -> i64 {
-        offset
-            .from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
-            .single()
-            .map_or(now_s, |t| t.timestamp())
-    };
-    match window {
-        Window::Month => {
-            let first = day.with_day(1).unwrap_or(day);
-            let next = if first.month() == 12 {
-                chrono::NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
-            } else {
-                chrono::NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
-            }
-            .unwrap_or(first);
-            (start_of(first), start_of(next))
-        }
-        _ => {
-            let next = day.succ_opt().unwrap_or(day);
-            (start_of(day), start_of(next))
-        }
-    }
 }
 
 impl Limiter {
@@ -303,6 +126,7 @@ impl Limiter {
                     spec: *spec,
                     retry_after_s: retry,
                     info,
+                    unavailable: false,
                 });
             }
         }
@@ -319,18 +143,6 @@ impl Limiter {
             item.4 = start;
         }
         Ok((Reservation { items, tz }, info))
-    }
-}
-
-/// Keeps the tightest (least remaining) standing per header family.
-fn merge(info: &mut RateInfo, metric: Metric, s: Standing) {
-    let slot = match metric {
-        Metric::Requests => &mut info.requests,
-        Metric::Tokens | Metric::InputTokens | Metric::OutputTokens => &mut info.tokens,
-        Metric::Cost => return,
-    };
-    if slot.is_none_or(|cur| s.remaining < cur.remaining) {
-        *slot = Some(s);
     }
 }
 
@@ -430,17 +242,6 @@ fn take(cell: &mut Cell, spec: &LimitSpec, n: u64, now_ns: u64, now_s: i64, tz: 
     }
 }
 
-/// A budget whose spend crossed an alert threshold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Crossing {
-    pub scope: Scope,
-    pub id: Arc<str>,
-    pub spec: LimitSpec,
-    pub used: u64,
-    pub threshold: u8,
-    pub window_start: i64,
-}
-
 impl Reservation {
     /// Replaces what was reserved by what was used, in every cell, once; returns the budget
     /// thresholds (percent) this request's spend crossed, each once per window.
@@ -498,6 +299,7 @@ impl Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{Datelike, TimeZone};
     use proptest::prelude::*;
 
     fn spec(metric: Metric, window: Window, amount: u64, burst: u64) -> LimitSpec {
@@ -507,6 +309,7 @@ mod tests {
             amount,
             burst,
             soft: false,
+            on_outage: None,
         }
     }
 

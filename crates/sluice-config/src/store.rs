@@ -1,0 +1,98 @@
+//! The `store` section: where run-time keys live, and where shared limit counters live.
+
+use std::time::Duration;
+
+use crate::raw::{RawConfig, RawRedis};
+use crate::types::{OutagePolicy, RedisConfig, StoreConfig};
+use crate::validate::{Collector, EnvLookup, env_secret};
+
+pub(crate) fn store(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -> StoreConfig {
+    StoreConfig {
+        sqlite_path: raw
+            .store
+            .sqlite_path
+            .as_ref()
+            .map_or_else(|| "sluice.db".to_owned(), |s| s.value.clone()),
+        redis: raw.store.redis.as_ref().and_then(|r| redis(r, env, errs)),
+    }
+}
+
+fn redis(raw: &RawRedis, env: EnvLookup<'_>, errs: &mut Collector) -> Option<RedisConfig> {
+    let nodes: Vec<(String, &'static str)> = match (&raw.url, &raw.url_env, &raw.cluster) {
+        (Some(u), None, None) => vec![(u.value.clone(), "store.redis.url")],
+        (None, Some(name), None) => {
+            let url = env_secret(name, "store.redis.url_env", env, errs)?;
+            vec![(url.expose().to_owned(), "store.redis.url_env")]
+        }
+        (None, None, Some(list)) if !list.is_empty() => {
+            list.iter().map(|u| (u.value.clone(), "store.redis.cluster")).collect()
+        }
+        _ => {
+            errs.push(
+                "store.redis",
+                raw.url.as_ref().or(raw.url_env.as_ref()),
+                "give exactly one of url, url_env or cluster (a list of node URLs)",
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    for (url, path) in &nodes {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            // Not echoed: a URL may carry a password.
+            errs.push(
+                *path,
+                None::<&crate::raw::S<String>>,
+                "a Redis URL starts with redis:// or rediss://",
+            );
+            ok = false;
+        }
+    }
+    let timeout_ms = match &raw.timeout_ms {
+        None => 100,
+        Some(t) if (1..=10_000).contains(&t.value) => t.value,
+        Some(t) => {
+            errs.push("store.redis.timeout_ms", Some(t), "must be between 1 and 10000");
+            100
+        }
+    };
+    let instances = match &raw.instances {
+        None => 1,
+        Some(n) if (1..=10_000).contains(&n.value) => n.value,
+        Some(n) => {
+            errs.push("store.redis.instances", Some(n), "must be between 1 and 10000");
+            1
+        }
+    };
+    let on_outage = match &raw.on_outage {
+        None => OutagePolicy::Local,
+        Some(w) => crate::spend::outage_policy(&w.value).unwrap_or_else(|| {
+            errs.push(
+                "store.redis.on_outage",
+                Some(w),
+                "the outage policy is local, open or closed",
+            );
+            OutagePolicy::Local
+        }),
+    };
+    let prefix = raw
+        .prefix
+        .as_ref()
+        .map_or_else(|| "sluice".to_owned(), |p| p.value.clone());
+    if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+        errs.push(
+            "store.redis.prefix",
+            raw.prefix.as_ref(),
+            "a non-empty prefix without braces or spaces",
+        );
+        ok = false;
+    }
+    ok.then(|| RedisConfig {
+        cluster: raw.cluster.is_some(),
+        nodes: nodes.into_iter().map(|(u, _)| u).collect(),
+        timeout: Duration::from_millis(timeout_ms),
+        instances,
+        on_outage,
+        prefix,
+    })
+}

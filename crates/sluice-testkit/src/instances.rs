@@ -1,0 +1,189 @@
+//! Sluice as separate processes (the built binary), for tests of what several instances share
+//! and of what survives a crash. Each instance has its own directory and ports; it is killed
+//! by PID when dropped.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::TestResponse;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// One `sluice serve` process.
+pub struct Instance {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    bin: PathBuf,
+    config: PathBuf,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// The `server`, `admin` and `logging` sections for an instance in `dir`; the rest of the
+/// config is the caller's.
+fn sections(port: u16, admin: u16, dir: &Path) -> String {
+    format!(
+        "server: {{ listen: \"127.0.0.1:{port}\", drain_timeout_ms: 2000 }}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nlogging: {{ access_log: \"{}\" }}\n",
+        dir.join("access.log").display()
+    )
+}
+
+impl Instance {
+    /// Starts `bin serve` with `yaml` (which must not have `server`, `admin` or `logging`
+    /// sections) in `dir`, and waits until it is ready.
+    pub fn spawn(bin: &str, yaml: &str, dir: &Path) -> Instance {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let (port, admin) = (free_port(), free_port());
+        let config = dir.join("sluice.yaml");
+        std::fs::write(&config, format!("{}{yaml}", sections(port, admin, dir)))
+            .unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        let mut i = Instance {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            dir: dir.to_owned(),
+            bin: PathBuf::from(bin),
+            config,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        i.start();
+        i
+    }
+
+    fn start(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("stderr.log"))
+            .unwrap_or_else(|e| panic!("stderr log: {e}"));
+        let child = Command::new(&self.bin)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("SLUICE_TEST_UPSTREAM_KEY", crate::UPSTREAM_SECRET)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance at {} never became ready: {}",
+                self.addr,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL: no drain, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same config again (after [`Instance::kill`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub async fn send(&self, method: Method, url: String, key: Option<&str>, body: Bytes) -> TestResponse {
+        let req = crate::request(method, &url, key, &[], body);
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .unwrap_or_else(|_| panic!("no answer from {url} within 30 s"))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        TestResponse { status, headers, body }
+    }
+
+    pub async fn chat(&self, key: &str, body: &Value) -> TestResponse {
+        self.send(
+            Method::POST,
+            format!("http://{}/v1/chat/completions", self.addr),
+            Some(key),
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.send(
+            Method::GET,
+            format!("http://{}/metrics", self.admin),
+            None,
+            Bytes::new(),
+        )
+        .await
+        .text()
+    }
+
+    /// The value of one metric series (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

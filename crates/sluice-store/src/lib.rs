@@ -1,9 +1,11 @@
-//! Persistent stores behind traits. Today: run-time virtual keys, in SQLite (the embedded
-//! default). PostgreSQL and Redis backends implement the same traits.
+//! Persistent stores behind traits: run-time virtual keys and limits, in SQLite (the embedded
+//! default) or PostgreSQL (shared by several instances), and the spend ledger in either.
 //!
 //! Stores are never on the request path: the gateway loads what it needs into memory and
 //! writes through on change.
 
+pub mod ledger;
+mod pg;
 mod sqlite;
 
 use std::future::Future;
@@ -11,7 +13,19 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 
+pub use pg::PgStore;
 pub use sqlite::SqliteStore;
+
+/// What changes whenever a key is added or revoked or run-time limits change.
+pub(crate) const VERSION_QUERY: &str = "SELECT
+    (SELECT count(*) FROM virtual_keys),
+    (SELECT count(*) FROM virtual_keys WHERE revoked_at IS NOT NULL),
+    (SELECT count(*) FROM runtime_limits),
+    (SELECT coalesce(max(updated_at), '') FROM runtime_limits)";
+
+pub(crate) fn version_of(keys: i64, revoked: i64, limits: i64, updated: String) -> Result<String, StoreError> {
+    Ok(format!("{keys}/{revoked}/{limits}/{updated}"))
+}
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -54,6 +68,9 @@ pub struct StoredLimits {
 
 /// Where run-time keys (and run-time limits) live.
 pub trait KeyStore: Send + Sync + 'static {
+    /// Changes whenever keys or run-time limits change (another instance's changes included):
+    /// cheap to poll.
+    fn version(&self) -> StoreFuture<'_, String>;
     /// Every run-time limit set.
     fn list_limits(&self) -> StoreFuture<'_, Vec<StoredLimits>>;
     /// Sets (replaces) the run-time limits of one key or team.

@@ -57,18 +57,22 @@ impl SqliteStore {
         sqlx::query(LIMITS_SCHEMA).execute(&pool).await?;
         Ok(SqliteStore { pool })
     }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
-fn list_to_text(v: &Option<Vec<String>>) -> Option<String> {
+pub(crate) fn list_to_text(v: &Option<Vec<String>>) -> Option<String> {
     v.as_ref().and_then(|v| serde_json::to_string(v).ok())
 }
 
-fn text_to_list(t: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
+pub(crate) fn text_to_list(t: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
     t.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
         .transpose()
 }
 
-fn time(t: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+pub(crate) fn time(t: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     t.map(|t| {
         DateTime::parse_from_rfc3339(&t)
             .map(|d| d.with_timezone(&Utc))
@@ -97,7 +101,7 @@ fn row_to_key(row: &sqlx::sqlite::SqliteRow) -> Result<StoredKey, StoreError> {
     })
 }
 
-fn hex_decode(s: &str, out: &mut [u8; 32]) -> Option<()> {
+pub(crate) fn hex_decode(s: &str, out: &mut [u8; 32]) -> Option<()> {
     if s.len() != 64 {
         return None;
     }
@@ -107,11 +111,23 @@ fn hex_decode(s: &str, out: &mut [u8; 32]) -> Option<()> {
     Some(())
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
+pub(crate) fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl KeyStore for SqliteStore {
+    fn version(&self) -> StoreFuture<'_, String> {
+        Box::pin(async move {
+            let row = sqlx::query(crate::VERSION_QUERY).fetch_one(&self.pool).await?;
+            crate::version_of(
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get::<String, _>(3)?,
+            )
+        })
+    }
+
     fn list_limits(&self) -> StoreFuture<'_, Vec<StoredLimits>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT scope, name, limits FROM runtime_limits ORDER BY scope, name")

@@ -173,3 +173,122 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 }
+
+/// The directory holding PostgreSQL's server binaries (`initdb`, `postgres`).
+fn pg_bin() -> std::path::PathBuf {
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.join("postgres").exists());
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server under /usr/lib/postgresql: scripts/test.sh installs it (apt-get install postgresql)"
+        )
+    })
+}
+
+/// A command run as the `postgres` user when we are root (PostgreSQL refuses to run as root):
+/// the ids are set before exec, so the PID is the server's own.
+fn as_postgres(program: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut c = Command::new(program);
+    if root {
+        let (uid, gid) = (id("-u"), id("-g"));
+        let (Some(uid), Some(gid)) = (uid, gid) else {
+            panic!("running as root and there is no postgres user (the postgresql package creates it)")
+        };
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+/// A throwaway PostgreSQL server: `initdb` into a temporary directory, trust authentication,
+/// loopback only, on a free port.
+pub struct PostgresServer {
+    child: Option<Child>,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PostgresServer {
+    pub fn start() -> PostgresServer {
+        let bin = pg_bin();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let data = dir.path().join("data");
+        // The server runs as `postgres`, which must own its directories.
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
+        let out = as_postgres(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["--auth=trust", "--username=postgres", "--no-sync", "--encoding=UTF8"])
+            .output()
+            .unwrap_or_else(|e| panic!("initdb: {e}"));
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let child = as_postgres(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("postgres: {e}"));
+        let server = PostgresServer {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "postgres on {port} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Accepting connections is not yet accepting queries; give startup a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGINT: PostgreSQL's fast shutdown.
+            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

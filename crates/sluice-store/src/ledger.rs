@@ -1,0 +1,454 @@
+//! The spend ledger's database side: one row per billable request, written in batches from the
+//! gateway's write-ahead file, idempotent by request id; and the usage queries over it.
+//!
+//! A row starts `open` (the intent, at admission), becomes `settled` (the real usage, at
+//! finish), or `unsettled` when its instance restarted without settling it (it then carries
+//! its reservation as its usage, marked estimated).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::SqlitePool;
+
+use crate::StoreError;
+
+/// One write-ahead record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "k")]
+pub enum Entry {
+    /// At admission, before the request is forwarded.
+    #[serde(rename = "i")]
+    Intent(Intent),
+    /// When the request finished, however it ended.
+    #[serde(rename = "s")]
+    Settlement(Settlement),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    pub id: String,
+    pub instance: String,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub key: Option<String>,
+    pub team: Option<String>,
+    pub tenant: Option<String>,
+    pub route: Option<String>,
+    pub model: Option<String>,
+    pub reserved_tokens: u64,
+    pub reserved_cost: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub id: String,
+    pub at: i64,
+    pub deployment: Option<String>,
+    pub status: u16,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub cost: u64,
+    pub currency: Option<String>,
+    pub estimated: bool,
+}
+
+/// How usage is grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageBy {
+    Key,
+    Team,
+    Tenant,
+    Model,
+}
+
+impl UsageBy {
+    pub fn parse(s: &str) -> Option<UsageBy> {
+        Some(match s {
+            "key" => UsageBy::Key,
+            "team" => UsageBy::Team,
+            "tenant" => UsageBy::Tenant,
+            "model" => UsageBy::Model,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            UsageBy::Key => "key_id",
+            UsageBy::Team => "team",
+            UsageBy::Tenant => "tenant",
+            UsageBy::Model => "model",
+        }
+    }
+}
+
+/// The time buckets usage is summed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    Hour,
+    Day,
+    Month,
+}
+
+impl Per {
+    pub fn parse(s: &str) -> Option<Per> {
+        Some(match s {
+            "hour" => Per::Hour,
+            "day" => Per::Day,
+            "month" => Per::Month,
+            _ => return None,
+        })
+    }
+}
+
+/// Usage of one group in one time bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    pub group: String,
+    /// `2026-11-22T09` (hour), `2026-11-22` (day) or `2026-11` (month), in the configured zone.
+    pub bucket: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub cost_micros: i64,
+    /// Requests whose usage is an estimate (cut short, or closed as unsettled).
+    pub estimated: i64,
+    pub unsettled: i64,
+}
+
+/// Where ledger rows live.
+#[derive(Debug, Clone)]
+pub enum LedgerDb {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS spend_ledger (
+    request_id TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    key_id TEXT, team TEXT, tenant TEXT, route TEXT, model TEXT, deployment TEXT,
+    state TEXT NOT NULL,
+    http_status INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0,
+    cached_tokens BIGINT NOT NULL DEFAULT 0,
+    total_tokens BIGINT NOT NULL DEFAULT 0,
+    reserved_tokens BIGINT NOT NULL DEFAULT 0,
+    reserved_cost BIGINT NOT NULL DEFAULT 0,
+    cost_micros BIGINT NOT NULL DEFAULT 0,
+    currency TEXT,
+    estimated INTEGER NOT NULL DEFAULT 0,
+    settled_at BIGINT
+)";
+const INDEX: &str = "CREATE INDEX IF NOT EXISTS spend_ledger_started ON spend_ledger (started_at)";
+
+const INSERT_INTENT: &str = "INSERT INTO spend_ledger
+    (request_id, instance, started_at, key_id, team, tenant, route, model, state, reserved_tokens, reserved_cost)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)
+    ON CONFLICT (request_id) DO NOTHING";
+
+/// A settlement without its intent row (never expected: both come from one file, in order)
+/// still makes a row.
+const UPSERT_SETTLEMENT: &str = "INSERT INTO spend_ledger
+    (request_id, instance, started_at, deployment, state, http_status, prompt_tokens,
+     completion_tokens, cached_tokens, total_tokens, cost_micros, currency, estimated, settled_at)
+    VALUES (?, '', ?, ?, 'settled', ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (request_id) DO UPDATE SET
+      deployment = excluded.deployment, state = 'settled', http_status = excluded.http_status,
+      prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+      cached_tokens = excluded.cached_tokens, total_tokens = excluded.total_tokens,
+      cost_micros = excluded.cost_micros, currency = excluded.currency,
+      estimated = excluded.estimated, settled_at = excluded.settled_at";
+
+const CLOSE_UNSETTLED: &str = "UPDATE spend_ledger SET state = 'unsettled', total_tokens = reserved_tokens,
+    cost_micros = reserved_cost, estimated = 1, settled_at = ? WHERE instance = ? AND state = 'open'";
+
+/// `?` placeholders → PostgreSQL's `$1, $2…`.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Binds an entry's values in the order of [`INSERT_INTENT`] / [`UPSERT_SETTLEMENT`]; the same
+/// code for either database.
+macro_rules! apply_entries {
+    ($tx:expr, $intent:expr, $settle:expr, $entries:expr) => {{
+        for e in $entries {
+            match e {
+                Entry::Intent(i) => {
+                    sqlx::query(sqlx::AssertSqlSafe($intent))
+                        .bind(&i.id)
+                        .bind(&i.instance)
+                        .bind(i.at)
+                        .bind(&i.key)
+                        .bind(&i.team)
+                        .bind(&i.tenant)
+                        .bind(&i.route)
+                        .bind(&i.model)
+                        .bind(int(i.reserved_tokens))
+                        .bind(int(i.reserved_cost))
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                Entry::Settlement(s) => {
+                    sqlx::query(sqlx::AssertSqlSafe($settle))
+                        .bind(&s.id)
+                        .bind(s.at)
+                        .bind(&s.deployment)
+                        .bind(i32::from(s.status))
+                        .bind(int(s.prompt_tokens))
+                        .bind(int(s.completion_tokens))
+                        .bind(int(s.cached_tokens))
+                        .bind(int(s.prompt_tokens.saturating_add(s.completion_tokens)))
+                        .bind(int(s.cost))
+                        .bind(&s.currency)
+                        .bind(i32::from(s.estimated))
+                        .bind(s.at)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+            }
+        }
+    }};
+}
+
+impl LedgerDb {
+    /// The ledger in the SQLite file at `path` (created if needed).
+    pub async fn sqlite(path: &str) -> Result<LedgerDb, StoreError> {
+        let store = crate::SqliteStore::open(path).await?;
+        let pool = store.pool().clone();
+        sqlx::query(TABLE).execute(&pool).await?;
+        sqlx::query(INDEX).execute(&pool).await?;
+        Ok(LedgerDb::Sqlite(pool))
+    }
+
+    /// The ledger in PostgreSQL at `url`.
+    pub async fn postgres(url: &str) -> Result<LedgerDb, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        crate::pg::create_schema(&pool, &[TABLE, INDEX]).await?;
+        Ok(LedgerDb::Pg(pool))
+    }
+
+    /// Writes a batch in one transaction. Replaying a batch changes nothing.
+    pub async fn apply(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        match self {
+            LedgerDb::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                apply_entries!(tx, INSERT_INTENT, UPSERT_SETTLEMENT, entries);
+                tx.commit().await?;
+            }
+            LedgerDb::Pg(pool) => {
+                let (intent, settle) = (numbered(INSERT_INTENT), numbered(UPSERT_SETTLEMENT));
+                let mut tx = pool.begin().await?;
+                apply_entries!(tx, intent.as_str(), settle.as_str(), entries);
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes `instance`'s open rows as `unsettled`, charged their reservation; returns how many.
+    pub async fn close_unsettled(&self, instance: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let done = match self {
+            LedgerDb::Sqlite(pool) => sqlx::query(CLOSE_UNSETTLED)
+                .bind(now_ms)
+                .bind(instance)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            LedgerDb::Pg(pool) => sqlx::query(sqlx::AssertSqlSafe(numbered(CLOSE_UNSETTLED)))
+                .bind(now_ms)
+                .bind(instance)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(done)
+    }
+
+    /// Every row's request id and state (for audits and tests).
+    pub async fn states(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = "SELECT request_id, state FROM spend_ledger ORDER BY request_id";
+        let rows: Vec<(String, String)> = match self {
+            LedgerDb::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+            LedgerDb::Pg(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+        };
+        Ok(rows)
+    }
+
+    /// Spend and tokens by `by` per `per`, for requests started in [since, until) (unix ms),
+    /// buckets in the zone `tz_offset_s` seconds east of UTC.
+    pub async fn usage(
+        &self,
+        by: UsageBy,
+        per: Per,
+        since_ms: i64,
+        until_ms: i64,
+        tz_offset_s: i32,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let col = by.column();
+        let bucket = match self {
+            LedgerDb::Sqlite(_) => {
+                let fmt = match per {
+                    Per::Hour => "%Y-%m-%dT%H",
+                    Per::Day => "%Y-%m-%d",
+                    Per::Month => "%Y-%m",
+                };
+                format!("strftime('{fmt}', started_at / 1000 + {tz_offset_s}, 'unixepoch')")
+            }
+            LedgerDb::Pg(_) => {
+                let fmt = match per {
+                    Per::Hour => "YYYY-MM-DD\"T\"HH24",
+                    Per::Day => "YYYY-MM-DD",
+                    Per::Month => "YYYY-MM",
+                };
+                format!("to_char(to_timestamp(started_at / 1000 + {tz_offset_s}) AT TIME ZONE 'UTC', '{fmt}')")
+            }
+        };
+        let sql = format!(
+            "SELECT coalesce({col}, '') AS grp, {bucket} AS bucket, count(*) AS requests,
+                    CAST(sum(prompt_tokens) AS BIGINT) AS prompt, CAST(sum(completion_tokens) AS BIGINT) AS completion,
+                    CAST(sum(total_tokens) AS BIGINT) AS total, CAST(sum(cost_micros) AS BIGINT) AS cost,
+                    CAST(sum(CASE WHEN estimated = 1 THEN 1 ELSE 0 END) AS BIGINT) AS estimated,
+                    CAST(sum(CASE WHEN state = 'unsettled' THEN 1 ELSE 0 END) AS BIGINT) AS unsettled
+             FROM spend_ledger WHERE started_at >= ? AND started_at < ? AND state <> 'open'
+             GROUP BY 1, 2 ORDER BY 2, 1"
+        );
+        macro_rules! rows {
+            ($pool:expr, $sql:expr) => {
+                sqlx::query(sqlx::AssertSqlSafe($sql))
+                    .bind(since_ms)
+                    .bind(until_ms)
+                    .fetch_all($pool)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        Ok(UsageRow {
+                            group: r.try_get("grp")?,
+                            bucket: r.try_get("bucket")?,
+                            requests: r.try_get("requests")?,
+                            prompt_tokens: r.try_get("prompt")?,
+                            completion_tokens: r.try_get("completion")?,
+                            total_tokens: r.try_get("total")?,
+                            cost_micros: r.try_get("cost")?,
+                            estimated: r.try_get("estimated")?,
+                            unsettled: r.try_get("unsettled")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            };
+        }
+        match self {
+            LedgerDb::Sqlite(pool) => rows!(pool, sql),
+            LedgerDb::Pg(pool) => rows!(pool, numbered(&sql)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(id: &str, at: i64) -> Entry {
+        Entry::Intent(Intent {
+            id: id.to_owned(),
+            instance: "i1".to_owned(),
+            at,
+            key: Some("k".to_owned()),
+            team: Some("t".to_owned()),
+            tenant: None,
+            route: Some("default".to_owned()),
+            model: Some("chat".to_owned()),
+            reserved_tokens: 100,
+            reserved_cost: 50,
+        })
+    }
+
+    fn settle(id: &str, at: i64, prompt: u64, completion: u64, cost: u64) -> Entry {
+        Entry::Settlement(Settlement {
+            id: id.to_owned(),
+            at,
+            deployment: Some("d".to_owned()),
+            status: 200,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_tokens: 0,
+            cost,
+            currency: Some("USD".to_owned()),
+            estimated: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn batches_are_idempotent_and_open_rows_close_as_unsettled() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = LedgerDb::sqlite(dir.path().join("l.db").to_str().unwrap())
+            .await
+            .unwrap();
+        // 2026-11-22 09:00 UTC and 2026-11-23 01:00 UTC.
+        let (t1, t2) = (1_795_338_000_000, 1_795_395_600_000);
+        let batch = vec![
+            intent("a", t1),
+            settle("a", t1 + 5, 10, 20, 700),
+            intent("b", t2),
+            intent("c", t2),
+            settle("c", t2 + 5, 1, 2, 30),
+        ];
+        db.apply(&batch).await.unwrap();
+        db.apply(&batch).await.unwrap();
+        assert_eq!(db.close_unsettled("i1", t2 + 10).await.unwrap(), 1);
+        let states = db.states().await.unwrap();
+        assert_eq!(
+            states,
+            vec![
+                ("a".to_owned(), "settled".to_owned()),
+                ("b".to_owned(), "unsettled".to_owned()),
+                ("c".to_owned(), "settled".to_owned())
+            ]
+        );
+        let day = db.usage(UsageBy::Key, Per::Day, 0, i64::MAX, 0).await.unwrap();
+        assert_eq!(day.len(), 2, "{day:?}");
+        assert_eq!(
+            (day[0].bucket.as_str(), day[0].requests, day[0].cost_micros),
+            ("2026-11-22", 1, 700)
+        );
+        assert_eq!(day[1].requests, 2);
+        assert_eq!(day[1].cost_micros, 30 + 50, "the unsettled one carries its reservation");
+        assert_eq!(day[1].total_tokens, 3 + 100);
+        assert_eq!((day[1].estimated, day[1].unsettled), (1, 1));
+        // At +02:00 the 01:00 UTC request is still on the 23rd; at -02:00 on the 22nd.
+        let west = db.usage(UsageBy::Model, Per::Day, 0, i64::MAX, -7200).await.unwrap();
+        assert_eq!(west.len(), 1);
+        assert_eq!(west[0].requests, 3);
+        let month = db.usage(UsageBy::Team, Per::Month, 0, i64::MAX, 0).await.unwrap();
+        assert_eq!((month[0].bucket.as_str(), month[0].group.as_str()), ("2026-11", "t"));
+    }
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(numbered("a = ? AND b = ?"), "a = $1 AND b = $2");
+    }
+}

@@ -1,0 +1,96 @@
+//! The ledger and the key store on a real PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use sluice_store::ledger::{Entry, Intent, LedgerDb, Per, Settlement, UsageBy};
+use sluice_store::{KeyStore, PgStore};
+use sluice_testkit::services::PostgresServer;
+
+#[tokio::test]
+async fn ledger_batches_usage_and_keys_on_postgres() {
+    let pg = PostgresServer::start();
+    let db = LedgerDb::postgres(&pg.url()).await.unwrap();
+    let t = 1_795_338_000_000; // 2026-11-22 09:00 UTC
+    let batch = vec![
+        Entry::Intent(Intent {
+            id: "r1".into(),
+            instance: "a".into(),
+            at: t,
+            key: Some("k1".into()),
+            team: Some("search".into()),
+            tenant: None,
+            route: None,
+            model: Some("chat".into()),
+            reserved_tokens: 500,
+            reserved_cost: 900,
+        }),
+        Entry::Settlement(Settlement {
+            id: "r1".into(),
+            at: t + 3,
+            deployment: Some("d".into()),
+            status: 200,
+            prompt_tokens: 7,
+            completion_tokens: 9,
+            cached_tokens: 0,
+            cost: 123,
+            currency: Some("USD".into()),
+            estimated: false,
+        }),
+        Entry::Intent(Intent {
+            id: "r2".into(),
+            instance: "a".into(),
+            at: t + 3_600_000,
+            key: Some("k1".into()),
+            team: Some("search".into()),
+            tenant: None,
+            route: None,
+            model: Some("chat".into()),
+            reserved_tokens: 500,
+            reserved_cost: 900,
+        }),
+    ];
+    db.apply(&batch).await.unwrap();
+    db.apply(&batch).await.unwrap();
+    assert_eq!(db.close_unsettled("other-instance", t).await.unwrap(), 0);
+    assert_eq!(db.close_unsettled("a", t).await.unwrap(), 1);
+    let hours = db.usage(UsageBy::Key, Per::Hour, 0, i64::MAX, 0).await.unwrap();
+    assert_eq!(hours.len(), 2, "{hours:?}");
+    assert_eq!(hours[0].bucket, "2026-11-22T09");
+    assert_eq!(
+        (hours[0].requests, hours[0].total_tokens, hours[0].cost_micros),
+        (1, 16, 123)
+    );
+    assert_eq!((hours[1].unsettled, hours[1].cost_micros), (1, 900));
+    let days = db.usage(UsageBy::Team, Per::Day, 0, i64::MAX, 0).await.unwrap();
+    assert_eq!((days.len(), days[0].requests, days[0].group.as_str()), (1, 2, "search"));
+
+    // The key store: a second handle (another instance) sees the first's changes.
+    let a = PgStore::open(&pg.url()).await.unwrap();
+    let b = PgStore::open(&pg.url()).await.unwrap();
+    let before = b.version().await.unwrap();
+    let key = sluice_store::StoredKey {
+        id: "k9".into(),
+        hash: [7; 32],
+        prefix: "sk-sluice-k9".into(),
+        tenant: None,
+        team: None,
+        user: None,
+        tier: None,
+        models: None,
+        routes: None,
+        expires_at: None,
+        created_at: chrono::Utc::now(),
+        revoked_at: None,
+    };
+    a.insert(&key).await.unwrap();
+    assert!(matches!(
+        a.insert(&key).await,
+        Err(sluice_store::StoreError::Conflict { .. })
+    ));
+    let added = b.version().await.unwrap();
+    assert_ne!(before, added);
+    assert_eq!(b.list().await.unwrap().len(), 1);
+    assert!(a.revoke("k9", chrono::Utc::now()).await.unwrap());
+    assert_ne!(b.version().await.unwrap(), added);
+    assert!(b.list().await.unwrap()[0].revoked_at.is_some());
+}

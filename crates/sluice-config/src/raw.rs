@@ -44,6 +44,18 @@ pub struct RawConfig {
     /// The time zone of daily and monthly windows: `UTC` or a fixed offset like `+02:00`.
     pub time_zone: Option<S<String>>,
     pub budget_alerts: Option<RawBudgetAlerts>,
+    #[serde(default)]
+    pub ledger: RawLedger,
+}
+
+/// The spend ledger: a local write-ahead file, shipped in batches to the store's database.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    pub enabled: Option<bool>,
+    /// Directory of the write-ahead segments (one per instance).
+    pub dir: Option<S<String>>,
+    pub ship_interval_ms: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +159,10 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub sqlite_path: Option<S<String>>,
+    /// PostgreSQL for keys and the ledger, shared by several instances (a URL with a password
+    /// belongs in the environment: `postgres_url_env`).
+    pub postgres_url: Option<S<String>>,
+    pub postgres_url_env: Option<S<String>>,
     /// Shared limit counters, for several instances.
     pub redis: Option<RawRedis>,
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::raw::{RawConfig, RawRedis};
-use crate::types::{OutagePolicy, RedisConfig, StoreConfig};
+use crate::types::{LedgerConfig, OutagePolicy, RedisConfig, StoreConfig};
 use crate::validate::{Collector, EnvLookup, env_secret};
 
 pub(crate) fn store(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -> StoreConfig {
@@ -13,7 +13,60 @@ pub(crate) fn store(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -
             .sqlite_path
             .as_ref()
             .map_or_else(|| "sluice.db".to_owned(), |s| s.value.clone()),
+        postgres_url: postgres(raw, env, errs),
         redis: raw.store.redis.as_ref().and_then(|r| redis(r, env, errs)),
+    }
+}
+
+fn postgres(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -> Option<crate::Secret> {
+    let url = match (&raw.store.postgres_url, &raw.store.postgres_url_env) {
+        (None, None) => return None,
+        (Some(u), None) => crate::Secret::new(u.value.clone()),
+        (None, Some(name)) => env_secret(name, "store.postgres_url_env", env, errs)?,
+        (Some(u), Some(_)) => {
+            errs.push(
+                "store.postgres_url",
+                Some(u),
+                "give postgres_url or postgres_url_env, not both",
+            );
+            return None;
+        }
+    };
+    if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
+        errs.push(
+            "store.postgres_url",
+            None::<&crate::raw::S<String>>,
+            "a PostgreSQL URL starts with postgres:// or postgresql://",
+        );
+        return None;
+    }
+    Some(url)
+}
+
+/// The ledger's write-ahead directory defaults to one next to the SQLite file.
+pub(crate) fn ledger(raw: &RawConfig, store: &StoreConfig, errs: &mut Collector) -> LedgerConfig {
+    let dir = raw.ledger.dir.as_ref().map_or_else(
+        || {
+            if store.sqlite_path == ":memory:" {
+                // Nothing persists with an in-memory store: a private directory per process.
+                return std::env::temp_dir().join(format!("sluice-ledger-{}", std::process::id()));
+            }
+            std::path::PathBuf::from(format!("{}-ledger", store.sqlite_path.trim_end_matches(".db")))
+        },
+        |d| std::path::PathBuf::from(&d.value),
+    );
+    let ship_ms = match &raw.ledger.ship_interval_ms {
+        None => 500,
+        Some(v) if (10..=60_000).contains(&v.value) => v.value,
+        Some(v) => {
+            errs.push("ledger.ship_interval_ms", Some(v), "must be between 10 and 60000");
+            500
+        }
+    };
+    LedgerConfig {
+        enabled: raw.ledger.enabled.unwrap_or(true),
+        dir,
+        ship_interval: Duration::from_millis(ship_ms),
     }
 }
 

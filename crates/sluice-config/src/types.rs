@@ -50,6 +50,7 @@ pub struct Config {
     pub time_zone_offset_s: i32,
     /// Where budget alerts go.
     pub budget_alerts: Option<BudgetAlerts>,
+    pub ledger: LedgerConfig,
     /// First 12 hex digits of the SHA-256 of the file: which config is serving.
     pub version: String,
 }
@@ -137,8 +138,18 @@ pub struct AdminConfig {
 pub struct StoreConfig {
     /// SQLite database file for run-time keys; `:memory:` keeps them in memory only.
     pub sqlite_path: String,
+    /// PostgreSQL for keys and the ledger (none: SQLite).
+    pub postgres_url: Option<Secret>,
     /// Shared limit counters (none: in process).
     pub redis: Option<RedisConfig>,
+}
+
+/// The spend ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub ship_interval: Duration,
 }
 
 /// Where shared limit counters live, and what happens when that store is unreachable.

@@ -40,6 +40,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
     let server = server(&raw, &mut errs);
     let admin = admin(&raw, env, &mut errs);
     let store = crate::store::store(&raw, env, &mut errs);
+    let ledger = crate::store::ledger(&raw, &store, &mut errs);
     let logging = logging(&raw, &mut errs);
 
     let mut deployments: Vec<DeploymentConfig> = raw
@@ -151,6 +152,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             tenants,
             time_zone_offset_s,
             budget_alerts,
+            ledger,
             version,
         })
     } else {

@@ -31,11 +31,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             axum::routing::put(set_limits).delete(clear_limits),
         )
         .route("/admin/config", get(config_summary))
+        .route("/admin/usage", get(crate::usage::handler))
         .layer(middleware::from_fn_with_state(gw.clone(), require_token))
         .with_state(gw)
 }
 
-fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
     let body = json!({ "error": { "message": message.into(), "type": "admin_error", "param": null, "code": code } });
     (status, Json(body)).into_response()
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use sluice_config::Price;
 use sluice_providers::Usage;
+use sluice_store::ledger::{Entry, Intent, Settlement};
 
 use crate::error::GatewayError;
 use crate::telemetry::{AttemptLabels, ClassLabel, RequestLabels, RouteModel, Telemetry, TokenLabels};
@@ -81,6 +82,8 @@ pub struct Finish {
     price: Option<Price>,
     /// The limits reservation, settled with the real usage when the request is reported.
     admission: Option<crate::stages::Admission>,
+    /// The ledger holding this request's intent; its settlement is appended at completion.
+    ledger: Option<Arc<crate::ledger::Ledger>>,
 }
 
 impl Finish {
@@ -129,6 +132,7 @@ impl Finish {
             responded: false,
             price: None,
             admission: None,
+            ledger: None,
         }
     }
 
@@ -221,6 +225,33 @@ impl Finish {
         self.admission = Some(a);
     }
 
+    /// Appends the request's intent to the ledger; its settlement follows at completion.
+    pub fn open_ledger(
+        &mut self,
+        ledger: &Arc<crate::ledger::Ledger>,
+        reserved: &crate::limits::Need,
+    ) -> std::io::Result<()> {
+        let Some(r) = self.record.as_deref() else {
+            return Ok(());
+        };
+        let text = |v: &Option<Arc<str>>| v.as_deref().map(str::to_owned);
+        let at = chrono::DateTime::<chrono::Utc>::from(r.time).timestamp_millis();
+        ledger.append(&Entry::Intent(Intent {
+            id: r.request_id.clone(),
+            instance: ledger.instance().to_string(),
+            at,
+            key: text(&r.key_id),
+            team: text(&r.team),
+            tenant: text(&r.tenant),
+            route: text(&r.route),
+            model: text(&r.model),
+            reserved_tokens: reserved.input_tokens + reserved.output_tokens,
+            reserved_cost: reserved.cost,
+        }))?;
+        self.ledger = Some(ledger.clone());
+        Ok(())
+    }
+
     /// Where the caller's limits stood after admission, for the response headers.
     pub fn rate_info(&self) -> Option<crate::limits::RateInfo> {
         self.admission
@@ -276,6 +307,24 @@ impl Finish {
             });
         }
         r.overhead_ms = ms(overhead);
+        if let Some(ledger) = self.ledger.take() {
+            let settlement = Entry::Settlement(Settlement {
+                id: r.request_id.clone(),
+                at: chrono::Utc::now().timestamp_millis(),
+                deployment: r.deployment.as_deref().map(str::to_owned),
+                status: r.status,
+                prompt_tokens: r.prompt_tokens,
+                completion_tokens: r.completion_tokens,
+                cached_tokens: r.cached_tokens,
+                cost: r.cost_micros.unwrap_or(0),
+                currency: r.currency.as_deref().map(str::to_owned),
+                estimated: r.usage_estimated,
+            });
+            if let Err(e) = ledger.append(&settlement) {
+                // The intent is there: the next start closes it as unsettled.
+                tracing::error!(error = %e, request_id = %r.request_id, "cannot append a settlement to the spend ledger");
+            }
+        }
 
         let m = &self.telemetry.metrics;
         m.in_flight.dec();

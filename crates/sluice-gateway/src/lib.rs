@@ -13,6 +13,7 @@ pub mod edge;
 pub mod error;
 pub mod finish;
 pub mod keys;
+pub mod ledger;
 pub mod limits;
 pub mod predict;
 pub mod relay;
@@ -22,6 +23,7 @@ pub mod spine;
 pub mod stages;
 pub mod state;
 pub mod telemetry;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,7 +33,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sluice_config::Config;
-use sluice_store::{KeyStore, SqliteStore, StoreError};
+use sluice_store::ledger::LedgerDb;
+use sluice_store::{KeyStore, PgStore, SqliteStore, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -57,6 +60,8 @@ pub enum StartError {
     Build(#[from] state::BuildError),
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
 }
 
 /// Everything the request path shares.
@@ -76,6 +81,8 @@ pub struct Gateway {
     pub runtime_limits: ArcSwap<limits::RuntimeLimits>,
     /// Budget alert webhooks, sent off the request path.
     pub alerts: alerts::AlertSender,
+    /// The spend ledger (none when disabled).
+    pub ledger: Option<Arc<ledger::Ledger>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -128,6 +135,35 @@ impl Gateway {
         }
         self.telemetry.metrics.keys.set(self.keys.len() as i64);
         result
+    }
+}
+
+/// How often the store is asked whether keys or run-time limits changed (another instance may
+/// have changed them): a revoked key stops working everywhere within this time plus a query.
+pub const STORE_POLL: Duration = Duration::from_secs(1);
+
+/// Follows the store: when its version changes, reloads keys and run-time limits.
+async fn follow_store(gw: std::sync::Weak<Gateway>) {
+    let mut seen = None;
+    loop {
+        tokio::time::sleep(STORE_POLL).await;
+        let Some(gw) = gw.upgrade() else { return };
+        match gw.store.version().await {
+            Ok(v) if seen.as_ref() != Some(&v) => {
+                // The first round re-reads too: a change may have come after the start's read.
+                if let Err(e) = gw.refresh_keys().await {
+                    tracing::warn!(error = %e, "cannot re-read keys after a change in the store");
+                    continue;
+                }
+                if let Err(e) = gw.load_runtime_limits().await {
+                    tracing::warn!(error = %e, "cannot re-read run-time limits after a change in the store");
+                    continue;
+                }
+                seen = Some(v);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "key store version not read"),
+        }
     }
 }
 
@@ -187,7 +223,22 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let telemetry = Arc::new(
         Telemetry::new(&config.logging.access_log, config.logging.access_log_queue).map_err(StartError::AccessLog)?,
     );
-    let store: Arc<dyn KeyStore> = Arc::new(SqliteStore::open(&config.store.sqlite_path).await?);
+    let (store, ledger_db): (Arc<dyn KeyStore>, _) = match &config.store.postgres_url {
+        Some(url) => (
+            Arc::new(PgStore::open(url.expose()).await?),
+            LedgerDb::postgres(url.expose()).await?,
+        ),
+        None => {
+            let sqlite = SqliteStore::open(&config.store.sqlite_path).await?;
+            let db = LedgerDb::sqlite_pool(sqlite.pool().clone()).await?;
+            (Arc::new(sqlite), db)
+        }
+    };
+    let ledger = if config.ledger.enabled {
+        Some(ledger::Ledger::open(&config.ledger, ledger_db).await?)
+    } else {
+        None
+    };
     let tls = config.server.tls.as_ref().map(edge::tls_acceptor).transpose()?;
     let listen = config.server.listen;
     let admin_listen = config.admin.listen;
@@ -227,9 +278,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         runtime_keys: tokio::sync::Mutex::new(Vec::new()),
         runtime_limits: ArcSwap::from_pointee(limits::RuntimeLimits::default()),
         alerts: alerts::AlertSender::start(live_webhook_client),
+        ledger,
     });
     gateway.refresh_keys().await?;
     gateway.load_runtime_limits().await?;
+    tokio::spawn(follow_store(Arc::downgrade(&gateway)));
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Connections::default());
@@ -282,8 +335,12 @@ impl RunningGateway {
         for t in &self.tasks {
             t.abort();
         }
-        // Every request has finished or was cut off: let the log writer catch up.
+        // Every request has finished or was cut off: let the log writer catch up, and ship
+        // the ledger (what does not make it is shipped by the next start).
         self.gateway.telemetry.flush(Duration::from_secs(2)).await;
+        if let Some(l) = &self.gateway.ledger {
+            let _ = tokio::time::timeout(Duration::from_secs(5), l.ship()).await;
+        }
         left
     }
 

@@ -140,7 +140,20 @@ async fn walk(
     }
 
     let admission = stages::admit(gw, snap, &caller, &decision, &inbound).await?;
+    let reserved = admission.reserved;
     finish.set_admission(admission);
+    // The ledger's intent is written before the request goes anywhere: a crash from here on
+    // leaves a record to close as unsettled.
+    if let Some(ledger) = &gw.ledger {
+        finish.open_ledger(ledger, &reserved).map_err(|e| {
+            tracing::error!(error = %e, "cannot append to the spend ledger");
+            GatewayError::new(
+                ErrorKind::Unavailable,
+                "ledger_unavailable",
+                "The gateway cannot record spend right now; the request was not sent.",
+            )
+        })?;
+    }
     let _permit = stages::enqueue(&caller, &decision).await?;
     stages::guard_input(&decision, &inbound)?;
     if let Some(hit) = stages::cache_lookup(&caller, &decision, &inbound) {

@@ -21,6 +21,8 @@ use crate::state::Snapshot;
 pub struct Admission {
     pub reservation: Option<Reservation>,
     pub info: RateInfo,
+    /// What was reserved (zero when no limit applied).
+    pub reserved: Need,
     /// Where budget threshold crossings go, with the thresholds and currency.
     pub alerts: Option<AlertRoute>,
 }
@@ -156,6 +158,7 @@ pub async fn admit(
         }
     };
     let tz = snap.config.time_zone_offset_s;
+    let mut reserved = need;
     let mut result = gw.live.limits.admit(&limits, &need, tz).await;
     if let Err(refusal) = &result
         && refusal.spec.metric != Metric::Requests
@@ -169,17 +172,15 @@ pub async fn admit(
             tokio::task::spawn_blocking(count).await.unwrap_or(u64::MAX / 4)
         };
         if exact < need.input_tokens {
-            result = gw
-                .live
-                .limits
-                .admit(&limits, &need_for(snap, decision, exact, output), tz)
-                .await;
+            reserved = need_for(snap, decision, exact, output);
+            result = gw.live.limits.admit(&limits, &reserved, tz).await;
         }
     }
     match result {
         Ok((reservation, info)) => Ok(Admission {
             reservation: Some(reservation),
             info,
+            reserved,
             alerts: snap.config.budget_alerts.as_ref().map(|config| AlertRoute {
                 sender: gw.alerts.clone(),
                 config: config.clone(),

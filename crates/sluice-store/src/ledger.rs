@@ -235,7 +235,11 @@ impl LedgerDb {
     /// The ledger in the SQLite file at `path` (created if needed).
     pub async fn sqlite(path: &str) -> Result<LedgerDb, StoreError> {
         let store = crate::SqliteStore::open(path).await?;
-        let pool = store.pool().clone();
+        Self::sqlite_pool(store.pool().clone()).await
+    }
+
+    /// The ledger in the database of an open SQLite pool (the key store's).
+    pub async fn sqlite_pool(pool: SqlitePool) -> Result<LedgerDb, StoreError> {
         sqlx::query(TABLE).execute(&pool).await?;
         sqlx::query(INDEX).execute(&pool).await?;
         Ok(LedgerDb::Sqlite(pool))

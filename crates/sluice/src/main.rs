@@ -96,6 +96,26 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Spend and tokens from the ledger database, by key, team, tenant or model, per hour, day
+    /// or month (what the instances have shipped: up to one ship interval behind).
+    Usage {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// key, team, tenant or model.
+        #[arg(long, default_value = "key")]
+        by: String,
+        /// hour, day or month.
+        #[arg(long, default_value = "day")]
+        per: String,
+        /// From (YYYY-MM-DD, RFC 3339 or unix ms; default: 31 days ago).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage virtual keys through the admin API.
     Keys {
         #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
@@ -129,6 +149,22 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(config).await,
             Command::Check { config } => check(&config),
+            Command::Usage {
+                config,
+                by,
+                per,
+                since,
+                until,
+                json,
+            } => {
+                let q = sluice_gateway::usage::UsageQuery {
+                    by: Some(by),
+                    per: Some(per),
+                    since,
+                    until,
+                };
+                usage(&config, &q, json).await
+            }
             Command::Mock {
                 listen,
                 latency_ms,
@@ -268,6 +304,47 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         c.routes.len(),
         c.keys.len()
     );
+    Ok(())
+}
+
+async fn usage(path: &std::path::Path, q: &sluice_gateway::usage::UsageQuery, as_json: bool) -> anyhow::Result<()> {
+    use sluice_store::ledger::LedgerDb;
+    let c = sluice_config::load_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let db = match &c.store.postgres_url {
+        Some(url) => LedgerDb::postgres(url.expose()).await?,
+        None => LedgerDb::sqlite(&c.store.sqlite_path).await?,
+    };
+    let rows = sluice_gateway::usage::query(&db, q, c.time_zone_offset_s)
+        .await
+        .map_err(|(_, m)| anyhow::anyhow!(m))?;
+    if as_json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<14} {:>9} {:>12} {:>12} {:>14} {:>9}",
+        q.by.as_deref().unwrap_or("key"),
+        q.per.as_deref().unwrap_or("day"),
+        "requests",
+        "prompt",
+        "completion",
+        format!("cost {}", c.currency),
+        "estimated"
+    );
+    for r in &rows {
+        println!(
+            "{:<24} {:<14} {:>9} {:>12} {:>12} {:>14.6} {:>9}",
+            r.group,
+            r.bucket,
+            r.requests,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.cost_micros as f64 / 1e6,
+            r.estimated
+        );
+    }
     Ok(())
 }
 

@@ -179,7 +179,7 @@ async fn three_instances_on_a_redis_cluster_admit_exactly_a_daily_quota() {
 fn redis_used(port: u16, pattern: &str) -> u64 {
     let keys = redis_command(port, &format!("KEYS {pattern}"));
     keys.lines()
-        .filter(|l| l.starts_with(&*"sluice:"))
+        .filter(|l| l.starts_with("sluice:"))
         .map(|k| {
             let v = redis_command(port, &format!("HGET {k} u"));
             v.lines().nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)

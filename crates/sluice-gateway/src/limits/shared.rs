@@ -245,7 +245,7 @@ impl SharedLimiter {
         let mut conn = self.connect().await?;
         let t = self.config.timeout;
         let before = now_us();
-        let mut cmd = redis::cmd("TIME");
+        let cmd = redis::cmd("TIME");
         let call = async {
             match &mut conn {
                 Conn::Node(c) => cmd.query_async::<(i64, i64)>(c).await,
@@ -258,7 +258,6 @@ impl SharedLimiter {
         let after = now_us();
         self.skew_us
             .store(s * 1_000_000 + us - (before + after) / 2, Ordering::Relaxed);
-        let _ = &mut cmd;
         Ok(())
     }
 

@@ -68,11 +68,18 @@ pub struct MockStats {
     pub dropped: AtomicU64,
     pub in_flight: AtomicI64,
     recent: Mutex<VecDeque<RecordedRequest>>,
+    /// The `x-request-id` of every request answered in full.
+    completed_ids: Mutex<Vec<String>>,
 }
 
 const RECENT: usize = 256;
 
 impl MockStats {
+    /// Request ids (`x-request-id`) of the requests answered in full.
+    pub fn completed_ids(&self) -> Vec<String> {
+        self.completed_ids.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
     fn record(&self, r: RecordedRequest) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut q) = self.recent.lock() {
@@ -104,16 +111,30 @@ impl MockStats {
 pub(crate) struct Attempt {
     stats: Arc<MockStats>,
     done: bool,
+    request_id: Option<String>,
 }
 
 impl Attempt {
-    fn new(stats: Arc<MockStats>) -> Attempt {
+    fn new(stats: Arc<MockStats>, headers: &http::HeaderMap) -> Attempt {
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        Attempt { stats, done: false }
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Attempt {
+            stats,
+            done: false,
+            request_id,
+        }
     }
     pub(crate) fn complete(mut self) {
         self.done = true;
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        if let Some(id) = self.request_id.take()
+            && let Ok(mut ids) = self.stats.completed_ids.lock()
+        {
+            ids.push(id);
+        }
     }
     pub(crate) fn dropped_on_purpose(mut self) {
         self.done = true;
@@ -250,7 +271,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
                 shared.config.api_key.as_deref(),
                 &bytes,
                 &shared.config.defaults,
-                Attempt::new(shared.stats.clone()),
+                Attempt::new(shared.stats.clone(), &parts.headers),
             )
             .await
         }
@@ -274,7 +295,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
                 model,
                 &bytes,
                 &shared.config.defaults,
-                Attempt::new(shared.stats.clone()),
+                Attempt::new(shared.stats.clone(), &parts.headers),
             )
             .await)
         }
@@ -291,7 +312,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
                 op,
                 &bytes,
                 &shared.config.defaults,
-                Attempt::new(shared.stats.clone()),
+                Attempt::new(shared.stats.clone(), &parts.headers),
             )
             .await
         }
@@ -307,7 +328,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
                 method,
                 &bytes,
                 &shared.config.defaults,
-                Attempt::new(shared.stats.clone()),
+                Attempt::new(shared.stats.clone(), &parts.headers),
             )
             .await
         }
@@ -352,7 +373,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
                 op_path,
                 &bytes,
                 &shared.config.defaults,
-                Attempt::new(shared.stats.clone()),
+                Attempt::new(shared.stats.clone(), &parts.headers),
             )
             .await
         }
@@ -389,7 +410,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
                 &path,
                 &bytes,
                 &shared.config.defaults,
-                Attempt::new(shared.stats.clone()),
+                Attempt::new(shared.stats.clone(), &parts.headers),
             )
             .await
         }

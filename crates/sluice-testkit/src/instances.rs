@@ -151,6 +151,36 @@ impl Instance {
         TestResponse { status, headers, body }
     }
 
+    /// Like [`Instance::send`], but a connection error (the instance was killed) is `None`.
+    pub async fn try_send(&self, method: Method, url: String, key: Option<&str>, body: Bytes) -> Option<TestResponse> {
+        let req = crate::request(method, &url, key, &[], body);
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .ok()?
+            .ok()?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(TestResponse { status, headers, body })
+    }
+
+    pub async fn try_chat(&self, key: &str, body: &Value) -> Option<TestResponse> {
+        self.try_send(
+            Method::POST,
+            format!("http://{}/v1/chat/completions", self.addr),
+            Some(key),
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
+    /// A call to the admin API.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        self.send(method, format!("http://{}{path}", self.admin), None, body)
+            .await
+    }
+
     pub async fn chat(&self, key: &str, body: &Value) -> TestResponse {
         self.send(
             Method::POST,

@@ -2,8 +2,8 @@
 # Sluice's whole test suite — what CI runs and what a new contributor runs:
 #   formatting, clippy with warnings denied, every Rust test (unit, property, end-to-end over
 #   real HTTP), and the official-SDK lane (Python `openai` in a virtualenv it creates).
-# Needs only the Rust toolchain and python3 (and installs Redis from Debian's packages when it
-# is missing); every server the tests start listens on a free loopback port and is stopped by
+# Needs only the Rust toolchain and python3 (and installs Redis and PostgreSQL from Debian's
+# packages when they are missing); every server the tests start listens on a free loopback port and is stopped by
 # PID when its test is done.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,10 +11,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 started=$(date +%s)
 step() { printf '\n==> %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 
-step "servers the tests start (redis-server)"
+step "servers the tests start (redis-server, PostgreSQL)"
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
@@ -23,6 +24,7 @@ if ((${#missing[@]})); then
         || { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${missing[@]}"; }
 fi
 redis-server --version
+ls -d /usr/lib/postgresql/*/bin | head -1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -284,47 +284,10 @@ async fn limits_change_at_run_time_through_the_admin_api() {
     assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
 }
 
-/// A webhook receiver on loopback that records what it is sent.
-async fn receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>,
-) {
-    use http_body_util::BodyExt;
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks/budget", listener.local_addr().unwrap());
-    let store = got.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let store = store.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let store = store.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                        store.lock().unwrap().push((parts.headers, bytes));
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::new(),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (url, got)
-}
-
 #[tokio::test]
 async fn a_soft_budget_never_refuses_and_alerts_once_per_threshold_signed() {
     let mock = mock().await;
-    let (url, got) = receiver().await;
+    let (url, got) = webhook_receiver().await;
     let yaml = config(&mock, "{ soft_cost_per_day: 0.0005 }").replacen(
         "tiers:",
         &format!(

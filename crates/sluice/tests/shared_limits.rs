@@ -20,6 +20,7 @@ const LOCAL_KEY: &str = "sk-sluice-outage-local";
 const CLOSED_KEY: &str = "sk-sluice-outage-closed";
 const OPEN_KEY: &str = "sk-sluice-outage-open";
 const LOAD_KEY: &str = "sk-sluice-outage-load";
+const ALERTS_KEY: &str = "sk-sluice-shared-alerts";
 
 /// Token and cost limits: the prompt is counted exactly by the mock; 40 output tokens.
 const TOKEN_LIMIT: u64 = 2_000;
@@ -51,6 +52,7 @@ keys:
   - {{ id: closed, hash: "{}", limits: {{ requests_per_day: 1000, requests_per_day_on_outage: closed }} }}
   - {{ id: open, hash: "{}", limits: {{ requests_per_day: 1, requests_per_day_on_outage: open }} }}
   - {{ id: load, hash: "{}", limits: {{ requests_per_day: 1000000, requests_per_day_on_outage: open }} }}
+  - {{ id: alerts, hash: "{}", limits: {{ soft_cost_per_day: 0.0005 }} }}
 "#,
         key_hash(QUOTA_KEY),
         key_hash(TOKENS_KEY),
@@ -60,6 +62,7 @@ keys:
         key_hash(CLOSED_KEY),
         key_hash(OPEN_KEY),
         key_hash(LOAD_KEY),
+        key_hash(ALERTS_KEY),
     )
 }
 
@@ -361,4 +364,45 @@ async fn a_redis_outage_follows_each_limits_policy_and_recovers() {
     let log = gw.stderr();
     assert_eq!(log.matches("shared limits store unreachable").count(), 2, "{log}");
     assert_eq!(log.matches("shared limits store reachable again").count(), 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn budget_alerts_go_out_once_per_threshold_across_instances() {
+    let redis = RedisServer::start();
+    let mock = mock().await;
+    let (url, got) = sluice_testkit::webhook_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "  redis: {{ url: \"{}\", instances: 3, timeout_ms: 3000 }}",
+        redis.url()
+    );
+    let yaml = config(&mock.base_url(), &store).replacen(
+        "prices:",
+        &format!("budget_alerts: {{ url: \"{url}\", thresholds: [50, 100] }}\nprices:"),
+        1,
+    );
+    let gws = instances(3, &yaml, dir.path());
+    // A soft budget of 500 µ: every instance's requests cross both thresholds together.
+    let results = burst(&gws, ALERTS_KEY, 60, 8).await;
+    assert_eq!(count(&results, 200), 60, "a soft budget never refuses");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alerts = got.lock().unwrap().clone();
+    let mut thresholds: Vec<u64> = alerts
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["threshold_percent"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    thresholds.sort_unstable();
+    assert_eq!(
+        thresholds,
+        [50, 100],
+        "each threshold once, from whichever instance crossed it"
+    );
 }

@@ -40,6 +40,11 @@ pub struct Options {
     /// Give the bench key limits that never refuse (requests, tokens, a cost budget, a team
     /// limit) and a price, so every request goes through reservation and settlement.
     pub with_limits: bool,
+    /// Keep the limit counters in a Redis started for the run (pinned with the load), so every
+    /// admission and settlement is a round trip to it. Implies `with_limits`.
+    pub redis: bool,
+    /// Turn the spend ledger off (to measure what it costs).
+    pub no_ledger: bool,
     pub runs: usize,
     pub duration: Duration,
     pub rates: Vec<u32>,
@@ -169,6 +174,33 @@ fn start(opts: &Options) -> anyhow::Result<Rig> {
         &["mock", "--listen", &format!("127.0.0.1:{mock_port}"), "--chunks", "8"],
         &d.join("mock.log"),
     )?;
+    let redis_port = free_port()?;
+    let _redis = if opts.redis {
+        let port = redis_port.to_string();
+        let r = Pinned::spawn(
+            "redis-server",
+            opts.client_core,
+            Path::new("redis-server"),
+            &[
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            &d.join("redis.log"),
+        )?;
+        wait_listening(
+            std::net::SocketAddr::from(([127, 0, 0, 1], redis_port)),
+            Duration::from_secs(10),
+        )?;
+        Some(r)
+    } else {
+        None
+    };
     let conf = NGINX_CONF
         .replace("{{DIR}}", &d.display().to_string())
         .replace("{{PORT}}", &nginx_port.to_string())
@@ -193,8 +225,9 @@ fn start(opts: &Options) -> anyhow::Result<Rig> {
     let config = format!(
         r#"server: {{ listen: "127.0.0.1:{sluice_port}", max_body_bytes: 67108864 }}
 admin: {{ listen: "127.0.0.1:{admin_port}" }}
-store: {{ sqlite_path: "{store}" }}
+store: {{ sqlite_path: "{store}"{redis} }}
 logging: {{ access_log: "{log}" }}
+ledger: {{ enabled: {ledger} }}
 deployments:
   - {{ name: mock, provider: openai, base_url: "http://127.0.0.1:{mock_port}/v1", model: bench-model }}
   - {{ name: mock-anthropic, provider: anthropic, base_url: "http://127.0.0.1:{mock_port}/v1", model: bench-model, api_key_env: SLUICE_BENCH_UPSTREAM_KEY }}
@@ -209,12 +242,18 @@ routes:
 keys:
   - {{ id: bench, hash: "{hash}", tenant: bench, team: bench{key_limits} }}
 {extra}"#,
-        key_limits = if opts.with_limits {
+        redis = if opts.redis {
+            format!(", redis: {{ url: \"redis://127.0.0.1:{redis_port}\" }}")
+        } else {
+            String::new()
+        },
+        ledger = !opts.no_ledger,
+        key_limits = if opts.with_limits || opts.redis {
             ", limits: { requests_per_second: 1000000000, tokens_per_minute: 1000000000000, cost_per_day: 1000000000 }"
         } else {
             ""
         },
-        extra = if opts.with_limits {
+        extra = if opts.with_limits || opts.redis {
             "teams:\n  - { name: bench, limits: { requests_per_day: 1000000000000 } }\nprices:\n  models:\n    - { model: bench-model, input: 1, output: 2 }\n"
         } else {
             ""

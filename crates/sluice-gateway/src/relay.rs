@@ -36,6 +36,14 @@ pub struct Relay {
     state: State,
     started: Instant,
     prompt_estimate: u64,
+    /// Output tokens relayed, counted with the tokenizer (only when limits count tokens).
+    counting: Option<Box<OutputCount>>,
+}
+
+#[derive(Debug, Default)]
+struct OutputCount {
+    tokens: u64,
+    text: String,
 }
 
 impl std::fmt::Debug for Relay {
@@ -65,7 +73,15 @@ impl Relay {
             state: State::Streaming,
             started: Instant::now(),
             prompt_estimate,
+            counting: None,
         }
+    }
+
+    /// Counts the output relayed with the tokenizer as it passes, so a stream cut short
+    /// without reported usage is charged what it produced.
+    pub fn count_output(&mut self) {
+        self.translator.collect_text();
+        self.counting = Some(Box::default());
     }
 
     pub fn is_done(&self) -> bool {
@@ -85,6 +101,19 @@ impl Relay {
                 Err(fault) => Err(fault),
             };
             self.out.extend(self.scratch.drain(..));
+            if let Some(c) = &mut self.counting {
+                self.translator.take_text(&mut c.text);
+                if !c.text.is_empty() {
+                    // A large piece (or any, until the tokenizer has loaded) is estimated — a
+                    // token is rarely under four bytes of text — rather than tokenized here.
+                    c.tokens += if c.text.len() <= 4096 && crate::stages::tokenizer_ready() {
+                        crate::stages::count_tokens(&c.text)
+                    } else {
+                        (c.text.len() as u64).div_ceil(4)
+                    };
+                    c.text.clear();
+                }
+            }
             match result {
                 Ok(()) => {}
                 Err(StreamFault::Malformed) => {
@@ -111,13 +140,17 @@ impl Relay {
         }
     }
 
-    /// Records usage: what the upstream reported, else the prompt estimate plus the chunks relayed.
+    /// Records usage: what the upstream reported, else the prompt estimate plus the output
+    /// relayed (counted with the tokenizer when limits count tokens, else one per chunk).
     pub fn settle(&self, finish: &mut Finish) {
         finish.add_upstream_time(self.started.elapsed());
         match self.translator.reported_usage() {
             Some(u) => finish.set_usage(u, false),
             None => {
-                let completion = self.translator.relayed_chunks();
+                let completion = self
+                    .counting
+                    .as_ref()
+                    .map_or_else(|| self.translator.relayed_chunks(), |c| c.tokens);
                 finish.set_usage(
                     Usage {
                         prompt_tokens: self.prompt_estimate,

@@ -197,13 +197,14 @@ async fn walk(
             body,
             framing,
             translator,
-        } => Reply::Stream(Relay::new(
-            body,
-            framing,
-            translator,
-            policy.stream_idle_timeout,
-            prompt_estimate,
-        )),
+        } => {
+            let mut relay = Relay::new(body, framing, translator, policy.stream_idle_timeout, prompt_estimate);
+            if snap.config.counts_tokens() {
+                // Token and cost limits apply: a stream cut short is counted with the tokenizer.
+                relay.count_output();
+            }
+            Reply::Stream(relay)
+        }
     })
 }
 

@@ -110,6 +110,11 @@ pub fn count_tokens(text: &str) -> u64 {
     tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len() as u64
 }
 
+/// Whether the tokenizer is loaded (counting inline is then cheap for small texts).
+pub fn tokenizer_ready() -> bool {
+    TOKENIZER_READY.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// Loads the tokenizer, so the first request that needs it does not pay for it.
 pub fn preload_tokenizer() {
     let _ = count_tokens("warm");

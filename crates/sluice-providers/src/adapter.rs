@@ -234,6 +234,11 @@ pub trait StreamTranslator: Send {
     fn relayed_chunks(&self) -> u64;
     /// Whether the upstream said it was done (e.g. `data: [DONE]`).
     fn saw_end(&self) -> bool;
+    /// From now on, keep the generated text (content, reasoning, tool arguments) for
+    /// [`StreamTranslator::take_text`]: a stream cut short is then counted with a tokenizer.
+    fn collect_text(&mut self) {}
+    /// Moves the text generated since the last call into `into` (nothing unless collecting).
+    fn take_text(&mut self, _into: &mut String) {}
     /// An event telling the client the stream failed, in the client's protocol.
     fn error_event(&self, code: &str, message: &str) -> Bytes;
 }

@@ -435,6 +435,8 @@ struct OpenAiStream {
     usage: Option<Usage>,
     relayed: u64,
     done: bool,
+    /// Generated text not yet taken (only when collecting).
+    text: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -512,6 +514,21 @@ impl StreamTranslator for OpenAiStream {
             .is_some_and(|c| c.iter().any(ChoiceLite::has_output))
         {
             self.relayed += 1;
+            if let (Some(text), Some(choices)) = (&mut self.text, &env.choices) {
+                for c in choices {
+                    let d = c.delta.as_ref();
+                    for part in [
+                        c.text.as_deref(),
+                        d.and_then(|d| d.content.as_deref()),
+                        d.and_then(|d| d.reasoning_content.as_deref()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        text.push_str(part);
+                    }
+                }
+            }
         }
         out.push(event.raw);
         Ok(())
@@ -527,6 +544,17 @@ impl StreamTranslator for OpenAiStream {
 
     fn saw_end(&self) -> bool {
         self.done
+    }
+
+    fn collect_text(&mut self) {
+        self.text.get_or_insert_with(String::new);
+    }
+
+    fn take_text(&mut self, into: &mut String) {
+        if let Some(t) = &mut self.text {
+            into.push_str(t);
+            t.clear();
+        }
     }
 
     fn error_event(&self, code: &str, message: &str) -> Bytes {

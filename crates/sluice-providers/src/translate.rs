@@ -73,6 +73,8 @@ pub struct Translating {
     done: bool,
     /// The model to name when the upstream's stream does not (Bedrock's does not).
     fallback_model: Option<String>,
+    /// Generated text not yet taken (only when collecting).
+    text: Option<String>,
 }
 
 impl Translating {
@@ -99,6 +101,7 @@ impl Translating {
             relayed: 0,
             done: false,
             fallback_model: None,
+            text: None,
         }
     }
 }
@@ -130,7 +133,12 @@ impl StreamTranslator for Translating {
         }
         for d in &self.deltas {
             match d {
-                Delta::Text(_) | Delta::ToolArgs { .. } => self.relayed += 1,
+                Delta::Text(t) | Delta::ToolArgs { json: t, .. } => {
+                    self.relayed += 1;
+                    if let Some(text) = &mut self.text {
+                        text.push_str(t);
+                    }
+                }
                 Delta::Usage(u) => self.usage = Some(*u),
                 Delta::End => self.done = true,
                 _ => {}
@@ -154,6 +162,17 @@ impl StreamTranslator for Translating {
 
     fn saw_end(&self) -> bool {
         self.done
+    }
+
+    fn collect_text(&mut self) {
+        self.text.get_or_insert_with(String::new);
+    }
+
+    fn take_text(&mut self, into: &mut String) {
+        if let Some(t) = &mut self.text {
+            into.push_str(t);
+            t.clear();
+        }
     }
 
     fn error_event(&self, code: &str, message: &str) -> Bytes {

@@ -350,3 +350,41 @@ async fn run_time_limits_survive_a_restart() {
     assert_eq!(gw.chat(KEY, &ask(8)).await.status, 200);
     assert_eq!(gw.chat(KEY, &ask(8)).await.status, 429);
 }
+
+#[tokio::test]
+async fn a_stream_cut_short_is_charged_its_output_counted_with_the_tokenizer() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "{ tokens_per_day: 100000 }")).await;
+    // Token limits load the tokenizer in the background; the gateway runs in this process.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sluice_gateway::stages::tokenizer_ready() {
+        assert!(std::time::Instant::now() < deadline, "the tokenizer never loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The upstream drops the connection after 9 of 12 chunks: no usage is ever reported.
+    let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}],
+                      "mock": {"chunks": 12, "drop_after_chunks": 9}});
+    let resp = gw.stream(KEY, &body).await;
+    assert_eq!(resp.status(), 200);
+    let text = read_all(resp.into_body()).await;
+    let pieces: Vec<String> = sse_data(&text)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter(|p| !p.is_empty())
+        .collect();
+    assert!(
+        (5..12).contains(&pieces.len()),
+        "cut short: {} pieces\n{text}",
+        pieces.len()
+    );
+    let counted: u64 = pieces.iter().map(|p| sluice_gateway::stages::count_tokens(p)).sum();
+    assert_ne!(
+        counted,
+        pieces.len() as u64,
+        "the test needs pieces of more than one token"
+    );
+    let line = &gw.log_lines(1).await[0];
+    assert_eq!(line["usage_estimated"], true, "{line}");
+    assert_eq!(line["completion_tokens"], counted, "{line}");
+}

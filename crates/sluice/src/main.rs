@@ -81,6 +81,13 @@ enum Command {
         /// settled (measures what limits cost).
         #[arg(long)]
         with_limits: bool,
+        /// Keep the limit counters in a Redis the bench starts (redis-server on PATH): every
+        /// admission and settlement is a round trip. Implies --with-limits.
+        #[arg(long)]
+        redis: bool,
+        /// Turn the spend ledger off, to measure what it costs.
+        #[arg(long)]
+        no_ledger: bool,
         /// Leave nginx out (Sluice and direct-to-mock only).
         #[arg(long)]
         no_nginx: bool,
@@ -206,6 +213,8 @@ fn main() -> ExitCode {
                 no_nginx,
                 keep_awake,
                 with_limits,
+                redis,
+                no_ledger,
                 sluice,
                 sections,
                 oha,
@@ -222,6 +231,8 @@ fn main() -> ExitCode {
                     sections,
                     keep_awake,
                     with_limits,
+                    redis,
+                    no_ledger,
                     runs,
                     duration: std::time::Duration::from_secs(seconds),
                     rates,

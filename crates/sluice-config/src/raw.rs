@@ -329,4 +329,9 @@ pub struct RawKey {
     pub expires_at: Option<S<String>>,
     #[serde(default)]
     pub limits: RawLimits,
+    /// Limits for each end user of the key (see `trust_user`).
+    #[serde(default)]
+    pub user_limits: RawLimits,
+    /// The request's `user` field (Anthropic: `metadata.user_id`) names the end user.
+    pub trust_user: Option<bool>,
 }

@@ -388,6 +388,10 @@ pub struct KeyConfig {
     pub expires_at: Option<DateTime<Utc>>,
     /// The key's own limits (its tier's are added at admission).
     pub limits: Vec<LimitSpec>,
+    /// Limits for each end user: the one the request names when `trust_user`, else the key's
+    /// own `user`. A client-supplied user never keys a limit unless the key is trusted.
+    pub user_limits: Vec<LimitSpec>,
+    pub trust_user: bool,
 }
 
 /// Budget alerts: a webhook called when spend crosses each threshold (percent of a cost limit,

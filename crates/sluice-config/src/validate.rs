@@ -771,8 +771,11 @@ fn key(
     {
         errs.push(format!("{path}.tier"), Some(&k.id), format!("unknown tier {tier:?}"));
     }
+    let user_limits = crate::spend::limits(&k.user_limits, &format!("{path}.user_limits"), Some(&k.id), errs);
     Some(KeyConfig {
         limits: key_limits,
+        user_limits,
+        trust_user: k.trust_user.unwrap_or(false),
         id: k.id.value.clone(),
         hash: hash?,
         tenant: k.tenant.clone(),

@@ -39,6 +39,9 @@ pub struct Caller {
     pub expires_at: Option<DateTime<Utc>>,
     /// The key's own limits (its tier's come from the config at admission).
     pub limits: Arc<[sluice_config::LimitSpec]>,
+    /// Limits per end user, and whether the request may name the user.
+    pub user_limits: Arc<[sluice_config::LimitSpec]>,
+    pub trust_user: bool,
 }
 
 impl Caller {
@@ -69,6 +72,8 @@ impl From<&KeyConfig> for Caller {
             routes: k.routes.clone(),
             expires_at: k.expires_at,
             limits: Arc::from(k.limits.as_slice()),
+            user_limits: Arc::from(k.user_limits.as_slice()),
+            trust_user: k.trust_user,
         }
     }
 }
@@ -86,6 +91,8 @@ impl From<&StoredKey> for Caller {
             routes: k.routes.clone(),
             expires_at: k.expires_at,
             limits: Arc::from([]),
+            user_limits: Arc::from([]),
+            trust_user: false,
         }
     }
 }

@@ -66,7 +66,8 @@ fn applicable(
     snap: &Snapshot,
     caller: &Caller,
     decision: &Decision<'_>,
-) -> Vec<(Scope, Arc<str>, LimitSpec)> {
+    inbound: &InboundRequest,
+) -> Result<Vec<(Scope, Arc<str>, LimitSpec)>, GatewayError> {
     let c = &snap.config;
     let runtime = gw.runtime_limits.load();
     let mut out = Vec::new();
@@ -94,8 +95,31 @@ fn applicable(
     }
     add(Scope::Model, &decision.model.name, &decision.model.limits);
     add(Scope::Route, &decision.route.name, &decision.route.config.limits);
-    out
+    if !caller.user_limits.is_empty() {
+        // The request's `user` only counts for a key trusted to set it; else the key's own.
+        let named = if caller.trust_user {
+            inbound.view.user.as_deref().filter(|u| !u.is_empty())
+        } else {
+            None
+        };
+        if let Some(user) = named.or(caller.user.as_deref()) {
+            if user.len() > MAX_USER_BYTES {
+                return Err(GatewayError::new(
+                    ErrorKind::BadRequest,
+                    "invalid_value",
+                    format!("The user is longer than {MAX_USER_BYTES} bytes."),
+                )
+                .with_param("user"));
+            }
+            let id: Arc<str> = Arc::from(format!("{}/{user}", caller.key_id));
+            add(Scope::User, &id, &caller.user_limits);
+        }
+    }
+    Ok(out)
 }
+
+/// The longest end-user name that keys a limit.
+const MAX_USER_BYTES: usize = 256;
 
 /// Prompts larger than this are counted on a blocking thread, off the async workers.
 const COUNT_INLINE_MAX: usize = 4 * 1024;
@@ -148,7 +172,7 @@ pub async fn admit(
     decision: &Decision<'_>,
     inbound: &InboundRequest,
 ) -> Result<Admission, GatewayError> {
-    let limits = applicable(gw, snap, caller, decision);
+    let limits = applicable(gw, snap, caller, decision, inbound)?;
     if limits.is_empty() {
         return Ok(Admission::default());
     }

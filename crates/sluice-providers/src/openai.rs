@@ -34,6 +34,9 @@ pub struct RequestView {
     pub metadata: Vec<(String, String)>,
     /// The most output tokens the request asks for (`max_tokens` and its synonyms).
     pub max_tokens: Option<u64>,
+    /// The end user the client names (`user`; Anthropic: `metadata.user_id`). Untrusted: it
+    /// keys limits only for keys allowed to set it.
+    pub user: Option<String>,
     model_span: Range<usize>,
     stream_options_span: Option<Range<usize>>,
     close_brace: usize,
@@ -63,6 +66,8 @@ struct Envelope<'a> {
     max_completion_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
     max_output_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user: Option<&'a RawValue>,
 }
 
 fn span(base: &str, raw: &RawValue) -> Range<usize> {
@@ -216,6 +221,10 @@ impl RequestView {
             _ => Vec::new(),
         };
 
+        let user = env
+            .user
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+            .or_else(|| metadata.iter().find(|(k, _)| k == "user_id").map(|(_, v)| v.clone()));
         let max_tokens = [env.max_tokens, env.max_completion_tokens, env.max_output_tokens]
             .into_iter()
             .flatten()
@@ -226,6 +235,7 @@ impl RequestView {
             include_usage,
             metadata,
             max_tokens,
+            user,
             model_span: span(text, model_raw),
             stream_options_span: env.stream_options.map(|r| span(text, r)),
             close_brace,

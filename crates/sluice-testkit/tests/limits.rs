@@ -388,3 +388,44 @@ async fn a_stream_cut_short_is_charged_its_output_counted_with_the_tokenizer() {
     assert_eq!(line["usage_estimated"], true, "{line}");
     assert_eq!(line["completion_tokens"], counted, "{line}");
 }
+
+#[tokio::test]
+async fn user_limits_follow_the_request_user_only_for_trusted_keys() {
+    let mock = mock().await;
+    let ask_as = |user: &str| json!({"model": "chat", "max_tokens": 8, "user": user, "messages": [{"role": "user", "content": "hi"}]});
+    let trusted = config(&mock, "{}").replace(
+        "team: search, limits: {}",
+        "team: search, limits: {}, user: svc, trust_user: true, user_limits: { requests_per_day: 2 }",
+    );
+    let gw = TestGateway::start(&trusted).await;
+    for _ in 0..2 {
+        assert_eq!(gw.chat(KEY, &ask_as("alice")).await.status, 200);
+    }
+    let r = gw.chat(KEY, &ask_as("alice")).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"].as_str().unwrap().contains("user limit"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        gw.chat(KEY, &ask_as("bob")).await.status,
+        200,
+        "each user has their own"
+    );
+    let long = "u".repeat(300);
+    assert_eq!(gw.chat(KEY, &ask_as(&long)).await.status, 400);
+
+    // Untrusted: the request's `user` is ignored; every request counts as the key's own user.
+    let untrusted = trusted.replace("trust_user: true", "trust_user: false");
+    let gw = TestGateway::start(&untrusted).await;
+    assert_eq!(gw.chat(KEY, &ask_as("alice")).await.status, 200);
+    assert_eq!(gw.chat(KEY, &ask_as("bob")).await.status, 200);
+    let r = gw.chat(KEY, &ask_as("carol")).await;
+    assert_eq!(
+        r.status,
+        429,
+        "a made-up user does not get a fresh allowance: {}",
+        r.text()
+    );
+}

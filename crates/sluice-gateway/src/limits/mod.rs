@@ -37,6 +37,8 @@ pub enum Scope {
     Tenant,
     Model,
     Route,
+    /// An end user of a key (named `key/user`).
+    User,
 }
 
 impl Scope {
@@ -47,6 +49,7 @@ impl Scope {
             Scope::Tenant => "tenant",
             Scope::Model => "model",
             Scope::Route => "route",
+            Scope::User => "user",
         }
     }
 }

@@ -219,6 +219,8 @@ mod tests {
             routes: None,
             expires_at: None,
             limits: Vec::new(),
+            user_limits: Vec::new(),
+            trust_user: false,
         }
     }
 

@@ -123,6 +123,8 @@ mod tests {
             routes: None,
             expires_at: None,
             limits: std::sync::Arc::from([]),
+            user_limits: std::sync::Arc::from([]),
+            trust_user: false,
         }
     }
 

@@ -23,6 +23,8 @@ fn keys(c: &mut Criterion) {
                 routes: None,
                 expires_at: None,
                 limits: Vec::new(),
+                user_limits: Vec::new(),
+                trust_user: false,
             })
             .collect();
         let table = KeyTable::default();
@@ -70,6 +72,8 @@ fn routing(c: &mut Criterion) {
             routes: None,
             expires_at: None,
             limits: Vec::new(),
+            user_limits: Vec::new(),
+            trust_user: false,
         };
         table.rebuild(&[key], &[]);
         let mut h = HeaderMap::new();

@@ -234,11 +234,13 @@ impl Finish {
         let Some(r) = self.record.as_deref() else {
             return Ok(());
         };
-        let text = |v: &Option<Arc<str>>| v.as_deref().map(str::to_owned);
+        fn text(v: &Option<Arc<str>>) -> Option<std::borrow::Cow<'_, str>> {
+            v.as_deref().map(std::borrow::Cow::Borrowed)
+        }
         let at = chrono::DateTime::<chrono::Utc>::from(r.time).timestamp_millis();
         ledger.append(&Entry::Intent(Intent {
-            id: r.request_id.clone(),
-            instance: ledger.instance().to_string(),
+            id: r.request_id.as_str().into(),
+            instance: ledger.instance().as_ref().into(),
             at,
             key: text(&r.key_id),
             team: text(&r.team),
@@ -309,15 +311,15 @@ impl Finish {
         r.overhead_ms = ms(overhead);
         if let Some(ledger) = self.ledger.take() {
             let settlement = Entry::Settlement(Settlement {
-                id: r.request_id.clone(),
+                id: r.request_id.as_str().into(),
                 at: chrono::Utc::now().timestamp_millis(),
-                deployment: r.deployment.as_deref().map(str::to_owned),
+                deployment: r.deployment.as_deref().map(Into::into),
                 status: r.status,
                 prompt_tokens: r.prompt_tokens,
                 completion_tokens: r.completion_tokens,
                 cached_tokens: r.cached_tokens,
                 cost: r.cost_micros.unwrap_or(0),
-                currency: r.currency.as_deref().map(str::to_owned),
+                currency: r.currency.as_deref().map(Into::into),
                 estimated: r.usage_estimated,
             });
             if let Err(e) = ledger.append(&settlement) {

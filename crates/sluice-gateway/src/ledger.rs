@@ -123,24 +123,27 @@ fn write_position(dir: &Path, p: Position) -> std::io::Result<()> {
     std::fs::rename(tmp, dir.join("position"))
 }
 
-/// Complete lines of `path` from `offset`: the entries, and the offset after the last one.
-fn read_entries(path: &Path, offset: u64) -> std::io::Result<(Vec<Entry>, u64)> {
+/// The bytes of `path` from `offset` up to its last complete line, and the offset after it.
+fn read_lines(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;
-    let end = match memchr::memrchr(b'\n', &buf) {
-        Some(i) => i + 1,
-        None => return Ok((Vec::new(), offset)),
-    };
-    let mut entries = Vec::new();
-    for line in buf[..end].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        match serde_json::from_slice::<Entry>(line) {
+    let end = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
+    buf.truncate(end);
+    Ok((buf, offset + end as u64))
+}
+
+/// The records in `lines`, borrowing their text; a line that is not a record is skipped.
+fn parse_lines<'a>(path: &Path, lines: &'a [u8]) -> Vec<Entry<'a>> {
+    let mut entries = Vec::with_capacity(lines.len() / 200);
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Entry<'a>>(line) {
             Ok(e) => entries.push(e),
             Err(e) => tracing::warn!(file = %path.display(), error = %e, "ledger line skipped: not a record"),
         }
     }
-    Ok((entries, offset + end as u64))
+    entries
 }
 
 impl Ledger {
@@ -195,7 +198,7 @@ impl Ledger {
     }
 
     /// Appends one record: a single write of one line.
-    pub fn append(&self, entry: &Entry) -> std::io::Result<()> {
+    pub fn append(&self, entry: &Entry<'_>) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let segment = self.current.load();
@@ -286,8 +289,8 @@ impl Ledger {
 
     async fn ship_file(&self, path: &Path, seq: u64, from: u64, pos: &mut Position) -> Result<(), ()> {
         let p = path.to_owned();
-        let read = tokio::task::spawn_blocking(move || read_entries(&p, from)).await;
-        let (entries, end) = match read {
+        let read = tokio::task::spawn_blocking(move || read_lines(&p, from)).await;
+        let (lines, end) = match read {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot read a ledger segment");
@@ -295,6 +298,7 @@ impl Ledger {
             }
             Err(_) => return Err(()),
         };
+        let entries = parse_lines(path, &lines);
         for chunk in entries.chunks(BATCH) {
             if let Err(e) = self.db.apply(chunk).await {
                 tracing::debug!(error = %e, "ledger batch not shipped");
@@ -314,24 +318,24 @@ mod tests {
     use super::*;
     use sluice_store::ledger::{Intent, Settlement};
 
-    fn intent(id: &str, instance: &str) -> Entry {
+    fn intent<'a>(id: &'a str, instance: &'a str) -> Entry<'a> {
         Entry::Intent(Intent {
-            id: id.to_owned(),
-            instance: instance.to_owned(),
+            id: id.into(),
+            instance: instance.into(),
             at: 1_795_338_000_000,
-            key: Some("k".to_owned()),
+            key: Some("k".into()),
             team: None,
             tenant: None,
             route: None,
-            model: Some("chat".to_owned()),
+            model: Some("chat".into()),
             reserved_tokens: 10,
             reserved_cost: 5,
         })
     }
 
-    fn settle(id: &str) -> Entry {
+    fn settle(id: &str) -> Entry<'_> {
         Entry::Settlement(Settlement {
-            id: id.to_owned(),
+            id: id.into(),
             at: 1_795_338_000_100,
             deployment: None,
             status: 200,

@@ -5,6 +5,7 @@
 //! finish), or `unsettled` when its instance restarted without settling it (it then carries
 //! its reservation as its usage, marked estimated).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -14,45 +15,66 @@ use sqlx::sqlite::SqlitePool;
 
 use crate::StoreError;
 
-/// One write-ahead record.
+/// Text in a record: borrowed from the request's record when written, from the file's bytes
+/// when shipped (owned only where JSON escapes it).
+pub type Text<'a> = Cow<'a, str>;
+
+/// One write-ahead record, one JSON line: `{"i":{…}}` or `{"s":{…}}` (externally tagged, so
+/// reading it back needs no buffering).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "k")]
-pub enum Entry {
+pub enum Entry<'a> {
     /// At admission, before the request is forwarded.
-    #[serde(rename = "i")]
-    Intent(Intent),
+    #[serde(rename = "i", borrow)]
+    Intent(Intent<'a>),
     /// When the request finished, however it ended.
-    #[serde(rename = "s")]
-    Settlement(Settlement),
+    #[serde(rename = "s", borrow)]
+    Settlement(Settlement<'a>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Intent {
-    pub id: String,
-    pub instance: String,
+pub struct Intent<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub instance: Cow<'a, str>,
     /// Unix milliseconds.
     pub at: i64,
-    pub key: Option<String>,
-    pub team: Option<String>,
-    pub tenant: Option<String>,
-    pub route: Option<String>,
-    pub model: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub key: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub team: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub tenant: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub route: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub model: Option<Cow<'a, str>>,
     pub reserved_tokens: u64,
     pub reserved_cost: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Settlement {
-    pub id: String,
+pub struct Settlement<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
     pub at: i64,
-    pub deployment: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub deployment: Option<Cow<'a, str>>,
     pub status: u16,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
     pub cost: u64,
-    pub currency: Option<String>,
+    #[serde(borrow, default, deserialize_with = "opt_text")]
+    pub currency: Option<Cow<'a, str>>,
     pub estimated: bool,
+}
+
+/// An optional text field, borrowed from the line when it has no escapes.
+fn opt_text<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Option::<Borrowed<'a>>::deserialize(d).map(|o| o.map(|b| b.0))
 }
 
 /// How usage is grouped.
@@ -147,23 +169,73 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS spend_ledger (
 )";
 const INDEX: &str = "CREATE INDEX IF NOT EXISTS spend_ledger_started ON spend_ledger (started_at)";
 
-const INSERT_INTENT: &str = "INSERT INTO spend_ledger
-    (request_id, instance, started_at, key_id, team, tenant, route, model, state, reserved_tokens, reserved_cost)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)
-    ON CONFLICT (request_id) DO NOTHING";
+/// Columns of a ledger row as a batch writes it.
+const COLUMNS: &str = "request_id, instance, started_at, key_id, team, tenant, route, model, deployment, state,
+    http_status, prompt_tokens, completion_tokens, cached_tokens, total_tokens, reserved_tokens, reserved_cost,
+    cost_micros, currency, estimated, settled_at";
+const PER_ROW: usize = 21;
+/// Rows per statement, largest first (well under SQLite's and PostgreSQL's bound-parameter
+/// limits). A few fixed sizes keep the number of distinct statements — each prepared once and
+/// cached per connection — small.
+const STATEMENT_ROWS: [usize; 4] = [200, 50, 10, 1];
 
-/// A settlement without its intent row (never expected: both come from one file, in order)
-/// still makes a row.
-const UPSERT_SETTLEMENT: &str = "INSERT INTO spend_ledger
-    (request_id, instance, started_at, deployment, state, http_status, prompt_tokens,
-     completion_tokens, cached_tokens, total_tokens, cost_micros, currency, estimated, settled_at)
-    VALUES (?, '', ?, ?, 'settled', ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (request_id) DO UPDATE SET
-      deployment = excluded.deployment, state = 'settled', http_status = excluded.http_status,
+/// Splits `rows` into chunks of the fixed statement sizes.
+fn chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    while !rows.is_empty() {
+        let n = STATEMENT_ROWS.iter().copied().find(|n| *n <= rows.len()).unwrap_or(1);
+        let (head, tail) = rows.split_at(n);
+        out.push(head);
+        rows = tail;
+    }
+    out
+}
+
+/// An intent inserts its row if absent; a settlement (alone, or folded with its intent when both
+/// are in one batch) fills in the outcome, keeping the intent's fields. Replays change nothing.
+const UPSERT_TAIL: &str = " ON CONFLICT (request_id) DO UPDATE SET
+      deployment = excluded.deployment, state = excluded.state, http_status = excluded.http_status,
       prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
       cached_tokens = excluded.cached_tokens, total_tokens = excluded.total_tokens,
       cost_micros = excluded.cost_micros, currency = excluded.currency,
-      estimated = excluded.estimated, settled_at = excluded.settled_at";
+      estimated = excluded.estimated, settled_at = excluded.settled_at
+    WHERE excluded.state = 'settled'";
+
+/// One row of a batch: an intent, its settlement, or both.
+#[derive(Debug, Default)]
+struct BatchRow<'e, 'a> {
+    intent: Option<&'e Intent<'a>>,
+    settlement: Option<&'e Settlement<'a>>,
+}
+
+/// Folds a batch into one row per request, in first-seen order.
+fn fold<'e, 'a>(entries: &'e [Entry<'a>]) -> Vec<BatchRow<'e, 'a>> {
+    let mut index: std::collections::HashMap<&'e str, usize> = std::collections::HashMap::with_capacity(entries.len());
+    let mut rows: Vec<BatchRow<'e, 'a>> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let id: &'e str = match e {
+            Entry::Intent(i) => &i.id,
+            Entry::Settlement(s) => &s.id,
+        };
+        let at = *index.entry(id).or_insert_with(|| {
+            rows.push(BatchRow::default());
+            rows.len() - 1
+        });
+        match e {
+            Entry::Intent(i) => rows[at].intent = Some(i),
+            Entry::Settlement(s) => rows[at].settlement = Some(s),
+        }
+    }
+    rows
+}
+
+fn upsert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; PER_ROW].join(", "));
+    format!(
+        "INSERT INTO spend_ledger ({COLUMNS}) VALUES {}{UPSERT_TAIL}",
+        vec![one.as_str(); rows].join(", ")
+    )
+}
 
 const CLOSE_UNSETTLED: &str = "UPDATE spend_ledger SET state = 'unsettled', total_tokens = reserved_tokens,
     cost_micros = reserved_cost, estimated = 1, settled_at = ? WHERE instance = ? AND state = 'open'";
@@ -188,46 +260,37 @@ fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Binds an entry's values in the order of [`INSERT_INTENT`] / [`UPSERT_SETTLEMENT`]; the same
-/// code for either database.
-macro_rules! apply_entries {
-    ($tx:expr, $intent:expr, $settle:expr, $entries:expr) => {{
-        for e in $entries {
-            match e {
-                Entry::Intent(i) => {
-                    sqlx::query(sqlx::AssertSqlSafe($intent))
-                        .bind(&i.id)
-                        .bind(&i.instance)
-                        .bind(i.at)
-                        .bind(&i.key)
-                        .bind(&i.team)
-                        .bind(&i.tenant)
-                        .bind(&i.route)
-                        .bind(&i.model)
-                        .bind(int(i.reserved_tokens))
-                        .bind(int(i.reserved_cost))
-                        .execute(&mut *$tx)
-                        .await?;
-                }
-                Entry::Settlement(s) => {
-                    sqlx::query(sqlx::AssertSqlSafe($settle))
-                        .bind(&s.id)
-                        .bind(s.at)
-                        .bind(&s.deployment)
-                        .bind(i32::from(s.status))
-                        .bind(int(s.prompt_tokens))
-                        .bind(int(s.completion_tokens))
-                        .bind(int(s.cached_tokens))
-                        .bind(int(s.prompt_tokens.saturating_add(s.completion_tokens)))
-                        .bind(int(s.cost))
-                        .bind(&s.currency)
-                        .bind(i32::from(s.estimated))
-                        .bind(s.at)
-                        .execute(&mut *$tx)
-                        .await?;
-                }
-            }
+/// Binds each row's values in [`COLUMNS`] order; the same code for either database.
+macro_rules! bind_rows {
+    ($query:expr, $rows:expr) => {{
+        let mut q = $query;
+        for r in $rows {
+            let (i, s) = (r.intent, r.settlement);
+            let id: &str = i.map_or_else(|| s.map_or("", |s| &*s.id), |i| &*i.id);
+            q = q
+                .bind(id)
+                .bind(i.map_or("", |i| &*i.instance))
+                .bind(i.map_or_else(|| s.map_or(0, |s| s.at), |i| i.at))
+                .bind(i.and_then(|i| i.key.as_deref()))
+                .bind(i.and_then(|i| i.team.as_deref()))
+                .bind(i.and_then(|i| i.tenant.as_deref()))
+                .bind(i.and_then(|i| i.route.as_deref()))
+                .bind(i.and_then(|i| i.model.as_deref()))
+                .bind(s.and_then(|s| s.deployment.as_deref()))
+                .bind(if s.is_some() { "settled" } else { "open" })
+                .bind(s.map_or(0, |s| i32::from(s.status)))
+                .bind(int(s.map_or(0, |s| s.prompt_tokens)))
+                .bind(int(s.map_or(0, |s| s.completion_tokens)))
+                .bind(int(s.map_or(0, |s| s.cached_tokens)))
+                .bind(int(s.map_or(0, |s| s.prompt_tokens.saturating_add(s.completion_tokens))))
+                .bind(int(i.map_or(0, |i| i.reserved_tokens)))
+                .bind(int(i.map_or(0, |i| i.reserved_cost)))
+                .bind(int(s.map_or(0, |s| s.cost)))
+                .bind(s.and_then(|s| s.currency.as_deref()))
+                .bind(s.map_or(0, |s| i32::from(s.estimated)))
+                .bind(s.map(|s| s.at));
         }
+        q
     }};
 }
 
@@ -256,18 +319,29 @@ impl LedgerDb {
         Ok(LedgerDb::Pg(pool))
     }
 
-    /// Writes a batch in one transaction. Replaying a batch changes nothing.
-    pub async fn apply(&self, entries: &[Entry]) -> Result<(), StoreError> {
+    /// Writes a batch in one transaction, a few hundred rows per statement (an intent and its
+    /// settlement in one batch make one row). Replaying a batch changes nothing.
+    pub async fn apply(&self, entries: &[Entry<'_>]) -> Result<(), StoreError> {
+        let rows = fold(entries);
         match self {
             LedgerDb::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                apply_entries!(tx, INSERT_INTENT, UPSERT_SETTLEMENT, entries);
+                for chunk in chunks(&rows) {
+                    let sql = upsert_sql(chunk.len());
+                    bind_rows!(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
             }
             LedgerDb::Pg(pool) => {
-                let (intent, settle) = (numbered(INSERT_INTENT), numbered(UPSERT_SETTLEMENT));
                 let mut tx = pool.begin().await?;
-                apply_entries!(tx, intent.as_str(), settle.as_str(), entries);
+                for chunk in chunks(&rows) {
+                    let sql = numbered(&upsert_sql(chunk.len()));
+                    bind_rows!(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
             }
         }
@@ -376,34 +450,44 @@ impl LedgerDb {
 mod tests {
     use super::*;
 
-    fn intent(id: &str, at: i64) -> Entry {
+    fn intent(id: &str, at: i64) -> Entry<'static> {
         Entry::Intent(Intent {
-            id: id.to_owned(),
-            instance: "i1".to_owned(),
+            id: id.to_owned().into(),
+            instance: "i1".into(),
             at,
-            key: Some("k".to_owned()),
-            team: Some("t".to_owned()),
+            key: Some("k".into()),
+            team: Some("t".into()),
             tenant: None,
-            route: Some("default".to_owned()),
-            model: Some("chat".to_owned()),
+            route: Some("default".into()),
+            model: Some("chat".into()),
             reserved_tokens: 100,
             reserved_cost: 50,
         })
     }
 
-    fn settle(id: &str, at: i64, prompt: u64, completion: u64, cost: u64) -> Entry {
+    fn settle(id: &str, at: i64, prompt: u64, completion: u64, cost: u64) -> Entry<'static> {
         Entry::Settlement(Settlement {
-            id: id.to_owned(),
+            id: id.to_owned().into(),
             at,
-            deployment: Some("d".to_owned()),
+            deployment: Some("d".into()),
             status: 200,
             prompt_tokens: prompt,
             completion_tokens: completion,
             cached_tokens: 0,
             cost,
-            currency: Some("USD".to_owned()),
+            currency: Some("USD".into()),
             estimated: false,
         })
+    }
+
+    #[test]
+    fn records_read_back_borrowing_the_line() {
+        let line = serde_json::to_vec(&intent("r1", 5)).unwrap();
+        assert!(line.starts_with(b"{\"i\":{"), "{}", String::from_utf8_lossy(&line));
+        let back: Entry<'_> = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, intent("r1", 5));
+        let Entry::Intent(i) = back else { panic!() };
+        assert!(matches!(i.id, Cow::Borrowed(_)), "no copy of unescaped text");
     }
 
     #[tokio::test]
@@ -449,6 +533,13 @@ mod tests {
         assert_eq!(west[0].requests, 3);
         let month = db.usage(UsageBy::Team, Per::Month, 0, i64::MAX, 0).await.unwrap();
         assert_eq!((month[0].bucket.as_str(), month[0].group.as_str()), ("2026-11", "t"));
+    }
+
+    #[test]
+    fn batches_split_into_few_statement_sizes() {
+        let rows: Vec<u32> = (0..273).collect();
+        let sizes: Vec<usize> = chunks(&rows).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [200, 50, 10, 10, 1, 1, 1]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! This crate does no IO beyond reading the file and the environment, and never logs a secret.
 
 mod raw;
+mod resilience;
 mod spend;
 mod store;
 mod types;

@@ -46,6 +46,8 @@ pub struct RawConfig {
     pub budget_alerts: Option<RawBudgetAlerts>,
     #[serde(default)]
     pub ledger: RawLedger,
+    #[serde(default)]
+    pub breaker: RawBreaker,
 }
 
 /// The spend ledger: a local write-ahead file, shipped in batches to the store's database.
@@ -206,6 +208,32 @@ pub struct RawPolicy {
     pub max_attempts: Option<S<u64>>,
     pub unsupported_params: Option<S<String>>,
     pub forward_params: Option<Vec<String>>,
+    pub retry: Option<RawRetry>,
+}
+
+/// How retries wait and how many there may be.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub backoff_ms: Option<S<u64>>,
+    pub backoff_max_ms: Option<S<u64>>,
+    pub budget_percent: Option<S<u64>>,
+    pub budget_min_per_s: Option<S<u64>>,
+}
+
+/// Passive health: when a deployment is taken out of its pools, and how it comes back.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub enabled: Option<bool>,
+    pub consecutive_failures: Option<S<u64>>,
+    pub failure_ratio_percent: Option<S<u64>>,
+    pub window_ms: Option<S<u64>>,
+    pub min_requests: Option<S<u64>>,
+    pub open_ms: Option<S<u64>>,
+    pub max_open_ms: Option<S<u64>>,
+    pub half_open_probes: Option<S<u64>>,
+    pub max_ejected_percent: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +270,10 @@ pub struct RawMockKnobs {
 pub struct RawModel {
     pub name: S<String>,
     pub deployments: Vec<S<String>>,
+    /// `round_robin` (default), `weighted`, `least_outstanding` or `latency`.
+    pub balance: Option<S<String>>,
+    /// Relative weights, one per deployment (implies `weighted`).
+    pub weights: Option<Vec<S<u64>>>,
     #[serde(default)]
     pub limits: RawLimits,
 }
@@ -265,6 +297,7 @@ pub struct RawRoute {
     pub prediction: Option<S<RawPrediction>>,
     #[serde(default)]
     pub limits: RawLimits,
+    pub retry: Option<RawRetry>,
 }
 
 /// A prediction route: JSON Schemas for the caller's request and the model's answer, and
@@ -290,6 +323,7 @@ impl RawRoute {
             max_attempts: self.max_attempts.clone(),
             unsupported_params: self.unsupported_params.clone(),
             forward_params: self.forward_params.clone(),
+            retry: self.retry.clone(),
         }
     }
 }

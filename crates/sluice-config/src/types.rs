@@ -51,6 +51,7 @@ pub struct Config {
     /// Where budget alerts go.
     pub budget_alerts: Option<BudgetAlerts>,
     pub ledger: LedgerConfig,
+    pub breaker: BreakerConfig,
     /// First 12 hex digits of the SHA-256 of the file: which config is serving.
     pub version: String,
 }
@@ -290,6 +291,9 @@ pub struct ModelConfig {
     pub name: String,
     /// Indices into `Config::deployments`.
     pub deployments: Vec<usize>,
+    pub balance: Balance,
+    /// One per deployment (all 1 unless weighted).
+    pub weights: Vec<u32>,
     pub limits: Vec<LimitSpec>,
 }
 
@@ -348,6 +352,47 @@ pub struct RoutePolicy {
     pub drop_unsupported: bool,
     /// Parameters carried into a translated request as they are (vendor extensions).
     pub forward_params: Vec<String>,
+    pub retry: RetryPolicy,
+}
+
+/// How an alias spreads requests over its deployments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Round-robin in proportion to `weights`.
+    Weighted,
+    /// The deployment with the fewest requests in flight.
+    LeastOutstanding,
+    /// Peak-EWMA latency × requests in flight, of two picked at random.
+    Latency,
+}
+
+/// Backoff between attempts, and the retry budget: retries may add at most `budget_percent`
+/// of the route's requests, plus `budget_min_per_s` per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    pub budget_percent: u32,
+    pub budget_min_per_s: u32,
+}
+
+/// Passive health per deployment: a breaker that opens after consecutive failures or a
+/// failure ratio over a window, stays open for a time growing with repeats, then lets a few
+/// probes through (half-open) before closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    pub enabled: bool,
+    pub consecutive_failures: u32,
+    pub failure_ratio_percent: u32,
+    pub window: Duration,
+    pub min_requests: u32,
+    pub open: Duration,
+    pub max_open: Duration,
+    pub half_open_probes: u32,
+    /// Never more than this share of an alias's deployments out at once.
+    pub max_ejected_percent: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -77,7 +77,10 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
                 ),
             }
         }
+        let (balance, weights) = crate::resilience::balance(m, &path, &mut errs);
         models.push(ModelConfig {
+            balance,
+            weights,
             name: m.name.value.clone(),
             deployments: idx,
             limits: crate::spend::limits(&m.limits, &format!("{path}.limits"), Some(&m.name), &mut errs),
@@ -153,6 +156,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             time_zone_offset_s,
             budget_alerts,
             ledger,
+            breaker: crate::resilience::breaker(&raw.breaker, &mut errs),
             version,
         })
     } else {
@@ -562,6 +566,7 @@ fn policy(
             .clone()
             .or_else(|| defaults.forward_params.clone())
             .unwrap_or_default(),
+        retry: crate::resilience::retry(own.retry.as_ref(), defaults.retry.as_ref(), path, errs),
     }
 }
 

@@ -1,0 +1,113 @@
+//! Balancing, retries and passive health: the parts of the config that keep callers served
+//! when deployments are slow or failing.
+
+use std::time::Duration;
+
+use crate::raw::{RawBreaker, RawModel, RawRetry, S};
+use crate::types::{Balance, BreakerConfig, RetryPolicy};
+use crate::validate::Collector;
+
+fn ranged(v: Option<&S<u64>>, default: u64, min: u64, max: u64, path: &str, errs: &mut Collector) -> u64 {
+    match v {
+        None => default,
+        Some(s) if (min..=max).contains(&s.value) => s.value,
+        Some(s) => {
+            errs.push(path, Some(s), format!("must be between {min} and {max}"));
+            default
+        }
+    }
+}
+
+/// An alias's strategy and per-deployment weights.
+pub(crate) fn balance(m: &RawModel, path: &str, errs: &mut Collector) -> (Balance, Vec<u32>) {
+    let n = m.deployments.len();
+    let weights: Vec<u32> = match &m.weights {
+        None => vec![1; n],
+        Some(w) => {
+            if w.len() != n {
+                errs.push(
+                    format!("{path}.weights"),
+                    Some(&m.name),
+                    format!("{} weights for {n} deployments", w.len()),
+                );
+            }
+            w.iter()
+                .enumerate()
+                .map(|(i, x)| ranged(Some(x), 1, 1, 1000, &format!("{path}.weights[{i}]"), errs) as u32)
+                .chain(std::iter::repeat(1))
+                .take(n)
+                .collect()
+        }
+    };
+    let balance = match m.balance.as_ref().map(|b| b.value.as_str()) {
+        None if m.weights.is_some() => Balance::Weighted,
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("weighted") => Balance::Weighted,
+        Some("least_outstanding") => Balance::LeastOutstanding,
+        Some("latency") => Balance::Latency,
+        Some(other) => {
+            errs.push(
+                format!("{path}.balance"),
+                m.balance.as_ref(),
+                format!("{other:?} is not one of round_robin, weighted, least_outstanding, latency"),
+            );
+            Balance::RoundRobin
+        }
+    };
+    (balance, weights)
+}
+
+/// A route's retry policy (its own, else `defaults.retry`).
+pub(crate) fn retry(own: Option<&RawRetry>, defaults: Option<&RawRetry>, path: &str, errs: &mut Collector) -> RetryPolicy {
+    let empty = RawRetry::default();
+    let (own, defaults) = (own.unwrap_or(&empty), defaults.unwrap_or(&empty));
+    let pick = |a: &Option<S<u64>>, b: &Option<S<u64>>| a.clone().or_else(|| b.clone());
+    let p = |name: &str| format!("{path}.retry.{name}");
+    let backoff = ranged(pick(&own.backoff_ms, &defaults.backoff_ms).as_ref(), 25, 0, 60_000, &p("backoff_ms"), errs);
+    let backoff_max = ranged(
+        pick(&own.backoff_max_ms, &defaults.backoff_max_ms).as_ref(),
+        1_000,
+        0,
+        600_000,
+        &p("backoff_max_ms"),
+        errs,
+    );
+    RetryPolicy {
+        backoff: Duration::from_millis(backoff),
+        backoff_max: Duration::from_millis(backoff_max.max(backoff)),
+        budget_percent: ranged(
+            pick(&own.budget_percent, &defaults.budget_percent).as_ref(),
+            20,
+            0,
+            100,
+            &p("budget_percent"),
+            errs,
+        ) as u32,
+        budget_min_per_s: ranged(
+            pick(&own.budget_min_per_s, &defaults.budget_min_per_s).as_ref(),
+            10,
+            0,
+            100_000,
+            &p("budget_min_per_s"),
+            errs,
+        ) as u32,
+    }
+}
+
+pub(crate) fn breaker(raw: &RawBreaker, errs: &mut Collector) -> BreakerConfig {
+    let r = |v: &Option<S<u64>>, d: u64, min: u64, max: u64, name: &str, errs: &mut Collector| {
+        ranged(v.as_ref(), d, min, max, &format!("breaker.{name}"), errs)
+    };
+    let open = r(&raw.open_ms, 5_000, 1, 3_600_000, "open_ms", errs);
+    BreakerConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        consecutive_failures: r(&raw.consecutive_failures, 5, 1, 10_000, "consecutive_failures", errs) as u32,
+        failure_ratio_percent: r(&raw.failure_ratio_percent, 50, 1, 100, "failure_ratio_percent", errs) as u32,
+        window: Duration::from_millis(r(&raw.window_ms, 10_000, 100, 3_600_000, "window_ms", errs)),
+        min_requests: r(&raw.min_requests, 20, 1, 1_000_000, "min_requests", errs) as u32,
+        open: Duration::from_millis(open),
+        max_open: Duration::from_millis(r(&raw.max_open_ms, 60_000, 1, 86_400_000, "max_open_ms", errs).max(open)),
+        half_open_probes: r(&raw.half_open_probes, 1, 1, 1_000, "half_open_probes", errs) as u32,
+        max_ejected_percent: r(&raw.max_ejected_percent, 50, 0, 100, "max_ejected_percent", errs) as u32,
+    }
+}

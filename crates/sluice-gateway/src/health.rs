@@ -1,0 +1,338 @@
+//! Live health of each deployment, kept across config reloads (keyed by deployment name):
+//! requests in flight, a peak-EWMA of latency, and a circuit breaker.
+//!
+//! The breaker is passive outlier ejection and a circuit breaker in one: it opens after
+//! `consecutive_failures` in a row, or when failures reach `failure_ratio_percent` of at least
+//! `min_requests` in the current `window`; it stays open for `open`, doubled with each repeat up
+//! to `max_open`; then it lets `half_open_probes` requests through, closing when they succeed
+//! and opening again (for longer) when one fails. A 429 or 503 with `Retry-After` keeps the
+//! deployment out until then without counting as a failure.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use sluice_config::BreakerConfig;
+
+/// Breaker states, as the `sluice_breaker_state` gauge shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Peak-EWMA latency in µs, and when it was last updated.
+    ewma_us: f64,
+    ewma_at: Instant,
+    consecutive: u32,
+    window_start: Instant,
+    window_total: u32,
+    window_failed: u32,
+    /// Open until then (also set by a Retry-After).
+    open_until: Option<Instant>,
+    /// Times opened since it was last closed for good.
+    ejections: u32,
+    probes: u32,
+    probe_successes: u32,
+    half_open: bool,
+}
+
+/// How an attempt ended, as far as health is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Connect error, timeout, 5xx, overloaded, dropped or malformed answer.
+    Failure,
+    /// Neither (the caller's own mistake, e.g. a 400): the deployment answered properly.
+    Neutral,
+}
+
+/// A state change, for metrics and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub to: BreakerState,
+}
+
+/// Time constant of the latency average.
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct DeploymentHealth {
+    outstanding: AtomicI64,
+    state: AtomicU8,
+    inner: Mutex<Inner>,
+}
+
+impl Default for DeploymentHealth {
+    fn default() -> Self {
+        let now = Instant::now();
+        DeploymentHealth {
+            outstanding: AtomicI64::new(0),
+            state: AtomicU8::new(BreakerState::Closed as u8),
+            inner: Mutex::new(Inner {
+                ewma_us: 0.0,
+                ewma_at: now,
+                consecutive: 0,
+                window_start: now,
+                window_total: 0,
+                window_failed: 0,
+                open_until: None,
+                ejections: 0,
+                probes: 0,
+                probe_successes: 0,
+                half_open: false,
+            }),
+        }
+    }
+}
+
+/// A request in flight on a deployment; dropping it ends it.
+#[derive(Debug)]
+pub struct InFlight(std::sync::Arc<DeploymentHealth>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl DeploymentHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn outstanding(&self) -> i64 {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    pub fn state(&self) -> BreakerState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => BreakerState::Open,
+            2 => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+
+    pub fn start(self: &std::sync::Arc<Self>) -> InFlight {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Latency cost for the balancer: peak-EWMA (µs, decayed towards 0 while idle) times the
+    /// requests in flight plus one.
+    pub fn cost(&self, now: Instant) -> f64 {
+        let i = self.lock();
+        let idle = now.saturating_duration_since(i.ewma_at).as_secs_f64();
+        let decayed = i.ewma_us * (-idle / EWMA_DECAY.as_secs_f64()).exp();
+        (decayed + 1.0) * (self.outstanding() as f64 + 1.0)
+    }
+
+    pub fn ewma_ms(&self) -> f64 {
+        self.lock().ewma_us / 1000.0
+    }
+
+    pub fn ejections(&self) -> u32 {
+        self.lock().ejections
+    }
+
+    /// Whether a request may go here now; a half-open breaker admits its probes.
+    pub fn available(&self, cfg: &BreakerConfig, now: Instant) -> bool {
+        if !cfg.enabled && self.lock().open_until.is_none() {
+            return true;
+        }
+        let mut i = self.lock();
+        match i.open_until {
+            Some(until) if now < until => false,
+            Some(_) => {
+                if !cfg.enabled {
+                    // A Retry-After pause (breaker disabled): simply over.
+                    i.open_until = None;
+                    return true;
+                }
+                // Open time is over: half-open, a few probes at a time.
+                if !i.half_open {
+                    i.half_open = true;
+                    i.probes = 0;
+                    i.probe_successes = 0;
+                    self.state.store(BreakerState::HalfOpen as u8, Ordering::Relaxed);
+                }
+                if i.probes < cfg.half_open_probes {
+                    i.probes += 1;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => true,
+        }
+    }
+
+    /// When it would be available again (for waiting out a Retry-After).
+    pub fn open_until(&self) -> Option<Instant> {
+        self.lock().open_until
+    }
+
+    /// Records an attempt's outcome; returns a breaker transition if one happened.
+    pub fn record(&self, cfg: &BreakerConfig, outcome: Outcome, latency: Duration, now: Instant) -> Option<Transition> {
+        let mut i = self.lock();
+        // Peak-EWMA: a slower sample is taken at once, a faster one blended in.
+        let sample = latency.as_secs_f64() * 1e6;
+        let idle = now.saturating_duration_since(i.ewma_at).as_secs_f64();
+        let w = (-idle / EWMA_DECAY.as_secs_f64()).exp();
+        i.ewma_us = if sample > i.ewma_us { sample } else { i.ewma_us * w + sample * (1.0 - w) };
+        i.ewma_at = now;
+        if !cfg.enabled || outcome == Outcome::Neutral {
+            return None;
+        }
+        if now.saturating_duration_since(i.window_start) >= cfg.window {
+            i.window_start = now;
+            i.window_total = 0;
+            i.window_failed = 0;
+        }
+        i.window_total += 1;
+        let failed = outcome == Outcome::Failure;
+        if failed {
+            i.window_failed += 1;
+            i.consecutive += 1;
+        } else {
+            i.consecutive = 0;
+        }
+        if i.half_open {
+            if failed {
+                return Some(self.open(&mut i, cfg, now));
+            }
+            i.probe_successes += 1;
+            if i.probe_successes >= cfg.half_open_probes {
+                i.half_open = false;
+                i.open_until = None;
+                i.ejections = 0;
+                i.consecutive = 0;
+                i.window_start = now;
+                i.window_total = 0;
+                i.window_failed = 0;
+                self.state.store(BreakerState::Closed as u8, Ordering::Relaxed);
+                return Some(Transition {
+                    to: BreakerState::Closed,
+                });
+            }
+            return None;
+        }
+        let open = i.open_until.is_some_and(|u| now < u);
+        let tripped = i.consecutive >= cfg.consecutive_failures
+            || (i.window_total >= cfg.min_requests
+                && u64::from(i.window_failed) * 100 >= u64::from(i.window_total) * u64::from(cfg.failure_ratio_percent));
+        if failed && tripped && !open {
+            return Some(self.open(&mut i, cfg, now));
+        }
+        None
+    }
+
+    fn open(&self, i: &mut Inner, cfg: &BreakerConfig, now: Instant) -> Transition {
+        let factor = 1u32 << i.ejections.min(16);
+        let open_for = cfg.open.saturating_mul(factor).min(cfg.max_open);
+        i.open_until = Some(now + open_for);
+        i.ejections = i.ejections.saturating_add(1);
+        i.half_open = false;
+        i.consecutive = 0;
+        i.window_start = now;
+        i.window_total = 0;
+        i.window_failed = 0;
+        self.state.store(BreakerState::Open as u8, Ordering::Relaxed);
+        Transition { to: BreakerState::Open }
+    }
+
+    /// The upstream asked for a pause (`Retry-After`): out of the pool until then.
+    pub fn pause(&self, until: Instant) {
+        let mut i = self.lock();
+        if i.open_until.is_none_or(|u| u < until) {
+            i.open_until = Some(until);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> BreakerConfig {
+        BreakerConfig {
+            enabled: true,
+            consecutive_failures: 3,
+            failure_ratio_percent: 50,
+            window: Duration::from_secs(10),
+            min_requests: 10,
+            open: Duration::from_millis(100),
+            max_open: Duration::from_millis(350),
+            half_open_probes: 2,
+            max_ejected_percent: 50,
+        }
+    }
+
+    #[test]
+    fn opens_half_opens_and_closes_with_growing_open_times() {
+        let h = DeploymentHealth::default();
+        let c = cfg();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert!(h.record(&c, Outcome::Failure, ms(1), t0).is_none());
+        assert!(h.record(&c, Outcome::Failure, ms(1), t0).is_none());
+        let t = h.record(&c, Outcome::Failure, ms(1), t0).unwrap();
+        assert_eq!(t.to, BreakerState::Open);
+        assert!(!h.available(&c, t0 + ms(50)));
+        // After 100 ms: two probes, then nothing until they answer.
+        assert!(h.available(&c, t0 + ms(101)));
+        assert_eq!(h.state(), BreakerState::HalfOpen);
+        assert!(h.available(&c, t0 + ms(101)));
+        assert!(!h.available(&c, t0 + ms(101)));
+        // A probe fails: open again, for twice as long.
+        assert_eq!(
+            h.record(&c, Outcome::Failure, ms(1), t0 + ms(110)).unwrap().to,
+            BreakerState::Open
+        );
+        assert!(!h.available(&c, t0 + ms(300)));
+        assert!(h.available(&c, t0 + ms(311)));
+        assert!(h.available(&c, t0 + ms(311)));
+        assert!(h.record(&c, Outcome::Success, ms(1), t0 + ms(312)).is_none());
+        assert_eq!(
+            h.record(&c, Outcome::Success, ms(1), t0 + ms(313)).unwrap().to,
+            BreakerState::Closed
+        );
+        assert!(h.available(&c, t0 + ms(314)));
+    }
+
+    #[test]
+    fn a_failure_ratio_opens_it_too() {
+        let h = DeploymentHealth::default();
+        let c = cfg();
+        let t0 = Instant::now();
+        let mut opened = false;
+        for k in 0..10 {
+            let outcome = if k % 2 == 0 { Outcome::Failure } else { Outcome::Success };
+            opened |= h.record(&c, outcome, Duration::from_millis(1), t0).is_some();
+        }
+        assert!(opened, "5 of 10 failed");
+    }
+
+    #[test]
+    fn peak_ewma_takes_a_slow_sample_at_once() {
+        let h = DeploymentHealth::default();
+        let c = cfg();
+        let t0 = Instant::now();
+        h.record(&c, Outcome::Success, Duration::from_millis(10), t0);
+        h.record(&c, Outcome::Success, Duration::from_millis(200), t0);
+        assert!(h.ewma_ms() >= 199.0);
+    }
+}

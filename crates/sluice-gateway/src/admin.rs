@@ -32,6 +32,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/admin/config", get(config_summary))
         .route("/admin/usage", get(crate::usage::handler))
+        .route("/admin/health", get(health))
         .layer(middleware::from_fn_with_state(gw.clone(), require_token))
         .with_state(gw)
 }
@@ -69,12 +70,40 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     gw.telemetry.metrics.keys.set(gw.keys.len() as i64);
+    for (name, h) in gw.live.health() {
+        gw.telemetry
+            .metrics
+            .breaker_state
+            .get_or_create(&crate::telemetry::DeploymentLabel {
+                deployment: Arc::from(name.as_str()),
+            })
+            .set(h.state() as i64);
+    }
     let mut r = gw.telemetry.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// Every deployment's live health: breaker state, requests in flight, latency average.
+async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+    let list: Vec<_> = gw
+        .live
+        .health()
+        .into_iter()
+        .map(|(name, h)| {
+            json!({
+                "deployment": name,
+                "state": h.state().as_str(),
+                "in_flight": h.outstanding(),
+                "latency_ewma_ms": (h.ewma_ms() * 1000.0).round() / 1000.0,
+                "ejections": h.ejections(),
+            })
+        })
+        .collect();
+    Json(json!({ "deployments": list })).into_response()
 }
 
 #[derive(Debug, Serialize)]

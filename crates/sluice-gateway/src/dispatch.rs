@@ -14,6 +14,7 @@ use sluice_providers::{ErrorClass, InboundRequest, ParamPolicy, StreamTranslator
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::finish::{AttemptRecord, Finish};
+use crate::health::{InFlight, Outcome};
 use crate::routing::Decision;
 use crate::state::{DeploymentRuntime, Snapshot};
 
@@ -35,6 +36,8 @@ pub enum Upstream {
         body: Incoming,
         framing: Framing,
         translator: Box<dyn StreamTranslator>,
+        /// Counts the stream as in flight on its deployment until it ends.
+        inflight: Option<InFlight>,
     },
 }
 
@@ -44,6 +47,19 @@ struct Failure {
     retryable: bool,
     outcome: &'static str,
     status: Option<u16>,
+    /// What it says about the deployment's health.
+    health: Outcome,
+    /// The upstream asked for a pause (`Retry-After`, seconds).
+    retry_after: Option<u64>,
+}
+
+/// Full-jitter exponential backoff before retry `n` (1-based), never past the deadline.
+fn backoff(p: &sluice_config::RetryPolicy, n: u32) -> Duration {
+    let cap = p.backoff.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(p.backoff_max);
+    if cap.is_zero() {
+        return cap;
+    }
+    Duration::from_micros(rand::random_range(0..=cap.as_micros() as u64))
 }
 
 pub async fn attempts(
@@ -52,21 +68,76 @@ pub async fn attempts(
     inbound: &InboundRequest,
     finish: &mut Finish,
     deadline: Instant,
+    telemetry: &crate::telemetry::Telemetry,
 ) -> Result<Upstream, GatewayError> {
     let policy = &decision.route.config.policy;
+    let breaker = &snap.config.breaker;
+    let budget = &decision.route.retry_budget;
+    budget.deposit(&policy.retry);
     let max = policy.max_attempts as usize;
     let mut last: Option<GatewayError> = None;
+    let mut tried: Vec<usize> = Vec::with_capacity(max);
     for attempt in 0..max {
+        if attempt > 0 {
+            if !budget.withdraw(&policy.retry, Instant::now()) {
+                telemetry.retry(&decision.route.name, "denied_budget");
+                break;
+            }
+            let wait = backoff(&policy.retry, attempt as u32);
+            if Instant::now() + wait >= deadline {
+                telemetry.retry(&decision.route.name, "denied_deadline");
+                break;
+            }
+            telemetry.retry(&decision.route.name, "allowed");
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let now = Instant::now();
         if now >= deadline {
             break;
         }
-        let dep = &snap.deployments[decision.model.next_deployment(attempt)];
+        let Some(index) = decision.model.pick(&snap.deployments, &tried, breaker, now) else {
+            // Every deployment is out (breakers, Retry-After pauses): wait for the first to
+            // come back if that is within the deadline, else give up.
+            let back = decision
+                .model
+                .deployments
+                .iter()
+                .filter_map(|&d| snap.deployments[d].health.open_until())
+                .min();
+            match back {
+                Some(t) if t < deadline && attempt + 1 < max => {
+                    tokio::time::sleep_until(t.into()).await;
+                    continue;
+                }
+                _ => {
+                    last.get_or_insert_with(|| {
+                        GatewayError::new(
+                            ErrorKind::UpstreamUnavailable,
+                            "no_healthy_deployment",
+                            "Every deployment of this model is out of service (circuit open or paused by the upstream).",
+                        )
+                        .with_retry_after(back.map(|t| t.saturating_duration_since(now).as_secs().max(1)))
+                    });
+                    break;
+                }
+            }
+        };
+        tried.push(index);
+        let dep = &snap.deployments[index];
+        let inflight = dep.health.start();
         let started = Instant::now();
         let result = attempt_once(dep, decision, inbound, finish.request_id(), deadline).await;
         let elapsed = started.elapsed();
         match result {
-            Ok(up) => {
+            Ok(mut up) => {
+                let t = dep.health.record(breaker, Outcome::Success, elapsed, Instant::now());
+                telemetry.breaker(&dep.name, t);
+                if let Upstream::Stream { inflight: slot, .. } = &mut up {
+                    // A stream stays in flight until it ends.
+                    *slot = Some(inflight);
+                }
                 finish.set_price(dep.price, &snap.currency);
                 finish.add_attempt(
                     AttemptRecord {
@@ -80,6 +151,12 @@ pub async fn attempts(
                 return Ok(up);
             }
             Err(f) => {
+                drop(inflight);
+                let t = dep.health.record(breaker, f.health, elapsed, Instant::now());
+                telemetry.breaker(&dep.name, t);
+                if let Some(s) = f.retry_after {
+                    dep.health.pause(Instant::now() + Duration::from_secs(s));
+                }
                 finish.add_attempt(
                     AttemptRecord {
                         deployment: dep.name.clone(),
@@ -155,6 +232,8 @@ async fn attempt_once(
             },
             error,
             status: None,
+            health: Outcome::Neutral,
+            retry_after: None,
         }
     })?;
     let left = deadline.saturating_duration_since(Instant::now());
@@ -171,6 +250,8 @@ async fn attempt_once(
                 retryable: true,
                 outcome: "timeout",
                 status: None,
+                health: Outcome::Failure,
+                retry_after: None,
             });
         }
         Ok(Err(e)) => {
@@ -190,6 +271,8 @@ async fn attempt_once(
                 retryable: true,
                 outcome: "connect_error",
                 status: None,
+                health: Outcome::Failure,
+                retry_after: None,
             });
         }
         Ok(Ok(r)) => r,
@@ -211,6 +294,7 @@ async fn attempt_once(
             body,
             framing,
             translator: dep.adapter.stream_translator(inbound),
+            inflight: None,
         });
     }
 
@@ -231,6 +315,8 @@ async fn attempt_once(
                 retryable: false,
                 outcome: "timeout",
                 status: Some(status.as_u16()),
+                health: Outcome::Failure,
+                retry_after: None,
             });
         }
         Ok(Err(_)) => {
@@ -243,6 +329,8 @@ async fn attempt_once(
                 retryable: false,
                 outcome: "dropped",
                 status: Some(status.as_u16()),
+                health: Outcome::Failure,
+                retry_after: None,
             });
         }
         Ok(Ok(c)) => c.to_bytes(),
@@ -265,6 +353,8 @@ async fn attempt_once(
                 retryable: false,
                 outcome: "malformed",
                 status: Some(status.as_u16()),
+                health: Outcome::Failure,
+                retry_after: None,
             }),
             Err(ResponseFault::Refused { class, message }) => {
                 let secrets: Vec<&str> = dep.api_key.iter().map(|s| s.expose()).collect();
@@ -274,6 +364,8 @@ async fn attempt_once(
                     retryable: class.is_retryable(),
                     outcome: class.as_str(),
                     status: Some(status.as_u16()),
+                    health: health_of(class),
+                    retry_after: None,
                 })
             }
         };
@@ -287,7 +379,19 @@ async fn attempt_once(
         retryable: class.is_retryable(),
         outcome: class.as_str(),
         status: Some(status.as_u16()),
+        health: health_of(class),
+        retry_after: retry_after(&parts.headers),
     })
+}
+
+/// What an upstream error class says about the deployment's health.
+fn health_of(class: ErrorClass) -> Outcome {
+    match class {
+        ErrorClass::Server | ErrorClass::Overloaded | ErrorClass::Auth | ErrorClass::NotFound | ErrorClass::QuotaExceeded => {
+            Outcome::Failure
+        }
+        _ => Outcome::Neutral,
+    }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<u64> {

@@ -50,6 +50,15 @@ struct Inner {
     half_open: bool,
 }
 
+/// What the breaker lets through now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Pass,
+    /// Half-open, with a probe slot free.
+    Probe,
+    Shut,
+}
+
 /// How an attempt ended, as far as health is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -148,21 +157,18 @@ impl DeploymentHealth {
         self.lock().ejections
     }
 
-    /// Whether a request may go here now; a half-open breaker admits its probes.
-    pub fn available(&self, cfg: &BreakerConfig, now: Instant) -> bool {
-        if !cfg.enabled && self.lock().open_until.is_none() {
-            return true;
-        }
+    /// Whether a request may go here now. An open breaker whose time is over turns half-open.
+    pub fn gate(&self, cfg: &BreakerConfig, now: Instant) -> Gate {
         let mut i = self.lock();
         match i.open_until {
-            Some(until) if now < until => false,
+            None => Gate::Pass,
+            Some(until) if now < until => Gate::Shut,
+            Some(_) if !cfg.enabled || i.ejections == 0 => {
+                // A Retry-After pause (not a breaker opening) is simply over.
+                i.open_until = None;
+                Gate::Pass
+            }
             Some(_) => {
-                if !cfg.enabled {
-                    // A Retry-After pause (breaker disabled): simply over.
-                    i.open_until = None;
-                    return true;
-                }
-                // Open time is over: half-open, a few probes at a time.
                 if !i.half_open {
                     i.half_open = true;
                     i.probes = 0;
@@ -170,13 +176,25 @@ impl DeploymentHealth {
                     self.state.store(BreakerState::HalfOpen as u8, Ordering::Relaxed);
                 }
                 if i.probes < cfg.half_open_probes {
-                    i.probes += 1;
-                    true
+                    Gate::Probe
                 } else {
-                    false
+                    Gate::Shut
                 }
             }
-            None => true,
+        }
+    }
+
+    /// Takes one of a half-open breaker's probe slots; `false` if they are all taken.
+    pub fn take_probe(&self, cfg: &BreakerConfig) -> bool {
+        let mut i = self.lock();
+        if !i.half_open {
+            return true;
+        }
+        if i.probes < cfg.half_open_probes {
+            i.probes += 1;
+            true
+        } else {
+            false
         }
     }
 
@@ -230,7 +248,7 @@ impl DeploymentHealth {
             }
             return None;
         }
-        let open = i.open_until.is_some_and(|u| now < u);
+        let open = i.ejections > 0 && i.open_until.is_some_and(|u| now < u);
         let tripped = i.consecutive >= cfg.consecutive_failures
             || (i.window_total >= cfg.min_requests
                 && u64::from(i.window_failed) * 100 >= u64::from(i.window_total) * u64::from(cfg.failure_ratio_percent));
@@ -291,26 +309,27 @@ mod tests {
         assert!(h.record(&c, Outcome::Failure, ms(1), t0).is_none());
         let t = h.record(&c, Outcome::Failure, ms(1), t0).unwrap();
         assert_eq!(t.to, BreakerState::Open);
-        assert!(!h.available(&c, t0 + ms(50)));
+        assert_eq!(h.gate(&c, t0 + ms(50)), Gate::Shut);
         // After 100 ms: two probes, then nothing until they answer.
-        assert!(h.available(&c, t0 + ms(101)));
+        assert_eq!(h.gate(&c, t0 + ms(101)), Gate::Probe);
         assert_eq!(h.state(), BreakerState::HalfOpen);
-        assert!(h.available(&c, t0 + ms(101)));
-        assert!(!h.available(&c, t0 + ms(101)));
+        assert!(h.take_probe(&c) && h.take_probe(&c));
+        assert!(!h.take_probe(&c));
+        assert_eq!(h.gate(&c, t0 + ms(101)), Gate::Shut);
         // A probe fails: open again, for twice as long.
         assert_eq!(
             h.record(&c, Outcome::Failure, ms(1), t0 + ms(110)).unwrap().to,
             BreakerState::Open
         );
-        assert!(!h.available(&c, t0 + ms(300)));
-        assert!(h.available(&c, t0 + ms(311)));
-        assert!(h.available(&c, t0 + ms(311)));
+        assert_eq!(h.gate(&c, t0 + ms(300)), Gate::Shut);
+        assert_eq!(h.gate(&c, t0 + ms(311)), Gate::Probe);
+        assert!(h.take_probe(&c) && h.take_probe(&c));
         assert!(h.record(&c, Outcome::Success, ms(1), t0 + ms(312)).is_none());
         assert_eq!(
             h.record(&c, Outcome::Success, ms(1), t0 + ms(313)).unwrap().to,
             BreakerState::Closed
         );
-        assert!(h.available(&c, t0 + ms(314)));
+        assert_eq!(h.gate(&c, t0 + ms(314)), Gate::Pass);
     }
 
     #[test]
@@ -319,11 +338,11 @@ mod tests {
         let c = cfg();
         let t0 = Instant::now();
         let mut opened = false;
-        for k in 0..10 {
+        for k in 0..11 {
             let outcome = if k % 2 == 0 { Outcome::Failure } else { Outcome::Success };
             opened |= h.record(&c, outcome, Duration::from_millis(1), t0).is_some();
         }
-        assert!(opened, "5 of 10 failed");
+        assert!(opened, "6 of 11 failed, never 5 in a row");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod balance;
+pub mod health;
 pub mod body;
 pub mod dispatch;
 pub mod edge;

@@ -38,6 +38,8 @@ pub struct Relay {
     prompt_estimate: u64,
     /// Output tokens relayed, counted with the tokenizer (only when limits count tokens).
     counting: Option<Box<OutputCount>>,
+    /// Keeps the stream counted in flight on its deployment until the relay is dropped.
+    inflight: Option<crate::health::InFlight>,
 }
 
 #[derive(Debug, Default)]
@@ -74,7 +76,13 @@ impl Relay {
             started: Instant::now(),
             prompt_estimate,
             counting: None,
+            inflight: None,
         }
+    }
+
+    /// Holds the deployment's in-flight count for as long as the stream lasts.
+    pub fn hold(&mut self, inflight: Option<crate::health::InFlight>) {
+        self.inflight = inflight;
     }
 
     /// Counts the output relayed with the tokenizer as it passes, so a stream cut short

@@ -30,7 +30,10 @@ use crate::stages;
 use crate::state::Snapshot;
 
 /// What the walk decided to send, before the response (and its finish) is assembled.
+/// (A `Reply` lives for one return and moves once into the response body; boxing the relay
+/// would cost every stream an allocation to save a few hundred bytes of stack.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Json {
         status: StatusCode,
@@ -161,7 +164,7 @@ async fn walk(
     }
 
     let deadline = finish.started() + policy.total_timeout;
-    let upstream = dispatch::attempts(snap, &decision, &inbound, finish, deadline).await?;
+    let upstream = dispatch::attempts(snap, &decision, &inbound, finish, deadline, &gw.telemetry).await?;
     let upstream = stages::guard_output(&decision, upstream)?;
 
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
@@ -197,8 +200,10 @@ async fn walk(
             body,
             framing,
             translator,
+            inflight,
         } => {
             let mut relay = Relay::new(body, framing, translator, policy.stream_idle_timeout, prompt_estimate);
+            relay.hold(inflight);
             if snap.config.counts_tokens() {
                 // Token and cost limits apply: a stream cut short is counted with the tokenizer.
                 relay.count_output();

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ pub struct DeploymentRuntime {
     pub api_version: Option<String>,
     pub price: Option<Price>,
     pub aws: Option<AwsAuth>,
+    /// In flight, latency, breaker: live state, kept across reloads by name.
+    pub health: Arc<crate::health::DeploymentHealth>,
 }
 
 impl std::fmt::Debug for DeploymentRuntime {
@@ -91,21 +93,11 @@ impl std::fmt::Debug for DeploymentRuntime {
 pub struct ModelRuntime {
     pub name: Arc<str>,
     pub deployments: Vec<usize>,
+    pub weights: Vec<u32>,
+    pub balance: sluice_config::Balance,
     pub limits: Vec<sluice_config::LimitSpec>,
     /// Round-robin position; shared with the previous snapshot's alias of the same name.
-    cursor: Arc<AtomicUsize>,
-}
-
-impl ModelRuntime {
-    /// Deployment indices in the order this request should try them.
-    pub fn next_deployment(&self, attempt: usize) -> usize {
-        let start = if attempt == 0 {
-            self.cursor.fetch_add(1, Ordering::Relaxed)
-        } else {
-            self.cursor.load(Ordering::Relaxed)
-        };
-        self.deployments[(start + attempt) % self.deployments.len()]
-    }
+    pub(crate) cursor: Arc<AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -116,6 +108,8 @@ pub struct RouteRuntime {
     pub clients: [Arc<HttpClient>; 2],
     /// A prediction route's compiled schemas and templates.
     pub prediction: Option<Arc<crate::predict::Prediction>>,
+    /// Live, kept across reloads by route name.
+    pub retry_budget: Arc<crate::balance::RetryBudget>,
 }
 
 impl RouteRuntime {
@@ -150,6 +144,8 @@ pub struct LiveState {
     tls: rustls::ClientConfig,
     clients: Mutex<HashMap<ClientKey, Arc<HttpClient>>>,
     cursors: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    health: Mutex<HashMap<String, Arc<crate::health::DeploymentHealth>>>,
+    budgets: Mutex<HashMap<String, Arc<crate::balance::RetryBudget>>>,
     mocks: tokio::sync::Mutex<HashMap<String, (MockKnobs, Arc<MockServer>)>>,
     /// Limit counters: keyed by scope and name, so a reload never resets them.
     pub limits: crate::limits::Limits,
@@ -174,6 +170,8 @@ impl LiveState {
             tls,
             clients: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
             mocks: tokio::sync::Mutex::new(HashMap::new()),
             limits: crate::limits::Limits::default(),
         }
@@ -209,6 +207,24 @@ impl LiveState {
                 Arc::new(builder.build(https))
             })
             .clone()
+    }
+
+    /// Every deployment's health, by name (for the admin API and metrics).
+    pub fn health(&self) -> Vec<(String, Arc<crate::health::DeploymentHealth>)> {
+        let map = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = map.iter().map(|(k, h)| (k.clone(), h.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn health_of(&self, deployment: &str) -> Arc<crate::health::DeploymentHealth> {
+        let mut map = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(deployment.to_owned()).or_default().clone()
+    }
+
+    fn budget(&self, route: &str) -> Arc<crate::balance::RetryBudget> {
+        let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(route.to_owned()).or_default().clone()
     }
 
     fn cursor(&self, alias: &str) -> Arc<AtomicUsize> {
@@ -282,6 +298,7 @@ impl LiveState {
                     session_token: a.session_token.as_ref().map(|t| t.expose().to_owned()),
                     region: a.region.clone(),
                 }),
+                health: self.health_of(&d.name),
             });
         }
         let models: Vec<ModelRuntime> = config
@@ -290,6 +307,8 @@ impl LiveState {
             .map(|m| ModelRuntime {
                 name: Arc::from(m.name.as_str()),
                 deployments: m.deployments.clone(),
+                weights: m.weights.clone(),
+                balance: m.balance,
                 limits: m.limits.clone(),
                 cursor: self.cursor(&m.name),
             })
@@ -314,6 +333,7 @@ impl LiveState {
                     .as_ref()
                     .and_then(crate::predict::Prediction::compile)
                     .map(Arc::new),
+                retry_budget: self.budget(&r.name),
             })
             .collect();
         Ok(Snapshot {

@@ -49,6 +49,23 @@ pub struct AttemptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeploymentLabel {
+    pub deployment: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub deployment: Arc<str>,
+    pub to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub route: Arc<str>,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -74,6 +91,10 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub keys: Gauge,
     pub limits_store: crate::limits::StoreMetrics,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<DeploymentLabel, Gauge>,
+    pub breaker_transitions: Family<TransitionLabels, Counter>,
+    pub retries: Family<RetryLabels, Counter>,
 }
 
 impl Metrics {
@@ -92,7 +113,25 @@ impl Metrics {
             reloads: Family::default(),
             keys: Gauge::default(),
             limits_store: crate::limits::StoreMetrics::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            retries: Family::default(),
         };
+        registry.register(
+            "sluice_breaker_state",
+            "Circuit breaker per deployment: 0 closed, 1 open, 2 half-open",
+            m.breaker_state.clone(),
+        );
+        registry.register(
+            "sluice_breaker_transitions",
+            "Circuit breaker state changes per deployment",
+            m.breaker_transitions.clone(),
+        );
+        registry.register(
+            "sluice_retries",
+            "Retry decisions per route: allowed, denied_budget, denied_deadline",
+            m.retries.clone(),
+        );
         registry.register("sluice_requests", "Finished API requests", m.requests.clone());
         registry.register(
             "sluice_request_duration_seconds",
@@ -183,6 +222,40 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// Counts a retry decision.
+    pub fn retry(&self, route: &Arc<str>, decision: &'static str) {
+        self.metrics
+            .retries
+            .get_or_create(&RetryLabels {
+                route: route.clone(),
+                decision,
+            })
+            .inc();
+    }
+
+    /// Records a breaker transition (metrics and one log line), if there was one.
+    pub fn breaker(&self, deployment: &Arc<str>, t: Option<crate::health::Transition>) {
+        let Some(t) = t else { return };
+        let m = &self.metrics;
+        m.breaker_state
+            .get_or_create(&DeploymentLabel {
+                deployment: deployment.clone(),
+            })
+            .set(t.to as i64);
+        m.breaker_transitions
+            .get_or_create(&TransitionLabels {
+                deployment: deployment.clone(),
+                to: t.to.as_str(),
+            })
+            .inc();
+        match t.to {
+            crate::health::BreakerState::Open => {
+                tracing::warn!(deployment = %deployment, "circuit open: deployment taken out of its pools")
+            }
+            _ => tracing::info!(deployment = %deployment, state = t.to.as_str(), "circuit state changed"),
+        }
+    }
+
     pub fn new(target: &AccessLogTarget, queue: usize) -> std::io::Result<Telemetry> {
         let out: Option<Box<dyn Write + Send>> = match target {
             AccessLogTarget::Off => None,

@@ -1,0 +1,185 @@
+//! Which deployment an attempt goes to, and whether a retry may happen at all.
+//!
+//! `ModelRuntime::pick` leaves out deployments already tried by this request (while others
+//! remain) and those whose breaker is shut — unless more than `max_ejected_percent` of the pool
+//! is shut, in which case breakers are ignored rather than failing everything (panic mode) —
+//! then applies the alias's strategy.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use rand::Rng;
+use sluice_config::{Balance, BreakerConfig, RetryPolicy};
+
+use crate::health::Gate;
+use crate::state::{DeploymentRuntime, ModelRuntime};
+
+impl ModelRuntime {
+    /// The deployment (index into the snapshot's) for the next attempt, or `None` when every
+    /// candidate's breaker is shut and panic mode does not apply.
+    pub fn pick(
+        &self,
+        deployments: &[DeploymentRuntime],
+        tried: &[usize],
+        breaker: &BreakerConfig,
+        now: Instant,
+    ) -> Option<usize> {
+        let fresh: Vec<(usize, u32)> = self
+            .deployments
+            .iter()
+            .zip(&self.weights)
+            .filter(|(d, _)| !tried.contains(d))
+            .map(|(d, w)| (*d, *w))
+            .collect();
+        let candidates = if fresh.is_empty() {
+            self.deployments.iter().copied().zip(self.weights.iter().copied()).collect()
+        } else {
+            fresh
+        };
+        let gates: Vec<Gate> = candidates
+            .iter()
+            .map(|(d, _)| deployments[*d].health.gate(breaker, now))
+            .collect();
+        let shut = self
+            .deployments
+            .iter()
+            .filter(|d| deployments[**d].health.state() == crate::health::BreakerState::Open)
+            .count();
+        let panic = shut * 100 > self.deployments.len() * breaker.max_ejected_percent as usize;
+        let mut open: Vec<(usize, u32)> = candidates
+            .iter()
+            .zip(&gates)
+            .filter(|(_, g)| panic || **g != Gate::Shut)
+            .map(|(c, _)| *c)
+            .collect();
+        while !open.is_empty() {
+            let i = self.choose(deployments, &open, tried.is_empty(), now);
+            let (d, _) = open[i];
+            if panic || deployments[d].health.take_probe(breaker) {
+                return Some(d);
+            }
+            open.remove(i);
+        }
+        None
+    }
+
+    /// An index into `open` by the alias's strategy.
+    fn choose(&self, deployments: &[DeploymentRuntime], open: &[(usize, u32)], first: bool, now: Instant) -> usize {
+        let n = open.len();
+        if n == 1 {
+            return 0;
+        }
+        let turn = if first {
+            self.cursor.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.cursor.load(Ordering::Relaxed)
+        };
+        match self.balance {
+            Balance::RoundRobin => turn % n,
+            Balance::Weighted => {
+                let total: u64 = open.iter().map(|(_, w)| u64::from(*w)).sum();
+                let mut at = (turn as u64) % total.max(1);
+                for (i, (_, w)) in open.iter().enumerate() {
+                    if at < u64::from(*w) {
+                        return i;
+                    }
+                    at -= u64::from(*w);
+                }
+                0
+            }
+            Balance::LeastOutstanding => {
+                // The fewest in flight; ties go round the pool.
+                (0..n)
+                    .map(|k| (turn + k) % n)
+                    .min_by_key(|&i| deployments[open[i].0].health.outstanding())
+                    .unwrap_or(0)
+            }
+            Balance::Latency => {
+                // Power of two choices on peak-EWMA latency × (in flight + 1).
+                let mut rng = rand::rng();
+                let a = rng.random_range(0..n);
+                let b = (a + rng.random_range(1..n)) % n;
+                let cost = |i: usize| deployments[open[i].0].health.cost(now);
+                if cost(a) <= cost(b) { a } else { b }
+            }
+        }
+    }
+}
+
+/// A route's retry budget: every request deposits `budget_percent` of a retry, every retry
+/// withdraws one, and `budget_min_per_s` more are allowed per second; at most ten seconds'
+/// worth accumulates. So retries never exceed that share of traffic, and a sick backend gets
+/// no retry storm.
+#[derive(Debug, Default)]
+pub struct RetryBudget {
+    /// Thousandths of a retry.
+    milli: AtomicI64,
+    /// Last time the per-second allowance was added (ms since `epoch`).
+    refilled_ms: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl RetryBudget {
+    fn cap(p: &RetryPolicy) -> i64 {
+        i64::from(p.budget_min_per_s.max(1)) * 10_000 + i64::from(p.budget_percent) * 100
+    }
+
+    /// A request arrived.
+    pub fn deposit(&self, p: &RetryPolicy) {
+        let cap = Self::cap(p);
+        let add = i64::from(p.budget_percent) * 10;
+        let _ = self
+            .milli
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| Some((m + add).min(cap)));
+    }
+
+    /// Takes one retry from the budget; `false` if there is none.
+    pub fn withdraw(&self, p: &RetryPolicy, now: Instant) -> bool {
+        let epoch = *self.epoch.get_or_init(|| now);
+        let now_ms = now.saturating_duration_since(epoch).as_millis() as u64;
+        let last = self.refilled_ms.swap(now_ms, Ordering::Relaxed);
+        let refill = (now_ms.saturating_sub(last) as i64) * i64::from(p.budget_min_per_s);
+        let cap = Self::cap(p);
+        self.milli
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                let m = (m + refill).min(cap);
+                (m >= 1000).then_some(m - 1000)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_budget_allows_its_share_and_the_minimum_rate() {
+        let p = RetryPolicy {
+            backoff: Duration::ZERO,
+            backoff_max: Duration::ZERO,
+            budget_percent: 20,
+            budget_min_per_s: 0,
+        };
+        let b = RetryBudget::default();
+        let t = Instant::now();
+        let mut retries = 0;
+        for _ in 0..1000 {
+            b.deposit(&p);
+            if b.withdraw(&p, t) {
+                retries += 1;
+            }
+        }
+        assert_eq!(retries, 200, "a fifth of the requests");
+        let p = RetryPolicy {
+            budget_percent: 0,
+            budget_min_per_s: 5,
+            ..p
+        };
+        let b = RetryBudget::default();
+        assert!(!b.withdraw(&p, t));
+        let allowed = (0..100).filter(|_| b.withdraw(&p, t + Duration::from_secs(2))).count();
+        assert_eq!(allowed, 10, "five a second, over two seconds");
+    }
+}

@@ -46,12 +46,22 @@ impl ModelRuntime {
             .filter(|d| deployments[**d].health.state() == crate::health::BreakerState::Open)
             .count();
         let panic = shut * 100 > self.deployments.len() * breaker.max_ejected_percent as usize;
-        let mut open: Vec<(usize, u32)> = candidates
-            .iter()
-            .zip(&gates)
-            .filter(|(_, g)| panic || **g != Gate::Shut)
-            .map(|(c, _)| *c)
-            .collect();
+        let with = |ok: &dyn Fn(Gate) -> bool| -> Vec<(usize, u32)> {
+            candidates
+                .iter()
+                .zip(&gates)
+                .filter(|(_, g)| ok(**g))
+                .map(|(c, _)| *c)
+                .collect()
+        };
+        // Healthy (or probing) first; then those paused by a Retry-After; in panic mode, any.
+        let mut open = with(&|g| matches!(g, Gate::Pass | Gate::Probe));
+        if open.is_empty() {
+            open = with(&|g| g == Gate::Paused);
+        }
+        if open.is_empty() && panic {
+            open = candidates.clone();
+        }
         while !open.is_empty() {
             let i = self.choose(deployments, &open, tried.is_empty(), now);
             let (d, _) = open[i];
@@ -135,7 +145,8 @@ impl RetryBudget {
 
     /// Takes one retry from the budget; `false` if there is none.
     pub fn withdraw(&self, p: &RetryPolicy, now: Instant) -> bool {
-        let epoch = *self.epoch.get_or_init(|| now);
+        // The budget starts with one second's minimum allowance.
+        let epoch = *self.epoch.get_or_init(|| now - std::time::Duration::from_secs(1));
         let now_ms = now.saturating_duration_since(epoch).as_millis() as u64;
         let last = self.refilled_ms.swap(now_ms, Ordering::Relaxed);
         let refill = (now_ms.saturating_sub(last) as i64) * i64::from(p.budget_min_per_s);
@@ -163,7 +174,7 @@ mod tests {
             budget_min_per_s: 0,
         };
         let b = RetryBudget::default();
-        let t = Instant::now();
+        let t = Instant::now() + Duration::from_secs(5);
         let mut retries = 0;
         for _ in 0..1000 {
             b.deposit(&p);
@@ -178,7 +189,8 @@ mod tests {
             ..p
         };
         let b = RetryBudget::default();
-        assert!(!b.withdraw(&p, t));
+        let first = (0..100).filter(|_| b.withdraw(&p, t)).count();
+        assert_eq!(first, 5, "one second's allowance to start with");
         let allowed = (0..100).filter(|_| b.withdraw(&p, t + Duration::from_secs(2))).count();
         assert_eq!(allowed, 10, "five a second, over two seconds");
     }

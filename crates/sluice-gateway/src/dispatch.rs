@@ -126,6 +126,16 @@ pub async fn attempts(
         };
         tried.push(index);
         let dep = &snap.deployments[index];
+        if attempt > 0
+            && let Some(until) = dep.health.paused_until(Instant::now())
+        {
+            // The upstream asked for a pause and nothing else is left: honour it, or stop.
+            if until >= deadline {
+                telemetry.retry(&decision.route.name, "denied_deadline");
+                break;
+            }
+            tokio::time::sleep_until(until.into()).await;
+        }
         let inflight = dep.health.start();
         let started = Instant::now();
         let result = attempt_once(dep, decision, inbound, finish.request_id(), deadline).await;

@@ -56,6 +56,8 @@ pub enum Gate {
     Pass,
     /// Half-open, with a probe slot free.
     Probe,
+    /// The upstream asked for a pause (`Retry-After`): use only when nothing else is left.
+    Paused,
     Shut,
 }
 
@@ -162,6 +164,7 @@ impl DeploymentHealth {
         let mut i = self.lock();
         match i.open_until {
             None => Gate::Pass,
+            Some(until) if now < until && (i.ejections == 0 || !cfg.enabled) => Gate::Paused,
             Some(until) if now < until => Gate::Shut,
             Some(_) if !cfg.enabled || i.ejections == 0 => {
                 // A Retry-After pause (not a breaker opening) is simply over.
@@ -198,9 +201,15 @@ impl DeploymentHealth {
         }
     }
 
-    /// When it would be available again (for waiting out a Retry-After).
+    /// When it would be available again (for waiting out an open breaker).
     pub fn open_until(&self) -> Option<Instant> {
         self.lock().open_until
+    }
+
+    /// The end of a pause the upstream asked for (`Retry-After`), if one is running.
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        let i = self.lock();
+        i.open_until.filter(|u| i.ejections == 0 && *u > now)
     }
 
     /// Records an attempt's outcome; returns a breaker transition if one happened.

@@ -58,12 +58,24 @@ pub(crate) fn balance(m: &RawModel, path: &str, errs: &mut Collector) -> (Balanc
 }
 
 /// A route's retry policy (its own, else `defaults.retry`).
-pub(crate) fn retry(own: Option<&RawRetry>, defaults: Option<&RawRetry>, path: &str, errs: &mut Collector) -> RetryPolicy {
+pub(crate) fn retry(
+    own: Option<&RawRetry>,
+    defaults: Option<&RawRetry>,
+    path: &str,
+    errs: &mut Collector,
+) -> RetryPolicy {
     let empty = RawRetry::default();
     let (own, defaults) = (own.unwrap_or(&empty), defaults.unwrap_or(&empty));
     let pick = |a: &Option<S<u64>>, b: &Option<S<u64>>| a.clone().or_else(|| b.clone());
     let p = |name: &str| format!("{path}.retry.{name}");
-    let backoff = ranged(pick(&own.backoff_ms, &defaults.backoff_ms).as_ref(), 25, 0, 60_000, &p("backoff_ms"), errs);
+    let backoff = ranged(
+        pick(&own.backoff_ms, &defaults.backoff_ms).as_ref(),
+        25,
+        0,
+        60_000,
+        &p("backoff_ms"),
+        errs,
+    );
     let backoff_max = ranged(
         pick(&own.backoff_max_ms, &defaults.backoff_max_ms).as_ref(),
         1_000,

@@ -2,8 +2,8 @@
 //!
 //! `ModelRuntime::pick` leaves out deployments already tried by this request (while others
 //! remain) and those whose breaker is shut — unless more than `max_ejected_percent` of the pool
-//! is shut, in which case breakers are ignored rather than failing everything (panic mode) —
-//! then applies the alias's strategy.
+//! (and more than one) is shut, in which case breakers are ignored rather than failing
+//! everything (panic mode) — then applies the alias's strategy.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
@@ -32,7 +32,11 @@ impl ModelRuntime {
             .map(|(d, w)| (*d, *w))
             .collect();
         let candidates = if fresh.is_empty() {
-            self.deployments.iter().copied().zip(self.weights.iter().copied()).collect()
+            self.deployments
+                .iter()
+                .copied()
+                .zip(self.weights.iter().copied())
+                .collect()
         } else {
             fresh
         };
@@ -45,7 +49,9 @@ impl ModelRuntime {
             .iter()
             .filter(|d| deployments[**d].health.state() == crate::health::BreakerState::Open)
             .count();
-        let panic = shut * 100 > self.deployments.len() * breaker.max_ejected_percent as usize;
+        // At least one may always be out (so a one-deployment alias still has a breaker).
+        let may_be_out = (self.deployments.len() * breaker.max_ejected_percent as usize / 100).max(1);
+        let panic = shut > may_be_out;
         let with = |ok: &dyn Fn(Gate) -> bool| -> Vec<(usize, u32)> {
             candidates
                 .iter()

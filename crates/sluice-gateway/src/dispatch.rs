@@ -55,7 +55,10 @@ struct Failure {
 
 /// Full-jitter exponential backoff before retry `n` (1-based), never past the deadline.
 fn backoff(p: &sluice_config::RetryPolicy, n: u32) -> Duration {
-    let cap = p.backoff.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(p.backoff_max);
+    let cap = p
+        .backoff
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(p.backoff_max);
     if cap.is_zero() {
         return cap;
     }
@@ -397,9 +400,11 @@ async fn attempt_once(
 /// What an upstream error class says about the deployment's health.
 fn health_of(class: ErrorClass) -> Outcome {
     match class {
-        ErrorClass::Server | ErrorClass::Overloaded | ErrorClass::Auth | ErrorClass::NotFound | ErrorClass::QuotaExceeded => {
-            Outcome::Failure
-        }
+        ErrorClass::Server
+        | ErrorClass::Overloaded
+        | ErrorClass::Auth
+        | ErrorClass::NotFound
+        | ErrorClass::QuotaExceeded => Outcome::Failure,
         _ => Outcome::Neutral,
     }
 }

@@ -219,7 +219,11 @@ impl DeploymentHealth {
         let sample = latency.as_secs_f64() * 1e6;
         let idle = now.saturating_duration_since(i.ewma_at).as_secs_f64();
         let w = (-idle / EWMA_DECAY.as_secs_f64()).exp();
-        i.ewma_us = if sample > i.ewma_us { sample } else { i.ewma_us * w + sample * (1.0 - w) };
+        i.ewma_us = if sample > i.ewma_us {
+            sample
+        } else {
+            i.ewma_us * w + sample * (1.0 - w)
+        };
         i.ewma_at = now;
         if !cfg.enabled || outcome == Outcome::Neutral {
             return None;
@@ -260,7 +264,8 @@ impl DeploymentHealth {
         let open = i.ejections > 0 && i.open_until.is_some_and(|u| now < u);
         let tripped = i.consecutive >= cfg.consecutive_failures
             || (i.window_total >= cfg.min_requests
-                && u64::from(i.window_failed) * 100 >= u64::from(i.window_total) * u64::from(cfg.failure_ratio_percent));
+                && u64::from(i.window_failed) * 100
+                    >= u64::from(i.window_total) * u64::from(cfg.failure_ratio_percent));
         if failed && tripped && !open {
             return Some(self.open(&mut i, cfg, now));
         }

@@ -8,12 +8,12 @@
 pub mod admin;
 pub mod alerts;
 pub mod balance;
-pub mod health;
 pub mod body;
 pub mod dispatch;
 pub mod edge;
 pub mod error;
 pub mod finish;
+pub mod health;
 pub mod keys;
 pub mod ledger;
 pub mod limits;

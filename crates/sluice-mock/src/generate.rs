@@ -59,7 +59,12 @@ pub(crate) async fn respond(
 
     pause(Knobs::ms(knobs.latency_ms)).await;
 
-    if let Some(status) = knobs.status {
+    let injected = match knobs.fail_percent {
+        Some(p) if rand::random_range(0..100u8) < p => Some(knobs.status.unwrap_or(500)),
+        Some(_) => None,
+        None => knobs.status,
+    };
+    if let Some(status) = injected {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut r = json_response(status, &responses::error_body(status.as_u16(), "mock fault injected"));
         if let Some(s) = knobs.retry_after_s

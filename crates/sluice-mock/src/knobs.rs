@@ -38,6 +38,8 @@ pub struct Knobs {
     pub cache_write_tokens: Option<u64>,
     /// Gemini: block the `prompt` (promptFeedback) or the `answer` (a SAFETY finish).
     pub safety_block: Option<String>,
+    /// Answer this share of requests (percent, at random) with `status` (default 500).
+    pub fail_percent: Option<u8>,
 }
 
 impl Knobs {
@@ -60,6 +62,7 @@ impl Knobs {
             cached_tokens: self.cached_tokens.or(defaults.cached_tokens),
             cache_write_tokens: self.cache_write_tokens.or(defaults.cache_write_tokens),
             safety_block: self.safety_block.or_else(|| defaults.safety_block.clone()),
+            fail_percent: self.fail_percent.or(defaults.fail_percent),
         }
     }
     pub fn chunks(&self) -> u64 {

@@ -1,0 +1,304 @@
+//! Resilience with the mock on real sockets: a failing deployment, a slow one, a dead one that
+//! heals, Retry-After, the breaker's states, and the retry budget under a failure storm.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_mock::{Knobs, MockConfig, MockServer};
+use sluice_testkit::*;
+
+async fn mock_knobs(knobs: Knobs) -> MockServer {
+    mock_with(MockConfig {
+        defaults: knobs,
+        ..MockConfig::default()
+    })
+    .await
+}
+
+fn deployment(name: &str, base: &str) -> String {
+    format!(
+        "  - {{ name: {name}, provider: openai, base_url: \"{base}\", model: upstream-{name}, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}\n"
+    )
+}
+
+/// A config whose alias `chat` spreads over `deps` (name, base URL).
+fn config(deps: &[(&str, String)], model_extra: &str, route_extra: &str, breaker: &str) -> String {
+    let names: Vec<&str> = deps.iter().map(|(n, _)| *n).collect();
+    format!(
+        "deployments:\n{}models:\n  - {{ name: chat, deployments: [{}]{model_extra} }}\nroutes:\n  - {{ name: default{route_extra} }}\nbreaker: {{ {breaker} }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deps.iter().map(|(n, b)| deployment(n, b)).collect::<String>(),
+        names.join(", "),
+        key_hash(KEY)
+    )
+}
+
+fn ask() -> Value {
+    json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Sends `n` requests, `concurrency` at a time; returns the statuses.
+async fn load(gw: &Arc<TestGateway>, n: usize, concurrency: usize, body: Value) -> Vec<u16> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (gw, next, body) = (gw.clone(), next.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    out.push(gw.chat(KEY, &body).await.status.as_u16());
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+fn requests(m: &MockServer) -> u64 {
+    m.stats().requests.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deployment_failing_thirty_percent_costs_callers_nothing() {
+    let a = mock_knobs(Knobs::default()).await;
+    let b = mock_knobs(Knobs::default()).await;
+    let c = mock_knobs(Knobs {
+        fail_percent: Some(30),
+        ..Knobs::default()
+    })
+    .await;
+    let yaml = config(
+        &[("a", a.base_url()), ("b", b.base_url()), ("c", c.base_url())],
+        "",
+        ", max_attempts: 3, retry: { backoff_ms: 0, budget_percent: 50 }",
+        "",
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let statuses = load(&gw, 10_000, 32, ask()).await;
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(failed, 0, "every failure was retried elsewhere");
+    let failed_attempts: usize = gw
+        .log_lines(10_000)
+        .await
+        .iter()
+        .flat_map(|l| l["attempts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["outcome"] != "ok")
+        .count();
+    assert!(
+        failed_attempts >= 30,
+        "the failing deployment failed: {failed_attempts}"
+    );
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("sluice_retries_total{route=\"default\",decision=\"allowed\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_aware_balancing_starves_a_ten_times_slower_deployment() {
+    let fast = Knobs {
+        latency_ms: Some(4),
+        ..Knobs::default()
+    };
+    let a = mock_knobs(fast.clone()).await;
+    let b = mock_knobs(fast).await;
+    let slow = mock_knobs(Knobs {
+        latency_ms: Some(40),
+        ..Knobs::default()
+    })
+    .await;
+    let yaml = config(
+        &[("a", a.base_url()), ("b", b.base_url()), ("slow", slow.base_url())],
+        ", balance: latency",
+        "",
+        "",
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let statuses = load(&gw, 2_000, 8, ask()).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let share = requests(&slow) as f64 / 2_000.0;
+    assert!(share <= 0.05, "the slow deployment got {:.1} %", share * 100.0);
+    // Round-robin, for contrast, gives it a third.
+    let rr = config(
+        &[("a", a.base_url()), ("b", b.base_url()), ("slow", slow.base_url())],
+        "",
+        "",
+        "",
+    );
+    let before = requests(&slow);
+    let gw = Arc::new(TestGateway::start(&rr).await);
+    load(&gw, 300, 8, ask()).await;
+    assert_eq!(requests(&slow) - before, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_deployment_is_ejected_and_returns_when_it_heals() {
+    let live = mock().await;
+    // Nothing listens here yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("http://127.0.0.1:{port}/v1");
+    let yaml = config(
+        &[("live", live.base_url()), ("dead", dead)],
+        "",
+        ", max_attempts: 2, retry: { backoff_ms: 0 }",
+        "consecutive_failures: 3, open_ms: 200, max_open_ms: 400",
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let statuses = load(&gw, 400, 4, ask()).await;
+    assert!(statuses.iter().all(|s| *s == 200), "retried onto the live one");
+    let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
+    let dead_state = health["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["deployment"] == "dead")
+        .unwrap()
+        .clone();
+    assert!(dead_state["ejections"].as_u64().unwrap() >= 1, "{health}");
+    // While it is out, it is not tried on every request: far fewer attempts than requests.
+    let attempts: usize = gw
+        .log_lines(400)
+        .await
+        .iter()
+        .map(|l| l["attempts"].as_array().unwrap().len())
+        .sum();
+    assert!(attempts < 480, "{attempts} attempts for 400 requests");
+
+    // It heals: a mock starts on its port. Within an open period or two it is probed and back.
+    let healed = MockServer::start(SocketAddr::from(([127, 0, 0, 1], port)), MockConfig::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while requests(&healed) < 20 {
+        assert!(Instant::now() < deadline, "never came back");
+        load(&gw, 20, 2, ask()).await;
+    }
+    let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
+    assert!(health.to_string().contains("\"state\":\"closed\""), "{health}");
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("sluice_breaker_transitions_total{deployment=\"dead\",to=\"open\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sluice_breaker_transitions_total{deployment=\"dead\",to=\"closed\"}"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_takes_a_deployment_out_for_that_long() {
+    let limited = mock_knobs(Knobs {
+        status: Some(429),
+        retry_after_s: Some(2),
+        ..Knobs::default()
+    })
+    .await;
+    let fine = mock().await;
+    let yaml = config(
+        &[("limited", limited.base_url()), ("fine", fine.base_url())],
+        "",
+        ", max_attempts: 2, retry: { backoff_ms: 0 }",
+        "",
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let started = Instant::now();
+    let statuses = load(&gw, 100, 1, ask()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the test must stay inside the pause"
+    );
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(requests(&limited), 1, "asked once, then left alone for its Retry-After");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_half_opens_and_closes() {
+    let m = mock().await;
+    let yaml = config(
+        &[("only", m.base_url())],
+        "",
+        "",
+        "consecutive_failures: 3, open_ms: 300, half_open_probes: 1",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let failing = json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "mock": {"status": 500}});
+    for _ in 0..3 {
+        assert_eq!(gw.chat(KEY, &failing).await.status, 502);
+    }
+    // Open: refused at once, the upstream is not asked.
+    let r = gw.chat(KEY, &ask()).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.error_code(), "no_healthy_deployment");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(requests(&m), 3);
+    let state = |h: Value| h["deployments"][0]["state"].as_str().unwrap().to_owned();
+    assert_eq!(
+        state(gw.admin(http::Method::GET, "/admin/health", None).await.json()),
+        "open"
+    );
+    // After the open time, one probe: it fails, so open again (for twice as long).
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    assert_eq!(gw.chat(KEY, &failing).await.status, 502);
+    assert_eq!(requests(&m), 4, "one probe");
+    assert_eq!(gw.chat(KEY, &ask()).await.error_code(), "no_healthy_deployment");
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    // A probe that succeeds closes it.
+    assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
+    assert_eq!(
+        state(gw.admin(http::Method::GET, "/admin/health", None).await.json()),
+        "closed"
+    );
+    for _ in 0..5 {
+        assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stay_within_the_budget_in_a_failure_storm() {
+    let a = mock_knobs(Knobs {
+        status: Some(500),
+        ..Knobs::default()
+    })
+    .await;
+    let b = mock_knobs(Knobs {
+        status: Some(500),
+        ..Knobs::default()
+    })
+    .await;
+    let yaml = config(
+        &[("a", a.base_url()), ("b", b.base_url())],
+        "",
+        ", max_attempts: 3, retry: { backoff_ms: 0, budget_percent: 20, budget_min_per_s: 10 }",
+        "enabled: false",
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let started = Instant::now();
+    let statuses = load(&gw, 10_000, 32, ask()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(statuses.iter().all(|s| *s == 502));
+    let attempts = requests(&a) + requests(&b);
+    let retries = attempts - 10_000;
+    let allowed = 10_000.0 * 0.2 + 10.0 * (seconds + 1.0) + 1.0;
+    assert!(
+        (retries as f64) <= allowed,
+        "{retries} retries for 10 000 requests in {seconds:.1} s (budget {allowed:.0})"
+    );
+    assert!(retries >= 1_500, "the budget is used: {retries}");
+    let m = gw.metrics().await;
+    assert!(m.contains("decision=\"denied_budget\""), "{m}");
+}

@@ -35,6 +35,8 @@ routes:
     match: {{ headers: {{ x-test-route: retry }} }}
     max_attempts: 2
   - name: default
+# Every case injects its own failure into one deployment; breakers are tested in resilience.rs.
+breaker: {{ enabled: false }}
 keys:
   - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
   - {{ id: limited, hash: "{}", models: [other] }}

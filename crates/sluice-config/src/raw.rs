@@ -298,6 +298,19 @@ pub struct RawRoute {
     #[serde(default)]
     pub limits: RawLimits,
     pub retry: Option<RawRetry>,
+    /// Aliases tried in order when the route's model fails.
+    pub fallback: Option<Vec<S<String>>>,
+    /// Which failures fall back: error, timeout, open_circuit, rate_limit, context_length,
+    /// content_policy.
+    pub fallback_on: Option<Vec<S<String>>>,
+    /// The last resort: an answer with this text instead of an error.
+    pub fallback_response: Option<RawFallbackResponse>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallbackResponse {
+    pub content: S<String>,
 }
 
 /// A prediction route: JSON Schemas for the caller's request and the model's answer, and

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::raw::{RawBreaker, RawModel, RawRetry, S};
-use crate::types::{Balance, BreakerConfig, RetryPolicy};
+use crate::raw::{RawBreaker, RawModel, RawRetry, RawRoute, S};
+use crate::types::{Balance, BreakerConfig, FallbackConfig, FallbackReason, RetryPolicy};
 use crate::validate::Collector;
 
 fn ranged(v: Option<&S<u64>>, default: u64, min: u64, max: u64, path: &str, errs: &mut Collector) -> u64 {
@@ -121,5 +121,42 @@ pub(crate) fn breaker(raw: &RawBreaker, errs: &mut Collector) -> BreakerConfig {
         max_open: Duration::from_millis(r(&raw.max_open_ms, 60_000, 1, 86_400_000, "max_open_ms", errs).max(open)),
         half_open_probes: r(&raw.half_open_probes, 1, 1, 1_000, "half_open_probes", errs) as u32,
         max_ejected_percent: r(&raw.max_ejected_percent, 50, 0, 100, "max_ejected_percent", errs) as u32,
+    }
+}
+
+/// A route's fallback chain.
+pub(crate) fn fallback(r: &RawRoute, model_names: &[&str], path: &str, errs: &mut Collector) -> FallbackConfig {
+    let models = r
+        .fallback
+        .as_ref()
+        .map(|list| crate::validate::resolve_models(list, model_names, &format!("{path}.fallback"), errs))
+        .unwrap_or_default();
+    let on = match &r.fallback_on {
+        None => vec![
+            FallbackReason::Error,
+            FallbackReason::Timeout,
+            FallbackReason::OpenCircuit,
+            FallbackReason::RateLimit,
+        ],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(j, w)| {
+                let found = FallbackReason::ALL.into_iter().find(|f| f.as_str() == w.value);
+                if found.is_none() {
+                    errs.push(
+                        format!("{path}.fallback_on[{j}]"),
+                        Some(w),
+                        "one of error, timeout, open_circuit, rate_limit, context_length, content_policy",
+                    );
+                }
+                found
+            })
+            .collect(),
+    };
+    FallbackConfig {
+        models,
+        on,
+        response: r.fallback_response.as_ref().map(|f| f.content.value.clone()),
     }
 }

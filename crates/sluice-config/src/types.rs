@@ -406,6 +406,50 @@ pub struct RouteConfig {
     pub policy: RoutePolicy,
     pub prediction: Option<PredictionConfig>,
     pub limits: Vec<LimitSpec>,
+    pub fallback: FallbackConfig,
+}
+
+/// Why a request fell back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FallbackReason {
+    Error,
+    Timeout,
+    OpenCircuit,
+    RateLimit,
+    ContextLength,
+    ContentPolicy,
+}
+
+impl FallbackReason {
+    pub const ALL: [FallbackReason; 6] = [
+        FallbackReason::Error,
+        FallbackReason::Timeout,
+        FallbackReason::OpenCircuit,
+        FallbackReason::RateLimit,
+        FallbackReason::ContextLength,
+        FallbackReason::ContentPolicy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::Error => "error",
+            FallbackReason::Timeout => "timeout",
+            FallbackReason::OpenCircuit => "open_circuit",
+            FallbackReason::RateLimit => "rate_limit",
+            FallbackReason::ContextLength => "context_length",
+            FallbackReason::ContentPolicy => "content_policy",
+        }
+    }
+}
+
+/// A route's fallback chain: other aliases, then a fixed answer.
+#[derive(Debug, Clone, Default)]
+pub struct FallbackConfig {
+    /// Model indices, tried in order.
+    pub models: Vec<usize>,
+    pub on: Vec<FallbackReason>,
+    /// The degradation answer's text.
+    pub response: Option<String>,
 }
 
 /// A prediction route's contract (schemas already checked to compile).

@@ -114,6 +114,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             policy: defaults,
             prediction: None,
             limits: Vec::new(),
+            fallback: FallbackConfig::default(),
         });
     }
 
@@ -570,7 +571,7 @@ fn policy(
     }
 }
 
-fn resolve_models(list: &[S<String>], names: &[&str], path: &str, errs: &mut Collector) -> Vec<usize> {
+pub(crate) fn resolve_models(list: &[S<String>], names: &[&str], path: &str, errs: &mut Collector) -> Vec<usize> {
     let mut out = Vec::new();
     for (j, m) in list.iter().enumerate() {
         match names.iter().position(|n| *n == m.value) {
@@ -690,6 +691,7 @@ fn route(
         policy: policy(&r.policy(), defaults, &path, server_max_body, errs),
         prediction,
         limits: crate::spend::limits(&r.limits, &format!("{path}.limits"), Some(&r.name), errs),
+        fallback: crate::resilience::fallback(r, model_names, &path, errs),
     }
 }
 

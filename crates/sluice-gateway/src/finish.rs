@@ -58,6 +58,9 @@ pub struct RequestRecord {
     /// What the request cost, in micro-units of `currency` (when the model has a price).
     pub cost_micros: Option<u64>,
     pub currency: Option<Arc<str>>,
+    /// Why the answer came from a fallback (`error`, `timeout`, `open_circuit`…), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<&'static str>,
     pub config_version: Arc<str>,
 }
 
@@ -123,6 +126,7 @@ impl Finish {
                 usage_estimated: false,
                 cost_micros: None,
                 currency: None,
+                fallback: None,
                 config_version,
             })),
             telemetry,
@@ -223,6 +227,28 @@ impl Finish {
 
     pub fn set_admission(&mut self, a: crate::stages::Admission) {
         self.admission = Some(a);
+    }
+
+    /// Settles the current reservation now with `used` (a fallback re-admits at its own prices).
+    pub fn release_admission(&mut self, used: &crate::limits::Need) {
+        if let Some(mut a) = self.admission.take() {
+            a.settle(used);
+        }
+    }
+
+    /// The answer comes from a fallback: `model` (the alias) answered, for `why`.
+    pub fn set_fallback(&mut self, model: &Arc<str>, why: sluice_config::FallbackReason) {
+        if let Some(r) = self.record() {
+            r.model = Some(model.clone());
+            r.fallback = Some(why.as_str());
+        }
+    }
+
+    /// The alias that answered, and why it was a fallback (for the response headers).
+    pub fn answered(&self) -> (Option<Arc<str>>, Option<&'static str>) {
+        self.record
+            .as_deref()
+            .map_or((None, None), |r| (r.model.clone(), r.fallback))
     }
 
     /// Appends the request's intent to the ledger; its settlement follows at completion.

@@ -12,6 +12,7 @@ pub mod body;
 pub mod dispatch;
 pub mod edge;
 pub mod error;
+pub mod fallback;
 pub mod finish;
 pub mod health;
 pub mod keys;

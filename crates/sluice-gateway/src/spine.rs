@@ -20,7 +20,7 @@ use sluice_providers::{ClientHeaders, Endpoint, InboundRequest, Usage, Wire};
 
 use crate::Gateway;
 use crate::body::ResponseBody;
-use crate::dispatch::{self, Upstream};
+use crate::dispatch::Upstream;
 use crate::error::{ErrorKind, GatewayError};
 use crate::finish::Finish;
 use crate::keys::Caller;
@@ -164,7 +164,7 @@ async fn walk(
     }
 
     let deadline = finish.started() + policy.total_timeout;
-    let upstream = dispatch::attempts(snap, &decision, &inbound, finish, deadline, &gw.telemetry).await?;
+    let upstream = crate::fallback::attempts(gw, snap, &decision, &caller, &inbound, finish, deadline).await?;
     let upstream = stages::guard_output(&decision, upstream)?;
 
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
@@ -254,6 +254,7 @@ async fn read_body(
 fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody> {
     let id = header_value(finish.request_id());
     let rate = finish.rate_info();
+    let (model, fallback) = finish.answered();
     let mut r = match reply {
         Reply::Json {
             status,
@@ -281,6 +282,16 @@ fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody> {
     };
     if let Some(info) = rate {
         rate_headers(r.headers_mut(), &info);
+    }
+    // Which alias answered, and whether (and why) it was a fallback.
+    if let Some(m) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {
+        r.headers_mut().insert("x-sluice-model", m);
+    }
+    if let Some(why) = fallback {
+        r.headers_mut()
+            .insert("x-sluice-fallback", HeaderValue::from_static("true"));
+        r.headers_mut()
+            .insert("x-sluice-fallback-reason", HeaderValue::from_static(why));
     }
     r
 }

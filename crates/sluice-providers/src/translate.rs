@@ -55,6 +55,24 @@ pub fn read_request(wire: Wire, body: &[u8]) -> Result<ChatRequest, RequestError
 }
 
 /// Writes a whole answer in the client's wire format.
+/// A whole answer as the client's event stream (for answers the gateway makes itself).
+pub fn write_stream(wire: Wire, r: &ChatResponse) -> Bytes {
+    let mut encoder = match wire {
+        Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(false)),
+        Wire::Anthropic => Encoder::Anthropic(EventEncoder::default()),
+        Wire::Responses => Encoder::Responses(crate::responses::EventEncoder::default()),
+    };
+    let mut out = Vec::new();
+    for d in r.to_deltas(64) {
+        match &mut encoder {
+            Encoder::OpenAi(e) => e.encode(&d, &mut out),
+            Encoder::Anthropic(e) => e.encode(&d, &mut out),
+            Encoder::Responses(e) => e.encode(&d, &mut out),
+        }
+    }
+    out.concat().into()
+}
+
 pub fn write_response(wire: Wire, r: &ChatResponse) -> Bytes {
     match wire {
         Wire::OpenAi => crate::openai_chat::chat_to_response(r),

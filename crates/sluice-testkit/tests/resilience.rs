@@ -302,3 +302,109 @@ async fn retries_stay_within_the_budget_in_a_failure_storm() {
     let m = gw.metrics().await;
     assert!(m.contains("decision=\"denied_budget\""), "{m}");
 }
+
+/// `chat` (on `primary`) falls back to `backup` (on `spare`), with `route_extra` on the route.
+async fn fallback_setup(primary: Knobs, route_extra: &str, key_limits: &str) -> (MockServer, MockServer, TestGateway) {
+    let p = mock_knobs(primary).await;
+    let s = mock().await;
+    let yaml = format!(
+        "deployments:\n{}{}models:\n  - {{ name: chat, deployments: [primary] }}\n  - {{ name: backup, deployments: [spare] }}\nroutes:\n  - {{ name: default, first_byte_timeout_ms: 300, fallback: [backup]{route_extra} }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\", limits: {key_limits} }}\n",
+        deployment("primary", &p.base_url()),
+        deployment("spare", &s.base_url()),
+        key_hash(KEY)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    (p, s, gw)
+}
+
+#[tokio::test]
+async fn a_fallback_alias_answers_and_the_headers_say_why() {
+    let failing = Knobs {
+        status: Some(500),
+        ..Knobs::default()
+    };
+    let (p, s, gw) = fallback_setup(failing, "", "{ requests_per_day: 2 }").await;
+    for _ in 0..2 {
+        let r = gw.chat(KEY, &ask()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-sluice-model"), Some("backup"));
+        assert_eq!(r.header("x-sluice-fallback"), Some("true"));
+        assert_eq!(r.header("x-sluice-fallback-reason"), Some("error"));
+        assert_eq!(r.json()["model"], "upstream-spare");
+    }
+    // The primary's reservation was released when the fallback reserved: two requests, two
+    // counted, and the third is refused by the key's limit.
+    let r = gw.chat(KEY, &ask()).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!((requests(&p), requests(&s)), (2, 2));
+    let line = &gw.log_lines(2).await[1];
+    assert_eq!(line["fallback"], "error", "{line}");
+    assert_eq!(line["model"], "backup");
+    assert_eq!(
+        line["attempts"].as_array().unwrap().len(),
+        2,
+        "both attempts are in the log line"
+    );
+}
+
+#[tokio::test]
+async fn timeouts_fall_back_and_unlisted_reasons_do_not() {
+    let stalled = Knobs {
+        stall: Some(true),
+        ..Knobs::default()
+    };
+    let (_p, _s, gw) = fallback_setup(stalled, "", "{}").await;
+    let r = gw.chat(KEY, &ask()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sluice-fallback-reason"), Some("timeout"));
+
+    let failing = Knobs {
+        status: Some(500),
+        ..Knobs::default()
+    };
+    let (_p, s, gw) = fallback_setup(failing, ", fallback_on: [timeout]", "{}").await;
+    let r = gw.chat(KEY, &ask()).await;
+    assert_eq!(r.status, 502, "a 500 is not a timeout: {}", r.text());
+    assert!(r.header("x-sluice-fallback").is_none());
+    assert_eq!(requests(&s), 0);
+}
+
+#[tokio::test]
+async fn the_degradation_answer_comes_last_in_the_clients_format() {
+    let p = mock_knobs(Knobs {
+        status: Some(503),
+        ..Knobs::default()
+    })
+    .await;
+    let yaml = format!(
+        "deployments:\n{}models:\n  - {{ name: chat, deployments: [primary] }}\nroutes:\n  - {{ name: default, fallback_response: {{ content: \"We are busy; please try again shortly.\" }} }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deployment("primary", &p.base_url()),
+        key_hash(KEY)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let r = gw.chat(KEY, &ask()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sluice-fallback-reason"), Some("error"));
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "We are busy; please try again shortly."
+    );
+    let streamed = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw.stream(KEY, &streamed).await;
+    assert_eq!(resp.status(), 200);
+    let text = read_all(resp.into_body()).await;
+    assert!(
+        text.contains("We are busy") && text.trim_end().ends_with("data: [DONE]"),
+        "{text}"
+    );
+    // The Anthropic front door gets Anthropic's shape.
+    let r = gw
+        .post(
+            "/v1/messages",
+            KEY,
+            &json!({"model": "chat", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["content"][0]["text"], "We are busy; please try again shortly.");
+}

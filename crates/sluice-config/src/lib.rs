@@ -4,6 +4,7 @@
 //!
 //! This crate does no IO beyond reading the file and the environment, and never logs a secret.
 
+mod keys;
 mod raw;
 mod resilience;
 mod spend;
@@ -16,12 +17,13 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use keys::parse_key_hash;
 pub use raw::{RawLimitValue, RawLimits};
 pub use spend::parse_limits;
 pub use types::*;
 pub use validate::{
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FIRST_BYTE_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_MS,
-    DEFAULT_TOTAL_TIMEOUT_MS, parse_key_hash,
+    DEFAULT_TOTAL_TIMEOUT_MS,
 };
 
 /// One problem in a config file.

@@ -86,6 +86,8 @@ pub struct RawTier {
     pub name: S<String>,
     #[serde(default)]
     pub limits: RawLimits,
+    /// Queue priority of the tier's keys, 0 (lowest) to 9; default 5.
+    pub priority: Option<S<u64>>,
 }
 
 /// A team or tenant: its tier and own limits.
@@ -305,6 +307,16 @@ pub struct RawRoute {
     pub fallback_on: Option<Vec<S<String>>>,
     /// The last resort: an answer with this text instead of an error.
     pub fallback_response: Option<RawFallbackResponse>,
+    /// A concurrency limit with a bounded priority queue in front.
+    pub queue: Option<RawQueue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub max_concurrency: S<u64>,
+    pub max_queued: Option<S<u64>>,
+    pub timeout_ms: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,4 +393,6 @@ pub struct RawKey {
     pub user_limits: RawLimits,
     /// The request's `user` field (Anthropic: `metadata.user_id`) names the end user.
     pub trust_user: Option<bool>,
+    /// The key may set its requests' queue priority with `x-sluice-priority`.
+    pub priority_header: Option<bool>,
 }

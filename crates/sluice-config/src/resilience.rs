@@ -160,3 +160,29 @@ pub(crate) fn fallback(r: &RawRoute, model_names: &[&str], path: &str, errs: &mu
         response: r.fallback_response.as_ref().map(|f| f.content.value.clone()),
     }
 }
+
+/// A route's concurrency limit and queue.
+pub(crate) fn queue(r: &RawRoute, path: &str, errs: &mut Collector) -> Option<crate::types::QueueConfig> {
+    let q = r.queue.as_ref()?;
+    let p = |name: &str| format!("{path}.queue.{name}");
+    let max_concurrency = ranged(Some(&q.max_concurrency), 1, 1, 1_000_000, &p("max_concurrency"), errs);
+    Some(crate::types::QueueConfig {
+        max_concurrency: max_concurrency as usize,
+        max_queued: ranged(
+            q.max_queued.as_ref(),
+            max_concurrency * 4,
+            0,
+            10_000_000,
+            &p("max_queued"),
+            errs,
+        ) as usize,
+        timeout: Duration::from_millis(ranged(
+            q.timeout_ms.as_ref(),
+            5_000,
+            1,
+            3_600_000,
+            &p("timeout_ms"),
+            errs,
+        )),
+    })
+}

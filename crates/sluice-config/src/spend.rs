@@ -51,6 +51,7 @@ pub(crate) fn apply_prices(raw: &RawConfig, deployments: &mut [DeploymentConfig]
 /// The tiers, teams, tenants, time zone and budget alerts.
 pub(crate) struct LimitSections {
     pub tiers: HashMap<String, Vec<LimitSpec>>,
+    pub tier_priorities: HashMap<String, u8>,
     pub teams: HashMap<String, Vec<LimitSpec>>,
     pub tenants: HashMap<String, Vec<LimitSpec>>,
     pub time_zone_offset_s: i32,
@@ -59,7 +60,14 @@ pub(crate) struct LimitSections {
 
 pub(crate) fn limit_sections(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -> LimitSections {
     let mut tiers = HashMap::new();
+    let mut tier_priorities = HashMap::new();
     for (i, t) in raw.tiers.iter().enumerate() {
+        if let Some(p) = &t.priority {
+            if p.value > 9 {
+                errs.push(format!("tiers[{i}].priority"), Some(p), "a priority is 0 (lowest) to 9");
+            }
+            tier_priorities.insert(t.name.value.clone(), p.value.min(9) as u8);
+        }
         let l = limits(&t.limits, &format!("tiers[{i}].limits"), Some(&t.name), errs);
         if tiers.insert(t.name.value.clone(), l).is_some() {
             errs.push(
@@ -127,6 +135,7 @@ pub(crate) fn limit_sections(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Col
     });
     LimitSections {
         tiers,
+        tier_priorities,
         teams,
         tenants,
         time_zone_offset_s,

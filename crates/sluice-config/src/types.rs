@@ -43,6 +43,8 @@ pub struct Config {
     pub currency: String,
     /// Limit bundles by tier name.
     pub tiers: std::collections::HashMap<String, Vec<LimitSpec>>,
+    /// Queue priority by tier name (0–9).
+    pub tier_priorities: std::collections::HashMap<String, u8>,
     /// Teams and tenants with limits (their tier's and their own).
     pub teams: std::collections::HashMap<String, Vec<LimitSpec>>,
     pub tenants: std::collections::HashMap<String, Vec<LimitSpec>>,
@@ -407,6 +409,17 @@ pub struct RouteConfig {
     pub prediction: Option<PredictionConfig>,
     pub limits: Vec<LimitSpec>,
     pub fallback: FallbackConfig,
+    /// The route's concurrency limit and the queue in front of it.
+    pub queue: Option<QueueConfig>,
+}
+
+/// At most `max_concurrency` requests of a route at once; up to `max_queued` more wait, by
+/// priority and then in turn by tenant, for at most `timeout` (and the request's deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub max_concurrency: usize,
+    pub max_queued: usize,
+    pub timeout: Duration,
 }
 
 /// Why a request fell back.
@@ -481,6 +494,8 @@ pub struct KeyConfig {
     /// own `user`. A client-supplied user never keys a limit unless the key is trusted.
     pub user_limits: Vec<LimitSpec>,
     pub trust_user: bool,
+    /// The key may set its requests' queue priority (`x-sluice-priority`).
+    pub priority_header: bool,
 }
 
 /// Budget alerts: a webhook called when spend crosses each threshold (percent of a cost limit,

@@ -25,6 +25,7 @@ fn keys(c: &mut Criterion) {
                 limits: Vec::new(),
                 user_limits: Vec::new(),
                 trust_user: false,
+                priority_header: false,
             })
             .collect();
         let table = KeyTable::default();
@@ -74,6 +75,7 @@ fn routing(c: &mut Criterion) {
             limits: Vec::new(),
             user_limits: Vec::new(),
             trust_user: false,
+            priority_header: false,
         };
         table.rebuild(&[key], &[]);
         let mut h = HeaderMap::new();

@@ -79,6 +79,16 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
             })
             .set(h.state() as i64);
     }
+    let snap = gw.snapshot();
+    for route in snap.routes.iter().filter(|r| r.config.queue.is_some()) {
+        gw.telemetry
+            .metrics
+            .queue_depth
+            .get_or_create(&crate::telemetry::RouteLabel {
+                route: route.name.clone(),
+            })
+            .set(route.queue.queued() as i64);
+    }
     let mut r = gw.telemetry.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -58,6 +58,9 @@ pub struct RequestRecord {
     /// What the request cost, in micro-units of `currency` (when the model has a price).
     pub cost_micros: Option<u64>,
     pub currency: Option<Arc<str>>,
+    /// Time spent waiting in the route's queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_ms: Option<f64>,
     /// Why the answer came from a fallback (`error`, `timeout`, `open_circuit`…), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<&'static str>,
@@ -87,6 +90,8 @@ pub struct Finish {
     admission: Option<crate::stages::Admission>,
     /// The ledger holding this request's intent; its settlement is appended at completion.
     ledger: Option<Arc<crate::ledger::Ledger>>,
+    /// The request's place among its route's running requests, given back when it ends.
+    permit: Option<crate::queue::Permit>,
 }
 
 impl Finish {
@@ -126,6 +131,7 @@ impl Finish {
                 usage_estimated: false,
                 cost_micros: None,
                 currency: None,
+                queue_ms: None,
                 fallback: None,
                 config_version,
             })),
@@ -137,6 +143,7 @@ impl Finish {
             price: None,
             admission: None,
             ledger: None,
+            permit: None,
         }
     }
 
@@ -227,6 +234,15 @@ impl Finish {
 
     pub fn set_admission(&mut self, a: crate::stages::Admission) {
         self.admission = Some(a);
+    }
+
+    /// Keeps the request's place in its route's queue until it is reported.
+    pub fn hold(&mut self, permit: crate::queue::Permit) {
+        let waited = ms(permit.waited);
+        if let Some(r) = self.record() {
+            r.queue_ms = Some(waited);
+        }
+        self.permit = Some(permit);
     }
 
     /// Settles the current reservation now with `used` (a fallback re-admits at its own prices).

@@ -42,6 +42,8 @@ pub struct Caller {
     /// Limits per end user, and whether the request may name the user.
     pub user_limits: Arc<[sluice_config::LimitSpec]>,
     pub trust_user: bool,
+    /// May set its requests' queue priority with `x-sluice-priority`.
+    pub priority_header: bool,
 }
 
 impl Caller {
@@ -74,6 +76,7 @@ impl From<&KeyConfig> for Caller {
             limits: Arc::from(k.limits.as_slice()),
             user_limits: Arc::from(k.user_limits.as_slice()),
             trust_user: k.trust_user,
+            priority_header: k.priority_header,
         }
     }
 }
@@ -93,6 +96,7 @@ impl From<&StoredKey> for Caller {
             limits: Arc::from([]),
             user_limits: Arc::from([]),
             trust_user: false,
+            priority_header: false,
         }
     }
 }
@@ -221,6 +225,7 @@ mod tests {
             limits: Vec::new(),
             user_limits: Vec::new(),
             trust_user: false,
+            priority_header: false,
         }
     }
 

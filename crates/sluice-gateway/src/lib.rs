@@ -19,6 +19,7 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod predict;
+pub mod queue;
 pub mod relay;
 pub mod reload;
 pub mod routing;

@@ -125,6 +125,7 @@ mod tests {
             limits: std::sync::Arc::from([]),
             user_limits: std::sync::Arc::from([]),
             trust_user: false,
+            priority_header: false,
         }
     }
 

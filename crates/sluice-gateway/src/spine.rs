@@ -157,13 +157,16 @@ async fn walk(
             )
         })?;
     }
-    let _permit = stages::enqueue(&caller, &decision).await?;
+    let deadline = finish.started() + policy.total_timeout;
+    if let Some(permit) = stages::enqueue(snap, &caller, &decision, &parts.headers, deadline).await? {
+        // Held until the response ends (streams included).
+        finish.hold(permit);
+    }
     stages::guard_input(&decision, &inbound)?;
     if let Some(hit) = stages::cache_lookup(&caller, &decision, &inbound) {
         return Ok(hit);
     }
 
-    let deadline = finish.started() + policy.total_timeout;
     let upstream = crate::fallback::attempts(gw, snap, &decision, &caller, &inbound, finish, deadline).await?;
     let upstream = stages::guard_output(&decision, upstream)?;
 

@@ -262,13 +262,59 @@ pub async fn admit(
     }
 }
 
-/// A place in the route's and deployment's concurrency budget. (Queues: not yet built.)
-#[derive(Debug)]
-pub struct QueuePermit;
+/// Priority from a header the key may set, else the key's tier, else 5 (of 0–9).
+fn priority(snap: &Snapshot, caller: &Caller, headers: &http::HeaderMap) -> u8 {
+    let asked = caller
+        .priority_header
+        .then(|| {
+            headers
+                .get("x-sluice-priority")?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse::<u8>()
+                .ok()
+        })
+        .flatten()
+        .filter(|p| *p <= 9);
+    asked
+        .or_else(|| {
+            caller
+                .tier
+                .as_deref()
+                .and_then(|t| snap.config.tier_priorities.get(t))
+                .copied()
+        })
+        .unwrap_or(5)
+}
 
-/// Wait for capacity in priority order, or give up at the queue deadline.
-pub async fn enqueue(_caller: &Caller, _decision: &Decision<'_>) -> Result<QueuePermit, GatewayError> {
-    Ok(QueuePermit)
+/// Waits for a place among the route's running requests, by priority and in turn by tenant,
+/// or gives up (503 with Retry-After) when the queue is full or the wait too long.
+pub async fn enqueue(
+    snap: &Snapshot,
+    caller: &Caller,
+    decision: &Decision<'_>,
+    headers: &http::HeaderMap,
+    deadline: std::time::Instant,
+) -> Result<Option<crate::queue::Permit>, GatewayError> {
+    let Some(cfg) = &decision.route.config.queue else {
+        return Ok(None);
+    };
+    let tenant = caller.tenant.as_ref().unwrap_or(&caller.key_id);
+    let priority = priority(snap, caller, headers);
+    match decision.route.queue.acquire(cfg, priority, tenant, deadline).await {
+        Ok(p) => Ok(Some(p)),
+        Err(turned) => {
+            let (code, message) = match turned {
+                crate::queue::Turned::Timeout => (
+                    "queue_timeout",
+                    "The route is at capacity and the request waited as long as it may.",
+                ),
+                _ => ("queue_full", "The route is at capacity and its queue is full."),
+            };
+            Err(GatewayError::new(ErrorKind::Unavailable, code, message).with_retry_after(Some(1)))
+        }
+    }
 }
 
 /// Screen the input: schema, size, injection, PII. (Guardrails: not yet built.)

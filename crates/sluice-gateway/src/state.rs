@@ -110,6 +110,7 @@ pub struct RouteRuntime {
     pub prediction: Option<Arc<crate::predict::Prediction>>,
     /// Live, kept across reloads by route name.
     pub retry_budget: Arc<crate::balance::RetryBudget>,
+    pub queue: Arc<crate::queue::RouteQueue>,
 }
 
 impl RouteRuntime {
@@ -146,6 +147,7 @@ pub struct LiveState {
     cursors: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     health: Mutex<HashMap<String, Arc<crate::health::DeploymentHealth>>>,
     budgets: Mutex<HashMap<String, Arc<crate::balance::RetryBudget>>>,
+    queues: Mutex<HashMap<String, Arc<crate::queue::RouteQueue>>>,
     mocks: tokio::sync::Mutex<HashMap<String, (MockKnobs, Arc<MockServer>)>>,
     /// Limit counters: keyed by scope and name, so a reload never resets them.
     pub limits: crate::limits::Limits,
@@ -172,6 +174,7 @@ impl LiveState {
             cursors: Mutex::new(HashMap::new()),
             health: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
             mocks: tokio::sync::Mutex::new(HashMap::new()),
             limits: crate::limits::Limits::default(),
         }
@@ -224,6 +227,11 @@ impl LiveState {
 
     fn budget(&self, route: &str) -> Arc<crate::balance::RetryBudget> {
         let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(route.to_owned()).or_default().clone()
+    }
+
+    fn queue(&self, route: &str) -> Arc<crate::queue::RouteQueue> {
+        let mut map = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(route.to_owned()).or_default().clone()
     }
 
@@ -334,6 +342,7 @@ impl LiveState {
                     .and_then(crate::predict::Prediction::compile)
                     .map(Arc::new),
                 retry_budget: self.budget(&r.name),
+                queue: self.queue(&r.name),
             })
             .collect();
         Ok(Snapshot {

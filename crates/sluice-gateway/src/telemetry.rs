@@ -54,6 +54,11 @@ pub struct DeploymentLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
     pub deployment: Arc<str>,
     pub to: &'static str,
@@ -95,6 +100,8 @@ pub struct Metrics {
     pub breaker_state: Family<DeploymentLabel, Gauge>,
     pub breaker_transitions: Family<TransitionLabels, Counter>,
     pub retries: Family<RetryLabels, Counter>,
+    /// Requests waiting in each route's queue.
+    pub queue_depth: Family<RouteLabel, Gauge>,
 }
 
 impl Metrics {
@@ -116,7 +123,13 @@ impl Metrics {
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
             retries: Family::default(),
+            queue_depth: Family::default(),
         };
+        registry.register(
+            "sluice_queue_depth",
+            "Requests waiting in each route's queue",
+            m.queue_depth.clone(),
+        );
         registry.register(
             "sluice_breaker_state",
             "Circuit breaker per deployment: 0 closed, 1 open, 2 half-open",

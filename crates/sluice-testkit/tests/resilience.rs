@@ -408,3 +408,68 @@ async fn the_degradation_answer_comes_last_in_the_clients_format() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["content"][0]["text"], "We are busy; please try again shortly.");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_overload_high_priority_goes_first_and_the_rest_get_503_with_retry_after() {
+    let m = mock_knobs(Knobs {
+        latency_ms: Some(200),
+        ..Knobs::default()
+    })
+    .await;
+    const GOLD: &str = "sk-sluice-test-gold";
+    let yaml = format!(
+        "deployments:\n{}models:\n  - {{ name: chat, deployments: [a] }}\nroutes:\n  - {{ name: default, queue: {{ max_concurrency: 2, max_queued: 6, timeout_ms: 500 }} }}\ntiers:\n  - {{ name: gold, priority: 9 }}\n  - {{ name: free, priority: 1 }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\", tier: free, tenant: crowd }}\n  - {{ id: gold, hash: \"{}\", tier: gold, tenant: vip }}\n",
+        deployment("a", &m.base_url()),
+        key_hash(KEY),
+        key_hash(GOLD)
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let send = |key: &'static str| {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = gw.chat(key, &ask()).await;
+            (
+                r.status.as_u16(),
+                r.error_code(),
+                r.header("retry-after").map(str::to_owned),
+                t.elapsed(),
+            )
+        })
+    };
+    let free: Vec<_> = (0..8).map(|_| send(KEY)).collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let gold: Vec<_> = (0..3).map(|_| send(GOLD)).collect();
+    let mut free_out = Vec::new();
+    for f in free {
+        free_out.push(f.await.unwrap());
+    }
+    for g in gold {
+        let (status, code, _, took) = g.await.unwrap();
+        assert_eq!(status, 200, "{code}");
+        assert!(
+            took < Duration::from_millis(700),
+            "gold waited for at most two turns: {took:?}"
+        );
+    }
+    let turned: Vec<_> = free_out.iter().filter(|r| r.0 == 503).collect();
+    assert!(
+        turned.len() >= 3,
+        "three displaced by gold, more timed out: {free_out:?}"
+    );
+    for (_, code, retry, _) in &turned {
+        assert!(code == "queue_full" || code == "queue_timeout", "{code}");
+        assert_eq!(retry.as_deref(), Some("1"));
+    }
+    assert!(free_out.iter().filter(|r| r.0 == 200).count() >= 2, "the first two ran");
+    // Never more than two at the upstream at once: 2 + 3 + the free ones served, in 200 ms turns.
+    let served = requests(&m);
+    assert_eq!(served as usize, 3 + free_out.iter().filter(|r| r.0 == 200).count());
+    let queued: Vec<f64> = gw
+        .log_lines(11)
+        .await
+        .iter()
+        .filter_map(|l| l["queue_ms"].as_f64())
+        .collect();
+    assert!(queued.iter().any(|q| *q >= 100.0), "waits are logged: {queued:?}");
+}

@@ -1,0 +1,275 @@
+//! A route's concurrency limit with a bounded priority queue in front.
+//!
+//! At most `max_concurrency` requests of the route run at once. Others wait: highest priority
+//! first, and within a priority in turn by tenant, so one tenant's flood cannot starve the rest.
+//! A full queue turns away its lowest-priority waiter for a higher-priority newcomer (or the
+//! newcomer, if none is lower). A waiter gives up at the queue timeout or its deadline. Each
+//! route's queue is live state, kept across reloads; the limits come from the current config.
+//!
+//! The lock is the route's own, taken only by routes with a queue, for a few list operations.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_config::QueueConfig;
+use tokio::sync::oneshot;
+
+/// Why a request did not get a place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turned {
+    /// The queue was full of requests at least as important.
+    Full,
+    /// A more important request took its place in a full queue.
+    Displaced,
+    /// It waited as long as it may.
+    Timeout,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<()>,
+}
+
+/// One priority level: tenants in turn, each with its waiters in order.
+#[derive(Debug, Default)]
+struct Level {
+    tenants: VecDeque<(Arc<str>, VecDeque<Waiter>)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    running: usize,
+    queued: usize,
+    /// By priority, highest last (so `last_key_value` is the most important).
+    levels: BTreeMap<u8, Level>,
+    next_id: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteQueue {
+    state: Mutex<State>,
+}
+
+/// A place among the route's running requests; dropping it hands the place to the next waiter.
+#[derive(Debug)]
+pub struct Permit {
+    queue: Arc<RouteQueue>,
+    /// How long the request waited for its place.
+    pub waited: Duration,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.queue.release();
+    }
+}
+
+impl RouteQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Requests waiting now.
+    pub fn queued(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Waits for a place, or is turned away.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        cfg: &QueueConfig,
+        priority: u8,
+        tenant: &Arc<str>,
+        deadline: Instant,
+    ) -> Result<Permit, Turned> {
+        let started = Instant::now();
+        let (id, rx) = {
+            let mut s = self.lock();
+            if s.running < cfg.max_concurrency && s.queued == 0 {
+                s.running += 1;
+                return Ok(Permit {
+                    queue: self.clone(),
+                    waited: Duration::ZERO,
+                });
+            }
+            if s.queued >= cfg.max_queued && !displace_lower(&mut s, priority) {
+                return Err(Turned::Full);
+            }
+            s.next_id += 1;
+            let id = s.next_id;
+            let (tx, rx) = oneshot::channel();
+            let level = s.levels.entry(priority).or_default();
+            match level.tenants.iter_mut().find(|(t, _)| t == tenant) {
+                Some((_, waiters)) => waiters.push_back(Waiter { id, tx }),
+                None => level
+                    .tenants
+                    .push_back((tenant.clone(), VecDeque::from([Waiter { id, tx }]))),
+            }
+            s.queued += 1;
+            (id, rx)
+        };
+        let wait = cfg.timeout.min(deadline.saturating_duration_since(started));
+        let mut rx = rx;
+        let granted = match tokio::time::timeout(wait, &mut rx).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => return Err(Turned::Displaced),
+            Err(_) => {
+                // Out of time: leave the queue — unless a place was handed over meanwhile.
+                let removed = self.remove(id);
+                !removed && rx.try_recv().is_ok()
+            }
+        };
+        if granted {
+            Ok(Permit {
+                queue: self.clone(),
+                waited: started.elapsed(),
+            })
+        } else {
+            Err(Turned::Timeout)
+        }
+    }
+
+    /// Takes waiter `id` out of the queue; `false` if it was no longer there.
+    fn remove(&self, id: u64) -> bool {
+        let mut s = self.lock();
+        let mut found = false;
+        for level in s.levels.values_mut() {
+            for (_, waiters) in &mut level.tenants {
+                if let Some(at) = waiters.iter().position(|w| w.id == id) {
+                    waiters.remove(at);
+                    found = true;
+                }
+            }
+            level.tenants.retain(|(_, w)| !w.is_empty());
+        }
+        s.levels.retain(|_, l| !l.tenants.is_empty());
+        if found {
+            s.queued -= 1;
+        }
+        found
+    }
+
+    /// A running request finished: the most important waiter (tenants in turn) takes its place.
+    fn release(&self) {
+        let mut s = self.lock();
+        loop {
+            let Some(mut entry) = s.levels.last_entry() else {
+                s.running -= 1;
+                return;
+            };
+            let level = entry.get_mut();
+            let Some((tenant, mut waiters)) = level.tenants.pop_front() else {
+                entry.remove();
+                continue;
+            };
+            let next = waiters.pop_front();
+            if !waiters.is_empty() {
+                level.tenants.push_back((tenant, waiters));
+            }
+            if level.tenants.is_empty() {
+                entry.remove();
+            }
+            if let Some(w) = next {
+                s.queued -= 1;
+                if w.tx.send(()).is_ok() {
+                    return; // the place passes on: `running` is unchanged
+                }
+            }
+        }
+    }
+}
+
+/// Turns away the newest waiter of the lowest priority below `priority`; `false` if none.
+fn displace_lower(s: &mut State, priority: u8) -> bool {
+    let Some(mut entry) = s.levels.first_entry() else {
+        return false;
+    };
+    if *entry.key() >= priority {
+        return false;
+    }
+    let level = entry.get_mut();
+    if let Some((_, waiters)) = level.tenants.back_mut() {
+        waiters.pop_back(); // dropping its sender tells it
+    }
+    level.tenants.retain(|(_, w)| !w.is_empty());
+    if level.tenants.is_empty() {
+        entry.remove();
+    }
+    s.queued -= 1;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(concurrency: usize, queued: usize) -> QueueConfig {
+        QueueConfig {
+            max_concurrency: concurrency,
+            max_queued: queued,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn places_go_by_priority_then_tenant_in_turn() {
+        let q = Arc::new(RouteQueue::default());
+        let c = cfg(1, 10);
+        let far = Instant::now() + Duration::from_secs(10);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let first = q.acquire(&c, 5, &a, far).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, prio, tenant) in [
+            ("a-low-1", 1, a.clone()),
+            ("a-low-2", 1, a.clone()),
+            ("b-low-1", 1, b.clone()),
+            ("a-high", 9, a.clone()),
+        ] {
+            let (q, c, order) = (q.clone(), c, order.clone());
+            tasks.push(tokio::spawn(async move {
+                let p = q.acquire(&c, prio, &tenant, far).await.unwrap();
+                order.lock().unwrap().push(name);
+                drop(p);
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(q.queued(), 4);
+        drop(first);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["a-high", "a-low-1", "b-low-1", "a-low-2"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_turns_away_the_least_important_and_waiters_time_out() {
+        let q = Arc::new(RouteQueue::default());
+        let c = QueueConfig {
+            timeout: Duration::from_millis(100),
+            ..cfg(1, 1)
+        };
+        let t: Arc<str> = Arc::from("t");
+        let far = Instant::now() + Duration::from_secs(10);
+        let _running = q.acquire(&c, 5, &t, far).await.unwrap();
+        let low = {
+            let (q, t) = (q.clone(), t.clone());
+            tokio::spawn(async move { q.acquire(&c, 1, &t, far).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(q.acquire(&c, 1, &t, far).await.unwrap_err(), Turned::Full);
+        let high = {
+            let (q, t) = (q.clone(), t.clone());
+            tokio::spawn(async move { q.acquire(&c, 9, &t, far).await.map(|_| ()) })
+        };
+        assert_eq!(low.await.unwrap().unwrap_err(), Turned::Displaced);
+        assert_eq!(
+            high.await.unwrap().unwrap_err(),
+            Turned::Timeout,
+            "nothing finished in 100 ms"
+        );
+        assert_eq!(q.queued(), 0);
+    }
+}

@@ -158,9 +158,15 @@ async fn walk(
         })?;
     }
     let deadline = finish.started() + policy.total_timeout;
-    if let Some(permit) = stages::enqueue(snap, &caller, &decision, &parts.headers, deadline).await? {
+    match stages::enqueue(snap, &caller, &decision, &parts.headers, deadline).await {
         // Held until the response ends (streams included).
-        finish.hold(permit);
+        Ok(Some(permit)) => finish.hold(permit),
+        Ok(None) => {}
+        Err(turned_away) => {
+            // Not served: the request gives its reservation back, the request count included.
+            finish.release_admission(&crate::limits::Need::default());
+            return Err(turned_away);
+        }
     }
     stages::guard_input(&decision, &inbound)?;
     if let Some(hit) = stages::cache_lookup(&caller, &decision, &inbound) {

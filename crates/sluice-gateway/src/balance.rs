@@ -24,6 +24,17 @@ impl ModelRuntime {
         breaker: &BreakerConfig,
         now: Instant,
     ) -> Option<usize> {
+        let n = self.deployments.len();
+        // The common case: a first attempt with every breaker closed — no allocation.
+        if tried.is_empty()
+            && self
+                .deployments
+                .iter()
+                .all(|&d| deployments[d].health.gate(breaker, now) == Gate::Pass)
+        {
+            let i = self.choose(deployments, n, &|i| (self.deployments[i], self.weights[i]), true, now);
+            return Some(self.deployments[i]);
+        }
         let fresh: Vec<(usize, u32)> = self
             .deployments
             .iter()
@@ -50,14 +61,14 @@ impl ModelRuntime {
             .filter(|d| deployments[**d].health.state() == crate::health::BreakerState::Open)
             .count();
         // At least one may always be out (so a one-deployment alias still has a breaker).
-        let may_be_out = (self.deployments.len() * breaker.max_ejected_percent as usize / 100).max(1);
+        let may_be_out = (n * breaker.max_ejected_percent as usize / 100).max(1);
         let panic = shut > may_be_out;
-        let with = |ok: &dyn Fn(Gate) -> bool| -> Vec<(usize, u32)> {
+        let with = |ok: &dyn Fn(Gate) -> bool| -> Vec<(usize, u32, Gate)> {
             candidates
                 .iter()
                 .zip(&gates)
                 .filter(|(_, g)| ok(**g))
-                .map(|(c, _)| *c)
+                .map(|(c, g)| (c.0, c.1, *g))
                 .collect()
         };
         // Healthy (or probing) first; then those paused by a Retry-After; in panic mode, any.
@@ -66,12 +77,18 @@ impl ModelRuntime {
             open = with(&|g| g == Gate::Paused);
         }
         if open.is_empty() && panic {
-            open = candidates.clone();
+            open = with(&|_| true);
         }
         while !open.is_empty() {
-            let i = self.choose(deployments, &open, tried.is_empty(), now);
-            let (d, _) = open[i];
-            if panic || deployments[d].health.take_probe(breaker) {
+            let i = self.choose(
+                deployments,
+                open.len(),
+                &|i| (open[i].0, open[i].1),
+                tried.is_empty(),
+                now,
+            );
+            let (d, _, gate) = open[i];
+            if panic || gate != Gate::Probe || deployments[d].health.take_probe(breaker) {
                 return Some(d);
             }
             open.remove(i);
@@ -79,10 +96,17 @@ impl ModelRuntime {
         None
     }
 
-    /// An index into `open` by the alias's strategy.
-    fn choose(&self, deployments: &[DeploymentRuntime], open: &[(usize, u32)], first: bool, now: Instant) -> usize {
-        let n = open.len();
-        if n == 1 {
+    /// An index below `n` by the alias's strategy; `at(i)` is candidate `i`'s deployment and
+    /// weight.
+    fn choose(
+        &self,
+        deployments: &[DeploymentRuntime],
+        n: usize,
+        at: &dyn Fn(usize) -> (usize, u32),
+        first: bool,
+        now: Instant,
+    ) -> usize {
+        if n <= 1 {
             return 0;
         }
         let turn = if first {
@@ -93,13 +117,14 @@ impl ModelRuntime {
         match self.balance {
             Balance::RoundRobin => turn % n,
             Balance::Weighted => {
-                let total: u64 = open.iter().map(|(_, w)| u64::from(*w)).sum();
-                let mut at = (turn as u64) % total.max(1);
-                for (i, (_, w)) in open.iter().enumerate() {
-                    if at < u64::from(*w) {
+                let total: u64 = (0..n).map(|i| u64::from(at(i).1)).sum();
+                let mut pos = (turn as u64) % total.max(1);
+                for i in 0..n {
+                    let w = u64::from(at(i).1);
+                    if pos < w {
                         return i;
                     }
-                    at -= u64::from(*w);
+                    pos -= w;
                 }
                 0
             }
@@ -107,7 +132,7 @@ impl ModelRuntime {
                 // The fewest in flight; ties go round the pool.
                 (0..n)
                     .map(|k| (turn + k) % n)
-                    .min_by_key(|&i| deployments[open[i].0].health.outstanding())
+                    .min_by_key(|&i| deployments[at(i).0].health.outstanding())
                     .unwrap_or(0)
             }
             Balance::Latency => {
@@ -115,7 +140,7 @@ impl ModelRuntime {
                 let mut rng = rand::rng();
                 let a = rng.random_range(0..n);
                 let b = (a + rng.random_range(1..n)) % n;
-                let cost = |i: usize| deployments[open[i].0].health.cost(now);
+                let cost = |i: usize| deployments[at(i).0].health.cost(now);
                 if cost(a) <= cost(b) { a } else { b }
             }
         }

@@ -48,6 +48,21 @@ pub struct RawConfig {
     pub ledger: RawLedger,
     #[serde(default)]
     pub breaker: RawBreaker,
+    pub geo: Option<RawGeo>,
+}
+
+/// Geographic routing: where a caller is, and which regions serve it in what order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeo {
+    /// A header naming the caller's region (default `x-sluice-region`).
+    pub header: Option<S<String>>,
+    /// Region → client networks (`10.1.0.0/16`, `2001:db8::/32`).
+    #[serde(default)]
+    pub networks: BTreeMap<String, Vec<S<String>>>,
+    /// Region → the regions to try next, in order.
+    #[serde(default)]
+    pub failover: BTreeMap<String, Vec<String>>,
 }
 
 /// The spend ledger: a local write-ahead file, shipped in batches to the store's database.
@@ -255,6 +270,8 @@ pub struct RawDeployment {
     pub region: Option<S<String>>,
     /// This deployment's price, overriding the price table.
     pub price: Option<RawPrice>,
+    /// The region it serves from, for geographic routing.
+    pub geo: Option<S<String>>,
 }
 
 /// Defaults for the built-in mock provider (`provider: mock`).

@@ -186,3 +186,37 @@ pub(crate) fn queue(r: &RawRoute, path: &str, errs: &mut Collector) -> Option<cr
         )),
     })
 }
+
+pub(crate) fn geo(raw: Option<&crate::raw::RawGeo>, errs: &mut Collector) -> crate::types::GeoConfig {
+    let Some(raw) = raw else {
+        return crate::types::GeoConfig {
+            header: "x-sluice-region".to_owned(),
+            ..Default::default()
+        };
+    };
+    let mut networks = Vec::new();
+    for (region, list) in &raw.networks {
+        for (j, n) in list.iter().enumerate() {
+            match crate::types::IpNet::parse(&n.value) {
+                Some(net) => networks.push((net, region.clone())),
+                None => errs.push(
+                    format!("geo.networks.{region}[{j}]"),
+                    Some(n),
+                    "not a network like 10.1.0.0/16 or 2001:db8::/32",
+                ),
+            }
+        }
+    }
+    let header = raw
+        .header
+        .as_ref()
+        .map_or_else(|| "x-sluice-region".to_owned(), |h| h.value.to_ascii_lowercase());
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        errs.push("geo.header", raw.header.as_ref(), "not a header name");
+    }
+    crate::types::GeoConfig {
+        header,
+        networks,
+        failover: raw.failover.clone().into_iter().collect(),
+    }
+}

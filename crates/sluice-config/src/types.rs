@@ -54,6 +54,7 @@ pub struct Config {
     pub budget_alerts: Option<BudgetAlerts>,
     pub ledger: LedgerConfig,
     pub breaker: BreakerConfig,
+    pub geo: GeoConfig,
     /// First 12 hex digits of the SHA-256 of the file: which config is serving.
     pub version: String,
 }
@@ -263,6 +264,8 @@ pub struct MockKnobs {
 #[derive(Debug, Clone)]
 pub struct DeploymentConfig {
     pub name: String,
+    /// The region it serves from (geographic routing).
+    pub geo: Option<String>,
     pub provider: ProviderKind,
     /// `None` only for an embedded mock, whose address is known once it is started.
     pub base_url: Option<Uri>,
@@ -578,5 +581,64 @@ impl LimitSpec {
         };
         let soft = if self.soft { "soft_" } else { "" };
         format!("{soft}{m}_per_{w}")
+    }
+}
+
+/// Geographic routing: the caller's region comes from a header, else from the network its
+/// address is in; an alias's deployments in that region are preferred, then the failover
+/// regions in order, then any.
+#[derive(Debug, Clone, Default)]
+pub struct GeoConfig {
+    pub header: String,
+    pub networks: Vec<(IpNet, String)>,
+    pub failover: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl GeoConfig {
+    /// The caller's region: the header's value, else the first network holding `ip`.
+    pub fn region<'a>(&'a self, header: Option<&'a str>, ip: Option<std::net::IpAddr>) -> Option<&'a str> {
+        header.filter(|h| !h.is_empty()).or_else(|| {
+            let ip = ip?;
+            self.networks
+                .iter()
+                .find(|(n, _)| n.contains(ip))
+                .map(|(_, r)| r.as_str())
+        })
+    }
+}
+
+/// An IP network (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = s.split_once('/')?;
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let prefix: u8 = p.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let bits = |ip: std::net::IpAddr| -> (u128, u32) {
+            match ip {
+                std::net::IpAddr::V4(v) => (u128::from(u32::from(v)) << 96, 32),
+                std::net::IpAddr::V6(v) => (u128::from(v), 128),
+            }
+        };
+        let ((net, nlen), (x, xlen)) = (bits(self.addr), bits(ip));
+        if nlen != xlen {
+            return false;
+        }
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.prefix))
+        };
+        net & mask == x & mask
     }
 }

@@ -160,6 +160,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             budget_alerts,
             ledger,
             breaker: crate::resilience::breaker(&raw.breaker, &mut errs),
+            geo: crate::resilience::geo(raw.geo.as_ref(), &mut errs),
             version,
         })
     } else {
@@ -476,6 +477,7 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         .and_then(|p| crate::spend::price(p, &format!("{path}.price"), Some(&d.name), errs));
     Some(DeploymentConfig {
         name: d.name.value.clone(),
+        geo: d.geo.as_ref().map(|g| g.value.clone()),
         provider,
         base_url,
         upstream_model,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use rand::Rng;
-use sluice_config::{Balance, BreakerConfig, RetryPolicy};
+use sluice_config::{Balance, BreakerConfig, GeoConfig, RetryPolicy};
 
 use crate::health::Gate;
 use crate::state::{DeploymentRuntime, ModelRuntime};
@@ -23,8 +23,15 @@ impl ModelRuntime {
         tried: &[usize],
         breaker: &BreakerConfig,
         now: Instant,
+        geo: Option<(&str, &GeoConfig)>,
     ) -> Option<usize> {
         let n = self.deployments.len();
+        if let Some((region, cfg)) = geo
+            && self.deployments.iter().any(|&d| deployments[d].geo.is_some())
+            && let Some(d) = self.pick_by_region(deployments, tried, breaker, now, region, cfg)
+        {
+            return Some(d);
+        }
         // The common case: a first attempt with every breaker closed — no allocation.
         if tried.is_empty()
             && self
@@ -92,6 +99,45 @@ impl ModelRuntime {
                 return Some(d);
             }
             open.remove(i);
+        }
+        None
+    }
+
+    /// The caller's region first, then its failover regions in order: the first with a
+    /// deployment not yet tried whose breaker lets it through. `None`: none of them has one.
+    fn pick_by_region(
+        &self,
+        deployments: &[DeploymentRuntime],
+        tried: &[usize],
+        breaker: &BreakerConfig,
+        now: Instant,
+        region: &str,
+        cfg: &GeoConfig,
+    ) -> Option<usize> {
+        let order = std::iter::once(region).chain(cfg.failover.get(region).into_iter().flatten().map(String::as_str));
+        for r in order {
+            let mut tier: Vec<(usize, u32, Gate)> = self
+                .deployments
+                .iter()
+                .zip(&self.weights)
+                .filter(|(d, _)| !tried.contains(d) && deployments[**d].geo.as_deref() == Some(r))
+                .map(|(d, w)| (*d, *w, deployments[*d].health.gate(breaker, now)))
+                .filter(|(_, _, g)| matches!(g, Gate::Pass | Gate::Probe))
+                .collect();
+            while !tier.is_empty() {
+                let i = self.choose(
+                    deployments,
+                    tier.len(),
+                    &|i| (tier[i].0, tier[i].1),
+                    tried.is_empty(),
+                    now,
+                );
+                let (d, _, gate) = tier[i];
+                if gate != Gate::Probe || deployments[d].health.take_probe(breaker) {
+                    return Some(d);
+                }
+                tier.remove(i);
+            }
         }
         None
     }

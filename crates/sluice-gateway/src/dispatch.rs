@@ -72,6 +72,7 @@ pub async fn attempts(
     finish: &mut Finish,
     deadline: Instant,
     telemetry: &crate::telemetry::Telemetry,
+    region: Option<&str>,
 ) -> Result<Upstream, GatewayError> {
     let policy = &decision.route.config.policy;
     let breaker = &snap.config.breaker;
@@ -100,7 +101,8 @@ pub async fn attempts(
         if now >= deadline {
             break;
         }
-        let Some(index) = decision.model.pick(&snap.deployments, &tried, breaker, now) else {
+        let geo = region.map(|r| (r, &snap.config.geo));
+        let Some(index) = decision.model.pick(&snap.deployments, &tried, breaker, now, geo) else {
             // Every deployment is out (breakers, Retry-After pauses): wait for the first to
             // come back if that is within the deadline, else give up.
             let back = decision

@@ -198,6 +198,10 @@ pub async fn serve(
     }
 }
 
+/// The client's IP address, attached to each request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 /// The HTTP/2 client preface: a cleartext connection that starts with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -210,7 +214,8 @@ async fn accepted_connection(
     gw: Arc<Gateway>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let limits = ConnLimits::new(&gw.snapshot().config.server);
+    let mut limits = ConnLimits::new(&gw.snapshot().config.server);
+    limits.peer = stream.peer_addr().ok().map(|a| a.ip());
     match tls {
         None => match is_h2c(&stream, limits.header_read_timeout).await {
             Some(true) => Box::pin(serve_h2(stream, gw, shutdown, limits)).await,
@@ -249,6 +254,8 @@ struct ConnLimits {
     max_headers: usize,
     max_header_bytes: usize,
     h2_max_concurrent_streams: u32,
+    /// The client's address (geographic routing by network).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl ConnLimits {
@@ -259,6 +266,7 @@ impl ConnLimits {
             max_headers: server.max_headers,
             max_header_bytes: server.max_header_bytes,
             h2_max_concurrent_streams: server.h2_max_concurrent_streams,
+            peer: None,
         }
     }
 }
@@ -291,13 +299,17 @@ async fn is_h2c(stream: &TcpStream, within: Duration) -> Option<bool> {
 fn service(
     gw: Arc<Gateway>,
     activity: Arc<Activity>,
+    peer: Option<std::net::IpAddr>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<TrackedBody>,
     Error = Infallible,
     Future = impl std::future::Future<Output = Result<http::Response<TrackedBody>, Infallible>> + Send,
 > + Clone {
-    service_fn(move |req| {
+    service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        if let Some(ip) = peer {
+            req.extensions_mut().insert(ClientIp(ip));
+        }
         let gw = gw.clone();
         let guard = activity.enter();
         async move {
@@ -328,7 +340,7 @@ where
         .max_buf_size(server.max_header_bytes)
         .max_headers(server.max_headers)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(io), service(gw, activity.clone()));
+        .serve_connection(TokioIo::new(io), service(gw, activity.clone(), server.peer));
     drive(conn, &activity, shutdown, server.idle_timeout).await;
 }
 
@@ -342,7 +354,7 @@ where
         .max_concurrent_streams(server.h2_max_concurrent_streams)
         .max_header_list_size(server.max_header_bytes as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .serve_connection(TokioIo::new(io), service(gw, activity.clone()));
+        .serve_connection(TokioIo::new(io), service(gw, activity.clone(), server.peer));
     drive(conn, &activity, shutdown, server.idle_timeout).await;
 }
 

@@ -49,8 +49,9 @@ pub async fn attempts(
     inbound: &InboundRequest,
     finish: &mut Finish,
     deadline: Instant,
+    region: Option<&str>,
 ) -> Result<Upstream, GatewayError> {
-    let first = dispatch::attempts(snap, decision, inbound, finish, deadline, &gw.telemetry).await;
+    let first = dispatch::attempts(snap, decision, inbound, finish, deadline, &gw.telemetry, region).await;
     let chain = &decision.route.config.fallback;
     let mut err = match first {
         Ok(up) => return Ok(up),
@@ -81,7 +82,7 @@ pub async fn attempts(
             }
         }
         finish.set_fallback(&next.model.name, why);
-        match dispatch::attempts(snap, &next, inbound, finish, deadline, &gw.telemetry).await {
+        match dispatch::attempts(snap, &next, inbound, finish, deadline, &gw.telemetry, region).await {
             Ok(up) => return Ok(up),
             Err(e) => {
                 if reason(&e).is_none_or(|r| !chain.on.contains(&r)) {

@@ -173,7 +173,13 @@ async fn walk(
         return Ok(hit);
     }
 
-    let upstream = crate::fallback::attempts(gw, snap, &decision, &caller, &inbound, finish, deadline).await?;
+    // Where the caller is: its region's deployments first (geographic routing).
+    let geo = &snap.config.geo;
+    let region = geo.region(
+        parts.headers.get(geo.header.as_str()).and_then(|v| v.to_str().ok()),
+        parts.extensions.get::<crate::edge::ClientIp>().map(|c| c.0),
+    );
+    let upstream = crate::fallback::attempts(gw, snap, &decision, &caller, &inbound, finish, deadline, region).await?;
     let upstream = stages::guard_output(&decision, upstream)?;
 
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);

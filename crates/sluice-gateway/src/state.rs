@@ -77,6 +77,8 @@ pub struct DeploymentRuntime {
     pub aws: Option<AwsAuth>,
     /// In flight, latency, breaker: live state, kept across reloads by name.
     pub health: Arc<crate::health::DeploymentHealth>,
+    /// The region it serves from (geographic routing).
+    pub geo: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for DeploymentRuntime {
@@ -307,6 +309,7 @@ impl LiveState {
                     region: a.region.clone(),
                 }),
                 health: self.health_of(&d.name),
+                geo: d.geo.as_deref().map(Arc::from),
             });
         }
         let models: Vec<ModelRuntime> = config

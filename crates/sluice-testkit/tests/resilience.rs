@@ -473,3 +473,71 @@ async fn under_overload_high_priority_goes_first_and_the_rest_get_503_with_retry
         .collect();
     assert!(queued.iter().any(|q| *q >= 100.0), "waits are logged: {queued:?}");
 }
+
+fn geo_config(eu: &str, us: &str, ap: &str) -> String {
+    let dep = |name: &str, base: &str, geo: &str| {
+        format!(
+            "  - {{ name: {name}, geo: {geo}, provider: openai, base_url: \"{base}\", model: upstream-{name}, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}\n"
+        )
+    };
+    format!(
+        "deployments:\n{}{}{}models:\n  - {{ name: chat, deployments: [eu-1, us-1, ap-1] }}\nroutes:\n  - {{ name: default, max_attempts: 2, retry: {{ backoff_ms: 0 }} }}\ngeo:\n  networks: {{ us: [127.0.0.0/8] }}\n  failover: {{ eu: [ap, us] }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        dep("eu-1", eu, "eu"),
+        dep("us-1", us, "us"),
+        dep("ap-1", ap, "ap"),
+        key_hash(KEY)
+    )
+}
+
+#[tokio::test]
+async fn requests_stay_in_the_callers_region_and_fail_over_in_order() {
+    let (eu, us, ap) = (mock().await, mock().await, mock().await);
+    let gw = TestGateway::start(&geo_config(&eu.base_url(), &us.base_url(), &ap.base_url())).await;
+    for _ in 0..20 {
+        let r = gw
+            .post_raw(
+                "/v1/chat/completions",
+                Some(KEY),
+                &[("x-sluice-region", "eu")],
+                ask().to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(
+        (requests(&eu), requests(&us), requests(&ap)),
+        (20, 0, 0),
+        "the caller's region"
+    );
+    // No header: the caller's address (127.0.0.1) is in the `us` network.
+    for _ in 0..10 {
+        assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
+    }
+    assert_eq!((requests(&eu), requests(&us), requests(&ap)), (20, 10, 0));
+
+    // Europe is down: its callers go to the first failover region (ap), not to us.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (us2, ap2) = (mock().await, mock().await);
+    let gw = TestGateway::start(&geo_config(
+        &format!("http://127.0.0.1:{port}/v1"),
+        &us2.base_url(),
+        &ap2.base_url(),
+    ))
+    .await;
+    for _ in 0..20 {
+        let r = gw
+            .post_raw(
+                "/v1/chat/completions",
+                Some(KEY),
+                &[("x-sluice-region", "eu")],
+                ask().to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!((requests(&ap2), requests(&us2)), (20, 0));
+}

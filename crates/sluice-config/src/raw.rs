@@ -326,6 +326,16 @@ pub struct RawRoute {
     pub fallback_response: Option<RawFallbackResponse>,
     /// A concurrency limit with a bounded priority queue in front.
     pub queue: Option<RawQueue>,
+    /// Under load (by queue depth), serve a cheaper model or fewer tokens instead of refusing.
+    pub degrade: Option<Vec<RawDegradeStep>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDegradeStep {
+    pub when_queued: S<u64>,
+    pub model: Option<S<String>>,
+    pub max_tokens: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

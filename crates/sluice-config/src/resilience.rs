@@ -220,3 +220,61 @@ pub(crate) fn geo(raw: Option<&crate::raw::RawGeo>, errs: &mut Collector) -> cra
         failover: raw.failover.clone().into_iter().collect(),
     }
 }
+
+/// A route's degradation steps (they measure load by its queue).
+pub(crate) fn degrade(
+    r: &RawRoute,
+    model_names: &[&str],
+    path: &str,
+    errs: &mut Collector,
+) -> Vec<crate::types::DegradeStep> {
+    let Some(steps) = &r.degrade else {
+        return Vec::new();
+    };
+    if r.queue.is_none() && !steps.is_empty() {
+        errs.push(
+            format!("{path}.degrade"),
+            Some(&r.name),
+            "degradation is by queue depth: the route needs a queue",
+        );
+    }
+    let mut out: Vec<crate::types::DegradeStep> = steps
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
+            let model = s.model.as_ref().and_then(|m| {
+                crate::validate::resolve_models(
+                    std::slice::from_ref(m),
+                    model_names,
+                    &format!("{path}.degrade[{j}].model"),
+                    errs,
+                )
+                .first()
+                .copied()
+            });
+            if s.model.is_none() && s.max_tokens.is_none() {
+                errs.push(
+                    format!("{path}.degrade[{j}]"),
+                    Some(&s.when_queued),
+                    "a step names a model, a max_tokens cap, or both",
+                );
+            }
+            crate::types::DegradeStep {
+                when_queued: s.when_queued.value as usize,
+                model,
+                max_tokens: s.max_tokens.as_ref().map(|m| {
+                    ranged(
+                        Some(m),
+                        1,
+                        1,
+                        10_000_000,
+                        &format!("{path}.degrade[{j}].max_tokens"),
+                        errs,
+                    )
+                }),
+            }
+        })
+        .collect();
+    out.sort_by_key(|s| s.when_queued);
+    out
+}

@@ -414,6 +414,17 @@ pub struct RouteConfig {
     pub fallback: FallbackConfig,
     /// The route's concurrency limit and the queue in front of it.
     pub queue: Option<QueueConfig>,
+    /// Degradation steps, by rising queue depth; every step reached applies.
+    pub degrade: Vec<DegradeStep>,
+}
+
+/// Past `when_queued` waiting requests, serve `model` instead and/or cap `max_tokens`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DegradeStep {
+    pub when_queued: usize,
+    /// Model index.
+    pub model: Option<usize>,
+    pub max_tokens: Option<u64>,
 }
 
 /// At most `max_concurrency` requests of a route at once; up to `max_queued` more wait, by

@@ -115,6 +115,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             limits: Vec::new(),
             fallback: FallbackConfig::default(),
             queue: None,
+            degrade: Vec::new(),
         });
     }
 
@@ -697,5 +698,6 @@ fn route(
         limits: crate::spend::limits(&r.limits, &format!("{path}.limits"), Some(&r.name), errs),
         fallback: crate::resilience::fallback(r, model_names, &path, errs),
         queue: crate::resilience::queue(r, &path, errs),
+        degrade: crate::resilience::degrade(r, model_names, &path, errs),
     }
 }

@@ -58,6 +58,9 @@ pub struct RequestRecord {
     /// What the request cost, in micro-units of `currency` (when the model has a price).
     pub cost_micros: Option<u64>,
     pub currency: Option<Arc<str>>,
+    /// What degradation under load changed (`model=…`, `max_tokens=…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
     /// Time spent waiting in the route's queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_ms: Option<f64>,
@@ -131,6 +134,7 @@ impl Finish {
                 usage_estimated: false,
                 cost_micros: None,
                 currency: None,
+                degraded: None,
                 queue_ms: None,
                 fallback: None,
                 config_version,
@@ -234,6 +238,16 @@ impl Finish {
 
     pub fn set_admission(&mut self, a: crate::stages::Admission) {
         self.admission = Some(a);
+    }
+
+    pub fn set_degraded(&mut self, what: String) {
+        if let Some(r) = self.record() {
+            r.degraded = Some(what);
+        }
+    }
+
+    pub fn degraded(&self) -> Option<&str> {
+        self.record.as_deref().and_then(|r| r.degraded.as_deref())
     }
 
     /// Keeps the request's place in its route's queue until it is reported.

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod alerts;
 pub mod balance;
 pub mod body;
+pub mod degrade;
 pub mod dispatch;
 pub mod edge;
 pub mod error;

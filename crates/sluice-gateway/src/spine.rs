@@ -128,7 +128,12 @@ async fn walk(
         metadata: &inbound.view.metadata,
     };
     let decision = routing::decide(snap, &input)?;
+    // Under load, a cheaper model or fewer tokens rather than a longer wait or a refusal.
+    let (decision, degraded) = crate::degrade::apply(snap, decision, &caller, &mut inbound)?;
     finish.set_route(&decision.route.name, &decision.model.name, inbound.view.stream);
+    if let Some(d) = degraded {
+        finish.set_degraded(d);
+    }
     let policy = &decision.route.config.policy;
     if inbound.body.len() as u64 > policy.max_body_bytes {
         return Err(too_large(policy.max_body_bytes));
@@ -270,6 +275,7 @@ fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody> {
     let id = header_value(finish.request_id());
     let rate = finish.rate_info();
     let (model, fallback) = finish.answered();
+    let degraded = finish.degraded().and_then(|d| HeaderValue::from_str(d).ok());
     let mut r = match reply {
         Reply::Json {
             status,
@@ -301,6 +307,9 @@ fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody> {
     // Which alias answered, and whether (and why) it was a fallback.
     if let Some(m) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {
         r.headers_mut().insert("x-sluice-model", m);
+    }
+    if let Some(d) = degraded {
+        r.headers_mut().insert("x-sluice-degraded", d);
     }
     if let Some(why) = fallback {
         r.headers_mut()

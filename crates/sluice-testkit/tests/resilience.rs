@@ -541,3 +541,66 @@ async fn requests_stay_in_the_callers_region_and_fail_over_in_order() {
     }
     assert_eq!((requests(&ap2), requests(&us2)), (20, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_a_route_degrades_in_its_configured_order_and_says_so() {
+    let big = mock_knobs(Knobs {
+        latency_ms: Some(150),
+        ..Knobs::default()
+    })
+    .await;
+    let small = mock_knobs(Knobs {
+        latency_ms: Some(150),
+        ..Knobs::default()
+    })
+    .await;
+    let yaml = format!(
+        "deployments:\n{}{}models:\n  - {{ name: chat, deployments: [big] }}\n  - {{ name: small, deployments: [tiny] }}\nroutes:\n  - name: default\n    queue: {{ max_concurrency: 1, max_queued: 10 }}\n    degrade:\n      - {{ when_queued: 1, max_tokens: 4 }}\n      - {{ when_queued: 3, model: small }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deployment("big", &big.base_url()),
+        deployment("tiny", &small.base_url()),
+        key_hash(KEY)
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"model": "chat", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+            let r = gw.chat(KEY, &body).await;
+            (r.status.as_u16(), r.header("x-sluice-degraded").map(str::to_owned))
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    let degraded: Vec<Option<&str>> = got
+        .iter()
+        .map(|(s, d)| {
+            assert_eq!(*s, 200);
+            d.as_deref()
+        })
+        .collect();
+    assert_eq!(
+        degraded,
+        [
+            None,
+            None,
+            Some("max_tokens=4"),
+            Some("max_tokens=4"),
+            Some("model=small,max_tokens=4"),
+            Some("model=small,max_tokens=4")
+        ]
+    );
+    assert_eq!((requests(&big), requests(&small)), (4, 2));
+    let capped = big
+        .stats()
+        .recent()
+        .iter()
+        .filter(|r| r.body.contains("\"max_tokens\":4"))
+        .count();
+    assert_eq!(capped, 2, "the cap reached the upstream");
+    let lines = gw.log_lines(6).await;
+    assert_eq!(lines.iter().filter(|l| l["degraded"].is_string()).count(), 4);
+}

@@ -272,6 +272,15 @@ pub struct RawDeployment {
     pub price: Option<RawPrice>,
     /// The region it serves from, for geographic routing.
     pub geo: Option<S<String>>,
+    /// Its Prometheus endpoint (vLLM, TGI), scraped for queue depth and KV-cache use.
+    pub metrics: Option<RawScrape>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScrape {
+    pub url: S<String>,
+    pub interval_ms: Option<S<u64>>,
 }
 
 /// Defaults for the built-in mock provider (`provider: mock`).

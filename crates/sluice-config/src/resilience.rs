@@ -45,11 +45,12 @@ pub(crate) fn balance(m: &RawModel, path: &str, errs: &mut Collector) -> (Balanc
         Some("weighted") => Balance::Weighted,
         Some("least_outstanding") => Balance::LeastOutstanding,
         Some("latency") => Balance::Latency,
+        Some("capacity") => Balance::Capacity,
         Some(other) => {
             errs.push(
                 format!("{path}.balance"),
                 m.balance.as_ref(),
-                format!("{other:?} is not one of round_robin, weighted, least_outstanding, latency"),
+                format!("{other:?} is not one of round_robin, weighted, least_outstanding, latency, capacity"),
             );
             Balance::RoundRobin
         }
@@ -277,4 +278,25 @@ pub(crate) fn degrade(
         .collect();
     out.sort_by_key(|s| s.when_queued);
     out
+}
+
+/// A deployment's Prometheus endpoint.
+pub(crate) fn scrape(d: &crate::raw::RawDeployment, path: &str, errs: &mut Collector) -> Option<(http::Uri, Duration)> {
+    let m = d.metrics.as_ref()?;
+    let url = match m.url.value.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("http") || u.scheme_str() == Some("https") => u,
+        _ => {
+            errs.push(format!("{path}.metrics.url"), Some(&m.url), "not an http(s) URL");
+            return None;
+        }
+    };
+    let every = ranged(
+        m.interval_ms.as_ref(),
+        1_000,
+        50,
+        600_000,
+        &format!("{path}.metrics.interval_ms"),
+        errs,
+    );
+    Some((url, Duration::from_millis(every)))
 }

@@ -266,6 +266,8 @@ pub struct DeploymentConfig {
     pub name: String,
     /// The region it serves from (geographic routing).
     pub geo: Option<String>,
+    /// Its Prometheus endpoint and how often to read it (capacity-aware balancing).
+    pub metrics: Option<(Uri, Duration)>,
     pub provider: ProviderKind,
     /// `None` only for an embedded mock, whose address is known once it is started.
     pub base_url: Option<Uri>,
@@ -371,6 +373,9 @@ pub enum Balance {
     LeastOutstanding,
     /// Peak-EWMA latency × requests in flight, of two picked at random.
     Latency,
+    /// The deployment whose model server reports the least queued work (scraped), then the
+    /// fewest in flight from here.
+    Capacity,
 }
 
 /// Backoff between attempts, and the retry budget: retries may add at most `budget_percent`

@@ -181,6 +181,17 @@ impl ModelRuntime {
                     .min_by_key(|&i| deployments[at(i).0].health.outstanding())
                     .unwrap_or(0)
             }
+            Balance::Capacity => {
+                // The emptiest model server (its own queue, then its KV cache), then the fewest
+                // in flight from here; ties go round the pool.
+                (0..n)
+                    .map(|k| (turn + k) % n)
+                    .min_by_key(|&i| {
+                        let h = &deployments[at(i).0].health;
+                        (h.reported_load(), h.outstanding())
+                    })
+                    .unwrap_or(0)
+            }
             Balance::Latency => {
                 // Power of two choices on peak-EWMA latency × (in flight + 1).
                 let mut rng = rand::rng();

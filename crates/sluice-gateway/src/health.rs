@@ -83,6 +83,8 @@ const EWMA_DECAY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct DeploymentHealth {
     outstanding: AtomicI64,
+    /// The model server's own load, as last scraped (waiting × 1000 + KV-cache use in ‰).
+    reported: std::sync::atomic::AtomicU64,
     state: AtomicU8,
     inner: Mutex<Inner>,
 }
@@ -92,6 +94,7 @@ impl Default for DeploymentHealth {
         let now = Instant::now();
         DeploymentHealth {
             outstanding: AtomicI64::new(0),
+            reported: std::sync::atomic::AtomicU64::new(0),
             state: AtomicU8::new(BreakerState::Closed as u8),
             inner: Mutex::new(Inner {
                 ewma_us: 0.0,
@@ -127,6 +130,15 @@ impl DeploymentHealth {
 
     pub fn outstanding(&self) -> i64 {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// The model server's reported load (lower is emptier); 0 until scraped.
+    pub fn reported_load(&self) -> u64 {
+        self.reported.load(Ordering::Relaxed)
+    }
+
+    pub fn set_reported_load(&self, load: u64) {
+        self.reported.store(load, Ordering::Relaxed);
     }
 
     pub fn state(&self) -> BreakerState {

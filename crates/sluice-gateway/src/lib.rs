@@ -24,6 +24,7 @@ pub mod queue;
 pub mod relay;
 pub mod reload;
 pub mod routing;
+pub mod scrape;
 pub mod spine;
 pub mod stages;
 pub mod state;

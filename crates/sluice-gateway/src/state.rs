@@ -142,6 +142,9 @@ impl Snapshot {
 
 type ClientKey = (Duration, bool);
 
+/// A running metrics scraper: the URL and interval it reads, and its task.
+type Scraper = ((Uri, Duration), tokio::task::JoinHandle<()>);
+
 /// State that outlives config snapshots.
 pub struct LiveState {
     tls: rustls::ClientConfig,
@@ -150,6 +153,8 @@ pub struct LiveState {
     health: Mutex<HashMap<String, Arc<crate::health::DeploymentHealth>>>,
     budgets: Mutex<HashMap<String, Arc<crate::balance::RetryBudget>>>,
     queues: Mutex<HashMap<String, Arc<crate::queue::RouteQueue>>>,
+    /// Metrics scrapers by deployment: what they read, and the task.
+    scrapers: Mutex<HashMap<String, Scraper>>,
     mocks: tokio::sync::Mutex<HashMap<String, (MockKnobs, Arc<MockServer>)>>,
     /// Limit counters: keyed by scope and name, so a reload never resets them.
     pub limits: crate::limits::Limits,
@@ -177,6 +182,7 @@ impl LiveState {
             health: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
+            scrapers: Mutex::new(HashMap::new()),
             mocks: tokio::sync::Mutex::new(HashMap::new()),
             limits: crate::limits::Limits::default(),
         }
@@ -230,6 +236,32 @@ impl LiveState {
     fn budget(&self, route: &str) -> Arc<crate::balance::RetryBudget> {
         let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(route.to_owned()).or_default().clone()
+    }
+
+    /// Starts a scraper for each deployment's metrics URL, and stops the ones no longer
+    /// configured.
+    fn follow_metrics(&self, config: &Config) {
+        let mut scrapers = self.scrapers.lock().unwrap_or_else(|p| p.into_inner());
+        scrapers.retain(|name, (what, task)| {
+            let keep = config
+                .deployments
+                .iter()
+                .any(|d| &d.name == name && d.metrics.as_ref() == Some(what));
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for d in &config.deployments {
+            let Some((url, every)) = &d.metrics else { continue };
+            if scrapers.contains_key(&d.name) {
+                continue;
+            }
+            let health = Arc::downgrade(&self.health_of(&d.name));
+            let client = self.client(Duration::from_secs(1), false);
+            let task = tokio::spawn(crate::scrape::run(client, url.clone(), *every, health));
+            scrapers.insert(d.name.clone(), ((url.clone(), *every), task));
+        }
     }
 
     fn queue(&self, route: &str) -> Arc<crate::queue::RouteQueue> {
@@ -312,6 +344,7 @@ impl LiveState {
                 geo: d.geo.as_deref().map(Arc::from),
             });
         }
+        self.follow_metrics(&config);
         let models: Vec<ModelRuntime> = config
             .models
             .iter()

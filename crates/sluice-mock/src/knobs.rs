@@ -40,6 +40,9 @@ pub struct Knobs {
     pub safety_block: Option<String>,
     /// Answer this share of requests (percent, at random) with `status` (default 500).
     pub fail_percent: Option<u8>,
+    /// Requests `GET /metrics` reports as waiting (vLLM's `num_requests_waiting`), on top of
+    /// those in flight.
+    pub report_waiting: Option<u64>,
 }
 
 impl Knobs {
@@ -63,6 +66,7 @@ impl Knobs {
             cache_write_tokens: self.cache_write_tokens.or(defaults.cache_write_tokens),
             safety_block: self.safety_block.or_else(|| defaults.safety_block.clone()),
             fail_percent: self.fail_percent.or(defaults.fail_percent),
+            report_waiting: self.report_waiting.or(defaults.report_waiting),
         }
     }
     pub fn chunks(&self) -> u64 {

@@ -263,6 +263,15 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             &serde_json::to_value(shared.stats.recent()).unwrap_or_default(),
         )),
         (&Method::GET, "/health") => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        (&Method::GET, "/metrics") => {
+            // A model server's load, as vLLM publishes it.
+            let running = shared.stats.in_flight.load(Ordering::Relaxed).max(0);
+            let waiting = shared.config.defaults.report_waiting.unwrap_or(0);
+            let text = format!(
+                "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{model_name=\"mock\"}} {running}\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{model_name=\"mock\"}} {waiting}\n# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{{model_name=\"mock\"}} 0.1\n"
+            );
+            Ok(full(StatusCode::OK, text, "text/plain; version=0.0.4"))
+        }
         (&Method::POST, "/v1/messages") => {
             let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
             shared.stats.record(recorded(&parts, &path, &bytes));

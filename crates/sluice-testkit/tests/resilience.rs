@@ -604,3 +604,37 @@ async fn under_load_a_route_degrades_in_its_configured_order_and_says_so() {
     let lines = gw.log_lines(6).await;
     assert_eq!(lines.iter().filter(|l| l["degraded"].is_string()).count(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_aware_balancing_sends_requests_to_the_emptiest_model_server() {
+    let busy = mock_knobs(Knobs {
+        report_waiting: Some(40),
+        ..Knobs::default()
+    })
+    .await;
+    let idle = mock().await;
+    let metrics = |m: &MockServer| m.base_url().trim_end_matches("/v1").to_owned() + "/metrics";
+    let dep = |name: &str, m: &MockServer| {
+        format!(
+            "  - {{ name: {name}, provider: openai, base_url: \"{}\", model: upstream-{name}, api_key_env: SLUICE_TEST_UPSTREAM_KEY, metrics: {{ url: \"{}\", interval_ms: 100 }} }}\n",
+            m.base_url(),
+            metrics(m)
+        )
+    };
+    let yaml = format!(
+        "deployments:\n{}{}models:\n  - {{ name: chat, deployments: [busy, idle], balance: capacity }}\nroutes:\n  - name: default\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        dep("busy", &busy),
+        dep("idle", &idle),
+        key_hash(KEY)
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    // Both scraped at least once.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let statuses = load(&gw, 200, 4, ask()).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    assert!(
+        requests(&busy) <= 5,
+        "the server reporting a queue of 40 got {} of 200",
+        requests(&busy)
+    );
+}

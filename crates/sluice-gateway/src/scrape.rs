@@ -1,0 +1,70 @@
+//! Capacity-aware balancing's input: each deployment with a `metrics` URL has a task reading
+//! its Prometheus endpoint (vLLM's `vllm:num_requests_waiting`, `vllm:gpu_cache_usage_perc` /
+//! `vllm:kv_cache_usage_perc`; TGI's `tgi_queue_size`) every interval, off the request path.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+use crate::health::DeploymentHealth;
+use crate::state::HttpClient;
+
+/// The load a metrics page reports: waiting requests × 1000 + KV-cache use in ‰.
+pub fn load(text: &str) -> Option<u64> {
+    let mut waiting: Option<f64> = None;
+    let mut cache: f64 = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let metric = name.split('{').next().unwrap_or(name);
+        match metric {
+            "vllm:num_requests_waiting" | "tgi_queue_size" => *waiting.get_or_insert(0.0) += v,
+            "vllm:gpu_cache_usage_perc" | "vllm:kv_cache_usage_perc" => cache = cache.max(v),
+            _ => {}
+        }
+    }
+    let waiting = waiting?;
+    Some((waiting.max(0.0) * 1000.0) as u64 + (cache.clamp(0.0, 1.0) * 999.0) as u64)
+}
+
+/// Reads `url` every `every` into the deployment's health until the deployment is gone.
+pub async fn run(client: Arc<HttpClient>, url: http::Uri, every: Duration, health: Weak<DeploymentHealth>) {
+    loop {
+        let Some(h) = health.upgrade() else { return };
+        let req = http::Request::get(url.clone()).body(Full::new(Bytes::new()));
+        if let Ok(req) = req {
+            let answer = tokio::time::timeout(every.max(Duration::from_millis(500)), async {
+                let resp = client.request(req).await.ok()?;
+                if !resp.status().is_success() {
+                    return None;
+                }
+                let body = resp.into_body().collect().await.ok()?.to_bytes();
+                load(&String::from_utf8_lossy(&body))
+            })
+            .await;
+            match answer {
+                Ok(Some(l)) => h.set_reported_load(l),
+                _ => tracing::debug!(url = %url, "metrics scrape failed"),
+            }
+        }
+        drop(h);
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_vllm_and_tgi_pages() {
+        let vllm = "# HELP x\nvllm:num_requests_running{model_name=\"m\"} 3\nvllm:num_requests_waiting{model_name=\"m\"} 7\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.5\n";
+        assert_eq!(super::load(vllm), Some(7_499));
+        assert_eq!(super::load("tgi_queue_size 2\n"), Some(2_000));
+        assert_eq!(super::load("nothing_here 1\n"), None);
+    }
+}

@@ -274,6 +274,16 @@ pub struct RawDeployment {
     pub geo: Option<S<String>>,
     /// Its Prometheus endpoint (vLLM, TGI), scraped for queue depth and KV-cache use.
     pub metrics: Option<RawScrape>,
+    /// An active health check: a free path on the same server (a models list, a health
+    /// endpoint — never a paid completion).
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: S<String>,
+    pub interval_ms: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -300,3 +300,29 @@ pub(crate) fn scrape(d: &crate::raw::RawDeployment, path: &str, errs: &mut Colle
     );
     Some((url, Duration::from_millis(every)))
 }
+
+/// A deployment's active health check.
+pub(crate) fn health_check(
+    d: &crate::raw::RawDeployment,
+    path: &str,
+    errs: &mut Collector,
+) -> Option<(String, Duration)> {
+    let h = d.health_check.as_ref()?;
+    if !h.path.value.starts_with('/') {
+        errs.push(
+            format!("{path}.health_check.path"),
+            Some(&h.path),
+            "a path starts with /",
+        );
+        return None;
+    }
+    let every = ranged(
+        h.interval_ms.as_ref(),
+        5_000,
+        50,
+        3_600_000,
+        &format!("{path}.health_check.interval_ms"),
+        errs,
+    );
+    Some((h.path.value.clone(), Duration::from_millis(every)))
+}

@@ -268,6 +268,8 @@ pub struct DeploymentConfig {
     pub geo: Option<String>,
     /// Its Prometheus endpoint and how often to read it (capacity-aware balancing).
     pub metrics: Option<(Uri, Duration)>,
+    /// An active health check: a path on the deployment's server, and how often.
+    pub health_check: Option<(String, Duration)>,
     pub provider: ProviderKind,
     /// `None` only for an embedded mock, whose address is known once it is started.
     pub base_url: Option<Uri>,

@@ -480,6 +480,7 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         name: d.name.value.clone(),
         geo: d.geo.as_ref().map(|g| g.value.clone()),
         metrics: crate::resilience::scrape(d, &format!("deployments[{i}]"), errs),
+        health_check: crate::resilience::health_check(d, &format!("deployments[{i}]"), errs),
         provider,
         base_url,
         upstream_model,

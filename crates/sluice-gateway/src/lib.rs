@@ -265,6 +265,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
 
     let mut live = LiveState::new();
     live.limits = limits::Limits::new(telemetry.metrics.limits_store.clone());
+    live.set_telemetry(&telemetry);
     live.limits.configure(config.store.redis.as_ref()).await;
     let live_webhook_client = live.webhook_client();
     let snapshot = live.build(config).await?;

@@ -1,4 +1,5 @@
-//! Capacity-aware balancing's input: each deployment with a `metrics` URL has a task reading
+//! Background reads of each deployment's server, off the request path. Capacity-aware
+//! balancing's input: each deployment with a `metrics` URL has a task reading
 //! its Prometheus endpoint (vLLM's `vllm:num_requests_waiting`, `vllm:gpu_cache_usage_perc` /
 //! `vllm:kv_cache_usage_perc`; TGI's `tgi_queue_size`) every interval, off the request path.
 
@@ -55,6 +56,46 @@ pub async fn run(client: Arc<HttpClient>, url: http::Uri, every: Duration, healt
         }
         drop(h);
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Active health checks: `GET url` every `every`; a 2xx counts as a success for the breaker, and
+/// anything else (or no answer) as a failure. While the breaker is open nothing is recorded;
+/// once its open time is over a passing check is its half-open probe.
+pub async fn check(
+    client: Arc<HttpClient>,
+    url: http::Uri,
+    every: Duration,
+    breaker: sluice_config::BreakerConfig,
+    health: Weak<DeploymentHealth>,
+    telemetry: Weak<crate::telemetry::Telemetry>,
+    name: Arc<str>,
+) {
+    use crate::health::{Gate, Outcome};
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(h) = health.upgrade() else { return };
+        let started = std::time::Instant::now();
+        let ok = match http::Request::get(url.clone()).body(Full::new(Bytes::new())) {
+            Ok(req) => matches!(
+                tokio::time::timeout(every.min(Duration::from_secs(2)), client.request(req)).await,
+                Ok(Ok(resp)) if resp.status().is_success()
+            ),
+            Err(_) => false,
+        };
+        let now = std::time::Instant::now();
+        let record = match h.gate(&breaker, now) {
+            Gate::Shut => false,
+            Gate::Probe => h.take_probe(&breaker),
+            Gate::Pass | Gate::Paused => true,
+        };
+        if record {
+            let outcome = if ok { Outcome::Success } else { Outcome::Failure };
+            let t = h.record(&breaker, outcome, now - started, now);
+            if let Some(tel) = telemetry.upgrade() {
+                tel.breaker(&name, t);
+            }
+        }
     }
 }
 

@@ -145,6 +145,12 @@ type ClientKey = (Duration, bool);
 /// A running metrics scraper: the URL and interval it reads, and its task.
 type Scraper = ((Uri, Duration), tokio::task::JoinHandle<()>);
 
+/// A running health check: its URL, interval and breaker settings, and its task.
+type Checker = (
+    (Uri, Duration, sluice_config::BreakerConfig),
+    tokio::task::JoinHandle<()>,
+);
+
 /// State that outlives config snapshots.
 pub struct LiveState {
     tls: rustls::ClientConfig,
@@ -155,6 +161,10 @@ pub struct LiveState {
     queues: Mutex<HashMap<String, Arc<crate::queue::RouteQueue>>>,
     /// Metrics scrapers by deployment: what they read, and the task.
     scrapers: Mutex<HashMap<String, Scraper>>,
+    /// Active health checks by deployment: what they check, and the task.
+    checkers: Mutex<HashMap<String, Checker>>,
+    /// Where breaker transitions seen by health checks are reported.
+    telemetry: std::sync::OnceLock<std::sync::Weak<crate::telemetry::Telemetry>>,
     mocks: tokio::sync::Mutex<HashMap<String, (MockKnobs, Arc<MockServer>)>>,
     /// Limit counters: keyed by scope and name, so a reload never resets them.
     pub limits: crate::limits::Limits,
@@ -183,6 +193,8 @@ impl LiveState {
             budgets: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             scrapers: Mutex::new(HashMap::new()),
+            checkers: Mutex::new(HashMap::new()),
+            telemetry: std::sync::OnceLock::new(),
             mocks: tokio::sync::Mutex::new(HashMap::new()),
             limits: crate::limits::Limits::default(),
         }
@@ -236,6 +248,56 @@ impl LiveState {
     fn budget(&self, route: &str) -> Arc<crate::balance::RetryBudget> {
         let mut map = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(route.to_owned()).or_default().clone()
+    }
+
+    /// Where health checks report breaker transitions.
+    pub fn set_telemetry(&self, t: &Arc<crate::telemetry::Telemetry>) {
+        let _ = self.telemetry.set(Arc::downgrade(t));
+    }
+
+    /// Starts (or restarts, when its settings changed) each deployment's active health check,
+    /// and stops the ones no longer configured.
+    fn follow_health_checks(&self, config: &Config, deployments: &[DeploymentRuntime]) {
+        let wanted: HashMap<&str, (Uri, Duration)> = config
+            .deployments
+            .iter()
+            .zip(deployments)
+            .filter_map(|(d, rt)| {
+                let (path, every) = d.health_check.as_ref()?;
+                let scheme = rt.base_url.scheme_str().unwrap_or("http");
+                let authority = rt.base_url.authority()?.as_str();
+                let url: Uri = format!("{scheme}://{authority}{path}").parse().ok()?;
+                Some((d.name.as_str(), (url, *every)))
+            })
+            .collect();
+        let mut checkers = self.checkers.lock().unwrap_or_else(|p| p.into_inner());
+        checkers.retain(|name, (what, task)| {
+            let keep = wanted
+                .get(name.as_str())
+                .is_some_and(|(u, e)| *u == what.0 && *e == what.1 && config.breaker == what.2);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let telemetry = self.telemetry.get().cloned().unwrap_or_default();
+        for (name, (url, every)) in wanted {
+            if checkers.contains_key(name) {
+                continue;
+            }
+            let health = Arc::downgrade(&self.health_of(name));
+            let client = self.client(Duration::from_secs(1), false);
+            let task = tokio::spawn(crate::scrape::check(
+                client,
+                url.clone(),
+                every,
+                config.breaker,
+                health,
+                telemetry.clone(),
+                Arc::from(name),
+            ));
+            checkers.insert(name.to_owned(), ((url, every, config.breaker), task));
+        }
     }
 
     /// Starts a scraper for each deployment's metrics URL, and stops the ones no longer
@@ -345,6 +407,7 @@ impl LiveState {
             });
         }
         self.follow_metrics(&config);
+        self.follow_health_checks(&config, &deployments);
         let models: Vec<ModelRuntime> = config
             .models
             .iter()

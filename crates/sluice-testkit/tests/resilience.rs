@@ -638,3 +638,34 @@ async fn capacity_aware_balancing_sends_requests_to_the_emptiest_model_server() 
         requests(&busy)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_eject_and_restore_without_traffic() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        "deployments:\n  - {{ name: gpu, provider: openai, base_url: \"http://127.0.0.1:{port}/v1\", model: m, api_key_env: SLUICE_TEST_UPSTREAM_KEY, health_check: {{ path: /health, interval_ms: 50 }} }}\nmodels:\n  - {{ name: chat, deployments: [gpu] }}\nbreaker: {{ consecutive_failures: 2, open_ms: 300, max_open_ms: 300 }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        key_hash(KEY)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let state = |h: Value| h["deployments"][0]["state"].as_str().unwrap_or("").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while state(gw.admin(http::Method::GET, "/admin/health", None).await.json()) != "open" {
+        assert!(Instant::now() < deadline, "checks never opened the breaker");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The server comes up: the next check after the open time closes the breaker.
+    let m = MockServer::start(SocketAddr::from(([127, 0, 0, 1], port)), MockConfig::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while state(gw.admin(http::Method::GET, "/admin/health", None).await.json()) != "closed" {
+        assert!(Instant::now() < deadline, "checks never closed the breaker");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(requests(&m), 0, "health checks are not completions");
+    assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
+}

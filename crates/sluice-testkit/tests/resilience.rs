@@ -669,3 +669,33 @@ async fn active_health_checks_eject_and_restore_without_traffic() {
     assert_eq!(requests(&m), 0, "health checks are not completions");
     assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
 }
+
+#[tokio::test]
+async fn breaker_and_balancer_state_survive_a_config_reload() {
+    let m = mock().await;
+    let yaml = config(
+        &[("only", m.base_url())],
+        "",
+        "",
+        "consecutive_failures: 3, open_ms: 60000",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let failing = json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "mock": {"status": 500}});
+    for _ in 0..3 {
+        assert_eq!(gw.chat(KEY, &failing).await.status, 502);
+    }
+    assert_eq!(gw.chat(KEY, &ask()).await.error_code(), "no_healthy_deployment");
+    // A reload that changes the route (not the deployment): the open breaker stays open.
+    gw.write_config(&config(
+        &[("only", m.base_url())],
+        "",
+        ", total_timeout_ms: 90000",
+        "consecutive_failures: 3, open_ms: 60000",
+    ));
+    let r = gw.admin(http::Method::POST, "/admin/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.chat(KEY, &ask()).await.error_code(), "no_healthy_deployment");
+    let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
+    assert_eq!(health["deployments"][0]["ejections"], 1, "{health}");
+    assert_eq!(requests(&m), 3);
+}

@@ -4,6 +4,7 @@
 //! Stores are never on the request path: the gateway loads what it needs into memory and
 //! writes through on change.
 
+mod keys_sql;
 pub mod ledger;
 mod pg;
 mod sqlite;

@@ -86,14 +86,22 @@ impl ModelRuntime {
         if open.is_empty() && panic {
             open = with(&|_| true);
         }
+        self.take_one(deployments, open, tried.is_empty(), breaker, now, panic)
+    }
+
+    /// Chooses among `open` by the strategy; a half-open one must get a probe slot, else the
+    /// next choice is made without it. In panic mode breakers are not asked.
+    fn take_one(
+        &self,
+        deployments: &[DeploymentRuntime],
+        mut open: Vec<(usize, u32, Gate)>,
+        first: bool,
+        breaker: &BreakerConfig,
+        now: Instant,
+        panic: bool,
+    ) -> Option<usize> {
         while !open.is_empty() {
-            let i = self.choose(
-                deployments,
-                open.len(),
-                &|i| (open[i].0, open[i].1),
-                tried.is_empty(),
-                now,
-            );
+            let i = self.choose(deployments, open.len(), &|i| (open[i].0, open[i].1), first, now);
             let (d, _, gate) = open[i];
             if panic || gate != Gate::Probe || deployments[d].health.take_probe(breaker) {
                 return Some(d);
@@ -116,7 +124,7 @@ impl ModelRuntime {
     ) -> Option<usize> {
         let order = std::iter::once(region).chain(cfg.failover.get(region).into_iter().flatten().map(String::as_str));
         for r in order {
-            let mut tier: Vec<(usize, u32, Gate)> = self
+            let tier: Vec<(usize, u32, Gate)> = self
                 .deployments
                 .iter()
                 .zip(&self.weights)
@@ -124,19 +132,8 @@ impl ModelRuntime {
                 .map(|(d, w)| (*d, *w, deployments[*d].health.gate(breaker, now)))
                 .filter(|(_, _, g)| matches!(g, Gate::Pass | Gate::Probe))
                 .collect();
-            while !tier.is_empty() {
-                let i = self.choose(
-                    deployments,
-                    tier.len(),
-                    &|i| (tier[i].0, tier[i].1),
-                    tried.is_empty(),
-                    now,
-                );
-                let (d, _, gate) = tier[i];
-                if gate != Gate::Probe || deployments[d].health.take_probe(breaker) {
-                    return Some(d);
-                }
-                tier.remove(i);
+            if let Some(d) = self.take_one(deployments, tier, tried.is_empty(), breaker, now, false) {
+                return Some(d);
             }
         }
         None

@@ -234,11 +234,25 @@ pub trait StreamTranslator: Send {
     fn relayed_chunks(&self) -> u64;
     /// Whether the upstream said it was done (e.g. `data: [DONE]`).
     fn saw_end(&self) -> bool;
-    /// From now on, keep the generated text (content, reasoning, tool arguments) for
-    /// [`StreamTranslator::take_text`]: a stream cut short is then counted with a tokenizer.
-    fn collect_text(&mut self) {}
+    /// Where the translator keeps generated text (content, reasoning, tool arguments) when
+    /// asked to; `None` for translators that do not track it.
+    fn text_buffer(&mut self) -> Option<&mut Option<String>> {
+        None
+    }
+    /// From now on, keep the generated text for [`StreamTranslator::take_text`]: a stream cut
+    /// short is then counted with a tokenizer.
+    fn collect_text(&mut self) {
+        if let Some(b) = self.text_buffer() {
+            b.get_or_insert_with(String::new);
+        }
+    }
     /// Moves the text generated since the last call into `into` (nothing unless collecting).
-    fn take_text(&mut self, _into: &mut String) {}
+    fn take_text(&mut self, into: &mut String) {
+        if let Some(Some(t)) = self.text_buffer() {
+            into.push_str(t);
+            t.clear();
+        }
+    }
     /// An event telling the client the stream failed, in the client's protocol.
     fn error_event(&self, code: &str, message: &str) -> Bytes;
 }

@@ -556,15 +556,8 @@ impl StreamTranslator for OpenAiStream {
         self.done
     }
 
-    fn collect_text(&mut self) {
-        self.text.get_or_insert_with(String::new);
-    }
-
-    fn take_text(&mut self, into: &mut String) {
-        if let Some(t) = &mut self.text {
-            into.push_str(t);
-            t.clear();
-        }
+    fn text_buffer(&mut self) -> Option<&mut Option<String>> {
+        Some(&mut self.text)
     }
 
     fn error_event(&self, code: &str, message: &str) -> Bytes {

@@ -2,7 +2,7 @@
 //! and of what survives a crash. Each instance has its own directory and ports; it is killed
 //! by PID when dropped.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,13 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::TestResponse;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
+use crate::services::free_port;
 
 /// One `sluice serve` process.
 pub struct Instance {
@@ -135,33 +129,33 @@ impl Instance {
     }
 
     pub async fn send(&self, method: Method, url: String, key: Option<&str>, body: Bytes) -> TestResponse {
+        self.try_send(method, url, key, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Instance::send`], but a connection error (the instance was killed) is an `Err`.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        url: String,
+        key: Option<&str>,
+        body: Bytes,
+    ) -> Result<TestResponse, String> {
         let req = crate::request(method, &url, key, &[], body);
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
-            .unwrap_or_else(|_| panic!("no answer from {url} within 30 s"))
-            .unwrap_or_else(|e| panic!("{url}: {e}"));
+            .map_err(|_| format!("no answer from {url} within 30 s"))?
+            .map_err(|e| format!("{url}: {e}"))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        TestResponse { status, headers, body }
-    }
-
-    /// Like [`Instance::send`], but a connection error (the instance was killed) is `None`.
-    pub async fn try_send(&self, method: Method, url: String, key: Option<&str>, body: Bytes) -> Option<TestResponse> {
-        let req = crate::request(method, &url, key, &[], body);
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
-            .await
-            .ok()?
-            .ok()?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.ok()?.to_bytes();
-        Some(TestResponse { status, headers, body })
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        Ok(TestResponse { status, headers, body })
     }
 
     pub async fn try_chat(&self, key: &str, body: &Value) -> Option<TestResponse> {
@@ -172,6 +166,7 @@ impl Instance {
             Bytes::from(body.to_string()),
         )
         .await
+        .ok()
     }
 
     /// A call to the admin API.

@@ -158,6 +158,7 @@ pub struct RawServer {
     pub max_body_bytes: Option<S<u64>>,
     pub body_read_timeout_ms: Option<S<u64>>,
     pub drain_timeout_ms: Option<S<u64>>,
+    pub reuse_port: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -123,6 +123,9 @@ pub struct ServerConfig {
     /// Longest wait for a request body to arrive.
     pub body_read_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Bind with SO_REUSEPORT so a new process can take over the port before this one has
+    /// drained (hand-over); new connections go to the newest process.
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -266,6 +266,7 @@ fn server(raw: &RawConfig, errs: &mut Collector) -> ServerConfig {
             errs,
         ),
         drain_timeout: ms(s.drain_timeout_ms.as_ref(), 30_000, "server.drain_timeout_ms", errs),
+        reuse_port: s.reuse_port.unwrap_or(true),
     }
 }
 

@@ -164,7 +164,8 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Accepts connections until `shutdown` turns true.
+/// Accepts connections until `shutdown` turns true, then takes what is already waiting in the
+/// accept queue (a connection the kernel completed must not be reset) and closes the listener.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -173,20 +174,21 @@ pub async fn serve(
     connections: Arc<Connections>,
 ) {
     let mut stop = shutdown.clone();
+    let spawn = |stream: TcpStream| {
+        let _ = stream.set_nodelay(true);
+        let guard = connections.enter();
+        let gw = gw.clone();
+        let shutdown = shutdown.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            accepted_connection(stream, tls, gw, shutdown).await;
+        });
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let guard = connections.enter();
-                    let gw = gw.clone();
-                    let shutdown = shutdown.clone();
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        let _guard = guard;
-                        accepted_connection(stream, tls, gw, shutdown).await;
-                    });
-                }
+                Ok((stream, _peer)) => spawn(stream),
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -196,7 +198,22 @@ pub async fn serve(
             _ = stopped(&mut stop) => break,
         }
     }
+    // With a successor on the port, nothing new arrives here; alone, the queue is bounded by
+    // what arrives during this loop.
+    for _ in 0..BACKLOG_DRAIN {
+        match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+            Ok(Ok((stream, _))) => spawn(stream),
+            _ => break,
+        }
+    }
 }
+
+/// Most connections taken from the accept queue after shutdown.
+const BACKLOG_DRAIN: usize = 4096;
+
+/// How long an HTTP/1.1 connection may sit idle once draining: a client that sends its next
+/// request on it is answered (with `connection: close`); one that does not is closed after this.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// The client's IP address, attached to each request.
 #[derive(Debug, Clone, Copy)]
@@ -312,11 +329,19 @@ fn service(
         }
         let gw = gw.clone();
         let guard = activity.enter();
+        let h1 = req.version() <= http::Version::HTTP_11;
         async move {
             // Boxed: hyper keeps one service-future slot per connection for the connection's whole
             // life; boxing keeps that slot pointer-sized and frees the request's state as soon as
             // the response headers are out (a held stream no longer pays for it).
-            let resp = Box::pin(spine::handle(gw, req)).await;
+            let drain = gw.clone();
+            let mut resp = Box::pin(spine::handle(gw, req)).await;
+            if h1 && drain.is_draining() {
+                // The client learns with this answer to open its next connection elsewhere (the
+                // successor on this port); hyper closes the connection once it is written.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
             Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _guard: guard }))
         }
     })
@@ -341,7 +366,7 @@ where
         .max_headers(server.max_headers)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service(gw, activity.clone(), server.peer));
-    drive(conn, &activity, shutdown, server.idle_timeout).await;
+    drive(conn, &activity, shutdown, server.idle_timeout, false).await;
 }
 
 async fn serve_h2<I>(io: I, gw: Arc<Gateway>, shutdown: watch::Receiver<bool>, server: ConnLimits)
@@ -355,22 +380,32 @@ where
         .max_header_list_size(server.max_header_bytes as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .serve_connection(TokioIo::new(io), service(gw, activity.clone(), server.peer));
-    drive(conn, &activity, shutdown, server.idle_timeout).await;
+    drive(conn, &activity, shutdown, server.idle_timeout, true).await;
 }
 
-/// Runs a connection until it ends; on shutdown or when idle, closes it gracefully.
-async fn drive<C>(conn: C, activity: &Activity, mut shutdown: watch::Receiver<bool>, idle: Duration)
+/// Runs a connection until it ends; closes it gracefully when idle, and on shutdown: HTTP/2
+/// at once (GOAWAY: the client finishes its streams and opens new ones elsewhere); HTTP/1.1
+/// once it has been idle for [`DRAIN_IDLE`] or with its next answer (`connection: close`),
+/// because closing a keep-alive connection the client may be writing to loses that request.
+async fn drive<C>(conn: C, activity: &Activity, mut shutdown: watch::Receiver<bool>, idle: Duration, h2: bool)
 where
     C: GracefulConnection,
 {
     tokio::pin!(conn);
     let mut closing = false;
+    let mut idle = idle;
+    let mut draining = false;
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
-            _ = stopped(&mut shutdown), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
+            _ = stopped(&mut shutdown), if !closing && !draining => {
+                draining = true;
+                if h2 {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    idle = idle.min(DRAIN_IDLE);
+                }
             }
             _ = activity.idle(idle), if !closing => {
                 closing = true;

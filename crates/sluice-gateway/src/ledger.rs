@@ -7,6 +7,12 @@
 //! syncs the file to disk every ship interval). The file is split in numbered segments; a new
 //! process starts a new segment, ships what the old ones hold, then closes every request the
 //! old process left open as `unsettled`.
+//!
+//! A process holds a slot of the directory (a file lock, released by the kernel however the
+//! process ends): the first free of `dir`, `dir/slot-1`, `dir/slot-2`, … During a hand-over
+//! the old process still holds its slot, so the new one writes to the next; a slot whose
+//! process is gone is adopted by the next process that starts (its segments shipped, its open
+//! requests unsettled).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +28,8 @@ use sluice_store::ledger::{Entry, LedgerDb};
 const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// Entries per database transaction.
 const BATCH: usize = 2_000;
+/// Processes that may write to one ledger directory at once.
+const SLOTS: usize = 16;
 
 #[derive(Debug)]
 struct Segment {
@@ -45,8 +53,10 @@ pub struct Ledger {
     interval: Duration,
     /// Serializes shipping (the periodic task, and a final ship at shutdown).
     shipping: tokio::sync::Mutex<Position>,
-    /// Segments of a previous process, shipped before anything of this one.
-    leftovers: std::sync::Mutex<Vec<(u64, PathBuf)>>,
+    /// Segments of previous processes, shipped before anything of this one.
+    leftovers: std::sync::Mutex<Vec<Leftover>>,
+    /// This process's slot, held while it runs.
+    _lock: std::fs::File,
     /// Whether the last shipment failed (to log state changes only).
     failing: AtomicBool,
 }
@@ -75,6 +85,80 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// What a previous process left in a slot: its segments (oldest first), where shipping stood,
+/// and the slot's lock while it is not ours.
+#[derive(Debug)]
+struct Leftover {
+    dir: PathBuf,
+    instance: String,
+    segments: Vec<(u64, PathBuf)>,
+    position: Position,
+    _lock: Option<std::fs::File>,
+}
+
+fn slot_dir(root: &Path, n: usize) -> PathBuf {
+    if n == 0 {
+        root.to_owned()
+    } else {
+        root.join(format!("slot-{n}"))
+    }
+}
+
+/// Takes the slot's lock, or `None` when a running process holds it.
+fn lock_slot(dir: &Path) -> Result<Option<std::fs::File>, LedgerError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+    }
+}
+
+/// The segment files in `dir`, oldest first.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?;
+            let seq = name.strip_prefix("ledger-")?.strip_suffix(".wal")?.parse().ok()?;
+            Some((seq, path))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// Slots other than `mine` whose process is gone and that still hold segments, locked.
+fn orphans(root: &Path, mine: usize) -> Vec<Leftover> {
+    let mut out = Vec::new();
+    for n in (0..SLOTS).filter(|n| *n != mine) {
+        let dir = slot_dir(root, n);
+        let Ok(instance) = std::fs::read_to_string(dir.join("instance")) else {
+            continue;
+        };
+        let Ok(Some(lock)) = lock_slot(&dir) else { continue };
+        match segments(&dir) {
+            Ok(segs) if !segs.is_empty() => out.push(Leftover {
+                position: read_position(&dir),
+                instance: instance.trim().to_owned(),
+                segments: segs,
+                dir,
+                _lock: Some(lock),
+            }),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -150,22 +234,40 @@ impl Ledger {
     /// Opens the directory, starts a new segment, and starts shipping (what a previous process
     /// left first).
     pub async fn open(config: &LedgerConfig, db: LedgerDb) -> Result<Arc<Ledger>, LedgerError> {
-        let dir = config.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let root = config.dir.clone();
+        let mut slot = None;
+        for n in 0..SLOTS {
+            let dir = slot_dir(&root, n);
+            if let Some(lock) = lock_slot(&dir)? {
+                slot = Some((n, dir, lock));
+                break;
+            }
+        }
+        let Some((n, dir, lock)) = slot else {
+            return Err(LedgerError::Io {
+                path: root,
+                source: std::io::Error::other(format!("all {SLOTS} slots are held by running processes")),
+            });
+        };
         let instance = instance_id(&dir)?;
-        let mut old: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
-            .map_err(io(&dir))?
-            .filter_map(|e| {
-                let path = e.ok()?.path();
-                let name = path.file_name()?.to_str()?;
-                let seq = name.strip_prefix("ledger-")?.strip_suffix(".wal")?.parse().ok()?;
-                Some((seq, path))
-            })
-            .collect();
-        old.sort();
+        let old = segments(&dir)?;
         let next = old.last().map_or(1, |(s, _)| s + 1);
         let segment = open_segment(&dir, next)?;
         let position = read_position(&dir);
+        let mut leftovers = Vec::new();
+        if !old.is_empty() {
+            leftovers.push(Leftover {
+                dir: dir.clone(),
+                instance: instance.clone(),
+                segments: old,
+                position,
+                _lock: None,
+            });
+        }
+        leftovers.extend(orphans(&root, n));
+        if n > 0 {
+            tracing::info!(slot = %dir.display(), "spend ledger: another process holds the first slot (a hand-over)");
+        }
         let ledger = Arc::new(Ledger {
             instance: Arc::from(instance),
             dir,
@@ -173,8 +275,9 @@ impl Ledger {
             db,
             interval: config.ship_interval,
             shipping: tokio::sync::Mutex::new(position),
-            leftovers: std::sync::Mutex::new(old),
+            leftovers: std::sync::Mutex::new(leftovers),
             failing: AtomicBool::new(false),
+            _lock: lock,
         });
         let weak = Arc::downgrade(&ledger);
         tokio::spawn(async move {
@@ -222,38 +325,49 @@ impl Ledger {
     }
 
     async fn ship_locked(&self, pos: &mut Position) -> bool {
-        // A previous process's segments, oldest first; then its open requests are unsettled.
-        let leftovers = std::mem::take(&mut *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()));
-        if !leftovers.is_empty() {
-            for (i, (seq, path)) in leftovers.iter().enumerate() {
-                let from = if pos.seq == *seq { pos.offset } else { 0 };
-                if self.ship_file(path, *seq, from, pos).await.is_err() {
-                    *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()) = leftovers[i..].to_vec();
-                    return false;
+        // Previous processes' segments, oldest first; then their open requests are unsettled.
+        let mut leftovers = std::mem::take(&mut *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()));
+        while let Some(left) = leftovers.first_mut() {
+            while let Some((seq, path)) = left.segments.first().cloned() {
+                let from = if left.position.seq == seq {
+                    left.position.offset
+                } else {
+                    0
+                };
+                match self.ship_file(&path, seq, from, &left.dir).await {
+                    Ok(p) => left.position = p,
+                    Err(()) => {
+                        *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()) = leftovers;
+                        return false;
+                    }
                 }
-                let _ = std::fs::remove_file(path);
+                let _ = std::fs::remove_file(&path);
+                left.segments.remove(0);
             }
             let now_ms = chrono::Utc::now().timestamp_millis();
-            match self.db.close_unsettled(&self.instance, now_ms).await {
+            match self.db.close_unsettled(&left.instance, now_ms).await {
                 Ok(n) => {
                     if n > 0 {
                         tracing::warn!(
                             requests = n,
-                            "requests left open by the previous process closed as unsettled"
+                            slot = %left.dir.display(),
+                            "requests left open by a previous process closed as unsettled"
                         );
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot close the previous process's open requests yet");
-                    *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()) = Vec::new();
+                    tracing::warn!(error = %e, "cannot close a previous process's open requests yet");
+                    *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()) = leftovers;
                     return false;
                 }
             }
+            leftovers.remove(0);
         }
         let segment = self.current.load_full();
         let from = if pos.seq == segment.seq { pos.offset } else { 0 };
-        if self.ship_file(&segment.path, segment.seq, from, pos).await.is_err() {
-            return false;
+        match self.ship_file(&segment.path, segment.seq, from, &self.dir).await {
+            Ok(p) => *pos = p,
+            Err(()) => return false,
         }
         if pos.offset >= SEGMENT_BYTES {
             self.rotate(segment, pos).await
@@ -279,15 +393,25 @@ impl Ledger {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let from = pos.offset;
-        if self.ship_file(&old.path, old.seq, from, pos).await.is_err() {
-            *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()) = vec![(old.seq, old.path.clone())];
-            return false;
+        match self.ship_file(&old.path, old.seq, from, &self.dir).await {
+            Ok(p) => *pos = p,
+            Err(()) => {
+                *self.leftovers.lock().unwrap_or_else(|p| p.into_inner()) = vec![Leftover {
+                    dir: self.dir.clone(),
+                    instance: self.instance.to_string(),
+                    segments: vec![(old.seq, old.path.clone())],
+                    position: *pos,
+                    _lock: None,
+                }];
+                return false;
+            }
         }
         let _ = std::fs::remove_file(&old.path);
         true
     }
 
-    async fn ship_file(&self, path: &Path, seq: u64, from: u64, pos: &mut Position) -> Result<(), ()> {
+    /// Ships `path` from `from`; returns the new position, also written to `dir`.
+    async fn ship_file(&self, path: &Path, seq: u64, from: u64, dir: &Path) -> Result<Position, ()> {
         let p = path.to_owned();
         let read = tokio::task::spawn_blocking(move || read_lines(&p, from)).await;
         let (lines, end) = match read {
@@ -305,11 +429,10 @@ impl Ledger {
                 return Err(());
             }
         }
-        *pos = Position { seq, offset: end };
-        let dir = self.dir.clone();
-        let p = *pos;
+        let p = Position { seq, offset: end };
+        let dir = dir.to_owned();
         let _ = tokio::task::spawn_blocking(move || write_position(&dir, p)).await;
-        Ok(())
+        Ok(p)
     }
 }
 
@@ -331,6 +454,13 @@ mod tests {
             reserved_tokens: 10,
             reserved_cost: 5,
         })
+    }
+
+    /// Drops the ledger once its shipping task has let go of it (the slot's lock goes with it).
+    async fn close(l: Arc<Ledger>) {
+        while Arc::strong_count(&l) > 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     fn settle(id: &str) -> Entry<'_> {
@@ -369,7 +499,7 @@ mod tests {
         // A torn last line, as a kill in the middle of a write would leave.
         let seg = first.current.load_full();
         (&seg.file).write_all(b"{\"k\":\"s\",\"id\":\"c\"").unwrap();
-        drop(first);
+        close(first).await;
 
         let second = Ledger::open(&config, db.clone()).await.unwrap();
         assert_eq!(second.instance().as_ref(), me, "the instance id is kept");
@@ -390,5 +520,48 @@ mod tests {
             .filter(|n| n.ends_with(".wal"))
             .collect();
         assert_eq!(left.len(), 1, "old segments are removed once shipped: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_second_process_takes_the_next_slot_and_orphaned_slots_are_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            enabled: true,
+            dir: dir.path().join("wal"),
+            ship_interval: Duration::from_secs(3600),
+        };
+        let db = LedgerDb::sqlite(dir.path().join("l.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let old = Ledger::open(&config, db.clone()).await.unwrap();
+        let new = Ledger::open(&config, db.clone()).await.unwrap();
+        assert_ne!(old.dir, new.dir, "a running process's slot is not shared");
+        assert_ne!(old.instance(), new.instance());
+        let (a, b) = (old.instance().to_string(), new.instance().to_string());
+        old.append(&intent("a1", &a)).unwrap();
+        new.append(&intent("b1", &b)).unwrap();
+        new.append(&settle("b1")).unwrap();
+        new.append(&intent("b2", &b)).unwrap();
+        // Neither ships: both end with their records only in their files.
+        close(old).await;
+        close(new).await;
+
+        let third = Ledger::open(&config, db.clone()).await.unwrap();
+        assert_eq!(third.instance().as_ref(), a, "the first free slot is the first one");
+        assert!(third.ship().await);
+        let states = db.states().await.unwrap();
+        let expect = [("a1", "unsettled"), ("b1", "settled"), ("b2", "unsettled")];
+        assert_eq!(
+            states,
+            expect
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect::<Vec<_>>()
+        );
+        // The adopted slot is free again, and empty.
+        let fourth = Ledger::open(&config, db.clone()).await.unwrap();
+        assert_eq!(fourth.instance().as_ref(), b);
+        assert!(fourth.ship().await);
+        assert_eq!(db.states().await.unwrap().len(), 3);
     }
 }

@@ -19,6 +19,7 @@ pub mod health;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
+pub mod listen;
 pub mod predict;
 pub mod queue;
 pub mod relay;
@@ -41,7 +42,6 @@ use arc_swap::ArcSwap;
 use sluice_config::Config;
 use sluice_store::ledger::LedgerDb;
 use sluice_store::{KeyStore, PgStore, SqliteStore, StoreError};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -80,6 +80,8 @@ pub struct Gateway {
     pub config_path: Option<PathBuf>,
     env: EnvFn,
     ready: AtomicBool,
+    /// Set at shutdown: HTTP/1.1 responses carry `connection: close` from then on.
+    draining: AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
     /// The run-time keys last read from the store (control plane only).
     runtime_keys: tokio::sync::Mutex<Vec<sluice_store::StoredKey>>,
@@ -103,6 +105,11 @@ impl Gateway {
     /// The snapshot current now; a request keeps the one it started with.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Whether shutdown has begun (connections are being closed as their requests end).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub fn is_ready(&self) -> bool {
@@ -248,20 +255,18 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let tls = config.server.tls.as_ref().map(edge::tls_acceptor).transpose()?;
     let listen = config.server.listen;
     let admin_listen = config.admin.listen;
-    let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Bind {
+    let reuse_port = config.server.reuse_port;
+    let listener = listen::bind(listen, reuse_port).map_err(|source| StartError::Bind {
         what: "the API listener",
         addr: listen,
         source,
     })?;
-    let admin_listener = TcpListener::bind(admin_listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "the admin listener",
-            addr: admin_listen,
-            source,
-        })?;
-    let addr = listener.local_addr().unwrap_or(listen);
-    let admin_addr = admin_listener.local_addr().unwrap_or(admin_listen);
+    let admin_listener = listen::bind(admin_listen, reuse_port).map_err(|source| StartError::Bind {
+        what: "the admin listener",
+        addr: admin_listen,
+        source,
+    })?;
+    let (addr, admin_addr) = (listener.addr, admin_listener.addr);
 
     let mut live = LiveState::new();
     live.limits = limits::Limits::new(telemetry.metrics.limits_store.clone());
@@ -281,6 +286,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
             .clone()
             .unwrap_or_else(|| Arc::new(|name: &str| std::env::var(name).ok())),
         ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         reload_lock: tokio::sync::Mutex::new(()),
         runtime_keys: tokio::sync::Mutex::new(Vec::new()),
         runtime_limits: ArcSwap::from_pointee(limits::RuntimeLimits::default()),
@@ -291,6 +297,17 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     gateway.load_runtime_limits().await?;
     tokio::spawn(follow_store(Arc::downgrade(&gateway)));
 
+    // Listening starts only now: from here on, new connections to these ports come to us.
+    let listener = listener.listen().map_err(|source| StartError::Bind {
+        what: "the API listener",
+        addr,
+        source,
+    })?;
+    let admin_listener = admin_listener.listen().map_err(|source| StartError::Bind {
+        what: "the admin listener",
+        addr: admin_addr,
+        source,
+    })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let connections = Arc::new(Connections::default());
     let mut tasks = Vec::new();
@@ -333,6 +350,7 @@ impl RunningGateway {
     /// then stops. Returns the number of connections still open when the drain time ran out.
     pub async fn shutdown(self) -> usize {
         self.gateway.ready.store(false, Ordering::Release);
+        self.gateway.draining.store(true, Ordering::Release);
         let _ = self.shutdown.send(true);
         let drain = self.gateway.snapshot().config.server.drain_timeout;
         let left = match tokio::time::timeout(drain, self.connections.drained()).await {

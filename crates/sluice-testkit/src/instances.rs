@@ -26,6 +26,7 @@ pub struct Instance {
     pub dir: PathBuf,
     bin: PathBuf,
     config: PathBuf,
+    yaml: String,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -54,13 +55,72 @@ impl Instance {
             dir: dir.to_owned(),
             bin: PathBuf::from(bin),
             config,
+            yaml: yaml.to_owned(),
             client: Client::builder(TokioExecutor::new()).build_http(),
         };
         i.start();
         i
     }
 
+    /// A hand-over: starts a second process with the same config on the same ports (with its
+    /// own directory for stderr and the access log) while this one runs, and returns once the
+    /// new one says it is listening.
+    pub fn successor(&self, dir: &Path) -> Instance {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let config = dir.join("sluice.yaml");
+        let text = format!("{}{}", sections(self.addr.port(), self.admin.port(), dir), self.yaml);
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+        let mut next = Instance {
+            child: None,
+            addr: self.addr,
+            admin: self.admin,
+            dir: dir.to_owned(),
+            bin: self.bin.clone(),
+            config,
+            yaml: self.yaml.clone(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        next.launch();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !next.stderr().contains("sluice listening on") {
+            assert!(Instant::now() < deadline, "successor never listened: {}", next.stderr());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        next
+    }
+
+    /// SIGTERM: the graceful shutdown.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot signal {}", self.pid());
+    }
+
+    /// Waits up to `within` for the process to exit; its status, or `None` if it is still
+    /// running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn start(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    fn launch(&mut self) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -76,6 +136,9 @@ impl Instance {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
         self.child = Some(child);
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {

@@ -113,6 +113,8 @@ pub struct RawEntity {
     pub tier: Option<S<String>>,
     #[serde(default)]
     pub limits: RawLimits,
+    /// Tenants: their share of a route queue's turns against other tenants (default 1).
+    pub queue_weight: Option<S<u64>>,
 }
 
 /// The price table: what each upstream model costs, per million tokens (or per request).
@@ -278,6 +280,8 @@ pub struct RawDeployment {
     /// An active health check: a free path on the same server (a models list, a health
     /// endpoint — never a paid completion).
     pub health_check: Option<RawHealthCheck>,
+    /// Most requests in flight to this deployment from this gateway at once.
+    pub max_concurrency: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,7 @@ pub(crate) fn apply_prices(raw: &RawConfig, deployments: &mut [DeploymentConfig]
 pub(crate) struct LimitSections {
     pub tiers: HashMap<String, Vec<LimitSpec>>,
     pub tier_priorities: HashMap<String, u8>,
+    pub tenant_weights: HashMap<String, u32>,
     pub teams: HashMap<String, Vec<LimitSpec>>,
     pub tenants: HashMap<String, Vec<LimitSpec>>,
     pub time_zone_offset_s: i32,
@@ -103,6 +104,28 @@ pub(crate) fn limit_sections(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Col
     };
     let teams = entities(&raw.teams, "teams", errs);
     let tenants = entities(&raw.tenants, "tenants", errs);
+    for (i, t) in raw.teams.iter().enumerate() {
+        if let Some(w) = &t.queue_weight {
+            errs.push(
+                format!("teams[{i}].queue_weight"),
+                Some(w),
+                "queue weights are per tenant (a queue takes tenants in turn)",
+            );
+        }
+    }
+    let mut tenant_weights = HashMap::new();
+    for (i, t) in raw.tenants.iter().enumerate() {
+        if let Some(w) = &t.queue_weight {
+            if !(1..=100).contains(&w.value) {
+                errs.push(
+                    format!("tenants[{i}].queue_weight"),
+                    Some(w),
+                    "must be between 1 and 100",
+                );
+            }
+            tenant_weights.insert(t.name.value.clone(), w.value.clamp(1, 100) as u32);
+        }
+    }
     let time_zone_offset_s = time_zone(raw.time_zone.as_ref(), errs);
     let budget_alerts = raw.budget_alerts.as_ref().and_then(|b| {
         let url = match b.url.value.parse::<Uri>() {
@@ -136,6 +159,7 @@ pub(crate) fn limit_sections(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Col
     LimitSections {
         tiers,
         tier_priorities,
+        tenant_weights,
         teams,
         tenants,
         time_zone_offset_s,

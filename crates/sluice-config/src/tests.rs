@@ -287,3 +287,35 @@ deployments:
         ],
     );
 }
+
+#[test]
+fn admission_settings_are_checked() {
+    check_errors(
+        r#"
+deployments:
+  - { name: a, provider: openai, base_url: "https://example.test/v1", model: x, max_concurrency: 0 }
+teams:
+  - { name: t, queue_weight: 2 }
+tenants:
+  - { name: u, queue_weight: 500 }
+"#,
+        &[
+            (3, "deployments[0].max_concurrency"),
+            (5, "teams[0].queue_weight"),
+            (7, "tenants[0].queue_weight"),
+        ],
+    );
+    let c = load(
+        r#"
+deployments:
+  - { name: a, provider: openai, base_url: "https://example.test/v1", model: x, max_concurrency: 8 }
+tenants:
+  - { name: u, queue_weight: 3 }
+server: { reuse_port: false }
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.deployments[0].max_concurrency, Some(8));
+    assert_eq!(c.tenant_weights.get("u"), Some(&3));
+    assert!(!c.server.reuse_port);
+}

@@ -45,6 +45,8 @@ pub struct Config {
     pub tiers: std::collections::HashMap<String, Vec<LimitSpec>>,
     /// Queue priority by tier name (0–9).
     pub tier_priorities: std::collections::HashMap<String, u8>,
+    /// Turns in a route queue by tenant name (default 1).
+    pub tenant_weights: std::collections::HashMap<String, u32>,
     /// Teams and tenants with limits (their tier's and their own).
     pub teams: std::collections::HashMap<String, Vec<LimitSpec>>,
     pub tenants: std::collections::HashMap<String, Vec<LimitSpec>>,
@@ -273,6 +275,8 @@ pub struct DeploymentConfig {
     pub metrics: Option<(Uri, Duration)>,
     /// An active health check: a path on the deployment's server, and how often.
     pub health_check: Option<(String, Duration)>,
+    /// Most requests in flight to it at once (none: no limit).
+    pub max_concurrency: Option<u32>,
     pub provider: ProviderKind,
     /// `None` only for an embedded mock, whose address is known once it is started.
     pub base_url: Option<Uri>,

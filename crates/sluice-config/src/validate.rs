@@ -122,6 +122,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
     let crate::spend::LimitSections {
         tiers,
         tier_priorities,
+        tenant_weights,
         teams,
         tenants,
         time_zone_offset_s,
@@ -155,6 +156,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             currency,
             tiers,
             tier_priorities,
+            tenant_weights,
             teams,
             tenants,
             time_zone_offset_s,
@@ -482,6 +484,16 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
         geo: d.geo.as_ref().map(|g| g.value.clone()),
         metrics: crate::resilience::scrape(d, &format!("deployments[{i}]"), errs),
         health_check: crate::resilience::health_check(d, &format!("deployments[{i}]"), errs),
+        max_concurrency: d.max_concurrency.as_ref().map(|_| {
+            ranged(
+                d.max_concurrency.as_ref(),
+                1,
+                1,
+                1_000_000,
+                &format!("deployments[{i}].max_concurrency"),
+                errs,
+            ) as u32
+        }),
         provider,
         base_url,
         upstream_model,

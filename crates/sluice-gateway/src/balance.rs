@@ -1,7 +1,7 @@
 //! Which deployment an attempt goes to, and whether a retry may happen at all.
 //!
-//! `ModelRuntime::pick` leaves out deployments already tried by this request (while others
-//! remain) and those whose breaker is shut — unless more than `max_ejected_percent` of the pool
+//! `ModelRuntime::pick` leaves out deployments at their concurrency limit, those already tried
+//! by this request (while others remain) and those whose breaker is shut — unless more than `max_ejected_percent` of the pool
 //! (and more than one) is shut, in which case breakers are ignored rather than failing
 //! everything (panic mode) — then applies the alias's strategy.
 
@@ -37,7 +37,7 @@ impl ModelRuntime {
             && self
                 .deployments
                 .iter()
-                .all(|&d| deployments[d].health.gate(breaker, now) == Gate::Pass)
+                .all(|&d| gate(&deployments[d], breaker, now) == Gate::Pass)
         {
             let i = self.choose(deployments, n, &|i| (self.deployments[i], self.weights[i]), true, now);
             return Some(self.deployments[i]);
@@ -60,7 +60,7 @@ impl ModelRuntime {
         };
         let gates: Vec<Gate> = candidates
             .iter()
-            .map(|(d, _)| deployments[*d].health.gate(breaker, now))
+            .map(|(d, _)| gate(&deployments[*d], breaker, now))
             .collect();
         let shut = self
             .deployments
@@ -84,7 +84,7 @@ impl ModelRuntime {
             open = with(&|g| g == Gate::Paused);
         }
         if open.is_empty() && panic {
-            open = with(&|_| true);
+            open = with(&|g| g != Gate::Full);
         }
         self.take_one(deployments, open, tried.is_empty(), breaker, now, panic)
     }
@@ -129,7 +129,7 @@ impl ModelRuntime {
                 .iter()
                 .zip(&self.weights)
                 .filter(|(d, _)| !tried.contains(d) && deployments[**d].geo.as_deref() == Some(r))
-                .map(|(d, w)| (*d, *w, deployments[*d].health.gate(breaker, now)))
+                .map(|(d, w)| (*d, *w, gate(&deployments[*d], breaker, now)))
                 .filter(|(_, _, g)| matches!(g, Gate::Pass | Gate::Probe))
                 .collect();
             if let Some(d) = self.take_one(deployments, tier, tried.is_empty(), breaker, now, false) {
@@ -198,6 +198,15 @@ impl ModelRuntime {
                 if cost(a) <= cost(b) { a } else { b }
             }
         }
+    }
+}
+
+/// Whether `d` may take an attempt: its breaker's gate, unless it is at its concurrency limit.
+fn gate(d: &DeploymentRuntime, breaker: &BreakerConfig, now: Instant) -> Gate {
+    if d.health.full() {
+        Gate::Full
+    } else {
+        d.health.gate(breaker, now)
     }
 }
 

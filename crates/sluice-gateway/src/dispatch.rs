@@ -81,6 +81,9 @@ pub async fn attempts(
     let max = policy.max_attempts as usize;
     let mut last: Option<GatewayError> = None;
     let mut tried: Vec<usize> = Vec::with_capacity(max);
+    // Waiting for a deployment's place (concurrency limits) ends at this time, once set.
+    let mut capacity_until: Option<Instant> = None;
+    let mut full = false;
     for attempt in 0..max {
         if attempt > 0 {
             if !budget.withdraw(&policy.retry, Instant::now()) {
@@ -102,7 +105,46 @@ pub async fn attempts(
             break;
         }
         let geo = region.map(|r| (r, &snap.config.geo));
-        let Some(index) = decision.model.pick(&snap.deployments, &tried, breaker, now, geo) else {
+        let picked = loop {
+            match decision
+                .model
+                .pick(&snap.deployments, &tried, breaker, Instant::now(), geo)
+            {
+                // Another request may have taken the last place since the pick looked.
+                Some(i) => match snap.deployments[i].health.try_start() {
+                    Some(inflight) => break Some((i, inflight)),
+                    None => continue,
+                },
+                None if at_capacity(snap, decision) => {
+                    let until = *capacity_until.get_or_insert_with(|| {
+                        let wait = decision
+                            .route
+                            .config
+                            .queue
+                            .as_ref()
+                            .map_or(CAPACITY_WAIT, |q| q.timeout);
+                        deadline.min(Instant::now() + wait)
+                    });
+                    if !capacity_freed(snap, decision, until).await {
+                        full = true;
+                        break None;
+                    }
+                }
+                None => break None,
+            }
+        };
+        if full {
+            last = Some(
+                GatewayError::new(
+                    ErrorKind::Unavailable,
+                    "deployments_at_capacity",
+                    "Every deployment of this model is at its concurrency limit.",
+                )
+                .with_retry_after(Some(1)),
+            );
+            break;
+        }
+        let Some((index, inflight)) = picked else {
             // Every deployment is out (breakers, Retry-After pauses): wait for the first to
             // come back if that is within the deadline, else give up.
             let back = decision
@@ -141,7 +183,6 @@ pub async fn attempts(
             }
             tokio::time::sleep_until(until.into()).await;
         }
-        let inflight = dep.health.start();
         let started = Instant::now();
         let result = attempt_once(dep, decision, inbound, finish.request_id(), deadline).await;
         let elapsed = started.elapsed();
@@ -200,6 +241,40 @@ pub async fn attempts(
         err.no_retry = true; // the gateway already retried; SDKs should not multiply that
     }
     Err(err)
+}
+
+/// How long a request waits for a place on a deployment at its concurrency limit when its route
+/// has no queue (with a queue: the queue's timeout), within its deadline.
+const CAPACITY_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether a deployment of the model is at its concurrency limit (so waiting may help).
+fn at_capacity(snap: &Snapshot, decision: &Decision<'_>) -> bool {
+    decision
+        .model
+        .deployments
+        .iter()
+        .any(|&d| snap.deployments[d].health.full())
+}
+
+/// Waits until a request ends on one of the model's deployments, up to `until`; `false` when
+/// none did in time.
+async fn capacity_freed(snap: &Snapshot, decision: &Decision<'_>, until: Instant) -> bool {
+    let mut freed: Vec<_> = decision
+        .model
+        .deployments
+        .iter()
+        .map(|&d| Box::pin(snap.deployments[d].health.freed()))
+        .collect();
+    for f in &mut freed {
+        f.as_mut().enable();
+    }
+    // Registered before looking again, so a place freed in between is not missed.
+    if !at_capacity(snap, decision) {
+        return true;
+    }
+    tokio::time::timeout_at(until.into(), futures_util::future::select_all(freed))
+        .await
+        .is_ok()
 }
 
 fn ms(d: Duration) -> f64 {

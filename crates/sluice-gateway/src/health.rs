@@ -59,6 +59,8 @@ pub enum Gate {
     /// The upstream asked for a pause (`Retry-After`): use only when nothing else is left.
     Paused,
     Shut,
+    /// At its concurrency limit.
+    Full,
 }
 
 /// How an attempt ended, as far as health is concerned.
@@ -83,6 +85,10 @@ const EWMA_DECAY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct DeploymentHealth {
     outstanding: AtomicI64,
+    /// Most in flight at once (`deployments[].max_concurrency`); 0: no limit.
+    limit: AtomicI64,
+    /// Told when a request ends on a deployment with a limit.
+    freed: tokio::sync::Notify,
     /// The model server's own load, as last scraped (waiting × 1000 + KV-cache use in ‰).
     reported: std::sync::atomic::AtomicU64,
     state: AtomicU8,
@@ -94,6 +100,8 @@ impl Default for DeploymentHealth {
         let now = Instant::now();
         DeploymentHealth {
             outstanding: AtomicI64::new(0),
+            limit: AtomicI64::new(0),
+            freed: tokio::sync::Notify::new(),
             reported: std::sync::atomic::AtomicU64::new(0),
             state: AtomicU8::new(BreakerState::Closed as u8),
             inner: Mutex::new(Inner {
@@ -119,7 +127,10 @@ pub struct InFlight(std::sync::Arc<DeploymentHealth>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.0.outstanding.fetch_sub(1, Ordering::AcqRel);
+        if self.0.limit.load(Ordering::Relaxed) > 0 {
+            self.0.freed.notify_waiters();
+        }
     }
 }
 
@@ -149,6 +160,36 @@ impl DeploymentHealth {
         }
     }
 
+    /// Sets the concurrency limit (from the current config; `None`: no limit).
+    pub fn set_limit(&self, limit: Option<u32>) {
+        self.limit.store(limit.map_or(0, i64::from), Ordering::Relaxed);
+    }
+
+    /// Whether it is at its concurrency limit.
+    pub fn full(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        limit > 0 && self.outstanding() >= limit
+    }
+
+    /// A place in flight, unless the deployment is at its concurrency limit.
+    pub fn try_start(self: &std::sync::Arc<Self>) -> Option<InFlight> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit <= 0 {
+            self.outstanding.fetch_add(1, Ordering::AcqRel);
+            return Some(InFlight(self.clone()));
+        }
+        self.outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .ok()
+            .map(|_| InFlight(self.clone()))
+    }
+
+    /// A future told when a request ends here (register it, then check [`Self::full`]).
+    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
+    }
+
+    #[cfg(test)]
     pub fn start(self: &std::sync::Arc<Self>) -> InFlight {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())

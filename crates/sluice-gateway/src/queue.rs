@@ -1,7 +1,8 @@
 //! A route's concurrency limit with a bounded priority queue in front.
 //!
 //! At most `max_concurrency` requests of the route run at once. Others wait: highest priority
-//! first, and within a priority in turn by tenant, so one tenant's flood cannot starve the rest.
+//! first, and within a priority in turn by tenant (weighted: a tenant of weight 3 takes three
+//! turns to another's one), so one tenant's flood cannot starve the rest.
 //! A full queue turns away its lowest-priority waiter for a higher-priority newcomer (or the
 //! newcomer, if none is lower). A waiter gives up at the queue timeout or its deadline. Each
 //! route's queue is live state, kept across reloads; the limits come from the current config.
@@ -32,10 +33,19 @@ struct Waiter {
     tx: oneshot::Sender<()>,
 }
 
+/// A tenant's waiters at one priority, in order, and the turns it has had in this round.
+#[derive(Debug)]
+struct Line {
+    tenant: Arc<str>,
+    weight: u32,
+    served: u32,
+    waiters: VecDeque<Waiter>,
+}
+
 /// One priority level: tenants in turn, each with its waiters in order.
 #[derive(Debug, Default)]
 struct Level {
-    tenants: VecDeque<(Arc<str>, VecDeque<Waiter>)>,
+    tenants: VecDeque<Line>,
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +91,7 @@ impl RouteQueue {
         self: &Arc<Self>,
         cfg: &QueueConfig,
         priority: u8,
-        tenant: &Arc<str>,
+        (tenant, weight): (&Arc<str>, u32),
         deadline: Instant,
     ) -> Result<Permit, Turned> {
         let started = Instant::now();
@@ -101,11 +111,14 @@ impl RouteQueue {
             let id = s.next_id;
             let (tx, rx) = oneshot::channel();
             let level = s.levels.entry(priority).or_default();
-            match level.tenants.iter_mut().find(|(t, _)| t == tenant) {
-                Some((_, waiters)) => waiters.push_back(Waiter { id, tx }),
-                None => level
-                    .tenants
-                    .push_back((tenant.clone(), VecDeque::from([Waiter { id, tx }]))),
+            match level.tenants.iter_mut().find(|l| &l.tenant == tenant) {
+                Some(line) => line.waiters.push_back(Waiter { id, tx }),
+                None => level.tenants.push_back(Line {
+                    tenant: tenant.clone(),
+                    weight: weight.max(1),
+                    served: 0,
+                    waiters: VecDeque::from([Waiter { id, tx }]),
+                }),
             }
             s.queued += 1;
             (id, rx)
@@ -136,13 +149,13 @@ impl RouteQueue {
         let mut s = self.lock();
         let mut found = false;
         for level in s.levels.values_mut() {
-            for (_, waiters) in &mut level.tenants {
-                if let Some(at) = waiters.iter().position(|w| w.id == id) {
-                    waiters.remove(at);
+            for line in &mut level.tenants {
+                if let Some(at) = line.waiters.iter().position(|w| w.id == id) {
+                    line.waiters.remove(at);
                     found = true;
                 }
             }
-            level.tenants.retain(|(_, w)| !w.is_empty());
+            level.tenants.retain(|l| !l.waiters.is_empty());
         }
         s.levels.retain(|_, l| !l.tenants.is_empty());
         if found {
@@ -151,7 +164,8 @@ impl RouteQueue {
         found
     }
 
-    /// A running request finished: the most important waiter (tenants in turn) takes its place.
+    /// A running request finished: the most important waiter (tenants in weighted turn) takes
+    /// its place.
     fn release(&self) {
         let mut s = self.lock();
         loop {
@@ -160,13 +174,17 @@ impl RouteQueue {
                 return;
             };
             let level = entry.get_mut();
-            let Some((tenant, mut waiters)) = level.tenants.pop_front() else {
+            let Some(mut line) = level.tenants.pop_front() else {
                 entry.remove();
                 continue;
             };
-            let next = waiters.pop_front();
-            if !waiters.is_empty() {
-                level.tenants.push_back((tenant, waiters));
+            let next = line.waiters.pop_front();
+            line.served += 1;
+            if line.served < line.weight && !line.waiters.is_empty() {
+                level.tenants.push_front(line);
+            } else if !line.waiters.is_empty() {
+                line.served = 0;
+                level.tenants.push_back(line);
             }
             if level.tenants.is_empty() {
                 entry.remove();
@@ -190,10 +208,10 @@ fn displace_lower(s: &mut State, priority: u8) -> bool {
         return false;
     }
     let level = entry.get_mut();
-    if let Some((_, waiters)) = level.tenants.back_mut() {
-        waiters.pop_back(); // dropping its sender tells it
+    if let Some(line) = level.tenants.back_mut() {
+        line.waiters.pop_back(); // dropping its sender tells it
     }
-    level.tenants.retain(|(_, w)| !w.is_empty());
+    level.tenants.retain(|l| !l.waiters.is_empty());
     if level.tenants.is_empty() {
         entry.remove();
     }
@@ -219,7 +237,7 @@ mod tests {
         let c = cfg(1, 10);
         let far = Instant::now() + Duration::from_secs(10);
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
-        let first = q.acquire(&c, 5, &a, far).await.unwrap();
+        let first = q.acquire(&c, 5, (&a, 1), far).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (name, prio, tenant) in [
@@ -230,7 +248,7 @@ mod tests {
         ] {
             let (q, c, order) = (q.clone(), c, order.clone());
             tasks.push(tokio::spawn(async move {
-                let p = q.acquire(&c, prio, &tenant, far).await.unwrap();
+                let p = q.acquire(&c, prio, (&tenant, 1), far).await.unwrap();
                 order.lock().unwrap().push(name);
                 drop(p);
             }));
@@ -253,16 +271,16 @@ mod tests {
         };
         let t: Arc<str> = Arc::from("t");
         let far = Instant::now() + Duration::from_secs(10);
-        let _running = q.acquire(&c, 5, &t, far).await.unwrap();
+        let _running = q.acquire(&c, 5, (&t, 1), far).await.unwrap();
         let low = {
             let (q, t) = (q.clone(), t.clone());
-            tokio::spawn(async move { q.acquire(&c, 1, &t, far).await.map(|_| ()) })
+            tokio::spawn(async move { q.acquire(&c, 1, (&t, 1), far).await.map(|_| ()) })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(q.acquire(&c, 1, &t, far).await.unwrap_err(), Turned::Full);
+        assert_eq!(q.acquire(&c, 1, (&t, 1), far).await.unwrap_err(), Turned::Full);
         let high = {
             let (q, t) = (q.clone(), t.clone());
-            tokio::spawn(async move { q.acquire(&c, 9, &t, far).await.map(|_| ()) })
+            tokio::spawn(async move { q.acquire(&c, 9, (&t, 1), far).await.map(|_| ()) })
         };
         assert_eq!(low.await.unwrap().unwrap_err(), Turned::Displaced);
         assert_eq!(
@@ -271,5 +289,33 @@ mod tests {
             "nothing finished in 100 ms"
         );
         assert_eq!(q.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_heavier_tenant_takes_more_turns_but_never_all_of_them() {
+        let q = Arc::new(RouteQueue::default());
+        let c = cfg(1, 100);
+        let far = Instant::now() + Duration::from_secs(10);
+        let (big, small): (Arc<str>, Arc<str>) = (Arc::from("big"), Arc::from("small"));
+        let first = q.acquire(&c, 5, (&big, 3), far).await.unwrap();
+        let order = Arc::new(Mutex::new(String::new()));
+        let mut tasks = Vec::new();
+        // The small tenant queues first, then a flood from the big one.
+        for (tenant, weight, n) in [(small.clone(), 1, 4), (big.clone(), 3, 12)] {
+            for _ in 0..n {
+                let (q, order, tenant) = (q.clone(), order.clone(), tenant.clone());
+                tasks.push(tokio::spawn(async move {
+                    let p = q.acquire(&c, 5, (&tenant, weight), far).await.unwrap();
+                    order.lock().unwrap().push_str(&tenant[..1]);
+                    drop(p);
+                }));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        drop(first);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), "sbbbsbbbsbbbsbbb");
     }
 }

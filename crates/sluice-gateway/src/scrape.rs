@@ -87,7 +87,7 @@ pub async fn check(
         let record = match h.gate(&breaker, now) {
             Gate::Shut => false,
             Gate::Probe => h.take_probe(&breaker),
-            Gate::Pass | Gate::Paused => true,
+            Gate::Pass | Gate::Paused | Gate::Full => true,
         };
         if record {
             let outcome = if ok { Outcome::Success } else { Outcome::Failure };

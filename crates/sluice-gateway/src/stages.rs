@@ -301,8 +301,19 @@ pub async fn enqueue(
         return Ok(None);
     };
     let tenant = caller.tenant.as_ref().unwrap_or(&caller.key_id);
+    let weight = caller
+        .tenant
+        .as_deref()
+        .and_then(|t| snap.config.tenant_weights.get(t))
+        .copied()
+        .unwrap_or(1);
     let priority = priority(snap, caller, headers);
-    match decision.route.queue.acquire(cfg, priority, tenant, deadline).await {
+    match decision
+        .route
+        .queue
+        .acquire(cfg, priority, (tenant, weight), deadline)
+        .await
+    {
         Ok(p) => Ok(Some(p)),
         Err(turned) => {
             let (code, message) = match turned {

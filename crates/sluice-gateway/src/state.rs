@@ -402,7 +402,11 @@ impl LiveState {
                     session_token: a.session_token.as_ref().map(|t| t.expose().to_owned()),
                     region: a.region.clone(),
                 }),
-                health: self.health_of(&d.name),
+                health: {
+                    let h = self.health_of(&d.name);
+                    h.set_limit(d.max_concurrency);
+                    h
+                },
                 geo: d.geo.as_deref().map(Arc::from),
             });
         }

@@ -67,6 +67,8 @@ pub struct MockStats {
     /// Connections the mock dropped on purpose (`drop_after_chunks`).
     pub dropped: AtomicU64,
     pub in_flight: AtomicI64,
+    /// The most requests ever in flight at once.
+    pub peak_in_flight: AtomicI64,
     recent: Mutex<VecDeque<RecordedRequest>>,
     /// The `x-request-id` of every request answered in full.
     completed_ids: Mutex<Vec<String>>,
@@ -103,6 +105,7 @@ impl MockStats {
             "cancelled": self.cancelled.load(Ordering::Relaxed),
             "dropped": self.dropped.load(Ordering::Relaxed),
             "in_flight": self.in_flight.load(Ordering::Relaxed),
+            "peak_in_flight": self.peak_in_flight.load(Ordering::Relaxed),
         })
     }
 }
@@ -116,7 +119,8 @@ pub(crate) struct Attempt {
 
 impl Attempt {
     fn new(stats: Arc<MockStats>, headers: &http::HeaderMap) -> Attempt {
-        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let now = stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.peak_in_flight.fetch_max(now, Ordering::Relaxed);
         let request_id = headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())

@@ -1,0 +1,142 @@
+//! Admission over the wire: per-deployment concurrency limits (a stream holds its place until it
+//! ends; a request that finds every deployment full waits, then gets 503 with Retry-After), and
+//! tenants sharing a route's queue by weight.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_mock::{Knobs, MockConfig, MockServer};
+use sluice_testkit::*;
+
+async fn mock_knobs(knobs: Knobs) -> MockServer {
+    mock_with(MockConfig {
+        defaults: knobs,
+        ..MockConfig::default()
+    })
+    .await
+}
+
+fn deployment(name: &str, base: &str, extra: &str) -> String {
+    format!(
+        "  - {{ name: {name}, provider: openai, base_url: \"{base}\", model: upstream-{name}, api_key_env: SLUICE_TEST_UPSTREAM_KEY{extra} }}\n"
+    )
+}
+
+fn ask() -> Value {
+    json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn peak(m: &MockServer) -> i64 {
+    m.stats().peak_in_flight.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_never_has_more_in_flight_than_its_limit() {
+    let knobs = Knobs {
+        latency_ms: Some(150),
+        ..Knobs::default()
+    };
+    let (a, b) = (mock_knobs(knobs.clone()).await, mock_knobs(knobs).await);
+    let yaml = format!(
+        "deployments:\n{}{}models:\n  - {{ name: chat, deployments: [a, b], balance: least_outstanding }}\nroutes:\n  - {{ name: default, queue: {{ max_concurrency: 100, max_queued: 100, timeout_ms: 10000 }} }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deployment("a", &a.base_url(), ", max_concurrency: 2"),
+        deployment("b", &b.base_url(), ", max_concurrency: 3"),
+        key_hash(KEY)
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.chat(KEY, &ask()).await.status.as_u16() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200, "every request waits for a place and gets one");
+    }
+    assert_eq!(
+        (peak(&a), peak(&b)),
+        (2, 3),
+        "each deployment filled to its limit, never past it"
+    );
+    let served = a.stats().requests.load(Ordering::Relaxed) + b.stats().requests.load(Ordering::Relaxed);
+    assert_eq!(served, 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_holds_its_place_and_a_full_pool_answers_503_with_retry_after() {
+    let m = mock_with(MockConfig::default()).await;
+    // No route queue: a request waits at most a second for a place.
+    let yaml = format!(
+        "deployments:\n{}models:\n  - {{ name: chat, deployments: [a] }}\nroutes:\n  - {{ name: default }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deployment("a", &m.base_url(), ", max_concurrency: 1"),
+        key_hash(KEY)
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let streaming = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "long"}],
+                              "mock": {"chunks": 25, "chunk_delay_ms": 100}});
+            let resp = gw.stream(KEY, &body).await;
+            read_all(resp.into_body()).await
+        })
+    };
+    assert!(eventually(|| m.stats().in_flight.load(Ordering::Relaxed) == 1).await);
+    let t = Instant::now();
+    let r = gw.chat(KEY, &ask()).await;
+    let waited = t.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.error_code(), "deployments_at_capacity");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        waited >= Duration::from_millis(900),
+        "it waited for a place first: {waited:?}"
+    );
+    assert!(streaming.await.unwrap().contains("[DONE]"));
+    // The stream's place is free again.
+    assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
+    assert_eq!(peak(&m), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_share_a_route_queue_by_weight() {
+    let m = mock_knobs(Knobs {
+        latency_ms: Some(40),
+        ..Knobs::default()
+    })
+    .await;
+    const BIG: &str = "sk-sluice-test-big";
+    const SMALL: &str = "sk-sluice-test-small";
+    let yaml = format!(
+        "deployments:\n{}models:\n  - {{ name: chat, deployments: [a] }}\nroutes:\n  - {{ name: default, queue: {{ max_concurrency: 1, max_queued: 50, timeout_ms: 20000 }} }}\ntenants:\n  - {{ name: big, queue_weight: 3 }}\n  - {{ name: small }}\nkeys:\n  - {{ id: big, hash: \"{}\", tenant: big }}\n  - {{ id: small, hash: \"{}\", tenant: small }}\n",
+        deployment("a", &m.base_url(), ""),
+        key_hash(BIG),
+        key_hash(SMALL)
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let send = |key: &'static str| {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.chat(key, &ask()).await.status.as_u16() })
+    };
+    let mut tasks = vec![send(BIG)];
+    assert!(eventually(|| m.stats().in_flight.load(Ordering::Relaxed) == 1).await);
+    // The small tenant queues four, then the big one floods twelve.
+    for key in std::iter::repeat_n(SMALL, 4).chain(std::iter::repeat_n(BIG, 12)) {
+        tasks.push(send(key));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let order: String = gw
+        .log_lines(17)
+        .await
+        .iter()
+        .map(|l| if l["tenant"] == "big" { 'b' } else { 's' })
+        .collect();
+    assert_eq!(&order[1..], "sbbbsbbbsbbbsbbb", "three turns to one, in turn");
+}

@@ -282,6 +282,9 @@ pub struct RawDeployment {
     pub health_check: Option<RawHealthCheck>,
     /// Most requests in flight to this deployment from this gateway at once.
     pub max_concurrency: Option<S<u64>>,
+    /// A response header in which the server reports its load (a queue depth): read from every
+    /// answer, for capacity-aware balancing.
+    pub load_header: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -277,6 +277,8 @@ pub struct DeploymentConfig {
     pub health_check: Option<(String, Duration)>,
     /// Most requests in flight to it at once (none: no limit).
     pub max_concurrency: Option<u32>,
+    /// The response header reporting the server's queue depth (capacity-aware balancing).
+    pub load_header: Option<HeaderName>,
     pub provider: ProviderKind,
     /// `None` only for an embedded mock, whose address is known once it is started.
     pub base_url: Option<Uri>,

@@ -494,6 +494,16 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
                 errs,
             ) as u32
         }),
+        load_header: d
+            .load_header
+            .as_ref()
+            .and_then(|h| match HeaderName::from_bytes(h.value.as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    errs.push(format!("deployments[{i}].load_header"), Some(h), "not a header name");
+                    None
+                }
+            }),
         provider,
         base_url,
         upstream_model,

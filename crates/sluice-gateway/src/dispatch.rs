@@ -277,6 +277,15 @@ async fn capacity_freed(snap: &Snapshot, decision: &Decision<'_>, until: Instant
         .is_ok()
 }
 
+/// The leading number of a header value (`12`, `3.5`, `12; unit=requests`), if non-negative.
+fn header_number(v: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(v).ok()?;
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    text[..end].parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0)
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
@@ -369,6 +378,12 @@ async fn attempt_once(
     };
     let (parts, body) = response.into_parts();
     let status = parts.status;
+    if let Some(name) = &dep.load_header
+        && let Some(depth) = parts.headers.get(name).and_then(|v| header_number(v.as_bytes()))
+    {
+        // The same scale as a scraped queue depth (see scrape.rs).
+        dep.health.set_reported_load((depth * 1000.0) as u64);
+    }
     let framing = dep.adapter.framing();
     let stream_type = match framing {
         Framing::Sse => "text/event-stream",
@@ -566,5 +581,19 @@ fn upstream_error(
             "upstream_error",
             msg("The upstream failed to answer."),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_number;
+
+    #[test]
+    fn a_load_header_is_its_leading_number() {
+        assert_eq!(header_number(b"12"), Some(12.0));
+        assert_eq!(header_number(b"3.5; unit=requests"), Some(3.5));
+        assert_eq!(header_number(b"-1"), None);
+        assert_eq!(header_number(b"many"), None);
+        assert_eq!(header_number(b""), None);
     }
 }

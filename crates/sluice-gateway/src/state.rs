@@ -79,6 +79,8 @@ pub struct DeploymentRuntime {
     pub health: Arc<crate::health::DeploymentHealth>,
     /// The region it serves from (geographic routing).
     pub geo: Option<Arc<str>>,
+    /// The response header reporting the server's queue depth.
+    pub load_header: Option<http::HeaderName>,
 }
 
 impl std::fmt::Debug for DeploymentRuntime {
@@ -408,6 +410,7 @@ impl LiveState {
                     h
                 },
                 geo: d.geo.as_deref().map(Arc::from),
+                load_header: d.load_header.clone(),
             });
         }
         self.follow_metrics(&config);

@@ -43,6 +43,10 @@ pub struct Knobs {
     /// Requests `GET /metrics` reports as waiting (vLLM's `num_requests_waiting`), on top of
     /// those in flight.
     pub report_waiting: Option<u64>,
+    /// A model server's slots: at most this many requests are answered at once, the rest wait
+    /// (and count as waiting in `GET /metrics` and the `x-queue-depth` response header).
+    /// Server-wide: only the mock's default counts.
+    pub slots: Option<u64>,
 }
 
 impl Knobs {
@@ -67,6 +71,7 @@ impl Knobs {
             safety_block: self.safety_block.or_else(|| defaults.safety_block.clone()),
             fail_percent: self.fail_percent.or(defaults.fail_percent),
             report_waiting: self.report_waiting.or(defaults.report_waiting),
+            slots: defaults.slots,
         }
     }
     pub fn chunks(&self) -> u64 {

@@ -69,6 +69,8 @@ pub struct MockStats {
     pub in_flight: AtomicI64,
     /// The most requests ever in flight at once.
     pub peak_in_flight: AtomicI64,
+    /// Requests waiting for a slot (`slots`).
+    pub waiting: AtomicI64,
     recent: Mutex<VecDeque<RecordedRequest>>,
     /// The `x-request-id` of every request answered in full.
     completed_ids: Mutex<Vec<String>>,
@@ -159,6 +161,7 @@ impl Drop for Attempt {
 struct Shared {
     config: MockConfig,
     stats: Arc<MockStats>,
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// A running mock server; dropped or `shutdown`, it stops accepting.
@@ -181,9 +184,14 @@ impl MockServer {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let stats = Arc::new(MockStats::default());
+        let slots = config
+            .defaults
+            .slots
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.clamp(1, 1 << 20) as usize)));
         let shared = Arc::new(Shared {
             config,
             stats: stats.clone(),
+            slots,
         });
         let accept = tokio::spawn(async move {
             loop {
@@ -193,7 +201,7 @@ impl MockServer {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, shared.clone()));
+                    let svc = service_fn(move |req| serve(req, shared.clone()));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -253,6 +261,38 @@ fn recorded(parts: &http::request::Parts, path: &str, body: &[u8]) -> RecordedRe
     }
 }
 
+/// Serves one request: with `slots`, a POST waits for a slot and holds it until its body ends;
+/// every answer says how many are waiting (`x-queue-depth`).
+async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<MockBody>, std::io::Error> {
+    let permit = match &shared.slots {
+        Some(slots) if req.method() == Method::POST => {
+            shared.stats.waiting.fetch_add(1, Ordering::Relaxed);
+            let permit = slots.clone().acquire_owned().await.ok();
+            shared.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+            permit
+        }
+        _ => None,
+    };
+    let mut resp = handle(req, shared.clone()).await?;
+    resp.headers_mut()
+        .insert("x-queue-depth", http::HeaderValue::from(waiting(&shared)));
+    Ok(match permit {
+        Some(permit) => resp.map(|b| {
+            b.map_err(move |e| {
+                let _held = &permit;
+                e
+            })
+            .boxed()
+        }),
+        None => resp,
+    })
+}
+
+/// Requests waiting for a slot, plus the `report_waiting` knob.
+fn waiting(shared: &Shared) -> u64 {
+    shared.stats.waiting.load(Ordering::Relaxed).max(0) as u64 + shared.config.defaults.report_waiting.unwrap_or(0)
+}
+
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<MockBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
@@ -270,7 +310,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         (&Method::GET, "/metrics") => {
             // A model server's load, as vLLM publishes it.
             let running = shared.stats.in_flight.load(Ordering::Relaxed).max(0);
-            let waiting = shared.config.defaults.report_waiting.unwrap_or(0);
+            let waiting = waiting(&shared);
             let text = format!(
                 "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{model_name=\"mock\"}} {running}\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{model_name=\"mock\"}} {waiting}\n# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{{model_name=\"mock\"}} 0.1\n"
             );

@@ -1,6 +1,6 @@
 //! Admission over the wire: per-deployment concurrency limits (a stream holds its place until it
-//! ends; a request that finds every deployment full waits, then gets 503 with Retry-After), and
-//! tenants sharing a route's queue by weight.
+//! ends; a request that finds every deployment full waits, then gets 503 with Retry-After),
+//! tenants sharing a route's queue by weight, and capacity read from response headers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
@@ -139,4 +139,70 @@ async fn tenants_share_a_route_queue_by_weight() {
         .map(|l| if l["tenant"] == "big" { 'b' } else { 's' })
         .collect();
     assert_eq!(&order[1..], "sbbbsbbbsbbbsbbb", "three turns to one, in turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_read_from_response_headers_steers_away_from_a_busy_server() {
+    let busy = mock_knobs(Knobs {
+        report_waiting: Some(40),
+        ..Knobs::default()
+    })
+    .await;
+    let idle = mock_with(MockConfig::default()).await;
+    // No metrics endpoint: what each server says in its answers (`x-queue-depth`) is all.
+    let yaml = format!(
+        "deployments:\n{}{}models:\n  - {{ name: chat, deployments: [busy, idle], balance: capacity }}\nroutes:\n  - {{ name: default }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deployment("busy", &busy.base_url(), ", load_header: x-queue-depth"),
+        deployment("idle", &idle.base_url(), ", load_header: x-queue-depth"),
+        key_hash(KEY)
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    for _ in 0..200 {
+        assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
+    }
+    let to_busy = busy.stats().requests.load(Ordering::Relaxed);
+    assert!(
+        to_busy <= 2,
+        "the busy server got {to_busy} of 200 after saying it had 40 waiting"
+    );
+    assert!(to_busy >= 1, "it was asked once, before its queue was known");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mocks_slots_make_a_model_server_that_queues() {
+    let m = mock_knobs(Knobs {
+        latency_ms: Some(100),
+        slots: Some(1),
+        ..Knobs::default()
+    })
+    .await;
+    let yaml = format!(
+        "deployments:\n{}models:\n  - {{ name: chat, deployments: [a] }}\nroutes:\n  - {{ name: default }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deployment("a", &m.base_url(), ""),
+        key_hash(KEY)
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.chat(KEY, &ask()).await })
+        })
+        .collect();
+    let mut depths = Vec::new();
+    for task in tasks {
+        let r = task.await.unwrap();
+        assert_eq!(r.status, 200);
+        depths.push(r.header("x-queue-depth").map(str::to_owned));
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(290),
+        "one at a time: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(peak(&m), 1);
+    assert!(
+        depths.iter().all(Option::is_none),
+        "the gateway does not pass the upstream's header on"
+    );
 }

@@ -42,6 +42,18 @@ enum Command {
         chunk_delay_ms: Option<u64>,
         #[arg(long)]
         chunks: Option<u64>,
+        /// Answer this share of requests (percent, at random) with `--status` (default 500).
+        #[arg(long)]
+        fail_percent: Option<u8>,
+        /// The status of injected failures.
+        #[arg(long)]
+        status: Option<u16>,
+        /// The Retry-After (seconds) of injected failures.
+        #[arg(long)]
+        retry_after_s: Option<u64>,
+        /// Serve at most this many requests at once; the rest wait (a model server's slots).
+        #[arg(long)]
+        slots: Option<u64>,
         /// Require this bearer key, read from the named environment variable.
         #[arg(long)]
         api_key_env: Option<String>,
@@ -178,6 +190,10 @@ fn main() -> ExitCode {
                 ttft_ms,
                 chunk_delay_ms,
                 chunks,
+                fail_percent,
+                status,
+                retry_after_s,
+                slots,
                 api_key_env,
                 verify_sigv4,
             } => {
@@ -186,6 +202,10 @@ fn main() -> ExitCode {
                     ttft_ms,
                     chunk_delay_ms,
                     chunks,
+                    fail_percent,
+                    status,
+                    retry_after_s,
+                    slots,
                     ..Knobs::default()
                 };
                 let api_key = api_key_env.and_then(|name| std::env::var(name).ok());

@@ -7,6 +7,7 @@
 //!
 //! It starts only its own processes and stops them by PID; everything listens on loopback.
 
+pub mod faults;
 pub mod load;
 pub mod procs;
 pub mod report;
@@ -374,6 +375,10 @@ pub enum Section {
     Ceiling,
     /// Resident memory idle and with open streams.
     Memory,
+    /// What callers see with one deployment of three sick, round-robin against resilience.
+    Faults,
+    /// Queueing delay on unequal model servers, by balancing strategy.
+    Capacity,
 }
 
 impl Section {
@@ -385,6 +390,8 @@ impl Section {
             "stream" => Some(Section::Stream),
             "ceiling" => Some(Section::Ceiling),
             "memory" => Some(Section::Memory),
+            "faults" => Some(Section::Faults),
+            "capacity" => Some(Section::Capacity),
             _ => None,
         }
     }
@@ -404,6 +411,22 @@ impl Progress {
 
 /// Runs the benchmark; progress goes to stderr, the Markdown report is returned.
 pub fn run(opts: &Options) -> anyhow::Result<String> {
+    let has = |s: Section| opts.sections.contains(&s);
+    let mut out = String::new();
+    if Section::ALL.iter().any(|s| has(*s)) {
+        out.push_str(&proxy(opts)?);
+    }
+    if has(Section::Faults) {
+        out.push_str(&faults::faults(opts)?);
+    }
+    if has(Section::Capacity) {
+        out.push_str(&faults::capacity(opts)?);
+    }
+    Ok(out)
+}
+
+/// The proxy sections: direct, nginx and Sluice side by side.
+fn proxy(opts: &Options) -> anyhow::Result<String> {
     let rig = start(opts)?;
     let targets = rig.targets();
     let has = |s: Section| opts.sections.contains(&s);

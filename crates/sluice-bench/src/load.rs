@@ -42,6 +42,9 @@ pub struct Outcome {
     pub first_byte_percentiles: Option<Percentiles>,
     #[serde(default)]
     pub status_code_distribution: std::collections::BTreeMap<String, u64>,
+    /// Requests that got no HTTP answer, by error.
+    #[serde(default)]
+    pub error_distribution: std::collections::BTreeMap<String, u64>,
 }
 
 impl Outcome {

@@ -266,10 +266,16 @@ fn recorded(parts: &http::request::Parts, path: &str, body: &[u8]) -> RecordedRe
 async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<MockBody>, std::io::Error> {
     let permit = match &shared.slots {
         Some(slots) if req.method() == Method::POST => {
+            // Counted as waiting until a slot is free or the client has gone.
+            struct Waiting<'a>(&'a AtomicI64);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
             shared.stats.waiting.fetch_add(1, Ordering::Relaxed);
-            let permit = slots.clone().acquire_owned().await.ok();
-            shared.stats.waiting.fetch_sub(1, Ordering::Relaxed);
-            permit
+            let _waiting = Waiting(&shared.stats.waiting);
+            slots.clone().acquire_owned().await.ok()
         }
         _ => None,
     };

@@ -103,7 +103,7 @@ enum Command {
         /// Leave nginx out (Sluice and direct-to-mock only).
         #[arg(long)]
         no_nginx: bool,
-        /// Which parts to run: latency, stream, ceiling, memory.
+        /// Which parts to run: latency, stream, ceiling, memory (the default), faults, capacity.
         #[arg(long, value_delimiter = ',', default_value = "latency,stream,ceiling,memory", value_parser = parse_section)]
         sections: Vec<sluice_bench::Section>,
         #[arg(long, env = "OHA", default_value = "oha")]
@@ -145,7 +145,8 @@ enum Command {
 }
 
 fn parse_section(s: &str) -> Result<sluice_bench::Section, String> {
-    sluice_bench::Section::parse(s).ok_or_else(|| format!("unknown section {s:?}: latency, stream, ceiling or memory"))
+    sluice_bench::Section::parse(s)
+        .ok_or_else(|| format!("unknown section {s:?}: latency, stream, ceiling, memory, faults or capacity"))
 }
 
 fn main() -> ExitCode {

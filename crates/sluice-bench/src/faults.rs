@@ -108,14 +108,20 @@ const RESILIENT: Policy = Policy {
     breaker: "enabled: true",
 };
 
-/// The mocks of one scenario, started pinned to the client core (a dead one holds no port).
-fn start_mocks(opts: &Options, dir: &Path, kinds: &[Mock]) -> anyhow::Result<(Vec<Pinned>, Vec<u16>)> {
+/// Mocks started pinned to the client core, one per entry of `flags` (their command-line flags;
+/// `None`: a dead deployment, a port with nothing on it).
+fn start_mocks(
+    opts: &Options,
+    dir: &Path,
+    tag: &str,
+    flags: &[Option<Vec<String>>],
+) -> anyhow::Result<(Vec<Pinned>, Vec<u16>)> {
     let mut procs = Vec::new();
     let mut ports = Vec::new();
-    for (i, kind) in kinds.iter().enumerate() {
+    for (i, flags) in flags.iter().enumerate() {
         let port = free_port()?;
         ports.push(port);
-        let Some(flags) = kind.flags() else { continue };
+        let Some(flags) = flags else { continue };
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["mock", "--listen", listen.as_str(), "--chunks", "8"];
         args.extend(flags.iter().map(String::as_str));
@@ -124,7 +130,7 @@ fn start_mocks(opts: &Options, dir: &Path, kinds: &[Mock]) -> anyhow::Result<(Ve
             opts.client_core,
             &opts.sluice,
             &args,
-            &dir.join(format!("mock-{i}.log")),
+            &dir.join(format!("mock-{tag}-{i}.log")),
         )?);
         wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10))?;
     }
@@ -174,7 +180,10 @@ keys:
     Ok((sluice, format!("http://127.0.0.1:{port}/v1/chat/completions")))
 }
 
-fn deployment_lines(ports: &[u16], extra: &dyn Fn(usize, u16) -> String) -> (String, String) {
+/// Extra settings for deployment `i` on `port` (YAML, inside its braces).
+type DeploymentExtra<'a> = &'a dyn Fn(usize, u16) -> String;
+
+fn deployment_lines(ports: &[u16], extra: DeploymentExtra<'_>) -> (String, String) {
     let mut lines = String::new();
     let mut names = Vec::new();
     for (i, port) in ports.iter().enumerate() {
@@ -235,6 +244,20 @@ struct Cell {
     p99: Runs,
 }
 
+impl Cell {
+    /// Adds a run's figures, its latencies less `work_us` (the upstream's own time).
+    fn push(&mut self, o: &Outcome, work_us: f64) {
+        self.ok.push(ok_share(o));
+        self.p50.push(o.p50_us() - work_us);
+        self.p99.push(o.p99_us() - work_us);
+    }
+
+    /// The row's figures: share answered 200, p50, p99.
+    fn figures(&self) -> [String; 3] {
+        [self.ok.show(percent_fine), self.p50.show(micros), self.p99.show(micros)]
+    }
+}
+
 /// The fault scenarios, each under the reference policy and the resilient one.
 pub fn faults(opts: &Options) -> anyhow::Result<String> {
     let dir = tempfile::Builder::new().prefix("sluice-bench-faults-").tempdir()?;
@@ -245,7 +268,8 @@ pub fn faults(opts: &Options) -> anyhow::Result<String> {
     let mut step = 0;
     let mut rows = Vec::new();
     for (s, scenario) in SCENARIOS.iter().enumerate() {
-        let (_mocks, ports) = start_mocks(opts, d, &[Mock::Healthy, Mock::Healthy, scenario.sick])?;
+        let kinds = [Mock::Healthy, Mock::Healthy, scenario.sick];
+        let (_mocks, ports) = start_mocks(opts, d, &s.to_string(), &kinds.map(Mock::flags))?;
         for (p, policy) in [REFERENCE, RESILIENT].iter().enumerate() {
             let (lines, names) = deployment_lines(&ports, &|_, _| String::new());
             let (sluice, url) = start_sluice(
@@ -266,18 +290,12 @@ pub fn faults(opts: &Options) -> anyhow::Result<String> {
                     scenario.name, policy.name
                 );
                 let o = load(opts, &url, &body, FAULT_RATE, 64, opts.duration)?;
-                cell.ok.push(ok_share(&o));
-                cell.p50.push(o.p50_us());
-                cell.p99.push(o.p99_us());
+                cell.push(&o, 0.0);
             }
             drop(sluice);
-            rows.push(vec![
-                scenario.name.to_owned(),
-                policy.name.to_owned(),
-                cell.ok.show(percent_fine),
-                cell.p50.show(micros),
-                cell.p99.show(micros),
-            ]);
+            let mut row = vec![scenario.name.to_owned(), policy.name.to_owned()];
+            row.extend(cell.figures());
+            rows.push(row);
         }
     }
     Ok(format!(
@@ -288,7 +306,7 @@ pub fn faults(opts: &Options) -> anyhow::Result<String> {
 }
 
 fn percent_fine(v: f64) -> String {
-    if v >= 0.9995 && v < 1.0 {
+    if (0.9995..1.0).contains(&v) {
         format!("{:.2} %", v * 100.0)
     } else {
         percent(v)
@@ -308,7 +326,7 @@ pub fn capacity(opts: &Options) -> anyhow::Result<String> {
     std::fs::write(&body, chat_body(1024))?;
     let capacity = (SMALL_SLOTS + LARGE_SLOTS) as u64 * 1000 / WORK_MS;
     let rate = (capacity * 6 / 10) as u32;
-    let strategies: [(&str, &str, &dyn Fn(usize, u16) -> String); 4] = [
+    let strategies: [(&str, &str, DeploymentExtra); 4] = [
         ("round-robin", "balance: round_robin", &|_, _| String::new()),
         ("least outstanding", "balance: least_outstanding", &|_, _| String::new()),
         (
@@ -325,22 +343,15 @@ pub fn capacity(opts: &Options) -> anyhow::Result<String> {
     let mut rows = Vec::new();
     for (k, (name, model, extra)) in strategies.iter().enumerate() {
         // Fresh servers per strategy: a queue left over from the last one must not count.
-        let mut mocks = Vec::new();
-        let mut ports = Vec::new();
-        for (i, slots) in [SMALL_SLOTS, LARGE_SLOTS].iter().enumerate() {
-            let port = free_port()?;
-            let listen = format!("127.0.0.1:{port}");
-            let (slots, work) = (slots.to_string(), WORK_MS.to_string());
-            mocks.push(Pinned::spawn(
-                "mock",
-                opts.client_core,
-                &opts.sluice,
-                &["mock", "--listen", &listen, "--latency-ms", &work, "--slots", &slots],
-                &d.join(format!("mock-{k}-{i}.log")),
-            )?);
-            wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10))?;
-            ports.push(port);
-        }
+        let flags = [SMALL_SLOTS, LARGE_SLOTS].map(|slots| {
+            Some(vec![
+                "--latency-ms".into(),
+                WORK_MS.to_string(),
+                "--slots".into(),
+                slots.to_string(),
+            ])
+        });
+        let (mocks, ports) = start_mocks(opts, d, &format!("cap-{k}"), &flags)?;
         let (lines, names) = deployment_lines(&ports, *extra);
         let (sluice, url) = start_sluice(
             opts,
@@ -359,20 +370,15 @@ pub fn capacity(opts: &Options) -> anyhow::Result<String> {
             step += 1;
             eprintln!("[{step:>3}/{total}] capacity: {name} · run {run}");
             let o = load(opts, &url, &body, rate, 512, opts.duration)?;
-            cell.ok.push(ok_share(&o));
-            cell.p50.push(o.p50_us() - (WORK_MS * 1000) as f64);
-            cell.p99.push(o.p99_us() - (WORK_MS * 1000) as f64);
+            cell.push(&o, (WORK_MS * 1000) as f64);
             // Let the queues empty before the next run.
             std::thread::sleep(Duration::from_secs(2));
         }
         drop(sluice);
         drop(mocks);
-        rows.push(vec![
-            (*name).to_owned(),
-            cell.ok.show(percent_fine),
-            cell.p50.show(micros),
-            cell.p99.show(micros),
-        ]);
+        let mut row = vec![(*name).to_owned()];
+        row.extend(cell.figures());
+        rows.push(row);
     }
     Ok(format!(
         "\n### Capacity-aware balancing: queueing delay (two model servers of {WORK_MS} ms per request with {SMALL_SLOTS} and {LARGE_SLOTS} slots, {rate} req/s = 60 % of their capacity, {} s per run)\n\n{}",

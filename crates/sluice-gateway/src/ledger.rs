@@ -456,6 +456,11 @@ mod tests {
         })
     }
 
+    async fn assert_states(db: &LedgerDb, expect: &[(&str, &str)]) {
+        let want: Vec<(String, String)> = expect.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+        assert_eq!(db.states().await.unwrap(), want);
+    }
+
     /// Drops the ledger once its shipping task has let go of it (the slot's lock goes with it).
     async fn close(l: Arc<Ledger>) {
         while Arc::strong_count(&l) > 1 {
@@ -505,15 +510,11 @@ mod tests {
         assert_eq!(second.instance().as_ref(), me, "the instance id is kept");
         second.append(&intent("d", &me)).unwrap();
         assert!(second.ship().await);
-        let states = db.states().await.unwrap();
-        let expect = [("a", "settled"), ("b", "unsettled"), ("c", "unsettled"), ("d", "open")];
-        assert_eq!(
-            states,
-            expect
-                .iter()
-                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-                .collect::<Vec<_>>()
-        );
+        assert_states(
+            &db,
+            &[("a", "settled"), ("b", "unsettled"), ("c", "unsettled"), ("d", "open")],
+        )
+        .await;
         let left: Vec<_> = std::fs::read_dir(&config.dir)
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -549,15 +550,7 @@ mod tests {
         let third = Ledger::open(&config, db.clone()).await.unwrap();
         assert_eq!(third.instance().as_ref(), a, "the first free slot is the first one");
         assert!(third.ship().await);
-        let states = db.states().await.unwrap();
-        let expect = [("a1", "unsettled"), ("b1", "settled"), ("b2", "unsettled")];
-        assert_eq!(
-            states,
-            expect
-                .iter()
-                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-                .collect::<Vec<_>>()
-        );
+        assert_states(&db, &[("a1", "unsettled"), ("b1", "settled"), ("b2", "unsettled")]).await;
         // The adopted slot is free again, and empty.
         let fourth = Ledger::open(&config, db.clone()).await.unwrap();
         assert_eq!(fourth.instance().as_ref(), b);

@@ -53,6 +53,23 @@ pub async fn mock_with(config: MockConfig) -> MockServer {
         .expect("mock starts")
 }
 
+/// A mock provider with these default knobs.
+pub async fn mock_knobs(knobs: sluice_mock::Knobs) -> MockServer {
+    mock_with(MockConfig {
+        defaults: knobs,
+        ..MockConfig::default()
+    })
+    .await
+}
+
+/// One `deployments:` list item: an OpenAI-format deployment `name` at `base`, with `extra`
+/// settings (`", max_concurrency: 2"`) appended inside its braces.
+pub fn deployment_yaml(name: &str, base: &str, extra: &str) -> String {
+    format!(
+        "  - {{ name: {name}, provider: openai, base_url: \"{base}\", model: upstream-{name}, api_key_env: SLUICE_TEST_UPSTREAM_KEY{extra} }}\n"
+    )
+}
+
 /// A config serving alias `chat` (and `other`) from `base_url`, with the test keys.
 /// `extra` is appended verbatim (more routes must come *before* the default route, so use
 /// [`config_with_routes`] for those).

@@ -12,18 +12,8 @@ use serde_json::{Value, json};
 use sluice_mock::{Knobs, MockConfig, MockServer};
 use sluice_testkit::*;
 
-async fn mock_knobs(knobs: Knobs) -> MockServer {
-    mock_with(MockConfig {
-        defaults: knobs,
-        ..MockConfig::default()
-    })
-    .await
-}
-
 fn deployment(name: &str, base: &str) -> String {
-    format!(
-        "  - {{ name: {name}, provider: openai, base_url: \"{base}\", model: upstream-{name}, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}\n"
-    )
+    deployment_yaml(name, base, "")
 }
 
 /// A config whose alias `chat` spreads over `deps` (name, base URL).

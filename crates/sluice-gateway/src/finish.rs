@@ -370,6 +370,8 @@ impl Finish {
                 id: r.request_id.as_str().into(),
                 at: chrono::Utc::now().timestamp_millis(),
                 deployment: r.deployment.as_deref().map(Into::into),
+                // The intent named the first alias; a fallback's answer is charged to its own.
+                model: r.fallback.and(r.model.as_deref()).map(Into::into),
                 status: r.status,
                 prompt_tokens: r.prompt_tokens,
                 completion_tokens: r.completion_tokens,

@@ -473,6 +473,7 @@ mod tests {
             id: id.into(),
             at: 1_795_338_000_100,
             deployment: None,
+            model: None,
             status: 200,
             prompt_tokens: 1,
             completion_tokens: 2,

@@ -60,6 +60,14 @@ pub struct Settlement<'a> {
     pub at: i64,
     #[serde(borrow, default, deserialize_with = "opt_text")]
     pub deployment: Option<Cow<'a, str>>,
+    /// The model alias that answered, when a fallback changed it after the intent.
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "opt_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub model: Option<Cow<'a, str>>,
     pub status: u16,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -194,7 +202,7 @@ fn chunks<T>(mut rows: &[T]) -> Vec<&[T]> {
 /// An intent inserts its row if absent; a settlement (alone, or folded with its intent when both
 /// are in one batch) fills in the outcome, keeping the intent's fields. Replays change nothing.
 const UPSERT_TAIL: &str = " ON CONFLICT (request_id) DO UPDATE SET
-      deployment = excluded.deployment, state = excluded.state, http_status = excluded.http_status,
+      model = COALESCE(excluded.model, spend_ledger.model), deployment = excluded.deployment, state = excluded.state, http_status = excluded.http_status,
       prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
       cached_tokens = excluded.cached_tokens, total_tokens = excluded.total_tokens,
       cost_micros = excluded.cost_micros, currency = excluded.currency,
@@ -275,7 +283,10 @@ macro_rules! bind_rows {
                 .bind(i.and_then(|i| i.team.as_deref()))
                 .bind(i.and_then(|i| i.tenant.as_deref()))
                 .bind(i.and_then(|i| i.route.as_deref()))
-                .bind(i.and_then(|i| i.model.as_deref()))
+                .bind(
+                    s.and_then(|s| s.model.as_deref())
+                        .or(i.and_then(|i| i.model.as_deref())),
+                )
                 .bind(s.and_then(|s| s.deployment.as_deref()))
                 .bind(if s.is_some() { "settled" } else { "open" })
                 .bind(s.map_or(0, |s| i32::from(s.status)))
@@ -470,6 +481,7 @@ mod tests {
             id: id.to_owned().into(),
             at,
             deployment: Some("d".into()),
+            model: None,
             status: 200,
             prompt_tokens: prompt,
             completion_tokens: completion,

@@ -28,6 +28,7 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
             id: "r1".into(),
             at: t + 3,
             deployment: Some("d".into()),
+            model: None,
             status: 200,
             prompt_tokens: 7,
             completion_tokens: 9,

@@ -335,6 +335,16 @@ async fn a_fallback_alias_answers_and_the_headers_say_why() {
         2,
         "both attempts are in the log line"
     );
+    // The spend ledger charges the alias that answered (the intent named the first one).
+    let usage = gw.admin(http::Method::GET, "/admin/usage?by=model", None).await.json();
+    let models: Vec<&str> = usage["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["group"].as_str())
+        .collect();
+    assert!(models.contains(&"backup"), "{usage}");
+    assert!(!models.contains(&"chat"), "{usage}");
 }
 
 #[tokio::test]

@@ -257,8 +257,27 @@ fn at_capacity(snap: &Snapshot, decision: &Decision<'_>) -> bool {
 }
 
 /// Waits until a request ends on one of the model's deployments, up to `until`; `false` when
-/// none did in time.
+/// none did in time, or when as many requests wait already as the pool may hold (four times its
+/// deployments' limits).
 async fn capacity_freed(snap: &Snapshot, decision: &Decision<'_>, until: Instant) -> bool {
+    struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let model = decision.model;
+    if model
+        .capacity_waiting
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        >= model.capacity_queue
+    {
+        model
+            .capacity_waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        return false;
+    }
+    let _waiting = Waiting(&model.capacity_waiting);
     let mut freed: Vec<_> = decision
         .model
         .deployments

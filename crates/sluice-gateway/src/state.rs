@@ -102,6 +102,10 @@ pub struct ModelRuntime {
     pub limits: Vec<sluice_config::LimitSpec>,
     /// Round-robin position; shared with the previous snapshot's alias of the same name.
     pub(crate) cursor: Arc<AtomicUsize>,
+    /// Requests waiting for a place on a deployment at its concurrency limit, and how many may
+    /// (four times the pool's limits; 0 when no deployment has one).
+    pub(crate) capacity_waiting: AtomicUsize,
+    pub(crate) capacity_queue: usize,
 }
 
 #[derive(Debug)]
@@ -425,6 +429,13 @@ impl LiveState {
                 balance: m.balance,
                 limits: m.limits.clone(),
                 cursor: self.cursor(&m.name),
+                capacity_waiting: AtomicUsize::new(0),
+                capacity_queue: m
+                    .deployments
+                    .iter()
+                    .filter_map(|&d| config.deployments[d].max_concurrency)
+                    .map(|n| n as usize * 4)
+                    .sum(),
             })
             .collect();
         let model_index = models

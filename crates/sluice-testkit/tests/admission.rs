@@ -76,16 +76,30 @@ async fn a_stream_holds_its_place_and_a_full_pool_answers_503_with_retry_after()
         })
     };
     assert!(eventually(|| m.stats().in_flight.load(Ordering::Relaxed) == 1).await);
-    let t = Instant::now();
-    let r = gw.chat(KEY, &ask()).await;
-    let waited = t.elapsed();
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(r.error_code(), "deployments_at_capacity");
-    assert_eq!(r.header("retry-after"), Some("1"));
-    assert!(
-        waited >= Duration::from_millis(900),
-        "it waited for a place first: {waited:?}"
-    );
+    // Six more: four may wait for the place (four times the limit), two are turned away at once.
+    let waiters: Vec<_> = (0..6)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = gw.chat(KEY, &ask()).await;
+                (r, t.elapsed())
+            })
+        })
+        .collect();
+    let mut waited = 0;
+    for w in waiters {
+        let (r, took) = w.await.unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.error_code(), "deployments_at_capacity");
+        assert_eq!(r.header("retry-after"), Some("1"));
+        if took >= Duration::from_millis(900) {
+            waited += 1;
+        } else {
+            assert!(took < Duration::from_millis(500), "turned away at once: {took:?}");
+        }
+    }
+    assert_eq!(waited, 4, "four waited for a place first");
     assert!(streaming.await.unwrap().contains("[DONE]"));
     // The stream's place is free again.
     assert_eq!(gw.chat(KEY, &ask()).await.status, 200);

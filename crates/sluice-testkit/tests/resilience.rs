@@ -465,6 +465,10 @@ async fn under_overload_high_priority_goes_first_and_the_rest_get_503_with_retry
     // Never more than two at the upstream at once: 2 + 3 + the free ones served, in 200 ms turns.
     let served = requests(&m);
     assert_eq!(served as usize, 3 + free_out.iter().filter(|r| r.0 == 200).count());
+    assert!(
+        m.stats().peak_in_flight.load(Ordering::Relaxed) <= 2,
+        "the route's concurrency limit held"
+    );
     let queued: Vec<f64> = gw
         .log_lines(11)
         .await

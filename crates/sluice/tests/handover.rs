@@ -1,6 +1,7 @@
 //! Restart without dropping a request: a new process binds the same port (SO_REUSEPORT) while
 //! the old one serves, takes every new connection, and the old one drains its requests and
-//! streams after SIGTERM, then exits. Under steady load with long streams in flight, no caller
+//! streams after SIGTERM, then exits. Under steady load with long streams in flight (HTTP/1.1
+//! keep-alive, a new connection per request, and HTTP/2), no caller
 //! sees a failure, every request is logged once, and the spend ledger (both processes writing
 //! to one directory) holds every request settled.
 
@@ -117,9 +118,15 @@ async fn a_new_process_takes_the_port_and_the_old_one_drains_without_a_failed_re
     let fresh: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http();
-    let callers: Vec<_> = (0..16)
+    // And HTTP/2 callers (cleartext, prior knowledge): the old process ends theirs with GOAWAY.
+    let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let callers: Vec<_> = (0..20)
         .map(|i| {
-            let client = if i < 12 { client.clone() } else { fresh.clone() };
+            let client = match i {
+                0..12 => client.clone(),
+                12..16 => fresh.clone(),
+                _ => h2.clone(),
+            };
             tokio::spawn(caller(client, url.clone(), i % 2 == 0, stop.clone(), tally.clone()))
         })
         .collect();

@@ -1,9 +1,9 @@
 //! Restart without dropping a request: a new process binds the same port (SO_REUSEPORT) while
 //! the old one serves, takes every new connection, and the old one drains its requests and
 //! streams after SIGTERM, then exits. Under steady load with long streams in flight (HTTP/1.1
-//! keep-alive, a new connection per request, and HTTP/2), no caller
-//! sees a failure, every request is logged once, and the spend ledger (both processes writing
-//! to one directory) holds every request settled.
+//! keep-alive, a new connection per request, and HTTP/2), no caller sees a failure, every
+//! request is logged once, and the spend ledger (both processes writing to one directory)
+//! holds every request settled.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 

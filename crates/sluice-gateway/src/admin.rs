@@ -108,6 +108,8 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
                 "deployment": name,
                 "state": h.state().as_str(),
                 "in_flight": h.outstanding(),
+                "max_concurrency": h.limit(),
+                "reported_load": h.reported_load(),
                 "latency_ewma_ms": (h.ewma_ms() * 1000.0).round() / 1000.0,
                 "ejections": h.ejections(),
             })

@@ -257,8 +257,9 @@ fn at_capacity(snap: &Snapshot, decision: &Decision<'_>) -> bool {
 }
 
 /// Waits until a request ends on one of the model's deployments, up to `until`; `false` when
-/// none did in time, or when as many requests wait already as the pool may hold (four times its
-/// deployments' limits).
+/// none did in time, or — on a route without a queue (a queue bounds the waiters itself: only
+/// its running requests get here) — when as many wait already as the pool may hold, four times
+/// its deployments' limits.
 async fn capacity_freed(snap: &Snapshot, decision: &Decision<'_>, until: Instant) -> bool {
     struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
     impl Drop for Waiting<'_> {
@@ -267,10 +268,12 @@ async fn capacity_freed(snap: &Snapshot, decision: &Decision<'_>, until: Instant
         }
     }
     let model = decision.model;
+    let bounded = decision.route.config.queue.is_none();
     if model
         .capacity_waiting
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         >= model.capacity_queue
+        && bounded
     {
         model
             .capacity_waiting

@@ -165,6 +165,11 @@ impl DeploymentHealth {
         self.limit.store(limit.map_or(0, i64::from), Ordering::Relaxed);
     }
 
+    /// Its concurrency limit, if it has one.
+    pub fn limit(&self) -> Option<i64> {
+        Some(self.limit.load(Ordering::Relaxed)).filter(|l| *l > 0)
+    }
+
     /// Whether it is at its concurrency limit.
     pub fn full(&self) -> bool {
         let limit = self.limit.load(Ordering::Relaxed);

@@ -76,6 +76,13 @@ async fn a_stream_holds_its_place_and_a_full_pool_answers_503_with_retry_after()
         })
     };
     assert!(eventually(|| m.stats().in_flight.load(Ordering::Relaxed) == 1).await);
+    let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
+    let a = &health["deployments"][0];
+    assert_eq!(
+        (a["in_flight"].as_i64(), a["max_concurrency"].as_i64()),
+        (Some(1), Some(1)),
+        "{health}"
+    );
     // Six more: four may wait for the place (four times the limit), two are turned away at once.
     let waiters: Vec<_> = (0..6)
         .map(|_| {
@@ -164,6 +171,18 @@ async fn capacity_read_from_response_headers_steers_away_from_a_busy_server() {
     for _ in 0..200 {
         assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
     }
+    let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
+    let busy_load = health["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["deployment"] == "busy")
+        .map(|d| d["reported_load"].as_u64());
+    assert_eq!(
+        busy_load,
+        Some(Some(40_000)),
+        "its queue of 40, as read from its answers: {health}"
+    );
     let to_busy = busy.stats().requests.load(Ordering::Relaxed);
     assert!(
         to_busy <= 2,

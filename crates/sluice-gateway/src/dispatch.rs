@@ -125,7 +125,10 @@ pub async fn attempts(
                             .map_or(CAPACITY_WAIT, |q| q.timeout);
                         deadline.min(Instant::now() + wait)
                     });
-                    if !capacity_freed(snap, decision, until).await {
+                    let waiting = Instant::now();
+                    let freed = capacity_freed(snap, decision, until).await;
+                    finish.add_queue_wait(waiting.elapsed());
+                    if !freed {
                         full = true;
                         break None;
                     }

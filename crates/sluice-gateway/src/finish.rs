@@ -259,6 +259,15 @@ impl Finish {
         self.permit = Some(permit);
     }
 
+    /// Time spent waiting for a place on a deployment at its concurrency limit (added to the
+    /// route queue's wait in `queue_ms`).
+    pub fn add_queue_wait(&mut self, waited: Duration) {
+        let waited = ms(waited);
+        if let Some(r) = self.record() {
+            r.queue_ms = Some(r.queue_ms.unwrap_or(0.0) + waited);
+        }
+    }
+
     /// Settles the current reservation now with `used` (a fallback re-admits at its own prices).
     pub fn release_admission(&mut self, used: &crate::limits::Need) {
         if let Some(mut a) = self.admission.take() {

@@ -107,6 +107,15 @@ async fn a_stream_holds_its_place_and_a_full_pool_answers_503_with_retry_after()
         }
     }
     assert_eq!(waited, 4, "four waited for a place first");
+    let waits: Vec<f64> = gw
+        .log_lines(6)
+        .await
+        .iter()
+        .filter(|l| l["error_code"] == "deployments_at_capacity")
+        .filter_map(|l| l["queue_ms"].as_f64())
+        .filter(|ms| *ms >= 900.0)
+        .collect();
+    assert_eq!(waits.len(), 4, "the waits are logged as queue_ms: {waits:?}");
     assert!(streaming.await.unwrap().contains("[DONE]"));
     // The stream's place is free again.
     assert_eq!(gw.chat(KEY, &ask()).await.status, 200);

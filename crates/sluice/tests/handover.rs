@@ -190,6 +190,10 @@ async fn a_new_process_takes_the_port_and_the_old_one_drains_without_a_failed_re
     assert!(status.is_some_and(|s| s.success()), "{}", new.stderr());
     // Every request is logged exactly once, by one of the two processes.
     let (old_log, new_log) = (old.access_log().len() as u64, new.access_log().len() as u64);
+    eprintln!(
+        "{ok} requests ({} streams), none failed: {old_log} answered by the old process, {new_log} by the new",
+        tally.streams.load(Ordering::Relaxed)
+    );
     assert!(old_log > 0 && new_log > 0, "both served: {old_log} + {new_log}");
     assert_eq!(old_log + new_log, ok, "one log line per request");
 

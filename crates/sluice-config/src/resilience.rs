@@ -138,6 +138,7 @@ pub(crate) fn fallback(r: &RawRoute, model_names: &[&str], path: &str, errs: &mu
             FallbackReason::Timeout,
             FallbackReason::OpenCircuit,
             FallbackReason::RateLimit,
+            FallbackReason::Capacity,
         ],
         Some(list) => list
             .iter()
@@ -148,7 +149,7 @@ pub(crate) fn fallback(r: &RawRoute, model_names: &[&str], path: &str, errs: &mu
                     errs.push(
                         format!("{path}.fallback_on[{j}]"),
                         Some(w),
-                        "one of error, timeout, open_circuit, rate_limit, context_length, content_policy",
+                        "one of error, timeout, open_circuit, rate_limit, capacity, context_length, content_policy",
                     );
                 }
                 found

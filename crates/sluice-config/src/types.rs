@@ -461,16 +461,19 @@ pub enum FallbackReason {
     RateLimit,
     ContextLength,
     ContentPolicy,
+    /// Every deployment at its concurrency limit, and no place freed in time.
+    Capacity,
 }
 
 impl FallbackReason {
-    pub const ALL: [FallbackReason; 6] = [
+    pub const ALL: [FallbackReason; 7] = [
         FallbackReason::Error,
         FallbackReason::Timeout,
         FallbackReason::OpenCircuit,
         FallbackReason::RateLimit,
         FallbackReason::ContextLength,
         FallbackReason::ContentPolicy,
+        FallbackReason::Capacity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -481,6 +484,7 @@ impl FallbackReason {
             FallbackReason::RateLimit => "rate_limit",
             FallbackReason::ContextLength => "context_length",
             FallbackReason::ContentPolicy => "content_policy",
+            FallbackReason::Capacity => "capacity",
         }
     }
 }

@@ -65,15 +65,29 @@ fn backoff(p: &sluice_config::RetryPolicy, n: u32) -> Duration {
     Duration::from_micros(rand::random_range(0..=cap.as_micros() as u64))
 }
 
+/// What an attempts loop needs beyond the route and the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempting<'a> {
+    pub telemetry: &'a crate::telemetry::Telemetry,
+    /// The caller's region (geographic routing).
+    pub region: Option<&'a str>,
+    /// A fallback alias would take over at capacity: do not wait for a place, spill over.
+    pub spill: bool,
+}
+
 pub async fn attempts(
     snap: &Snapshot,
     decision: &Decision<'_>,
     inbound: &InboundRequest,
     finish: &mut Finish,
     deadline: Instant,
-    telemetry: &crate::telemetry::Telemetry,
-    region: Option<&str>,
+    how: Attempting<'_>,
 ) -> Result<Upstream, GatewayError> {
+    let Attempting {
+        telemetry,
+        region,
+        spill,
+    } = how;
     let policy = &decision.route.config.policy;
     let breaker = &snap.config.breaker;
     let budget = &decision.route.retry_budget;
@@ -115,6 +129,10 @@ pub async fn attempts(
                     Some(inflight) => break Some((i, inflight)),
                     None => continue,
                 },
+                None if at_capacity(snap, decision) && spill => {
+                    full = true;
+                    break None;
+                }
                 None if at_capacity(snap, decision) => {
                     let until = *capacity_until.get_or_insert_with(|| {
                         let wait = decision

@@ -24,6 +24,7 @@ pub fn reason(e: &GatewayError) -> Option<FallbackReason> {
     Some(match e.code {
         "upstream_timeout" => FallbackReason::Timeout,
         "no_healthy_deployment" => FallbackReason::OpenCircuit,
+        "deployments_at_capacity" => FallbackReason::Capacity,
         "upstream_rate_limited" | "upstream_quota_exceeded" => FallbackReason::RateLimit,
         "context_length_exceeded" => FallbackReason::ContextLength,
         "content_policy_violation" => FallbackReason::ContentPolicy,
@@ -51,8 +52,15 @@ pub async fn attempts(
     deadline: Instant,
     region: Option<&str>,
 ) -> Result<Upstream, GatewayError> {
-    let first = dispatch::attempts(snap, decision, inbound, finish, deadline, &gw.telemetry, region).await;
     let chain = &decision.route.config.fallback;
+    // At capacity, an alias spills over to the next one in the chain at once rather than wait.
+    let spills = chain.on.contains(&FallbackReason::Capacity);
+    let how = |spill: bool| dispatch::Attempting {
+        telemetry: &gw.telemetry,
+        region,
+        spill: spills && spill,
+    };
+    let first = dispatch::attempts(snap, decision, inbound, finish, deadline, how(!chain.models.is_empty())).await;
     let mut err = match first {
         Ok(up) => return Ok(up),
         Err(e) => e,
@@ -60,7 +68,7 @@ pub async fn attempts(
     let Some(why) = reason(&err).filter(|r| chain.on.contains(r)) else {
         return Err(err);
     };
-    for &index in &chain.models {
+    for (k, &index) in chain.models.iter().enumerate() {
         if Instant::now() >= deadline {
             break;
         }
@@ -82,7 +90,8 @@ pub async fn attempts(
             }
         }
         finish.set_fallback(&next.model.name, why);
-        match dispatch::attempts(snap, &next, inbound, finish, deadline, &gw.telemetry, region).await {
+        let later = k + 1 < chain.models.len();
+        match dispatch::attempts(snap, &next, inbound, finish, deadline, how(later)).await {
             Ok(up) => return Ok(up),
             Err(e) => {
                 if reason(&e).is_none_or(|r| !chain.on.contains(&r)) {

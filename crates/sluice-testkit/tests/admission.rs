@@ -238,3 +238,39 @@ async fn the_mocks_slots_make_a_model_server_that_queues() {
         "the gateway does not pass the upstream's header on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_model_spills_over_to_its_fallback_at_once() {
+    let (a, b) = (
+        mock_with(MockConfig::default()).await,
+        mock_with(MockConfig::default()).await,
+    );
+    let yaml = format!(
+        "deployments:\n{}{}models:\n  - {{ name: chat, deployments: [a] }}\n  - {{ name: backup, deployments: [b] }}\nroutes:\n  - {{ name: default, fallback: [backup] }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deployment("a", &a.base_url(), ", max_concurrency: 1"),
+        deployment("b", &b.base_url(), ""),
+        key_hash(KEY)
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let streaming = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "long"}],
+                              "mock": {"chunks": 15, "chunk_delay_ms": 100}});
+            read_all(gw.stream(KEY, &body).await.into_body()).await
+        })
+    };
+    assert!(eventually(|| a.stats().in_flight.load(Ordering::Relaxed) == 1).await);
+    let t = Instant::now();
+    let r = gw.chat(KEY, &ask()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sluice-model"), Some("backup"));
+    assert_eq!(r.header("x-sluice-fallback-reason"), Some("capacity"));
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "no wait for a place: {:?}",
+        t.elapsed()
+    );
+    assert!(streaming.await.unwrap().contains("[DONE]"));
+    assert_eq!(b.stats().requests.load(Ordering::Relaxed), 1);
+}

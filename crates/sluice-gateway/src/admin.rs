@@ -70,14 +70,16 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     gw.telemetry.metrics.keys.set(gw.keys.len() as i64);
+    let m = &gw.telemetry.metrics;
     for (name, h) in gw.live.health() {
-        gw.telemetry
-            .metrics
-            .breaker_state
-            .get_or_create(&crate::telemetry::DeploymentLabel {
-                deployment: Arc::from(name.as_str()),
-            })
-            .set(h.state() as i64);
+        let label = crate::telemetry::DeploymentLabel {
+            deployment: Arc::from(name.as_str()),
+        };
+        m.breaker_state.get_or_create(&label).set(h.state() as i64);
+        m.deployment_in_flight.get_or_create(&label).set(h.outstanding());
+        m.deployment_load
+            .get_or_create(&label)
+            .set(i64::try_from(h.reported_load()).unwrap_or(i64::MAX));
     }
     let snap = gw.snapshot();
     for route in snap.routes.iter().filter(|r| r.config.queue.is_some()) {

@@ -102,6 +102,10 @@ pub struct Metrics {
     pub retries: Family<RetryLabels, Counter>,
     /// Requests waiting in each route's queue.
     pub queue_depth: Family<RouteLabel, Gauge>,
+    /// Requests in flight to each deployment from this gateway (set when scraped).
+    pub deployment_in_flight: Family<DeploymentLabel, Gauge>,
+    /// Each deployment's server-reported load (queue × 1000 + KV-cache ‰; set when scraped).
+    pub deployment_load: Family<DeploymentLabel, Gauge>,
 }
 
 impl Metrics {
@@ -124,7 +128,19 @@ impl Metrics {
             breaker_transitions: Family::default(),
             retries: Family::default(),
             queue_depth: Family::default(),
+            deployment_in_flight: Family::default(),
+            deployment_load: Family::default(),
         };
+        registry.register(
+            "sluice_deployment_in_flight",
+            "Requests in flight to each deployment from this gateway",
+            m.deployment_in_flight.clone(),
+        );
+        registry.register(
+            "sluice_deployment_reported_load",
+            "Load each deployment's server reports (waiting x 1000 + KV-cache use in thousandths)",
+            m.deployment_load.clone(),
+        );
         registry.register(
             "sluice_queue_depth",
             "Requests waiting in each route's queue",

@@ -83,6 +83,11 @@ async fn a_stream_holds_its_place_and_a_full_pool_answers_503_with_retry_after()
         (Some(1), Some(1)),
         "{health}"
     );
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("sluice_deployment_in_flight{deployment=\"a\"} 1"),
+        "{metrics}"
+    );
     // Six more: four may wait for the place (four times the limit), two are turned away at once.
     let waiters: Vec<_> = (0..6)
         .map(|_| {

@@ -341,8 +341,18 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 
 async fn usage(path: &std::path::Path, q: &sluice_gateway::usage::UsageQuery, as_json: bool) -> anyhow::Result<()> {
     use sluice_store::ledger::LedgerDb;
-    let c = sluice_config::load_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // Only the store matters here: provider credentials need not be in this environment.
+    const UNSET: &str = "unset-for-usage:";
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let env = |name: &str| std::env::var(name).ok().or_else(|| Some(format!("{UNSET}{name}")));
+    let c = sluice_config::load_str(&text, &env).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let db = match &c.store.postgres_url {
+        Some(url) if url.expose().starts_with(UNSET) => {
+            anyhow::bail!(
+                "store.postgres_url_env: {} is not set",
+                url.expose().trim_start_matches(UNSET)
+            )
+        }
         Some(url) => LedgerDb::postgres(url.expose()).await?,
         None => LedgerDb::sqlite(&c.store.sqlite_path).await?,
     };

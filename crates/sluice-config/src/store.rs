@@ -110,11 +110,11 @@ fn redis(raw: &RawRedis, env: EnvLookup<'_>, errs: &mut Collector) -> Option<Red
         }
     };
     let instances = match &raw.instances {
-        None => 1,
-        Some(n) if (1..=10_000).contains(&n.value) => n.value,
+        None => None,
+        Some(n) if (1..=10_000).contains(&n.value) => Some(n.value),
         Some(n) => {
             errs.push("store.redis.instances", Some(n), "must be between 1 and 10000");
-            1
+            None
         }
     };
     let on_outage = match &raw.on_outage {

@@ -168,7 +168,8 @@ pub struct RedisConfig {
     pub nodes: Vec<String>,
     pub cluster: bool,
     pub timeout: Duration,
-    pub instances: u64,
+    /// How many instances share the store (the `local` outage share); `None`: counted live.
+    pub instances: Option<u64>,
     pub on_outage: OutagePolicy,
     pub prefix: String,
 }

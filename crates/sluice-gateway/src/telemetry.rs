@@ -226,6 +226,11 @@ impl Metrics {
             store.errors.clone(),
         );
         registry.register(
+            "sluice_limits_store_instances",
+            "Instances sharing the limits store: counted by their heartbeats in it, or as configured",
+            store.instances.clone(),
+        );
+        registry.register(
             "sluice_limits_settlements_lost",
             "Settlements that could not reach the shared limits store after retries",
             store.lost_settlements.clone(),

@@ -405,3 +405,47 @@ async fn budget_alerts_go_out_once_per_threshold_across_instances() {
         "each threshold once, from whichever instance crossed it"
     );
 }
+
+/// Without `instances` in the config, each instance announces itself in Redis every second and
+/// counts the others: the `local` outage share follows how many are really running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_are_counted_live_and_an_outage_shares_the_limit_among_them() {
+    let mut redis = RedisServer::start();
+    let mock = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("  redis: {{ url: \"{}\", timeout_ms: 200 }}", redis.url());
+    let mut gws = instances(3, &config(&mock.base_url(), &store), dir.path());
+    let counted = |gws: Vec<Arc<Instance>>, n: f64| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut all = true;
+            for gw in &gws {
+                all &= gw.metric("sluice_limits_store_instances").await == n;
+            }
+            if all {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(counted(gws.clone(), 3.0).await, "three instances count three");
+    // One goes away without a word (SIGKILL): within three heartbeats the others count two.
+    let gone = gws.pop().unwrap();
+    Arc::try_unwrap(gone).unwrap_or_else(|_| panic!("shared")).kill();
+    assert!(counted(gws.clone(), 2.0).await, "the others count two");
+
+    // Redis stops: the last count stands, and `local` allows 90 ÷ 2 on each.
+    redis.stop();
+    let gw = &gws[0];
+    let mut admitted = 0;
+    for _ in 0..50 {
+        if gw.chat(LOCAL_KEY, &ask(4)).await.status == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 45);
+    assert_eq!(gw.metric("sluice_limits_store_instances").await, 2.0);
+}

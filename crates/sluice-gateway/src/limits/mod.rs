@@ -238,6 +238,8 @@ pub struct StoreMetrics {
     pub errors: Counter,
     /// Settlements given up after retries (their reservation expires with its window).
     pub lost_settlements: Counter,
+    /// Instances sharing the store, as counted by their heartbeats (or as configured).
+    pub instances: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]

@@ -23,6 +23,19 @@ use sluice_config::{LimitSpec, Metric, OutagePolicy, RedisConfig, Window};
 use super::{Crossing, Limiter, NS, Need, RateInfo, Refusal, Scope, Standing, StoreMetrics, merge, window_bounds};
 
 const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How often an instance announces itself in the store; one silent for three is gone.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Announces an instance (a member of a sorted set scored by Redis's clock in ms), drops those
+/// silent for ARGV[2] ms, and counts the rest.
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return redis.call('ZCARD', KEYS[1])
+";
 const SETTLE_ATTEMPTS: u32 = 5;
 
 #[derive(Clone)]
@@ -60,6 +73,11 @@ pub struct SharedLimiter {
     skew_us: AtomicI64,
     /// Counts while the store is down, at limit ÷ instances.
     fallback: Limiter,
+    /// Instances sharing the store: configured, or the last count of heartbeats.
+    instances: std::sync::atomic::AtomicU64,
+    /// This instance's name in the heartbeat set.
+    me: String,
+    heartbeat_script: redis::Script,
     metrics: StoreMetrics,
     admit_script: redis::Script,
     settle_script: redis::Script,
@@ -158,13 +176,16 @@ impl SharedLimiter {
     /// Connects (waiting at most the store timeout); a store that does not answer starts down.
     pub async fn start(config: RedisConfig, metrics: StoreMetrics) -> Arc<SharedLimiter> {
         let limiter = Arc::new(SharedLimiter {
-            config,
+            config: config.clone(),
             conn: arc_swap::ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
             up: AtomicBool::new(true),
             down_since: std::sync::Mutex::new(None),
             skew_us: AtomicI64::new(0),
             fallback: Limiter::default(),
+            instances: std::sync::atomic::AtomicU64::new(config.instances.unwrap_or(1)),
+            me: format!("{:016x}", rand::random::<u64>()),
+            heartbeat_script: redis::Script::new(HEARTBEAT),
             metrics,
             admit_script: redis::Script::new(include_str!("admit.lua")),
             settle_script: redis::Script::new(include_str!("settle.lua")),
@@ -180,7 +201,35 @@ impl SharedLimiter {
             }
             Err(e) => limiter.went_down(&e),
         }
+        limiter.metrics.instances.set(limiter.instances() as i64);
+        if limiter.config.instances.is_none() {
+            limiter.heartbeat().await;
+            tokio::spawn(heartbeats(Arc::downgrade(&limiter)));
+        }
         limiter
+    }
+
+    /// Instances sharing the store (the `local` outage policy's divisor).
+    pub fn instances(&self) -> u64 {
+        self.instances.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Announces this instance and takes the count of live ones; while the store is down the
+    /// last count stands.
+    async fn heartbeat(&self) {
+        if !self.is_up() {
+            return;
+        }
+        let key = format!("{}:{{instances}}", self.config.prefix);
+        let window = (HEARTBEAT_EVERY * 3).as_millis() as u64;
+        let mut invocation = self.heartbeat_script.key(key);
+        invocation.arg(&self.me).arg(window);
+        if let Ok(redis::Value::Int(n)) = self.run(&invocation).await
+            && n > 0
+        {
+            self.instances.store(n as u64, Ordering::Relaxed);
+            self.metrics.instances.set(n);
+        }
     }
 
     pub fn config(&self) -> &RedisConfig {
@@ -491,7 +540,7 @@ impl SharedLimiter {
         need: &Need,
         tz: i32,
     ) -> Result<(super::Reservation, RateInfo), Refusal> {
-        let instances = self.config.instances.max(1);
+        let instances = self.instances();
         let mut local = Vec::with_capacity(applicable.len());
         let mut open = false;
         for (scope, id, spec) in applicable {
@@ -524,6 +573,14 @@ impl SharedLimiter {
         let result = self.fallback.admit(&local, need, super::now_ns(), tz);
         self.metrics.decision(OutagePolicy::Local, result.is_ok());
         result.map(|(r, info)| (super::Reservation::Local(r), info))
+    }
+}
+
+async fn heartbeats(weak: Weak<SharedLimiter>) {
+    loop {
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        let Some(limiter) = weak.upgrade() else { return };
+        limiter.heartbeat().await;
     }
 }
 

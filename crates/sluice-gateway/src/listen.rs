@@ -53,8 +53,12 @@ impl Bound {
     /// Starts listening; with reuse_port, new connections on this port now come here.
     pub fn listen(self) -> std::io::Result<TcpListener> {
         let listener = self.socket.listen(BACKLOG)?;
-        if self.reuse_port {
-            steer_to_newest(&listener)?;
+        if self.reuse_port
+            && let Err(e) = steer_to_newest(&listener)
+        {
+            // The port still works; during a hand-over the kernel then spreads new connections
+            // over both processes, and the old one takes what reached it before it closes.
+            tracing::warn!(addr = %self.addr, error = %e, "cannot steer new connections to the newest process");
         }
         Ok(listener)
     }

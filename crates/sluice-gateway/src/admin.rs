@@ -135,6 +135,7 @@ struct KeyView {
     expires_at: Option<DateTime<Utc>>,
     created_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    trust_user: bool,
 }
 
 fn pattern_text(p: &Pattern) -> String {
@@ -164,6 +165,7 @@ async fn list_keys(State(gw): State<Arc<Gateway>>) -> Response {
             expires_at: k.expires_at,
             created_at: None,
             revoked_at: None,
+            trust_user: k.trust_user,
         })
         .collect();
     match gw.store.list().await {
@@ -180,6 +182,7 @@ async fn list_keys(State(gw): State<Arc<Gateway>>) -> Response {
             expires_at: k.expires_at,
             created_at: Some(k.created_at),
             revoked_at: k.revoked_at,
+            trust_user: k.trust_user,
         })),
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
     }
@@ -197,6 +200,10 @@ struct CreateKey {
     models: Option<Vec<String>>,
     routes: Option<Vec<String>>,
     expires_at: Option<DateTime<Utc>>,
+    /// Let the request's `user` field key the per-user limits.
+    trust_user: Option<bool>,
+    /// Each end user's limits on this key (as `PUT /admin/limits/users/{id}`).
+    user_limits: Option<sluice_config::RawLimits>,
 }
 
 async fn create_key(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
@@ -240,6 +247,13 @@ async fn create_key(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> 
             );
         }
     }
+    let user_limits = match &req.user_limits {
+        Some(raw) => match sluice_config::parse_limits(raw) {
+            Ok(specs) => Some((raw, specs)),
+            Err(errs) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limits", errs.join("; ")),
+        },
+        None => None,
+    };
     let secret = keys::generate_key();
     let stored = StoredKey {
         id: id.clone(),
@@ -254,6 +268,7 @@ async fn create_key(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> 
         expires_at: req.expires_at,
         created_at: Utc::now(),
         revoked_at: None,
+        trust_user: req.trust_user.unwrap_or(false),
     };
     match gw.store.insert(&stored).await {
         Ok(()) => {}
@@ -262,6 +277,13 @@ async fn create_key(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> 
         }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
     }
+    let user_limits = match user_limits {
+        Some((raw, specs)) => match put_limits(&gw, "users", &id, raw, specs).await {
+            Ok(view) => Some(view),
+            Err(r) => return r,
+        },
+        None => None,
+    };
     if let Err(e) = gw.refresh_keys().await {
         return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
     }
@@ -269,7 +291,7 @@ async fn create_key(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> 
         "id": id, "key": secret, "source": "runtime", "prefix": stored.prefix,
         "tenant": stored.tenant, "team": stored.team, "user": stored.user, "tier": stored.tier,
         "models": stored.models, "routes": stored.routes, "expires_at": stored.expires_at,
-        "created_at": stored.created_at,
+        "created_at": stored.created_at, "trust_user": stored.trust_user, "user_limits": user_limits,
     });
     (StatusCode::CREATED, Json(body)).into_response()
 }
@@ -303,18 +325,19 @@ async fn list_limits(State(gw): State<Arc<Gateway>>) -> Response {
     Json(serde_json::to_value(&**gw.runtime_limits.load()).unwrap_or_default()).into_response()
 }
 
-/// `PUT /admin/limits/{keys|teams}/{name}` with `{"requests_per_minute": 60, …}`: replaces that
-/// key's or team's limits from now on, without a restart (counters are kept).
+/// `PUT /admin/limits/{keys|teams|users}/{name}` with `{"requests_per_minute": 60, …}`:
+/// replaces that key's or team's limits (`users`: each end user's limits on key `name`) from
+/// now on, without a restart (counters are kept).
 async fn set_limits(
     State(gw): State<Arc<Gateway>>,
     Path((scope, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    if scope != "keys" && scope != "teams" {
+    if !matches!(scope.as_str(), "keys" | "teams" | "users") {
         return error(
             StatusCode::NOT_FOUND,
             "unknown_scope",
-            "Limits can be set for keys or teams.",
+            "Limits can be set for keys, teams or users (a key's end users).",
         );
     }
     let raw: sluice_config::RawLimits = match serde_json::from_slice(&body) {
@@ -331,24 +354,42 @@ async fn set_limits(
         Ok(s) => s,
         Err(errs) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limits", errs.join("; ")),
     };
-    // Stored first, so what the API confirms survives a restart.
+    match put_limits(&gw, &scope, &name, &raw, specs).await {
+        Ok(view) => Json(json!({"scope": scope, "name": name, "limits": view})).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Stores limits already checked (first, so what the API confirms survives a restart), then
+/// puts them in force.
+async fn put_limits(
+    gw: &Gateway,
+    scope: &str,
+    name: &str,
+    raw: &sluice_config::RawLimits,
+    specs: Vec<sluice_config::LimitSpec>,
+) -> Result<Vec<crate::limits::LimitSpecView>, Response> {
     let stored = sluice_store::StoredLimits {
-        scope: scope.clone(),
-        name: name.clone(),
+        scope: scope.to_owned(),
+        name: name.to_owned(),
         limits: raw
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
             .collect(),
     };
     if let Err(e) = gw.store.put_limits(&stored).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ));
     }
     let view: Vec<_> = specs.iter().map(crate::limits::LimitSpecView::from).collect();
     let mut next = (**gw.runtime_limits.load()).clone();
-    next.set(&scope, &name, specs);
+    next.set(scope, name, specs);
     gw.runtime_limits.store(Arc::new(next));
     tracing::info!(scope, name, "limits set at run time");
-    Json(json!({"scope": scope, "name": name, "limits": view})).into_response()
+    Ok(view)
 }
 
 async fn clear_limits(State(gw): State<Arc<Gateway>>, Path((scope, name)): Path<(String, String)>) -> Response {

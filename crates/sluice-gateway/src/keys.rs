@@ -95,7 +95,7 @@ impl From<&StoredKey> for Caller {
             expires_at: k.expires_at,
             limits: Arc::from([]),
             user_limits: Arc::from([]),
-            trust_user: false,
+            trust_user: k.trust_user,
             priority_header: false,
         }
     }
@@ -243,6 +243,7 @@ mod tests {
             expires_at: None,
             created_at: Utc::now(),
             revoked_at: None,
+            trust_user: false,
         }
     }
 

@@ -95,7 +95,11 @@ fn applicable(
     }
     add(Scope::Model, &decision.model.name, &decision.model.limits);
     add(Scope::Route, &decision.route.name, &decision.route.config.limits);
-    if !caller.user_limits.is_empty() {
+    let user_limits: &[LimitSpec] = match runtime.user_specs.get(caller.key_id.as_ref()) {
+        Some(set) => set,
+        None => &caller.user_limits,
+    };
+    if !user_limits.is_empty() {
         // The request's `user` only counts for a key trusted to set it; else the key's own.
         let named = if caller.trust_user {
             inbound.view.user.as_deref().filter(|u| !u.is_empty())
@@ -112,7 +116,7 @@ fn applicable(
                 .with_param("user"));
             }
             let id: Arc<str> = Arc::from(format!("{}/{user}", caller.key_id));
-            add(Scope::User, &id, &caller.user_limits);
+            add(Scope::User, &id, user_limits);
         }
     }
     Ok(out)

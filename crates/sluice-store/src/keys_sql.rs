@@ -30,6 +30,7 @@ where
     &'r str: sqlx::ColumnIndex<R>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let hash_hex: String = row.try_get("hash")?;
     let mut hash = [0u8; 32];
@@ -47,6 +48,7 @@ where
         expires_at: time(row.try_get("expires_at")?)?,
         created_at: time(Some(row.try_get("created_at")?))?.unwrap_or_default(),
         revoked_at: time(row.try_get("revoked_at")?)?,
+        trust_user: row.try_get::<i32, _>("trust_user")? != 0,
     })
 }
 
@@ -138,8 +140,8 @@ macro_rules! key_store {
             fn insert<'a>(&'a self, key: &'a $crate::StoredKey) -> $crate::StoreFuture<'a, ()> {
                 Box::pin(async move {
                     let result = ::sqlx::query(
-                        "INSERT INTO virtual_keys (id, hash, prefix, tenant, team, user_id, tier, models, routes, expires_at, created_at, revoked_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL)",
+                        "INSERT INTO virtual_keys (id, hash, prefix, tenant, team, user_id, tier, models, routes, expires_at, created_at, revoked_at, trust_user)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12)",
                     )
                     .bind(&key.id)
                     .bind($crate::keys_sql::hex_encode(&key.hash))
@@ -152,6 +154,7 @@ macro_rules! key_store {
                     .bind($crate::keys_sql::list_to_text(&key.routes))
                     .bind(key.expires_at.map(|t| t.to_rfc3339()))
                     .bind(key.created_at.to_rfc3339())
+                    .bind(i32::from(key.trust_user))
                     .execute(&self.pool)
                     .await;
                     match result {

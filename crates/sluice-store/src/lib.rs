@@ -56,12 +56,14 @@ pub struct StoredKey {
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The request's `user` field keys the per-user limits (else the key's own user).
+    pub trust_user: bool,
 }
 
 /// Limits set at run time for one key or team (the config's limit names → amounts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredLimits {
-    /// `keys` or `teams`.
+    /// `keys`, `teams` or `users` (a key's end users, by key id).
     pub scope: String,
     pub name: String,
     pub limits: std::collections::BTreeMap<String, serde_json::Value>,

@@ -16,7 +16,7 @@ pub struct PgStore {
 /// Serializes schema creation between instances starting at once.
 const SCHEMA_LOCK: i64 = 0x51_1C_E0_01;
 
-const SCHEMA: [&str; 2] = [
+const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id TEXT PRIMARY KEY,
         hash TEXT NOT NULL UNIQUE,
@@ -27,6 +27,8 @@ const SCHEMA: [&str; 2] = [
         created_at TEXT NOT NULL,
         revoked_at TEXT
     )",
+    // Added since the table was first released.
+    "ALTER TABLE virtual_keys ADD COLUMN IF NOT EXISTS trust_user INTEGER NOT NULL DEFAULT 0",
     "CREATE TABLE IF NOT EXISTS runtime_limits (
         scope TEXT NOT NULL,
         name TEXT NOT NULL,

@@ -21,8 +21,15 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS virtual_keys (
     models TEXT, routes TEXT,
     expires_at TEXT,
     created_at TEXT NOT NULL,
-    revoked_at TEXT
+    revoked_at TEXT,
+    trust_user INTEGER NOT NULL DEFAULT 0
 )";
+
+/// Columns added since the table was first released: the name, and the statement adding it.
+const ADDED_COLUMNS: [(&str, &str); 1] = [(
+    "trust_user",
+    "ALTER TABLE virtual_keys ADD COLUMN trust_user INTEGER NOT NULL DEFAULT 0",
+)];
 
 const LIMITS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS runtime_limits (
     scope TEXT NOT NULL,
@@ -54,6 +61,16 @@ impl SqliteStore {
             .await?;
         sqlx::query(SCHEMA).execute(&pool).await?;
         sqlx::query(LIMITS_SCHEMA).execute(&pool).await?;
+        for (name, add) in ADDED_COLUMNS {
+            let present: i64 = sqlx::query("SELECT count(*) FROM pragma_table_info('virtual_keys') WHERE name = ?")
+                .bind(name)
+                .fetch_one(&pool)
+                .await?
+                .try_get(0)?;
+            if present == 0 {
+                sqlx::query(add).execute(&pool).await?;
+            }
+        }
         Ok(SqliteStore { pool })
     }
 
@@ -84,6 +101,7 @@ mod tests {
             expires_at: None,
             created_at: Utc::now(),
             revoked_at: None,
+            trust_user: false,
         }
     }
 
@@ -118,5 +136,46 @@ mod tests {
         let store = SqliteStore::open(":memory:").await.unwrap();
         store.insert(&key("a", 1)).await.unwrap();
         assert_eq!(store.list().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_table_from_before_trust_user_gets_the_column_and_keeps_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let path = path.to_str().unwrap();
+        {
+            let opts = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts)
+                .await
+                .unwrap();
+            // The table as first released.
+            sqlx::query(
+                "CREATE TABLE virtual_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
+                 tenant TEXT, team TEXT, user_id TEXT, tier TEXT, models TEXT, routes TEXT, expires_at TEXT,
+                 created_at TEXT NOT NULL, revoked_at TEXT)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO virtual_keys (id, hash, prefix, created_at) VALUES ('old', ?, 'sk-sluice-x', ?)")
+                .bind(crate::keys_sql::hex_encode(&[7; 32]))
+                .bind(Utc::now().to_rfc3339())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteStore::open(path).await.unwrap();
+        let mut trusted = key("new", 2);
+        trusted.trust_user = true;
+        store.insert(&trusted).await.unwrap();
+        let keys = store.list().await.unwrap();
+        let got: Vec<(&str, bool)> = keys.iter().map(|k| (k.id.as_str(), k.trust_user)).collect();
+        assert_eq!(got, [("old", false), ("new", true)]);
+        drop(store);
+        // Opening again finds the column there.
+        assert_eq!(SqliteStore::open(path).await.unwrap().list().await.unwrap().len(), 2);
     }
 }

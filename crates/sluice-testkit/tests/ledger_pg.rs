@@ -82,6 +82,7 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
         expires_at: None,
         created_at: chrono::Utc::now(),
         revoked_at: None,
+        trust_user: false,
     };
     a.insert(&key).await.unwrap();
     assert!(matches!(

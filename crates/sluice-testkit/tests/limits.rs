@@ -429,3 +429,68 @@ async fn user_limits_follow_the_request_user_only_for_trusted_keys() {
         r.text()
     );
 }
+
+#[tokio::test]
+async fn a_key_made_through_the_admin_api_carries_user_limits_and_trust() {
+    let mock = mock().await;
+    let ask_as = |user: &str| json!({"model": "chat", "max_tokens": 8, "user": user, "messages": [{"role": "user", "content": "hi"}]});
+    let yaml = config(&mock, "{}");
+    let gw = TestGateway::start(&yaml).await;
+    let bad = gw
+        .admin(
+            http::Method::POST,
+            "/admin/keys",
+            Some(json!({"id": "bad", "user_limits": {"requests_per_fortnight": 2}})),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.text());
+    let made = gw
+        .admin(
+            http::Method::POST,
+            "/admin/keys",
+            Some(json!({"id": "svc", "trust_user": true, "user_limits": {"requests_per_day": 2}})),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    let made = made.json();
+    assert_eq!(made["trust_user"], true);
+    assert_eq!(made["user_limits"][0]["name"], "requests_per_day");
+    let key = made["key"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        assert_eq!(gw.chat(&key, &ask_as("alice")).await.status, 200);
+    }
+    assert_eq!(gw.chat(&key, &ask_as("alice")).await.status, 429);
+    assert_eq!(
+        gw.chat(&key, &ask_as("bob")).await.status,
+        200,
+        "each user has their own"
+    );
+
+    // Changed at run time, and still there after a restart on the same store.
+    let r = gw
+        .admin(
+            http::Method::PUT,
+            "/admin/limits/users/svc",
+            Some(json!({"requests_per_day": 5})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.chat(&key, &ask_as("alice")).await.status, 200, "the new allowance");
+    let dir = gw.shutdown().await;
+    let gw = TestGateway::start_in(&yaml, dir).await;
+    let listed = gw.admin(http::Method::GET, "/admin/keys", None).await.json();
+    let svc = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == "svc")
+        .cloned()
+        .unwrap();
+    assert_eq!(svc["trust_user"], true, "{svc}");
+    let limits = gw.admin(http::Method::GET, "/admin/limits", None).await.json();
+    assert_eq!(limits["users"]["svc"][0]["amount"], 5, "{limits}");
+    for _ in 0..5 {
+        assert_eq!(gw.chat(&key, &ask_as("carol")).await.status, 200);
+    }
+    assert_eq!(gw.chat(&key, &ask_as("carol")).await.status, 429);
+}

@@ -118,14 +118,18 @@ pub struct Refusal {
 pub struct RuntimeLimits {
     pub keys: HashMap<String, Vec<LimitSpecView>>,
     pub teams: HashMap<String, Vec<LimitSpecView>>,
+    /// Each end user's limits, by key id (a key's `user_limits`).
+    pub users: HashMap<String, Vec<LimitSpecView>>,
     #[serde(skip)]
     pub key_specs: HashMap<String, Arc<[LimitSpec]>>,
     #[serde(skip)]
     pub team_specs: HashMap<String, Arc<[LimitSpec]>>,
+    #[serde(skip)]
+    pub user_specs: HashMap<String, Arc<[LimitSpec]>>,
 }
 
 impl RuntimeLimits {
-    /// Sets `scope` (`keys` or `teams`) `name`'s limits.
+    /// Sets `scope` (`keys`, `teams`, or `users`: a key's end users) `name`'s limits.
     pub fn set(&mut self, scope: &str, name: &str, specs: Vec<LimitSpec>) {
         let view: Vec<LimitSpecView> = specs.iter().map(LimitSpecView::from).collect();
         match scope {
@@ -137,6 +141,10 @@ impl RuntimeLimits {
                 self.teams.insert(name.to_owned(), view);
                 self.team_specs.insert(name.to_owned(), Arc::from(specs));
             }
+            "users" => {
+                self.users.insert(name.to_owned(), view);
+                self.user_specs.insert(name.to_owned(), Arc::from(specs));
+            }
             _ => {}
         }
     }
@@ -146,6 +154,7 @@ impl RuntimeLimits {
         match scope {
             "keys" => self.key_specs.remove(name).is_some() | self.keys.remove(name).is_some(),
             "teams" => self.team_specs.remove(name).is_some() | self.teams.remove(name).is_some(),
+            "users" => self.user_specs.remove(name).is_some() | self.users.remove(name).is_some(),
             _ => false,
         }
     }

@@ -148,8 +148,9 @@ impl Relay {
         }
     }
 
-    /// Records usage: what the upstream reported, else the prompt estimate plus the output
-    /// relayed (counted with the tokenizer when limits count tokens, else one per chunk).
+    /// Records usage: what the upstream reported, else the prompt (as the upstream counted it
+    /// early, else estimated) plus the output relayed (counted with the tokenizer when limits
+    /// count tokens, else one per chunk).
     pub fn settle(&self, finish: &mut Finish) {
         finish.add_upstream_time(self.started.elapsed());
         match self.translator.reported_usage() {
@@ -159,11 +160,12 @@ impl Relay {
                     .counting
                     .as_ref()
                     .map_or_else(|| self.translator.relayed_chunks(), |c| c.tokens);
+                let prompt = self.translator.prompt_tokens().unwrap_or(self.prompt_estimate);
                 finish.set_usage(
                     Usage {
-                        prompt_tokens: self.prompt_estimate,
+                        prompt_tokens: prompt,
                         completion_tokens: completion,
-                        total_tokens: self.prompt_estimate + completion,
+                        total_tokens: prompt + completion,
                         ..Usage::default()
                     },
                     true,

@@ -232,6 +232,11 @@ pub trait StreamTranslator: Send {
     fn reported_usage(&self) -> Option<Usage>;
     /// Completion chunks relayed so far (an estimate of completion tokens when none is reported).
     fn relayed_chunks(&self) -> u64;
+    /// Prompt tokens the upstream counted before its final usage (Anthropic says them in
+    /// `message_start`): what a stream cut short is charged for its prompt.
+    fn prompt_tokens(&self) -> Option<u64> {
+        None
+    }
     /// Whether the upstream said it was done (e.g. `data: [DONE]`).
     fn saw_end(&self) -> bool;
     /// Where the translator keeps generated text (content, reasoning, tool arguments) when

@@ -418,6 +418,11 @@ pub struct EventDecoder {
 }
 
 impl EventDecoder {
+    /// The prompt's tokens as `message_start` gave them, once it has.
+    pub fn prompt_tokens(&self) -> Option<u64> {
+        Some(self.usage.prompt_tokens).filter(|n| *n > 0)
+    }
+
     pub fn decode(&mut self, event: &SseEvent, out: &mut Vec<Delta>) -> Result<(), StreamFault> {
         let Some(data) = event.data.as_deref() else {
             return Ok(());
@@ -708,13 +713,15 @@ pub fn classify(status: u16, kind: &str, message: &str) -> ErrorClass {
     }
 }
 
-/// Anthropic to Anthropic: every event is forwarded as it came; usage is read on the way.
+/// Anthropic to Anthropic: every event is forwarded as it came; usage (and, when asked, the
+/// generated text) is read on the way.
 #[derive(Debug, Default)]
 struct PassThrough {
     decoder: EventDecoder,
     usage: Option<Usage>,
     relayed: u64,
     done: bool,
+    text: Option<String>,
 }
 
 impl StreamTranslator for PassThrough {
@@ -725,7 +732,12 @@ impl StreamTranslator for PassThrough {
         result?;
         for d in deltas {
             match d {
-                Delta::Text(_) | Delta::ToolArgs { .. } => self.relayed += 1,
+                Delta::Text(t) | Delta::ToolArgs { json: t, .. } => {
+                    self.relayed += 1;
+                    if let Some(text) = &mut self.text {
+                        text.push_str(&t);
+                    }
+                }
                 Delta::Usage(u) => self.usage = Some(u),
                 Delta::End => self.done = true,
                 _ => {}
@@ -739,8 +751,14 @@ impl StreamTranslator for PassThrough {
     fn relayed_chunks(&self) -> u64 {
         self.relayed
     }
+    fn prompt_tokens(&self) -> Option<u64> {
+        self.decoder.prompt_tokens()
+    }
     fn saw_end(&self) -> bool {
         self.done
+    }
+    fn text_buffer(&mut self) -> Option<&mut Option<String>> {
+        Some(&mut self.text)
     }
     fn error_event(&self, code: &str, message: &str) -> Bytes {
         error_event(code_type(code), message)

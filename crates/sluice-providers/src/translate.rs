@@ -178,6 +178,13 @@ impl StreamTranslator for Translating {
         self.relayed
     }
 
+    fn prompt_tokens(&self) -> Option<u64> {
+        match &self.decoder {
+            Decoder::Anthropic(d) => d.prompt_tokens(),
+            _ => None,
+        }
+    }
+
     fn saw_end(&self) -> bool {
         self.done
     }

@@ -192,3 +192,46 @@ async fn what_a_provider_cannot_serve_is_a_clear_400() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_cut_pass_through_stream_is_charged_its_prompt_as_counted_and_its_output_tokenized() {
+    let mock = mock().await;
+    let yaml = config(&mock).replace("tenant: acme }", "tenant: acme, limits: { tokens_per_day: 100000 } }");
+    let gw = TestGateway::start(&yaml).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sluice_gateway::stages::tokenizer_ready() {
+        assert!(std::time::Instant::now() < deadline, "the tokenizer never loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Anthropic on both sides; the upstream drops the connection after 9 of 12 chunks, so no
+    // final usage ever comes.
+    let r = messages(
+        &gw,
+        &json!({"model": "claude", "max_tokens": 64, "stream": true,
+                "messages": [{"role": "user", "content": "tell me something long"}],
+                "mock": {"chunks": 12, "drop_after_chunks": 9}}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let events: Vec<Value> = sse_data(&r.text())
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let said_prompt = events
+        .iter()
+        .find(|e| e["type"] == "message_start")
+        .and_then(|e| e["message"]["usage"]["input_tokens"].as_u64())
+        .unwrap();
+    let pieces: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!((5..12).contains(&pieces.len()), "cut short: {}", pieces.len());
+    let counted: u64 = pieces.iter().map(|p| sluice_gateway::stages::count_tokens(p)).sum();
+    let line = &gw.log_lines(1).await[0];
+    assert_eq!(line["usage_estimated"], true, "{line}");
+    assert_eq!(line["prompt_tokens"], said_prompt, "the upstream's own count: {line}");
+    assert_eq!(line["completion_tokens"], counted, "{line}");
+}

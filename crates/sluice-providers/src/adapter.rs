@@ -240,10 +240,9 @@ pub trait StreamTranslator: Send {
     /// Whether the upstream said it was done (e.g. `data: [DONE]`).
     fn saw_end(&self) -> bool;
     /// Where the translator keeps generated text (content, reasoning, tool arguments) when
-    /// asked to; `None` for translators that do not track it.
-    fn text_buffer(&mut self) -> Option<&mut Option<String>> {
-        None
-    }
+    /// asked to. Required: a translator that kept none would charge a stream cut short under
+    /// token limits no output at all.
+    fn text_buffer(&mut self) -> Option<&mut Option<String>>;
     /// From now on, keep the generated text for [`StreamTranslator::take_text`]: a stream cut
     /// short is then counted with a tokenizer.
     fn collect_text(&mut self) {

@@ -3,9 +3,10 @@
 //! At most `max_concurrency` requests of the route run at once. Others wait: highest priority
 //! first, and within a priority in turn by tenant (weighted: a tenant of weight 3 takes three
 //! turns to another's one), so one tenant's flood cannot starve the rest.
-//! A full queue turns away its lowest-priority waiter for a higher-priority newcomer (or the
-//! newcomer, if none is lower). A waiter gives up at the queue timeout or its deadline. Each
-//! route's queue is live state, kept across reloads; the limits come from the current config.
+//! A full queue turns away a lowest-priority waiter (the newest of the tenant with the most
+//! waiting) for a higher-priority newcomer, or the newcomer if none is lower. A waiter gives up
+//! at the queue timeout or its deadline. Each route's queue is live state, kept across reloads;
+//! the limits come from the current config.
 //!
 //! The lock is the route's own, taken only by routes with a queue, for a few list operations.
 
@@ -199,7 +200,8 @@ impl RouteQueue {
     }
 }
 
-/// Turns away the newest waiter of the lowest priority below `priority`; `false` if none.
+/// Turns away a waiter of the lowest priority below `priority` — the newest of the tenant with
+/// the most waiting there, so a flood pays for itself; `false` if there is none.
 fn displace_lower(s: &mut State, priority: u8) -> bool {
     let Some(mut entry) = s.levels.first_entry() else {
         return false;
@@ -208,7 +210,7 @@ fn displace_lower(s: &mut State, priority: u8) -> bool {
         return false;
     }
     let level = entry.get_mut();
-    if let Some(line) = level.tenants.back_mut() {
+    if let Some(line) = level.tenants.iter_mut().max_by_key(|l| l.waiters.len()) {
         line.waiters.pop_back(); // dropping its sender tells it
     }
     level.tenants.retain(|l| !l.waiters.is_empty());
@@ -317,5 +319,90 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), "sbbbsbbbsbbbsbbb");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_turns_away_the_noisiest_tenants_newest() {
+        let q = Arc::new(RouteQueue::default());
+        let c = cfg(1, 4);
+        let far = Instant::now() + Duration::from_secs(10);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let held = q.acquire(&c, 5, (&a, 1), far).await.unwrap();
+        let mut low = Vec::new();
+        // The noisy tenant queues first; the quiet one's single waiter joins last.
+        for (name, tenant) in [("a1", &a), ("a2", &a), ("a3", &a), ("b1", &b)] {
+            let (q, tenant) = (q.clone(), tenant.clone());
+            low.push((
+                name,
+                tokio::spawn(async move { q.acquire(&c, 1, (&tenant, 1), far).await.map(drop) }),
+            ));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let high = {
+            let q = q.clone();
+            tokio::spawn(async move { q.acquire(&c, 9, (&b, 1), far).await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(held);
+        high.await.unwrap().unwrap();
+        let mut outcome = Vec::new();
+        for (name, t) in low {
+            outcome.push((name, t.await.unwrap().is_ok()));
+        }
+        assert_eq!(outcome, [("a1", true), ("a2", true), ("a3", false), ("b1", true)]);
+    }
+
+    proptest::proptest! {
+        /// However requests of any priority, tenant and weight arrive at a full route, the queue
+        /// never holds more than its bound; every one is either served or turned away, once; and
+        /// those served come out highest priority first.
+        #[test]
+        fn the_queue_is_bounded_and_serves_by_priority(
+            arrivals in proptest::collection::vec((0u8..4, 0usize..3, 1u32..4), 1..40),
+            bound in 1usize..12,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            rt.block_on(async move {
+                let q = Arc::new(RouteQueue::default());
+                let c = cfg(1, bound);
+                let far = Instant::now() + Duration::from_secs(60);
+                let tenants: Vec<Arc<str>> = ["a", "b", "c"].into_iter().map(Arc::from).collect();
+                let held = q.acquire(&c, 9, (&tenants[0], 1), far).await.unwrap();
+                let served = Arc::new(Mutex::new(Vec::new()));
+                let mut tasks = Vec::new();
+                for (prio, tenant, weight) in arrivals.iter().copied() {
+                    let (queue, served, tenant) = (q.clone(), served.clone(), tenants[tenant].clone());
+                    tasks.push(tokio::spawn(async move {
+                        match queue.acquire(&c, prio, (&tenant, weight), far).await {
+                            Ok(p) => {
+                                served.lock().unwrap().push(prio);
+                                drop(p);
+                                None
+                            }
+                            Err(turned) => Some(turned),
+                        }
+                    }));
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                    assert!(q.queued() <= bound, "{} waiting, bound {bound}", q.queued());
+                }
+                let waiting = q.queued();
+                drop(held);
+                let mut turned = 0;
+                for t in tasks {
+                    match t.await.unwrap() {
+                        None => {}
+                        Some(Turned::Full | Turned::Displaced) => turned += 1,
+                        Some(Turned::Timeout) => panic!("nobody waits a minute here"),
+                    }
+                }
+                let served = served.lock().unwrap().clone();
+                assert_eq!(served.len() + turned, arrivals.len(), "each once");
+                assert_eq!(served.len(), waiting, "those waiting at the release are served");
+                assert!(served.windows(2).all(|w| w[0] >= w[1]), "by priority: {served:?}");
+                assert_eq!(q.queued(), 0);
+            });
+        }
     }
 }

@@ -461,6 +461,20 @@ mod tests {
         assert_eq!(db.states().await.unwrap(), want);
     }
 
+    /// A ledger directory and database in a temporary directory (kept alive by the first).
+    async fn setup() -> (tempfile::TempDir, LedgerConfig, LedgerDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig {
+            enabled: true,
+            dir: dir.path().join("wal"),
+            ship_interval: Duration::from_secs(3600),
+        };
+        let db = LedgerDb::sqlite(dir.path().join("l.db").to_str().unwrap())
+            .await
+            .unwrap();
+        (dir, config, db)
+    }
+
     /// Drops the ledger once its shipping task has let go of it (the slot's lock goes with it).
     async fn close(l: Arc<Ledger>) {
         while Arc::strong_count(&l) > 1 {
@@ -486,15 +500,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_restart_ships_the_old_segments_and_unsettles_what_was_left_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            enabled: true,
-            dir: dir.path().join("wal"),
-            ship_interval: Duration::from_secs(3600),
-        };
-        let db = LedgerDb::sqlite(dir.path().join("l.db").to_str().unwrap())
-            .await
-            .unwrap();
+        let (_dir, config, db) = setup().await;
         let first = Ledger::open(&config, db.clone()).await.unwrap();
         let me = first.instance().to_string();
         first.append(&intent("a", &me)).unwrap();
@@ -526,15 +532,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_process_takes_the_next_slot_and_orphaned_slots_are_adopted() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LedgerConfig {
-            enabled: true,
-            dir: dir.path().join("wal"),
-            ship_interval: Duration::from_secs(3600),
-        };
-        let db = LedgerDb::sqlite(dir.path().join("l.db").to_str().unwrap())
-            .await
-            .unwrap();
+        let (_dir, config, db) = setup().await;
         let old = Ledger::open(&config, db.clone()).await.unwrap();
         let new = Ledger::open(&config, db.clone()).await.unwrap();
         assert_ne!(old.dir, new.dir, "a running process's slot is not shared");

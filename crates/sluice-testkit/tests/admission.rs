@@ -16,6 +16,16 @@ fn deployment(name: &str, base: &str, extra: &str) -> String {
     deployment_yaml(name, base, extra)
 }
 
+/// A stream of `chunks` chunks 100 ms apart on `chat`, read to its end in the background.
+fn long_stream(gw: &Arc<TestGateway>, chunks: u64) -> tokio::task::JoinHandle<String> {
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "long"}],
+                          "mock": {"chunks": chunks, "chunk_delay_ms": 100}});
+        read_all(gw.stream(KEY, &body).await.into_body()).await
+    })
+}
+
 fn ask() -> Value {
     json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -66,15 +76,7 @@ async fn a_stream_holds_its_place_and_a_full_pool_answers_503_with_retry_after()
         key_hash(KEY)
     );
     let gw = Arc::new(TestGateway::start(&yaml).await);
-    let streaming = {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "long"}],
-                              "mock": {"chunks": 25, "chunk_delay_ms": 100}});
-            let resp = gw.stream(KEY, &body).await;
-            read_all(resp.into_body()).await
-        })
-    };
+    let streaming = long_stream(&gw, 25);
     assert!(eventually(|| m.stats().in_flight.load(Ordering::Relaxed) == 1).await);
     let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
     let a = &health["deployments"][0];
@@ -257,14 +259,7 @@ async fn a_full_model_spills_over_to_its_fallback_at_once() {
         key_hash(KEY)
     );
     let gw = Arc::new(TestGateway::start(&yaml).await);
-    let streaming = {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let body = json!({"model": "chat", "stream": true, "messages": [{"role": "user", "content": "long"}],
-                              "mock": {"chunks": 15, "chunk_delay_ms": 100}});
-            read_all(gw.stream(KEY, &body).await.into_body()).await
-        })
-    };
+    let streaming = long_stream(&gw, 15);
     assert!(eventually(|| a.stats().in_flight.load(Ordering::Relaxed) == 1).await);
     let t = Instant::now();
     let r = gw.chat(KEY, &ask()).await;

@@ -127,6 +127,20 @@ async fn a_stream_holds_its_place_and_a_full_pool_answers_503_with_retry_after()
     // The stream's place is free again.
     assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
     assert_eq!(peak(&m), 1);
+
+    // A reload changes the limit at once; the count in flight carries over.
+    let streaming = long_stream(&gw, 10);
+    assert!(eventually(|| m.stats().in_flight.load(Ordering::Relaxed) == 1).await);
+    gw.write_config(&yaml.replace("max_concurrency: 1", "max_concurrency: 2"));
+    let r = gw.admin(http::Method::POST, "/admin/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = Instant::now();
+    assert_eq!(gw.chat(KEY, &ask()).await.status, 200, "a second place now");
+    assert!(t.elapsed() < Duration::from_millis(500), "without waiting: {:?}", t.elapsed());
+    let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
+    assert_eq!(health["deployments"][0]["max_concurrency"], 2, "{health}");
+    assert!(streaming.await.unwrap().contains("[DONE]"));
+    assert_eq!(peak(&m), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -353,6 +353,63 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Within one priority, places go to tenants in weighted turn: the order served is
+        /// exactly what a reference weighted round-robin over the tenants' lines gives.
+        #[test]
+        fn tenants_are_served_in_weighted_turn(
+            arrivals in proptest::collection::vec(0usize..4, 1..40),
+            weights in proptest::collection::vec(1u32..4, 4),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let served = rt.block_on(async {
+                let q = Arc::new(RouteQueue::default());
+                let c = cfg(1, 100);
+                let far = Instant::now() + Duration::from_secs(60);
+                let names: Vec<Arc<str>> = ["t0", "t1", "t2", "t3"].into_iter().map(Arc::from).collect();
+                let held = q.acquire(&c, 5, (&names[0], 1), far).await.unwrap();
+                let served = Arc::new(Mutex::new(Vec::new()));
+                let mut tasks = Vec::new();
+                for &t in &arrivals {
+                    let (queue, served, name, w) = (q.clone(), served.clone(), names[t].clone(), weights[t]);
+                    tasks.push(tokio::spawn(async move {
+                        let p = queue.acquire(&c, 5, (&name, w), far).await.unwrap();
+                        served.lock().unwrap().push(t);
+                        drop(p);
+                    }));
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                drop(held);
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                let out = served.lock().unwrap().clone();
+                out
+            });
+            // The reference: lines in order of each tenant's first arrival.
+            let mut lines: VecDeque<(usize, u32, usize)> = VecDeque::new(); // (tenant, turns had, waiting)
+            for &t in &arrivals {
+                match lines.iter_mut().find(|l| l.0 == t) {
+                    Some(l) => l.2 += 1,
+                    None => lines.push_back((t, 0, 1)),
+                }
+            }
+            let mut expected = Vec::new();
+            while let Some(mut l) = lines.pop_front() {
+                expected.push(l.0);
+                l.1 += 1;
+                l.2 -= 1;
+                if l.2 > 0 && l.1 < weights[l.0] {
+                    lines.push_front(l);
+                } else if l.2 > 0 {
+                    l.1 = 0;
+                    lines.push_back(l);
+                }
+            }
+            proptest::prop_assert_eq!(served, expected);
+        }
+
         /// However requests of any priority, tenant and weight arrive at a full route, the queue
         /// never holds more than its bound; every one is either served or turned away, once; and
         /// those served come out highest priority first.

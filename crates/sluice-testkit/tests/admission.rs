@@ -136,7 +136,11 @@ async fn a_stream_holds_its_place_and_a_full_pool_answers_503_with_retry_after()
     assert_eq!(r.status, 200, "{}", r.text());
     let t = Instant::now();
     assert_eq!(gw.chat(KEY, &ask()).await.status, 200, "a second place now");
-    assert!(t.elapsed() < Duration::from_millis(500), "without waiting: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "without waiting: {:?}",
+        t.elapsed()
+    );
     let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
     assert_eq!(health["deployments"][0]["max_concurrency"], 2, "{health}");
     assert!(streaming.await.unwrap().contains("[DONE]"));

@@ -384,8 +384,7 @@ mod tests {
                 for t in tasks {
                     t.await.unwrap();
                 }
-                let out = served.lock().unwrap().clone();
-                out
+                served.lock().unwrap().clone()
             });
             // The reference: lines in order of each tenant's first arrival.
             let mut lines: VecDeque<(usize, u32, usize)> = VecDeque::new(); // (tenant, turns had, waiting)

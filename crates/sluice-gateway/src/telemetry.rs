@@ -392,21 +392,40 @@ const LOG_TICK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Lines serialised between two yields of the writer thread.
 const YIELD_EVERY: u64 = 16;
 
+/// Writes the batch (whole lines) and empties it.
+fn flush(batch: &mut Vec<u8>, out: &mut Box<dyn Write + Send>) {
+    if !batch.is_empty() {
+        let _ = out.write_all(batch);
+        let _ = out.flush();
+        batch.clear();
+    }
+}
+
 fn write_lines(
     rx: Receiver<Box<RequestRecord>>,
-    out: Box<dyn Write + Send>,
+    mut out: Box<dyn Write + Send>,
     written: &AtomicU64,
     nudged: &AtomicBool,
     tick: std::time::Duration,
 ) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    // Whole lines only reach the file: each record is serialized with its newline first, and the
+    // batch is written before it would grow past its capacity. With the file opened for
+    // appending, two processes sharing it (a hand-over) never interleave inside a line.
+    const BATCH: usize = 64 * 1024;
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
+    let mut line: Vec<u8> = Vec::with_capacity(1024);
     loop {
         let mut n = 0u64;
         loop {
             match rx.try_recv() {
                 Ok(record) => {
-                    if serde_json::to_writer(&mut out, &*record).is_ok() {
-                        let _ = out.write_all(b"\n");
+                    line.clear();
+                    if serde_json::to_writer(&mut line, &*record).is_ok() {
+                        line.push(b'\n');
+                        if batch.len() + line.len() > BATCH {
+                            flush(&mut batch, &mut out);
+                        }
+                        batch.extend_from_slice(&line);
                         n += 1;
                     }
                     // The writer shares cores with the request path: hand the core back often,
@@ -417,14 +436,14 @@ fn write_lines(
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    let _ = out.flush();
+                    flush(&mut batch, &mut out);
                     written.fetch_add(n, Ordering::Release);
                     return;
                 }
             }
         }
         if n > 0 {
-            let _ = out.flush();
+            flush(&mut batch, &mut out);
             written.fetch_add(n, Ordering::Release);
         }
         nudged.store(false, Ordering::Release);
@@ -509,5 +528,40 @@ mod tests {
         assert_eq!(t.metrics.log_dropped.get(), 84);
         assert!(t.render().contains("sluice_access_log_dropped_total 84"));
         drop(release_tx);
+    }
+
+    /// Records every `write` call separately.
+    #[derive(Clone, Default)]
+    struct Calls(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn only_whole_lines_reach_the_file() {
+        // Another process appending to the same file (a hand-over) must never land inside a
+        // line: every write the writer makes ends at a line's end.
+        let out = Calls::default();
+        let t = Arc::new(Telemetry::with_writer(Some(Box::new(out.clone())), 4096).unwrap());
+        for i in 0..2000 {
+            finish_one(&t, i);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while t.log_written.load(Ordering::Acquire) < 2000 {
+            assert!(std::time::Instant::now() < deadline, "the writer fell behind");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let calls = out.0.lock().unwrap().clone();
+        assert!(calls.len() > 1, "the lines took several writes");
+        assert!(calls.iter().all(|c| c.ends_with(b"\n")), "a write ended inside a line");
+        let lines: usize = calls.iter().map(|c| c.iter().filter(|b| **b == b'\n').count()).sum();
+        assert_eq!(lines, 2000);
     }
 }

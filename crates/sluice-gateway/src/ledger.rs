@@ -11,8 +11,8 @@
 //! A process holds a slot of the directory (a file lock, released by the kernel however the
 //! process ends): the first free of `dir`, `dir/slot-1`, `dir/slot-2`, … During a hand-over
 //! the old process still holds its slot, so the new one writes to the next; a slot whose
-//! process is gone is adopted by the next process that starts (its segments shipped, its open
-//! requests unsettled).
+//! process is gone is adopted by the next process that starts, or by a running one within
+//! twenty ship intervals (its segments shipped, its open requests unsettled).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,8 @@ const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 const BATCH: usize = 2_000;
 /// Processes that may write to one ledger directory at once.
 const SLOTS: usize = 16;
+/// Every this many ship intervals, slots left by ended processes are looked for.
+const ADOPT_EVERY: u32 = 20;
 
 #[derive(Debug)]
 struct Segment {
@@ -55,8 +57,10 @@ pub struct Ledger {
     shipping: tokio::sync::Mutex<Position>,
     /// Segments of previous processes, shipped before anything of this one.
     leftovers: std::sync::Mutex<Vec<Leftover>>,
-    /// This process's slot, held while it runs.
+    /// This process's slot, held while it runs: the root directory and the slot's number.
     _lock: std::fs::File,
+    root: PathBuf,
+    slot: usize,
     /// Whether the last shipment failed (to log state changes only).
     failing: AtomicBool,
 }
@@ -278,18 +282,45 @@ impl Ledger {
             leftovers: std::sync::Mutex::new(leftovers),
             failing: AtomicBool::new(false),
             _lock: lock,
+            root,
+            slot: n,
         });
         let weak = Arc::downgrade(&ledger);
         tokio::spawn(async move {
+            let mut every = 0u32;
             loop {
                 let Some(l) = weak.upgrade() else { return };
                 let interval = l.interval;
+                // A process that ended after this one started (a hand-over's old process whose
+                // last shipment failed, or one killed) left its slot: take it up.
+                every += 1;
+                if every.is_multiple_of(ADOPT_EVERY) {
+                    l.adopt_orphans().await;
+                }
                 l.ship().await;
                 drop(l);
                 tokio::time::sleep(interval).await;
             }
         });
         Ok(ledger)
+    }
+
+    /// Adds the slots whose process has gone, with segments still in them, to what is shipped
+    /// next (their open requests are then closed as unsettled). The look is a few file
+    /// operations, made on a blocking thread.
+    pub async fn adopt_orphans(&self) {
+        let (root, slot) = (self.root.clone(), self.slot);
+        let Ok(found) = tokio::task::spawn_blocking(move || orphans(&root, slot)).await else {
+            return;
+        };
+        let mut leftovers = self.leftovers.lock().unwrap_or_else(|p| p.into_inner());
+        let known: Vec<PathBuf> = leftovers.iter().map(|l| l.dir.clone()).collect();
+        for orphan in found {
+            if !known.contains(&orphan.dir) {
+                tracing::info!(slot = %orphan.dir.display(), "spend ledger: taking up a slot its process left");
+                leftovers.push(orphan);
+            }
+        }
     }
 
     pub fn instance(&self) -> &Arc<str> {
@@ -555,5 +586,24 @@ mod tests {
         assert_eq!(fourth.instance().as_ref(), b);
         assert!(fourth.ship().await);
         assert_eq!(db.states().await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_running_process_takes_up_a_slot_left_after_it_started() {
+        let (_dir, config, db) = setup().await;
+        let old = Ledger::open(&config, db.clone()).await.unwrap();
+        let new = Ledger::open(&config, db.clone()).await.unwrap();
+        let a = old.instance().to_string();
+        old.append(&intent("x1", &a)).unwrap();
+        // The old process goes without shipping (killed, or its database was away).
+        close(old).await;
+        assert!(new.ship().await);
+        assert!(
+            db.states().await.unwrap().is_empty(),
+            "nothing of the old one shipped yet"
+        );
+        new.adopt_orphans().await;
+        assert!(new.ship().await);
+        assert_states(&db, &[("x1", "unsettled")]).await;
     }
 }

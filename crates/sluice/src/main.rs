@@ -2,6 +2,8 @@
 //! library crates.
 
 mod admin_client;
+#[cfg(unix)]
+mod notify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -296,7 +298,11 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         "sluice listening on http://{} (admin on http://{})",
         gateway.addr, gateway.admin_addr
     );
+    #[cfg(unix)]
+    notify::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
     shutdown_signal().await;
+    #[cfg(unix)]
+    notify::notify("STOPPING=1");
     tracing::info!("shutting down: draining in-flight requests");
     let left = gateway.shutdown().await;
     if left > 0 {

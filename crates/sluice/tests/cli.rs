@@ -205,6 +205,64 @@ fn sighup_reloads_and_sigterm_drains_in_flight_streams() {
     let _ = admin;
 }
 
+#[cfg(unix)]
+#[test]
+fn serve_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&socket_path).unwrap();
+    manager.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(&path, config(port, admin, dir.path(), 2)).unwrap();
+    let child = Proc(
+        Command::new(BIN)
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 256];
+    let n = manager.recv(&mut buf).expect("READY=1 within 30 s");
+    let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(said, format!("READY=1\nMAINPID={}", child.0.id()));
+    // Ready means serving: the port answers now, without waiting.
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(http(addr, "GET", "/readyz", None, "").0, 200);
+    signal(&child.0, "-TERM");
+    let n = manager.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_abstract_notify_socket_works_too() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("sluice-test-{}-{}", std::process::id(), free_port());
+    let manager = UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    manager.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(&path, config(port, admin, dir.path(), 2)).unwrap();
+    let _child = Proc(
+        Command::new(BIN)
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", format!("@{name}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 256];
+    let n = manager.recv(&mut buf).expect("READY=1 within 30 s");
+    assert!(buf[..n].starts_with(b"READY=1\n"));
+}
+
 #[test]
 fn keys_cli_creates_lists_and_revokes() {
     let dir = tempfile::tempdir().unwrap();

@@ -148,7 +148,7 @@ async fn a_dead_deployment_is_ejected_and_returns_when_it_heals() {
         "consecutive_failures: 3, open_ms: 200, max_open_ms: 400",
     );
     let gw = Arc::new(TestGateway::start(&yaml).await);
-    let statuses = load(&gw, 400, 4, ask()).await;
+    let statuses = load(&gw, 10_000, 8, ask()).await;
     assert!(statuses.iter().all(|s| *s == 200), "retried onto the live one");
     let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
     let dead_state = health["deployments"]
@@ -161,12 +161,12 @@ async fn a_dead_deployment_is_ejected_and_returns_when_it_heals() {
     assert!(dead_state["ejections"].as_u64().unwrap() >= 1, "{health}");
     // While it is out, it is not tried on every request: far fewer attempts than requests.
     let attempts: usize = gw
-        .log_lines(400)
+        .log_lines(10_000)
         .await
         .iter()
         .map(|l| l["attempts"].as_array().unwrap().len())
         .sum();
-    assert!(attempts < 480, "{attempts} attempts for 400 requests");
+    assert!(attempts < 12_000, "{attempts} attempts for 10 000 requests");
 
     // It heals: a mock starts on its port. Within an open period or two it is probed and back.
     let healed = MockServer::start(SocketAddr::from(([127, 0, 0, 1], port)), MockConfig::default())
@@ -194,7 +194,7 @@ async fn a_dead_deployment_is_ejected_and_returns_when_it_heals() {
 async fn retry_after_takes_a_deployment_out_for_that_long() {
     let limited = mock_knobs(Knobs {
         status: Some(429),
-        retry_after_s: Some(2),
+        retry_after_s: Some(60),
         ..Knobs::default()
     })
     .await;
@@ -207,13 +207,18 @@ async fn retry_after_takes_a_deployment_out_for_that_long() {
     );
     let gw = Arc::new(TestGateway::start(&yaml).await);
     let started = Instant::now();
-    let statuses = load(&gw, 100, 1, ask()).await;
+    let statuses = load(&gw, 10_000, 8, ask()).await;
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(60),
         "the test must stay inside the pause"
     );
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(requests(&limited), 1, "asked once, then left alone for its Retry-After");
+    // Only the requests already on their way when the first 429 came back reached it.
+    let asked = requests(&limited);
+    assert!(
+        (1..=8).contains(&asked),
+        "asked {asked} times in 10 000 requests, 8 at a time, then left alone for its Retry-After"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

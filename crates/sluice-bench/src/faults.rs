@@ -3,9 +3,10 @@
 //!
 //! `faults`: three deployments behind one alias, one of them sick in a different way per
 //! scenario (failing 30 % of requests, ten times slower, dead, answering 429 with Retry-After).
-//! At 1 000 req/s, every 10 s run is 10 000 requests. Each scenario runs twice: plain round-robin with no breaker and no retries (the reference),
-//! and latency-aware balancing with breakers and retries. The figures are what callers see:
-//! the share answered 200, and p50/p99 latency.
+//! At 1 000 req/s, every 10 s run is 10 000 requests. Each scenario runs twice: plain
+//! round-robin with no breaker and no retries (the reference), and latency-aware balancing with
+//! breakers and retries. The figures are what callers see: the share answered 200, and p50/p99
+//! latency.
 //!
 //! `capacity`: two model servers with 100 ms per request and 2 and 8 slots (the mock's
 //! `--slots`), loaded at 60 % of their joint capacity. Round-robin overloads the small one and

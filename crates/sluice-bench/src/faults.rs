@@ -26,6 +26,9 @@ use crate::{KEY, Options, chat_body};
 
 /// Requests per second in the fault scenarios.
 const FAULT_RATE: u32 = 1000;
+/// Enough connections that the load generator never runs short, even when a third of the
+/// requests take ten times as long (it would otherwise queue them itself).
+const FAULT_CONNECTIONS: u32 = 256;
 /// Base latency of a healthy mock (ms).
 const BASE_MS: u64 = 20;
 
@@ -282,7 +285,7 @@ pub fn faults(opts: &Options) -> anyhow::Result<String> {
                 (policy.model, policy.route, policy.breaker),
             )?;
             // Warm up: pools, latency averages, breakers settle.
-            load(opts, &url, &body, FAULT_RATE, 64, Duration::from_secs(2))?;
+            load(opts, &url, &body, FAULT_RATE, FAULT_CONNECTIONS, Duration::from_secs(2))?;
             let mut cell = Cell::default();
             for run in 1..=opts.runs {
                 step += 1;
@@ -290,7 +293,7 @@ pub fn faults(opts: &Options) -> anyhow::Result<String> {
                     "[{step:>3}/{total}] faults: {} · {} · run {run}",
                     scenario.name, policy.name
                 );
-                let o = load(opts, &url, &body, FAULT_RATE, 64, opts.duration)?;
+                let o = load(opts, &url, &body, FAULT_RATE, FAULT_CONNECTIONS, opts.duration)?;
                 cell.push(&o, 0.0);
             }
             drop(sluice);

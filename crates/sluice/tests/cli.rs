@@ -138,20 +138,27 @@ keys:
     )
 }
 
-fn start(dir: &Path, chunks: u64) -> (Proc, SocketAddr, SocketAddr, PathBuf) {
+/// `sluice serve` on a fresh config in `dir`, with `env` set; not waited for.
+fn spawn_serve(dir: &Path, chunks: u64, env: &[(&str, &std::ffi::OsStr)]) -> (Proc, SocketAddr, SocketAddr, PathBuf) {
     let (port, admin) = (free_port(), free_port());
     let path = dir.join("sluice.yaml");
     std::fs::write(&path, config(port, admin, dir, chunks)).unwrap();
     let child = Command::new(BIN)
         .args(["serve", "--config", path.to_str().unwrap()])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    wait_healthy(addr);
     (Proc(child), addr, admin, path)
+}
+
+fn start(dir: &Path, chunks: u64) -> (Proc, SocketAddr, SocketAddr, PathBuf) {
+    let started = spawn_serve(dir, chunks, &[]);
+    wait_healthy(started.1);
+    started
 }
 
 const CHAT: &str = r#"{"model":"chat","messages":[{"role":"user","content":"x"}]}"#;
@@ -213,24 +220,12 @@ fn serve_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
     let socket_path = dir.path().join("notify.sock");
     let manager = UnixDatagram::bind(&socket_path).unwrap();
     manager.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let path = dir.path().join("sluice.yaml");
-    std::fs::write(&path, config(port, admin, dir.path(), 2)).unwrap();
-    let child = Proc(
-        Command::new(BIN)
-            .args(["serve", "--config", path.to_str().unwrap()])
-            .env("NOTIFY_SOCKET", &socket_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (child, addr, _, _) = spawn_serve(dir.path(), 2, &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
     let mut buf = [0u8; 256];
     let n = manager.recv(&mut buf).expect("READY=1 within 30 s");
     let said = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert_eq!(said, format!("READY=1\nMAINPID={}", child.0.id()));
     // Ready means serving: the port answers now, without waiting.
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(http(addr, "GET", "/readyz", None, "").0, 200);
     signal(&child.0, "-TERM");
     let n = manager.recv(&mut buf).expect("STOPPING=1");
@@ -246,18 +241,8 @@ fn an_abstract_notify_socket_works_too() {
     let name = format!("sluice-test-{}-{}", std::process::id(), free_port());
     let manager = UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
     manager.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let path = dir.path().join("sluice.yaml");
-    std::fs::write(&path, config(port, admin, dir.path(), 2)).unwrap();
-    let _child = Proc(
-        Command::new(BIN)
-            .args(["serve", "--config", path.to_str().unwrap()])
-            .env("NOTIFY_SOCKET", format!("@{name}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let abstract_name = std::ffi::OsString::from(format!("@{name}"));
+    let _serving = spawn_serve(dir.path(), 2, &[("NOTIFY_SOCKET", &abstract_name)]);
     let mut buf = [0u8; 256];
     let n = manager.recv(&mut buf).expect("READY=1 within 30 s");
     assert!(buf[..n].starts_with(b"READY=1\n"));

@@ -27,6 +27,11 @@ fn config(deps: &[(&str, String)], model_extra: &str, route_extra: &str, breaker
     )
 }
 
+/// A gateway on [`config`].
+async fn gateway(deps: &[(&str, String)], model_extra: &str, route_extra: &str, breaker: &str) -> Arc<TestGateway> {
+    Arc::new(TestGateway::start(&config(deps, model_extra, route_extra, breaker)).await)
+}
+
 fn ask() -> Value {
     json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -66,13 +71,13 @@ async fn one_deployment_failing_thirty_percent_costs_callers_nothing() {
         ..Knobs::default()
     })
     .await;
-    let yaml = config(
+    let gw = gateway(
         &[("a", a.base_url()), ("b", b.base_url()), ("c", c.base_url())],
         "",
         ", max_attempts: 3, retry: { backoff_ms: 0, budget_percent: 50 }",
         "",
-    );
-    let gw = Arc::new(TestGateway::start(&yaml).await);
+    )
+    .await;
     let statuses = load(&gw, 10_000, 32, ask()).await;
     let failed = statuses.iter().filter(|s| **s != 200).count();
     assert_eq!(failed, 0, "every failure was retried elsewhere");
@@ -107,13 +112,13 @@ async fn latency_aware_balancing_starves_a_ten_times_slower_deployment() {
         ..Knobs::default()
     })
     .await;
-    let yaml = config(
+    let gw = gateway(
         &[("a", a.base_url()), ("b", b.base_url()), ("slow", slow.base_url())],
         ", balance: latency",
         "",
         "",
-    );
-    let gw = Arc::new(TestGateway::start(&yaml).await);
+    )
+    .await;
     let statuses = load(&gw, 2_000, 8, ask()).await;
     assert!(statuses.iter().all(|s| *s == 200));
     let share = requests(&slow) as f64 / 2_000.0;
@@ -141,13 +146,13 @@ async fn a_dead_deployment_is_ejected_and_returns_when_it_heals() {
         .unwrap()
         .port();
     let dead = format!("http://127.0.0.1:{port}/v1");
-    let yaml = config(
+    let gw = gateway(
         &[("live", live.base_url()), ("dead", dead)],
         "",
         ", max_attempts: 2, retry: { backoff_ms: 0 }",
         "consecutive_failures: 3, open_ms: 200, max_open_ms: 400",
-    );
-    let gw = Arc::new(TestGateway::start(&yaml).await);
+    )
+    .await;
     let statuses = load(&gw, 10_000, 8, ask()).await;
     assert!(statuses.iter().all(|s| *s == 200), "retried onto the live one");
     let health = gw.admin(http::Method::GET, "/admin/health", None).await.json();
@@ -199,13 +204,13 @@ async fn retry_after_takes_a_deployment_out_for_that_long() {
     })
     .await;
     let fine = mock().await;
-    let yaml = config(
+    let gw = gateway(
         &[("limited", limited.base_url()), ("fine", fine.base_url())],
         "",
         ", max_attempts: 2, retry: { backoff_ms: 0 }",
         "",
-    );
-    let gw = Arc::new(TestGateway::start(&yaml).await);
+    )
+    .await;
     let started = Instant::now();
     let statuses = load(&gw, 10_000, 8, ask()).await;
     assert!(

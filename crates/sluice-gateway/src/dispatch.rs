@@ -129,11 +129,13 @@ pub async fn attempts(
                     Some(inflight) => break Some((i, inflight)),
                     None => continue,
                 },
-                None if at_capacity(snap, decision) && spill => {
+                None if !at_capacity(snap, decision) => break None,
+                // A fallback alias takes over at once.
+                None if spill => {
                     full = true;
                     break None;
                 }
-                None if at_capacity(snap, decision) => {
+                None => {
                     let until = *capacity_until.get_or_insert_with(|| {
                         let wait = decision
                             .route
@@ -151,7 +153,6 @@ pub async fn attempts(
                         break None;
                     }
                 }
-                None => break None,
             }
         };
         if full {

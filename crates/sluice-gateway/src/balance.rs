@@ -11,11 +11,12 @@ use std::time::Instant;
 use rand::Rng;
 use sluice_config::{Balance, BreakerConfig, GeoConfig, RetryPolicy};
 
-use crate::health::Gate;
+use crate::health::{BreakerState, Gate, ProbeSlot};
 use crate::state::{DeploymentRuntime, ModelRuntime};
 
 impl ModelRuntime {
-    /// The deployment (index into the snapshot's) for the next attempt, or `None` when every
+    /// The deployment (index into the snapshot's) for the next attempt, with its probe slot
+    /// when its breaker is half-open (hold it for the attempt), or `None` when every
     /// candidate's breaker is shut and panic mode does not apply.
     pub fn pick(
         &self,
@@ -24,7 +25,7 @@ impl ModelRuntime {
         breaker: &BreakerConfig,
         now: Instant,
         geo: Option<(&str, &GeoConfig)>,
-    ) -> Option<usize> {
+    ) -> Option<(usize, ProbeSlot)> {
         let n = self.deployments.len();
         if let Some((region, cfg)) = geo
             && self.deployments.iter().any(|&d| deployments[d].geo.is_some())
@@ -40,7 +41,7 @@ impl ModelRuntime {
                 .all(|&d| gate(&deployments[d], breaker, now) == Gate::Pass)
         {
             let i = self.choose(deployments, n, &|i| (self.deployments[i], self.weights[i]), true, now);
-            return Some(self.deployments[i]);
+            return Some((self.deployments[i], ProbeSlot::none()));
         }
         let fresh: Vec<(usize, u32)> = self
             .deployments
@@ -62,10 +63,11 @@ impl ModelRuntime {
             .iter()
             .map(|(d, _)| gate(&deployments[*d], breaker, now))
             .collect();
+        // Half-open members count as out too: they take only their probes.
         let shut = self
             .deployments
             .iter()
-            .filter(|d| deployments[**d].health.state() == crate::health::BreakerState::Open)
+            .filter(|d| deployments[**d].health.state() != BreakerState::Closed)
             .count();
         // At least one may always be out (so a one-deployment alias still has a breaker).
         let may_be_out = (n * breaker.max_ejected_percent as usize / 100).max(1);
@@ -99,12 +101,15 @@ impl ModelRuntime {
         breaker: &BreakerConfig,
         now: Instant,
         panic: bool,
-    ) -> Option<usize> {
+    ) -> Option<(usize, ProbeSlot)> {
         while !open.is_empty() {
             let i = self.choose(deployments, open.len(), &|i| (open[i].0, open[i].1), first, now);
             let (d, _, gate) = open[i];
-            if panic || gate != Gate::Probe || deployments[d].health.take_probe(breaker) {
-                return Some(d);
+            if panic || gate != Gate::Probe {
+                return Some((d, ProbeSlot::none()));
+            }
+            if let Some(slot) = deployments[d].health.take_probe(breaker) {
+                return Some((d, slot));
             }
             open.remove(i);
         }
@@ -121,7 +126,7 @@ impl ModelRuntime {
         now: Instant,
         region: &str,
         cfg: &GeoConfig,
-    ) -> Option<usize> {
+    ) -> Option<(usize, ProbeSlot)> {
         let order = std::iter::once(region).chain(cfg.failover.get(region).into_iter().flatten().map(String::as_str));
         for r in order {
             let tier: Vec<(usize, u32, Gate)> = self
@@ -132,8 +137,8 @@ impl ModelRuntime {
                 .map(|(d, w)| (*d, *w, gate(&deployments[*d], breaker, now)))
                 .filter(|(_, _, g)| matches!(g, Gate::Pass | Gate::Probe))
                 .collect();
-            if let Some(d) = self.take_one(deployments, tier, tried.is_empty(), breaker, now, false) {
-                return Some(d);
+            if let Some(picked) = self.take_one(deployments, tier, tried.is_empty(), breaker, now, false) {
+                return Some(picked);
             }
         }
         None

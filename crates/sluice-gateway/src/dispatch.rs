@@ -125,8 +125,8 @@ pub async fn attempts(
                 .pick(&snap.deployments, &tried, breaker, Instant::now(), geo)
             {
                 // Another request may have taken the last place since the pick looked.
-                Some(i) => match snap.deployments[i].health.try_start() {
-                    Some(inflight) => break Some((i, inflight)),
+                Some((i, probe)) => match snap.deployments[i].health.try_start() {
+                    Some(inflight) => break Some((i, inflight, probe)),
                     None => continue,
                 },
                 None if !at_capacity(snap, decision) => break None,
@@ -166,7 +166,9 @@ pub async fn attempts(
             );
             break;
         }
-        let Some((index, inflight)) = picked else {
+        // A half-open breaker's probe slot is held for this attempt and given back however it
+        // ends (an outcome, a neutral answer, or this future dropped with the client gone).
+        let Some((index, inflight, probe)) = picked else {
             // Every deployment is out (breakers, Retry-After pauses): wait for the first to
             // come back if that is within the deadline, else give up.
             let back = decision
@@ -211,6 +213,7 @@ pub async fn attempts(
         match result {
             Ok(mut up) => {
                 let t = dep.health.record(breaker, Outcome::Success, elapsed, Instant::now());
+                drop(probe);
                 telemetry.breaker(&dep.name, t);
                 if let Upstream::Stream { inflight: slot, .. } = &mut up {
                     // A stream stays in flight until it ends.
@@ -231,6 +234,7 @@ pub async fn attempts(
             Err(f) => {
                 drop(inflight);
                 let t = dep.health.record(breaker, f.health, elapsed, Instant::now());
+                drop(probe);
                 telemetry.breaker(&dep.name, t);
                 if let Some(s) = f.retry_after {
                     dep.health.pause(Instant::now() + Duration::from_secs(s));

@@ -8,8 +8,8 @@
 //! and opening again (for longer) when one fails. A 429 or 503 with `Retry-After` keeps the
 //! deployment out until then without counting as a failure.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_config::BreakerConfig;
@@ -45,9 +45,12 @@ struct Inner {
     open_until: Option<Instant>,
     /// Times opened since it was last closed for good.
     ejections: u32,
+    /// Half-open probes in flight, and those that succeeded, in the current half-open period.
     probes: u32,
     probe_successes: u32,
     half_open: bool,
+    /// Counts half-open periods, so a probe slot from an earlier one gives nothing back.
+    probe_period: u64,
 }
 
 /// What the breaker lets through now.
@@ -116,14 +119,41 @@ impl Default for DeploymentHealth {
                 probes: 0,
                 probe_successes: 0,
                 half_open: false,
+                probe_period: 0,
             }),
+        }
+    }
+}
+
+/// A half-open breaker's probe slot, held for one attempt; dropping it gives the slot back.
+/// Empty when the breaker was not half-open (nothing to give back).
+#[derive(Debug)]
+#[must_use = "dropping the slot gives it back at once"]
+pub struct ProbeSlot(Option<(Arc<DeploymentHealth>, u64)>);
+
+impl ProbeSlot {
+    /// No slot: the breaker was not asked (closed, or panic mode).
+    pub fn none() -> ProbeSlot {
+        ProbeSlot(None)
+    }
+
+    /// Whether this is a half-open breaker's probe.
+    pub fn is_probe(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        if let Some((health, period)) = self.0.take() {
+            health.give_back(period);
         }
     }
 }
 
 /// A request in flight on a deployment; dropping it ends it.
 #[derive(Debug)]
-pub struct InFlight(std::sync::Arc<DeploymentHealth>);
+pub struct InFlight(Arc<DeploymentHealth>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -177,7 +207,7 @@ impl DeploymentHealth {
     }
 
     /// A place in flight, unless the deployment is at its concurrency limit.
-    pub fn try_start(self: &std::sync::Arc<Self>) -> Option<InFlight> {
+    pub fn try_start(self: &Arc<Self>) -> Option<InFlight> {
         let limit = self.limit.load(Ordering::Relaxed);
         if limit <= 0 {
             self.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -195,7 +225,7 @@ impl DeploymentHealth {
     }
 
     #[cfg(test)]
-    pub fn start(self: &std::sync::Arc<Self>) -> InFlight {
+    pub fn start(self: &Arc<Self>) -> InFlight {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
@@ -234,9 +264,10 @@ impl DeploymentHealth {
                     i.half_open = true;
                     i.probes = 0;
                     i.probe_successes = 0;
+                    i.probe_period += 1;
                     self.state.store(BreakerState::HalfOpen as u8, Ordering::Relaxed);
                 }
-                if i.probes < cfg.half_open_probes {
+                if i.probes + i.probe_successes < cfg.half_open_probes {
                     Gate::Probe
                 } else {
                     Gate::Shut
@@ -245,17 +276,28 @@ impl DeploymentHealth {
         }
     }
 
-    /// Takes one of a half-open breaker's probe slots; `false` if they are all taken.
-    pub fn take_probe(&self, cfg: &BreakerConfig) -> bool {
+    /// Takes one of a half-open breaker's probe slots (an empty slot when it is not half-open);
+    /// `None` if they are all taken. The slot is given back when it is dropped, however the
+    /// attempt ended: a success recorded meanwhile counts towards closing, a failure re-opens,
+    /// anything else (the caller's 4xx, an upstream 429, the client gone) leaves it half-open
+    /// with the slot free for the next request.
+    pub fn take_probe(self: &Arc<Self>, cfg: &BreakerConfig) -> Option<ProbeSlot> {
         let mut i = self.lock();
         if !i.half_open {
-            return true;
+            return Some(ProbeSlot::none());
         }
-        if i.probes < cfg.half_open_probes {
+        if i.probes + i.probe_successes < cfg.half_open_probes {
             i.probes += 1;
-            true
+            Some(ProbeSlot(Some((self.clone(), i.probe_period))))
         } else {
-            false
+            None
+        }
+    }
+
+    fn give_back(&self, period: u64) {
+        let mut i = self.lock();
+        if i.half_open && i.probe_period == period {
+            i.probes = i.probes.saturating_sub(1);
         }
     }
 
@@ -373,7 +415,7 @@ mod tests {
 
     #[test]
     fn opens_half_opens_and_closes_with_growing_open_times() {
-        let h = DeploymentHealth::default();
+        let h = Arc::new(DeploymentHealth::default());
         let c = cfg();
         let t0 = Instant::now();
         let ms = Duration::from_millis;
@@ -385,23 +427,66 @@ mod tests {
         // After 100 ms: two probes, then nothing until they answer.
         assert_eq!(h.gate(&c, t0 + ms(101)), Gate::Probe);
         assert_eq!(h.state(), BreakerState::HalfOpen);
-        assert!(h.take_probe(&c) && h.take_probe(&c));
-        assert!(!h.take_probe(&c));
+        let (p1, p2) = (h.take_probe(&c).unwrap(), h.take_probe(&c).unwrap());
+        assert!(p1.is_probe() && p2.is_probe());
+        assert!(h.take_probe(&c).is_none());
         assert_eq!(h.gate(&c, t0 + ms(101)), Gate::Shut);
         // A probe fails: open again, for twice as long.
         assert_eq!(
             h.record(&c, Outcome::Failure, ms(1), t0 + ms(110)).unwrap().to,
             BreakerState::Open
         );
+        drop((p1, p2));
         assert_eq!(h.gate(&c, t0 + ms(300)), Gate::Shut);
         assert_eq!(h.gate(&c, t0 + ms(311)), Gate::Probe);
-        assert!(h.take_probe(&c) && h.take_probe(&c));
+        let (p1, p2) = (h.take_probe(&c).unwrap(), h.take_probe(&c).unwrap());
         assert!(h.record(&c, Outcome::Success, ms(1), t0 + ms(312)).is_none());
+        drop(p1);
+        assert!(h.take_probe(&c).is_none(), "one succeeded, one in flight");
         assert_eq!(
             h.record(&c, Outcome::Success, ms(1), t0 + ms(313)).unwrap().to,
             BreakerState::Closed
         );
+        drop(p2);
         assert_eq!(h.gate(&c, t0 + ms(314)), Gate::Pass);
+        assert!(!h.take_probe(&c).unwrap().is_probe(), "closed: nothing to hold");
+    }
+
+    #[test]
+    fn a_probe_that_ends_neither_way_gives_its_slot_back() {
+        let h = Arc::new(DeploymentHealth::default());
+        let c = BreakerConfig {
+            half_open_probes: 1,
+            ..cfg()
+        };
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        for _ in 0..3 {
+            h.record(&c, Outcome::Failure, ms(1), t0);
+        }
+        assert_eq!(h.gate(&c, t0 + ms(101)), Gate::Probe);
+        // The caller's own 400 (or an upstream 429): neither closes nor re-opens.
+        let slot = h.take_probe(&c).unwrap();
+        assert_eq!(h.gate(&c, t0 + ms(102)), Gate::Shut);
+        assert!(h.record(&c, Outcome::Neutral, ms(1), t0 + ms(102)).is_none());
+        drop(slot);
+        assert_eq!(h.state(), BreakerState::HalfOpen);
+        assert_eq!(h.gate(&c, t0 + ms(103)), Gate::Probe, "the slot is free again");
+        // The client went away: the attempt is dropped without an outcome.
+        drop(h.take_probe(&c).unwrap());
+        assert_eq!(h.gate(&c, t0 + ms(104)), Gate::Probe);
+        // A slot from an earlier half-open period gives nothing back to this one.
+        let stale = h.take_probe(&c).unwrap();
+        h.record(&c, Outcome::Failure, ms(1), t0 + ms(105));
+        assert_eq!(h.gate(&c, t0 + ms(306)), Gate::Probe);
+        let current = h.take_probe(&c).unwrap();
+        drop(stale);
+        assert!(h.take_probe(&c).is_none(), "the stale slot freed nothing");
+        assert_eq!(
+            h.record(&c, Outcome::Success, ms(1), t0 + ms(307)).unwrap().to,
+            BreakerState::Closed
+        );
+        drop(current);
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub async fn run(client: Arc<HttpClient>, url: http::Uri, every: Duration, healt
 
 /// Active health checks: `GET url` every `every`; a 2xx counts as a success for the breaker, and
 /// anything else (or no answer) as a failure. While the breaker is open nothing is recorded;
-/// once its open time is over a passing check is its half-open probe.
+/// once its open time is over every check is a half-open probe (it needs no probe slot).
 pub async fn check(
     client: Arc<HttpClient>,
     url: http::Uri,
@@ -71,7 +71,7 @@ pub async fn check(
     telemetry: Weak<crate::telemetry::Telemetry>,
     name: Arc<str>,
 ) {
-    use crate::health::{Gate, Outcome};
+    use crate::health::{BreakerState, Gate, Outcome};
     loop {
         tokio::time::sleep(every).await;
         let Some(h) = health.upgrade() else { return };
@@ -84,10 +84,11 @@ pub async fn check(
             Err(_) => false,
         };
         let now = std::time::Instant::now();
+        // A half-open breaker is probed by the check itself, whether or not requests hold its
+        // probe slots: the check sends no caller's traffic, so it needs no slot.
         let record = match h.gate(&breaker, now) {
-            Gate::Shut => false,
-            Gate::Probe => h.take_probe(&breaker),
-            Gate::Pass | Gate::Paused | Gate::Full => true,
+            Gate::Shut => h.state() == BreakerState::HalfOpen,
+            Gate::Probe | Gate::Pass | Gate::Paused | Gate::Full => true,
         };
         if record {
             let outcome = if ok { Outcome::Success } else { Outcome::Failure };

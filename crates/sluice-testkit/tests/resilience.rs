@@ -268,6 +268,78 @@ async fn the_breaker_opens_half_opens_and_closes() {
     }
 }
 
+/// How the half-open probe ends, in [`a_probe_that_ends_neither_way_leaves_the_breaker_half_open`].
+#[derive(Debug, Clone, Copy)]
+enum ProbeEnd {
+    CallersMistake,
+    UpstreamRateLimited,
+    ClientGone,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_that_ends_neither_way_leaves_the_breaker_half_open() {
+    let m = mock().await;
+    let yaml = config(
+        &[("only", m.base_url())],
+        "",
+        ", max_attempts: 1",
+        "consecutive_failures: 3, open_ms: 300, half_open_probes: 1",
+    );
+    let gw = Arc::new(TestGateway::start(&yaml).await);
+    let with = |knobs: Value| json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "mock": knobs});
+    let state = |h: Value| h["deployments"][0]["state"].as_str().unwrap().to_owned();
+    for end in [
+        ProbeEnd::CallersMistake,
+        ProbeEnd::UpstreamRateLimited,
+        ProbeEnd::ClientGone,
+    ] {
+        for _ in 0..3 {
+            assert_eq!(gw.chat(KEY, &with(json!({"status": 500}))).await.status, 502);
+        }
+        assert_eq!(gw.chat(KEY, &ask()).await.error_code(), "no_healthy_deployment");
+        // Past the open time (the breaker closed fully each round, so it is 300 ms again).
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let asked = requests(&m);
+        match end {
+            ProbeEnd::CallersMistake => {
+                let r = gw.chat(KEY, &with(json!({"status": 400}))).await;
+                assert_eq!(r.status, 400, "{end:?}: {}", r.text());
+            }
+            ProbeEnd::UpstreamRateLimited => {
+                let r = gw.chat(KEY, &with(json!({"status": 429}))).await;
+                assert_eq!(r.status, 429, "{end:?}: {}", r.text());
+            }
+            ProbeEnd::ClientGone => {
+                let (gw2, slow) = (gw.clone(), with(json!({"latency_ms": 30_000})));
+                let probe = tokio::spawn(async move { gw2.chat(KEY, &slow).await });
+                assert!(
+                    eventually(|| mock_stats(&m)["in_flight"] == 1).await,
+                    "the probe reached the upstream"
+                );
+                probe.abort();
+                assert!(
+                    eventually(|| mock_stats(&m)["in_flight"] == 0).await,
+                    "the upstream saw the cancel"
+                );
+            }
+        }
+        assert_eq!(requests(&m), asked + 1, "{end:?}: one probe");
+        assert_eq!(
+            state(gw.admin(http::Method::GET, "/admin/health", None).await.json()),
+            "half_open",
+            "{end:?}: neither closed nor re-opened"
+        );
+        // The next request is a probe of its own; a healthy answer closes the breaker.
+        let r = gw.chat(KEY, &ask()).await;
+        assert_eq!(r.status, 200, "{end:?}: {}", r.text());
+        assert_eq!(
+            state(gw.admin(http::Method::GET, "/admin/health", None).await.json()),
+            "closed",
+            "{end:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stay_within_the_budget_in_a_failure_storm() {
     let a = mock_knobs(Knobs {

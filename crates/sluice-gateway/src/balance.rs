@@ -195,16 +195,27 @@ impl ModelRuntime {
                     .unwrap_or(0)
             }
             Balance::Latency => {
-                // Power of two choices on peak-EWMA latency × (in flight + 1).
+                // A member not chosen for a while takes this request, so a slow one is measured
+                // again on a schedule (and comes back when it recovers); otherwise power of two
+                // choices on peak-EWMA latency × (in flight + 1).
+                let health = |i: usize| &deployments[at(i).0].health;
+                if let Some(i) = (0..n).find(|&i| health(i).claim_reprobe(now, REPROBE_EVERY)) {
+                    return i;
+                }
                 let mut rng = rand::rng();
                 let a = rng.random_range(0..n);
                 let b = (a + rng.random_range(1..n)) % n;
-                let cost = |i: usize| deployments[at(i).0].health.cost(now);
-                if cost(a) <= cost(b) { a } else { b }
+                let chosen = if health(a).cost() <= health(b).cost() { a } else { b };
+                health(chosen).mark_chosen(now);
+                chosen
             }
         }
     }
 }
+
+/// How long the latency balancer goes without sending a member a request: at most one request
+/// per member per period goes to a member the costs would pass over.
+const REPROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether `d` may take an attempt: its breaker's gate, unless it is at its concurrency limit.
 fn gate(d: &DeploymentRuntime, breaker: &BreakerConfig, now: Instant) -> Gate {

@@ -8,7 +8,7 @@
 //! and opening again (for longer) when one fails. A 429 or 503 with `Retry-After` keeps the
 //! deployment out until then without counting as a failure.
 
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,11 +95,25 @@ pub struct DeploymentHealth {
     /// The model server's own load, as last scraped (waiting × 1000 + KV-cache use in ‰).
     reported: std::sync::atomic::AtomicU64,
     state: AtomicU8,
+    /// When the latency balancer last chose it (ns since [`epoch`] + 1; 0: never).
+    chosen: AtomicU64,
     inner: Mutex<Inner>,
+}
+
+/// The process's reference instant for times kept in atomics.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn stamp(now: Instant) -> u64 {
+    now.saturating_duration_since(epoch()).as_nanos() as u64 + 1
 }
 
 impl Default for DeploymentHealth {
     fn default() -> Self {
+        // Set before any time this deployment will be asked about.
+        let _ = epoch();
         let now = Instant::now();
         DeploymentHealth {
             outstanding: AtomicI64::new(0),
@@ -107,6 +121,7 @@ impl Default for DeploymentHealth {
             freed: tokio::sync::Notify::new(),
             reported: std::sync::atomic::AtomicU64::new(0),
             state: AtomicU8::new(BreakerState::Closed as u8),
+            chosen: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 ewma_us: 0.0,
                 ewma_at: now,
@@ -230,13 +245,30 @@ impl DeploymentHealth {
         InFlight(self.clone())
     }
 
-    /// Latency cost for the balancer: peak-EWMA (µs, decayed towards 0 while idle) times the
-    /// requests in flight plus one.
-    pub fn cost(&self, now: Instant) -> f64 {
-        let i = self.lock();
-        let idle = now.saturating_duration_since(i.ewma_at).as_secs_f64();
-        let decayed = i.ewma_us * (-idle / EWMA_DECAY.as_secs_f64()).exp();
-        (decayed + 1.0) * (self.outstanding() as f64 + 1.0)
+    /// Latency cost for the balancer: peak-EWMA (µs) times the requests in flight plus one.
+    /// It does not decay while the deployment is idle: a slow member is measured again on a
+    /// schedule ([`Self::claim_reprobe`]), not when chance brings it back.
+    pub fn cost(&self) -> f64 {
+        let ewma = self.lock().ewma_us;
+        (ewma + 1.0) * (self.outstanding() as f64 + 1.0)
+    }
+
+    /// Whether the latency balancer should send this request here because it has not chosen
+    /// this deployment for `every` (or ever); true for one caller per period.
+    pub fn claim_reprobe(&self, now: Instant, every: Duration) -> bool {
+        let last = self.chosen.load(Ordering::Relaxed);
+        let now = stamp(now);
+        if last != 0 && now.saturating_sub(last) < every.as_nanos() as u64 {
+            return false;
+        }
+        self.chosen
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The latency balancer chose it.
+    pub fn mark_chosen(&self, now: Instant) {
+        self.chosen.store(stamp(now), Ordering::Relaxed);
     }
 
     pub fn ewma_ms(&self) -> f64 {
@@ -500,6 +532,23 @@ mod tests {
             opened |= h.record(&c, outcome, Duration::from_millis(1), t0).is_some();
         }
         assert!(opened, "6 of 11 failed, never 5 in a row");
+    }
+
+    #[test]
+    fn a_member_not_chosen_for_a_period_is_reprobed_once_per_period() {
+        let h = DeploymentHealth::default();
+        let every = Duration::from_secs(1);
+        let t0 = Instant::now();
+        assert!(h.claim_reprobe(t0, every), "never chosen: due at once");
+        assert!(!h.claim_reprobe(t0, every), "one caller per period");
+        assert!(!h.claim_reprobe(t0 + Duration::from_millis(999), every));
+        assert!(h.claim_reprobe(t0 + Duration::from_millis(1000), every));
+        h.mark_chosen(t0 + Duration::from_millis(1500));
+        assert!(
+            !h.claim_reprobe(t0 + Duration::from_millis(2400), every),
+            "chosen meanwhile"
+        );
+        assert!(h.claim_reprobe(t0 + Duration::from_millis(2500), every));
     }
 
     #[test]

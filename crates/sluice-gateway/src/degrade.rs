@@ -2,7 +2,6 @@
 //! model and/or cap `max_tokens` instead of queueing or refusing — and say so in the
 //! `x-sluice-degraded` response header and the log line.
 
-use bytes::Bytes;
 use sluice_providers::{Endpoint, InboundRequest};
 
 use crate::error::GatewayError;
@@ -43,22 +42,19 @@ pub fn apply<'s>(
     }
     if let Some(cap) = cap
         && !matches!(inbound.endpoint, Endpoint::Embeddings | Endpoint::Predict)
-        && inbound.view.max_tokens.is_none_or(|t| t > cap)
     {
-        let mut v: serde_json::Value = serde_json::from_slice(&inbound.body)
-            .map_err(|e| GatewayError::bad_request("invalid_json", e.to_string()))?;
+        // Spliced into the client's bytes, as the pass-through splices `model`: key order
+        // (a JSON schema's property order with it) and number forms stay the client's.
         let field = match inbound.endpoint {
-            Endpoint::Messages => "max_tokens",
             Endpoint::Responses => "max_output_tokens",
-            _ if v.get("max_completion_tokens").is_some() => "max_completion_tokens",
             _ => "max_tokens",
         };
-        v[field] = cap.into();
-        let body = serde_json::to_vec(&v).map_err(|e| GatewayError::internal(e.to_string()))?;
-        let headers = std::mem::take(&mut inbound.headers);
-        *inbound = InboundRequest::parse(inbound.endpoint, Bytes::from(body))?;
-        inbound.headers = headers;
-        notes.push(format!("max_tokens={cap}"));
+        if let Some(body) = inbound.view.with_token_cap(&inbound.body, field, cap) {
+            let headers = std::mem::take(&mut inbound.headers);
+            *inbound = InboundRequest::parse(inbound.endpoint, body)?;
+            inbound.headers = headers;
+            notes.push(format!("max_tokens={cap}"));
+        }
     }
     Ok((decision, (!notes.is_empty()).then(|| notes.join(","))))
 }

@@ -39,6 +39,8 @@ pub struct RequestView {
     pub user: Option<String>,
     model_span: Range<usize>,
     stream_options_span: Option<Range<usize>>,
+    /// Where `max_tokens`, `max_completion_tokens` and `max_output_tokens` sit, when present.
+    token_cap_spans: [Option<Range<usize>>; 3],
     close_brace: usize,
     /// OpenAI's format, where a stream reports usage only when asked (`stream_options`).
     usage_on_request: bool,
@@ -60,14 +62,20 @@ struct Envelope<'a> {
     input: Option<&'a RawValue>,
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    // A `null` cap is kept as its raw value: a cap spliced in must replace it, not repeat the key.
+    #[serde(borrow, default, deserialize_with = "raw_even_null")]
     max_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw_even_null")]
     max_completion_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw_even_null")]
     max_output_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
     user: Option<&'a RawValue>,
+}
+
+/// A present field's raw value, `null` included (serde's `Option` would make that `None`).
+fn raw_even_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue as Deserialize<'de>>::deserialize(d).map(Some)
 }
 
 fn span(base: &str, raw: &RawValue) -> Range<usize> {
@@ -162,6 +170,7 @@ impl RequestView {
             // whichever provider the route picks.
             let m = env
                 .max_tokens
+                .filter(|m| m.get() != "null")
                 .ok_or(RequestError::MissingField { param: "max_tokens" })?;
             if m.get().parse::<u64>().is_err() {
                 return Err(RequestError::InvalidType {
@@ -238,6 +247,8 @@ impl RequestView {
             user,
             model_span: span(text, model_raw),
             stream_options_span: env.stream_options.map(|r| span(text, r)),
+            token_cap_spans: [env.max_tokens, env.max_completion_tokens, env.max_output_tokens]
+                .map(|raw| raw.map(|r| span(text, r))),
             close_brace,
             usage_on_request: endpoint.wire() == Wire::OpenAi,
         })
@@ -273,6 +284,55 @@ impl RequestView {
         }
         out.extend_from_slice(&body[at..]);
         Bytes::from(out)
+    }
+}
+
+impl RequestView {
+    /// `body` with its output-token cap lowered to `cap`, or `None` when it asks for no more
+    /// already: every cap field present (`max_tokens`, `max_completion_tokens`,
+    /// `max_output_tokens`) whose value is above `cap` or not a number gets `cap` in place; with
+    /// none present, `field` is added at the end. Every other byte is the client's — key order
+    /// (and with it a JSON schema's property order) included.
+    pub fn with_token_cap(&self, body: &[u8], field: &str, cap: u64) -> Option<Bytes> {
+        let value = cap.to_string().into_bytes();
+        let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(3);
+        for r in self.token_cap_spans.iter().flatten() {
+            let current = std::str::from_utf8(&body[r.clone()])
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok());
+            if current.is_none_or(|t| t > cap) {
+                edits.push((r.clone(), value.clone()));
+            }
+        }
+        if self.token_cap_spans.iter().all(Option::is_none) {
+            // Right after the last member (or the opening brace of an empty object).
+            let last = body[..self.close_brace]
+                .iter()
+                .rposition(|b| !b.is_ascii_whitespace())
+                .unwrap_or(0);
+            let mut added = if body.get(last) == Some(&b'{') {
+                Vec::new()
+            } else {
+                b",".to_vec()
+            };
+            added.extend_from_slice(&json_string(field));
+            added.push(b':');
+            added.extend_from_slice(&value);
+            edits.push((last + 1..last + 1, added));
+        }
+        if edits.is_empty() {
+            return None;
+        }
+        edits.sort_by_key(|(r, _)| r.start);
+        let mut out = Vec::with_capacity(body.len() + 32);
+        let mut at = 0;
+        for (r, replacement) in edits {
+            out.extend_from_slice(&body[at..r.start]);
+            out.extend_from_slice(&replacement);
+            at = r.end;
+        }
+        out.extend_from_slice(&body[at..]);
+        Some(Bytes::from(out))
     }
 }
 

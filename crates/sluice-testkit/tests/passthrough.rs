@@ -35,6 +35,27 @@ async fn only_model_and_stream_options_change() {
 }
 
 #[tokio::test]
+async fn a_degraded_request_changes_only_its_token_cap() {
+    let mock = mock().await;
+    // Degraded from the first request on: a cap of 4 tokens.
+    let gw = TestGateway::start(&config_with_routes(
+        &mock,
+        "  - name: capped\n    match: { models: [chat] }\n    queue: { max_concurrency: 4, max_queued: 4 }\n    degrade: [{ when_queued: 0, max_tokens: 4 }]\n",
+    ))
+    .await;
+    // Structured output: the schema's properties in the order the model should write them.
+    let body = "{\"model\":\"chat\", \"max_tokens\": 900, \"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\n \"response_format\": {\"type\":\"json_schema\",\"json_schema\":{\"name\":\"r\",\"schema\":{\"type\":\"object\",\n \"properties\":{\"zeta\":{\"type\":\"string\"},\"alpha\":{\"type\":\"number\"}}}}}, \"temperature\": 0.50 }";
+    let r = gw.post_raw("/v1/chat/completions", Some(KEY), &[], body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sluice-degraded"), Some("max_tokens=4"));
+    let seen = mock.stats().recent();
+    let expected = body
+        .replace("\"model\":\"chat\"", "\"model\":\"upstream-a\"")
+        .replace("\"max_tokens\": 900", "\"max_tokens\": 4");
+    assert_eq!(seen.last().unwrap().body, expected, "every other byte is the client's");
+}
+
+#[tokio::test]
 async fn streaming_adds_stream_options_in_place() {
     let mock = mock().await;
     let gw = TestGateway::start(&config_with(&mock)).await;

@@ -68,6 +68,57 @@ fn pass_through_changes_only_model_and_stream_options() {
 }
 
 #[test]
+fn a_token_cap_is_spliced_into_the_bytes() {
+    let check = |endpoint: Endpoint, body: &str, field: &str, expected: Option<&str>| {
+        let v = view(endpoint, body).unwrap();
+        let out = v.with_token_cap(body.as_bytes(), field, 64);
+        assert_eq!(
+            out.as_deref().map(|b| std::str::from_utf8(b).unwrap()),
+            expected,
+            "{body}"
+        );
+    };
+    let chat = Endpoint::ChatCompletions;
+    // Key order, spacing and number forms stay the client's; only the cap changes.
+    check(
+        chat,
+        r#"{"model":"m", "zeta": 1.50, "messages":[1], "max_tokens" : 900 }"#,
+        "max_tokens",
+        Some(r#"{"model":"m", "zeta": 1.50, "messages":[1], "max_tokens" : 64 }"#),
+    );
+    check(
+        chat,
+        r#"{"model":"m","messages":[1],"max_completion_tokens":900,"max_tokens":10}"#,
+        "max_tokens",
+        Some(r#"{"model":"m","messages":[1],"max_completion_tokens":64,"max_tokens":10}"#),
+    );
+    check(
+        chat,
+        r#"{"model":"m","messages":[1],"max_tokens":null}"#,
+        "max_tokens",
+        Some(r#"{"model":"m","messages":[1],"max_tokens":64}"#),
+    );
+    check(
+        chat,
+        r#"{"model":"m","messages":[1],"max_tokens":64}"#,
+        "max_tokens",
+        None,
+    );
+    check(
+        chat,
+        "{\"model\":\"m\",\"messages\":[1]\n}\n",
+        "max_tokens",
+        Some("{\"model\":\"m\",\"messages\":[1],\"max_tokens\":64\n}\n"),
+    );
+    check(
+        Endpoint::Responses,
+        r#"{"model":"m","input":"x"}"#,
+        "max_output_tokens",
+        Some(r#"{"model":"m","input":"x","max_output_tokens":64}"#),
+    );
+}
+
+#[test]
 fn stream_options_are_merged_not_replaced() {
     let body = r#"{"model":"a","messages":[1],"stream":true,"stream_options":{"include_usage":false,"x":1}}"#;
     let v = view(Endpoint::ChatCompletions, body).unwrap();

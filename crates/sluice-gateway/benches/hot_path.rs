@@ -28,8 +28,7 @@ fn keys(c: &mut Criterion) {
                 priority_header: false,
             })
             .collect();
-        let table = KeyTable::default();
-        table.rebuild(&yaml, &[]);
+        let (table, _) = KeyTable::build(&yaml, &[]);
         let mut headers = HeaderMap::new();
         headers.insert(
             "authorization",
@@ -61,7 +60,6 @@ fn routing(c: &mut Criterion) {
         yaml.push_str("  - name: last\n    match: { paths: [\"/v1/*\"] }\n");
         let config = sluice_config::load_str(&yaml, &|_| None).unwrap();
         let snap = runtime.block_on(LiveState::new().build(config)).unwrap();
-        let table = KeyTable::default();
         let key = sluice_config::KeyConfig {
             id: "k".into(),
             hash: hash_key("sk-sluice-x"),
@@ -77,7 +75,7 @@ fn routing(c: &mut Criterion) {
             trust_user: false,
             priority_header: false,
         };
-        table.rebuild(&[key], &[]);
+        let (table, _) = KeyTable::build(&[key], &[]);
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_static("Bearer sk-sluice-x"));
         h.insert("x-task", HeaderValue::from_static("none"));

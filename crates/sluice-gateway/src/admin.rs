@@ -69,7 +69,7 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    gw.telemetry.metrics.keys.set(gw.keys.len() as i64);
+    gw.telemetry.metrics.keys.set(gw.key_count() as i64);
     let m = &gw.telemetry.metrics;
     for (name, h) in gw.live.health() {
         let label = crate::telemetry::DeploymentLabel {
@@ -429,7 +429,7 @@ async fn config_summary(State(gw): State<Arc<Gateway>>) -> Response {
             "name": &*d.name, "provider": d.adapter.name(), "base_url": d.base_url.to_string(), "model": d.upstream_model,
         })).collect::<Vec<_>>(),
         "yaml_keys": c.keys.len(),
-        "active_keys": gw.keys.len(),
+        "active_keys": gw.key_count(),
     }))
     .into_response()
 }

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use rand::Rng;
@@ -103,16 +102,18 @@ impl From<&StoredKey> for Caller {
 
 type Table = HashMap<[u8; 32], Arc<Caller>>;
 
-/// The live key table. Reads are lock-free; writers rebuild and swap.
+/// The key table at one moment: built whole from a config's keys and the store's, never
+/// changed (a change builds a new table, swapped in with its config snapshot — see
+/// `Gateway::serving`).
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    table: ArcSwap<Table>,
+    table: Table,
 }
 
 impl KeyTable {
-    /// Rebuilds the table from the config's keys and the store's active keys. A run-time key
-    /// whose id or hash a YAML key already uses is left out: YAML always wins.
-    pub fn rebuild(&self, yaml: &[KeyConfig], runtime: &[StoredKey]) -> Vec<String> {
+    /// Builds the table from the config's keys and the store's active keys. A run-time key
+    /// whose id or hash a YAML key already uses is left out (returned): YAML always wins.
+    pub fn build(yaml: &[KeyConfig], runtime: &[StoredKey]) -> (KeyTable, Vec<String>) {
         let mut table: Table = HashMap::with_capacity(yaml.len() + runtime.len());
         for k in yaml {
             table.insert(k.hash, Arc::new(Caller::from(k)));
@@ -125,12 +126,11 @@ impl KeyTable {
             }
             table.insert(k.hash, Arc::new(Caller::from(k)));
         }
-        self.table.store(Arc::new(table));
-        shadowed
+        (KeyTable { table }, shadowed)
     }
 
     pub fn len(&self) -> usize {
-        self.table.load().len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -147,7 +147,7 @@ impl KeyTable {
             )
         })?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let caller = self.table.load().get(&digest).cloned().ok_or_else(|| {
+        let caller = self.table.get(&digest).cloned().ok_or_else(|| {
             GatewayError::new(
                 ErrorKind::Unauthenticated,
                 "invalid_api_key",
@@ -257,8 +257,7 @@ mod tests {
 
     #[test]
     fn yaml_wins_and_lookups_work() {
-        let t = KeyTable::default();
-        let shadowed = t.rebuild(
+        let (t, shadowed) = KeyTable::build(
             &[yaml_key("a", "sk-sluice-a")],
             &[stored("a", "sk-sluice-b"), stored("c", "sk-sluice-c")],
         );
@@ -281,12 +280,11 @@ mod tests {
 
     #[test]
     fn expired_and_revoked_keys_fail() {
-        let t = KeyTable::default();
         let mut k = yaml_key("old", "sk-sluice-old");
         k.expires_at = Some(Utc::now() - chrono::Duration::seconds(1));
         let mut r = stored("gone", "sk-sluice-gone");
         r.revoked_at = Some(Utc::now());
-        t.rebuild(&[k], &[r]);
+        let (t, _) = KeyTable::build(&[k], &[r]);
         assert_eq!(
             auth(&t, Some("Bearer sk-sluice-old")).map(|_| ()),
             Err("expired_api_key")

@@ -70,11 +70,26 @@ pub enum StartError {
     Ledger(#[from] ledger::LedgerError),
 }
 
+/// What serves requests now: a config snapshot and the key table built with its keys. Swapped
+/// together, so a request never sees a config with another config's keys (a key removed from
+/// the file stops working with the reload that removes it).
+#[derive(Debug)]
+pub struct Serving {
+    pub snapshot: Arc<Snapshot>,
+    pub keys: KeyTable,
+}
+
+/// The run-time keys last read from the store, and the number of the listing they came from.
+#[derive(Debug, Default)]
+struct RuntimeKeys {
+    listing: u64,
+    keys: Vec<sluice_store::StoredKey>,
+}
+
 /// Everything the request path shares.
 pub struct Gateway {
-    snapshot: ArcSwap<Snapshot>,
+    serving: ArcSwap<Serving>,
     pub live: LiveState,
-    pub keys: KeyTable,
     pub store: Arc<dyn KeyStore>,
     pub telemetry: Arc<Telemetry>,
     pub config_path: Option<PathBuf>,
@@ -83,8 +98,11 @@ pub struct Gateway {
     /// Set at shutdown: HTTP/1.1 responses carry `connection: close` from then on.
     draining: AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
-    /// The run-time keys last read from the store (control plane only).
-    runtime_keys: tokio::sync::Mutex<Vec<sluice_store::StoredKey>>,
+    /// The run-time keys last read from the store (control plane only), and which listing
+    /// they came from. Never held across a store call: a stalled store cannot hold up a reload.
+    runtime_keys: std::sync::Mutex<RuntimeKeys>,
+    /// Numbers store listings in the order they start, so a slow one never overwrites a newer.
+    listings: std::sync::atomic::AtomicU64,
     /// Limits set through the admin API (replace a key's or team's configured ones).
     pub runtime_limits: ArcSwap<limits::RuntimeLimits>,
     /// Budget alert webhooks, sent off the request path.
@@ -104,7 +122,17 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// The snapshot current now; a request keeps the one it started with.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
+        self.serving.load().snapshot.clone()
+    }
+
+    /// The snapshot and key table serving now, loaded together (once per request).
+    pub fn serving(&self) -> Arc<Serving> {
+        self.serving.load_full()
+    }
+
+    /// Active keys now.
+    pub fn key_count(&self) -> usize {
+        self.serving.load().keys.len()
     }
 
     /// Whether shutdown has begun (connections are being closed as their requests end).
@@ -116,38 +144,62 @@ impl Gateway {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Swaps in a new snapshot and rebuilds the key table with its YAML keys.
+    /// Swaps in a new snapshot together with a key table of its YAML keys (and the run-time
+    /// keys last read), then re-reads the run-time keys from the store.
     pub async fn install(&self, snapshot: Arc<Snapshot>) {
         if snapshot.config.counts_tokens() {
             // A reload may bring the first token limit: load the tokenizer now, off the workers.
             tokio::task::spawn_blocking(stages::preload_tokenizer);
         }
         self.live.limits.configure(snapshot.config.store.redis.as_ref()).await;
-        self.snapshot.store(snapshot);
+        {
+            // Held while swapping, so a key refresh cannot interleave with an older snapshot.
+            let runtime = self.runtime_keys();
+            self.swap(snapshot, &runtime.keys);
+        }
         if let Err(e) = self.refresh_keys().await {
             tracing::error!(error = %e, "cannot read run-time keys; using the last ones read with the new config keys");
         }
     }
 
-    /// Rebuilds the key table from the current snapshot and the store. Serialized, so two admin
-    /// changes cannot race each other into a stale table. If the store cannot be read, the
-    /// table is still rebuilt — with the current config keys and the last run-time keys read —
-    /// and the error is returned.
+    fn runtime_keys(&self) -> std::sync::MutexGuard<'_, RuntimeKeys> {
+        self.runtime_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Re-reads the run-time keys and rebuilds the key table with the current snapshot. The
+    /// listing that started last wins, so two admin changes cannot race each other into a
+    /// stale table. If the store cannot be read, the table is still rebuilt — with the current
+    /// config keys and the last run-time keys read — and the error is returned.
     pub async fn refresh_keys(&self) -> Result<(), StoreError> {
-        let mut runtime = self.runtime_keys.lock().await;
-        let result = match self.store.list().await {
-            Ok(list) => {
-                *runtime = list;
+        let listing = self.listings.fetch_add(1, Ordering::Relaxed) + 1;
+        let listed = self.store.list().await;
+        let mut runtime = self.runtime_keys();
+        let result = match listed {
+            Ok(list) if listing > runtime.listing => {
+                runtime.listing = listing;
+                runtime.keys = list;
                 Ok(())
             }
+            Ok(_) => Ok(()), // a listing that started later is in already
             Err(e) => Err(e),
         };
-        let shadowed = self.keys.rebuild(&self.snapshot().config.keys, &runtime);
+        let shadowed = self.swap(self.snapshot(), &runtime.keys);
+        drop(runtime);
         for id in shadowed {
             tracing::warn!(key_id = %id, "run-time key ignored: a config-file key uses the same id or key");
         }
-        self.telemetry.metrics.keys.set(self.keys.len() as i64);
         result
+    }
+
+    /// Serves `snapshot` with a key table of its keys and `runtime`; returns the run-time keys
+    /// the config's shadow. Callers hold `runtime_keys`.
+    fn swap(&self, snapshot: Arc<Snapshot>, runtime: &[sluice_store::StoredKey]) -> Vec<String> {
+        let (keys, shadowed) = KeyTable::build(&snapshot.config.keys, runtime);
+        self.telemetry.metrics.keys.set(keys.len() as i64);
+        self.serving.store(Arc::new(Serving { snapshot, keys }));
+        shadowed
     }
 }
 
@@ -275,9 +327,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let live_webhook_client = live.webhook_client();
     let snapshot = live.build(config).await?;
     let gateway = Arc::new(Gateway {
-        snapshot: ArcSwap::from_pointee(snapshot),
+        serving: ArcSwap::from_pointee(Serving {
+            snapshot: Arc::new(snapshot),
+            keys: KeyTable::default(),
+        }),
         live,
-        keys: KeyTable::default(),
         store,
         telemetry,
         config_path: options.config_path.clone(),
@@ -288,7 +342,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         reload_lock: tokio::sync::Mutex::new(()),
-        runtime_keys: tokio::sync::Mutex::new(Vec::new()),
+        runtime_keys: std::sync::Mutex::new(RuntimeKeys::default()),
+        listings: std::sync::atomic::AtomicU64::new(0),
         runtime_limits: ArcSwap::from_pointee(limits::RuntimeLimits::default()),
         alerts: alerts::AlertSender::start(live_webhook_client),
         ledger,

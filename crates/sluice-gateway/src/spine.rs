@@ -18,16 +18,16 @@ use hyper::body::Incoming;
 use serde_json::json;
 use sluice_providers::{ClientHeaders, Endpoint, InboundRequest, Usage, Wire};
 
-use crate::Gateway;
 use crate::body::ResponseBody;
 use crate::dispatch::Upstream;
 use crate::error::{ErrorKind, GatewayError};
 use crate::finish::Finish;
-use crate::keys::Caller;
+use crate::keys::{Caller, KeyTable};
 use crate::relay::Relay;
 use crate::routing::{self, RouteInput};
 use crate::stages;
 use crate::state::Snapshot;
+use crate::{Gateway, Serving};
 
 /// What the walk decided to send, before the response (and its finish) is assembled.
 /// (A `Reply` lives for one return and moves once into the response body; boxing the relay
@@ -82,7 +82,8 @@ enum Api {
 }
 
 async fn api(gw: Arc<Gateway>, req: Request<Incoming>, endpoint: &'static str, api: Api) -> Response<ResponseBody> {
-    let snap = gw.snapshot();
+    let serving = gw.serving();
+    let snap = &serving.snapshot;
     let request_id = request_id(req.headers());
     let mut finish = Finish::new(gw.telemetry.clone(), request_id, endpoint, snap.version.clone());
     let wire = match api {
@@ -90,9 +91,9 @@ async fn api(gw: Arc<Gateway>, req: Request<Incoming>, endpoint: &'static str, a
         _ => Wire::OpenAi,
     };
     let result = match api {
-        Api::Models => list_models(&gw, &snap, &req, &mut finish),
-        Api::Model => one_model(&gw, &snap, &req, &mut finish),
-        Api::Infer(e) => walk(&gw, &snap, req, e, &mut finish).await,
+        Api::Models => list_models(&serving, &req, &mut finish),
+        Api::Model => one_model(&serving, &req, &mut finish),
+        Api::Infer(e) => walk(&gw, &serving, req, e, &mut finish).await,
     };
     match result {
         Ok(reply) => respond(reply, finish),
@@ -107,14 +108,15 @@ async fn api(gw: Arc<Gateway>, req: Request<Incoming>, endpoint: &'static str, a
 /// The request's walk.
 async fn walk(
     gw: &Gateway,
-    snap: &Snapshot,
+    serving: &Serving,
     req: Request<Incoming>,
     endpoint: Endpoint,
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
     let (parts, body) = req.into_parts();
+    let snap: &Snapshot = &serving.snapshot;
 
-    let caller = authenticate(gw, &parts.headers, finish)?;
+    let caller = authenticate(&serving.keys, &parts.headers, finish)?;
 
     let body = read_body(body, &parts.headers, &snap.config.server).await?;
     let mut inbound = InboundRequest::parse(endpoint, body)?;
@@ -433,8 +435,8 @@ fn new_request_id() -> String {
 }
 
 /// Stage 1 of every API request: who is calling, recorded for finish.
-fn authenticate(gw: &Gateway, headers: &HeaderMap, finish: &mut Finish) -> Result<Arc<Caller>, GatewayError> {
-    let caller = gw.keys.authenticate(headers, Utc::now())?;
+fn authenticate(keys: &KeyTable, headers: &HeaderMap, finish: &mut Finish) -> Result<Arc<Caller>, GatewayError> {
+    let caller = keys.authenticate(headers, Utc::now())?;
     finish.set_caller(&caller);
     Ok(caller)
 }
@@ -451,14 +453,10 @@ fn model_object(name: &str) -> serde_json::Value {
     json!({ "id": name, "object": "model", "created": 0, "owned_by": "sluice" })
 }
 
-fn list_models(
-    gw: &Gateway,
-    snap: &Snapshot,
-    req: &Request<Incoming>,
-    finish: &mut Finish,
-) -> Result<Reply, GatewayError> {
-    let caller = authenticate(gw, req.headers(), finish)?;
-    let data: Vec<_> = snap
+fn list_models(serving: &Serving, req: &Request<Incoming>, finish: &mut Finish) -> Result<Reply, GatewayError> {
+    let caller = authenticate(&serving.keys, req.headers(), finish)?;
+    let data: Vec<_> = serving
+        .snapshot
         .models
         .iter()
         .filter(|m| caller.may_use_model(&m.name))
@@ -467,15 +465,10 @@ fn list_models(
     Ok(ok_json(&json!({ "object": "list", "data": data })))
 }
 
-fn one_model(
-    gw: &Gateway,
-    snap: &Snapshot,
-    req: &Request<Incoming>,
-    finish: &mut Finish,
-) -> Result<Reply, GatewayError> {
-    let caller = authenticate(gw, req.headers(), finish)?;
+fn one_model(serving: &Serving, req: &Request<Incoming>, finish: &mut Finish) -> Result<Reply, GatewayError> {
+    let caller = authenticate(&serving.keys, req.headers(), finish)?;
     let name = req.uri().path().trim_start_matches("/v1/models/");
-    match snap.model(name) {
+    match serving.snapshot.model(name) {
         Some((_, m)) if caller.may_use_model(&m.name) => Ok(ok_json(&model_object(&m.name))),
         _ => Err(GatewayError::new(
             ErrorKind::NotFound,

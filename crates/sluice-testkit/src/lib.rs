@@ -12,6 +12,7 @@
 pub mod instances;
 mod scripted;
 pub mod services;
+pub mod valve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -133,3 +133,63 @@ async fn the_file_watcher_reloads_and_live_state_survives() {
         (json!(2), json!(2))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_removed_from_the_file_stops_with_the_reload_even_while_the_store_stalls() {
+    let pg = sluice_testkit::services::PostgresServer::start();
+    let valve = sluice_testkit::valve::Valve::start(([127, 0, 0, 1], pg.port).into()).await;
+    let mock = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "store:\n  sqlite_path: \"{}\"\n  postgres_url: \"postgres://postgres@{}/postgres\"\n",
+        dir.path().join("unused.db").display(),
+        valve.addr
+    );
+    let with_limited = format!("{store}{}", config_with(&mock));
+    let without: String = with_limited
+        .lines()
+        .filter(|l| !l.contains("id: limited"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let gw = Arc::new(TestGateway::start_in(&with_limited, dir).await);
+    assert_eq!(gw.chat(LIMITED_KEY, &body("other", json!({}))).await.status, 200);
+
+    // The store stops answering; the file loses the key; a reload starts (and waits on the
+    // store for the run-time keys, up to its pool's acquire timeout).
+    let before = gw.version().await;
+    valve.shut();
+    gw.write_config(&without);
+    let reload = {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.admin(Method::POST, "/admin/reload", None).await })
+    };
+    // Once the new config serves, the key it removed must fail: never the new config with the
+    // old keys.
+    let mut status = 0;
+    for _ in 0..400 {
+        let serving = gw.version().await;
+        status = gw.chat(LIMITED_KEY, &body("other", json!({}))).await.status.as_u16();
+        assert!(
+            serving == before || status == 401,
+            "the new config served the key it removed ({status})"
+        );
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        status, 401,
+        "the removed key stopped with the new config, store or no store"
+    );
+    assert_eq!(gw.chat(KEY, &body("chat", json!({}))).await.status, 200);
+
+    valve.open();
+    let r = tokio::time::timeout(Duration::from_secs(30), reload)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.chat(LIMITED_KEY, &body("other", json!({}))).await.status, 401);
+    assert_eq!(gw.chat(KEY, &body("chat", json!({}))).await.status, 200);
+}

@@ -500,11 +500,12 @@ pub struct FallbackConfig {
     pub response: Option<String>,
 }
 
-/// A prediction route's contract (schemas already checked to compile).
+/// A prediction route's contract. The schemas are compiled when the config is validated and
+/// kept compiled: a route can never lose its checks to a second compilation.
 #[derive(Debug, Clone, Default)]
 pub struct PredictionConfig {
-    pub request_schema: Option<serde_json::Value>,
-    pub response_schema: Option<serde_json::Value>,
+    pub request_schema: Option<std::sync::Arc<jsonschema::Validator>>,
+    pub response_schema: Option<std::sync::Arc<jsonschema::Validator>>,
     pub request_transform: Option<serde_json::Value>,
     pub response_transform: Option<serde_json::Value>,
 }

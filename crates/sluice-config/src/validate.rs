@@ -683,23 +683,23 @@ fn route(
                 "a prediction route names the model alias it serves",
             );
         }
-        for (name, schema) in [
-            ("request_schema", &p.value.request_schema),
-            ("response_schema", &p.value.response_schema),
-        ] {
-            if let Some(s) = schema
-                && let Err(e) = jsonschema::validator_for(s)
-            {
-                errs.push(
-                    format!("{path}.prediction.{name}"),
-                    Some(p),
-                    format!("not a valid JSON Schema: {e}"),
-                );
+        let mut compile = |name: &str, schema: &Option<serde_json::Value>| {
+            let schema = schema.as_ref()?;
+            match jsonschema::validator_for(schema) {
+                Ok(v) => Some(std::sync::Arc::new(v)),
+                Err(e) => {
+                    errs.push(
+                        format!("{path}.prediction.{name}"),
+                        Some(p),
+                        format!("not a valid JSON Schema: {e}"),
+                    );
+                    None
+                }
             }
-        }
+        };
         PredictionConfig {
-            request_schema: p.value.request_schema.clone(),
-            response_schema: p.value.response_schema.clone(),
+            request_schema: compile("request_schema", &p.value.request_schema),
+            response_schema: compile("response_schema", &p.value.response_schema),
             request_transform: p.value.request_transform.clone(),
             response_transform: p.value.response_transform.clone(),
         }

@@ -10,35 +10,31 @@
 //! "desc": bool}}`; `{"$take": {"of": array, "n": count}}`; `{"$len": array}`. Everything else
 //! is copied, with its parts evaluated.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use sluice_config::PredictionConfig;
 
 use crate::error::{ErrorKind, GatewayError};
 
-/// A prediction route's schemas (compiled once per config) and templates.
+/// A prediction route's schemas (compiled when its config was validated) and templates.
 #[derive(Debug)]
 pub struct Prediction {
-    request_schema: Option<jsonschema::Validator>,
-    response_schema: Option<jsonschema::Validator>,
+    request_schema: Option<Arc<jsonschema::Validator>>,
+    response_schema: Option<Arc<jsonschema::Validator>>,
     request_transform: Option<Value>,
     response_transform: Option<Value>,
 }
 
 impl Prediction {
-    /// Compiles the route's schemas; they were already checked when the config was validated.
-    pub fn compile(c: &PredictionConfig) -> Option<Prediction> {
-        let compile = |s: &Option<Value>| -> Option<Option<jsonschema::Validator>> {
-            match s {
-                None => Some(None),
-                Some(v) => jsonschema::validator_for(v).ok().map(Some),
-            }
-        };
-        Some(Prediction {
-            request_schema: compile(&c.request_schema)?,
-            response_schema: compile(&c.response_schema)?,
+    /// The route's contract, as its validated config holds it (schemas already compiled).
+    pub fn new(c: &PredictionConfig) -> Prediction {
+        Prediction {
+            request_schema: c.request_schema.clone(),
+            response_schema: c.response_schema.clone(),
             request_transform: c.request_transform.clone(),
             response_transform: c.response_transform.clone(),
-        })
+        }
     }
 
     /// Checks the caller's request and builds the model server's input.

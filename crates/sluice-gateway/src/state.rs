@@ -456,8 +456,7 @@ impl LiveState {
                 prediction: r
                     .prediction
                     .as_ref()
-                    .and_then(crate::predict::Prediction::compile)
-                    .map(Arc::new),
+                    .map(|p| Arc::new(crate::predict::Prediction::new(p))),
                 retry_budget: self.budget(&r.name),
                 queue: self.queue(&r.name),
             })

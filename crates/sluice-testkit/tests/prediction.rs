@@ -148,6 +148,32 @@ async fn a_request_outside_the_schema_is_a_400_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_reload_with_a_schema_that_does_not_compile_is_refused_and_the_checks_stay() {
+    let (mock, gw) = setup().await;
+    let before = gw.version().await;
+    // `minLength` must be a number: the schema does not compile.
+    let broken = config(&mock).replace(
+        "user_id: { type: string, minLength: 1 }",
+        "user_id: { type: string, minLength: one }",
+    );
+    assert_ne!(broken, config(&mock));
+    gw.write_config(&broken);
+    let r = gw.admin(http::Method::POST, "/admin/reload", None).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("request_schema"), "{}", r.text());
+    assert_eq!(gw.version().await, before, "the old config keeps serving");
+    let r = gw
+        .post(
+            "/v1/predict/recommender",
+            KEY,
+            &json!({"user_id": "", "candidates": ["a"]}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "still checked: {}", r.text());
+    assert_eq!(r.error_code(), "invalid_prediction_request");
+}
+
+#[tokio::test]
 async fn an_answer_outside_the_schema_is_a_typed_502_never_passed_on() {
     // A model server whose answers break the tensor contract.
     let mock = mock_with(sluice_mock::MockConfig {

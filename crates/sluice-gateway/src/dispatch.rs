@@ -8,13 +8,15 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use sluice_config::Price;
 use sluice_providers::adapter::{AdapterError, ResponseFault, Target};
 use sluice_providers::eventstream::Framing;
 use sluice_providers::{ErrorClass, InboundRequest, ParamPolicy, StreamTranslator, Usage};
 
 use crate::error::{ErrorKind, GatewayError};
-use crate::finish::{AttemptRecord, Finish};
-use crate::health::{InFlight, Outcome};
+use crate::failure::Failure;
+use crate::finish::AttemptRecord;
+use crate::health::{InFlight, Outcome, ProbeSlot};
 use crate::routing::Decision;
 use crate::state::{DeploymentRuntime, Snapshot};
 
@@ -41,16 +43,30 @@ pub enum Upstream {
     },
 }
 
-/// Outcome of one attempt that did not succeed.
-struct Failure {
+/// One attempt that did not succeed: how, the error the caller would see, and what the
+/// upstream said about its status and a pause.
+struct Failed {
+    failure: Failure,
     error: GatewayError,
-    retryable: bool,
-    outcome: &'static str,
     status: Option<u16>,
-    /// What it says about the deployment's health.
-    health: Outcome,
     /// The upstream asked for a pause (`Retry-After`, seconds).
     retry_after: Option<u64>,
+}
+
+impl Failed {
+    fn new(failure: Failure, error: GatewayError) -> Failed {
+        Failed {
+            error: error.with_failure(failure),
+            failure,
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    fn at(mut self, status: StatusCode) -> Failed {
+        self.status = Some(status.as_u16());
+        self
+    }
 }
 
 /// Full-jitter exponential backoff before retry `n` (1-based), never past the deadline.
@@ -73,21 +89,46 @@ pub struct Attempting<'a> {
     pub region: Option<&'a str>,
     /// A fallback alias would take over at capacity: do not wait for a place, spill over.
     pub spill: bool,
+    pub request_id: &'a str,
 }
 
+/// What one alias's attempts loop did, however it ended: its answer or error, each attempt,
+/// and the time spent. The spine hands it to finish; nothing here writes into the request's
+/// record.
+#[derive(Default)]
+pub struct Dispatched {
+    pub attempts: Vec<AttemptRecord>,
+    /// Time spent in attempts (waiting on upstreams).
+    pub upstream_time: Duration,
+    /// Time spent waiting for a place on a deployment at its concurrency limit.
+    pub capacity_wait: Duration,
+    /// A deployment answered (with `price`).
+    pub answered: bool,
+    pub price: Option<Price>,
+}
+
+/// The attempts loop of one alias: pick, send, classify, retry what may be retried.
 pub async fn attempts(
     snap: &Snapshot,
     decision: &Decision<'_>,
     inbound: &InboundRequest,
-    finish: &mut Finish,
     deadline: Instant,
     how: Attempting<'_>,
+) -> (Result<Upstream, GatewayError>, Dispatched) {
+    let mut done = Dispatched::default();
+    let result = attempts_loop(snap, decision, inbound, deadline, how, &mut done).await;
+    (result, done)
+}
+
+async fn attempts_loop(
+    snap: &Snapshot,
+    decision: &Decision<'_>,
+    inbound: &InboundRequest,
+    deadline: Instant,
+    how: Attempting<'_>,
+    done: &mut Dispatched,
 ) -> Result<Upstream, GatewayError> {
-    let Attempting {
-        telemetry,
-        region,
-        spill,
-    } = how;
+    let telemetry = how.telemetry;
     let policy = &decision.route.config.policy;
     let breaker = &snap.config.breaker;
     let budget = &decision.route.retry_budget;
@@ -97,7 +138,6 @@ pub async fn attempts(
     let mut tried: Vec<usize> = Vec::with_capacity(max);
     // Waiting for a deployment's place (concurrency limits) ends at this time, once set.
     let mut capacity_until: Option<Instant> = None;
-    let mut full = false;
     for attempt in 0..max {
         if attempt > 0 {
             if !budget.withdraw(&policy.retry, Instant::now()) {
@@ -118,83 +158,36 @@ pub async fn attempts(
         if now >= deadline {
             break;
         }
-        let geo = region.map(|r| (r, &snap.config.geo));
-        let picked = loop {
-            match decision
-                .model
-                .pick(&snap.deployments, &tried, breaker, Instant::now(), geo)
-            {
-                // Another request may have taken the last place since the pick looked.
-                Some((i, probe)) => match snap.deployments[i].health.try_start() {
-                    Some(inflight) => break Some((i, inflight, probe)),
-                    None => continue,
-                },
-                None if !at_capacity(snap, decision) => break None,
-                // A fallback alias takes over at once.
-                None if spill => {
-                    full = true;
-                    break None;
-                }
-                None => {
-                    let until = *capacity_until.get_or_insert_with(|| {
-                        let wait = decision
-                            .route
-                            .config
-                            .queue
-                            .as_ref()
-                            .map_or(CAPACITY_WAIT, |q| q.timeout);
-                        deadline.min(Instant::now() + wait)
-                    });
-                    let waiting = Instant::now();
-                    let freed = capacity_freed(snap, decision, until).await;
-                    finish.add_queue_wait(waiting.elapsed());
-                    if !freed {
-                        full = true;
-                        break None;
+        let picked = match pick(snap, decision, &tried, deadline, how, &mut capacity_until, done).await {
+            Picked::Deployment(picked) => picked,
+            Picked::AtCapacity => {
+                last = Some(at_capacity_error());
+                break;
+            }
+            Picked::NoneHealthy => {
+                // Every deployment is out (breakers, Retry-After pauses): wait for the first to
+                // come back if that is within the deadline, else give up.
+                let back = decision
+                    .model
+                    .deployments
+                    .iter()
+                    .filter_map(|&d| snap.deployments[d].health.open_until())
+                    .min();
+                match back {
+                    Some(t) if t < deadline && attempt + 1 < max => {
+                        tokio::time::sleep_until(t.into()).await;
+                        continue;
+                    }
+                    _ => {
+                        last.get_or_insert_with(|| no_healthy_error(back, now));
+                        break;
                     }
                 }
             }
         };
-        if full {
-            last = Some(
-                GatewayError::new(
-                    ErrorKind::Unavailable,
-                    "deployments_at_capacity",
-                    "Every deployment of this model is at its concurrency limit.",
-                )
-                .with_retry_after(Some(1)),
-            );
-            break;
-        }
         // A half-open breaker's probe slot is held for this attempt and given back however it
         // ends (an outcome, a neutral answer, or this future dropped with the client gone).
-        let Some((index, inflight, probe)) = picked else {
-            // Every deployment is out (breakers, Retry-After pauses): wait for the first to
-            // come back if that is within the deadline, else give up.
-            let back = decision
-                .model
-                .deployments
-                .iter()
-                .filter_map(|&d| snap.deployments[d].health.open_until())
-                .min();
-            match back {
-                Some(t) if t < deadline && attempt + 1 < max => {
-                    tokio::time::sleep_until(t.into()).await;
-                    continue;
-                }
-                _ => {
-                    last.get_or_insert_with(|| {
-                        GatewayError::new(
-                            ErrorKind::UpstreamUnavailable,
-                            "no_healthy_deployment",
-                            "Every deployment of this model is out of service (circuit open or paused by the upstream).",
-                        )
-                        .with_retry_after(back.map(|t| t.saturating_duration_since(now).as_secs().max(1)))
-                    });
-                    break;
-                }
-            }
-        };
+        let (index, inflight, probe) = picked;
         tried.push(index);
         let dep = &snap.deployments[index];
         if attempt > 0
@@ -208,47 +201,43 @@ pub async fn attempts(
             tokio::time::sleep_until(until.into()).await;
         }
         let started = Instant::now();
-        let result = attempt_once(dep, decision, inbound, finish.request_id(), deadline).await;
+        let result = attempt_once(dep, decision, inbound, how.request_id, deadline).await;
         let elapsed = started.elapsed();
+        done.upstream_time += elapsed;
+        let outcome = result
+            .as_ref()
+            .map_or_else(|f| f.failure.health(), |_| Outcome::Success);
+        let t = dep.health.record(breaker, outcome, elapsed, Instant::now());
+        drop(probe);
+        telemetry.breaker(&dep.name, t);
         match result {
             Ok(mut up) => {
-                let t = dep.health.record(breaker, Outcome::Success, elapsed, Instant::now());
-                drop(probe);
-                telemetry.breaker(&dep.name, t);
                 if let Upstream::Stream { inflight: slot, .. } = &mut up {
                     // A stream stays in flight until it ends.
                     *slot = Some(inflight);
                 }
-                finish.set_price(dep.price, &snap.currency);
-                finish.add_attempt(
-                    AttemptRecord {
-                        deployment: dep.name.clone(),
-                        outcome: "ok",
-                        status: Some(200),
-                        ms: ms(elapsed),
-                    },
-                    elapsed,
-                );
+                done.answered = true;
+                done.price = dep.price;
+                done.attempts.push(AttemptRecord {
+                    deployment: dep.name.clone(),
+                    outcome: "ok",
+                    status: Some(200),
+                    ms: ms(elapsed),
+                });
                 return Ok(up);
             }
             Err(f) => {
                 drop(inflight);
-                let t = dep.health.record(breaker, f.health, elapsed, Instant::now());
-                drop(probe);
-                telemetry.breaker(&dep.name, t);
                 if let Some(s) = f.retry_after {
                     dep.health.pause(Instant::now() + Duration::from_secs(s));
                 }
-                finish.add_attempt(
-                    AttemptRecord {
-                        deployment: dep.name.clone(),
-                        outcome: f.outcome,
-                        status: f.status,
-                        ms: ms(elapsed),
-                    },
-                    elapsed,
-                );
-                let again = f.retryable && attempt + 1 < max;
+                done.attempts.push(AttemptRecord {
+                    deployment: dep.name.clone(),
+                    outcome: f.failure.label(),
+                    status: f.status,
+                    ms: ms(elapsed),
+                });
+                let again = f.failure.retryable() && attempt + 1 < max;
                 last = Some(f.error);
                 if !again {
                     break;
@@ -256,17 +245,87 @@ pub async fn attempts(
             }
         }
     }
-    let mut err = last.unwrap_or_else(|| {
+    Err(last.unwrap_or_else(|| {
         GatewayError::new(
             ErrorKind::UpstreamTimeout,
             "upstream_timeout",
             "The request ran out of time before an upstream answered.",
         )
-    });
-    if finish.attempts() > 1 {
-        err.no_retry = true; // the gateway already retried; SDKs should not multiply that
+        .with_failure(Failure::OutOfTime)
+    }))
+}
+
+/// The next attempt's deployment, with its place in flight and its probe slot.
+enum Picked {
+    Deployment((usize, InFlight, ProbeSlot)),
+    /// Every deployment is at its concurrency limit, and no place freed in time.
+    AtCapacity,
+    /// Every deployment is out (breakers, pauses).
+    NoneHealthy,
+}
+
+async fn pick(
+    snap: &Snapshot,
+    decision: &Decision<'_>,
+    tried: &[usize],
+    deadline: Instant,
+    how: Attempting<'_>,
+    capacity_until: &mut Option<Instant>,
+    done: &mut Dispatched,
+) -> Picked {
+    let geo = how.region.map(|r| (r, &snap.config.geo));
+    loop {
+        match decision
+            .model
+            .pick(&snap.deployments, tried, &snap.config.breaker, Instant::now(), geo)
+        {
+            // Another request may have taken the last place since the pick looked.
+            Some((i, probe)) => match snap.deployments[i].health.try_start() {
+                Some(inflight) => return Picked::Deployment((i, inflight, probe)),
+                None => continue,
+            },
+            None if !at_capacity(snap, decision) => return Picked::NoneHealthy,
+            // A fallback alias takes over at once.
+            None if how.spill => return Picked::AtCapacity,
+            None => {
+                let until = *capacity_until.get_or_insert_with(|| {
+                    let wait = decision
+                        .route
+                        .config
+                        .queue
+                        .as_ref()
+                        .map_or(CAPACITY_WAIT, |q| q.timeout);
+                    deadline.min(Instant::now() + wait)
+                });
+                let waiting = Instant::now();
+                let freed = capacity_freed(snap, decision, until).await;
+                done.capacity_wait += waiting.elapsed();
+                if !freed {
+                    return Picked::AtCapacity;
+                }
+            }
+        }
     }
-    Err(err)
+}
+
+fn at_capacity_error() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Unavailable,
+        "deployments_at_capacity",
+        "Every deployment of this model is at its concurrency limit.",
+    )
+    .with_retry_after(Some(1))
+    .with_failure(Failure::AtCapacity)
+}
+
+fn no_healthy_error(back: Option<Instant>, now: Instant) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::UpstreamUnavailable,
+        "no_healthy_deployment",
+        "Every deployment of this model is out of service (circuit open or paused by the upstream).",
+    )
+    .with_retry_after(back.map(|t| t.saturating_duration_since(now).as_secs().max(1)))
+    .with_failure(Failure::NoHealthyDeployment)
 }
 
 /// How long a request waits for a place on a deployment at its concurrency limit when its route
@@ -344,7 +403,7 @@ async fn attempt_once(
     inbound: &InboundRequest,
     request_id: &str,
     deadline: Instant,
-) -> Result<Upstream, Failure> {
+) -> Result<Upstream, Failed> {
     let policy = &decision.route.config.policy;
     let target = Target {
         base_url: &dep.base_url,
@@ -358,69 +417,56 @@ async fn attempt_once(
         api_version: dep.api_version.as_deref(),
         aws: dep.aws.as_ref(),
     };
-    let request = dep.adapter.build_request(inbound, &target).map_err(|e| {
-        let error = match e {
-            AdapterError::Request(e) => GatewayError::from(e),
-            AdapterError::Unsupported(what) => GatewayError::bad_request(
+    let request = dep.adapter.build_request(inbound, &target).map_err(|e| match e {
+        AdapterError::Request(e) => Failed::new(Failure::Unsupported, GatewayError::from(e)),
+        AdapterError::Unsupported(what) => Failed::new(
+            Failure::Unsupported,
+            GatewayError::bad_request(
                 "unsupported_endpoint",
                 format!(
                     "The model this route selected ({}) cannot serve the {what} endpoint.",
                     decision.model.name
                 ),
             ),
-            e => GatewayError::internal(format!("cannot build the upstream request: {e}")),
-        };
-        Failure {
-            retryable: false,
-            outcome: if error.kind == ErrorKind::BadRequest {
-                "refused"
-            } else {
-                "internal"
-            },
-            error,
-            status: None,
-            health: Outcome::Neutral,
-            retry_after: None,
-        }
+        ),
+        e => Failed::new(
+            Failure::Internal,
+            GatewayError::internal(format!("cannot build the upstream request: {e}")),
+        ),
     })?;
     let left = deadline.saturating_duration_since(Instant::now());
     let first_byte = policy.first_byte_timeout.min(left);
     let client = decision.route.client(dep.http2_prior_knowledge);
     let response = match tokio::time::timeout(first_byte, client.request(request.map(Full::new))).await {
         Err(_) => {
-            return Err(Failure {
-                error: GatewayError::new(
+            return Err(Failed::new(
+                Failure::Timeout,
+                GatewayError::new(
                     ErrorKind::UpstreamTimeout,
                     "upstream_timeout",
                     "The upstream did not answer in time.",
                 ),
-                retryable: true,
-                outcome: "timeout",
-                status: None,
-                health: Outcome::Failure,
-                retry_after: None,
-            });
+            ));
         }
-        Ok(Err(e)) => {
-            let (code, msg) = if e.is_connect() {
-                (
+        Ok(Err(e)) if e.is_connect() => {
+            return Err(Failed::new(
+                Failure::Connect,
+                GatewayError::new(
+                    ErrorKind::UpstreamUnavailable,
                     "upstream_connect_failed",
                     "The gateway could not connect to the upstream.",
-                )
-            } else {
-                (
+                ),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err(Failed::new(
+                Failure::Connection,
+                GatewayError::new(
+                    ErrorKind::UpstreamUnavailable,
                     "upstream_connection_error",
                     "The upstream connection failed before a response.",
-                )
-            };
-            return Err(Failure {
-                error: GatewayError::new(ErrorKind::UpstreamUnavailable, code, msg),
-                retryable: true,
-                outcome: "connect_error",
-                status: None,
-                health: Outcome::Failure,
-                retry_after: None,
-            });
+                ),
+            ));
         }
         Ok(Ok(r)) => r,
     };
@@ -459,32 +505,26 @@ async fn attempt_once(
     let left = deadline.saturating_duration_since(Instant::now());
     let bytes = match tokio::time::timeout(left, Limited::new(body, limit).collect()).await {
         Err(_) => {
-            return Err(Failure {
-                error: GatewayError::new(
+            return Err(Failed::new(
+                Failure::BodyTimeout,
+                GatewayError::new(
                     ErrorKind::UpstreamTimeout,
                     "upstream_timeout",
                     "The upstream response did not finish in time.",
                 ),
-                retryable: false,
-                outcome: "timeout",
-                status: Some(status.as_u16()),
-                health: Outcome::Failure,
-                retry_after: None,
-            });
+            )
+            .at(status));
         }
         Ok(Err(_)) => {
-            return Err(Failure {
-                error: GatewayError::new(
+            return Err(Failed::new(
+                Failure::Dropped,
+                GatewayError::new(
                     ErrorKind::UpstreamUnavailable,
                     "upstream_connection_error",
                     "The upstream connection failed while sending the response.",
                 ),
-                retryable: false,
-                outcome: "dropped",
-                status: Some(status.as_u16()),
-                health: Outcome::Failure,
-                retry_after: None,
-            });
+            )
+            .at(status));
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
@@ -497,29 +537,23 @@ async fn attempt_once(
                 body: out.body,
                 usage: out.usage,
             }),
-            Err(ResponseFault::Malformed(e)) => Err(Failure {
-                error: GatewayError::new(
+            Err(ResponseFault::Malformed(e)) => Err(Failed::new(
+                Failure::Malformed,
+                GatewayError::new(
                     ErrorKind::UpstreamRejected,
                     "upstream_malformed_response",
                     e.to_string(),
                 ),
-                retryable: false,
-                outcome: "malformed",
-                status: Some(status.as_u16()),
-                health: Outcome::Failure,
-                retry_after: None,
-            }),
+            )
+            .at(status)),
             Err(ResponseFault::Refused { class, message }) => {
                 let secrets: Vec<&str> = dep.api_key.iter().map(|s| s.expose()).collect();
                 let message = sluice_providers::scrub_credentials(&message, &secrets).into_owned();
-                Err(Failure {
-                    error: upstream_error(class, StatusCode::BAD_REQUEST, Some(message), None),
-                    retryable: class.is_retryable(),
-                    outcome: class.as_str(),
-                    status: Some(status.as_u16()),
-                    health: health_of(class),
-                    retry_after: None,
-                })
+                Err(Failed::new(
+                    Failure::Upstream(class),
+                    upstream_error(class, StatusCode::BAD_REQUEST, Some(message), None),
+                )
+                .at(status))
             }
         };
     }
@@ -527,26 +561,10 @@ async fn attempt_once(
     let class = dep.adapter.classify_error(status, &bytes);
     let secrets: Vec<&str> = dep.api_key.iter().map(|s| s.expose()).collect();
     let message = dep.adapter.error_message(&bytes, &secrets);
-    Err(Failure {
-        error: upstream_error(class, status, message, retry_after(&parts.headers)),
-        retryable: class.is_retryable(),
-        outcome: class.as_str(),
-        status: Some(status.as_u16()),
-        health: health_of(class),
-        retry_after: retry_after(&parts.headers),
-    })
-}
-
-/// What an upstream error class says about the deployment's health.
-fn health_of(class: ErrorClass) -> Outcome {
-    match class {
-        ErrorClass::Server
-        | ErrorClass::Overloaded
-        | ErrorClass::Auth
-        | ErrorClass::NotFound
-        | ErrorClass::QuotaExceeded => Outcome::Failure,
-        _ => Outcome::Neutral,
-    }
+    let pause = retry_after(&parts.headers);
+    let mut failed = Failed::new(Failure::Upstream(class), upstream_error(class, status, message, pause)).at(status);
+    failed.retry_after = pause;
+    Err(failed)
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<u64> {
@@ -613,7 +631,7 @@ fn upstream_error(
         )
         .no_retry(),
         ErrorClass::RateLimited => GatewayError::new(
-            ErrorKind::RateLimited,
+            ErrorKind::UpstreamRateLimited,
             "upstream_rate_limited",
             msg("The upstream is rate limiting requests."),
         )

@@ -14,8 +14,11 @@ pub enum ErrorKind {
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    /// The gateway's own limits refused the request.
     RateLimited,
     GuardrailBlocked,
+    /// The upstream refused the request under its rate limit (429).
+    UpstreamRateLimited,
     UpstreamTimeout,
     /// The upstream could not be reached, dropped us, or answered with a server error.
     UpstreamUnavailable,
@@ -51,6 +54,9 @@ pub struct GatewayError {
     pub no_retry: bool,
     /// Where the caller's limits stand, for `x-ratelimit-*` headers on a refusal.
     pub rate: Option<Box<crate::limits::RateInfo>>,
+    /// How the upstream attempt failed, when that is what this error reports: what the
+    /// fallback chain reads.
+    pub failure: Option<crate::failure::Failure>,
 }
 
 impl GatewayError {
@@ -64,7 +70,12 @@ impl GatewayError {
             retry_after: None,
             no_retry: false,
             rate: None,
+            failure: None,
         }
+    }
+    pub fn with_failure(mut self, failure: crate::failure::Failure) -> Self {
+        self.failure = Some(failure);
+        self
     }
     pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
         self.param = Some(param.into());
@@ -97,7 +108,7 @@ impl GatewayError {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimited | ErrorKind::UpstreamRateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamRejected => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamOverloaded | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -115,6 +126,7 @@ impl GatewayError {
             | ErrorKind::GuardrailBlocked
             | ErrorKind::RateLimited => Origin::Client,
             ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamRateLimited
             | ErrorKind::UpstreamUnavailable
             | ErrorKind::UpstreamRejected
             | ErrorKind::UpstreamOverloaded => Origin::Upstream,
@@ -131,6 +143,7 @@ impl GatewayError {
             ErrorKind::NotFound => "not_found",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::UpstreamRateLimited => "upstream_rate_limited",
             ErrorKind::GuardrailBlocked => "guardrail_blocked",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
@@ -149,7 +162,7 @@ impl GatewayError {
             }
             ErrorKind::Unauthenticated => "authentication_error",
             ErrorKind::Forbidden => "permission_error",
-            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::RateLimited | ErrorKind::UpstreamRateLimited => "rate_limit_error",
             _ => "server_error",
         }
     }

@@ -180,8 +180,7 @@ impl Finish {
         }
     }
 
-    pub fn add_attempt(&mut self, attempt: AttemptRecord, upstream_time: Duration) {
-        self.upstream += upstream_time;
+    fn add_attempt(&mut self, attempt: AttemptRecord) {
         self.telemetry
             .metrics
             .attempts
@@ -193,6 +192,21 @@ impl Finish {
         if let Some(r) = self.record() {
             r.deployment = Some(attempt.deployment.clone());
             r.attempts.push(attempt);
+        }
+    }
+
+    /// What an alias's attempts loop did: its attempts, the time they took, the wait for a
+    /// place on a full deployment, and the answering deployment's price.
+    pub fn add_dispatch(&mut self, d: crate::dispatch::Dispatched, currency: &Arc<str>) {
+        self.upstream += d.upstream_time;
+        if !d.capacity_wait.is_zero() {
+            self.add_queue_wait(d.capacity_wait);
+        }
+        for a in d.attempts {
+            self.add_attempt(a);
+        }
+        if d.answered {
+            self.set_price(d.price, currency);
         }
     }
 

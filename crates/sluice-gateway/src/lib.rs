@@ -13,6 +13,7 @@ pub mod degrade;
 pub mod dispatch;
 pub mod edge;
 pub mod error;
+pub mod failure;
 pub mod fallback;
 pub mod finish;
 pub mod health;

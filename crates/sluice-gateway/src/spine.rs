@@ -19,12 +19,14 @@ use serde_json::json;
 use sluice_providers::{ClientHeaders, Endpoint, InboundRequest, Usage, Wire};
 
 use crate::body::ResponseBody;
-use crate::dispatch::Upstream;
+use crate::dispatch::{self, Upstream};
 use crate::error::{ErrorKind, GatewayError};
+use crate::fallback;
 use crate::finish::Finish;
 use crate::keys::{Caller, KeyTable};
+use crate::limits::Need;
 use crate::relay::Relay;
-use crate::routing::{self, RouteInput};
+use crate::routing::{self, Decision, RouteInput};
 use crate::stages;
 use crate::state::Snapshot;
 use crate::{Gateway, Serving};
@@ -186,7 +188,21 @@ async fn walk(
         parts.headers.get(geo.header.as_str()).and_then(|v| v.to_str().ok()),
         parts.extensions.get::<crate::edge::ClientIp>().map(|c| c.0),
     );
-    let upstream = crate::fallback::attempts(gw, snap, &decision, &caller, &inbound, finish, deadline, region).await?;
+    let chain = &decision.route.config.fallback;
+    let spill = !chain.models.is_empty();
+    let how = attempting(gw, region, spill, chain, finish.request_id());
+    let (first, done) = dispatch::attempts(snap, &decision, &inbound, deadline, how).await;
+    finish.add_dispatch(done, &snap.currency);
+    let upstream = match first {
+        Ok(up) => Ok(up),
+        Err(err) => fall_back(gw, snap, &decision, &caller, &inbound, finish, (deadline, region), err).await,
+    }
+    .map_err(|mut e| {
+        if finish.attempts() > 1 {
+            e.no_retry = true; // the gateway already retried; SDKs should not multiply that
+        }
+        e
+    })?;
     let upstream = stages::guard_output(&decision, upstream)?;
 
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
@@ -233,6 +249,85 @@ async fn walk(
             Reply::Stream(relay)
         }
     })
+}
+
+/// How an alias's attempts loop runs: with the caller's region, spilling over to the next
+/// alias at capacity when the chain falls back for capacity and `more` aliases follow.
+fn attempting<'a>(
+    gw: &'a Gateway,
+    region: Option<&'a str>,
+    more: bool,
+    chain: &sluice_config::FallbackConfig,
+    request_id: &'a str,
+) -> dispatch::Attempting<'a> {
+    dispatch::Attempting {
+        telemetry: &gw.telemetry,
+        region,
+        spill: more && chain.on.contains(&sluice_config::FallbackReason::Capacity),
+        request_id,
+    }
+}
+
+/// The route's fallback chain after its model failed with `err`: each alias re-admitted
+/// against the limits at its own prices, then its attempts; then the fixed answer. An alias
+/// the caller may not use, or whose admission is refused, is skipped — and the caller still
+/// sees the upstream's error, not the refusal.
+#[allow(clippy::too_many_arguments)]
+async fn fall_back(
+    gw: &Gateway,
+    snap: &Snapshot,
+    decision: &Decision<'_>,
+    caller: &Caller,
+    inbound: &InboundRequest,
+    finish: &mut Finish,
+    (deadline, region): (std::time::Instant, Option<&str>),
+    mut err: GatewayError,
+) -> Result<Upstream, GatewayError> {
+    let chain = &decision.route.config.fallback;
+    let Some(why) = fallback::reason(&err, chain) else {
+        return Err(err);
+    };
+    let aliases = chain.models.len();
+    for (k, step) in fallback::steps(chain).enumerate() {
+        let index = match step {
+            fallback::Step::Answer(text) => {
+                finish.set_fallback(&decision.model.name, why);
+                finish.release_admission(&Need::default());
+                return Ok(fallback::degraded(inbound, text, &decision.model.name));
+            }
+            fallback::Step::Alias(index) => index,
+        };
+        if std::time::Instant::now() >= deadline {
+            continue; // out of time for another alias; the fixed answer, if any, still goes
+        }
+        let next = Decision {
+            route: decision.route,
+            model_index: index,
+            model: &snap.models[index],
+        };
+        if !caller.may_use_model(&next.model.name) {
+            continue;
+        }
+        // The first reservation goes back; the fallback reserves at its own prices and limits.
+        finish.release_admission(&Need::default());
+        match stages::admit(gw, snap, caller, &next, inbound).await {
+            Ok(admission) => finish.set_admission(admission),
+            Err(refused) => {
+                tracing::debug!(alias = %next.model.name, code = refused.code, "fallback alias not admitted");
+                continue;
+            }
+        }
+        finish.set_fallback(&next.model.name, why);
+        let how = attempting(gw, region, k + 1 < aliases, chain, finish.request_id());
+        let (result, done) = dispatch::attempts(snap, &next, inbound, deadline, how).await;
+        finish.add_dispatch(done, &snap.currency);
+        match result {
+            Ok(up) => return Ok(up),
+            Err(e) if fallback::reason(&e, chain).is_some() => err = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(err)
 }
 
 fn too_large(limit: u64) -> GatewayError {

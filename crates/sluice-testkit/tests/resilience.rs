@@ -434,6 +434,63 @@ async fn a_fallback_alias_answers_and_the_headers_say_why() {
 }
 
 #[tokio::test]
+async fn a_fallback_alias_refused_by_its_limits_leaves_the_callers_upstream_error() {
+    let p = mock_knobs(Knobs {
+        status: Some(500),
+        ..Knobs::default()
+    })
+    .await;
+    let s = mock().await;
+    let yaml = format!(
+        "deployments:\n{}{}models:\n  - {{ name: chat, deployments: [primary] }}\n  - {{ name: backup, deployments: [spare], limits: {{ requests_per_day: 1 }} }}\nroutes:\n  - {{ name: default, max_attempts: 1, fallback: [backup] }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deployment("primary", &p.base_url()),
+        deployment("spare", &s.base_url()),
+        key_hash(KEY)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let r = gw.chat(KEY, &ask()).await;
+    assert_eq!(r.status, 200, "the backup answers once: {}", r.text());
+    assert_eq!(r.header("x-sluice-model"), Some("backup"));
+    // Its day's quota is spent: the chain skips it, and the caller learns what really failed.
+    let r = gw.chat(KEY, &ask()).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.error_code(), "upstream_error");
+    assert_eq!((requests(&p), requests(&s)), (2, 1));
+}
+
+#[tokio::test]
+async fn an_upstream_429_is_its_own_class_apart_from_the_gateways_limits() {
+    let m = mock().await;
+    let yaml = format!(
+        "deployments:\n{}models:\n  - {{ name: chat, deployments: [only] }}\nroutes:\n  - {{ name: default, max_attempts: 1 }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\", limits: {{ requests_per_day: 2 }} }}\n",
+        deployment("only", &m.base_url()),
+        key_hash(KEY)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let limited = json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "mock": {"status": 429}});
+    let r = gw.chat(KEY, &limited).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.error_code(), "upstream_rate_limited");
+    assert_eq!(gw.chat(KEY, &ask()).await.status, 200);
+    let r = gw.chat(KEY, &ask()).await;
+    assert_eq!(r.status, 429, "the key's own limit: {}", r.text());
+    let classes: Vec<Value> = gw.log_lines(3).await.iter().map(|l| l["error_class"].clone()).collect();
+    assert_eq!(
+        classes,
+        [json!("upstream_rate_limited"), Value::Null, json!("rate_limited")]
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("sluice_errors_total{class=\"upstream_rate_limited\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_errors_total{class=\"rate_limited\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn timeouts_fall_back_and_unlisted_reasons_do_not() {
     let stalled = Knobs {
         stall: Some(true),

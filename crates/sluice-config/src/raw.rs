@@ -229,6 +229,8 @@ pub struct RawPolicy {
     pub unsupported_params: Option<S<String>>,
     pub forward_params: Option<Vec<String>>,
     pub retry: Option<RawRetry>,
+    /// Send a `server-timing` response header with the time of each stage.
+    pub server_timing: Option<S<bool>>,
 }
 
 /// How retries wait and how many there may be.
@@ -340,6 +342,7 @@ pub struct RawRoute {
     pub max_attempts: Option<S<u64>>,
     pub unsupported_params: Option<S<String>>,
     pub forward_params: Option<Vec<String>>,
+    pub server_timing: Option<S<bool>>,
     pub prediction: Option<S<RawPrediction>>,
     #[serde(default)]
     pub limits: RawLimits,
@@ -403,6 +406,7 @@ impl RawRoute {
             unsupported_params: self.unsupported_params.clone(),
             forward_params: self.forward_params.clone(),
             retry: self.retry.clone(),
+            server_timing: self.server_timing.clone(),
         }
     }
 }

@@ -372,6 +372,8 @@ pub struct RoutePolicy {
     /// Parameters carried into a translated request as they are (vendor extensions).
     pub forward_params: Vec<String>,
     pub retry: RetryPolicy,
+    /// Answers carry a `server-timing` header with each stage's time.
+    pub server_timing: bool,
 }
 
 /// How an alias spreads requests over its deployments.

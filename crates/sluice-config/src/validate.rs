@@ -598,6 +598,11 @@ fn policy(
             .or_else(|| defaults.forward_params.clone())
             .unwrap_or_default(),
         retry: crate::resilience::retry(own.retry.as_ref(), defaults.retry.as_ref(), path, errs),
+        server_timing: own
+            .server_timing
+            .as_ref()
+            .or(defaults.server_timing.as_ref())
+            .is_some_and(|v| v.value),
     }
 }
 

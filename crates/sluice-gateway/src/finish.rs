@@ -48,6 +48,8 @@ pub struct RequestRecord {
     pub upstream_ms: Option<f64>,
     pub overhead_ms: f64,
     pub attempts: Vec<AttemptRecord>,
+    /// Each stage's time, in ms (`{"auth":0.004,"route":…}`).
+    pub stages: crate::timing::StageTimes,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
@@ -95,6 +97,7 @@ pub struct Finish {
     ledger: Option<Arc<crate::ledger::Ledger>>,
     /// The request's place among its route's running requests, given back when it ends.
     permit: Option<crate::queue::Permit>,
+    server_timing: bool,
 }
 
 impl Finish {
@@ -125,6 +128,7 @@ impl Finish {
                 upstream_ms: None,
                 overhead_ms: 0.0,
                 attempts: Vec::new(),
+                stages: crate::timing::StageTimes::default(),
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 total_tokens: 0,
@@ -148,6 +152,7 @@ impl Finish {
             admission: None,
             ledger: None,
             permit: None,
+            server_timing: false,
         }
     }
 
@@ -229,6 +234,26 @@ impl Finish {
                 r.error_code = Some(e.code);
             }
         }
+    }
+
+    /// The walk finished `stage` after `seconds`.
+    pub fn stage(&mut self, stage: crate::timing::Stage, seconds: f64) {
+        if let Some(r) = self.record() {
+            r.stages.set(stage, seconds);
+        }
+    }
+
+    /// The route asks for a `server-timing` header on its answers.
+    pub fn send_server_timing(&mut self) {
+        self.server_timing = true;
+    }
+
+    /// The `server-timing` header value, when the route asks for one.
+    pub fn server_timing(&self) -> Option<String> {
+        self.record
+            .as_deref()
+            .filter(|_| self.server_timing)
+            .map(|r| r.stages.server_timing())
     }
 
     /// The first body byte reached the client.
@@ -427,6 +452,14 @@ impl Finish {
             m.ttfb.get_or_create(&rm).observe((t - self.started).as_secs_f64());
         }
         m.overhead.observe(overhead.as_secs_f64());
+        for (stage, t) in r.stages.iter() {
+            m.stages
+                .get_or_create(&crate::telemetry::StageLabels {
+                    route: rm.route.clone(),
+                    stage: stage.as_str(),
+                })
+                .observe(t);
+        }
         if let Some(class) = r.error_class {
             m.errors.get_or_create(&ClassLabel { class }).inc();
         }

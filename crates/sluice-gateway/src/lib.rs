@@ -31,6 +31,7 @@ pub mod spine;
 pub mod stages;
 pub mod state;
 pub mod telemetry;
+pub mod timing;
 pub mod usage;
 
 use std::net::SocketAddr;

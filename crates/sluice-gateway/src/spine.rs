@@ -29,6 +29,7 @@ use crate::relay::Relay;
 use crate::routing::{self, Decision, RouteInput};
 use crate::stages;
 use crate::state::Snapshot;
+use crate::timing::{Lap, Stage};
 use crate::{Gateway, Serving};
 
 /// What the walk decided to send, before the response (and its finish) is assembled.
@@ -115,14 +116,17 @@ async fn walk(
     endpoint: Endpoint,
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
+    let mut clock = Lap::start();
     let (parts, body) = req.into_parts();
     let snap: &Snapshot = &serving.snapshot;
 
     let caller = authenticate(&serving.keys, &parts.headers, finish)?;
+    finish.stage(Stage::Auth, clock.lap());
 
     let body = read_body(body, &parts.headers, &snap.config.server).await?;
     let mut inbound = InboundRequest::parse(endpoint, body)?;
     inbound.headers = ClientHeaders::from_map(&parts.headers);
+    finish.stage(Stage::Read, clock.lap());
 
     let input = RouteInput {
         path: parts.uri.path(),
@@ -138,6 +142,10 @@ async fn walk(
     if let Some(d) = degraded {
         finish.set_degraded(d);
     }
+    finish.stage(Stage::Route, clock.lap());
+    if decision.route.config.policy.server_timing {
+        finish.send_server_timing();
+    }
     let policy = &decision.route.config.policy;
     if inbound.body.len() as u64 > policy.max_body_bytes {
         return Err(too_large(policy.max_body_bytes));
@@ -149,6 +157,7 @@ async fn walk(
         let (request, upstream_body) = p.request(&inbound.body)?;
         inbound.body = Bytes::from(upstream_body);
         client_json = Some(request);
+        finish.stage(Stage::Predict, clock.lap());
     }
 
     let admission = stages::admit(gw, snap, &caller, &decision, &inbound).await?;
@@ -166,10 +175,14 @@ async fn walk(
             )
         })?;
     }
+    finish.stage(Stage::Admit, clock.lap());
     let deadline = finish.started() + policy.total_timeout;
     match stages::enqueue(snap, &caller, &decision, &parts.headers, deadline).await {
         // Held until the response ends (streams included).
-        Ok(Some(permit)) => finish.hold(permit),
+        Ok(Some(permit)) => {
+            finish.hold(permit);
+            finish.stage(Stage::Queue, clock.lap());
+        }
         Ok(None) => {}
         Err(turned_away) => {
             // Not served: the request gives its reservation back, the request count included.
@@ -203,6 +216,7 @@ async fn walk(
         }
         e
     })?;
+    finish.stage(Stage::UpstreamTtfb, clock.lap());
     let upstream = stages::guard_output(&decision, upstream)?;
 
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
@@ -370,6 +384,7 @@ async fn read_body(
 
 fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody> {
     let id = header_value(finish.request_id());
+    let timing = finish.server_timing();
     let rate = finish.rate_info();
     let (model, fallback) = finish.answered();
     let degraded = finish.degraded().and_then(|d| HeaderValue::from_str(d).ok());
@@ -400,6 +415,9 @@ fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody> {
     };
     if let Some(info) = rate {
         rate_headers(r.headers_mut(), &info);
+    }
+    if let Some(v) = timing.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        r.headers_mut().insert("server-timing", v);
     }
     // Which alias answered, and whether (and why) it was a fallback.
     if let Some(m) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {

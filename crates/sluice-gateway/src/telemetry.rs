@@ -31,6 +31,12 @@ pub struct RouteModel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub route: Arc<str>,
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabel {
     pub class: &'static str,
 }
@@ -75,6 +81,11 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+fn stage_histogram() -> Histogram {
+    // 10 µs … ~168 s
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 25))
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs … ~210 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 22))
@@ -86,6 +97,8 @@ pub struct Metrics {
     pub duration: Family<RouteModel, Histogram, fn() -> Histogram>,
     pub ttfb: Family<RouteModel, Histogram, fn() -> Histogram>,
     pub overhead: Histogram,
+    /// Each stage of the walk, by route.
+    pub stages: Family<StageLabels, Histogram, fn() -> Histogram>,
     pub errors: Family<ClassLabel, Counter>,
     pub tokens: Family<TokenLabels, Counter>,
     /// Micro-units of the configured currency, for requests whose model has a price.
@@ -115,6 +128,7 @@ impl Metrics {
             duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             ttfb: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             overhead: Histogram::new(exponential_buckets(0.000_005, 2.0, 20)),
+            stages: Family::new_with_constructor(stage_histogram as fn() -> Histogram),
             errors: Family::default(),
             tokens: Family::default(),
             cost: Family::default(),
@@ -176,6 +190,11 @@ impl Metrics {
             "sluice_gateway_overhead_seconds",
             "Request time not spent upstream",
             m.overhead.clone(),
+        );
+        registry.register(
+            "sluice_stage_duration_seconds",
+            "Time in each stage of the request's walk, by route",
+            m.stages.clone(),
         );
         registry.register(
             "sluice_errors",

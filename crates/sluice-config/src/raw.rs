@@ -287,6 +287,9 @@ pub struct RawDeployment {
     /// A response header in which the server reports its load (a queue depth): read from every
     /// answer, for capacity-aware balancing.
     pub load_header: Option<S<String>>,
+    /// Pass the caller's `traceparent`/`tracestate` and the request id on to this deployment
+    /// (default: on for servers on a private network, off for third-party providers).
+    pub forward_trace: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -319,3 +319,32 @@ server: { reuse_port: false }
     assert_eq!(c.tenant_weights.get("u"), Some(&3));
     assert!(!c.server.reuse_port);
 }
+
+#[test]
+fn self_hosted_servers_are_told_apart_from_third_parties() {
+    let check = |url: &str, expected: bool| {
+        let uri: http::Uri = url.parse().unwrap();
+        assert_eq!(crate::types::is_self_hosted(Some(&uri)), expected, "{url}");
+    };
+    for url in [
+        "http://127.0.0.1:8000/v1",
+        "http://10.0.0.21:8000/v1",
+        "http://192.168.1.5/v1",
+        "http://[::1]:8000/v1",
+        "http://[fd00::5]/v1",
+        "http://localhost:11434/v1",
+        "http://vllm:8000/v1",
+        "http://vllm.inference.svc.cluster.local/v1",
+        "http://tgi.internal/v1",
+    ] {
+        check(url, true);
+    }
+    for url in [
+        "https://api.example.com/v1",
+        "https://8.8.8.8/v1",
+        "https://myresource.openai.azure.com",
+    ] {
+        check(url, false);
+    }
+    assert!(crate::types::is_self_hosted(None), "an embedded mock");
+}

@@ -294,6 +294,39 @@ pub struct DeploymentConfig {
     pub price: Option<Price>,
     /// AWS credentials (Bedrock), read from the standard environment variables.
     pub aws: Option<AwsCredentials>,
+    /// The caller's trace context and the request id go upstream (self-hosted servers by
+    /// default; a third-party provider only when the deployment says so).
+    pub forward_trace: bool,
+}
+
+/// Whether `base_url` is a server of one's own: an embedded mock, a loopback, private or
+/// link-local address, or a name that only resolves inside a network (`localhost`, one label,
+/// `.local`, `.internal`, `.lan`, `.svc`, `.cluster.local`). Anything else is a third party.
+pub fn is_self_hosted(base_url: Option<&Uri>) -> bool {
+    let Some(host) = base_url.and_then(Uri::host) else {
+        return true; // an embedded mock
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return match ip {
+            std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+            std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
+        };
+    }
+    let host = host.to_ascii_lowercase();
+    host == "localhost"
+        || !host.contains('.')
+        || [
+            ".localhost",
+            ".local",
+            ".internal",
+            ".lan",
+            ".svc",
+            ".cluster.local",
+            ".home.arpa",
+        ]
+        .iter()
+        .any(|suffix| host.ends_with(suffix))
 }
 
 #[derive(Debug, Clone)]

@@ -504,6 +504,10 @@ fn deployment(i: usize, d: &RawDeployment, env: EnvLookup<'_>, errs: &mut Collec
                     None
                 }
             }),
+        forward_trace: d
+            .forward_trace
+            .as_ref()
+            .map_or_else(|| crate::types::is_self_hosted(base_url.as_ref()), |v| v.value),
         provider,
         base_url,
         upstream_model,

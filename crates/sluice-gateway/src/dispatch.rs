@@ -9,7 +9,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use sluice_config::Price;
-use sluice_providers::adapter::{AdapterError, ResponseFault, Target};
+use sluice_providers::adapter::{AdapterError, Forwarded, ResponseFault, Target};
 use sluice_providers::eventstream::Framing;
 use sluice_providers::{ErrorClass, InboundRequest, ParamPolicy, StreamTranslator, Usage};
 
@@ -409,7 +409,13 @@ async fn attempt_once(
         base_url: &dep.base_url,
         model: &dep.upstream_model,
         api_key: dep.api_key.as_ref().map(|s| s.expose()),
-        request_id,
+        // Self-hosted servers (or a deployment that says so) get the request id and the
+        // caller's trace context; a third-party provider does not.
+        forward: dep.forward_trace.then_some(Forwarded {
+            request_id,
+            traceparent: inbound.headers.traceparent.as_ref(),
+            tracestate: inbound.headers.tracestate.as_ref(),
+        }),
         params: ParamPolicy {
             drop_unsupported: policy.drop_unsupported,
             forward: &policy.forward_params,

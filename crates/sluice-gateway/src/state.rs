@@ -81,6 +81,8 @@ pub struct DeploymentRuntime {
     pub geo: Option<Arc<str>>,
     /// The response header reporting the server's queue depth.
     pub load_header: Option<http::HeaderName>,
+    /// The request id and the caller's trace context go upstream.
+    pub forward_trace: bool,
 }
 
 impl std::fmt::Debug for DeploymentRuntime {
@@ -415,6 +417,7 @@ impl LiveState {
                 },
                 geo: d.geo.as_deref().map(Arc::from),
                 load_header: d.load_header.clone(),
+                forward_trace: d.forward_trace,
             });
         }
         self.follow_metrics(&config);

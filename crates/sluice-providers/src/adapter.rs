@@ -83,13 +83,74 @@ pub struct InboundRequest {
 pub struct ClientHeaders {
     pub anthropic_version: Option<HeaderValue>,
     pub anthropic_beta: Option<HeaderValue>,
+    /// The caller's W3C trace context (`traceparent` only when well formed; `tracestate` only
+    /// with it).
+    pub traceparent: Option<HeaderValue>,
+    pub tracestate: Option<HeaderValue>,
 }
 
 impl ClientHeaders {
     pub fn from_map(headers: &http::HeaderMap) -> ClientHeaders {
+        let traceparent = headers
+            .get("traceparent")
+            .filter(|v| is_traceparent(v.as_bytes()))
+            .cloned();
+        let tracestate = traceparent
+            .as_ref()
+            .and(headers.get("tracestate"))
+            .filter(|v| v.len() <= 512)
+            .cloned();
         ClientHeaders {
             anthropic_version: headers.get("anthropic-version").cloned(),
             anthropic_beta: headers.get("anthropic-beta").cloned(),
+            traceparent,
+            tracestate,
+        }
+    }
+}
+
+/// A W3C `traceparent`: `version-traceid-parentid-flags` in lowercase hex, the ids not all
+/// zeros, version `ff` invalid; version `00` exactly 55 characters, later ones at least that.
+pub fn is_traceparent(v: &[u8]) -> bool {
+    let hex = |b: &[u8]| !b.is_empty() && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zeros = |b: &[u8]| b.iter().all(|c| *c == b'0');
+    if v.len() < 55 || !hex(&v[0..2]) || &v[0..2] == b"ff" || (&v[0..2] == b"00" && v.len() != 55) {
+        return false;
+    }
+    if v.len() > 55 && v[55] != b'-' {
+        return false;
+    }
+    let (trace, parent, flags) = (&v[3..35], &v[36..52], &v[53..55]);
+    v[2] == b'-'
+        && v[35] == b'-'
+        && v[52] == b'-'
+        && hex(trace)
+        && !zeros(trace)
+        && hex(parent)
+        && !zeros(parent)
+        && hex(flags)
+}
+
+/// What the gateway passes on about a request to an upstream allowed to see it (self-hosted,
+/// or a deployment with `forward_trace: true`).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    pub request_id: &'a str,
+    pub traceparent: Option<&'a HeaderValue>,
+    pub tracestate: Option<&'a HeaderValue>,
+}
+
+impl Forwarded<'_> {
+    /// Adds `x-request-id` and the trace context to an upstream request's headers.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        if let Ok(id) = HeaderValue::from_str(self.request_id) {
+            headers.insert("x-request-id", id);
+        }
+        if let Some(t) = self.traceparent {
+            headers.insert("traceparent", t.clone());
+        }
+        if let Some(t) = self.tracestate {
+            headers.insert("tracestate", t.clone());
         }
     }
 }
@@ -113,7 +174,8 @@ pub struct Target<'a> {
     pub base_url: &'a Uri,
     pub model: &'a str,
     pub api_key: Option<&'a str>,
-    pub request_id: &'a str,
+    /// The request id and trace context, when this upstream may see them.
+    pub forward: Option<Forwarded<'a>>,
     /// What to do with parameters a translation cannot express.
     pub params: ParamPolicy<'a>,
     /// Azure's `api-version`.
@@ -173,8 +235,8 @@ pub(crate) fn json_post(
             },
         )
         .header(USER_AGENT, SLUICE_AGENT.clone());
-    if let Ok(id) = HeaderValue::from_str(target.request_id) {
-        builder = builder.header("x-request-id", id);
+    if let (Some(f), Some(headers)) = (target.forward, builder.headers_mut()) {
+        f.apply(headers);
     }
     if let Some(secret) = target.api_key {
         let (name, text) = match key {
@@ -301,4 +363,26 @@ pub enum StreamFault {
     Malformed,
     #[error("the upstream reported an error inside the stream: {message}")]
     UpstreamError { class: ErrorClass, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn traceparents_are_checked_as_w3c_says() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for (v, expected) in [
+            (ok, true),
+            ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later", true),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", false),
+            ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false),
+            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", false),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false),
+            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false),
+            ("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false),
+            ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", false),
+            ("", false),
+        ] {
+            assert_eq!(super::is_traceparent(v.as_bytes()), expected, "{v}");
+        }
+    }
 }

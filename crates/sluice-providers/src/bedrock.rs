@@ -512,8 +512,8 @@ impl ProviderAdapter for BedrockAdapter {
                 v.set_sensitive(true);
             }
         }
-        if let Ok(id) = HeaderValue::from_str(target.request_id) {
-            request.headers_mut().insert("x-request-id", id);
+        if let Some(f) = target.forward {
+            f.apply(request.headers_mut());
         }
         Ok(request)
     }

@@ -129,3 +129,59 @@ keys:
     assert_eq!(mock_stats(&a)["requests"], 5);
     assert_eq!(mock_stats(&b)["requests"], 5);
 }
+
+#[tokio::test]
+async fn the_callers_trace_context_goes_on_to_self_hosted_upstreams_only() {
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mock = mock().await;
+    let sent = |mock: &sluice_mock::MockServer, name: &str| {
+        let seen = mock.stats().recent();
+        let req = seen.last().expect("upstream saw the request").clone();
+        req.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    };
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "x"}]}).to_string();
+    // A server on loopback is self-hosted: the trace context and the request id go on.
+    let gw = TestGateway::start(&config_with(&mock)).await;
+    let headers = [
+        ("traceparent", PARENT),
+        ("tracestate", "vendor=abc"),
+        ("x-request-id", "tr-1"),
+    ];
+    assert_eq!(
+        gw.post_raw("/v1/chat/completions", Some(KEY), &headers, body.clone())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(sent(&mock, "traceparent").as_deref(), Some(PARENT));
+    assert_eq!(sent(&mock, "tracestate").as_deref(), Some("vendor=abc"));
+    assert_eq!(sent(&mock, "x-request-id").as_deref(), Some("tr-1"));
+    // A malformed traceparent (an all-zero trace id) goes nowhere, and its tracestate with it.
+    let bad = [
+        ("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        ("tracestate", "vendor=abc"),
+    ];
+    assert_eq!(
+        gw.post_raw("/v1/chat/completions", Some(KEY), &bad, body.clone())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(sent(&mock, "traceparent"), None);
+    assert_eq!(sent(&mock, "tracestate"), None);
+
+    // A deployment that says no (as a third-party provider does by default) gets neither.
+    let closed = config_with(&mock).replace(
+        "api_key_env: SLUICE_TEST_UPSTREAM_KEY }",
+        "api_key_env: SLUICE_TEST_UPSTREAM_KEY, forward_trace: false }",
+    );
+    let gw = TestGateway::start(&closed).await;
+    assert_eq!(
+        gw.post_raw("/v1/chat/completions", Some(KEY), &headers, body)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(sent(&mock, "traceparent"), None);
+    assert_eq!(sent(&mock, "x-request-id"), None);
+}

@@ -18,13 +18,14 @@ use hyper_util::server::graceful::GracefulConnection;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sluice_config::{ServerConfig, TlsConfig};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::Gateway;
 use crate::body::ResponseBody;
+use crate::rewind::{PREFIX_MAX, Rewind};
 use crate::spine;
 
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +221,7 @@ const DRAIN_IDLE: Duration = Duration::from_secs(1);
 pub struct ClientIp(pub std::net::IpAddr);
 
 /// The HTTP/2 client preface: a cleartext connection that starts with it speaks h2c.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_PREFACE: &[u8; PREFIX_MAX] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Decides the protocol (ALPN under TLS, the preface in cleartext) and serves the connection
 /// with that protocol's own state only — each branch is boxed, so an HTTP/1.1 connection does
@@ -234,9 +235,9 @@ async fn accepted_connection(
     let mut limits = ConnLimits::new(&gw.snapshot().config.server);
     limits.peer = stream.peer_addr().ok().map(|a| a.ip());
     match tls {
-        None => match is_h2c(&stream, limits.header_read_timeout).await {
-            Some(true) => Box::pin(serve_h2(stream, gw, shutdown, limits)).await,
-            Some(false) => Box::pin(serve_h1(stream, gw, shutdown, limits)).await,
+        None => match sniff(stream, limits.header_read_timeout).await {
+            Some((true, stream)) => Box::pin(serve_h2(stream, gw, shutdown, limits)).await,
+            Some((false, stream)) => Box::pin(serve_h1(stream, gw, shutdown, limits)).await,
             None => {}
         },
         // Boxed too: the handshake's state (a whole rustls connection) would otherwise make every
@@ -288,28 +289,31 @@ impl ConnLimits {
     }
 }
 
-/// Peeks at the first bytes: `Some(true)` for the h2 preface, `Some(false)` for anything else,
-/// `None` if the client sent nothing in time or went away.
-async fn is_h2c(stream: &TcpStream, within: Duration) -> Option<bool> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut buf = [0u8; 24];
-    loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
+/// Reads the first bytes until they tell: `true` for the h2 preface, `false` as soon as they
+/// differ from it; with the stream that serves them again. `None` if the client went away or
+/// did not tell in time. Each read waits for the socket, so a client that stops halfway through
+/// the preface costs nothing until the timeout (peeking would find the socket readable at once,
+/// again and again).
+async fn sniff<S: AsyncRead + Unpin>(mut stream: S, within: Duration) -> Option<(bool, Rewind<S>)> {
+    let mut buf = [0u8; PREFIX_MAX];
+    let mut n = 0;
+    let tell = async {
+        loop {
+            let got = stream.read(&mut buf[n..]).await.ok()?;
+            if got == 0 {
+                return None;
+            }
+            n += got;
+            if !H2_PREFACE.starts_with(&buf[..n]) {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
         }
-        if !H2_PREFACE.starts_with(&buf[..n]) {
-            return Some(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Some(true);
-        }
-        // A prefix of the preface so far; wait for the rest.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    };
+    let h2 = tokio::time::timeout(within, tell).await.ok()??;
+    Some((h2, Rewind::new(buf, n, stream)))
 }
 
 /// The per-request service: spine, plus the connection's in-flight mark on the response body.
@@ -412,5 +416,61 @@ where
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// Sends `pieces` (a pause between them; the stream stays open when `hold`), sniffs the
+    /// other end, and checks the verdict and that everything sent is read back through the
+    /// rewind.
+    async fn check(pieces: &[&[u8]], hold: bool, expected: Option<bool>) {
+        let (mut client, server) = tokio::io::duplex(256);
+        let sent: Vec<u8> = pieces.concat();
+        let owned: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
+        let writer = tokio::spawn(async move {
+            for p in owned {
+                client.write_all(&p).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if hold {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        let got = sniff(server, Duration::from_millis(200)).await;
+        assert_eq!(got.as_ref().map(|g| g.0), expected, "{pieces:?}");
+        if let Some((_, mut rewound)) = got {
+            writer.await.unwrap();
+            let mut back = Vec::new();
+            rewound.read_to_end(&mut back).await.unwrap();
+            assert_eq!(back, sent, "read back whole");
+        } else {
+            writer.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_h2c_from_http1_and_are_read_again() {
+        let preface: &[u8] = H2_PREFACE;
+        check(&[preface, b"\0\0\0\x04\0\0\0\0\0"], false, Some(true)).await;
+        check(
+            &[b"PRI * HTTP/2.0\r\n", b"\r\nSM", b"\r\n\r\n", b"frames"],
+            false,
+            Some(true),
+        )
+        .await;
+        let bytewise: Vec<&[u8]> = preface.chunks(1).collect();
+        check(&bytewise, false, Some(true)).await;
+        check(&[b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"], false, Some(false)).await;
+        check(&[b"P", b"OST / HTTP/1.1\r\n\r\n"], false, Some(false)).await;
+        check(&[b"PRI * HTTP/1.1\r\n\r\n"], false, Some(false)).await;
+        // Gone before telling, or silent halfway through the preface until the timeout.
+        check(&[b""], false, None).await;
+        check(&[b"PRI"], false, None).await;
+        check(&[b"PRI * HTTP/2.0\r\n"], true, None).await;
     }
 }

@@ -25,6 +25,7 @@ pub mod predict;
 pub mod queue;
 pub mod relay;
 pub mod reload;
+mod rewind;
 pub mod routing;
 pub mod scrape;
 pub mod spine;

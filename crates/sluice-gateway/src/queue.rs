@@ -9,6 +9,10 @@
 //! the limits come from the current config.
 //!
 //! The lock is the route's own, taken only by routes with a queue, for a few list operations.
+//!
+//! A place is always owned by a [`Permit`]: a release hands the permit itself to the next
+//! waiter, so a waiter that leaves after the handover (its client gone, a timeout) drops the
+//! permit and the place passes on; a waiter that leaves while queued leaves the queue at once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,7 +35,7 @@ pub enum Turned {
 #[derive(Debug)]
 struct Waiter {
     id: u64,
-    tx: oneshot::Sender<()>,
+    tx: oneshot::Sender<Permit>,
 }
 
 /// A tenant's waiters at one priority, in order, and the turns it has had in this round.
@@ -66,14 +70,37 @@ pub struct RouteQueue {
 /// A place among the route's running requests; dropping it hands the place to the next waiter.
 #[derive(Debug)]
 pub struct Permit {
-    queue: Arc<RouteQueue>,
+    /// `None` once defused: a permit no waiter took back, whose place the release loop keeps.
+    queue: Option<Arc<RouteQueue>>,
     /// How long the request waited for its place.
     pub waited: Duration,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.queue.release();
+        if let Some(queue) = self.queue.take() {
+            queue.release();
+        }
+    }
+}
+
+/// A waiter's slot in the queue while its `acquire` is pending: if the future is dropped there
+/// (the client left), the slot goes at once rather than when a release would find it.
+struct Queued<'a> {
+    queue: &'a RouteQueue,
+    id: u64,
+}
+
+impl Queued<'_> {
+    /// The waiter was taken out of the queue already (handed a place, or displaced).
+    fn taken_out(self) {
+        std::mem::forget(self); // a reference and an id: nothing to free
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.queue.remove(self.id);
     }
 }
 
@@ -85,6 +112,11 @@ impl RouteQueue {
     /// Requests waiting now.
     pub fn queued(&self) -> usize {
         self.lock().queued
+    }
+
+    /// Places taken now: requests running, and places handed to a waiter that has yet to look.
+    pub fn running(&self) -> usize {
+        self.lock().running
     }
 
     /// Waits for a place, or is turned away.
@@ -101,7 +133,7 @@ impl RouteQueue {
             if s.running < cfg.max_concurrency && s.queued == 0 {
                 s.running += 1;
                 return Ok(Permit {
-                    queue: self.clone(),
+                    queue: Some(self.clone()),
                     waited: Duration::ZERO,
                 });
             }
@@ -124,29 +156,31 @@ impl RouteQueue {
             s.queued += 1;
             (id, rx)
         };
-        let wait = cfg.timeout.min(deadline.saturating_duration_since(started));
+        // If this future is dropped while it waits (the client left), `queued` takes the waiter
+        // out of the queue and `rx` drops a permit already handed over, which passes the place
+        // on; neither holds the lock while the other runs.
         let mut rx = rx;
-        let granted = match tokio::time::timeout(wait, &mut rx).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => return Err(Turned::Displaced),
+        let queued = Queued { queue: self, id };
+        let wait = cfg.timeout.min(deadline.saturating_duration_since(started));
+        let got = match tokio::time::timeout(wait, &mut rx).await {
+            Ok(got) => {
+                queued.taken_out();
+                got.map_err(|_| Turned::Displaced)
+            }
             Err(_) => {
                 // Out of time: leave the queue — unless a place was handed over meanwhile.
-                let removed = self.remove(id);
-                !removed && rx.try_recv().is_ok()
+                drop(queued);
+                rx.try_recv().map_err(|_| Turned::Timeout)
             }
         };
-        if granted {
-            Ok(Permit {
-                queue: self.clone(),
-                waited: started.elapsed(),
-            })
-        } else {
-            Err(Turned::Timeout)
-        }
+        got.map(|mut permit| {
+            permit.waited = started.elapsed();
+            permit
+        })
     }
 
-    /// Takes waiter `id` out of the queue; `false` if it was no longer there.
-    fn remove(&self, id: u64) -> bool {
+    /// Takes waiter `id` out of the queue, if it is still there.
+    fn remove(&self, id: u64) {
         let mut s = self.lock();
         let mut found = false;
         for level in s.levels.values_mut() {
@@ -162,40 +196,52 @@ impl RouteQueue {
         if found {
             s.queued -= 1;
         }
-        found
     }
 
     /// A running request finished: the most important waiter (tenants in weighted turn) takes
-    /// its place.
-    fn release(&self) {
+    /// its place — the permit itself, so the place passes on even if that waiter never looks.
+    fn release(self: &Arc<Self>) {
         let mut s = self.lock();
-        loop {
-            let Some(mut entry) = s.levels.last_entry() else {
-                s.running -= 1;
-                return;
-            };
-            let level = entry.get_mut();
-            let Some(mut line) = level.tenants.pop_front() else {
-                entry.remove();
-                continue;
-            };
-            let next = line.waiters.pop_front();
-            line.served += 1;
-            if line.served < line.weight && !line.waiters.is_empty() {
-                level.tenants.push_front(line);
-            } else if !line.waiters.is_empty() {
-                line.served = 0;
-                level.tenants.push_back(line);
+        let mut permit = Permit {
+            queue: Some(self.clone()),
+            waited: Duration::ZERO,
+        };
+        while let Some(w) = next_waiter(&mut s) {
+            match w.tx.send(permit) {
+                Ok(()) => return,           // the place passes on: `running` is unchanged
+                Err(back) => permit = back, // that waiter has left; try the next
             }
-            if level.tenants.is_empty() {
-                entry.remove();
-            }
-            if let Some(w) = next {
-                s.queued -= 1;
-                if w.tx.send(()).is_ok() {
-                    return; // the place passes on: `running` is unchanged
-                }
-            }
+        }
+        // Nobody waits: the place is free. Defused, so dropping it does not release again.
+        permit.queue = None;
+        s.running -= 1;
+    }
+}
+
+/// Takes the most important waiter out of the queue: the highest priority, tenants in weighted
+/// turn within it.
+fn next_waiter(s: &mut State) -> Option<Waiter> {
+    loop {
+        let mut entry = s.levels.last_entry()?;
+        let level = entry.get_mut();
+        let Some(mut line) = level.tenants.pop_front() else {
+            entry.remove();
+            continue;
+        };
+        let next = line.waiters.pop_front();
+        line.served += 1;
+        if line.served < line.weight && !line.waiters.is_empty() {
+            level.tenants.push_front(line);
+        } else if !line.waiters.is_empty() {
+            line.served = 0;
+            level.tenants.push_back(line);
+        }
+        if level.tenants.is_empty() {
+            entry.remove();
+        }
+        if let Some(w) = next {
+            s.queued -= 1;
+            return Some(w);
         }
     }
 }
@@ -223,7 +269,16 @@ fn displace_lower(s: &mut State, priority: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
     use super::*;
+
+    /// Polls `f` once with a waker that does nothing: the test decides when a waiter looks.
+    fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
 
     fn cfg(concurrency: usize, queued: usize) -> QueueConfig {
         QueueConfig {
@@ -352,7 +407,127 @@ mod tests {
         assert_eq!(outcome, [("a1", true), ("a2", true), ("a3", false), ("b1", true)]);
     }
 
+    #[tokio::test]
+    async fn a_place_handed_to_a_waiter_that_leaves_before_it_looks_is_not_lost() {
+        let q = Arc::new(RouteQueue::default());
+        let c = cfg(1, 10);
+        let far = Instant::now() + Duration::from_secs(10);
+        let t: Arc<str> = Arc::from("t");
+        let running = q.acquire(&c, 5, (&t, 1), far).await.unwrap();
+        let mut waiter = Box::pin(q.acquire(&c, 5, (&t, 1), far));
+        assert!(poll_once(waiter.as_mut()).is_pending());
+        drop(running); // the place goes to the waiter…
+        drop(waiter); // …which leaves before it looks
+        assert_eq!((q.running(), q.queued()), (0, 0), "the place is free again");
+        let _again = q.acquire(&c, 5, (&t, 1), far).await.unwrap();
+        assert_eq!(q.running(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_handed_place_whose_waiter_left_passes_to_the_next() {
+        let q = Arc::new(RouteQueue::default());
+        let c = cfg(1, 10);
+        let far = Instant::now() + Duration::from_secs(10);
+        let t: Arc<str> = Arc::from("t");
+        let running = q.acquire(&c, 5, (&t, 1), far).await.unwrap();
+        let mut first = Box::pin(q.acquire(&c, 5, (&t, 1), far));
+        let mut second = Box::pin(q.acquire(&c, 5, (&t, 1), far));
+        assert!(poll_once(first.as_mut()).is_pending());
+        assert!(poll_once(second.as_mut()).is_pending());
+        drop(running);
+        drop(first);
+        assert_eq!((q.running(), q.queued()), (1, 0), "the second has it now");
+        let Poll::Ready(Ok(place)) = poll_once(second.as_mut()) else {
+            panic!("the second waiter has the place");
+        };
+        drop(place);
+        assert_eq!((q.running(), q.queued()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_leaves_leaves_the_queue_at_once() {
+        let q = Arc::new(RouteQueue::default());
+        let c = cfg(1, 1);
+        let far = Instant::now() + Duration::from_secs(10);
+        let t: Arc<str> = Arc::from("t");
+        let running = q.acquire(&c, 5, (&t, 1), far).await.unwrap();
+        let mut waiter = Box::pin(q.acquire(&c, 5, (&t, 1), far));
+        assert!(poll_once(waiter.as_mut()).is_pending());
+        assert_eq!(q.queued(), 1);
+        drop(waiter);
+        assert_eq!((q.running(), q.queued()), (1, 0), "its slot in the queue is free");
+        let mut next = Box::pin(q.acquire(&c, 5, (&t, 1), far));
+        assert!(poll_once(next.as_mut()).is_pending(), "queued, not turned away as full");
+        drop(running);
+        assert!(matches!(poll_once(next.as_mut()), Poll::Ready(Ok(_))));
+        assert_eq!((q.running(), q.queued()), (0, 0));
+    }
+
     proptest::proptest! {
+        /// However waiters of any priority and tenant arrive, and whenever they leave — while
+        /// queued, after a place was handed to them but before they look, or holding it — no
+        /// place is lost or counted twice: nobody waits while a place is free, the queue keeps
+        /// its bound, everyone still waiting at the end is served, and the route ends with
+        /// nothing running and nothing queued. Futures are polled by hand, so "before it looks"
+        /// is exact.
+        #[test]
+        fn no_place_is_lost_however_waiters_leave(
+            concurrency in 1usize..4,
+            bound in 1usize..8,
+            ops in proptest::collection::vec((0u8..5, 0usize..64), 1..80),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            rt.block_on(async move {
+                let q = Arc::new(RouteQueue::default());
+                let c = cfg(concurrency, bound);
+                let far = Instant::now() + Duration::from_secs(60);
+                let tenants: Vec<Arc<str>> = ["a", "b", "c"].into_iter().map(Arc::from).collect();
+                let mut waiting = Vec::new();
+                let mut held = Vec::new();
+                for (op, n) in ops {
+                    match op {
+                        // Arrives (and looks once).
+                        0 | 1 => {
+                            let (prio, tenant, weight) = ((n % 4) as u8, &tenants[n / 4 % 3], (n / 12 % 3) as u32 + 1);
+                            let mut f = Box::pin(q.acquire(&c, prio, (tenant, weight), far));
+                            match poll_once(f.as_mut()) {
+                                Poll::Ready(Ok(p)) => held.push(p),
+                                Poll::Ready(Err(turned)) => assert_eq!(turned, Turned::Full),
+                                Poll::Pending => waiting.push(f),
+                            }
+                        }
+                        // A waiter looks.
+                        2 if !waiting.is_empty() => {
+                            let i = n % waiting.len();
+                            if let Poll::Ready(r) = poll_once(waiting[i].as_mut()) {
+                                drop(waiting.swap_remove(i));
+                                match r {
+                                    Ok(p) => held.push(p),
+                                    Err(turned) => assert_eq!(turned, Turned::Displaced),
+                                }
+                            }
+                        }
+                        // A waiter leaves without looking again: queued, or handed a place.
+                        3 if !waiting.is_empty() => drop(waiting.swap_remove(n % waiting.len())),
+                        // A running request finishes (or its client leaves).
+                        4 if !held.is_empty() => drop(held.swap_remove(n % held.len())),
+                        _ => {}
+                    }
+                    let (running, queued) = (q.running(), q.queued());
+                    assert!(running >= held.len() && running <= concurrency, "{running} running, {} held", held.len());
+                    assert!(queued <= bound && queued <= waiting.len(), "{queued} queued");
+                    assert!(queued == 0 || running == concurrency, "{queued} wait while a place is free");
+                }
+                held.clear();
+                // Each round, every waiter holding a handed place finishes at once and passes it on.
+                for _ in 0..=waiting.len() {
+                    waiting.retain_mut(|f| poll_once(f.as_mut()).is_pending());
+                }
+                assert!(waiting.is_empty(), "{} would wait forever", waiting.len());
+                assert_eq!((q.running(), q.queued()), (0, 0));
+            });
+        }
+
         /// Within one priority, places go to tenants in weighted turn: the order served is
         /// exactly what a reference weighted round-robin over the tenants' lines gives.
         #[test]

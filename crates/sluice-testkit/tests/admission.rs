@@ -1,9 +1,11 @@
 //! Admission over the wire: per-deployment concurrency limits (a stream holds its place until it
 //! ends; a request that finds every deployment full waits, then gets 503 with Retry-After),
-//! tenants sharing a route's queue by weight, and capacity read from response headers.
+//! tenants sharing a route's queue by weight, clients leaving a route's queue without taking a
+//! place with them, and capacity read from response headers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_mock::{Knobs, MockConfig, MockServer};
 use sluice_testkit::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 fn deployment(name: &str, base: &str, extra: &str) -> String {
     deployment_yaml(name, base, extra)
@@ -291,4 +295,96 @@ async fn a_full_model_spills_over_to_its_fallback_at_once() {
     );
     assert!(streaming.await.unwrap().contains("[DONE]"));
     assert_eq!(b.stats().requests.load(Ordering::Relaxed), 1);
+}
+
+/// A chat request on a connection of its own; dropping the stream is its client leaving.
+async fn raw_chat(gw: &TestGateway, body: &Value) -> TcpStream {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
+// One thread: the gateway runs beside these clients, so when a running request's client and the
+// next waiter's client leave together, the gateway sees both in the same turn — the running
+// request ends and hands its place over, then the waiter's connection closes before the waiter
+// has looked. That is the race in which a place used to be lost.
+#[tokio::test]
+async fn clients_that_leave_a_route_queue_take_no_place_with_them() {
+    let m = mock().await;
+    let yaml = format!(
+        "deployments:\n{}models:\n  - {{ name: chat, deployments: [a] }}\nroutes:\n  - {{ name: default, queue: {{ max_concurrency: 2, max_queued: 20, timeout_ms: 30000 }} }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        deployment("a", &m.base_url(), ""),
+        key_hash(KEY)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let snap = gw.running.as_ref().unwrap().gateway.snapshot();
+    let queue = snap
+        .routes
+        .iter()
+        .find(|r| &*r.name == "default")
+        .unwrap()
+        .queue
+        .clone();
+    let state = || (queue.running(), queue.queued());
+    let upstream = || m.stats().in_flight.load(Ordering::Relaxed);
+    // The upstream never answers: a request runs until its client leaves.
+    let stalled = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "mock": {"stall": true}});
+    for round in 0..6 {
+        let mut running = Vec::new();
+        for _ in 0..2 {
+            running.push(raw_chat(&gw, &stalled).await);
+        }
+        assert!(
+            eventually(|| state() == (2, 0) && upstream() == 2).await,
+            "{:?}",
+            state()
+        );
+        let mut waiting = VecDeque::new();
+        for n in 1..=5 {
+            waiting.push_back(raw_chat(&gw, &stalled).await);
+            assert!(eventually(|| state() == (2, n)).await, "queued in order: {:?}", state());
+        }
+        // A running request's client leaves, and in the same instant the client of the waiter
+        // its place goes to: the place passes on to the next waiter.
+        drop(running.remove(round % 2));
+        drop(waiting.pop_front());
+        assert!(
+            eventually(|| state() == (2, 3) && upstream() == 2).await,
+            "round {round}: the next waiter runs: {:?}, {} at the upstream",
+            state(),
+            upstream()
+        );
+        // A waiter leaves before its turn: it leaves the queue at once.
+        drop(waiting.remove(round % 3));
+        assert!(eventually(|| state() == (2, 2)).await, "round {round}: {:?}", state());
+        // Everyone leaves at once, runners and waiters in turn: each place handed over in the
+        // cascade lands with a waiter that is leaving too.
+        while !running.is_empty() || !waiting.is_empty() {
+            drop(running.pop());
+            drop(waiting.pop_front());
+        }
+        assert!(
+            eventually(|| state() == (0, 0) && upstream() == 0).await,
+            "round {round}: nothing left behind: {:?}, {} at the upstream",
+            state(),
+            upstream()
+        );
+    }
+    // The route still runs two at once, and its queue depth is back to 0.
+    let both = [raw_chat(&gw, &stalled).await, raw_chat(&gw, &stalled).await];
+    assert!(
+        eventually(|| state() == (2, 0) && upstream() == 2).await,
+        "full concurrency: {:?}, {} at the upstream",
+        state(),
+        upstream()
+    );
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("sluice_queue_depth{route=\"default\"} 0"), "{metrics}");
+    drop(both);
+    assert!(eventually(|| state() == (0, 0)).await, "{:?}", state());
 }

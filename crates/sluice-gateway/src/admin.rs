@@ -83,13 +83,12 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     }
     let snap = gw.snapshot();
     for route in snap.routes.iter().filter(|r| r.config.queue.is_some()) {
-        gw.telemetry
-            .metrics
-            .queue_depth
-            .get_or_create(&crate::telemetry::RouteLabel {
-                route: route.name.clone(),
-            })
-            .set(route.queue.queued() as i64);
+        let label = crate::telemetry::RouteLabel {
+            route: route.name.clone(),
+        };
+        let m = &gw.telemetry.metrics;
+        m.queue_depth.get_or_create(&label).set(route.queue.queued() as i64);
+        m.queue_running.get_or_create(&label).set(route.queue.running() as i64);
     }
     let mut r = gw.telemetry.render().into_response();
     r.headers_mut().insert(

@@ -137,7 +137,7 @@ impl Relay {
                     // The provider's own error event was relayed (translated if need be); end there.
                     let class = match fault.code() {
                         "upstream_overloaded" => "upstream_overloaded",
-                        "upstream_rate_limited" => "rate_limited",
+                        "upstream_rate_limited" => "upstream_rate_limited",
                         _ => "upstream_unavailable",
                     };
                     finish.fail(class, fault.code());

@@ -115,6 +115,8 @@ pub struct Metrics {
     pub retries: Family<RetryLabels, Counter>,
     /// Requests waiting in each route's queue.
     pub queue_depth: Family<RouteLabel, Gauge>,
+    /// Requests holding a place among each route's running requests (routes with a queue).
+    pub queue_running: Family<RouteLabel, Gauge>,
     /// Requests in flight to each deployment from this gateway (set when scraped).
     pub deployment_in_flight: Family<DeploymentLabel, Gauge>,
     /// Each deployment's server-reported load (queue × 1000 + KV-cache ‰; set when scraped).
@@ -142,6 +144,7 @@ impl Metrics {
             breaker_transitions: Family::default(),
             retries: Family::default(),
             queue_depth: Family::default(),
+            queue_running: Family::default(),
             deployment_in_flight: Family::default(),
             deployment_load: Family::default(),
         };
@@ -154,6 +157,11 @@ impl Metrics {
             "sluice_deployment_reported_load",
             "Load each deployment's server reports (waiting x 1000 + KV-cache use in thousandths)",
             m.deployment_load.clone(),
+        );
+        registry.register(
+            "sluice_queue_running",
+            "Requests holding a place among each route's running requests",
+            m.queue_running.clone(),
         );
         registry.register(
             "sluice_queue_depth",

@@ -385,6 +385,15 @@ async fn clients_that_leave_a_route_queue_take_no_place_with_them() {
     );
     let metrics = gw.metrics().await;
     assert!(metrics.contains("sluice_queue_depth{route=\"default\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_queue_running{route=\"default\"} 2"),
+        "{metrics}"
+    );
     drop(both);
     assert!(eventually(|| state() == (0, 0)).await, "{:?}", state());
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("sluice_queue_running{route=\"default\"} 0"),
+        "{metrics}"
+    );
 }

@@ -167,3 +167,21 @@ async fn a_stream_that_ends_without_done_is_an_error() {
     let line = gw.log_lines(1).await.remove(0);
     assert_eq!(line["error_code"], "upstream_incomplete_stream");
 }
+
+#[tokio::test]
+async fn a_stream_the_upstream_ends_with_its_rate_limit_is_logged_as_the_upstreams() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config_with(&mock)).await;
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": true,
+                      "mock": {"error_after_chunks": 2, "error_type": "rate_limit_error"}});
+    let r = gw.stream(KEY, &body).await;
+    assert_eq!(r.status(), 200);
+    let text = read_all(r.into_body()).await;
+    assert!(
+        text.contains("rate_limit_error"),
+        "the provider's own event is relayed: {text}"
+    );
+    let line = &gw.log_lines(1).await[0];
+    assert_eq!(line["error_class"], "upstream_rate_limited", "{line}");
+    assert_eq!(line["error_code"], "upstream_rate_limited", "{line}");
+}

@@ -10,7 +10,9 @@
 //!
 //! Cells are found in a sharded map and locked in a fixed order, so a reservation across several
 //! limits is atomic without a global lock. Counters live in the gateway's live state and survive
-//! config reloads.
+//! config reloads. A background task ([`sweep_every`]) evicts the cells back at rest — a rate
+//! whose bucket has drained, a quota whose window has ended — so every distinct user that comes
+//! and goes leaves nothing behind.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -328,6 +330,17 @@ impl Limits {
         }
     }
 
+    /// In-process cells held now (the local ones, and the shared store's outage fallback).
+    pub fn cells(&self) -> usize {
+        self.local.cells() + self.shared.load().as_ref().map_or(0, |s| s.fallback().cells())
+    }
+
+    /// Evicts the in-process cells back at rest at `now_ns`; returns how many are left.
+    pub fn sweep(&self, now_ns: u64) -> usize {
+        let shared = self.shared.load_full();
+        self.local.sweep(now_ns) + shared.map_or(0, |s| s.fallback().sweep(now_ns))
+    }
+
     /// Whether a shared store is configured and answering.
     pub fn shared_up(&self) -> Option<bool> {
         self.shared.load().as_ref().map(|s| s.is_up())
@@ -346,6 +359,40 @@ impl Limits {
                 .local
                 .admit(applicable, need, now_ns(), tz)
                 .map(|(r, info)| (Reservation::Local(r), info)),
+        }
+    }
+}
+
+/// How often [`sweep_every`] evicts the cells back at rest: a cell outlives its last use by at
+/// most this much.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sweeps the gateway's in-process cells every [`SWEEP_EVERY`] on a blocking thread (a sweep of
+/// a million cells takes tens of milliseconds, too long for an async worker), and sets the
+/// `sluice_limits_cells` gauge. Ends when the gateway is dropped.
+pub(crate) async fn sweep_every(gw: std::sync::Weak<crate::Gateway>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(gateway) = gw.upgrade() else { return };
+        if gateway.live.limits.cells() == 0 {
+            continue;
+        }
+        let swept = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let before = gateway.live.limits.cells();
+            let left = gateway.live.limits.sweep(now_ns());
+            gateway.telemetry.metrics.limits_cells.set(left as i64);
+            tracing::debug!(
+                evicted = before.saturating_sub(left),
+                left,
+                took_us = started.elapsed().as_micros() as u64,
+                "limiter cells swept"
+            );
+        });
+        if swept.await.is_err() {
+            return; // the runtime is shutting down
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod load;
 pub mod procs;
 pub mod report;
 pub mod streams;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,8 @@ pub struct Options {
     pub client_core: usize,
     /// Streams held open for the memory figure (0 skips it).
     pub open_streams: usize,
+    /// Distinct end users for the `users` section.
+    pub users: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,6 +382,8 @@ pub enum Section {
     Faults,
     /// Queueing delay on unequal model servers, by balancing strategy.
     Capacity,
+    /// Memory while distinct users come and go (limiter cells and their eviction).
+    Users,
 }
 
 impl Section {
@@ -392,6 +397,7 @@ impl Section {
             "memory" => Some(Section::Memory),
             "faults" => Some(Section::Faults),
             "capacity" => Some(Section::Capacity),
+            "users" => Some(Section::Users),
             _ => None,
         }
     }
@@ -421,6 +427,9 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     }
     if has(Section::Capacity) {
         out.push_str(&faults::capacity(opts)?);
+    }
+    if has(Section::Users) {
+        out.push_str(&users::users(opts)?);
     }
     Ok(out)
 }

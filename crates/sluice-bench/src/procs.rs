@@ -17,6 +17,18 @@ pub struct Pinned {
 
 impl Pinned {
     pub fn spawn(name: &'static str, core: usize, program: &Path, args: &[&str], log: &Path) -> anyhow::Result<Pinned> {
+        Self::spawn_env(name, core, program, args, log, &[])
+    }
+
+    /// [`Pinned::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        name: &'static str,
+        core: usize,
+        program: &Path,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Pinned> {
         let out = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let err = out.try_clone()?;
         let child = Command::new("taskset")
@@ -25,6 +37,7 @@ impl Pinned {
             .arg(program)
             .args(args)
             .env("SLUICE_BENCH_UPSTREAM_KEY", "bench-upstream-key")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -44,14 +57,7 @@ impl Pinned {
 
     /// Resident set size in bytes.
     pub fn rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("VmRSS missing")?;
-        Ok(kb * 1024)
+        rss_of(self.pid())
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -78,6 +84,18 @@ impl Drop for Pinned {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Resident set size of a process in bytes (`VmRSS` in `/proc/PID/status`).
+pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS missing")?;
+    Ok(kb * 1024)
 }
 
 fn clock_ticks() -> u64 {

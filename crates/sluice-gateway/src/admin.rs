@@ -71,6 +71,7 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     gw.telemetry.metrics.keys.set(gw.key_count() as i64);
     let m = &gw.telemetry.metrics;
+    m.limits_cells.set(gw.live.limits.cells() as i64);
     for (name, h) in gw.live.health() {
         let label = crate::telemetry::DeploymentLabel {
             deployment: Arc::from(name.as_str()),

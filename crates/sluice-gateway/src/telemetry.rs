@@ -109,6 +109,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub keys: Gauge,
     pub limits_store: crate::limits::StoreMetrics,
+    /// In-process limiter cells (set by each sweep and when scraped).
+    pub limits_cells: Gauge,
     /// 0 closed, 1 open, 2 half-open.
     pub breaker_state: Family<DeploymentLabel, Gauge>,
     pub breaker_transitions: Family<TransitionLabels, Counter>,
@@ -140,6 +142,7 @@ impl Metrics {
             reloads: Family::default(),
             keys: Gauge::default(),
             limits_store: crate::limits::StoreMetrics::default(),
+            limits_cells: Gauge::default(),
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
             retries: Family::default(),
@@ -256,6 +259,11 @@ impl Metrics {
             "sluice_limits_store_instances",
             "Instances sharing the limits store: counted by their heartbeats in it, or as configured",
             store.instances.clone(),
+        );
+        registry.register(
+            "sluice_limits_cells",
+            "Live in-process limiter cells (one per limit and key, team, user…; evicted once back at rest)",
+            m.limits_cells.clone(),
         );
         registry.register(
             "sluice_limits_settlements_lost",

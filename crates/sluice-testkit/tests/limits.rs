@@ -494,3 +494,52 @@ async fn a_key_made_through_the_admin_api_carries_user_limits_and_trust() {
     }
     assert_eq!(gw.chat(&key, &ask_as("carol")).await.status, 429);
 }
+
+/// The value of an unlabelled gauge in a Prometheus text exposition.
+fn gauge(metrics: &str, name: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn the_cells_of_users_who_came_and_went_are_evicted() {
+    use futures_util::StreamExt;
+    const USERS: usize = 500;
+    let mock = mock().await;
+    // No team: the only cells are the users' rates, each at rest 15 s after its one request
+    // (so all 500 are still there when counted: 500 requests take far less than 15 s).
+    let yaml = config(&mock, "{}").replace(
+        "team: search, limits: {}",
+        "limits: {}, user: svc, trust_user: true, user_limits: { requests_per_minute: 4 }",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let cells = |m: &str| gauge(m, "sluice_limits_cells").expect("sluice_limits_cells in /metrics");
+    let baseline = cells(&gw.metrics().await);
+    let statuses: Vec<u16> = futures_util::stream::iter(0..USERS)
+        .map(|i| {
+            let gw = &gw;
+            async move {
+                let body = json!({"model": "chat", "max_tokens": 8, "user": format!("user-{i}"),
+                                  "messages": [{"role": "user", "content": "hi"}]});
+                gw.chat(KEY, &body).await.status.as_u16()
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let peak = cells(&gw.metrics().await);
+    assert!(
+        peak >= baseline + USERS as i64,
+        "{peak} cells after {USERS} users (baseline {baseline})"
+    );
+    // Each user's cell is back at rest 15 s after its request; the sweep runs every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut now = peak;
+    while now > baseline && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        now = cells(&gw.metrics().await);
+    }
+    assert_eq!(now, baseline, "the users' cells were never evicted (peak {peak})");
+}

@@ -105,7 +105,8 @@ enum Command {
         /// Leave nginx out (Sluice and direct-to-mock only).
         #[arg(long)]
         no_nginx: bool,
-        /// Which parts to run: latency, stream, ceiling, memory (the default), faults, capacity.
+        /// Which parts to run: latency, stream, ceiling, memory (the default), faults, capacity,
+        /// users.
         #[arg(long, value_delimiter = ',', default_value = "latency,stream,ceiling,memory", value_parser = parse_section)]
         sections: Vec<sluice_bench::Section>,
         #[arg(long, env = "OHA", default_value = "oha")]
@@ -113,6 +114,9 @@ enum Command {
         /// Streams held open for the memory-per-stream figure (0 skips it).
         #[arg(long, default_value_t = 10_000)]
         open_streams: usize,
+        /// Distinct end users that come and go in the `users` section.
+        #[arg(long, default_value_t = 1_000_000)]
+        users: usize,
         /// Also write the Markdown report here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -148,7 +152,7 @@ enum Command {
 
 fn parse_section(s: &str) -> Result<sluice_bench::Section, String> {
     sluice_bench::Section::parse(s)
-        .ok_or_else(|| format!("unknown section {s:?}: latency, stream, ceiling, memory, faults or capacity"))
+        .ok_or_else(|| format!("unknown section {s:?}: latency, stream, ceiling, memory, faults, capacity or users"))
 }
 
 fn main() -> ExitCode {
@@ -243,6 +247,7 @@ fn main() -> ExitCode {
                 oha,
                 out,
                 open_streams,
+                users,
             } => {
                 let options = sluice_bench::Options {
                     sluice: match sluice {
@@ -264,6 +269,7 @@ fn main() -> ExitCode {
                     proxy_core: 0,
                     client_core: 1,
                     open_streams,
+                    users,
                 };
                 let report = tokio::task::spawn_blocking(move || sluice_bench::run(&options)).await??;
                 println!("{report}");

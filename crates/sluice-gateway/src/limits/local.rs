@@ -1,8 +1,9 @@
-//! In-process limit counters: sharded cells locked in a fixed order.
+//! In-process limit counters: sharded cells locked in a fixed order, evicted once back at rest.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use sluice_config::{LimitSpec, Metric, Window};
 
@@ -49,15 +50,38 @@ fn roll(start: &mut i64, end: &mut i64, used: &mut u64, alerted: &mut u8, window
     }
 }
 
+impl Cell {
+    /// Whether the cell counts nothing any more: a fresh cell would decide every admission from
+    /// `now_ns` on exactly as it does. A rate whose theoretical arrival time has passed has an
+    /// empty bucket; a quota whose window has ended (or that never had one) starts the next from
+    /// zero.
+    fn at_rest(&self, now_ns: u64) -> bool {
+        match self {
+            Cell::Rate { tat } => *tat <= now_ns,
+            Cell::Quota { end, .. } => (now_ns / NS) as i64 >= *end,
+        }
+    }
+}
+
+type Shard = HashMap<CellKey, Arc<Mutex<Cell>>>;
+
+/// A shard whose map holds fewer than a quarter of what it has room for is shrunk, so a crowd
+/// of users that has come and gone does not leave its tables behind (maps never shrink on their
+/// own). Below this capacity a shard is left as it is.
+const SHRINK_ABOVE: usize = 1024;
+
 #[derive(Debug)]
 pub struct Limiter {
-    shards: Vec<Mutex<HashMap<CellKey, Arc<Mutex<Cell>>>>>,
+    shards: Vec<Mutex<Shard>>,
+    /// Cells in all shards: added on insert, taken off on eviction.
+    live: AtomicUsize,
 }
 
 impl Default for Limiter {
     fn default() -> Self {
         Limiter {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            live: AtomicUsize::new(0),
         }
     }
 }
@@ -74,6 +98,7 @@ impl Limiter {
         lock(shard)
             .entry(key.clone())
             .or_insert_with(|| {
+                self.live.fetch_add(1, Ordering::Relaxed);
                 Arc::new(Mutex::new(if rate {
                     Cell::Rate { tat: 0 }
                 } else {
@@ -86,6 +111,42 @@ impl Limiter {
                 }))
             })
             .clone()
+    }
+
+    /// Cells held now (live and at rest, until a sweep takes the latter away).
+    pub fn cells(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Evicts the cells back at rest at `now_ns` (see `Cell::at_rest`) that no reservation
+    /// holds, one shard at a time (each locked once, for one pass over its map); returns how
+    /// many cells are left. A cell a reservation still holds is kept whatever its state, so a
+    /// settlement never writes into a cell the map no longer has: only the map hands out cells,
+    /// under the shard's lock, so a count of one there means nobody else can reach it. A cell
+    /// locked at that moment is skipped, never waited for. Off the request path: admissions
+    /// only ever wait for the one shard being swept.
+    pub fn sweep(&self, now_ns: u64) -> usize {
+        for shard in &self.shards {
+            let mut map = lock(shard);
+            let before = map.len();
+            map.retain(|_, cell| {
+                if Arc::strong_count(cell) > 1 {
+                    return true;
+                }
+                match cell.try_lock() {
+                    Ok(c) => !c.at_rest(now_ns),
+                    Err(TryLockError::Poisoned(p)) => !p.into_inner().at_rest(now_ns),
+                    Err(TryLockError::WouldBlock) => true,
+                }
+            });
+            let left = map.len();
+            if map.capacity() > SHRINK_ABOVE && left < map.capacity() / 4 {
+                map.shrink_to(left * 2);
+            }
+            drop(map);
+            self.live.fetch_sub(before - left, Ordering::Relaxed);
+        }
+        self.cells()
     }
 
     /// Reserves `need` against every limit in `applicable`, or refuses on the first that cannot
@@ -417,7 +478,163 @@ mod tests {
         assert_eq!(info.tokens.unwrap().remaining, 300 - 60 - 1);
     }
 
+    #[test]
+    fn a_rate_cell_is_evicted_once_its_arrival_time_has_passed_and_not_before() {
+        let l = Limiter::default();
+        // 60 a minute: one request puts the theoretical arrival time 1 s ahead.
+        let a = one(spec(Metric::Requests, Window::Minute, 60, 5));
+        let t0 = 1_000_000 * NS;
+        let (r, _) = l.admit(&a, &REQ, t0, 0).unwrap();
+        r.settle(&REQ, t0, &[]);
+        assert_eq!(l.cells(), 1);
+        for (at, left) in [(t0, 1), (t0 + NS - 1, 1), (t0 + NS, 0)] {
+            assert_eq!(l.sweep(at), left, "swept at t0 + {} ns", at - t0);
+            assert_eq!(l.cells(), left);
+        }
+    }
+
+    #[test]
+    fn a_quota_cell_is_evicted_at_its_window_end_and_not_before() {
+        let l = Limiter::default();
+        let a = one(spec(Metric::Requests, Window::Day, 10, 10));
+        let noon = 1_800_000_000 - 1_800_000_000 % 86_400 + 43_200;
+        let (r, _) = l.admit(&a, &REQ, noon as u64 * NS, 0).unwrap();
+        r.settle(&REQ, noon as u64 * NS, &[]);
+        let midnight = (noon + 43_200) as u64 * NS;
+        for (at, left) in [(midnight - 12 * 3600 * NS, 1), (midnight - 1, 1), (midnight, 0)] {
+            assert_eq!(l.sweep(at), left, "swept {} s before midnight", (midnight - at) / NS);
+        }
+    }
+
+    #[test]
+    fn a_cell_a_reservation_holds_is_kept_and_its_settlement_still_counts() {
+        let l = Limiter::default();
+        let a = one(spec(Metric::Tokens, Window::Second, 10, 100));
+        let t0 = 1_000_000 * NS;
+        let need = |n| Need {
+            requests: 1,
+            input_tokens: n,
+            output_tokens: 0,
+            cost: 0,
+        };
+        // 50 reserved: the bucket is 5 s deep; a sweep long after still finds it held.
+        let (held, _) = l.admit(&a, &need(50), t0, 0).unwrap();
+        assert_eq!(l.sweep(t0 + 100 * NS), 1, "held by an unsettled reservation");
+        // 30 used: 20 go back. Had the cell been evicted, they would go into a detached cell.
+        let later = t0 + 100 * NS;
+        held.settle(&need(30), later, &[]);
+        assert_eq!(l.sweep(t0 + 3 * NS - 1), 1, "30 tokens drain in 3 s");
+        let (_, info) = l.admit(&a, &need(1), t0 + 3 * NS - 1, 0).unwrap();
+        assert_eq!(
+            info.tokens.unwrap().remaining,
+            100 - 1 - 1,
+            "30 used, 1 ns short of drained, 1 taken"
+        );
+        assert_eq!(l.sweep(t0 + 4 * NS), 0);
+        assert_eq!(l.cells(), 0);
+    }
+
+    #[test]
+    fn a_swept_shard_gives_its_table_back() {
+        let l = Limiter::default();
+        let t0 = 1_000_000 * NS;
+        for i in 0..100_000 {
+            let a = vec![(
+                Scope::User,
+                Arc::<str>::from(format!("k/u{i}")),
+                spec(Metric::Requests, Window::Second, 1, 1),
+            )];
+            drop(l.admit(&a, &REQ, t0, 0).unwrap());
+        }
+        assert_eq!(l.cells(), 100_000);
+        assert!(l.shards.iter().all(|s| lock(s).capacity() > SHRINK_ABOVE));
+        assert_eq!(l.sweep(t0 + NS), 0);
+        let tables: Vec<usize> = l.shards.iter().map(|s| lock(s).capacity()).collect();
+        assert!(
+            tables.iter().all(|c| *c <= SHRINK_ABOVE),
+            "every big table is shrunk: {tables:?}"
+        );
+    }
+
+    /// One step of a random workload: an admission, a settlement of an outstanding reservation,
+    /// time passing, or (for the swept limiter only) a sweep.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Admit { limits: u8, n: u64 },
+        Settle { which: usize, used: u64 },
+        Wait { ns: u64 },
+        Sweep,
+    }
+
+    fn steps() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..16, 0u64..5).prop_map(|(limits, n)| Step::Admit { limits, n }),
+            2 => (0usize..8, 0u64..8).prop_map(|(which, used)| Step::Settle { which, used }),
+            2 => prop_oneof![0u64..2 * NS, (0u64..86_400).prop_map(|s| s * NS), Just(86_400 * NS)].prop_map(|ns| Step::Wait { ns }),
+            1 => Just(Step::Sweep),
+        ]
+    }
+
+    /// The limits of the workload, chosen by the bits of `Step::Admit::limits`: two rates and
+    /// two quotas (one a budget with alert thresholds), over two users and a key.
+    fn workload_limits(bits: u8) -> Vec<(Scope, Arc<str>, LimitSpec)> {
+        let all = [
+            (Scope::User, "k/a", spec(Metric::Requests, Window::Second, 3, 2)),
+            (Scope::User, "k/b", spec(Metric::Tokens, Window::Minute, 600, 20)),
+            (Scope::Key, "k", spec(Metric::Tokens, Window::Day, 40, 40)),
+            (Scope::Key, "k", spec(Metric::Cost, Window::Month, 30, 30)),
+        ];
+        all.iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, (scope, id, s))| (*scope, Arc::from(*id), *s))
+            .collect()
+    }
+
     proptest! {
+        /// Eviction never changes a decision: the same admissions and settlements at the same
+        /// times, against a limiter swept at random moments and one never swept, are admitted
+        /// or refused alike, with the same standings, retry times and budget alerts.
+        #[test]
+        fn eviction_never_changes_an_admission(work in proptest::collection::vec(steps(), 1..200)) {
+            let (swept, kept) = (Limiter::default(), Limiter::default());
+            let mut now = 1_800_000_000 * NS;
+            let mut held: Vec<(Reservation, Reservation)> = Vec::new();
+            for step in work {
+                match step {
+                    Step::Admit { limits, n } => {
+                        let a = workload_limits(limits);
+                        let need = Need { requests: 1, input_tokens: n, output_tokens: 0, cost: n * 3 };
+                        match (swept.admit(&a, &need, now, 3600), kept.admit(&a, &need, now, 3600)) {
+                            (Ok((r1, i1)), Ok((r2, i2))) => {
+                                prop_assert_eq!(i1, i2);
+                                held.push((r1, r2));
+                            }
+                            (Err(e1), Err(e2)) => {
+                                prop_assert_eq!(e1.scope, e2.scope);
+                                prop_assert_eq!(e1.spec, e2.spec);
+                                prop_assert_eq!(e1.retry_after_s, e2.retry_after_s);
+                                prop_assert_eq!(e1.info, e2.info);
+                            }
+                            (one, other) => prop_assert!(false, "swept: {:?}, never swept: {:?}", one.map(|r| r.1), other.map(|r| r.1)),
+                        }
+                    }
+                    Step::Settle { which, used } if !held.is_empty() => {
+                        let (r1, r2) = held.swap_remove(which % held.len());
+                        let actual = Need { requests: 1, input_tokens: used, output_tokens: 0, cost: used * 3 };
+                        prop_assert_eq!(r1.settle(&actual, now, &[50, 80]), r2.settle(&actual, now, &[50, 80]));
+                    }
+                    Step::Settle { .. } => {}
+                    Step::Wait { ns } => now += ns,
+                    Step::Sweep => {
+                        swept.sweep(now);
+                    }
+                }
+            }
+            prop_assert!(swept.cells() <= kept.cells());
+            prop_assert_eq!(kept.sweep(now + 40 * 86_400 * NS), swept.sweep(now + 40 * 86_400 * NS));
+        }
+
         /// However requests interleave in time, a rate never admits more than its burst plus
         /// what drains in the window.
         #[test]

@@ -173,6 +173,11 @@ fn ints(v: redis::Value) -> Result<Vec<i64>, StoreError> {
 }
 
 impl SharedLimiter {
+    /// The in-process cells counted during outages (swept like the local ones).
+    pub(super) fn fallback(&self) -> &Limiter {
+        &self.fallback
+    }
+
     /// Connects (waiting at most the store timeout); a store that does not answer starts down.
     pub async fn start(config: RedisConfig, metrics: StoreMetrics) -> Arc<SharedLimiter> {
         let limiter = Arc::new(SharedLimiter {

@@ -274,16 +274,7 @@ impl RequestView {
         if edits.is_empty() {
             return Bytes::copy_from_slice(body);
         }
-        edits.sort_by_key(|(r, _)| r.start);
-        let mut out = Vec::with_capacity(body.len() + 64);
-        let mut at = 0;
-        for (r, replacement) in edits {
-            out.extend_from_slice(&body[at..r.start]);
-            out.extend_from_slice(&replacement);
-            at = r.end;
-        }
-        out.extend_from_slice(&body[at..]);
-        Bytes::from(out)
+        splice(body, edits)
     }
 }
 
@@ -323,17 +314,22 @@ impl RequestView {
         if edits.is_empty() {
             return None;
         }
-        edits.sort_by_key(|(r, _)| r.start);
-        let mut out = Vec::with_capacity(body.len() + 32);
-        let mut at = 0;
-        for (r, replacement) in edits {
-            out.extend_from_slice(&body[at..r.start]);
-            out.extend_from_slice(&replacement);
-            at = r.end;
-        }
-        out.extend_from_slice(&body[at..]);
-        Some(Bytes::from(out))
+        Some(splice(body, edits))
     }
+}
+
+/// `body` with each range replaced by its bytes (ranges do not overlap).
+fn splice(body: &[u8], mut edits: Vec<(Range<usize>, Vec<u8>)>) -> Bytes {
+    edits.sort_by_key(|(r, _)| r.start);
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut at = 0;
+    for (r, replacement) in edits {
+        out.extend_from_slice(&body[at..r.start]);
+        out.extend_from_slice(&replacement);
+        at = r.end;
+    }
+    out.extend_from_slice(&body[at..]);
+    Bytes::from(out)
 }
 
 fn json_string(s: &str) -> Vec<u8> {

@@ -10,9 +10,9 @@ use sluice_config::{FallbackConfig, FallbackReason};
 use sluice_providers::InboundRequest;
 use sluice_providers::chat::{ChatResponse, Part, StopReason};
 
-use crate::dispatch::Upstream;
 use crate::error::GatewayError;
 use crate::failure::Failure;
+use crate::flow::Reply;
 
 /// Why `e` falls back along `chain`, if the chain names its reason.
 pub fn reason(e: &GatewayError, chain: &FallbackConfig) -> Option<FallbackReason> {
@@ -40,7 +40,7 @@ pub fn steps(chain: &FallbackConfig) -> impl Iterator<Item = Step<'_>> {
 }
 
 /// The route's fixed answer, in the client's format (streamed if it asked for a stream).
-pub fn degraded(inbound: &InboundRequest, text: &str, model: &str) -> Upstream {
+pub fn degraded(inbound: &InboundRequest, text: &str, model: &str) -> Reply {
     let answer = ChatResponse {
         id: "chatcmpl-sluice-fallback".to_owned(),
         model: model.to_owned(),
@@ -61,10 +61,9 @@ pub fn degraded(inbound: &InboundRequest, text: &str, model: &str) -> Upstream {
             "application/json",
         )
     };
-    Upstream::Complete {
+    Reply::Json {
         status: http::StatusCode::OK,
         content_type: Some(http::HeaderValue::from_static(content_type)),
         body,
-        usage: Some(sluice_providers::Usage::default()),
     }
 }

@@ -9,19 +9,18 @@ pub mod admin;
 pub mod alerts;
 pub mod balance;
 pub mod body;
-pub mod degrade;
 pub mod dispatch;
 pub mod edge;
 pub mod error;
 pub mod failure;
 pub mod fallback;
 pub mod finish;
+pub mod flow;
 pub mod health;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod listen;
-pub mod predict;
 pub mod queue;
 pub mod relay;
 pub mod reload;
@@ -33,6 +32,7 @@ pub mod stages;
 pub mod state;
 pub mod telemetry;
 pub mod timing;
+pub mod tokens;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -152,7 +152,7 @@ impl Gateway {
     pub async fn install(&self, snapshot: Arc<Snapshot>) {
         if snapshot.config.counts_tokens() {
             // A reload may bring the first token limit: load the tokenizer now, off the workers.
-            tokio::task::spawn_blocking(stages::preload_tokenizer);
+            tokio::task::spawn_blocking(tokens::preload_tokenizer);
         }
         self.live.limits.configure(snapshot.config.store.redis.as_ref()).await;
         {
@@ -286,7 +286,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     if config.counts_tokens() {
         // The tokenizer takes ~0.1 s to load; load it now, off the async threads.
-        tokio::task::spawn_blocking(stages::preload_tokenizer);
+        tokio::task::spawn_blocking(tokens::preload_tokenizer);
     }
     let telemetry = Arc::new(
         Telemetry::new(&config.logging.access_log, config.logging.access_log_queue).map_err(StartError::AccessLog)?,

@@ -112,13 +112,7 @@ impl Relay {
             if let Some(c) = &mut self.counting {
                 self.translator.take_text(&mut c.text);
                 if !c.text.is_empty() {
-                    // A large piece (or any, until the tokenizer has loaded) is estimated — a
-                    // token is rarely under four bytes of text — rather than tokenized here.
-                    c.tokens += if c.text.len() <= 4096 && crate::stages::tokenizer_ready() {
-                        crate::stages::count_tokens(&c.text)
-                    } else {
-                        (c.text.len() as u64).div_ceil(4)
-                    };
+                    c.tokens += crate::tokens::count_piece(&c.text);
                     c.text.clear();
                 }
             }

@@ -22,7 +22,8 @@ use crate::body::ResponseBody;
 use crate::dispatch::{self, Upstream};
 use crate::error::{ErrorKind, GatewayError};
 use crate::fallback;
-use crate::finish::Finish;
+use crate::finish::{CallerPart, Finish};
+use crate::flow::{Flow, Reply, Routed, next};
 use crate::keys::{Caller, KeyTable};
 use crate::limits::Need;
 use crate::relay::Relay;
@@ -31,20 +32,6 @@ use crate::stages;
 use crate::state::Snapshot;
 use crate::timing::{Lap, Stage};
 use crate::{Gateway, Serving};
-
-/// What the walk decided to send, before the response (and its finish) is assembled.
-/// (A `Reply` lives for one return and moves once into the response body; boxing the relay
-/// would cost every stream an allocation to save a few hundred bytes of stack.)
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum Reply {
-    Json {
-        status: StatusCode,
-        content_type: Option<HeaderValue>,
-        body: Bytes,
-    },
-    Stream(Relay),
-}
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
@@ -108,7 +95,8 @@ async fn api(gw: Arc<Gateway>, req: Request<Incoming>, endpoint: &'static str, a
     }
 }
 
-/// The request's walk.
+/// The request's walk. Authentication and routing run for every request; the route's plan
+/// holds the stages after routing, each ending in `Flow::Next` or an early answer.
 async fn walk(
     gw: &Gateway,
     serving: &Serving,
@@ -121,79 +109,60 @@ async fn walk(
     let snap: &Snapshot = &serving.snapshot;
 
     let caller = authenticate(&serving.keys, &parts.headers, finish)?;
-    finish.stage(Stage::Auth, clock.lap());
+    finish.stage(Some(Stage::Auth), clock.lap());
 
     let body = read_body(body, &parts.headers, &snap.config.server).await?;
     let mut inbound = InboundRequest::parse(endpoint, body)?;
     inbound.headers = ClientHeaders::from_map(&parts.headers);
-    finish.stage(Stage::Read, clock.lap());
+    finish.stage(Some(Stage::Read), clock.lap());
 
-    let input = RouteInput {
-        path: parts.uri.path(),
-        model: &inbound.view.model,
-        caller: &caller,
-        headers: &parts.headers,
-        metadata: &inbound.view.metadata,
-    };
-    let decision = routing::decide(snap, &input)?;
-    // Under load, a cheaper model or fewer tokens rather than a longer wait or a refusal.
-    let (decision, degraded) = crate::degrade::apply(snap, decision, &caller, &mut inbound)?;
-    finish.set_route(&decision.route.name, &decision.model.name, inbound.view.stream);
-    if let Some(d) = degraded {
-        finish.set_degraded(d);
-    }
-    finish.stage(Stage::Route, clock.lap());
-    if decision.route.config.policy.server_timing {
-        finish.send_server_timing();
-    }
+    let decision = routing::decide(
+        snap,
+        &RouteInput {
+            path: parts.uri.path(),
+            model: &inbound.view.model,
+            caller: &caller,
+            headers: &parts.headers,
+            metadata: &inbound.view.metadata,
+        },
+    )?;
+    let plan = &decision.route.plan;
     let policy = &decision.route.config.policy;
+    // Under load, a cheaper model or fewer tokens rather than a longer wait or a refusal.
+    let routed = Routed {
+        decision,
+        inbound,
+        degraded: None,
+    };
+    let routed = next!(plan.degrade.run(snap, &caller, routed));
+    finish.routed(&routed);
+    finish.stage(Some(Stage::Route), clock.lap());
+    let Routed { decision, inbound, .. } = routed;
     if inbound.body.len() as u64 > policy.max_body_bytes {
         return Err(too_large(policy.max_body_bytes));
     }
-    // A prediction route checks the caller's JSON and builds the model server's input.
-    let prediction = decision.route.prediction.clone();
-    let mut client_json = None;
-    if let Some(p) = &prediction {
-        let (request, upstream_body) = p.request(&inbound.body)?;
-        inbound.body = Bytes::from(upstream_body);
-        client_json = Some(request);
-        finish.stage(Stage::Predict, clock.lap());
-    }
 
-    let admission = stages::admit(gw, snap, &caller, &decision, &inbound).await?;
+    let (inbound, answering) = next!(plan.predict.run(inbound));
+    finish.stage(plan.predict.timed(), clock.lap());
+
+    let admission = next!(stages::admit::admit(gw, snap, &caller, &decision, &inbound).await);
     let reserved = admission.reserved;
-    finish.set_admission(admission);
-    // The ledger's intent is written before the request goes anywhere: a crash from here on
-    // leaves a record to close as unsettled.
-    if let Some(ledger) = &gw.ledger {
-        finish.open_ledger(ledger, &reserved).map_err(|e| {
-            tracing::error!(error = %e, "cannot append to the spend ledger");
-            GatewayError::new(
-                ErrorKind::Unavailable,
-                "ledger_unavailable",
-                "The gateway cannot record spend right now; the request was not sent.",
-            )
-        })?;
-    }
-    finish.stage(Stage::Admit, clock.lap());
+    finish.admitted(admission);
+    // The ledger's intent is written before the request goes anywhere.
+    finish.open_ledger(gw.ledger.as_ref(), &reserved)?;
+    finish.stage(Some(Stage::Admit), clock.lap());
+
+    // The cache's lookup comes here, before the queue: a hit never waits for a place.
+
     let deadline = finish.started() + policy.total_timeout;
-    match stages::enqueue(snap, &caller, &decision, &parts.headers, deadline).await {
-        // Held until the response ends (streams included).
-        Ok(Some(permit)) => {
-            finish.hold(permit);
-            finish.stage(Stage::Queue, clock.lap());
-        }
-        Ok(None) => {}
-        Err(turned_away) => {
-            // Not served: the request gives its reservation back, the request count included.
-            finish.release_admission(&crate::limits::Need::default());
-            return Err(turned_away);
-        }
-    }
-    stages::guard_input(&decision, &inbound)?;
-    if let Some(hit) = stages::cache_lookup(&caller, &decision, &inbound) {
-        return Ok(hit);
-    }
+    let permit = plan
+        .queue
+        .run(snap, &caller, &parts.headers, deadline)
+        .await
+        // Turned away: not served, so the reservation goes back, its request count included.
+        .inspect_err(|_| finish.release_admission(&Need::default()));
+    finish.hold(next!(permit));
+    finish.stage(plan.queue.timed(), clock.lap());
 
     // Where the caller is: its region's deployments first (geographic routing).
     let geo = &snap.config.geo;
@@ -202,35 +171,39 @@ async fn walk(
         parts.extensions.get::<crate::edge::ClientIp>().map(|c| c.0),
     );
     let chain = &decision.route.config.fallback;
-    let spill = !chain.models.is_empty();
-    let how = attempting(gw, region, spill, chain, finish.request_id());
+    let how = attempting(gw, region, !chain.models.is_empty(), chain, finish.request_id());
     let (first, done) = dispatch::attempts(snap, &decision, &inbound, deadline, how).await;
     finish.add_dispatch(done, &snap.currency);
     let upstream = match first {
-        Ok(up) => Ok(up),
-        Err(err) => fall_back(gw, snap, &decision, &caller, &inbound, finish, (deadline, region), err).await,
-    }
-    .map_err(|mut e| {
-        if finish.attempts() > 1 {
-            e.no_retry = true; // the gateway already retried; SDKs should not multiply that
-        }
-        e
-    })?;
-    finish.stage(Stage::UpstreamTtfb, clock.lap());
-    let upstream = stages::guard_output(&decision, upstream)?;
+        Ok(up) => up,
+        Err(err) => next!(
+            fall_back(gw, snap, &decision, &caller, &inbound, finish, (deadline, region), err)
+                .await
+                .map_err(|e| retried(e, finish.attempts()))
+        ),
+    };
+    finish.stage(Some(Stage::UpstreamTtfb), clock.lap());
+    let upstream = answering.answer(upstream)?;
+    Ok(reply(snap, &decision, &inbound, upstream, finish))
+}
 
+/// The answer as the reply the client gets: a whole body with its usage recorded (estimated
+/// from the prompt's size when the upstream reported none), or the stream relay.
+fn reply(
+    snap: &Snapshot,
+    decision: &Decision<'_>,
+    inbound: &InboundRequest,
+    upstream: Upstream,
+    finish: &mut Finish,
+) -> Reply {
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
-    Ok(match upstream {
+    match upstream {
         Upstream::Complete {
             status,
-            mut content_type,
-            mut body,
+            content_type,
+            body,
             usage,
         } => {
-            if let (Some(p), Some(request)) = (&prediction, &client_json) {
-                body = Bytes::from(p.response(request, &body)?);
-                content_type = Some(JSON.clone());
-            }
             match usage {
                 Some(u) => finish.set_usage(u, false),
                 None => finish.set_usage(
@@ -254,7 +227,8 @@ async fn walk(
             translator,
             inflight,
         } => {
-            let mut relay = Relay::new(body, framing, translator, policy.stream_idle_timeout, prompt_estimate);
+            let idle = decision.route.config.policy.stream_idle_timeout;
+            let mut relay = Relay::new(body, framing, translator, idle, prompt_estimate);
             relay.hold(inflight);
             if snap.config.counts_tokens() {
                 // Token and cost limits apply: a stream cut short is counted with the tokenizer.
@@ -262,7 +236,7 @@ async fn walk(
             }
             Reply::Stream(relay)
         }
-    })
+    }
 }
 
 /// How an alias's attempts loop runs: with the caller's region, spilling over to the next
@@ -296,7 +270,7 @@ async fn fall_back(
     finish: &mut Finish,
     (deadline, region): (std::time::Instant, Option<&str>),
     mut err: GatewayError,
-) -> Result<Upstream, GatewayError> {
+) -> Result<Flow<Upstream>, GatewayError> {
     let chain = &decision.route.config.fallback;
     let Some(why) = fallback::reason(&err, chain) else {
         return Err(err);
@@ -307,7 +281,7 @@ async fn fall_back(
             fallback::Step::Answer(text) => {
                 finish.set_fallback(&decision.model.name, why);
                 finish.release_admission(&Need::default());
-                return Ok(fallback::degraded(inbound, text, &decision.model.name));
+                return Ok(Flow::Respond(fallback::degraded(inbound, text, &decision.model.name)));
             }
             fallback::Step::Alias(index) => index,
         };
@@ -324,8 +298,9 @@ async fn fall_back(
         }
         // The first reservation goes back; the fallback reserves at its own prices and limits.
         finish.release_admission(&Need::default());
-        match stages::admit(gw, snap, caller, &next, inbound).await {
-            Ok(admission) => finish.set_admission(admission),
+        match stages::admit::admit(gw, snap, caller, &next, inbound).await {
+            Ok(Flow::Next(admission)) => finish.admitted(admission),
+            Ok(Flow::Respond(reply)) => return Ok(Flow::Respond(reply)),
             Err(refused) => {
                 tracing::debug!(alias = %next.model.name, code = refused.code, "fallback alias not admitted");
                 continue;
@@ -336,12 +311,20 @@ async fn fall_back(
         let (result, done) = dispatch::attempts(snap, &next, inbound, deadline, how).await;
         finish.add_dispatch(done, &snap.currency);
         match result {
-            Ok(up) => return Ok(up),
+            Ok(up) => return Ok(Flow::Next(up)),
             Err(e) if fallback::reason(&e, chain).is_some() => err = e,
             Err(e) => return Err(e),
         }
     }
     Err(err)
+}
+
+/// The error a caller gets after the gateway's own retries: SDKs should not multiply them.
+fn retried(mut e: GatewayError, attempts: usize) -> GatewayError {
+    if attempts > 1 {
+        e.no_retry = true;
+    }
+    e
 }
 
 fn too_large(limit: u64) -> GatewayError {
@@ -550,7 +533,7 @@ fn new_request_id() -> String {
 /// Stage 1 of every API request: who is calling, recorded for finish.
 fn authenticate(keys: &KeyTable, headers: &HeaderMap, finish: &mut Finish) -> Result<Arc<Caller>, GatewayError> {
     let caller = keys.authenticate(headers, Utc::now())?;
-    finish.set_caller(&caller);
+    finish.caller(CallerPart::of(&caller));
     Ok(caller)
 }
 

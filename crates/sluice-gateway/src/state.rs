@@ -116,8 +116,8 @@ pub struct RouteRuntime {
     pub config: RouteConfig,
     /// Pools for this route's connect timeout: `[auto (ALPN), HTTP/2 prior knowledge]`.
     pub clients: [Arc<HttpClient>; 2],
-    /// A prediction route's compiled schemas and templates.
-    pub prediction: Option<Arc<crate::predict::Prediction>>,
+    /// The stages this route runs after routing.
+    pub plan: crate::stages::RoutePlan,
     /// Live, kept across reloads by route name.
     pub retry_budget: Arc<crate::balance::RetryBudget>,
     pub queue: Arc<crate::queue::RouteQueue>,
@@ -449,19 +449,19 @@ impl LiveState {
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteRuntime {
-                name: Arc::from(r.name.as_str()),
-                config: r.clone(),
-                clients: [
-                    self.client(r.policy.connect_timeout, false),
-                    self.client(r.policy.connect_timeout, true),
-                ],
-                prediction: r
-                    .prediction
-                    .as_ref()
-                    .map(|p| Arc::new(crate::predict::Prediction::new(p))),
-                retry_budget: self.budget(&r.name),
-                queue: self.queue(&r.name),
+            .map(|r| {
+                let queue = self.queue(&r.name);
+                RouteRuntime {
+                    name: Arc::from(r.name.as_str()),
+                    config: r.clone(),
+                    clients: [
+                        self.client(r.policy.connect_timeout, false),
+                        self.client(r.policy.connect_timeout, true),
+                    ],
+                    retry_budget: self.budget(&r.name),
+                    plan: crate::stages::RoutePlan::build(r, &queue),
+                    queue,
+                }
             })
             .collect();
         Ok(Snapshot {

@@ -15,7 +15,76 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sluice_config::PredictionConfig;
 
+use bytes::Bytes;
+use http::HeaderValue;
+use sluice_providers::InboundRequest;
+
+use crate::dispatch::Upstream;
 use crate::error::{ErrorKind, GatewayError};
+use crate::flow::Flow;
+use crate::timing::Stage;
+
+/// A prediction route's mapping stage: the caller's JSON checked and reshaped into the model
+/// server's input on the way in, the server's answer checked and reshaped on the way out. Any
+/// other route has the no-op stage.
+#[derive(Debug)]
+pub struct PredictStage {
+    prediction: Option<Arc<Prediction>>,
+}
+
+/// What the way out needs: the route's contract and the caller's request (`None`: no mapping).
+#[derive(Debug)]
+pub struct Answering {
+    mapping: Option<(Arc<Prediction>, Value)>,
+}
+
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+impl PredictStage {
+    pub fn new(config: Option<&PredictionConfig>) -> PredictStage {
+        PredictStage {
+            prediction: config.map(|c| Arc::new(Prediction::new(c))),
+        }
+    }
+
+    /// The stage's timer, on a prediction route.
+    pub fn timed(&self) -> Option<Stage> {
+        self.prediction.as_ref().map(|_| Stage::Predict)
+    }
+
+    /// Checks the caller's request and replaces the body with the model server's input.
+    pub fn run(&self, mut inbound: InboundRequest) -> Result<Flow<(InboundRequest, Answering)>, GatewayError> {
+        let Some(p) = &self.prediction else {
+            return Ok(Flow::Next((inbound, Answering { mapping: None })));
+        };
+        let (request, upstream_body) = p.request(&inbound.body)?;
+        inbound.body = Bytes::from(upstream_body);
+        let answering = Answering {
+            mapping: Some((p.clone(), request)),
+        };
+        Ok(Flow::Next((inbound, answering)))
+    }
+}
+
+impl Answering {
+    /// The model server's answer as the public answer (a whole answer; streams pass).
+    pub fn answer(&self, upstream: Upstream) -> Result<Upstream, GatewayError> {
+        match (&self.mapping, upstream) {
+            (
+                Some((p, request)),
+                Upstream::Complete {
+                    status, body, usage, ..
+                },
+            ) => Ok(Upstream::Complete {
+                status,
+                content_type: Some(JSON.clone()),
+                body: Bytes::from(p.response(request, &body)?),
+                usage,
+            }),
+            (_, upstream) => Ok(upstream),
+        }
+    }
+}
 
 /// A prediction route's schemas (compiled when its config was validated) and templates.
 #[derive(Debug)]

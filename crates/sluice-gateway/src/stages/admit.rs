@@ -1,6 +1,7 @@
-//! The policy stages of the spine that later capabilities fill in. Each takes exactly the typed
-//! inputs it needs and returns a typed output; today each is a no-op, so the spine already has
-//! its final shape and no `if enabled` branches.
+//! Admission: the request's estimated cost reserved against every limit that applies to its
+//! caller, route and model — or a refusal with the limit's name, `Retry-After` and OpenAI's
+//! `x-ratelimit-*` standing. The reservation is an owned guard, settled once with the real
+//! usage by finish (or, if it is dropped unsettled, as one request that used nothing).
 
 use std::sync::Arc;
 
@@ -8,15 +9,15 @@ use sluice_config::{LimitSpec, Metric};
 use sluice_providers::InboundRequest;
 
 use crate::Gateway;
-use crate::dispatch::Upstream;
 use crate::error::{ErrorKind, GatewayError};
+use crate::flow::Flow;
 use crate::keys::Caller;
 use crate::limits::{Need, RateInfo, Reservation, Scope};
 use crate::routing::Decision;
-use crate::spine::Reply;
 use crate::state::Snapshot;
 
-/// A reservation against every limit that applies; settled by finish.
+/// A reservation against every limit that applies; settled once by finish. Dropped unsettled
+/// (a walk cancelled before finish took it), it settles as one request that used nothing.
 #[derive(Debug, Default)]
 pub struct Admission {
     pub reservation: Option<Reservation>,
@@ -32,6 +33,15 @@ pub struct AlertRoute {
     pub sender: crate::alerts::AlertSender,
     pub config: sluice_config::BudgetAlerts,
     pub currency: Arc<str>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.settle(&Need {
+            requests: 1,
+            ..Need::default()
+        });
+    }
 }
 
 impl Admission {
@@ -125,30 +135,6 @@ fn applicable(
 /// The longest end-user name that keys a limit.
 const MAX_USER_BYTES: usize = 256;
 
-/// Prompts larger than this are counted on a blocking thread, off the async workers.
-const COUNT_INLINE_MAX: usize = 4 * 1024;
-
-/// Whether the tokenizer is loaded (until it is, every count runs on a blocking thread: the
-/// first load takes ~0.1 s).
-static TOKENIZER_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Tokens in `text` with the o200k tokenizer (OpenAI's current models; an approximation for
-/// other vendors' models, which do not publish theirs).
-pub fn count_tokens(text: &str) -> u64 {
-    tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len() as u64
-}
-
-/// Whether the tokenizer is loaded (counting inline is then cheap for small texts).
-pub fn tokenizer_ready() -> bool {
-    TOKENIZER_READY.load(std::sync::atomic::Ordering::Acquire)
-}
-
-/// Loads the tokenizer, so the first request that needs it does not pay for it.
-pub fn preload_tokenizer() {
-    let _ = count_tokens("warm");
-    TOKENIZER_READY.store(true, std::sync::atomic::Ordering::Release);
-}
-
 fn need_for(snap: &Snapshot, decision: &Decision<'_>, input: u64, output: u64) -> Need {
     let price = decision
         .model
@@ -175,10 +161,10 @@ pub async fn admit(
     caller: &Caller,
     decision: &Decision<'_>,
     inbound: &InboundRequest,
-) -> Result<Admission, GatewayError> {
+) -> Result<Flow<Admission>, GatewayError> {
     let limits = applicable(gw, snap, caller, decision, inbound)?;
     if limits.is_empty() {
-        return Ok(Admission::default());
+        return Ok(Flow::Next(Admission::default()));
     }
     let counts_tokens = limits.iter().any(|(_, _, s)| s.metric != Metric::Requests);
     let output = inbound.view.max_tokens.unwrap_or(DEFAULT_OUTPUT_RESERVATION);
@@ -196,21 +182,14 @@ pub async fn admit(
     if let Err(refusal) = &result
         && refusal.spec.metric != Metric::Requests
     {
-        let body = inbound.body.clone();
-        let count = move || count_tokens(&String::from_utf8_lossy(&body));
-        let ready = TOKENIZER_READY.load(std::sync::atomic::Ordering::Acquire);
-        let exact = if ready && inbound.body.len() <= COUNT_INLINE_MAX {
-            count()
-        } else {
-            tokio::task::spawn_blocking(count).await.unwrap_or(u64::MAX / 4)
-        };
+        let exact = crate::tokens::count_off_thread(inbound.body.clone()).await;
         if exact < need.input_tokens {
             reserved = need_for(snap, decision, exact, output);
             result = gw.live.limits.admit(&limits, &reserved, tz).await;
         }
     }
     match result {
-        Ok((reservation, info)) => Ok(Admission {
+        Ok((reservation, info)) => Ok(Flow::Next(Admission {
             reservation: Some(reservation),
             info,
             reserved,
@@ -219,7 +198,7 @@ pub async fn admit(
                 config: config.clone(),
                 currency: snap.currency.clone(),
             }),
-        }),
+        })),
         Err(refusal) if refusal.unavailable => Err(GatewayError::new(
             ErrorKind::Unavailable,
             "limits_store_unavailable",
@@ -264,85 +243,4 @@ pub async fn admit(
             Err(err)
         }
     }
-}
-
-/// Priority from a header the key may set, else the key's tier, else 5 (of 0–9).
-fn priority(snap: &Snapshot, caller: &Caller, headers: &http::HeaderMap) -> u8 {
-    let asked = caller
-        .priority_header
-        .then(|| {
-            headers
-                .get("x-sluice-priority")?
-                .to_str()
-                .ok()?
-                .trim()
-                .parse::<u8>()
-                .ok()
-        })
-        .flatten()
-        .filter(|p| *p <= 9);
-    asked
-        .or_else(|| {
-            caller
-                .tier
-                .as_deref()
-                .and_then(|t| snap.config.tier_priorities.get(t))
-                .copied()
-        })
-        .unwrap_or(5)
-}
-
-/// Waits for a place among the route's running requests, by priority and in turn by tenant,
-/// or gives up (503 with Retry-After) when the queue is full or the wait too long.
-pub async fn enqueue(
-    snap: &Snapshot,
-    caller: &Caller,
-    decision: &Decision<'_>,
-    headers: &http::HeaderMap,
-    deadline: std::time::Instant,
-) -> Result<Option<crate::queue::Permit>, GatewayError> {
-    let Some(cfg) = &decision.route.config.queue else {
-        return Ok(None);
-    };
-    let tenant = caller.tenant.as_ref().unwrap_or(&caller.key_id);
-    let weight = caller
-        .tenant
-        .as_deref()
-        .and_then(|t| snap.config.tenant_weights.get(t))
-        .copied()
-        .unwrap_or(1);
-    let priority = priority(snap, caller, headers);
-    match decision
-        .route
-        .queue
-        .acquire(cfg, priority, (tenant, weight), deadline)
-        .await
-    {
-        Ok(p) => Ok(Some(p)),
-        Err(turned) => {
-            let (code, message) = match turned {
-                crate::queue::Turned::Timeout => (
-                    "queue_timeout",
-                    "The route is at capacity and the request waited as long as it may.",
-                ),
-                _ => ("queue_full", "The route is at capacity and its queue is full."),
-            };
-            Err(GatewayError::new(ErrorKind::Unavailable, code, message).with_retry_after(Some(1)))
-        }
-    }
-}
-
-/// Screen the input: schema, size, injection, PII. (Guardrails: not yet built.)
-pub fn guard_input(_decision: &Decision<'_>, _inbound: &InboundRequest) -> Result<(), GatewayError> {
-    Ok(())
-}
-
-/// An answer from the cache, when there is one. (Cache: not yet built.)
-pub fn cache_lookup(_caller: &Caller, _decision: &Decision<'_>, _inbound: &InboundRequest) -> Option<Reply> {
-    None
-}
-
-/// Screen the output before it reaches the caller. (Guardrails: not yet built.)
-pub fn guard_output(_decision: &Decision<'_>, upstream: Upstream) -> Result<Upstream, GatewayError> {
-    Ok(upstream)
 }

@@ -171,6 +171,10 @@ routes:
     match: {{ headers: {{ x-test-route: lenient }} }}
     unsupported_params: drop
     forward_params: [mock]
+  - name: rewrite
+    match: {{ headers: {{ x-test-route: rewrite }} }}
+    forward_params: [mock]
+    debug_rewrite: {{ hold_chars: 20, replace: {{ from: gateway, to: GATEWAY }} }}
   - name: default
     forward_params: [mock]
 keys:

@@ -383,3 +383,21 @@ def test_official_anthropic_client_against_the_mock(lane):
         urllib.request.urlopen(req, timeout=5)
     assert e.value.code == 400
     assert json.loads(e.value.read())["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("model,upstream", UPSTREAMS)
+def test_a_response_stage_rewrites_a_messages_stream(claude, model, upstream):
+    expected = mock_text(40).replace("gateway", "GATEWAY")
+    with claude.messages.stream(
+        model=model,
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Stream please."}],
+        extra_headers={"x-test-route": "rewrite"},
+        extra_body={"mock": {"chunks": 40}},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == expected
+    assert final.content[0].text == expected
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 40

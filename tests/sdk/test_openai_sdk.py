@@ -608,3 +608,38 @@ def test_access_log(lane):
     drop = by_id["sdk-drop"]
     assert drop["stream"] is True, drop
     assert drop["error_class"], f"a dropped stream was logged as clean: {drop}"
+
+
+# --- a response stage (the `debug_rewrite` test stage) on the SDK's own answers ------------------
+
+
+def test_a_response_stage_rewrites_streamed_and_whole_answers_alike(client):
+    headers = {"x-test-route": "rewrite"}
+    expected = mock_text(40).replace("gateway", "GATEWAY")
+    assert expected != mock_text(40)
+    whole = client.chat.completions.create(
+        model="chat", messages=MESSAGES, extra_headers=headers, extra_body={"mock": {"chunks": 40}}
+    )
+    assert whole.choices[0].message.content == expected
+    assert whole.choices[0].finish_reason == "stop"
+    assert whole.usage.completion_tokens == 40
+    stream = client.chat.completions.create(
+        model="chat",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers=headers,
+        extra_body={"mock": {"chunks": 40}},
+    )
+    text, finish, usage = "", None, None
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.delta and choice.delta.content:
+                text += choice.delta.content
+            if choice.finish_reason:
+                finish = choice.finish_reason
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert text == expected
+    assert finish == "stop"
+    assert usage is not None and usage.completion_tokens == 40

@@ -361,6 +361,23 @@ pub struct RawRoute {
     pub queue: Option<RawQueue>,
     /// Under load (by queue depth), serve a cheaper model or fewer tokens instead of refusing.
     pub degrade: Option<Vec<RawDegradeStep>>,
+    /// A test response stage: holds back the last `hold_chars` of the answer's text and
+    /// rewrites one string (it proves hold-back and rewrite on live streams).
+    pub debug_rewrite: Option<S<RawDebugRewrite>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDebugRewrite {
+    pub hold_chars: u64,
+    pub replace: RawReplace,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplace {
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Deserialize)]

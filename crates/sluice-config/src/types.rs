@@ -468,6 +468,18 @@ pub struct RouteConfig {
     pub queue: Option<QueueConfig>,
     /// Degradation steps, by rising queue depth; every step reached applies.
     pub degrade: Vec<DegradeStep>,
+    /// The test response stage (`debug_rewrite`), when on.
+    pub debug_rewrite: Option<DebugRewriteConfig>,
+}
+
+/// Hold back the last `hold_chars` characters of an answer's text and replace `from` with
+/// `to` in what is released (`hold_chars` ≥ the length of `from`, so a match split between
+/// chunks is always seen whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugRewriteConfig {
+    pub hold_chars: usize,
+    pub from: String,
+    pub to: String,
 }
 
 /// Past `when_queued` waiting requests, serve `model` instead and/or cap `max_tokens`.

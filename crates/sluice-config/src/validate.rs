@@ -116,6 +116,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             fallback: FallbackConfig::default(),
             queue: None,
             degrade: Vec::new(),
+            debug_rewrite: None,
         });
     }
 
@@ -733,5 +734,34 @@ fn route(
         fallback: crate::resilience::fallback(r, model_names, &path, errs),
         queue: crate::resilience::queue(r, &path, errs),
         degrade: crate::resilience::degrade(r, model_names, &path, errs),
+        debug_rewrite: r.debug_rewrite.as_ref().and_then(|d| debug_rewrite(d, &path, errs)),
     }
+}
+
+/// The most a response stage may hold back (characters).
+const MAX_HOLD_CHARS: u64 = 65_536;
+
+fn debug_rewrite(d: &S<crate::raw::RawDebugRewrite>, path: &str, errs: &mut Collector) -> Option<DebugRewriteConfig> {
+    let v = &d.value;
+    let from = v.replace.from.chars().count() as u64;
+    let problem = if from == 0 {
+        Some("replace.from must not be empty".to_owned())
+    } else if v.hold_chars < from {
+        Some(format!(
+            "hold_chars must be at least the length of replace.from ({from})"
+        ))
+    } else if v.hold_chars > MAX_HOLD_CHARS {
+        Some(format!("hold_chars must be at most {MAX_HOLD_CHARS}"))
+    } else {
+        None
+    };
+    if let Some(p) = problem {
+        errs.push(format!("{path}.debug_rewrite"), Some(d), p);
+        return None;
+    }
+    Some(DebugRewriteConfig {
+        hold_chars: v.hold_chars as usize,
+        from: v.replace.from.clone(),
+        to: v.replace.to.clone(),
+    })
 }

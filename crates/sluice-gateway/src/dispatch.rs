@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use sluice_config::Price;
 use sluice_providers::adapter::{AdapterError, Forwarded, ResponseFault, Target};
 use sluice_providers::eventstream::Framing;
-use sluice_providers::{ErrorClass, InboundRequest, ParamPolicy, StreamTranslator, Usage};
+use sluice_providers::{ErrorClass, InboundRequest, ParamPolicy, Usage};
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::failure::Failure;
@@ -37,7 +37,8 @@ pub enum Upstream {
     Stream {
         body: Incoming,
         framing: Framing,
-        translator: Box<dyn StreamTranslator>,
+        /// Whose translator the relay uses (chosen with the route's response stages).
+        adapter: &'static dyn sluice_providers::ProviderAdapter,
         /// Counts the stream as in flight on its deployment until it ends.
         inflight: Option<InFlight>,
     },
@@ -498,7 +499,7 @@ async fn attempt_once(
         return Ok(Upstream::Stream {
             body,
             framing,
-            translator: dep.adapter.stream_translator(inbound),
+            adapter: dep.adapter,
             inflight: None,
         });
     }

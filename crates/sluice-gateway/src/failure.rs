@@ -36,6 +36,18 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The error class of a stream that ends this way after its headers went out (the log's
+    /// `error_class` and the errors metric).
+    pub fn stream_class(self) -> &'static str {
+        match self {
+            Failure::Malformed => "upstream_rejected",
+            Failure::Upstream(ErrorClass::Overloaded) => "upstream_overloaded",
+            Failure::Upstream(ErrorClass::RateLimited) => "upstream_rate_limited",
+            Failure::Timeout | Failure::BodyTimeout | Failure::OutOfTime => "upstream_timeout",
+            _ => "upstream_unavailable",
+        }
+    }
+
     /// Whether another attempt may help.
     pub fn retryable(self) -> bool {
         match self {

@@ -24,6 +24,7 @@ pub mod listen;
 pub mod queue;
 pub mod relay;
 pub mod reload;
+pub mod response;
 mod rewind;
 pub mod routing;
 pub mod scrape;

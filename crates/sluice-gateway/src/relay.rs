@@ -15,6 +15,7 @@ use sluice_providers::eventstream::{Framing, StreamParser};
 use sluice_providers::{StreamTranslator, Usage};
 use tokio::time::Sleep;
 
+use crate::failure::Failure;
 use crate::finish::Finish;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,18 +122,19 @@ impl Relay {
                 Err(StreamFault::Malformed) => {
                     self.end_with_error(
                         finish,
-                        "upstream_rejected",
+                        Failure::Malformed.stream_class(),
                         "upstream_malformed_stream",
                         "The upstream sent a malformed stream event.",
                     );
                     return;
                 }
-                Err(fault @ StreamFault::UpstreamError { .. }) => {
-                    // The provider's own error event was relayed (translated if need be); end there.
-                    let class = match fault.code() {
-                        "upstream_overloaded" => "upstream_overloaded",
-                        "upstream_rate_limited" => "upstream_rate_limited",
-                        _ => "upstream_unavailable",
+                Err(fault) => {
+                    // The provider's own error event (translated if need be), or a response
+                    // stage's, already went to the client; end there.
+                    let class = match fault {
+                        StreamFault::UpstreamError { class, .. } => Failure::Upstream(class).stream_class(),
+                        StreamFault::Stopped { class, .. } => class,
+                        StreamFault::Malformed => Failure::Malformed.stream_class(),
                     };
                     finish.fail(class, fault.code());
                     self.state = State::Closing;
@@ -196,7 +198,7 @@ impl Relay {
                 Poll::Ready(Some(Err(_))) => {
                     self.end_with_error(
                         finish,
-                        "upstream_unavailable",
+                        Failure::Dropped.stream_class(),
                         "upstream_dropped",
                         "The upstream connection was lost mid-stream.",
                     );
@@ -210,7 +212,7 @@ impl Relay {
                         } else {
                             self.end_with_error(
                                 finish,
-                                "upstream_unavailable",
+                                Failure::Dropped.stream_class(),
                                 "upstream_incomplete_stream",
                                 "The upstream ended the stream without finishing it.",
                             );
@@ -221,7 +223,7 @@ impl Relay {
                     if self.idle.as_mut().poll(cx).is_ready() {
                         self.end_with_error(
                             finish,
-                            "upstream_timeout",
+                            Failure::BodyTimeout.stream_class(),
                             "stream_idle_timeout",
                             "The upstream stopped sending for longer than the stream idle timeout.",
                         );

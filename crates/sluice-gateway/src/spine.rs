@@ -184,18 +184,20 @@ async fn walk(
     };
     finish.stage(Some(Stage::UpstreamTtfb), clock.lap());
     let upstream = answering.answer(upstream)?;
-    Ok(reply(snap, &decision, &inbound, upstream, finish))
+    reply(snap, &decision, &inbound, upstream, finish)
 }
 
-/// The answer as the reply the client gets: a whole body with its usage recorded (estimated
-/// from the prompt's size when the upstream reported none), or the stream relay.
+/// The answer as the reply the client gets, through the route's response stages: a whole
+/// body with its usage recorded (estimated from the prompt's size when the upstream reported
+/// none), or the stream relay.
 fn reply(
     snap: &Snapshot,
     decision: &Decision<'_>,
     inbound: &InboundRequest,
     upstream: Upstream,
     finish: &mut Finish,
-) -> Reply {
+) -> Result<Reply, GatewayError> {
+    let answer = &decision.route.plan.answer;
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
     match upstream {
         Upstream::Complete {
@@ -215,18 +217,19 @@ fn reply(
                     true,
                 ),
             }
-            Reply::Json {
+            Ok(Reply::Json {
                 status,
                 content_type,
-                body,
-            }
+                body: answer.whole(inbound.endpoint, body)?,
+            })
         }
         Upstream::Stream {
             body,
             framing,
-            translator,
+            adapter,
             inflight,
         } => {
+            let translator = answer.translator(adapter, inbound);
             let idle = decision.route.config.policy.stream_idle_timeout;
             let mut relay = Relay::new(body, framing, translator, idle, prompt_estimate);
             relay.hold(inflight);
@@ -234,7 +237,7 @@ fn reply(
                 // Token and cost limits apply: a stream cut short is counted with the tokenizer.
                 relay.count_output();
             }
-            Reply::Stream(relay)
+            Ok(Reply::Stream(relay))
         }
     }
 }

@@ -279,6 +279,11 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     /// A fresh translator for one streamed response.
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator>;
 
+    /// A translator that decodes every event into canonical deltas and encodes them in the
+    /// client's format even when the two formats are the same: what response stages run over
+    /// (see [`crate::translate::Translating::with_filter`]).
+    fn canonical_translator(&self, req: &InboundRequest) -> crate::translate::Translating;
+
     /// What an upstream error response means.
     fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass;
 
@@ -337,6 +342,7 @@ impl StreamFault {
                 ..
             } => "upstream_rate_limited",
             StreamFault::UpstreamError { .. } => "upstream_stream_error",
+            StreamFault::Stopped { code, .. } => code,
         }
     }
 }
@@ -363,6 +369,9 @@ pub enum StreamFault {
     Malformed,
     #[error("the upstream reported an error inside the stream: {message}")]
     UpstreamError { class: ErrorClass, message: String },
+    /// A response stage ended the answer (its error event already went to the client).
+    #[error("a response stage ended the stream ({code})")]
+    Stopped { class: &'static str, code: &'static str },
 }
 
 #[cfg(test)]

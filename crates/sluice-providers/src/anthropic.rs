@@ -681,6 +681,10 @@ impl ProviderAdapter for AnthropicAdapter {
         }
     }
 
+    fn canonical_translator(&self, req: &InboundRequest) -> Translating {
+        Translating::new(Source::Anthropic, req.endpoint.wire(), req.view.include_usage)
+    }
+
     fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass {
         let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let e = v.get("error").unwrap_or(&Value::Null);

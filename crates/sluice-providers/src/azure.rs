@@ -70,6 +70,10 @@ impl ProviderAdapter for AzureAdapter {
         OpenAiAdapter.stream_translator(req)
     }
 
+    fn canonical_translator(&self, req: &InboundRequest) -> crate::translate::Translating {
+        OpenAiAdapter.canonical_translator(req)
+    }
+
     fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass {
         OpenAiAdapter.classify_error(status, body)
     }

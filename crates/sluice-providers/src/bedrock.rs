@@ -531,10 +531,12 @@ impl ProviderAdapter for BedrockAdapter {
     }
 
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
-        Box::new(
-            Translating::new(Source::Bedrock, req.endpoint.wire(), req.view.include_usage)
-                .with_fallback_model(req.view.model.clone()),
-        )
+        Box::new(self.canonical_translator(req))
+    }
+
+    fn canonical_translator(&self, req: &InboundRequest) -> Translating {
+        Translating::new(Source::Bedrock, req.endpoint.wire(), req.view.include_usage)
+            .with_fallback_model(req.view.model.clone())
     }
 
     fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass {

@@ -468,11 +468,11 @@ impl ProviderAdapter for GeminiAdapter {
     }
 
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
-        Box::new(Translating::new(
-            Source::Gemini,
-            req.endpoint.wire(),
-            req.view.include_usage,
-        ))
+        Box::new(self.canonical_translator(req))
+    }
+
+    fn canonical_translator(&self, req: &InboundRequest) -> Translating {
+        Translating::new(Source::Gemini, req.endpoint.wire(), req.view.include_usage)
     }
 
     fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass {

@@ -455,6 +455,11 @@ impl ProviderAdapter for OpenAiAdapter {
         })
     }
 
+    fn canonical_translator(&self, req: &InboundRequest) -> Translating {
+        // The upstream is always asked for usage; only a client that asked gets the chunk.
+        Translating::new(Source::OpenAi, req.endpoint.wire(), req.view.include_usage)
+    }
+
     fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass {
         let parsed: Option<ErrorBody> = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
         let code = parsed

@@ -42,12 +42,12 @@ impl ProviderAdapter for PredictionAdapter {
         })
     }
 
-    fn stream_translator(&self, _req: &InboundRequest) -> Box<dyn StreamTranslator> {
-        Box::new(crate::translate::Translating::new(
-            crate::translate::Source::OpenAi,
-            crate::translate::Wire::OpenAi,
-            false,
-        ))
+    fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
+        Box::new(self.canonical_translator(req))
+    }
+
+    fn canonical_translator(&self, _req: &InboundRequest) -> crate::translate::Translating {
+        crate::translate::Translating::new(crate::translate::Source::OpenAi, crate::translate::Wire::OpenAi, false)
     }
 
     fn classify_error(&self, status: StatusCode, _body: &[u8]) -> ErrorClass {

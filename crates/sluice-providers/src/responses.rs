@@ -261,6 +261,69 @@ fn envelope(
     })
 }
 
+/// Reads a whole Response object: its message text and function calls, status and usage.
+pub fn response_to_chat(body: &[u8]) -> Result<ChatResponse, crate::adapter::MalformedResponse> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| crate::adapter::MalformedResponse(e.to_string()))?;
+    let output = v
+        .get("output")
+        .and_then(Value::as_array)
+        .ok_or_else(|| crate::adapter::MalformedResponse("no output".to_owned()))?;
+    let text_of = |item: &Value, key: &str| item.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut content = Vec::new();
+    for item in output {
+        match item.get("type").and_then(Value::as_str) {
+            Some("message") => {
+                let text: String = item
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.get("type").and_then(Value::as_str) == Some("output_text"))
+                    .filter_map(|c| c.get("text").and_then(Value::as_str))
+                    .collect();
+                if !text.is_empty() {
+                    content.push(Part::Text(text));
+                }
+            }
+            Some("function_call") => content.push(Part::ToolUse {
+                id: text_of(item, "call_id"),
+                name: text_of(item, "name"),
+                input: parse_arguments(&text_of(item, "arguments")),
+            }),
+            _ => {}
+        }
+    }
+    let calls = content.iter().any(|p| matches!(p, Part::ToolUse { .. }));
+    let stop_reason = match (
+        v.get("status").and_then(Value::as_str),
+        v.pointer("/incomplete_details/reason").and_then(Value::as_str),
+    ) {
+        (Some("incomplete"), Some("max_output_tokens")) => Some(StopReason::MaxTokens),
+        (Some("incomplete"), Some("content_filter")) => Some(StopReason::ContentFilter),
+        (Some("completed"), _) if calls => Some(StopReason::ToolUse),
+        (Some("completed"), _) => Some(StopReason::EndTurn),
+        _ => None,
+    };
+    let u = v.get("usage").unwrap_or(&Value::Null);
+    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let usage = Usage {
+        prompt_tokens: n("/input_tokens"),
+        completion_tokens: n("/output_tokens"),
+        total_tokens: n("/input_tokens") + n("/output_tokens"),
+        cached_tokens: n("/input_tokens_details/cached_tokens"),
+        reasoning_tokens: n("/output_tokens_details/reasoning_tokens"),
+        ..Usage::default()
+    };
+    Ok(ChatResponse {
+        id: text_of(&v, "id"),
+        model: text_of(&v, "model"),
+        content,
+        stop_reason,
+        stop_sequence: None,
+        usage,
+    })
+}
+
 /// Writes a whole answer as a Response object.
 pub fn chat_to_response(r: &ChatResponse) -> Bytes {
     let id = response_id(&r.id);

@@ -81,6 +81,39 @@ pub fn write_response(wire: Wire, r: &ChatResponse) -> Bytes {
     }
 }
 
+/// A stage over a canonical answer: sees each delta in order (`Delta::End` last) and pushes
+/// what goes on to the client — the same delta, others, or nothing yet (held back) — or
+/// ends the answer.
+pub trait DeltaFilter: Send {
+    fn on_delta(&mut self, d: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop>;
+}
+
+/// Why a filter ended an answer: the client gets an error event (streamed) or an error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterStop {
+    /// The metric and log class (`guardrail_blocked`, …).
+    pub class: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Runs `filter` over `deltas` into `out`: what reaches the client.
+pub fn run_filter(filter: &mut dyn DeltaFilter, deltas: &[Delta], out: &mut Vec<Delta>) -> Result<(), FilterStop> {
+    for d in deltas {
+        filter.on_delta(d.clone(), out)?;
+    }
+    Ok(())
+}
+
+/// Reads a whole answer in the client's wire format into the canonical form.
+pub fn read_response(wire: Wire, body: &[u8]) -> Result<ChatResponse, crate::adapter::MalformedResponse> {
+    match wire {
+        Wire::OpenAi => crate::openai_chat::response_to_chat(body),
+        Wire::Anthropic => crate::anthropic::response_to_chat(body),
+        Wire::Responses => crate::responses::response_to_chat(body),
+    }
+}
+
 /// A stream translated from the upstream's format into the client's.
 pub struct Translating {
     decoder: Decoder,
@@ -93,6 +126,12 @@ pub struct Translating {
     fallback_model: Option<String>,
     /// Generated text not yet taken (only when collecting).
     text: Option<String>,
+    /// Response stages between the decoder and the encoder.
+    filter: Option<Box<dyn DeltaFilter>>,
+    filtered: Vec<Delta>,
+    /// The source and client formats are the same, so an event the filter left alone can go
+    /// as its original bytes.
+    same_format: bool,
 }
 
 impl Translating {
@@ -101,8 +140,17 @@ impl Translating {
         self
     }
 
+    /// Runs `filter` over every decoded delta before it is encoded.
+    pub fn with_filter(mut self, filter: Box<dyn DeltaFilter>) -> Translating {
+        self.filter = Some(filter);
+        self
+    }
+
     pub fn new(upstream: Source, client: Wire, include_usage: bool) -> Translating {
         Translating {
+            same_format: upstream == Source::OpenAi && client == Wire::OpenAi,
+            filter: None,
+            filtered: Vec::new(),
             decoder: match upstream {
                 Source::OpenAi => Decoder::OpenAi(ChunkDecoder::default()),
                 Source::Anthropic => Decoder::Anthropic(EventDecoder::default()),
@@ -120,6 +168,16 @@ impl Translating {
             done: false,
             fallback_model: None,
             text: None,
+        }
+    }
+}
+
+impl Encoder {
+    fn encode(&mut self, d: &Delta, out: &mut Vec<Bytes>) {
+        match self {
+            Encoder::OpenAi(e) => e.encode(d, out),
+            Encoder::Anthropic(e) => e.encode(d, out),
+            Encoder::Responses(e) => e.encode(d, out),
         }
     }
 }
@@ -161,13 +219,44 @@ impl StreamTranslator for Translating {
                 Delta::End => self.done = true,
                 _ => {}
             }
-            match &mut self.encoder {
-                Encoder::OpenAi(e) => e.encode(d, out),
-                Encoder::Anthropic(e) => e.encode(d, out),
-                Encoder::Responses(e) => e.encode(d, out),
+        }
+        let Some(filter) = &mut self.filter else {
+            for d in &self.deltas {
+                self.encoder.encode(d, out);
+            }
+            return Ok(());
+        };
+        self.filtered.clear();
+        let stopped = run_filter(filter.as_mut(), &self.deltas, &mut self.filtered).err();
+        // An event of content deltas only that the stages left alone goes as the upstream's
+        // own bytes (fields the canonical form does not carry included). Structural events
+        // (start, stop, usage, end) are encoded, which keeps the encoder's state whole —
+        // in the OpenAI chat format a content chunk changes none of it.
+        let untouched = stopped.is_none()
+            && self.same_format
+            && !self.deltas.is_empty()
+            && self.filtered == self.deltas
+            && self
+                .deltas
+                .iter()
+                .all(|d| matches!(d, Delta::Text(_) | Delta::ToolArgs { .. }));
+        if untouched {
+            out.push(event.raw);
+        } else {
+            for d in &self.filtered {
+                self.encoder.encode(d, out);
             }
         }
-        Ok(())
+        match stopped {
+            None => Ok(()),
+            Some(stop) => {
+                out.push(self.error_event(stop.code, &stop.message));
+                Err(StreamFault::Stopped {
+                    class: stop.class,
+                    code: stop.code,
+                })
+            }
+        }
     }
 
     fn reported_usage(&self) -> Option<Usage> {
@@ -221,5 +310,56 @@ impl ParamPolicy<'_> {
             Some((k, _)) => Err(RequestError::Unsupported { param: k.clone() }),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::SseParser;
+
+    /// Passes every delta as it is, or upper-cases text when asked.
+    struct Shout(bool);
+
+    impl DeltaFilter for Shout {
+        fn on_delta(&mut self, d: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
+            out.push(match d {
+                Delta::Text(t) if self.0 => Delta::Text(t.to_uppercase()),
+                d => d,
+            });
+            Ok(())
+        }
+    }
+
+    fn relay(filter: Shout) -> String {
+        let upstream = concat!(
+            "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"system_fingerprint\":\"fp\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"system_fingerprint\":\"fp\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"logprobs\":{\"content\":[]},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let mut t = Translating::new(Source::OpenAi, Wire::OpenAi, false).with_filter(Box::new(filter));
+        let mut parser = SseParser::new();
+        parser.push(upstream.as_bytes());
+        let mut out = Vec::new();
+        while let Some(event) = parser.next_event() {
+            t.on_event(event, &mut out).unwrap();
+        }
+        out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
+    }
+
+    #[test]
+    fn a_content_event_no_stage_changed_goes_as_its_original_bytes() {
+        let passed = relay(Shout(false));
+        // The upstream's own chunk, fields the canonical form does not carry included.
+        assert!(
+            passed.contains(r#""delta":{"content":"hi"},"logprobs":{"content":[]}"#),
+            "{passed}"
+        );
+        assert!(passed.ends_with("data: [DONE]\n\n"), "{passed}");
+        let changed = relay(Shout(true));
+        assert!(changed.contains(r#""content":"HI""#), "{changed}");
+        assert!(!changed.contains(r#""content":"hi""#), "{changed}");
+        assert!(changed.ends_with("data: [DONE]\n\n"), "{changed}");
     }
 }

@@ -20,6 +20,8 @@ pub struct RoutePlan {
     pub degrade: degrade::DegradeStage,
     pub predict: predict::PredictStage,
     pub queue: queue::QueueStage,
+    /// The response stages, over the answer on its way out.
+    pub answer: crate::response::AnswerPlan,
 }
 
 impl RoutePlan {
@@ -28,6 +30,7 @@ impl RoutePlan {
             degrade: degrade::DegradeStage::new(&route.degrade),
             predict: predict::PredictStage::new(route.prediction.as_ref()),
             queue: queue::QueueStage::new(route.queue, queue),
+            answer: crate::response::AnswerPlan::new(route),
         }
     }
 }

@@ -84,7 +84,10 @@ keys:
         &opts.sluice,
         &["serve", "--config", &conf.display().to_string()],
         &log,
-        &[("RUST_LOG", "info,sluice_gateway::limits=debug"), ("NO_COLOR", "1")],
+        &[
+            ("RUST_LOG", "info,sluice_gateway::state::sweep=debug"),
+            ("NO_COLOR", "1"),
+        ],
     )?;
     let api = SocketAddr::from(([127, 0, 0, 1], port));
     let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
@@ -285,8 +288,8 @@ mod tests {
 
     #[test]
     fn reads_the_longest_sweep_from_the_log() {
-        let log = "2026-01-01T00:00:00Z DEBUG sluice_gateway::limits: limiter cells swept evicted=3 left=10 took_us=40\n\
-                   2026-01-01T00:00:01Z DEBUG sluice_gateway::limits: limiter cells swept evicted=0 left=900000 took_us=52000\n\
+        let log = "2026-01-01T00:00:00Z DEBUG sluice_gateway::state::sweep: limiter cells swept evicted=3 left=10 took_us=40\n\
+                   2026-01-01T00:00:01Z DEBUG sluice_gateway::state::sweep: limiter cells swept evicted=0 left=900000 took_us=52000\n\
                    2026-01-01T00:00:01Z  INFO sluice_gateway: sluice is serving\n";
         assert_eq!(longest_sweep(log), (52_000, 900_000));
     }

@@ -5,7 +5,7 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
 use sluice_gateway::keys::{KeyTable, hash_key};
-use sluice_gateway::routing::{RouteInput, decide};
+use sluice_gateway::stages::routing::{RouteInput, decide};
 use sluice_gateway::state::LiveState;
 
 fn keys(c: &mut Criterion) {

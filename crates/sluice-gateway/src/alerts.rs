@@ -13,8 +13,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::limits::Crossing;
-use crate::state::HttpClient;
+use crate::upstream::client::HttpClient;
+use sluice_limits::Crossing;
 
 /// Attempts per alert, and the pause before each retry.
 const BACKOFF: [Duration; 3] = [

@@ -53,10 +53,10 @@ pub struct GatewayError {
     /// Tell SDKs not to retry (the gateway already did, or retrying cannot help).
     pub no_retry: bool,
     /// Where the caller's limits stand, for `x-ratelimit-*` headers on a refusal.
-    pub rate: Option<Box<crate::limits::RateInfo>>,
+    pub rate: Option<Box<sluice_limits::RateInfo>>,
     /// How the upstream attempt failed, when that is what this error reports: what the
     /// fallback chain reads.
-    pub failure: Option<crate::failure::Failure>,
+    pub failure: Option<crate::upstream::failure::Failure>,
 }
 
 impl GatewayError {
@@ -73,7 +73,7 @@ impl GatewayError {
             failure: None,
         }
     }
-    pub fn with_failure(mut self, failure: crate::failure::Failure) -> Self {
+    pub fn with_failure(mut self, failure: crate::upstream::failure::Failure) -> Self {
         self.failure = Some(failure);
         self
     }

@@ -8,10 +8,15 @@
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::HeaderValue;
+use hyper::body::Incoming;
 use sluice_providers::InboundRequest;
+use sluice_providers::Usage;
+use sluice_providers::eventstream::Framing;
 
-use crate::relay::Relay;
-use crate::routing::Decision;
+use crate::finish::RoutePart;
+use crate::state::{ModelRuntime, RouteRuntime};
+use crate::stream::relay::Relay;
+use crate::upstream::health::InFlight;
 
 /// What a stage decided: go on with `T`, or answer now.
 #[derive(Debug)]
@@ -35,6 +40,38 @@ pub enum Reply {
     Stream(Relay),
 }
 
+/// The client's IP address, attached to each request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+/// The decision: which route, and which model alias it will serve.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'s> {
+    pub route: &'s RouteRuntime,
+    pub model_index: usize,
+    pub model: &'s ModelRuntime,
+}
+
+/// A successful upstream answer.
+pub enum Upstream {
+    /// A whole, checked, non-streamed body.
+    Complete {
+        status: StatusCode,
+        content_type: Option<http::HeaderValue>,
+        body: Bytes,
+        usage: Option<Usage>,
+    },
+    /// An event stream, headers received, body still arriving.
+    Stream {
+        body: Incoming,
+        framing: Framing,
+        /// Whose translator the relay uses (chosen with the route's response stages).
+        adapter: &'static dyn sluice_providers::ProviderAdapter,
+        /// Counts the stream as in flight on its deployment until it ends.
+        inflight: Option<InFlight>,
+    },
+}
+
 /// The request once routed: where it goes and what it says (degradation may change both).
 #[derive(Debug)]
 pub struct Routed<'s> {
@@ -42,6 +79,19 @@ pub struct Routed<'s> {
     pub inbound: InboundRequest,
     /// What degradation under load changed (`model=…,max_tokens=…`), if anything.
     pub degraded: Option<String>,
+}
+
+impl Routed<'_> {
+    /// The record's route part: where the request goes, as routing and degradation decided.
+    pub fn record(&self) -> RoutePart {
+        RoutePart {
+            route: Some(self.decision.route.name.clone()),
+            model: Some(self.decision.model.name.clone()),
+            stream: self.inbound.view.stream,
+            degraded: self.degraded.clone(),
+            ..RoutePart::default()
+        }
+    }
 }
 
 /// `next!(stage.run(..))`: the stage's output, or return its early answer (or error) from the

@@ -7,34 +7,21 @@
 
 pub mod admin;
 pub mod alerts;
-pub mod balance;
-pub mod body;
-pub mod dispatch;
 pub mod edge;
 pub mod error;
-pub mod failure;
-pub mod fallback;
 pub mod finish;
 pub mod flow;
-pub mod health;
 pub mod keys;
-pub mod ledger;
-pub mod limits;
-pub mod listen;
-pub mod queue;
-pub mod relay;
-pub mod reload;
+
 pub mod response;
-mod rewind;
-pub mod routing;
-pub mod scrape;
+pub mod shutdown;
 pub mod spine;
 pub mod stages;
 pub mod state;
+pub mod stream;
 pub mod telemetry;
 pub mod timing;
-pub mod tokens;
-pub mod usage;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::edge::Connections;
 use crate::keys::KeyTable;
+use crate::stages::Plans;
 use crate::state::{LiveState, Snapshot};
 use crate::telemetry::Telemetry;
 
@@ -71,7 +59,7 @@ pub enum StartError {
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
     #[error(transparent)]
-    Ledger(#[from] ledger::LedgerError),
+    Ledger(#[from] sluice_ledger::LedgerError),
 }
 
 /// What serves requests now: a config snapshot and the key table built with its keys. Swapped
@@ -80,6 +68,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Serving {
     pub snapshot: Arc<Snapshot>,
+    /// The routes' stage plans, built with the snapshot.
+    pub plans: Arc<Plans>,
     pub keys: KeyTable,
 }
 
@@ -108,11 +98,11 @@ pub struct Gateway {
     /// Numbers store listings in the order they start, so a slow one never overwrites a newer.
     listings: std::sync::atomic::AtomicU64,
     /// Limits set through the admin API (replace a key's or team's configured ones).
-    pub runtime_limits: ArcSwap<limits::RuntimeLimits>,
+    pub runtime_limits: ArcSwap<sluice_limits::RuntimeLimits>,
     /// Budget alert webhooks, sent off the request path.
     pub alerts: alerts::AlertSender,
     /// The spend ledger (none when disabled).
-    pub ledger: Option<Arc<ledger::Ledger>>,
+    pub ledger: Option<Arc<sluice_ledger::Ledger>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -153,13 +143,14 @@ impl Gateway {
     pub async fn install(&self, snapshot: Arc<Snapshot>) {
         if snapshot.config.counts_tokens() {
             // A reload may bring the first token limit: load the tokenizer now, off the workers.
-            tokio::task::spawn_blocking(tokens::preload_tokenizer);
+            tokio::task::spawn_blocking(stream::tokens::preload_tokenizer);
         }
         self.live.limits.configure(snapshot.config.store.redis.as_ref()).await;
         {
             // Held while swapping, so a key refresh cannot interleave with an older snapshot.
             let runtime = self.runtime_keys();
-            self.swap(snapshot, &runtime.keys);
+            let plans = Plans::build(&snapshot);
+            self.swap(snapshot, plans, &runtime.keys);
         }
         if let Err(e) = self.refresh_keys().await {
             tracing::error!(error = %e, "cannot read run-time keys; using the last ones read with the new config keys");
@@ -189,7 +180,8 @@ impl Gateway {
             Ok(_) => Ok(()), // a listing that started later is in already
             Err(e) => Err(e),
         };
-        let shadowed = self.swap(self.snapshot(), &runtime.keys);
+        let current = self.serving();
+        let shadowed = self.swap(current.snapshot.clone(), current.plans.clone(), &runtime.keys);
         drop(runtime);
         for id in shadowed {
             tracing::warn!(key_id = %id, "run-time key ignored: a config-file key uses the same id or key");
@@ -199,10 +191,10 @@ impl Gateway {
 
     /// Serves `snapshot` with a key table of its keys and `runtime`; returns the run-time keys
     /// the config's shadow. Callers hold `runtime_keys`.
-    fn swap(&self, snapshot: Arc<Snapshot>, runtime: &[sluice_store::StoredKey]) -> Vec<String> {
+    fn swap(&self, snapshot: Arc<Snapshot>, plans: Arc<Plans>, runtime: &[sluice_store::StoredKey]) -> Vec<String> {
         let (keys, shadowed) = KeyTable::build(&snapshot.config.keys, runtime);
         self.telemetry.metrics.keys.set(keys.len() as i64);
-        self.serving.store(Arc::new(Serving { snapshot, keys }));
+        self.serving.store(Arc::new(Serving { snapshot, plans, keys }));
         shadowed
     }
 }
@@ -240,7 +232,7 @@ impl Gateway {
     /// Loads the limits set at run time (admin API) from the store; entries that no longer
     /// parse are skipped with a warning.
     pub async fn load_runtime_limits(&self) -> Result<(), StoreError> {
-        let mut next = limits::RuntimeLimits::default();
+        let mut next = sluice_limits::RuntimeLimits::default();
         for stored in self.store.list_limits().await? {
             let raw = serde_json::to_value(&stored.limits)
                 .and_then(serde_json::from_value::<sluice_config::RawLimits>)
@@ -287,7 +279,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     if config.counts_tokens() {
         // The tokenizer takes ~0.1 s to load; load it now, off the async threads.
-        tokio::task::spawn_blocking(tokens::preload_tokenizer);
+        tokio::task::spawn_blocking(stream::tokens::preload_tokenizer);
     }
     let telemetry = Arc::new(
         Telemetry::new(&config.logging.access_log, config.logging.access_log_queue).map_err(StartError::AccessLog)?,
@@ -304,7 +296,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         }
     };
     let ledger = if config.ledger.enabled {
-        Some(ledger::Ledger::open(&config.ledger, ledger_db).await?)
+        Some(sluice_ledger::Ledger::open(&config.ledger, ledger_db).await?)
     } else {
         None
     };
@@ -312,12 +304,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let listen = config.server.listen;
     let admin_listen = config.admin.listen;
     let reuse_port = config.server.reuse_port;
-    let listener = listen::bind(listen, reuse_port).map_err(|source| StartError::Bind {
+    let listener = edge::listen::bind(listen, reuse_port).map_err(|source| StartError::Bind {
         what: "the API listener",
         addr: listen,
         source,
     })?;
-    let admin_listener = listen::bind(admin_listen, reuse_port).map_err(|source| StartError::Bind {
+    let admin_listener = edge::listen::bind(admin_listen, reuse_port).map_err(|source| StartError::Bind {
         what: "the admin listener",
         addr: admin_listen,
         source,
@@ -325,14 +317,16 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let (addr, admin_addr) = (listener.addr, admin_listener.addr);
 
     let mut live = LiveState::new();
-    live.limits = limits::Limits::new(telemetry.metrics.limits_store.clone());
+    live.limits = sluice_limits::Limits::new(telemetry.metrics.limits_store.clone());
     live.set_telemetry(&telemetry);
     live.limits.configure(config.store.redis.as_ref()).await;
     let live_webhook_client = live.webhook_client();
     let snapshot = live.build(config).await?;
+    let plans = Plans::build(&snapshot);
     let gateway = Arc::new(Gateway {
         serving: ArcSwap::from_pointee(Serving {
             snapshot: Arc::new(snapshot),
+            plans,
             keys: KeyTable::default(),
         }),
         live,
@@ -348,14 +342,14 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         reload_lock: tokio::sync::Mutex::new(()),
         runtime_keys: std::sync::Mutex::new(RuntimeKeys::default()),
         listings: std::sync::atomic::AtomicU64::new(0),
-        runtime_limits: ArcSwap::from_pointee(limits::RuntimeLimits::default()),
+        runtime_limits: ArcSwap::from_pointee(sluice_limits::RuntimeLimits::default()),
         alerts: alerts::AlertSender::start(live_webhook_client),
         ledger,
     });
     gateway.refresh_keys().await?;
     gateway.load_runtime_limits().await?;
     tokio::spawn(follow_store(Arc::downgrade(&gateway)));
-    tokio::spawn(limits::sweep_every(Arc::downgrade(&gateway)));
+    tokio::spawn(state::sweep::sweep_every(Arc::downgrade(&gateway)));
 
     // Listening starts only now: from here on, new connections to these ports come to us.
     let listener = listener.listen().map_err(|source| StartError::Bind {
@@ -382,7 +376,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let mut admin_stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(admin_listener, admin).with_graceful_shutdown(async move {
-            edge::stopped(&mut admin_stop).await;
+            shutdown::stopped(&mut admin_stop).await;
         });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "admin listener failed");
@@ -391,7 +385,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     if options.watch
         && let Some(path) = &options.config_path
     {
-        reload::spawn_watchers(gateway.clone(), path.clone(), shutdown_rx.clone());
+        state::reload::spawn_watchers(gateway.clone(), path.clone(), shutdown_rx.clone());
     }
     gateway.ready.store(true, Ordering::Release);
     tracing::info!(%addr, %admin_addr, version = %gateway.snapshot().version, "sluice is serving");

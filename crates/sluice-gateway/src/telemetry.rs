@@ -4,8 +4,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,8 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sluice_config::AccessLogTarget;
-
-use crate::finish::RequestRecord;
+use sluice_telemetry::{AccessLog, LogLine};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -108,7 +106,7 @@ pub struct Metrics {
     pub log_dropped: Counter,
     pub reloads: Family<ResultLabel, Counter>,
     pub keys: Gauge,
-    pub limits_store: crate::limits::StoreMetrics,
+    pub limits_store: sluice_limits::StoreMetrics,
     /// In-process limiter cells (set by each sweep and when scraped).
     pub limits_cells: Gauge,
     /// 0 closed, 1 open, 2 half-open.
@@ -141,7 +139,7 @@ impl Metrics {
             log_dropped: Counter::default(),
             reloads: Family::default(),
             keys: Gauge::default(),
-            limits_store: crate::limits::StoreMetrics::default(),
+            limits_store: sluice_limits::StoreMetrics::default(),
             limits_cells: Gauge::default(),
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
@@ -279,15 +277,9 @@ impl Metrics {
 pub struct Telemetry {
     pub metrics: Metrics,
     registry: Registry,
-    log: Option<SyncSender<Box<RequestRecord>>>,
-    /// Lines queued for, and written by, the writer thread.
-    log_queued: AtomicU64,
+    log: AccessLog,
+    /// Lines the access log has written.
     pub log_written: Arc<AtomicU64>,
-    /// Half the queue: past this many pending lines the writer is woken early.
-    nudge_at: u64,
-    /// Set when the writer has been woken early and has not drained since (one wake per drain).
-    nudged: Arc<AtomicBool>,
-    _writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Telemetry {
@@ -303,7 +295,7 @@ impl Telemetry {
     }
 
     /// Records a breaker transition (metrics and one log line), if there was one.
-    pub fn breaker(&self, deployment: &Arc<str>, t: Option<crate::health::Transition>) {
+    pub fn breaker(&self, deployment: &Arc<str>, t: Option<crate::upstream::health::Transition>) {
         let Some(t) = t else { return };
         let m = &self.metrics;
         m.breaker_state
@@ -318,7 +310,7 @@ impl Telemetry {
             })
             .inc();
         match t.to {
-            crate::health::BreakerState::Open => {
+            crate::upstream::health::BreakerState::Open => {
                 tracing::warn!(deployment = %deployment, "circuit open: deployment taken out of its pools")
             }
             _ => tracing::info!(deployment = %deployment, state = t.to.as_str(), "circuit state changed"),
@@ -326,20 +318,12 @@ impl Telemetry {
     }
 
     pub fn new(target: &AccessLogTarget, queue: usize) -> std::io::Result<Telemetry> {
-        let out: Option<Box<dyn Write + Send>> = match target {
-            AccessLogTarget::Off => None,
-            AccessLogTarget::Stdout => Some(Box::new(std::io::stdout())),
-            AccessLogTarget::Stderr => Some(Box::new(std::io::stderr())),
-            AccessLogTarget::File(path) => Some(Box::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(path)?,
-            )),
-        };
-        Self::with_writer(out, queue)
+        Ok(Self::with_log(AccessLog::open(target, queue)?))
     }
 
     /// Telemetry whose access log goes to `out` (none when `None`), through a queue of `queue` lines.
     pub fn with_writer(out: Option<Box<dyn Write + Send>>, queue: usize) -> std::io::Result<Telemetry> {
-        Self::with_writer_tick(out, queue, LOG_TICK)
+        Self::with_writer_tick(out, queue, sluice_telemetry::LOG_TICK)
     }
 
     fn with_writer_tick(
@@ -347,49 +331,24 @@ impl Telemetry {
         queue: usize,
         tick: std::time::Duration,
     ) -> std::io::Result<Telemetry> {
+        Ok(Self::with_log(AccessLog::with_writer(out, queue, tick)?))
+    }
+
+    fn with_log(log: AccessLog) -> Telemetry {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        let log_written = Arc::new(AtomicU64::new(0));
-        let nudged = Arc::new(AtomicBool::new(false));
-        let (log, writer) = match out {
-            None => (None, None),
-            Some(out) => {
-                let (tx, rx) = sync_channel(queue);
-                let written = log_written.clone();
-                let nudged = nudged.clone();
-                let handle = std::thread::Builder::new()
-                    .name("sluice-access-log".to_owned())
-                    .spawn(move || write_lines(rx, out, &written, &nudged, tick))?;
-                (Some(tx), Some(handle))
-            }
-        };
-        Ok(Telemetry {
+        Telemetry {
             metrics,
             registry,
+            log_written: log.written().clone(),
             log,
-            log_queued: AtomicU64::new(0),
-            log_written,
-            nudge_at: (queue as u64 / 2).max(1),
-            nudged,
-            _writer: writer,
-        })
+        }
     }
 
     /// Queues a log line; never blocks. A full queue counts the line as dropped.
-    pub fn log(&self, record: Box<RequestRecord>) {
-        if let Some(tx) = &self.log {
-            match tx.try_send(record) {
-                Ok(()) => {
-                    let queued = self.log_queued.fetch_add(1, Ordering::Relaxed) + 1;
-                    let pending = queued.saturating_sub(self.log_written.load(Ordering::Relaxed));
-                    if pending >= self.nudge_at && !self.nudged.swap(true, Ordering::AcqRel) {
-                        self.wake_writer();
-                    }
-                }
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.metrics.log_dropped.inc();
-                }
-            }
+    pub fn log(&self, record: Box<dyn LogLine>) {
+        if !self.log.log(record) {
+            self.metrics.log_dropped.inc();
         }
     }
 
@@ -400,89 +359,9 @@ impl Telemetry {
         out
     }
 
-    fn wake_writer(&self) {
-        if let Some(w) = &self._writer {
-            w.thread().unpark();
-        }
-    }
-
     /// Waits (at most `within`) until every queued line has been written: for shutdown.
     pub async fn flush(&self, within: std::time::Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.log_written.load(Ordering::Acquire) < self.log_queued.load(Ordering::Relaxed)
-            && tokio::time::Instant::now() < deadline
-        {
-            self.wake_writer();
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-    }
-}
-
-/// How often the writer drains the queue. The writer never blocks in `recv`, so a request that
-/// queues a line never has to wake a thread (no futex call on the request path); lines reach
-/// the file within one tick. A queue half full wakes it early (one wake per drain), so the tick
-/// can be long enough that an idle gateway is not woken 200 times a second: each wake-up of an
-/// idle core costs tens of microseconds of CPU on a VM.
-const LOG_TICK: std::time::Duration = std::time::Duration::from_millis(50);
-/// Lines serialised between two yields of the writer thread.
-const YIELD_EVERY: u64 = 16;
-
-/// Writes the batch (whole lines) and empties it.
-fn flush(batch: &mut Vec<u8>, out: &mut Box<dyn Write + Send>) {
-    if !batch.is_empty() {
-        let _ = out.write_all(batch);
-        let _ = out.flush();
-        batch.clear();
-    }
-}
-
-fn write_lines(
-    rx: Receiver<Box<RequestRecord>>,
-    mut out: Box<dyn Write + Send>,
-    written: &AtomicU64,
-    nudged: &AtomicBool,
-    tick: std::time::Duration,
-) {
-    // Whole lines only reach the file: each record is serialized with its newline first, and the
-    // batch is written before it would grow past its capacity. With the file opened for
-    // appending, two processes sharing it (a hand-over) never interleave inside a line.
-    const BATCH: usize = 64 * 1024;
-    let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
-    let mut line: Vec<u8> = Vec::with_capacity(1024);
-    loop {
-        let mut n = 0u64;
-        loop {
-            match rx.try_recv() {
-                Ok(record) => {
-                    line.clear();
-                    if serde_json::to_writer(&mut line, &*record).is_ok() {
-                        line.push(b'\n');
-                        if batch.len() + line.len() > BATCH {
-                            flush(&mut batch, &mut out);
-                        }
-                        batch.extend_from_slice(&line);
-                        n += 1;
-                    }
-                    // The writer shares cores with the request path: hand the core back often,
-                    // so a burst of lines never holds a request up for long.
-                    if n.is_multiple_of(YIELD_EVERY) {
-                        std::thread::yield_now();
-                    }
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    flush(&mut batch, &mut out);
-                    written.fetch_add(n, Ordering::Release);
-                    return;
-                }
-            }
-        }
-        if n > 0 {
-            flush(&mut batch, &mut out);
-            written.fetch_add(n, Ordering::Release);
-        }
-        nudged.store(false, Ordering::Release);
-        std::thread::park_timeout(tick);
+        self.log.flush(within).await;
     }
 }
 
@@ -490,6 +369,7 @@ fn write_lines(
 mod tests {
     use super::*;
     use crate::finish::Finish;
+    use std::sync::atomic::Ordering;
 
     /// A writer that blocks until the test lets it go, like a disk that stopped keeping up.
     struct Stuck {

@@ -199,7 +199,7 @@ async fn a_cut_pass_through_stream_is_charged_its_prompt_as_counted_and_its_outp
     let yaml = config(&mock).replace("tenant: acme }", "tenant: acme, limits: { tokens_per_day: 100000 } }");
     let gw = TestGateway::start(&yaml).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !sluice_gateway::tokens::tokenizer_ready() {
+    while !sluice_gateway::stream::tokens::tokenizer_ready() {
         assert!(std::time::Instant::now() < deadline, "the tokenizer never loaded");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -229,7 +229,10 @@ async fn a_cut_pass_through_stream_is_charged_its_prompt_as_counted_and_its_outp
         .filter(|t| !t.is_empty())
         .collect();
     assert!((5..12).contains(&pieces.len()), "cut short: {}", pieces.len());
-    let counted: u64 = pieces.iter().map(|p| sluice_gateway::tokens::count_tokens(p)).sum();
+    let counted: u64 = pieces
+        .iter()
+        .map(|p| sluice_gateway::stream::tokens::count_tokens(p))
+        .sum();
     let line = &gw.log_lines(1).await[0];
     assert_eq!(line["usage_estimated"], true, "{line}");
     assert_eq!(line["prompt_tokens"], said_prompt, "the upstream's own count: {line}");

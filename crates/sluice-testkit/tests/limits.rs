@@ -228,7 +228,7 @@ async fn the_tokenizer_decides_when_the_byte_bound_would_refuse() {
     let used = gw.log_lines(1).await[0]["prompt_tokens"].as_u64().unwrap();
     let exact = {
         let text = body.to_string();
-        sluice_gateway::tokens::count_tokens(&text)
+        sluice_gateway::stream::tokens::count_tokens(&text)
     };
     let bound = (body.to_string().len() as u64).div_ceil(3);
     assert!(
@@ -357,7 +357,7 @@ async fn a_stream_cut_short_is_charged_its_output_counted_with_the_tokenizer() {
     let gw = TestGateway::start(&config(&mock, "{ tokens_per_day: 100000 }")).await;
     // Token limits load the tokenizer in the background; the gateway runs in this process.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !sluice_gateway::tokens::tokenizer_ready() {
+    while !sluice_gateway::stream::tokens::tokenizer_ready() {
         assert!(std::time::Instant::now() < deadline, "the tokenizer never loaded");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -378,7 +378,10 @@ async fn a_stream_cut_short_is_charged_its_output_counted_with_the_tokenizer() {
         "cut short: {} pieces\n{text}",
         pieces.len()
     );
-    let counted: u64 = pieces.iter().map(|p| sluice_gateway::tokens::count_tokens(p)).sum();
+    let counted: u64 = pieces
+        .iter()
+        .map(|p| sluice_gateway::stream::tokens::count_tokens(p))
+        .sum();
     assert_ne!(
         counted,
         pieces.len() as u64,

@@ -183,7 +183,7 @@ fn main() -> ExitCode {
                 until,
                 json,
             } => {
-                let q = sluice_gateway::usage::UsageQuery {
+                let q = sluice_gateway::admin::usage::UsageQuery {
                     by: Some(by),
                     per: Some(per),
                     since,
@@ -351,7 +351,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn usage(path: &std::path::Path, q: &sluice_gateway::usage::UsageQuery, as_json: bool) -> anyhow::Result<()> {
+async fn usage(
+    path: &std::path::Path,
+    q: &sluice_gateway::admin::usage::UsageQuery,
+    as_json: bool,
+) -> anyhow::Result<()> {
     use sluice_store::ledger::LedgerDb;
     // Only the store matters here: provider credentials need not be in this environment.
     const UNSET: &str = "unset-for-usage:";
@@ -368,7 +372,7 @@ async fn usage(path: &std::path::Path, q: &sluice_gateway::usage::UsageQuery, as
         Some(url) => LedgerDb::postgres(url.expose()).await?,
         None => LedgerDb::sqlite(&c.store.sqlite_path).await?,
     };
-    let rows = sluice_gateway::usage::query(&db, q, c.time_zone_offset_s)
+    let rows = sluice_gateway::admin::usage::query(&db, q, c.time_zone_offset_s)
         .await
         .map_err(|(_, m)| anyhow::anyhow!(m))?;
     if as_json {

@@ -8,63 +8,22 @@ use std::sync::Arc;
 use sluice_config::{LimitSpec, Metric};
 use sluice_providers::InboundRequest;
 
-use crate::Gateway;
+use crate::alerts::AlertSender;
 use crate::error::{ErrorKind, GatewayError};
+use crate::finish::admission::{Admission, AlertRoute};
+use crate::flow::Decision;
 use crate::flow::Flow;
 use crate::keys::Caller;
-use crate::limits::{Need, RateInfo, Reservation, Scope};
-use crate::routing::Decision;
 use crate::state::Snapshot;
+use sluice_limits::{Limits, Need, RuntimeLimits, Scope};
 
-/// A reservation against every limit that applies; settled once by finish. Dropped unsettled
-/// (a walk cancelled before finish took it), it settles as one request that used nothing.
-#[derive(Debug, Default)]
-pub struct Admission {
-    pub reservation: Option<Reservation>,
-    pub info: RateInfo,
-    /// What was reserved (zero when no limit applied).
-    pub reserved: Need,
-    /// Where budget threshold crossings go, with the thresholds and currency.
-    pub alerts: Option<AlertRoute>,
-}
-
-#[derive(Debug, Clone)]
-pub struct AlertRoute {
-    pub sender: crate::alerts::AlertSender,
-    pub config: sluice_config::BudgetAlerts,
-    pub currency: Arc<str>,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.settle(&Need {
-            requests: 1,
-            ..Need::default()
-        });
-    }
-}
-
-impl Admission {
-    /// Settles the reservation with the real usage and sends any budget alerts it triggers.
-    pub fn settle(&mut self, actual: &Need) {
-        let Some(reservation) = self.reservation.take() else {
-            return;
-        };
-        let thresholds = self.alerts.as_ref().map_or(&[][..], |a| a.config.thresholds.as_slice());
-        let then = self.alerts.clone().map(|route| -> crate::limits::OnCrossings {
-            Box::new(move |crossings| {
-                for crossing in crossings {
-                    route.sender.send(crate::alerts::Alert {
-                        crossing,
-                        currency: route.currency.clone(),
-                        url: route.config.url.clone(),
-                        secret: route.config.secret.as_ref().map(|s| s.expose().to_owned()),
-                    });
-                }
-            })
-        });
-        reservation.settle(actual, thresholds, then);
-    }
+/// What admission reads besides the request: the limiter, the limits set at run time (admin
+/// API), and where budget alerts go.
+#[derive(Debug, Clone, Copy)]
+pub struct Limiting<'a> {
+    pub limiter: &'a Limits,
+    pub runtime: &'a RuntimeLimits,
+    pub alerts: &'a AlertSender,
 }
 
 /// Output tokens reserved for a request that does not say how many it wants.
@@ -72,14 +31,13 @@ const DEFAULT_OUTPUT_RESERVATION: u64 = 1024;
 
 /// Every limit that applies to this caller, route and model, with whose it is.
 fn applicable(
-    gw: &Gateway,
+    runtime: &RuntimeLimits,
     snap: &Snapshot,
     caller: &Caller,
     decision: &Decision<'_>,
     inbound: &InboundRequest,
 ) -> Result<Vec<(Scope, Arc<str>, LimitSpec)>, GatewayError> {
     let c = &snap.config;
-    let runtime = gw.runtime_limits.load();
     let mut out = Vec::new();
     let mut add = |scope: Scope, id: &Arc<str>, specs: &[LimitSpec]| {
         out.extend(specs.iter().map(|s| (scope, id.clone(), *s)));
@@ -156,13 +114,13 @@ fn need_for(snap: &Snapshot, decision: &Decision<'_>, input: u64, output: u64) -
 /// is rarely under three bytes of JSON text); only when that bound would refuse is the prompt
 /// counted with the tokenizer — on a blocking thread when it is large — and tried again.
 pub async fn admit(
-    gw: &Gateway,
+    limiting: &Limiting<'_>,
     snap: &Snapshot,
     caller: &Caller,
     decision: &Decision<'_>,
     inbound: &InboundRequest,
 ) -> Result<Flow<Admission>, GatewayError> {
-    let limits = applicable(gw, snap, caller, decision, inbound)?;
+    let limits = applicable(limiting.runtime, snap, caller, decision, inbound)?;
     if limits.is_empty() {
         return Ok(Flow::Next(Admission::default()));
     }
@@ -178,14 +136,14 @@ pub async fn admit(
     };
     let tz = snap.config.time_zone_offset_s;
     let mut reserved = need;
-    let mut result = gw.live.limits.admit(&limits, &need, tz).await;
+    let mut result = limiting.limiter.admit(&limits, &need, tz).await;
     if let Err(refusal) = &result
         && refusal.spec.metric != Metric::Requests
     {
-        let exact = crate::tokens::count_off_thread(inbound.body.clone()).await;
+        let exact = crate::stream::tokens::count_off_thread(inbound.body.clone()).await;
         if exact < need.input_tokens {
             reserved = need_for(snap, decision, exact, output);
-            result = gw.live.limits.admit(&limits, &reserved, tz).await;
+            result = limiting.limiter.admit(&limits, &reserved, tz).await;
         }
     }
     match result {
@@ -194,7 +152,7 @@ pub async fn admit(
             info,
             reserved,
             alerts: snap.config.budget_alerts.as_ref().map(|config| AlertRoute {
-                sender: gw.alerts.clone(),
+                sender: limiting.alerts.clone(),
                 config: config.clone(),
                 currency: snap.currency.clone(),
             }),

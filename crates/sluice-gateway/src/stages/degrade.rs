@@ -6,9 +6,9 @@ use sluice_config::DegradeStep;
 use sluice_providers::{Endpoint, InboundRequest};
 
 use crate::error::GatewayError;
+use crate::flow::Decision;
 use crate::flow::{Flow, Routed};
 use crate::keys::Caller;
-use crate::routing::Decision;
 use crate::state::Snapshot;
 
 /// The route's degradation steps (none: the no-op stage).

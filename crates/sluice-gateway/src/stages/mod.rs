@@ -6,13 +6,17 @@
 //! Stages never import the spine or each other; only the spine composes them.
 
 pub mod admit;
+pub mod auth;
 pub mod degrade;
 pub mod predict;
 pub mod queue;
+pub mod routing;
 
 use std::sync::Arc;
 
 use sluice_config::RouteConfig;
+
+use crate::state::{RouteRuntime, Snapshot};
 
 /// The stages a route runs after routing, compiled with the snapshot.
 #[derive(Debug)]
@@ -24,8 +28,29 @@ pub struct RoutePlan {
     pub answer: crate::response::AnswerPlan,
 }
 
+/// Every route's plan, in the snapshot's route order: built with the snapshot and served with
+/// it (see `Serving`), so a request never runs one config's route with another's stages.
+#[derive(Debug)]
+pub struct Plans(Box<[RoutePlan]>);
+
+impl Plans {
+    pub fn build(snap: &Snapshot) -> Arc<Plans> {
+        Arc::new(Plans(
+            snap.routes
+                .iter()
+                .map(|r| RoutePlan::build(&r.config, &r.queue))
+                .collect(),
+        ))
+    }
+
+    /// The plan of one of the snapshot's routes (`None` only for another snapshot's route).
+    pub fn of(&self, route: &RouteRuntime) -> Option<&RoutePlan> {
+        self.0.get(route.index)
+    }
+}
+
 impl RoutePlan {
-    pub fn build(route: &RouteConfig, queue: &Arc<crate::queue::RouteQueue>) -> RoutePlan {
+    pub fn build(route: &RouteConfig, queue: &Arc<crate::state::queue::RouteQueue>) -> RoutePlan {
         RoutePlan {
             degrade: degrade::DegradeStage::new(&route.degrade),
             predict: predict::PredictStage::new(route.prediction.as_ref()),

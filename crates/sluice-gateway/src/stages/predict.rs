@@ -19,9 +19,9 @@ use bytes::Bytes;
 use http::HeaderValue;
 use sluice_providers::InboundRequest;
 
-use crate::dispatch::Upstream;
 use crate::error::{ErrorKind, GatewayError};
 use crate::flow::Flow;
+use crate::flow::Upstream;
 use crate::timing::Stage;
 
 /// A prediction route's mapping stage: the caller's JSON checked and reshaped into the model

@@ -9,8 +9,8 @@ use sluice_config::QueueConfig;
 use crate::error::{ErrorKind, GatewayError};
 use crate::flow::Flow;
 use crate::keys::Caller;
-use crate::queue::{Permit, RouteQueue, Turned};
 use crate::state::Snapshot;
+use crate::state::queue::{Permit, RouteQueue, Turned};
 use crate::timing::Stage;
 
 /// Priority from a header the key may set, else the key's tier, else 5 (of 0–9).

@@ -1,0 +1,261 @@
+//! The spine: one function that reads like the request's walk.
+//!
+//! authenticate → read & check → route → admit → queue → guard input → cache lookup →
+//! attempts loop → guard output → respond → finish.
+//!
+//! Every stage returns a typed value or a [`GatewayError`]; `?` is the only short-circuit. The
+//! request's [`Finish`] is created first and ends up inside the response body, so however the
+//! request ends, it is reported exactly once.
+
+mod chain;
+mod models;
+mod read;
+mod respond;
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use sluice_providers::{ClientHeaders, Endpoint, InboundRequest, Usage, Wire};
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::finish::{CallerPart, Finish};
+use crate::flow::Decision;
+use crate::flow::Upstream;
+use crate::flow::{Reply, Routed, next};
+use crate::response::AnswerPlan;
+use crate::stages::admit::admit;
+use crate::stages::auth::authenticate;
+use crate::stages::routing::{self, RouteInput};
+use crate::state::Snapshot;
+use crate::stream::body::ResponseBody;
+use crate::stream::relay::Relay;
+use crate::timing::{Lap, Stage};
+use crate::upstream::dispatch;
+use crate::{Gateway, Serving};
+use sluice_limits::Need;
+
+use chain::{attempting, fall_back, limiting};
+use models::{list_models, one_model};
+use read::{read_body, request_id, too_large};
+use respond::{count_error, error_response, not_found, plain, respond};
+
+/// Entry point for every request on the public listener.
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => plain(StatusCode::OK, r#"{"status":"ok"}"#),
+        (&Method::GET, "/readyz") if gw.is_ready() => plain(StatusCode::OK, r#"{"status":"ready"}"#),
+        (&Method::GET, "/readyz") => plain(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#),
+        (&Method::GET, "/v1/models") => api(gw, req, "models", Api::Models).await,
+        (&Method::GET, p) if p.starts_with("/v1/models/") => api(gw, req, "models", Api::Model).await,
+        (&Method::POST, p) => match Endpoint::from_path(p) {
+            Some(e) => api(gw, req, e.as_str(), Api::Infer(e)).await,
+            None => not_found(&gw, p),
+        },
+        (_, p) if Endpoint::from_path(p).is_some() || p == "/v1/models" => {
+            let err = GatewayError::bad_request(
+                "method_not_allowed",
+                format!("{} is not supported on {p}.", req.method()),
+            )
+            .with_status(StatusCode::METHOD_NOT_ALLOWED);
+            count_error(&gw, &err);
+            error_response(&err, None, "", Wire::OpenAi)
+        }
+        (_, p) => not_found(&gw, p),
+    }
+}
+
+enum Api {
+    Models,
+    Model,
+    Infer(Endpoint),
+}
+
+async fn api(gw: Arc<Gateway>, req: Request<Incoming>, endpoint: &'static str, api: Api) -> Response<ResponseBody> {
+    let serving = gw.serving();
+    let snap = &serving.snapshot;
+    let request_id = request_id(req.headers());
+    let mut finish = Finish::new(gw.telemetry.clone(), request_id, endpoint, snap.version.clone());
+    let wire = match api {
+        Api::Infer(e) => e.wire(),
+        _ => Wire::OpenAi,
+    };
+    let result = match api {
+        Api::Models => list_models(&serving, &req, &mut finish),
+        Api::Model => one_model(&serving, &req, &mut finish),
+        Api::Infer(e) => walk(&gw, &serving, req, e, &mut finish).await,
+    };
+    match result {
+        Ok(reply) => respond(reply, finish),
+        Err(e) => {
+            finish.respond(e.status().as_u16(), Some(&e));
+            let id = finish.request_id().to_owned();
+            error_response(&e, Some(finish), &id, wire)
+        }
+    }
+}
+
+/// The request's walk. Authentication and routing run for every request; the route's plan
+/// holds the stages after routing, each ending in `Flow::Next` or an early answer.
+async fn walk(
+    gw: &Gateway,
+    serving: &Serving,
+    req: Request<Incoming>,
+    endpoint: Endpoint,
+    finish: &mut Finish,
+) -> Result<Reply, GatewayError> {
+    let mut clock = Lap::start();
+    let (parts, body) = req.into_parts();
+    let snap: &Snapshot = &serving.snapshot;
+
+    let caller = authenticate(&serving.keys, &parts.headers)?;
+    finish.caller(CallerPart::of(&caller));
+    finish.stage(Some(Stage::Auth), clock.lap());
+
+    let body = read_body(body, &parts.headers, &snap.config.server).await?;
+    let mut inbound = InboundRequest::parse(endpoint, body)?;
+    inbound.headers = ClientHeaders::from_map(&parts.headers);
+    finish.stage(Some(Stage::Read), clock.lap());
+
+    let decision = routing::decide(
+        snap,
+        &RouteInput {
+            path: parts.uri.path(),
+            model: &inbound.view.model,
+            caller: &caller,
+            headers: &parts.headers,
+            metadata: &inbound.view.metadata,
+        },
+    )?;
+    let plan = serving.plans.of(decision.route).ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::Internal,
+            "internal_error",
+            "The route has no plan in this config.",
+        )
+    })?;
+    let policy = &decision.route.config.policy;
+    // Under load, a cheaper model or fewer tokens rather than a longer wait or a refusal.
+    let routed = Routed {
+        decision,
+        inbound,
+        degraded: None,
+    };
+    let routed = next!(plan.degrade.run(snap, &caller, routed));
+    finish.routed(routed.record(), policy.server_timing);
+    finish.stage(Some(Stage::Route), clock.lap());
+    let Routed { decision, inbound, .. } = routed;
+    if inbound.body.len() as u64 > policy.max_body_bytes {
+        return Err(too_large(policy.max_body_bytes));
+    }
+
+    let (inbound, answering) = next!(plan.predict.run(inbound));
+    finish.stage(plan.predict.timed(), clock.lap());
+
+    let runtime_limits = gw.runtime_limits.load();
+    let limiting = limiting(gw, &runtime_limits);
+    let admission = next!(admit(&limiting, snap, &caller, &decision, &inbound).await);
+    let reserved = admission.reserved;
+    finish.admitted(admission);
+    // The ledger's intent is written before the request goes anywhere.
+    finish.open_ledger(gw.ledger.as_ref(), &reserved)?;
+    finish.stage(Some(Stage::Admit), clock.lap());
+
+    // The cache's lookup comes here, before the queue: a hit never waits for a place.
+
+    let deadline = finish.started() + policy.total_timeout;
+    let permit = plan
+        .queue
+        .run(snap, &caller, &parts.headers, deadline)
+        .await
+        // Turned away: not served, so the reservation goes back, its request count included.
+        .inspect_err(|_| finish.release_admission(&Need::default()));
+    finish.hold(next!(permit));
+    finish.stage(plan.queue.timed(), clock.lap());
+
+    // Where the caller is: its region's deployments first (geographic routing).
+    let geo = &snap.config.geo;
+    let region = geo.region(
+        parts.headers.get(geo.header.as_str()).and_then(|v| v.to_str().ok()),
+        parts.extensions.get::<crate::flow::ClientIp>().map(|c| c.0),
+    );
+    let chain = &decision.route.config.fallback;
+    let how = attempting(gw, region, !chain.models.is_empty(), chain, finish.request_id());
+    let (first, done) = dispatch::attempts(snap, &decision, &inbound, deadline, how).await;
+    finish.add_dispatch(done, &snap.currency);
+    let upstream = match first {
+        Ok(up) => up,
+        Err(err) => next!(
+            fall_back(gw, snap, &decision, &caller, &inbound, finish, (deadline, region), err)
+                .await
+                .map_err(|e| retried(e, finish.attempts()))
+        ),
+    };
+    finish.stage(Some(Stage::UpstreamTtfb), clock.lap());
+    let upstream = answering.answer(upstream)?;
+    reply(snap, &decision, &plan.answer, &inbound, upstream, finish)
+}
+
+/// The answer as the reply the client gets, through the route's response stages: a whole
+/// body with its usage recorded (estimated from the prompt's size when the upstream reported
+/// none), or the stream relay.
+fn reply(
+    snap: &Snapshot,
+    decision: &Decision<'_>,
+    answer: &AnswerPlan,
+    inbound: &InboundRequest,
+    upstream: Upstream,
+    finish: &mut Finish,
+) -> Result<Reply, GatewayError> {
+    let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
+    match upstream {
+        Upstream::Complete {
+            status,
+            content_type,
+            body,
+            usage,
+        } => {
+            match usage {
+                Some(u) => finish.set_usage(u, false),
+                None => finish.set_usage(
+                    Usage {
+                        prompt_tokens: prompt_estimate,
+                        total_tokens: prompt_estimate,
+                        ..Usage::default()
+                    },
+                    true,
+                ),
+            }
+            Ok(Reply::Json {
+                status,
+                content_type,
+                body: answer.whole(inbound.endpoint, body)?,
+            })
+        }
+        Upstream::Stream {
+            body,
+            framing,
+            adapter,
+            inflight,
+        } => {
+            let translator = answer.translator(adapter, inbound);
+            let idle = decision.route.config.policy.stream_idle_timeout;
+            let mut relay = Relay::new(body, framing, translator, idle, prompt_estimate);
+            relay.hold(inflight);
+            if snap.config.counts_tokens() {
+                // Token and cost limits apply: a stream cut short is counted with the tokenizer.
+                relay.count_output();
+            }
+            Ok(Reply::Stream(relay))
+        }
+    }
+}
+
+/// The error a caller gets after the gateway's own retries: SDKs should not multiply them.
+fn retried(mut e: GatewayError, attempts: usize) -> GatewayError {
+    if attempts > 1 {
+        e.no_retry = true;
+    }
+    e
+}

@@ -1,0 +1,634 @@
+//! The attempts loop: pick a deployment, send with a first-byte timeout never longer than the
+//! time left, classify the outcome, and retry what is retryable while attempts and time remain.
+//! Transport lives here once for every provider; adapters only translate.
+
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use sluice_providers::adapter::{AdapterError, Forwarded, ResponseFault, Target};
+use sluice_providers::eventstream::Framing;
+use sluice_providers::{ErrorClass, InboundRequest, ParamPolicy};
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::flow::{Decision, Upstream};
+use crate::state::{DeploymentRuntime, Snapshot};
+use crate::upstream::attempt::{AttemptRecord, Dispatched};
+use crate::upstream::failure::Failure;
+use crate::upstream::health::{InFlight, Outcome, ProbeSlot};
+
+/// Largest upstream body the gateway buffers (non-streamed responses, error bodies).
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// One attempt that did not succeed: how, the error the caller would see, and what the
+/// upstream said about its status and a pause.
+struct Failed {
+    failure: Failure,
+    error: GatewayError,
+    status: Option<u16>,
+    /// The upstream asked for a pause (`Retry-After`, seconds).
+    retry_after: Option<u64>,
+}
+
+impl Failed {
+    fn new(failure: Failure, error: GatewayError) -> Failed {
+        Failed {
+            error: error.with_failure(failure),
+            failure,
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    fn at(mut self, status: StatusCode) -> Failed {
+        self.status = Some(status.as_u16());
+        self
+    }
+}
+
+/// Full-jitter exponential backoff before retry `n` (1-based), never past the deadline.
+fn backoff(p: &sluice_config::RetryPolicy, n: u32) -> Duration {
+    let cap = p
+        .backoff
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(p.backoff_max);
+    if cap.is_zero() {
+        return cap;
+    }
+    Duration::from_micros(rand::random_range(0..=cap.as_micros() as u64))
+}
+
+/// What an attempts loop needs beyond the route and the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempting<'a> {
+    pub telemetry: &'a crate::telemetry::Telemetry,
+    /// The caller's region (geographic routing).
+    pub region: Option<&'a str>,
+    /// A fallback alias would take over at capacity: do not wait for a place, spill over.
+    pub spill: bool,
+    pub request_id: &'a str,
+}
+
+/// The attempts loop of one alias: pick, send, classify, retry what may be retried.
+pub async fn attempts(
+    snap: &Snapshot,
+    decision: &Decision<'_>,
+    inbound: &InboundRequest,
+    deadline: Instant,
+    how: Attempting<'_>,
+) -> (Result<Upstream, GatewayError>, Dispatched) {
+    let mut done = Dispatched::default();
+    let result = attempts_loop(snap, decision, inbound, deadline, how, &mut done).await;
+    (result, done)
+}
+
+async fn attempts_loop(
+    snap: &Snapshot,
+    decision: &Decision<'_>,
+    inbound: &InboundRequest,
+    deadline: Instant,
+    how: Attempting<'_>,
+    done: &mut Dispatched,
+) -> Result<Upstream, GatewayError> {
+    let telemetry = how.telemetry;
+    let policy = &decision.route.config.policy;
+    let breaker = &snap.config.breaker;
+    let budget = &decision.route.retry_budget;
+    budget.deposit(&policy.retry);
+    let max = policy.max_attempts as usize;
+    let mut last: Option<GatewayError> = None;
+    let mut tried: Vec<usize> = Vec::with_capacity(max);
+    // Waiting for a deployment's place (concurrency limits) ends at this time, once set.
+    let mut capacity_until: Option<Instant> = None;
+    for attempt in 0..max {
+        if attempt > 0 {
+            if !budget.withdraw(&policy.retry, Instant::now()) {
+                telemetry.retry(&decision.route.name, "denied_budget");
+                break;
+            }
+            let wait = backoff(&policy.retry, attempt as u32);
+            if Instant::now() + wait >= deadline {
+                telemetry.retry(&decision.route.name, "denied_deadline");
+                break;
+            }
+            telemetry.retry(&decision.route.name, "allowed");
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let picked = match pick(snap, decision, &tried, deadline, how, &mut capacity_until, done).await {
+            Picked::Deployment(picked) => picked,
+            Picked::AtCapacity => {
+                last = Some(at_capacity_error());
+                break;
+            }
+            Picked::NoneHealthy => {
+                // Every deployment is out (breakers, Retry-After pauses): wait for the first to
+                // come back if that is within the deadline, else give up.
+                let back = decision
+                    .model
+                    .deployments
+                    .iter()
+                    .filter_map(|&d| snap.deployments[d].health.open_until())
+                    .min();
+                match back {
+                    Some(t) if t < deadline && attempt + 1 < max => {
+                        tokio::time::sleep_until(t.into()).await;
+                        continue;
+                    }
+                    _ => {
+                        last.get_or_insert_with(|| no_healthy_error(back, now));
+                        break;
+                    }
+                }
+            }
+        };
+        // A half-open breaker's probe slot is held for this attempt and given back however it
+        // ends (an outcome, a neutral answer, or this future dropped with the client gone).
+        let (index, inflight, probe) = picked;
+        tried.push(index);
+        let dep = &snap.deployments[index];
+        if attempt > 0
+            && let Some(until) = dep.health.paused_until(Instant::now())
+        {
+            // The upstream asked for a pause and nothing else is left: honour it, or stop.
+            if until >= deadline {
+                telemetry.retry(&decision.route.name, "denied_deadline");
+                break;
+            }
+            tokio::time::sleep_until(until.into()).await;
+        }
+        let started = Instant::now();
+        let result = attempt_once(dep, decision, inbound, how.request_id, deadline).await;
+        let elapsed = started.elapsed();
+        done.upstream_time += elapsed;
+        let outcome = result
+            .as_ref()
+            .map_or_else(|f| f.failure.health(), |_| Outcome::Success);
+        let t = dep.health.record(breaker, outcome, elapsed, Instant::now());
+        drop(probe);
+        telemetry.breaker(&dep.name, t);
+        match result {
+            Ok(mut up) => {
+                if let Upstream::Stream { inflight: slot, .. } = &mut up {
+                    // A stream stays in flight until it ends.
+                    *slot = Some(inflight);
+                }
+                done.answered = true;
+                done.price = dep.price;
+                done.attempts.push(AttemptRecord {
+                    deployment: dep.name.clone(),
+                    outcome: "ok",
+                    status: Some(200),
+                    ms: ms(elapsed),
+                });
+                return Ok(up);
+            }
+            Err(f) => {
+                drop(inflight);
+                if let Some(s) = f.retry_after {
+                    dep.health.pause(Instant::now() + Duration::from_secs(s));
+                }
+                done.attempts.push(AttemptRecord {
+                    deployment: dep.name.clone(),
+                    outcome: f.failure.label(),
+                    status: f.status,
+                    ms: ms(elapsed),
+                });
+                let again = f.failure.retryable() && attempt + 1 < max;
+                last = Some(f.error);
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        GatewayError::new(
+            ErrorKind::UpstreamTimeout,
+            "upstream_timeout",
+            "The request ran out of time before an upstream answered.",
+        )
+        .with_failure(Failure::OutOfTime)
+    }))
+}
+
+/// The next attempt's deployment, with its place in flight and its probe slot.
+enum Picked {
+    Deployment((usize, InFlight, ProbeSlot)),
+    /// Every deployment is at its concurrency limit, and no place freed in time.
+    AtCapacity,
+    /// Every deployment is out (breakers, pauses).
+    NoneHealthy,
+}
+
+async fn pick(
+    snap: &Snapshot,
+    decision: &Decision<'_>,
+    tried: &[usize],
+    deadline: Instant,
+    how: Attempting<'_>,
+    capacity_until: &mut Option<Instant>,
+    done: &mut Dispatched,
+) -> Picked {
+    let geo = how.region.map(|r| (r, &snap.config.geo));
+    loop {
+        match decision
+            .model
+            .pick(&snap.deployments, tried, &snap.config.breaker, Instant::now(), geo)
+        {
+            // Another request may have taken the last place since the pick looked.
+            Some((i, probe)) => match snap.deployments[i].health.try_start() {
+                Some(inflight) => return Picked::Deployment((i, inflight, probe)),
+                None => continue,
+            },
+            None if !at_capacity(snap, decision) => return Picked::NoneHealthy,
+            // A fallback alias takes over at once.
+            None if how.spill => return Picked::AtCapacity,
+            None => {
+                let until = *capacity_until.get_or_insert_with(|| {
+                    let wait = decision
+                        .route
+                        .config
+                        .queue
+                        .as_ref()
+                        .map_or(CAPACITY_WAIT, |q| q.timeout);
+                    deadline.min(Instant::now() + wait)
+                });
+                let waiting = Instant::now();
+                let freed = capacity_freed(snap, decision, until).await;
+                done.capacity_wait += waiting.elapsed();
+                if !freed {
+                    return Picked::AtCapacity;
+                }
+            }
+        }
+    }
+}
+
+fn at_capacity_error() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Unavailable,
+        "deployments_at_capacity",
+        "Every deployment of this model is at its concurrency limit.",
+    )
+    .with_retry_after(Some(1))
+    .with_failure(Failure::AtCapacity)
+}
+
+fn no_healthy_error(back: Option<Instant>, now: Instant) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::UpstreamUnavailable,
+        "no_healthy_deployment",
+        "Every deployment of this model is out of service (circuit open or paused by the upstream).",
+    )
+    .with_retry_after(back.map(|t| t.saturating_duration_since(now).as_secs().max(1)))
+    .with_failure(Failure::NoHealthyDeployment)
+}
+
+/// How long a request waits for a place on a deployment at its concurrency limit when its route
+/// has no queue (with a queue: the queue's timeout), within its deadline.
+const CAPACITY_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether a deployment of the model is at its concurrency limit (so waiting may help).
+fn at_capacity(snap: &Snapshot, decision: &Decision<'_>) -> bool {
+    decision
+        .model
+        .deployments
+        .iter()
+        .any(|&d| snap.deployments[d].health.full())
+}
+
+/// Waits until a request ends on one of the model's deployments, up to `until`; `false` when
+/// none did in time, or — on a route without a queue (a queue bounds the waiters itself: only
+/// its running requests get here) — when as many wait already as the pool may hold, four times
+/// its deployments' limits.
+async fn capacity_freed(snap: &Snapshot, decision: &Decision<'_>, until: Instant) -> bool {
+    struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let model = decision.model;
+    let bounded = decision.route.config.queue.is_none();
+    if model
+        .capacity_waiting
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        >= model.capacity_queue
+        && bounded
+    {
+        model
+            .capacity_waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        return false;
+    }
+    let _waiting = Waiting(&model.capacity_waiting);
+    let mut freed: Vec<_> = decision
+        .model
+        .deployments
+        .iter()
+        .map(|&d| Box::pin(snap.deployments[d].health.freed()))
+        .collect();
+    for f in &mut freed {
+        f.as_mut().enable();
+    }
+    // Registered before looking again, so a place freed in between is not missed.
+    if !at_capacity(snap, decision) {
+        return true;
+    }
+    tokio::time::timeout_at(until.into(), futures_util::future::select_all(freed))
+        .await
+        .is_ok()
+}
+
+/// The leading number of a header value (`12`, `3.5`, `12; unit=requests`), if non-negative.
+fn header_number(v: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(v).ok()?;
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    text[..end].parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+async fn attempt_once(
+    dep: &DeploymentRuntime,
+    decision: &Decision<'_>,
+    inbound: &InboundRequest,
+    request_id: &str,
+    deadline: Instant,
+) -> Result<Upstream, Failed> {
+    let policy = &decision.route.config.policy;
+    let target = Target {
+        base_url: &dep.base_url,
+        model: &dep.upstream_model,
+        api_key: dep.api_key.as_ref().map(|s| s.expose()),
+        // Self-hosted servers (or a deployment that says so) get the request id and the
+        // caller's trace context; a third-party provider does not.
+        forward: dep.forward_trace.then_some(Forwarded {
+            request_id,
+            traceparent: inbound.headers.traceparent.as_ref(),
+            tracestate: inbound.headers.tracestate.as_ref(),
+        }),
+        params: ParamPolicy {
+            drop_unsupported: policy.drop_unsupported,
+            forward: &policy.forward_params,
+        },
+        api_version: dep.api_version.as_deref(),
+        aws: dep.aws.as_ref(),
+    };
+    let request = dep.adapter.build_request(inbound, &target).map_err(|e| match e {
+        AdapterError::Request(e) => Failed::new(Failure::Unsupported, GatewayError::from(e)),
+        AdapterError::Unsupported(what) => Failed::new(
+            Failure::Unsupported,
+            GatewayError::bad_request(
+                "unsupported_endpoint",
+                format!(
+                    "The model this route selected ({}) cannot serve the {what} endpoint.",
+                    decision.model.name
+                ),
+            ),
+        ),
+        e => Failed::new(
+            Failure::Internal,
+            GatewayError::internal(format!("cannot build the upstream request: {e}")),
+        ),
+    })?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let first_byte = policy.first_byte_timeout.min(left);
+    let client = decision.route.client(dep.http2_prior_knowledge);
+    let response = match tokio::time::timeout(first_byte, client.request(request.map(Full::new))).await {
+        Err(_) => {
+            return Err(Failed::new(
+                Failure::Timeout,
+                GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "upstream_timeout",
+                    "The upstream did not answer in time.",
+                ),
+            ));
+        }
+        Ok(Err(e)) if e.is_connect() => {
+            return Err(Failed::new(
+                Failure::Connect,
+                GatewayError::new(
+                    ErrorKind::UpstreamUnavailable,
+                    "upstream_connect_failed",
+                    "The gateway could not connect to the upstream.",
+                ),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err(Failed::new(
+                Failure::Connection,
+                GatewayError::new(
+                    ErrorKind::UpstreamUnavailable,
+                    "upstream_connection_error",
+                    "The upstream connection failed before a response.",
+                ),
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    if let Some(name) = &dep.load_header
+        && let Some(depth) = parts.headers.get(name).and_then(|v| header_number(v.as_bytes()))
+    {
+        // The same scale as a scraped queue depth (see scrape.rs).
+        dep.health.set_reported_load((depth * 1000.0) as u64);
+    }
+    let framing = dep.adapter.framing();
+    let stream_type = match framing {
+        Framing::Sse => "text/event-stream",
+        Framing::EventStream => "application/vnd.amazon.eventstream",
+    };
+    let is_stream = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(stream_type));
+    if status.is_success() && is_stream && inbound.view.stream {
+        return Ok(Upstream::Stream {
+            body,
+            framing,
+            adapter: dep.adapter,
+            inflight: None,
+        });
+    }
+
+    let limit = if status.is_success() {
+        MAX_UPSTREAM_BODY
+    } else {
+        MAX_ERROR_BODY
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let bytes = match tokio::time::timeout(left, Limited::new(body, limit).collect()).await {
+        Err(_) => {
+            return Err(Failed::new(
+                Failure::BodyTimeout,
+                GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "upstream_timeout",
+                    "The upstream response did not finish in time.",
+                ),
+            )
+            .at(status));
+        }
+        Ok(Err(_)) => {
+            return Err(Failed::new(
+                Failure::Dropped,
+                GatewayError::new(
+                    ErrorKind::UpstreamUnavailable,
+                    "upstream_connection_error",
+                    "The upstream connection failed while sending the response.",
+                ),
+            )
+            .at(status));
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+
+    if status.is_success() {
+        return match dep.adapter.read_response(inbound, bytes) {
+            Ok(out) => Ok(Upstream::Complete {
+                status,
+                content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
+                body: out.body,
+                usage: out.usage,
+            }),
+            Err(ResponseFault::Malformed(e)) => Err(Failed::new(
+                Failure::Malformed,
+                GatewayError::new(
+                    ErrorKind::UpstreamRejected,
+                    "upstream_malformed_response",
+                    e.to_string(),
+                ),
+            )
+            .at(status)),
+            Err(ResponseFault::Refused { class, message }) => {
+                let secrets: Vec<&str> = dep.api_key.iter().map(|s| s.expose()).collect();
+                let message = sluice_providers::scrub_credentials(&message, &secrets).into_owned();
+                Err(Failed::new(
+                    Failure::Upstream(class),
+                    upstream_error(class, StatusCode::BAD_REQUEST, Some(message), None),
+                )
+                .at(status))
+            }
+        };
+    }
+
+    let class = dep.adapter.classify_error(status, &bytes);
+    let secrets: Vec<&str> = dep.api_key.iter().map(|s| s.expose()).collect();
+    let message = dep.adapter.error_message(&bytes, &secrets);
+    let pause = retry_after(&parts.headers);
+    let mut failed = Failed::new(Failure::Upstream(class), upstream_error(class, status, message, pause)).at(status);
+    failed.retry_after = pause;
+    Err(failed)
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Maps a classified upstream error to what the caller sees. The caller's own mistakes keep the
+/// provider's status; the gateway's problems (our credential, our config) become 502s.
+fn upstream_error(
+    class: ErrorClass,
+    status: StatusCode,
+    message: Option<String>,
+    retry_after: Option<u64>,
+) -> GatewayError {
+    let msg = |fallback: &'static str| {
+        message
+            .clone()
+            .map_or(std::borrow::Cow::Borrowed(fallback), std::borrow::Cow::Owned)
+    };
+    match class {
+        ErrorClass::InvalidRequest => GatewayError::new(
+            ErrorKind::BadRequest,
+            "upstream_invalid_request",
+            msg("The upstream rejected the request."),
+        )
+        .with_status(status)
+        .no_retry(),
+        ErrorClass::ContextLength => GatewayError::new(
+            ErrorKind::BadRequest,
+            "context_length_exceeded",
+            msg("The request exceeds the model's context length."),
+        )
+        .with_status(status)
+        .no_retry(),
+        ErrorClass::ContentPolicy => GatewayError::new(
+            ErrorKind::BadRequest,
+            "content_policy_violation",
+            msg("The upstream refused the request under its content policy."),
+        )
+        .with_status(status)
+        .no_retry(),
+        ErrorClass::Auth => GatewayError::new(
+            ErrorKind::UpstreamRejected,
+            "upstream_auth_failed",
+            "The upstream rejected the gateway's credentials. This is a gateway configuration problem.",
+        )
+        .no_retry(),
+        ErrorClass::NotFound => GatewayError::new(
+            ErrorKind::UpstreamRejected,
+            "upstream_not_found",
+            "The upstream does not know the configured model or path. This is a gateway configuration problem.",
+        )
+        .no_retry(),
+        ErrorClass::QuotaExceeded => GatewayError::new(
+            ErrorKind::UpstreamRejected,
+            "upstream_quota_exceeded",
+            "The upstream account has exhausted its quota.",
+        )
+        .no_retry(),
+        ErrorClass::RateLimited => GatewayError::new(
+            ErrorKind::UpstreamRateLimited,
+            "upstream_rate_limited",
+            msg("The upstream is rate limiting requests."),
+        )
+        .with_retry_after(retry_after),
+        ErrorClass::Overloaded => GatewayError::new(
+            ErrorKind::UpstreamOverloaded,
+            "upstream_overloaded",
+            msg("The upstream is overloaded."),
+        )
+        .with_retry_after(retry_after),
+        ErrorClass::Server => GatewayError::new(
+            ErrorKind::UpstreamUnavailable,
+            "upstream_error",
+            msg("The upstream failed to answer."),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_number;
+
+    #[test]
+    fn a_load_header_is_its_leading_number() {
+        assert_eq!(header_number(b"12"), Some(12.0));
+        assert_eq!(header_number(b"3.5; unit=requests"), Some(3.5));
+        assert_eq!(header_number(b"-1"), None);
+        assert_eq!(header_number(b"many"), None);
+        assert_eq!(header_number(b""), None);
+    }
+}

@@ -1,11 +1,11 @@
 //! Sluice's data path: the edge (listeners, TLS, HTTP/1.1 + HTTP/2), the spine every request
-//! walks, dispatch to upstreams, the stream relay, virtual keys, telemetry, the admin API and
-//! hot reload.
+//! walks, its stages, dispatch to upstreams, the stream relay, finish, virtual keys, metrics and
+//! hot reload. The admin API (`sluice-admin`) is served on the admin listener through
+//! [`StartOptions::admin`].
 //!
 //! This crate never parses provider formats itself (that is `sluice-providers`), never touches a
 //! database on the request path, and never logs prompt or response text or any credential.
 
-pub mod admin;
 pub mod alerts;
 pub mod edge;
 pub mod error;
@@ -258,7 +258,12 @@ pub struct StartOptions {
     pub watch: bool,
     /// Resolves `*_env` references on reload; the process environment when `None`.
     pub env: Option<EnvFn>,
+    /// The admin API served on the admin listener (`sluice-admin`'s router); none answers 404.
+    pub admin: Option<AdminRouter>,
 }
+
+/// Builds the admin listener's routes for a running gateway.
+pub type AdminRouter = fn(Arc<Gateway>) -> axum::Router;
 
 /// Looks up an environment variable.
 pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -372,7 +377,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         shutdown_rx.clone(),
         connections.clone(),
     )));
-    let admin = admin::router(gateway.clone());
+    let admin = options
+        .admin
+        .map_or_else(axum::Router::new, |router| router(gateway.clone()));
     let mut admin_stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(admin_listener, admin).with_graceful_shutdown(async move {

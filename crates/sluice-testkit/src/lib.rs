@@ -204,6 +204,7 @@ impl TestGateway {
                 config_path: Some(config_path.clone()),
                 watch,
                 env: Some(std::sync::Arc::new(env)),
+                admin: Some(sluice_admin::router),
             },
         )
         .await

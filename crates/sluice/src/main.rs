@@ -183,7 +183,7 @@ fn main() -> ExitCode {
                 until,
                 json,
             } => {
-                let q = sluice_gateway::admin::usage::UsageQuery {
+                let q = sluice_admin::usage::UsageQuery {
                     by: Some(by),
                     per: Some(per),
                     since,
@@ -297,6 +297,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
             config_path: Some(path),
             watch: true,
             env: None,
+            admin: Some(sluice_admin::router),
         },
     )
     .await?;
@@ -351,11 +352,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn usage(
-    path: &std::path::Path,
-    q: &sluice_gateway::admin::usage::UsageQuery,
-    as_json: bool,
-) -> anyhow::Result<()> {
+async fn usage(path: &std::path::Path, q: &sluice_admin::usage::UsageQuery, as_json: bool) -> anyhow::Result<()> {
     use sluice_store::ledger::LedgerDb;
     // Only the store matters here: provider credentials need not be in this environment.
     const UNSET: &str = "unset-for-usage:";
@@ -372,7 +369,7 @@ async fn usage(
         Some(url) => LedgerDb::postgres(url.expose()).await?,
         None => LedgerDb::sqlite(&c.store.sqlite_path).await?,
     };
-    let rows = sluice_gateway::admin::usage::query(&db, q, c.time_zone_offset_s)
+    let rows = sluice_admin::usage::query(&db, q, c.time_zone_offset_s)
         .await
         .map_err(|(_, m)| anyhow::anyhow!(m))?;
     if as_json {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sluice_store::ledger::{LedgerDb, Per, UsageBy, UsageRow};
 
-use crate::Gateway;
+use sluice_gateway::Gateway;
 
 #[derive(Debug, Deserialize)]
 pub struct UsageQuery {
@@ -59,7 +59,7 @@ pub async fn query(db: &LedgerDb, q: &UsageQuery, tz_offset_s: i32) -> Result<Ve
 /// includes every request finished so far.
 pub async fn handler(State(gw): State<Arc<Gateway>>, Query(q): Query<UsageQuery>) -> Response {
     let Some(ledger) = &gw.ledger else {
-        return crate::admin::error::error(
+        return crate::error::error(
             StatusCode::NOT_FOUND,
             "ledger_disabled",
             "The spend ledger is disabled.",
@@ -75,6 +75,6 @@ pub async fn handler(State(gw): State<Arc<Gateway>>, Query(q): Query<UsageQuery>
             "rows": rows,
         }))
         .into_response(),
-        Err((status, message)) => crate::admin::error::error(status, "invalid_usage_query", message),
+        Err((status, message)) => crate::error::error(status, "invalid_usage_query", message),
     }
 }

@@ -1,5 +1,7 @@
 //! The admin API, on its own listener (localhost by default): metrics, virtual keys, reload.
 //! When `admin.token_env` is set, every call needs `Authorization: Bearer <token>`.
+//!
+//! It never sits on the request path: the gateway serves it on the admin listener only.
 
 mod error;
 pub mod usage;
@@ -20,9 +22,9 @@ use serde_json::json;
 use sluice_config::Pattern;
 use sluice_store::{StoreError, StoredKey};
 
-use crate::Gateway;
-use crate::keys::{self, KeySource};
-use crate::state::reload::{self, Reloaded};
+use sluice_gateway::Gateway;
+use sluice_gateway::keys::{self, KeySource};
+use sluice_gateway::state::reload::{self, Reloaded};
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
@@ -36,7 +38,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             axum::routing::put(set_limits).delete(clear_limits),
         )
         .route("/admin/config", get(config_summary))
-        .route("/admin/usage", get(crate::admin::usage::handler))
+        .route("/admin/usage", get(crate::usage::handler))
         .route("/admin/health", get(health))
         .layer(middleware::from_fn_with_state(gw.clone(), require_token))
         .with_state(gw)
@@ -73,7 +75,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let m = &gw.telemetry.metrics;
     m.limits_cells.set(gw.live.limits.cells() as i64);
     for (name, h) in gw.live.health() {
-        let label = crate::telemetry::DeploymentLabel {
+        let label = sluice_gateway::telemetry::DeploymentLabel {
             deployment: Arc::from(name.as_str()),
         };
         m.breaker_state.get_or_create(&label).set(h.state() as i64);
@@ -84,7 +86,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     }
     let snap = gw.snapshot();
     for route in snap.routes.iter().filter(|r| r.config.queue.is_some()) {
-        let label = crate::telemetry::RouteLabel {
+        let label = sluice_gateway::telemetry::RouteLabel {
             route: route.name.clone(),
         };
         let m = &gw.telemetry.metrics;

@@ -13,3 +13,4 @@ pub mod failure;
 pub mod fallback;
 pub mod health;
 pub mod scrape;
+mod send;

@@ -18,11 +18,14 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
-use sluice_config::{LimitSpec, Metric, OutagePolicy, RedisConfig, Window};
+use sluice_config::{LimitSpec, Metric, OutagePolicy, RedisConfig};
+
+mod wire;
 
 use crate::local::{self, Limiter};
 use crate::metrics::StoreMetrics;
 use crate::terms::{Crossing, NS, Need, OnCrossings, RateInfo, Refusal, Scope, Standing, merge, now_ns, window_bounds};
+use wire::{Answer, StoreError, escape, ints, metric_str, now_us, slot, window_str};
 
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// How often an instance announces itself in the store; one silent for three is gone.
@@ -94,86 +97,6 @@ impl std::fmt::Debug for SharedLimiter {
     }
 }
 
-/// What the store answered to an admission.
-enum Answer {
-    Taken(Vec<Standing>),
-    Refused {
-        index: usize,
-        retry_s: Option<u64>,
-        standings: Vec<Standing>,
-    },
-}
-
-#[derive(Debug, thiserror::Error)]
-enum StoreError {
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("not connected")]
-    NotConnected,
-    #[error("the answer came after the deadline")]
-    Late,
-    #[error("{0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("unexpected answer: {0}")]
-    Shape(String),
-}
-
-fn now_us() -> i64 {
-    (now_ns() / 1_000) as i64
-}
-
-/// Braces would change the hash tag; `%` keeps the escape unambiguous.
-fn escape(id: &str) -> std::borrow::Cow<'_, str> {
-    if id.contains(['{', '}', '%']) {
-        id.replace('%', "%25").replace('{', "%7B").replace('}', "%7D").into()
-    } else {
-        id.into()
-    }
-}
-
-/// Redis Cluster's slot of a key: CRC16 of its hash tag.
-fn slot(key: &str) -> u16 {
-    let tag = key
-        .find('{')
-        .and_then(|open| key[open + 1..].find('}').map(|len| &key[open + 1..open + 1 + len]))
-        .filter(|t| !t.is_empty())
-        .unwrap_or(key);
-    crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) % 16384
-}
-
-fn metric_str(m: Metric) -> &'static str {
-    match m {
-        Metric::Requests => "requests",
-        Metric::Tokens => "tokens",
-        Metric::InputTokens => "input_tokens",
-        Metric::OutputTokens => "output_tokens",
-        Metric::Cost => "cost",
-    }
-}
-
-fn window_str(w: Window) -> &'static str {
-    match w {
-        Window::Second => "second",
-        Window::Minute => "minute",
-        Window::Hour => "hour",
-        Window::Day => "day",
-        Window::Month => "month",
-    }
-}
-
-fn ints(v: redis::Value) -> Result<Vec<i64>, StoreError> {
-    match v {
-        redis::Value::Array(items) => items
-            .into_iter()
-            .map(|i| match i {
-                redis::Value::Int(n) => Ok(n),
-                other => Err(StoreError::Shape(format!("{other:?}"))),
-            })
-            .collect(),
-        other => Err(StoreError::Shape(format!("{other:?}"))),
-    }
-}
-
 impl SharedLimiter {
     /// The in-process cells counted during outages (swept like the local ones).
     pub(super) fn fallback(&self) -> &Limiter {
@@ -194,8 +117,8 @@ impl SharedLimiter {
             me: format!("{:016x}", rand::random::<u64>()),
             heartbeat_script: redis::Script::new(HEARTBEAT),
             metrics,
-            admit_script: redis::Script::new(include_str!("admit.lua")),
-            settle_script: redis::Script::new(include_str!("settle.lua")),
+            admit_script: redis::Script::new(include_str!("../admit.lua")),
+            settle_script: redis::Script::new(include_str!("../settle.lua")),
         });
         match limiter.probe().await {
             Ok(()) => {
@@ -720,15 +643,4 @@ impl Reservation {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_follow_the_hash_tag() {
-        // Redis Cluster's documented examples.
-        assert_eq!(slot("123456789"), 12739);
-        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
-        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
-        assert_eq!(escape("a{b}%"), "a%7Bb%7D%25");
-    }
-}
+mod tests;

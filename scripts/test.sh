@@ -29,6 +29,9 @@ ls -d /usr/lib/postgresql/*/bin | head -1
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "module layout (no import cycles; the gateway's rooms keep their rules)"
+python3 scripts/check-layout.py
+
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -386,6 +386,20 @@ pub fn sse_data(text: &str) -> Vec<String> {
 }
 
 /// Mock counters as JSON.
+/// A chat completion request written on a connection of its own, with the test key; the
+/// response is left unread. Dropping the stream is its client leaving.
+pub async fn raw_chat(gw: &TestGateway, body: &Value) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let body = body.to_string();
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
 pub fn mock_stats(mock: &MockServer) -> Value {
     mock.stats().snapshot()
 }

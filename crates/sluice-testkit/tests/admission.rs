@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_mock::{Knobs, MockConfig, MockServer};
 use sluice_testkit::*;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 fn deployment(name: &str, base: &str, extra: &str) -> String {
     deployment_yaml(name, base, extra)
@@ -295,18 +293,6 @@ async fn a_full_model_spills_over_to_its_fallback_at_once() {
     );
     assert!(streaming.await.unwrap().contains("[DONE]"));
     assert_eq!(b.stats().requests.load(Ordering::Relaxed), 1);
-}
-
-/// A chat request on a connection of its own; dropping the stream is its client leaving.
-async fn raw_chat(gw: &TestGateway, body: &Value) -> TcpStream {
-    let body = body.to_string();
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    s
 }
 
 // One thread: the gateway runs beside these clients, so when a running request's client and the

@@ -7,25 +7,14 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_testkit::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-async fn raw_request(gw: &TestGateway, body: &str) -> TcpStream {
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    s
-}
+use tokio::io::AsyncReadExt;
 
 #[tokio::test]
 async fn disconnect_before_the_first_byte_cancels_upstream() {
     let mock = mock().await;
     let gw = TestGateway::start(&config_with(&mock)).await;
     let body = json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "mock": {"latency_ms": 10_000}});
-    let s = raw_request(&gw, &body.to_string()).await;
+    let s = raw_chat(&gw, &body).await;
     assert!(
         eventually(|| mock_stats(&mock)["in_flight"] == 1).await,
         "request reached the upstream"
@@ -52,7 +41,7 @@ async fn disconnect_mid_stream_cancels_upstream_and_logs_tokens_relayed() {
     let gw = TestGateway::start(&config_with(&mock)).await;
     let body = json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": true,
                       "mock": {"chunks": 1000, "chunk_delay_ms": 20}});
-    let mut s = raw_request(&gw, &body.to_string()).await;
+    let mut s = raw_chat(&gw, &body).await;
     // Read until a few content chunks have arrived.
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];

@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::collect::Collector;
 use crate::raw::RawKey;
 use crate::types::*;
-use crate::validate::Collector;
 
 /// Parses `sha256:<64 hex digits>`.
 pub fn parse_key_hash(s: &str) -> Option<[u8; 32]> {

@@ -4,71 +4,33 @@
 //!
 //! This crate does no IO beyond reading the file and the environment, and never logs a secret.
 
+mod collect;
+mod deployments;
+mod error;
 mod keys;
+mod policy;
 mod raw;
 mod resilience;
+mod routes;
+mod server;
 mod spend;
 mod store;
 mod types;
 mod validate;
 
-use std::fmt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use keys::parse_key_hash;
-pub use raw::{RawLimitValue, RawLimits};
-pub use spend::parse_limits;
-pub use types::*;
-pub use validate::{
+pub use policy::{
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FIRST_BYTE_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_MS,
     DEFAULT_TOTAL_TIMEOUT_MS,
 };
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Where in the document, e.g. `routes[2].model`.
-    pub path: String,
-    pub line: Option<u64>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "line {line}: {}: {}", self.path, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
-        }
-    }
-}
-
-/// Every problem found in a config file, in file order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("invalid YAML: {0}")]
-    Parse(String),
-    #[error("{count} error(s) in the config:\n{0}", count = .0.0.len())]
-    Invalid(ConfigErrors),
-}
+pub use raw::{RawLimitValue, RawLimits};
+pub use spend::parse_limits;
+pub use types::*;
 
 /// Reads, parses and validates a config file, taking secrets from the process environment.
 pub fn load_file(path: &Path) -> Result<Config, LoadError> {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::collect::Collector;
 use crate::raw::{RawBreaker, RawModel, RawRetry, RawRoute, S};
 use crate::types::{Balance, BreakerConfig, FallbackConfig, FallbackReason, RetryPolicy};
-use crate::validate::Collector;
 
 fn ranged(v: Option<&S<u64>>, default: u64, min: u64, max: u64, path: &str, errs: &mut Collector) -> u64 {
     match v {
@@ -130,7 +130,7 @@ pub(crate) fn fallback(r: &RawRoute, model_names: &[&str], path: &str, errs: &mu
     let models = r
         .fallback
         .as_ref()
-        .map(|list| crate::validate::resolve_models(list, model_names, &format!("{path}.fallback"), errs))
+        .map(|list| crate::collect::resolve_models(list, model_names, &format!("{path}.fallback"), errs))
         .unwrap_or_default();
     let on = match &r.fallback_on {
         None => vec![
@@ -245,7 +245,7 @@ pub(crate) fn degrade(
         .enumerate()
         .map(|(j, s)| {
             let model = s.model.as_ref().and_then(|m| {
-                crate::validate::resolve_models(
+                crate::collect::resolve_models(
                     std::slice::from_ref(m),
                     model_names,
                     &format!("{path}.degrade[{j}].model"),

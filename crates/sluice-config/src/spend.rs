@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use http::Uri;
 
+use crate::collect::{Collector, EnvLookup, env_secret};
 use crate::raw::{RawConfig, RawPrice, S};
 use crate::types::*;
-use crate::validate::{Collector, EnvLookup, env_secret};
 
 /// Resolves every deployment's price from the price table (unless it has its own); returns the
 /// currency.

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::collect::{Collector, EnvLookup, env_secret};
 use crate::raw::{RawConfig, RawRedis};
 use crate::types::{LedgerConfig, OutagePolicy, RedisConfig, StoreConfig};
-use crate::validate::{Collector, EnvLookup, env_secret};
 
 pub(crate) fn store(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -> StoreConfig {
     StoreConfig {
@@ -18,10 +18,10 @@ pub(crate) fn store(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -
     }
 }
 
-fn postgres(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -> Option<crate::Secret> {
+fn postgres(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -> Option<crate::types::Secret> {
     let url = match (&raw.store.postgres_url, &raw.store.postgres_url_env) {
         (None, None) => return None,
-        (Some(u), None) => crate::Secret::new(u.value.clone()),
+        (Some(u), None) => crate::types::Secret::new(u.value.clone()),
         (None, Some(name)) => env_secret(name, "store.postgres_url_env", env, errs)?,
         (Some(u), Some(_)) => {
             errs.push(

@@ -6,68 +6,15 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, Uri};
 
+use crate::aws::AwsAuth;
 use crate::error::{ErrorClass, RequestError};
-use crate::openai::RequestView;
-use crate::sse::SseEvent;
-use crate::translate::{ParamPolicy, Wire};
+use crate::eventstream::Framing;
+pub use crate::fault::{MalformedResponse, ResponseFault, StreamFault};
+pub use crate::stream::StreamTranslator;
+use crate::translate::{ParamPolicy, Translating};
 use crate::usage::Usage;
-
-/// The client-facing operation a request asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-    /// Anthropic Messages.
-    Messages,
-    /// OpenAI's Responses API.
-    Responses,
-    /// A prediction model's JSON endpoint (`/v1/predict/{name}`).
-    Predict,
-}
-
-impl Endpoint {
-    pub fn from_path(path: &str) -> Option<Endpoint> {
-        match path {
-            "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
-            "/v1/completions" => Some(Endpoint::Completions),
-            "/v1/embeddings" => Some(Endpoint::Embeddings),
-            "/v1/messages" => Some(Endpoint::Messages),
-            "/v1/responses" => Some(Endpoint::Responses),
-            p if p.len() > "/v1/predict/".len() && p.starts_with("/v1/predict/") => Some(Endpoint::Predict),
-            _ => None,
-        }
-    }
-    /// The wire format the client speaks on this endpoint (its errors come back in it too).
-    pub fn wire(self) -> Wire {
-        match self {
-            Endpoint::Messages => Wire::Anthropic,
-            Endpoint::Responses => Wire::Responses,
-            _ => Wire::OpenAi,
-        }
-    }
-    /// The path below an OpenAI-compatible base URL.
-    pub fn upstream_suffix(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-            Endpoint::Messages => "/messages",
-            Endpoint::Responses => "/responses",
-            Endpoint::Predict => "",
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "chat_completions",
-            Endpoint::Completions => "completions",
-            Endpoint::Embeddings => "embeddings",
-            Endpoint::Messages => "messages",
-            Endpoint::Responses => "responses",
-            Endpoint::Predict => "predict",
-        }
-    }
-}
+use crate::view::RequestView;
+pub use crate::wire::Endpoint;
 
 /// A client request whose envelope has been read and checked; the body stays as received.
 #[derive(Debug, Clone)]
@@ -181,7 +128,7 @@ pub struct Target<'a> {
     /// Azure's `api-version`.
     pub api_version: Option<&'a str>,
     /// AWS credentials and region (Bedrock).
-    pub aws: Option<&'a crate::bedrock::AwsAuth>,
+    pub aws: Option<&'a AwsAuth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,8 +219,8 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault>;
 
     /// How this provider frames its streams.
-    fn framing(&self) -> crate::eventstream::Framing {
-        crate::eventstream::Framing::Sse
+    fn framing(&self) -> Framing {
+        Framing::Sse
     }
 
     /// A fresh translator for one streamed response.
@@ -282,7 +229,7 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     /// A translator that decodes every event into canonical deltas and encodes them in the
     /// client's format even when the two formats are the same: what response stages run over
     /// (see [`crate::translate::Translating::with_filter`]).
-    fn canonical_translator(&self, req: &InboundRequest) -> crate::translate::Translating;
+    fn canonical_translator(&self, req: &InboundRequest) -> Translating;
 
     /// What an upstream error response means.
     fn classify_error(&self, status: StatusCode, body: &[u8]) -> ErrorClass;
@@ -291,87 +238,23 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     fn error_message(&self, body: &[u8], secrets: &[&str]) -> Option<String>;
 }
 
-/// Per-stream state: sees every upstream event in order and decides what the client receives.
-pub trait StreamTranslator: Send {
-    /// Handles one upstream event, appending what the client should receive to `out`.
-    fn on_event(&mut self, event: SseEvent, out: &mut Vec<Bytes>) -> Result<(), StreamFault>;
-    /// Usage the upstream reported, if it did.
-    fn reported_usage(&self) -> Option<Usage>;
-    /// Completion chunks relayed so far (an estimate of completion tokens when none is reported).
-    fn relayed_chunks(&self) -> u64;
-    /// Prompt tokens the upstream counted before its final usage (Anthropic says them in
-    /// `message_start`): what a stream cut short is charged for its prompt.
-    fn prompt_tokens(&self) -> Option<u64> {
-        None
+/// Joins a base URL such as `https://host/v1` with an endpoint suffix.
+pub fn join_url(base: &Uri, suffix: &str) -> Result<Uri, AdapterError> {
+    let path = base.path().trim_end_matches('/');
+    let mut builder = Uri::builder();
+    if let Some(s) = base.scheme() {
+        builder = builder.scheme(s.clone());
     }
-    /// Whether the upstream said it was done (e.g. `data: [DONE]`).
-    fn saw_end(&self) -> bool;
-    /// Where the translator keeps generated text (content, reasoning, tool arguments) when
-    /// asked to. Required: a translator that kept none would charge a stream cut short under
-    /// token limits no output at all.
-    fn text_buffer(&mut self) -> Option<&mut Option<String>>;
-    /// From now on, keep the generated text for [`StreamTranslator::take_text`]: a stream cut
-    /// short is then counted with a tokenizer.
-    fn collect_text(&mut self) {
-        if let Some(b) = self.text_buffer() {
-            b.get_or_insert_with(String::new);
-        }
+    if let Some(a) = base.authority() {
+        builder = builder.authority(a.clone());
     }
-    /// Moves the text generated since the last call into `into` (nothing unless collecting).
-    fn take_text(&mut self, into: &mut String) {
-        if let Some(Some(t)) = self.text_buffer() {
-            into.push_str(t);
-            t.clear();
-        }
-    }
-    /// An event telling the client the stream failed, in the client's protocol.
-    fn error_event(&self, code: &str, message: &str) -> Bytes;
-}
-
-impl StreamFault {
-    /// The gateway's code for the error event that ends the client's stream.
-    pub fn code(&self) -> &'static str {
-        match self {
-            StreamFault::Malformed => "upstream_malformed_stream",
-            StreamFault::UpstreamError {
-                class: ErrorClass::Overloaded,
-                ..
-            } => "upstream_overloaded",
-            StreamFault::UpstreamError {
-                class: ErrorClass::RateLimited,
-                ..
-            } => "upstream_rate_limited",
-            StreamFault::UpstreamError { .. } => "upstream_stream_error",
-            StreamFault::Stopped { code, .. } => code,
-        }
-    }
-}
-
-/// A successful upstream response whose body is not what the protocol promises.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed response body from upstream: {0}")]
-pub struct MalformedResponse(pub String);
-
-/// Why a successful (2xx) upstream response cannot be given to the client.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResponseFault {
-    #[error(transparent)]
-    Malformed(#[from] MalformedResponse),
-    /// The provider answered 200 but refused, e.g. a prompt blocked by a safety filter.
-    #[error("{message}")]
-    Refused { class: ErrorClass, message: String },
-}
-
-/// The upstream sent something inside a stream that is not a valid event of its protocol.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StreamFault {
-    #[error("malformed stream event from upstream")]
-    Malformed,
-    #[error("the upstream reported an error inside the stream: {message}")]
-    UpstreamError { class: ErrorClass, message: String },
-    /// A response stage ended the answer (its error event already went to the client).
-    #[error("a response stage ended the stream ({code})")]
-    Stopped { class: &'static str, code: &'static str },
+    builder
+        .path_and_query(format!("{path}{suffix}"))
+        .build()
+        .map_err(|e| AdapterError::BadUrl {
+            base: base.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]

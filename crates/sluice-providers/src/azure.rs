@@ -32,7 +32,7 @@ pub fn azure_url(base: &Uri, deployment: &str, suffix: &str, api_version: &str) 
         encode(deployment),
         encode(api_version)
     );
-    crate::openai::join_url(base, &path)
+    crate::adapter::join_url(base, &path)
 }
 
 impl ProviderAdapter for AzureAdapter {

@@ -8,7 +8,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::adapter::StreamFault;
+use crate::fault::StreamFault;
 use crate::sse::{SseEvent, SseParser};
 
 /// Largest message accepted (Bedrock's chunks are small; this only bounds a corrupt length).

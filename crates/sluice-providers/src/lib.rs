@@ -7,19 +7,24 @@
 
 pub mod adapter;
 pub mod anthropic;
+mod aws;
 pub mod azure;
 pub mod bedrock;
 pub mod chat;
 pub mod error;
 pub mod eventstream;
+mod fault;
 pub mod gemini;
 pub mod openai;
 pub mod openai_chat;
 pub mod prediction;
 pub mod responses;
 pub mod sse;
+mod stream;
 pub mod translate;
 pub mod usage;
+mod view;
+mod wire;
 
 pub use adapter::{ClientHeaders, Endpoint, InboundRequest, ProviderAdapter, ResponseOut, StreamTranslator, Target};
 pub use error::{ErrorClass, RequestError, scrub_credentials};

@@ -4,53 +4,35 @@
 
 use bytes::Bytes;
 
-use crate::adapter::{StreamFault, StreamTranslator};
-use crate::anthropic::{EventDecoder, EventEncoder};
+use crate::anthropic::stream::{EventDecoder, EventEncoder};
 use crate::chat::{ChatRequest, ChatResponse, Delta};
 use crate::error::RequestError;
-use crate::openai_chat::{ChunkDecoder, ChunkEncoder};
+use crate::fault::{MalformedResponse, StreamFault};
+use crate::openai_chat::stream::{ChunkDecoder, ChunkEncoder};
 use crate::sse::SseEvent;
+use crate::stream::StreamTranslator;
 use crate::usage::Usage;
-
-/// The wire format a client speaks (and gets its errors in).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
-    /// OpenAI Chat Completions (and the other OpenAI endpoints).
-    OpenAi,
-    /// Anthropic Messages.
-    Anthropic,
-    /// OpenAI's Responses API.
-    Responses,
-}
-
-/// The format of an upstream's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    OpenAi,
-    Anthropic,
-    Gemini,
-    Bedrock,
-}
+pub use crate::wire::{Source, Wire};
 
 enum Decoder {
     OpenAi(ChunkDecoder),
     Anthropic(EventDecoder),
-    Gemini(crate::gemini::ChunkDecoder),
-    Bedrock(crate::bedrock::EventDecoder),
+    Gemini(crate::gemini::stream::ChunkDecoder),
+    Bedrock(crate::bedrock::stream::EventDecoder),
 }
 
 enum Encoder {
     OpenAi(ChunkEncoder),
     Anthropic(EventEncoder),
-    Responses(crate::responses::EventEncoder),
+    Responses(crate::responses::stream::EventEncoder),
 }
 
 /// Reads a client's chat request in its wire format into the canonical form.
 pub fn read_request(wire: Wire, body: &[u8]) -> Result<ChatRequest, RequestError> {
     match wire {
-        Wire::OpenAi => crate::openai_chat::request_to_chat(body),
-        Wire::Anthropic => crate::anthropic::request_to_chat(body),
-        Wire::Responses => crate::responses::request_to_chat(body),
+        Wire::OpenAi => crate::openai_chat::request::request_to_chat(body),
+        Wire::Anthropic => crate::anthropic::request::request_to_chat(body),
+        Wire::Responses => crate::responses::request::request_to_chat(body),
     }
 }
 
@@ -60,7 +42,7 @@ pub fn write_stream(wire: Wire, r: &ChatResponse) -> Bytes {
     let mut encoder = match wire {
         Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(false)),
         Wire::Anthropic => Encoder::Anthropic(EventEncoder::default()),
-        Wire::Responses => Encoder::Responses(crate::responses::EventEncoder::default()),
+        Wire::Responses => Encoder::Responses(crate::responses::stream::EventEncoder::default()),
     };
     let mut out = Vec::new();
     for d in r.to_deltas(64) {
@@ -75,9 +57,9 @@ pub fn write_stream(wire: Wire, r: &ChatResponse) -> Bytes {
 
 pub fn write_response(wire: Wire, r: &ChatResponse) -> Bytes {
     match wire {
-        Wire::OpenAi => crate::openai_chat::chat_to_response(r),
-        Wire::Anthropic => crate::anthropic::chat_to_response(r),
-        Wire::Responses => crate::responses::chat_to_response(r),
+        Wire::OpenAi => crate::openai_chat::response::chat_to_response(r),
+        Wire::Anthropic => crate::anthropic::response::chat_to_response(r),
+        Wire::Responses => crate::responses::response::chat_to_response(r),
     }
 }
 
@@ -106,11 +88,11 @@ pub fn run_filter(filter: &mut dyn DeltaFilter, deltas: &[Delta], out: &mut Vec<
 }
 
 /// Reads a whole answer in the client's wire format into the canonical form.
-pub fn read_response(wire: Wire, body: &[u8]) -> Result<ChatResponse, crate::adapter::MalformedResponse> {
+pub fn read_response(wire: Wire, body: &[u8]) -> Result<ChatResponse, MalformedResponse> {
     match wire {
-        Wire::OpenAi => crate::openai_chat::response_to_chat(body),
-        Wire::Anthropic => crate::anthropic::response_to_chat(body),
-        Wire::Responses => crate::responses::response_to_chat(body),
+        Wire::OpenAi => crate::openai_chat::response::response_to_chat(body),
+        Wire::Anthropic => crate::anthropic::response::response_to_chat(body),
+        Wire::Responses => crate::responses::response::response_to_chat(body),
     }
 }
 
@@ -154,13 +136,13 @@ impl Translating {
             decoder: match upstream {
                 Source::OpenAi => Decoder::OpenAi(ChunkDecoder::default()),
                 Source::Anthropic => Decoder::Anthropic(EventDecoder::default()),
-                Source::Gemini => Decoder::Gemini(crate::gemini::ChunkDecoder::default()),
-                Source::Bedrock => Decoder::Bedrock(crate::bedrock::EventDecoder::default()),
+                Source::Gemini => Decoder::Gemini(crate::gemini::stream::ChunkDecoder::default()),
+                Source::Bedrock => Decoder::Bedrock(crate::bedrock::stream::EventDecoder::default()),
             },
             encoder: match client {
                 Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(include_usage)),
                 Wire::Anthropic => Encoder::Anthropic(EventEncoder::default()),
-                Wire::Responses => Encoder::Responses(crate::responses::EventEncoder::default()),
+                Wire::Responses => Encoder::Responses(crate::responses::stream::EventEncoder::default()),
             },
             deltas: Vec::with_capacity(4),
             usage: None,
@@ -285,7 +267,9 @@ impl StreamTranslator for Translating {
     fn error_event(&self, code: &str, message: &str) -> Bytes {
         match &self.encoder {
             Encoder::OpenAi(_) => ChunkEncoder::error_event(code, message),
-            Encoder::Anthropic(_) => crate::anthropic::error_event(crate::anthropic::code_type(code), message),
+            Encoder::Anthropic(_) => {
+                crate::anthropic::stream::error_event(crate::anthropic::error::code_type(code), message)
+            }
             Encoder::Responses(e) => e.error_event(code, message),
         }
     }

@@ -1,8 +1,11 @@
+use http::StatusCode;
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
+use crate::adapter::{ProviderAdapter, StreamTranslator};
 use crate::chat::{ChatResponse, Delta};
+use crate::error::ErrorClass;
 use crate::openai_chat;
 use crate::sse::SseParser;
 use crate::translate::{ParamPolicy, Source, Translating, Wire};

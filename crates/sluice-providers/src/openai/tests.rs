@@ -1,4 +1,7 @@
+use http::Uri;
+
 use super::*;
+use crate::error::RequestError;
 
 const CHAT: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 

@@ -20,9 +20,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::load::{Load, Outcome};
+use crate::options::Options;
 use crate::procs::{Pinned, free_port, wait_listening};
 use crate::report::{Runs, micros, percent, table};
-use crate::{KEY, Options, chat_body};
+use crate::setup::{KEY, chat_body};
 
 /// Requests per second in the fault scenarios.
 const FAULT_RATE: u32 = 1000;

@@ -17,9 +17,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::options::Options;
 use crate::procs::{Pinned, free_port, rss_of, wait_listening};
 use crate::report::table;
-use crate::{KEY, Options};
+use crate::setup::KEY;
 
 /// Each user's limit: one request keeps their cell from rest for three minutes, longer than the
 /// run takes, so the peak holds every user.
@@ -41,9 +42,9 @@ pub fn users(opts: &Options) -> anyhow::Result<String> {
     let dir = tempfile::Builder::new().prefix("sluice-bench-users-").tempdir()?;
     let d = dir.path().to_owned();
     let _dir = if std::env::var_os("SLUICE_BENCH_KEEP").is_some() {
-        crate::Dir::Kept(dir.keep())
+        crate::setup::Dir::Kept(dir.keep())
     } else {
-        crate::Dir::Temp(dir)
+        crate::setup::Dir::Temp(dir)
     };
     let d = d.as_path();
     eprintln!("users: files and process logs in {}", d.display());

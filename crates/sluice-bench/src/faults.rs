@@ -133,7 +133,7 @@ fn start_mocks(
         procs.push(Pinned::spawn(
             "mock",
             opts.client_core,
-            &opts.sluice,
+            &opts.tools,
             &args,
             &dir.join(format!("mock-{tag}-{i}.log")),
         )?);
@@ -268,7 +268,7 @@ pub fn faults(opts: &Options) -> anyhow::Result<String> {
     let dir = tempfile::Builder::new().prefix("sluice-bench-faults-").tempdir()?;
     let d = dir.path();
     let body = d.join("body.json");
-    std::fs::write(&body, chat_body(1024))?;
+    std::fs::write(&body, chat_body(1024, "chat"))?;
     let total = SCENARIOS.len() * 2 * opts.runs;
     let mut step = 0;
     let mut rows = Vec::new();
@@ -328,7 +328,7 @@ pub fn capacity(opts: &Options) -> anyhow::Result<String> {
     let dir = tempfile::Builder::new().prefix("sluice-bench-capacity-").tempdir()?;
     let d = dir.path();
     let body = d.join("body.json");
-    std::fs::write(&body, chat_body(1024))?;
+    std::fs::write(&body, chat_body(1024, "chat"))?;
     let capacity = (SMALL_SLOTS + LARGE_SLOTS) as u64 * 1000 / WORK_MS;
     let rate = (capacity * 6 / 10) as u32;
     let strategies: [(&str, &str, DeploymentExtra); 4] = [

@@ -12,17 +12,24 @@ pub mod load;
 mod options;
 pub mod procs;
 mod proxy;
+pub mod reference;
 pub mod report;
 mod rig;
 mod setup;
 pub mod streams;
 pub mod users;
 
-pub use options::{Options, Section};
+pub use options::{Options, Section, Upstream};
 
 /// Runs the benchmark; progress goes to stderr, the Markdown report is returned.
 pub fn run(opts: &Options) -> anyhow::Result<String> {
     let has = |s: Section| opts.sections.contains(&s);
+    if opts.upstream == Upstream::Canned && (has(Section::Stream) || has(Section::Memory)) {
+        anyhow::bail!("the stream and memory sections need --upstream mock (the canned upstream does not stream)");
+    }
+    if opts.config.is_some() && (opts.with_limits || opts.redis || opts.no_ledger) {
+        anyhow::bail!("--with-limits, --redis and --no-ledger shape the built-in config: say it in the --config file");
+    }
     let mut out = String::new();
     if Section::ALL.iter().any(|s| has(*s)) {
         out.push_str(&proxy::proxy(opts)?);

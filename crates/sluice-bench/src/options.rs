@@ -6,6 +6,16 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub sluice: PathBuf,
+    /// This program: runs the mock and the reference processes (`sluice mock`,
+    /// `sluice bench-reference`), whatever `sluice` points at.
+    pub tools: PathBuf,
+    /// Sluice's config for the proxy sections instead of the built-in one: a YAML template with
+    /// `{{PORT}}`, `{{ADMIN_PORT}}`, `{{DIR}}`, `{{UPSTREAM}}` and `{{KEY_HASH}}` filled in.
+    pub config: Option<PathBuf>,
+    /// The model the request bodies name (it must be an alias of the config).
+    pub model: String,
+    /// What answers behind the proxies in the latency and ceiling sections.
+    pub upstream: Upstream,
     /// nginx, the reference proxy; `None` leaves it out.
     pub nginx: Option<PathBuf>,
     pub oha: PathBuf,
@@ -35,6 +45,26 @@ pub struct Options {
     pub open_streams: usize,
     /// Distinct end users for the `users` section.
     pub users: usize,
+}
+
+/// What answers behind the proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// The mock provider (`sluice mock`): parses the request, counts tokens, generates the answer;
+    /// streams. The stream and memory sections need it.
+    Mock,
+    /// One fixed chat completion after reading the body: not the bottleneck at 30 000 req/s.
+    Canned,
+}
+
+impl Upstream {
+    pub fn parse(s: &str) -> Option<Upstream> {
+        match s {
+            "mock" => Some(Upstream::Mock),
+            "canned" => Some(Upstream::Canned),
+            _ => None,
+        }
+    }
 }
 
 /// The parts of the benchmark, run in this order.

@@ -165,6 +165,7 @@ fn latency(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyhow::Result
             let none = Cell::default();
             let d = cell(Target::Direct).unwrap_or(&none);
             let n = cell(Target::Nginx).unwrap_or(&none);
+            let b = cell(Target::Bare).unwrap_or(&none);
             let s = cell(Target::Sluice).unwrap_or(&none);
             rows.push(vec![
                 format!("{size} B"),
@@ -173,6 +174,8 @@ fn latency(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyhow::Result
                 d.p99.show(micros),
                 n.added_p50.show(micros),
                 n.added_p99.show(micros),
+                b.added_p50.show(micros),
+                b.added_p99.show(micros),
                 s.added_p50.show(micros),
                 s.added_p99.show(micros),
                 ratio(&s.added_p50, &n.added_p50),
@@ -181,8 +184,10 @@ fn latency(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyhow::Result
                 format!("{size} B"),
                 format!("{rate}/s"),
                 n.cpu.show(micros),
+                b.cpu.show(micros),
                 s.cpu.show(micros),
                 ratio(&s.cpu, &n.cpu),
+                ratio(&s.cpu, &b.cpu),
                 d.client_busy.show(percent),
             ]);
         }
@@ -199,6 +204,8 @@ fn latency(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyhow::Result
             "direct p99",
             "nginx +p50",
             "nginx +p99",
+            "bare +p50",
+            "bare +p99",
             "sluice +p50",
             "sluice +p99",
             "sluice/nginx +p50",
@@ -211,8 +218,10 @@ fn latency(rig: &Rig, opts: &Options, progress: &mut Progress) -> anyhow::Result
             "body",
             "rate",
             "nginx",
+            "bare",
             "sluice",
             "sluice/nginx",
+            "sluice/bare",
             "client core busy (direct)",
         ],
         &cpu_rows,

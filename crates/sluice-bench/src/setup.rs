@@ -10,10 +10,35 @@ pub(crate) enum Dir {
     Kept(#[allow(dead_code)] PathBuf),
 }
 
-pub(crate) fn chat_body(size: usize) -> String {
-    let base = serde_json::json!({"model": "chat", "max_tokens": 16, "messages": [{"role": "user", "content": ""}]})
-        .to_string();
-    let pad = size.saturating_sub(base.len());
-    serde_json::json!({"model": "chat", "max_tokens": 16, "messages": [{"role": "user", "content": "x".repeat(pad)}]})
+/// The chat request every proxy section sends, padded in the user turn to `size` bytes: a system
+/// prompt, a user turn, a token cap and a temperature (the shape of a typical short request).
+pub(crate) fn chat_body(size: usize, model: &str) -> String {
+    let body = |content: &str| {
+        serde_json::json!({"model": model, "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": content}], "max_tokens": 16, "temperature": 0.2})
         .to_string()
+    };
+    let base = "Write one short sentence about the sea.";
+    let pad = size.saturating_sub(body(base).len());
+    body(&format!("{base}{}", " ".repeat(pad)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn a_chat_body_is_the_size_asked_for_and_names_the_model() {
+        for size in [250, 1024, 32_768] {
+            let body = super::chat_body(size, "mock-gpt");
+            assert_eq!(body.len(), size);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["model"], "mock-gpt");
+            assert_eq!(v["messages"][0]["role"], "system");
+            assert_eq!(v["max_tokens"], 16);
+        }
+        // Smaller than the shape itself: the shape, unpadded.
+        assert!(super::chat_body(10, "m").len() > 10);
+    }
 }

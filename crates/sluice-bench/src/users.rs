@@ -52,7 +52,7 @@ pub fn users(opts: &Options) -> anyhow::Result<String> {
     let _mock = Pinned::spawn(
         "mock",
         opts.client_core,
-        &opts.sluice,
+        &opts.tools,
         &["mock", "--listen", &format!("127.0.0.1:{mock_port}")],
         &d.join("mock.log"),
     )?;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod finish;
 pub mod flow;
 pub mod keys;
+pub mod meter;
 
 pub mod response;
 pub mod shutdown;

@@ -25,7 +25,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Auth,
         Stage::Read,
         Stage::Route,

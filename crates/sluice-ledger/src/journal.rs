@@ -4,8 +4,6 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use sluice_store::ledger::Entry;
-
 /// A segment this large is closed and a new one started, once shipped.
 pub(crate) const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// Entries per database transaction.
@@ -166,25 +164,12 @@ pub(crate) fn write_position(dir: &Path, p: Position) -> std::io::Result<()> {
     std::fs::rename(tmp, dir.join("position"))
 }
 
-/// The bytes of `path` from `offset` up to its last complete line, and the offset after it.
-pub(crate) fn read_lines(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, u64)> {
+/// The bytes of `path` from `offset` to its end (a record still being written included: the
+/// reader leaves what is cut short for the next read).
+pub(crate) fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;
-    let end = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
-    buf.truncate(end);
-    Ok((buf, offset + end as u64))
-}
-
-/// The records in `lines`, borrowing their text; a line that is not a record is skipped.
-pub(crate) fn parse_lines<'a>(path: &Path, lines: &'a [u8]) -> Vec<Entry<'a>> {
-    let mut entries = Vec::with_capacity(lines.len() / 200);
-    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        match serde_json::from_slice::<Entry<'a>>(line) {
-            Ok(e) => entries.push(e),
-            Err(e) => tracing::warn!(file = %path.display(), error = %e, "ledger line skipped: not a record"),
-        }
-    }
-    entries
+    Ok(buf)
 }

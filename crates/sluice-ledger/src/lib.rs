@@ -15,6 +15,7 @@
 //! twenty ship intervals (its segments shipped, its open requests unsettled).
 
 mod journal;
+mod record;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,8 +30,15 @@ use sluice_store::ledger::{Entry, LedgerDb};
 pub use journal::LedgerError;
 use journal::{
     ADOPT_EVERY, BATCH, Leftover, Position, SEGMENT_BYTES, SLOTS, Segment, instance_id, lock_slot, open_segment,
-    orphans, parse_lines, read_lines, read_position, segments, slot_dir, write_position,
+    orphans, read_from, read_position, segments, slot_dir, write_position,
 };
+
+/// Settlements waiting for the writer thread (beyond this, a request writes its own).
+const SETTLE_QUEUE: usize = 16_384;
+/// How often the writer thread appends the settlements queued meanwhile, in one write. A
+/// process killed in between loses at most this much: those requests are closed as unsettled
+/// (charged their reservation) by the next start, as any request cut off mid-way is.
+const SETTLE_TICK: Duration = Duration::from_millis(5);
 
 pub struct Ledger {
     instance: Arc<str>,
@@ -48,6 +56,10 @@ pub struct Ledger {
     slot: usize,
     /// Whether the last shipment failed (to log state changes only).
     failing: AtomicBool,
+    /// Encoded settlements on their way to the writer thread: the request path only queues.
+    settle_tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// Drained by the writer thread, and by [`Ledger::ship`] before it reads the file.
+    settle_rx: std::sync::Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -97,7 +109,10 @@ impl Ledger {
         if n > 0 {
             tracing::info!(slot = %dir.display(), "spend ledger: another process holds the first slot (a hand-over)");
         }
+        let (settle_tx, settle_rx) = std::sync::mpsc::sync_channel(SETTLE_QUEUE);
         let ledger = Arc::new(Ledger {
+            settle_tx,
+            settle_rx: std::sync::Mutex::new(settle_rx),
             instance: Arc::from(instance),
             dir,
             current: ArcSwap::from_pointee(segment),
@@ -110,6 +125,20 @@ impl Ledger {
             root,
             slot: n,
         });
+        let writer = Arc::downgrade(&ledger);
+        std::thread::Builder::new()
+            .name("sluice-ledger".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(SETTLE_TICK);
+                    let Some(l) = writer.upgrade() else { return };
+                    l.write_settlements();
+                }
+            })
+            .map_err(|e| LedgerError::Io {
+                path: ledger.dir.clone(),
+                source: e,
+            })?;
         let weak = Arc::downgrade(&ledger);
         tokio::spawn(async move {
             let mut every = 0u32;
@@ -156,18 +185,55 @@ impl Ledger {
         &self.db
     }
 
-    /// Appends one record: a single write of one line.
+    /// Appends one record now: a single write of its compact binary form. An intent goes this
+    /// way — it must be in the file before the request is forwarded.
     pub fn append(&self, entry: &Entry<'_>) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        line.push(b'\n');
+        let mut bytes = Vec::with_capacity(128);
+        record::encode(entry, &mut bytes);
         let segment = self.current.load();
-        (&segment.file).write_all(&line)
+        (&segment.file).write_all(&bytes)
+    }
+
+    /// Queues a settlement for the writer thread, which appends what was queued every few
+    /// milliseconds in one write (written here, at once, if the queue is full).
+    pub fn settle(&self, entry: &Entry<'_>) -> std::io::Result<()> {
+        let mut bytes = Vec::with_capacity(128);
+        record::encode(entry, &mut bytes);
+        match self.settle_tx.try_send(bytes) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(bytes) | std::sync::mpsc::TrySendError::Disconnected(bytes)) => {
+                let segment = self.current.load();
+                (&segment.file).write_all(&bytes)
+            }
+        }
+    }
+
+    /// Appends the queued settlements, in one write.
+    fn write_settlements(&self) {
+        let rx = self.settle_rx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = Vec::new();
+        while let Ok(bytes) = rx.try_recv() {
+            if batch.is_empty() {
+                batch = bytes;
+            } else {
+                batch.extend_from_slice(&bytes);
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let segment = self.current.load();
+        if let Err(e) = (&segment.file).write_all(&batch) {
+            // Their intents are in the file: the next start closes them as unsettled.
+            tracing::error!(error = %e, "cannot append settlements to the spend ledger");
+        }
     }
 
     /// Ships everything written so far (a previous process's segments first). Returns whether
     /// everything reached the database.
     pub async fn ship(&self) -> bool {
         let mut pos = self.shipping.lock().await;
+        self.write_settlements();
         let ok = self.ship_locked(&mut pos).await;
         if ok == self.failing.load(Ordering::Relaxed) {
             self.failing.store(!ok, Ordering::Relaxed);
@@ -269,8 +335,8 @@ impl Ledger {
     /// Ships `path` from `from`; returns the new position, also written to `dir`.
     async fn ship_file(&self, path: &Path, seq: u64, from: u64, dir: &Path) -> Result<Position, ()> {
         let p = path.to_owned();
-        let read = tokio::task::spawn_blocking(move || read_lines(&p, from)).await;
-        let (lines, end) = match read {
+        let read = tokio::task::spawn_blocking(move || read_from(&p, from)).await;
+        let bytes = match read {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot read a ledger segment");
@@ -278,7 +344,8 @@ impl Ledger {
             }
             Err(_) => return Err(()),
         };
-        let entries = parse_lines(path, &lines);
+        let (entries, used) = record::decode(path, &bytes);
+        let end = from + used as u64;
         for chunk in entries.chunks(BATCH) {
             if let Err(e) = self.db.apply(chunk).await {
                 tracing::debug!(error = %e, "ledger batch not shipped");
@@ -351,6 +418,7 @@ mod tests {
             cost: 3,
             currency: None,
             estimated: false,
+            detail: Default::default(),
         })
     }
 

@@ -76,6 +76,21 @@ pub struct Settlement<'a> {
     #[serde(borrow, default, deserialize_with = "opt_text")]
     pub currency: Option<Cow<'a, str>>,
     pub estimated: bool,
+    /// What the operations issue's analytics add to a row, recorded now (not yet columns):
+    /// the request's latency and time to first byte (µs), its error class, and the cache's and
+    /// guardrails' outcomes. Only the binary record carries it (JSON lines predate it).
+    #[serde(skip)]
+    pub detail: Detail<'a>,
+}
+
+/// A settlement's detail for analytics (every field optional; absent in older records).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Detail<'a> {
+    pub latency_us: Option<u64>,
+    pub ttfb_us: Option<u64>,
+    pub error_class: Option<Cow<'a, str>>,
+    pub cache: Option<Cow<'a, str>>,
+    pub guardrail: Option<Cow<'a, str>>,
 }
 
 /// An optional text field, borrowed from the line when it has no escapes.
@@ -489,6 +504,7 @@ mod tests {
             cost,
             currency: Some("USD".into()),
             estimated: false,
+            detail: Default::default(),
         })
     }
 

@@ -5,6 +5,10 @@
 //! A full queue is never silent: [`AccessLog::log`] says the line was dropped, and the caller
 //! counts it.
 
+mod histogram;
+
+pub use histogram::Histogram;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

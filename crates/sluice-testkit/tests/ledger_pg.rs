@@ -36,6 +36,7 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
             cost: 123,
             currency: Some("USD".into()),
             estimated: false,
+            detail: Default::default(),
         }),
         Entry::Intent(Intent {
             id: "r2".into(),

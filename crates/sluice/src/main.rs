@@ -76,11 +76,22 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "100,1000")]
         rates: Vec<u32>,
         /// Request body sizes in bytes.
-        #[arg(long, value_delimiter = ',', default_value = "1024,32768")]
+        #[arg(long, alias = "body-bytes", value_delimiter = ',', default_value = "1024,32768")]
         bodies: Vec<usize>,
         /// Connections for the throughput ceiling.
         #[arg(long, default_value_t = 64)]
         connections: u32,
+        /// Sluice's config instead of the built-in one: a YAML template with {{PORT}},
+        /// {{ADMIN_PORT}}, {{DIR}}, {{UPSTREAM}} and {{KEY_HASH}} (e.g. bench/default.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The model the request bodies name.
+        #[arg(long, default_value = "chat")]
+        model: String,
+        /// What answers behind the proxies: mock, or canned (one fixed answer; not the
+        /// bottleneck at 30 000 req/s; latency and ceiling sections only).
+        #[arg(long, default_value = "mock", value_parser = parse_upstream)]
+        upstream: sluice_bench::Upstream,
         /// The reference proxy.
         #[arg(long, default_value = "nginx")]
         nginx: PathBuf,
@@ -141,6 +152,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The bench's reference processes: a canned upstream, or a bare hyper proxy in front of one.
+    #[command(hide = true)]
+    BenchReference {
+        /// `upstream` or `proxy`.
+        what: String,
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The proxy's upstream, host:port.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
     /// Manage virtual keys through the admin API.
     Keys {
         #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
@@ -155,8 +177,29 @@ fn parse_section(s: &str) -> Result<sluice_bench::Section, String> {
         .ok_or_else(|| format!("unknown section {s:?}: latency, stream, ceiling, memory, faults, capacity or users"))
 }
 
+fn parse_upstream(s: &str) -> Result<sluice_bench::Upstream, String> {
+    sluice_bench::Upstream::parse(s).ok_or_else(|| format!("unknown upstream {s:?}: mock or canned"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::BenchReference { what, listen, upstream } = &cli.command {
+        let what = match (what.as_str(), upstream) {
+            ("upstream", _) => sluice_bench::reference::Reference::Upstream,
+            ("proxy", Some(u)) => sluice_bench::reference::Reference::Proxy { upstream: u.clone() },
+            _ => {
+                eprintln!("bench-reference: `upstream`, or `proxy --upstream HOST:PORT`");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match sluice_bench::reference::serve(what, *listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -230,12 +273,16 @@ fn main() -> ExitCode {
                 mock(listen, MockConfig { defaults, api_key, aws }).await
             }
             Command::Keys { admin_url, command } => admin_client::run(&admin_url, command).await,
+            Command::BenchReference { .. } => Ok(()), // served above, before the runtime
             Command::Bench {
                 runs,
                 seconds,
                 rates,
                 bodies,
                 connections,
+                config,
+                model,
+                upstream,
                 nginx,
                 no_nginx,
                 keep_awake,
@@ -249,11 +296,13 @@ fn main() -> ExitCode {
                 open_streams,
                 users,
             } => {
+                let tools = std::env::current_exe()?;
                 let options = sluice_bench::Options {
-                    sluice: match sluice {
-                        Some(path) => path,
-                        None => std::env::current_exe()?,
-                    },
+                    sluice: sluice.unwrap_or_else(|| tools.clone()),
+                    tools,
+                    config,
+                    model,
+                    upstream,
                     nginx: (!no_nginx).then_some(nginx),
                     oha,
                     sections,

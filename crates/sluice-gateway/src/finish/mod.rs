@@ -10,11 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use sluice_config::Price;
 use sluice_providers::Usage;
-use sluice_store::ledger::{Entry, Intent, Settlement};
+use sluice_store::ledger::{Detail, Entry, Intent, Settlement};
 
 use crate::error::GatewayError;
 use crate::finish::admission::Admission;
-use crate::telemetry::{AttemptLabels, ClassLabel, RequestLabels, RouteModel, Telemetry, TokenLabels};
+use crate::meter::{Meter, Report};
+use crate::telemetry::{AttemptLabels, ClassLabel, Telemetry};
 use crate::upstream::attempt::AttemptRecord;
 
 /// The label value of a request that never matched a route or model.
@@ -170,6 +171,8 @@ pub struct Finish {
     ledger: Option<Arc<sluice_ledger::Ledger>>,
     /// The request's place among its route's running requests, given back when it ends.
     permit: Option<crate::state::queue::Permit>,
+    /// The series its route and model report to (from the route's plan).
+    meter: Option<Arc<Meter>>,
 }
 
 impl Finish {
@@ -199,6 +202,7 @@ impl Finish {
             admission: None,
             ledger: None,
             permit: None,
+            meter: None,
         }
     }
 
@@ -224,7 +228,8 @@ impl Finish {
     /// Routing's (and degradation's) output.
     /// Where routing (and degradation) sent the request, and whether its route reports its
     /// stage times in `server-timing`.
-    pub fn routed(&mut self, route: RoutePart, server_timing: bool) {
+    pub fn routed(&mut self, route: RoutePart, server_timing: bool, meter: Option<Arc<Meter>>) {
+        self.meter = meter;
         if let Some(r) = self.record() {
             r.route = route;
             r.timing.server_timing = server_timing;
@@ -232,14 +237,21 @@ impl Finish {
     }
 
     fn add_attempt(&mut self, attempt: AttemptRecord) {
-        self.telemetry
-            .metrics
-            .attempts
-            .get_or_create(&AttemptLabels {
-                deployment: attempt.deployment.clone(),
-                outcome: attempt.outcome,
-            })
-            .inc();
+        match &attempt.counter {
+            Some(c) => {
+                c.inc();
+            }
+            None => {
+                self.telemetry
+                    .metrics
+                    .attempts
+                    .get_or_create(&AttemptLabels {
+                        deployment: attempt.deployment.clone(),
+                        outcome: attempt.outcome,
+                    })
+                    .inc();
+            }
+        }
         if let Some(r) = self.record() {
             r.route.deployment = Some(attempt.deployment.clone());
             r.attempts.push(attempt);
@@ -434,7 +446,7 @@ impl Finish {
         if let Some(ledger) = self.ledger.take() {
             settle_ledger(&ledger, &r);
         }
-        observe(&self.telemetry, &r, total, overhead);
+        observe(&self.telemetry, self.meter.as_deref(), &r, total, overhead);
         self.telemetry.log(r);
     }
 }
@@ -467,61 +479,43 @@ fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
         cost: r.usage.cost_micros.unwrap_or(0),
         currency: r.usage.currency.as_deref().map(Into::into),
         estimated: r.usage.usage_estimated,
+        detail: Detail {
+            latency_us: Some((r.timing.latency_ms * 1000.0) as u64),
+            ttfb_us: r.timing.ttfb_ms.map(|t| (t * 1000.0) as u64),
+            error_class: r.outcome.error_class.map(Into::into),
+            cache: None,
+            guardrail: None,
+        },
     });
-    if let Err(e) = ledger.append(&settlement) {
+    if let Err(e) = ledger.settle(&settlement) {
         // The intent is there: the next start closes it as unsettled.
         tracing::error!(error = %e, request_id = %r.request_id, "cannot append a settlement to the spend ledger");
     }
 }
 
-/// The request's metrics. Label values are the config's own `Arc<str>`s: no string is copied.
-fn observe(telemetry: &Telemetry, r: &RequestRecord, total: Duration, overhead: Duration) {
+/// The request's metrics, through its pair's meter (resolved when it was routed; a request a
+/// fallback alias answered, or that never matched a route, resolves one here).
+fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, total: Duration, overhead: Duration) {
     let m = &telemetry.metrics;
     m.in_flight.dec();
-    let route = r.route.route.clone().unwrap_or_else(|| EMPTY.clone());
-    let model = r.route.model.clone().unwrap_or_else(|| EMPTY.clone());
-    m.requests
-        .get_or_create(&RequestLabels {
-            route: route.clone(),
-            model: model.clone(),
-            status: r.outcome.status,
-        })
-        .inc();
-    let rm = RouteModel { route, model };
-    m.duration.get_or_create(&rm).observe(total.as_secs_f64());
-    if let Some(ttfb) = r.timing.ttfb_ms {
-        m.ttfb.get_or_create(&rm).observe(ttfb / 1000.0);
+    let route = r.route.route.as_ref().unwrap_or(&EMPTY);
+    let model = r.route.model.as_ref().unwrap_or(&EMPTY);
+    let report = Report {
+        status: r.outcome.status,
+        total_s: total.as_secs_f64(),
+        ttfb_s: r.timing.ttfb_ms.map(|t| t / 1000.0),
+        stages: &r.timing.stages,
+        cost_micros: r.usage.cost_micros.unwrap_or(0),
+        prompt_tokens: r.usage.prompt_tokens,
+        completion_tokens: r.usage.completion_tokens,
+    };
+    match meter {
+        Some(meter) if meter.is_for(route, model) => meter.observe(m, &report),
+        _ => Meter::resolve(route, model).observe(m, &report),
     }
     m.overhead.observe(overhead.as_secs_f64());
-    for (stage, t) in r.timing.stages.iter() {
-        m.stages
-            .get_or_create(&crate::telemetry::StageLabels {
-                route: rm.route.clone(),
-                stage: stage.as_str(),
-            })
-            .observe(t);
-    }
     if let Some(class) = r.outcome.error_class {
         m.errors.get_or_create(&ClassLabel { class }).inc();
-    }
-    if let Some(c) = r.usage.cost_micros
-        && c > 0
-    {
-        m.cost.get_or_create(&rm).inc_by(c);
-    }
-    for (kind, n) in [
-        ("prompt", r.usage.prompt_tokens),
-        ("completion", r.usage.completion_tokens),
-    ] {
-        if n > 0 {
-            m.tokens
-                .get_or_create(&TokenLabels {
-                    route: rm.route.clone(),
-                    model: rm.model.clone(),
-                    kind,
-                })
-                .inc_by(n);
-        }
     }
 }
 

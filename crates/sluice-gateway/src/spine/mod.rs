@@ -143,7 +143,9 @@ async fn walk(
         degraded: None,
     };
     let routed = next!(plan.degrade.run(snap, &caller, routed));
-    finish.routed(routed.record(), policy.server_timing);
+    let d = &routed.decision;
+    let meter = plan.meters.get(d.model_index, &d.route.name, &d.model.name);
+    finish.routed(routed.record(), policy.server_timing, meter);
     finish.stage(Some(Stage::Route), clock.lap());
     let Routed { decision, inbound, .. } = routed;
     if inbound.body.len() as u64 > policy.max_body_bytes {

@@ -26,6 +26,8 @@ pub struct RoutePlan {
     pub queue: queue::QueueStage,
     /// The response stages, over the answer on its way out.
     pub answer: crate::response::AnswerPlan,
+    /// The metric series of this route with each model (resolved on first use).
+    pub meters: crate::meter::RouteMeters,
 }
 
 /// Every route's plan, in the snapshot's route order: built with the snapshot and served with
@@ -38,7 +40,7 @@ impl Plans {
         Arc::new(Plans(
             snap.routes
                 .iter()
-                .map(|r| RoutePlan::build(&r.config, &r.queue))
+                .map(|r| RoutePlan::build(&r.config, &r.queue, snap.models.len()))
                 .collect(),
         ))
     }
@@ -50,12 +52,13 @@ impl Plans {
 }
 
 impl RoutePlan {
-    pub fn build(route: &RouteConfig, queue: &Arc<crate::state::queue::RouteQueue>) -> RoutePlan {
+    pub fn build(route: &RouteConfig, queue: &Arc<crate::state::queue::RouteQueue>, models: usize) -> RoutePlan {
         RoutePlan {
             degrade: degrade::DegradeStage::new(&route.degrade),
             predict: predict::PredictStage::new(route.prediction.as_ref()),
             queue: queue::QueueStage::new(route.queue, queue),
             answer: crate::response::AnswerPlan::new(route),
+            meters: crate::meter::RouteMeters::new(models),
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct DeploymentRuntime {
     pub load_header: Option<http::HeaderName>,
     /// The request id and the caller's trace context go upstream.
     pub forward_trace: bool,
+    /// `sluice_upstream_attempts{deployment, outcome="ok"}`, resolved on first use.
+    pub answered: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 impl std::fmt::Debug for DeploymentRuntime {
@@ -418,6 +420,7 @@ impl LiveState {
                 },
                 geo: d.geo.as_deref().map(Arc::from),
                 load_header: d.load_header.clone(),
+                answered: std::sync::OnceLock::new(),
                 forward_trace: d.forward_trace,
             });
         }

@@ -15,6 +15,10 @@ pub struct AttemptRecord {
     pub outcome: &'static str,
     pub status: Option<u16>,
     pub ms: f64,
+    /// The deployment's `ok` attempts counter, resolved once (an answered attempt carries it;
+    /// a failed one is counted by its outcome's label).
+    #[serde(skip)]
+    pub counter: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 /// What one alias's attempts loop did, however it ended: its answer or error, each attempt,

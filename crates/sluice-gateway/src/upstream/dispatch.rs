@@ -148,11 +148,21 @@ async fn attempts_loop(
                 }
                 done.answered = true;
                 done.price = dep.price;
+                let counter = dep.answered.get_or_init(|| {
+                    how.telemetry
+                        .metrics
+                        .attempts
+                        .get_or_create_owned(&crate::telemetry::AttemptLabels {
+                            deployment: dep.name.clone(),
+                            outcome: "ok",
+                        })
+                });
                 done.attempts.push(AttemptRecord {
                     deployment: dep.name.clone(),
                     outcome: "ok",
                     status: Some(200),
                     ms: ms(elapsed),
+                    counter: Some(counter.clone()),
                 });
                 return Ok(up);
             }
@@ -166,6 +176,7 @@ async fn attempts_loop(
                     outcome: f.failure.label(),
                     status: f.status,
                     ms: ms(elapsed),
+                    counter: None,
                 });
                 let again = f.failure.retryable() && attempt + 1 < max;
                 last = Some(f.error);

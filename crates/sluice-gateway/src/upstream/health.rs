@@ -97,6 +97,11 @@ pub struct DeploymentHealth {
     state: AtomicU8,
     /// When the latency balancer last chose it (ns since [`epoch`] + 1; 0: never).
     chosen: AtomicU64,
+    /// Whether `Inner::open_until` is set (an open breaker or a pause), mirrored under the lock:
+    /// the balancer's pick reads it, and only a member that is not plainly closed takes the lock.
+    barred: std::sync::atomic::AtomicBool,
+    /// `Inner::ewma_us`'s bits, mirrored under the lock, for the balancer's cost without it.
+    ewma_bits: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -122,6 +127,8 @@ impl Default for DeploymentHealth {
             reported: std::sync::atomic::AtomicU64::new(0),
             state: AtomicU8::new(BreakerState::Closed as u8),
             chosen: AtomicU64::new(0),
+            barred: std::sync::atomic::AtomicBool::new(false),
+            ewma_bits: AtomicU64::new(0f64.to_bits()),
             inner: Mutex::new(Inner {
                 ewma_us: 0.0,
                 ewma_at: now,
@@ -249,7 +256,7 @@ impl DeploymentHealth {
     /// It does not decay while the deployment is idle: a slow member is measured again on a
     /// schedule ([`Self::claim_reprobe`]), not when chance brings it back.
     pub fn cost(&self) -> f64 {
-        let ewma = self.lock().ewma_us;
+        let ewma = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
         (ewma + 1.0) * (self.outstanding() as f64 + 1.0)
     }
 
@@ -272,7 +279,13 @@ impl DeploymentHealth {
     }
 
     pub fn ewma_ms(&self) -> f64 {
-        self.lock().ewma_us / 1000.0
+        f64::from_bits(self.ewma_bits.load(Ordering::Relaxed)) / 1000.0
+    }
+
+    /// Sets `open_until` (under the lock) and its mirror.
+    fn set_open_until(&self, i: &mut Inner, until: Option<Instant>) {
+        i.open_until = until;
+        self.barred.store(until.is_some(), Ordering::Release);
     }
 
     pub fn ejections(&self) -> u32 {
@@ -281,6 +294,10 @@ impl DeploymentHealth {
 
     /// Whether a request may go here now. An open breaker whose time is over turns half-open.
     pub fn gate(&self, cfg: &BreakerConfig, now: Instant) -> Gate {
+        // Closed and not paused (every member, nearly always): no lock.
+        if !self.barred.load(Ordering::Acquire) {
+            return Gate::Pass;
+        }
         let mut i = self.lock();
         match i.open_until {
             None => Gate::Pass,
@@ -288,7 +305,7 @@ impl DeploymentHealth {
             Some(until) if now < until => Gate::Shut,
             Some(_) if !cfg.enabled || i.ejections == 0 => {
                 // A Retry-After pause (not a breaker opening) is simply over.
-                i.open_until = None;
+                self.set_open_until(&mut i, None);
                 Gate::Pass
             }
             Some(_) => {
@@ -314,6 +331,10 @@ impl DeploymentHealth {
     /// anything else (the caller's 4xx, an upstream 429, the client gone) leaves it half-open
     /// with the slot free for the next request.
     pub fn take_probe(self: &Arc<Self>, cfg: &BreakerConfig) -> Option<ProbeSlot> {
+        // Only a half-open breaker has slots (its state is written under the lock with it).
+        if self.state() != BreakerState::HalfOpen {
+            return Some(ProbeSlot::none());
+        }
         let mut i = self.lock();
         if !i.half_open {
             return Some(ProbeSlot::none());
@@ -357,6 +378,7 @@ impl DeploymentHealth {
             i.ewma_us * w + sample * (1.0 - w)
         };
         i.ewma_at = now;
+        self.ewma_bits.store(i.ewma_us.to_bits(), Ordering::Relaxed);
         if !cfg.enabled || outcome == Outcome::Neutral {
             return None;
         }
@@ -380,7 +402,7 @@ impl DeploymentHealth {
             i.probe_successes += 1;
             if i.probe_successes >= cfg.half_open_probes {
                 i.half_open = false;
-                i.open_until = None;
+                self.set_open_until(&mut i, None);
                 i.ejections = 0;
                 i.consecutive = 0;
                 i.window_start = now;
@@ -407,7 +429,7 @@ impl DeploymentHealth {
     fn open(&self, i: &mut Inner, cfg: &BreakerConfig, now: Instant) -> Transition {
         let factor = 1u32 << i.ejections.min(16);
         let open_for = cfg.open.saturating_mul(factor).min(cfg.max_open);
-        i.open_until = Some(now + open_for);
+        self.set_open_until(i, Some(now + open_for));
         i.ejections = i.ejections.saturating_add(1);
         i.half_open = false;
         i.consecutive = 0;
@@ -422,7 +444,7 @@ impl DeploymentHealth {
     pub fn pause(&self, until: Instant) {
         let mut i = self.lock();
         if i.open_until.is_none_or(|u| u < until) {
-            i.open_until = Some(until);
+            self.set_open_until(&mut i, Some(until));
         }
     }
 }

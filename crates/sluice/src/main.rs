@@ -13,6 +13,12 @@ use clap::{Parser, Subcommand};
 use sluice_gateway::StartOptions;
 use sluice_mock::{Knobs, MockConfig, MockServer};
 
+/// jemalloc, not the system allocator: cheaper allocation on the request path, and memory given
+/// back to the system after a burst (glibc's arenas kept most of the 1 000 000-user sweep's
+/// peak; see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "An AI API gateway")]
 struct Cli {

@@ -176,7 +176,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         return (!token.is_empty()).then_some(token);
     }
     headers
-        .get("x-api-key")
+        .get(sluice_providers::names::X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|s| !s.is_empty())

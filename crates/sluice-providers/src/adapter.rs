@@ -10,6 +10,7 @@ use crate::aws::AwsAuth;
 use crate::error::{ErrorClass, RequestError};
 use crate::eventstream::Framing;
 pub use crate::fault::{MalformedResponse, ResponseFault, StreamFault};
+use crate::names;
 pub use crate::stream::StreamTranslator;
 use crate::translate::{ParamPolicy, Translating};
 use crate::usage::Usage;
@@ -39,17 +40,17 @@ pub struct ClientHeaders {
 impl ClientHeaders {
     pub fn from_map(headers: &http::HeaderMap) -> ClientHeaders {
         let traceparent = headers
-            .get("traceparent")
+            .get(names::TRACEPARENT)
             .filter(|v| is_traceparent(v.as_bytes()))
             .cloned();
         let tracestate = traceparent
             .as_ref()
-            .and(headers.get("tracestate"))
+            .and(headers.get(names::TRACESTATE))
             .filter(|v| v.len() <= 512)
             .cloned();
         ClientHeaders {
-            anthropic_version: headers.get("anthropic-version").cloned(),
-            anthropic_beta: headers.get("anthropic-beta").cloned(),
+            anthropic_version: headers.get(names::ANTHROPIC_VERSION).cloned(),
+            anthropic_beta: headers.get(names::ANTHROPIC_BETA).cloned(),
             traceparent,
             tracestate,
         }
@@ -91,13 +92,13 @@ impl Forwarded<'_> {
     /// Adds `x-request-id` and the trace context to an upstream request's headers.
     pub fn apply(&self, headers: &mut http::HeaderMap) {
         if let Ok(id) = HeaderValue::from_str(self.request_id) {
-            headers.insert("x-request-id", id);
+            headers.insert(names::X_REQUEST_ID, id);
         }
         if let Some(t) = self.traceparent {
-            headers.insert("traceparent", t.clone());
+            headers.insert(names::TRACEPARENT, t.clone());
         }
         if let Some(t) = self.tracestate {
-            headers.insert("tracestate", t.clone());
+            headers.insert(names::TRACESTATE, t.clone());
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod eventstream;
 mod fault;
 pub mod gemini;
+pub mod names;
 pub mod openai;
 pub mod openai_chat;
 pub mod prediction;

@@ -260,6 +260,32 @@ fn upsert_sql(rows: usize) -> String {
     )
 }
 
+/// The statement for `rows` rows (one of [`STATEMENT_ROWS`]) in SQLite's and PostgreSQL's
+/// placeholders, written once per process rather than once per batch.
+fn statement(rows: usize, pg: bool) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<(usize, String, String)>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        STATEMENT_ROWS
+            .iter()
+            .map(|&n| {
+                let sql = upsert_sql(n);
+                (n, numbered(&sql), sql)
+            })
+            .collect()
+    });
+    match all.iter().find(|(n, ..)| *n == rows) {
+        Some((_, numbered, plain)) => {
+            if pg {
+                numbered
+            } else {
+                plain
+            }
+        }
+        // `chunks` only makes the sizes above.
+        None => "",
+    }
+}
+
 const CLOSE_UNSETTLED: &str = "UPDATE spend_ledger SET state = 'unsettled', total_tokens = reserved_tokens,
     cost_micros = reserved_cost, estimated = 1, settled_at = ? WHERE instance = ? AND state = 'open'";
 
@@ -353,7 +379,7 @@ impl LedgerDb {
             LedgerDb::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 for chunk in chunks(&rows) {
-                    let sql = upsert_sql(chunk.len());
+                    let sql = statement(chunk.len(), false);
                     bind_rows!(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                         .execute(&mut *tx)
                         .await?;
@@ -363,7 +389,7 @@ impl LedgerDb {
             LedgerDb::Pg(pool) => {
                 let mut tx = pool.begin().await?;
                 for chunk in chunks(&rows) {
-                    let sql = numbered(&upsert_sql(chunk.len()));
+                    let sql = statement(chunk.len(), true);
                     bind_rows!(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
                         .execute(&mut *tx)
                         .await?;
@@ -568,6 +594,10 @@ mod tests {
         let rows: Vec<u32> = (0..273).collect();
         let sizes: Vec<usize> = chunks(&rows).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, [200, 50, 10, 10, 1, 1, 1]);
+        for n in STATEMENT_ROWS {
+            assert_eq!(statement(n, false).matches('?').count(), n * PER_ROW);
+            assert!(statement(n, true).contains(&format!("${}", n * PER_ROW)));
+        }
     }
 
     #[test]

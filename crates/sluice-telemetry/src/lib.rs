@@ -1,11 +1,12 @@
 //! The access log: lines queued by the request path without blocking, serialized and written
-//! by a thread of their own, whole lines only. It knows nothing of what a request records: any
-//! `Serialize` value is a line ([`LogLine`]).
+//! by a thread of their own, whole lines only. It knows nothing of what a request records: a
+//! line is anything that writes its own JSON ([`LogLine`]; [`json`] is a fast writer for it).
 //!
 //! A full queue is never silent: [`AccessLog::log`] says the line was dropped, and the caller
 //! counts it.
 
 mod histogram;
+pub mod json;
 
 pub use histogram::Histogram;
 
@@ -21,12 +22,6 @@ use sluice_config::AccessLogTarget;
 pub trait LogLine: Send {
     /// Appends the line's JSON (without the newline) to `out`.
     fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
-}
-
-impl<T: serde::Serialize + Send> LogLine for T {
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        serde_json::to_writer(out, self)
-    }
 }
 
 /// How often the writer drains the queue. The writer never blocks in `recv`, so a request that

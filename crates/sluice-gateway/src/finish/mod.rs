@@ -3,11 +3,11 @@
 //! dropped because the client went away, before or after the first byte.
 
 pub mod admission;
+mod line;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use sluice_config::Price;
 use sluice_providers::Usage;
 use sluice_store::ledger::{Detail, Entry, Intent, Settlement};
@@ -22,29 +22,23 @@ use crate::upstream::attempt::AttemptRecord;
 static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
 
 /// The access-log line: everything finish reports, in typed parts each stage's output fills
-/// (flattened into one JSON object). No prompt or response text.
-#[derive(Debug, Serialize)]
+/// (written as one flat JSON object, `line.rs`). No prompt or response text.
+#[derive(Debug)]
 pub struct RequestRecord {
-    #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
     pub request_id: String,
     pub endpoint: &'static str,
-    #[serde(flatten)]
     pub caller: CallerPart,
-    #[serde(flatten)]
     pub route: RoutePart,
-    #[serde(flatten)]
     pub outcome: OutcomePart,
-    #[serde(flatten)]
     pub timing: TimingPart,
     pub attempts: Vec<AttemptRecord>,
-    #[serde(flatten)]
     pub usage: UsagePart,
     pub config_version: Arc<str>,
 }
 
 /// Who called (from authentication).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct CallerPart {
     pub tenant: Option<Arc<str>>,
     pub team: Option<Arc<str>>,
@@ -52,22 +46,20 @@ pub struct CallerPart {
 }
 
 /// Where the request went (from routing, degradation, dispatch and the fallback chain).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct RoutePart {
     pub route: Option<Arc<str>>,
     pub model: Option<Arc<str>>,
     pub deployment: Option<Arc<str>>,
     pub stream: bool,
     /// What degradation under load changed (`model=…`, `max_tokens=…`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
     /// Why the answer came from a fallback (`error`, `timeout`, `open_circuit`…), if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<&'static str>,
 }
 
 /// How it ended.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct OutcomePart {
     pub status: u16,
     pub error_class: Option<&'static str>,
@@ -75,29 +67,25 @@ pub struct OutcomePart {
 }
 
 /// Where the time went.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct TimingPart {
     pub latency_ms: f64,
     pub ttfb_ms: Option<f64>,
     pub upstream_ms: Option<f64>,
     pub overhead_ms: f64,
     /// Time spent waiting in the route's queue (and for a place on a full deployment).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_ms: Option<f64>,
     /// Each stage's time, in ms (`{"auth":0.004,"route":…}`).
     pub stages: crate::timing::StageTimes,
     /// Time spent waiting on or reading from upstreams.
-    #[serde(skip)]
     upstream: Duration,
-    #[serde(skip)]
     first_byte: Option<Instant>,
     /// The route asks for a `server-timing` header.
-    #[serde(skip)]
     server_timing: bool,
 }
 
 /// What it used and cost.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct UsagePart {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -110,7 +98,6 @@ pub struct UsagePart {
     pub cost_micros: Option<u64>,
     pub currency: Option<Arc<str>>,
     /// The answering deployment's price; the cost is worked out when usage is final.
-    #[serde(skip)]
     price: Option<Price>,
 }
 
@@ -145,11 +132,6 @@ impl UsagePart {
             )
         });
     }
-}
-
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let dt: chrono::DateTime<chrono::Utc> = (*t).into();
-    s.serialize_str(&dt.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 fn ms(d: Duration) -> f64 {

@@ -49,7 +49,7 @@ pub(super) async fn read_body(
 /// Accepts a client's `x-request-id` when it is short and printable; otherwise makes one.
 pub(super) fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(sluice_providers::names::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(new_request_id, str::to_owned)

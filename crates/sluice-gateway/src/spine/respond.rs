@@ -3,7 +3,7 @@
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
-use sluice_providers::Wire;
+use sluice_providers::{Wire, names};
 
 use crate::Gateway;
 use crate::error::{ErrorKind, GatewayError};
@@ -34,7 +34,7 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
             *r.status_mut() = status;
             r.headers_mut()
                 .insert(CONTENT_TYPE, content_type.unwrap_or_else(|| JSON.clone()));
-            r.headers_mut().insert("x-request-id", id);
+            r.headers_mut().insert(names::X_REQUEST_ID, id);
             r
         }
         Reply::Stream(relay) => {
@@ -43,8 +43,8 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
             let h = r.headers_mut();
             h.insert(CONTENT_TYPE, EVENT_STREAM.clone());
             h.insert(http::header::CACHE_CONTROL, NO_CACHE.clone());
-            h.insert("x-accel-buffering", NO.clone());
-            h.insert("x-request-id", id);
+            h.insert(names::X_ACCEL_BUFFERING, NO.clone());
+            h.insert(names::X_REQUEST_ID, id);
             r
         }
     };
@@ -52,20 +52,20 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
         rate_headers(r.headers_mut(), &info);
     }
     if let Some(v) = timing.and_then(|t| HeaderValue::from_str(&t).ok()) {
-        r.headers_mut().insert("server-timing", v);
+        r.headers_mut().insert(names::SERVER_TIMING, v);
     }
     // Which alias answered, and whether (and why) it was a fallback.
     if let Some(m) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {
-        r.headers_mut().insert("x-sluice-model", m);
+        r.headers_mut().insert(names::X_SLUICE_MODEL, m);
     }
     if let Some(d) = degraded {
-        r.headers_mut().insert("x-sluice-degraded", d);
+        r.headers_mut().insert(names::X_SLUICE_DEGRADED, d);
     }
     if let Some(why) = fallback {
         r.headers_mut()
-            .insert("x-sluice-fallback", HeaderValue::from_static("true"));
+            .insert(names::X_SLUICE_FALLBACK, HeaderValue::from_static("true"));
         r.headers_mut()
-            .insert("x-sluice-fallback-reason", HeaderValue::from_static(why));
+            .insert(names::X_SLUICE_FALLBACK_REASON, HeaderValue::from_static(why));
     }
     r
 }
@@ -124,7 +124,7 @@ pub fn error_response(
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, JSON.clone());
     if !request_id.is_empty() {
-        h.insert("x-request-id", header_value(request_id));
+        h.insert(names::X_REQUEST_ID, header_value(request_id));
     }
     if let Some(s) = e.retry_after {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
@@ -133,7 +133,7 @@ pub fn error_response(
         rate_headers(h, info);
     }
     if e.no_retry {
-        h.insert("x-should-retry", FALSE.clone());
+        h.insert(names::X_SHOULD_RETRY, FALSE.clone());
     }
     r
 }

@@ -19,7 +19,7 @@ fn priority(snap: &Snapshot, caller: &Caller, headers: &http::HeaderMap) -> u8 {
         .priority_header
         .then(|| {
             headers
-                .get("x-sluice-priority")?
+                .get(sluice_providers::names::X_SLUICE_PRIORITY)?
                 .to_str()
                 .ok()?
                 .trim()

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use sluice_config::Price;
 
 /// One upstream attempt, for the log line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub deployment: Arc<str>,
     /// `ok`, or an error class.
@@ -17,7 +16,6 @@ pub struct AttemptRecord {
     pub ms: f64,
     /// The deployment's `ok` attempts counter, resolved once (an answered attempt carries it;
     /// a failed one is counted by its outcome's label).
-    #[serde(skip)]
     pub counter: Option<prometheus_client::metrics::counter::Counter>,
 }
 

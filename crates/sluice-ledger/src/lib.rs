@@ -344,14 +344,36 @@ impl Ledger {
             }
             Err(_) => return Err(()),
         };
-        let (entries, used) = record::decode(path, &bytes);
-        let end = from + used as u64;
-        for chunk in entries.chunks(BATCH) {
-            if let Err(e) = self.db.apply(chunk).await {
-                tracing::debug!(error = %e, "ledger batch not shipped");
-                return Err(());
+        let used = if self.db.writes_blocking() {
+            // Decoded and written on a blocking thread, straight from the file's bytes.
+            let (db, p) = (self.db.clone(), path.to_owned());
+            let wrote = tokio::task::spawn_blocking(move || {
+                let (entries, used) = record::decode(&p, &bytes);
+                for chunk in entries.chunks(BATCH) {
+                    db.apply_blocking(chunk)?;
+                }
+                Ok::<_, sluice_store::StoreError>(used)
+            })
+            .await;
+            match wrote {
+                Ok(Ok(used)) => used,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "ledger batch not shipped");
+                    return Err(());
+                }
+                Err(_) => return Err(()),
             }
-        }
+        } else {
+            let (entries, used) = record::decode(path, &bytes);
+            for chunk in entries.chunks(BATCH) {
+                if let Err(e) = self.db.apply(chunk).await {
+                    tracing::debug!(error = %e, "ledger batch not shipped");
+                    return Err(());
+                }
+            }
+            used
+        };
+        let end = from + used as u64;
         let p = Position { seq, offset: end };
         let dir = dir.to_owned();
         let _ = tokio::task::spawn_blocking(move || write_position(&dir, p)).await;

@@ -154,48 +154,51 @@ pub(crate) static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/eve
 pub(crate) static SLUICE_AGENT: HeaderValue = HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION")));
 
 /// How a provider wants its credential: `Authorization: Bearer <key>`, or the key as is in a
-/// header of its own (`x-api-key`, `api-key`, `x-goog-api-key`).
-#[derive(Debug, Clone, Copy)]
+/// header of its own (`x-api-key`, `x-goog-api-key`).
+#[derive(Debug, Clone)]
 pub(crate) enum KeyHeader {
     Bearer,
-    Named(&'static str),
+    Named(http::HeaderName),
 }
 
-/// The start of every JSON POST upstream: content type, accept (the event stream when
-/// streaming), user agent, the request id, and the credential (marked sensitive).
+/// Every JSON POST upstream: content type, accept (the event stream when streaming), user
+/// agent, the request id, and the credential (marked sensitive). The request is built in place
+/// (a `Builder` moves the whole request through every `.header()` call).
 pub(crate) fn json_post(
     uri: Uri,
     stream: bool,
     target: &Target<'_>,
     key: KeyHeader,
-) -> Result<http::request::Builder, AdapterError> {
+    body: Bytes,
+) -> Result<http::Request<Bytes>, AdapterError> {
     use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-    let mut builder = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(uri)
-        .header(CONTENT_TYPE, APPLICATION_JSON.clone())
-        .header(
-            ACCEPT,
-            if stream {
-                EVENT_STREAM.clone()
-            } else {
-                APPLICATION_JSON.clone()
-            },
-        )
-        .header(USER_AGENT, SLUICE_AGENT.clone());
-    if let (Some(f), Some(headers)) = (target.forward, builder.headers_mut()) {
+    let mut request = http::Request::new(body);
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, APPLICATION_JSON.clone());
+    headers.insert(
+        ACCEPT,
+        if stream {
+            EVENT_STREAM.clone()
+        } else {
+            APPLICATION_JSON.clone()
+        },
+    );
+    headers.insert(USER_AGENT, SLUICE_AGENT.clone());
+    if let Some(f) = target.forward {
         f.apply(headers);
     }
     if let Some(secret) = target.api_key {
         let (name, text) = match key {
-            KeyHeader::Bearer => (AUTHORIZATION.as_str(), format!("Bearer {secret}")),
+            KeyHeader::Bearer => (AUTHORIZATION, format!("Bearer {secret}")),
             KeyHeader::Named(name) => (name, secret.to_owned()),
         };
         let mut value = HeaderValue::from_str(&text).map_err(|e| AdapterError::Http(http::Error::from(e)))?;
         value.set_sensitive(true);
-        builder = builder.header(name, value);
+        headers.insert(name, value);
     }
-    Ok(builder)
+    Ok(request)
 }
 
 /// A successful non-streamed response, in the client's format.
@@ -239,23 +242,23 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     fn error_message(&self, body: &[u8], secrets: &[&str]) -> Option<String>;
 }
 
-/// Joins a base URL such as `https://host/v1` with an endpoint suffix.
+/// Joins a base URL such as `https://host/v1` with an endpoint suffix (straight from the
+/// parts: a `Uri` builder moves its parts through every step).
 pub fn join_url(base: &Uri, suffix: &str) -> Result<Uri, AdapterError> {
     let path = base.path().trim_end_matches('/');
-    let mut builder = Uri::builder();
-    if let Some(s) = base.scheme() {
-        builder = builder.scheme(s.clone());
-    }
-    if let Some(a) = base.authority() {
-        builder = builder.authority(a.clone());
-    }
-    builder
-        .path_and_query(format!("{path}{suffix}"))
-        .build()
-        .map_err(|e| AdapterError::BadUrl {
-            base: base.to_string(),
-            reason: e.to_string(),
-        })
+    let mut joined = String::with_capacity(path.len() + suffix.len());
+    joined.push_str(path);
+    joined.push_str(suffix);
+    let bad = |reason: String| AdapterError::BadUrl {
+        base: base.to_string(),
+        reason,
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = base.scheme().cloned();
+    parts.authority = base.authority().cloned();
+    parts.path_and_query =
+        Some(http::uri::PathAndQuery::from_maybe_shared(Bytes::from(joined)).map_err(|e| bad(e.to_string()))?);
+    Uri::from_parts(parts).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]

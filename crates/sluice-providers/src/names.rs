@@ -17,3 +17,4 @@ pub const X_SLUICE_DEGRADED: HeaderName = HeaderName::from_static("x-sluice-degr
 pub const X_SLUICE_FALLBACK: HeaderName = HeaderName::from_static("x-sluice-fallback");
 pub const X_SLUICE_FALLBACK_REASON: HeaderName = HeaderName::from_static("x-sluice-fallback-reason");
 pub const X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+pub const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");

@@ -81,8 +81,7 @@ impl ProviderAdapter for OpenAiAdapter {
             }
         };
         let uri = join_url(target.base_url, suffix)?;
-        let builder = json_post(uri, req.view.stream, target, KeyHeader::Bearer)?;
-        Ok(builder.body(body)?)
+        json_post(uri, req.view.stream, target, KeyHeader::Bearer, body)
     }
 
     fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {

@@ -29,8 +29,13 @@ impl ProviderAdapter for PredictionAdapter {
         if !self.supports(req.endpoint) {
             return Err(AdapterError::Unsupported(req.endpoint.as_str()));
         }
-        let builder = json_post(target.base_url.clone(), false, target, KeyHeader::Bearer)?;
-        Ok(builder.body(req.body.clone())?)
+        json_post(
+            target.base_url.clone(),
+            false,
+            target,
+            KeyHeader::Bearer,
+            req.body.clone(),
+        )
     }
 
     fn read_response(&self, _req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {

@@ -16,6 +16,7 @@ use crate::adapter::{
 };
 use crate::chat::Delta;
 use crate::error::{ErrorClass, scrub_credentials};
+use crate::names;
 use crate::sse::SseEvent;
 use crate::translate::{Source, Translating, Wire};
 use crate::usage::Usage;
@@ -57,12 +58,13 @@ impl ProviderAdapter for AnthropicAdapter {
             .anthropic_version
             .clone()
             .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_VERSION));
-        let mut builder = json_post(uri, req.view.stream, target, KeyHeader::Named("x-api-key"))?
-            .header("anthropic-version", version);
+        let mut request = json_post(uri, req.view.stream, target, KeyHeader::Named(names::X_API_KEY), body)?;
+        let headers = request.headers_mut();
+        headers.insert(names::ANTHROPIC_VERSION, version);
         if let Some(beta) = &req.headers.anthropic_beta {
-            builder = builder.header("anthropic-beta", beta.clone());
+            headers.insert(names::ANTHROPIC_BETA, beta.clone());
         }
-        Ok(builder.body(body)?)
+        Ok(request)
     }
 
     fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {

@@ -43,8 +43,13 @@ impl ProviderAdapter for GeminiAdapter {
             (op, chat_to_request(&chat)?)
         };
         let uri = join_url(target.base_url, &format!("/models/{}{op}", target.model))?;
-        let builder = json_post(uri, req.view.stream, target, KeyHeader::Named("x-goog-api-key"))?;
-        Ok(builder.body(body)?)
+        json_post(
+            uri,
+            req.view.stream,
+            target,
+            KeyHeader::Named(crate::names::X_GOOG_API_KEY),
+            body,
+        )
     }
 
     fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {

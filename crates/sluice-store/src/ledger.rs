@@ -724,6 +724,68 @@ mod tests {
         assert_eq!((month[0].bucket.as_str(), month[0].group.as_str()), ("2026-11", "t"));
     }
 
+    /// Every column of every row, as SQLite quotes it.
+    async fn dump(db: &LedgerDb) -> Vec<String> {
+        let LedgerDb::Sqlite(SqliteLedger { pool, .. }) = db else {
+            panic!()
+        };
+        let cols: Vec<String> = COLUMNS.split(',').map(|c| format!("quote({})", c.trim())).collect();
+        let sql = format!(
+            "SELECT {} FROM spend_ledger ORDER BY request_id",
+            cols.join(" || ',' || ")
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_blocking_writer_writes_what_sqlx_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LedgerDb::sqlite(dir.path().join("a.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let b = LedgerDb::sqlite(dir.path().join("b.db").to_str().unwrap())
+            .await
+            .unwrap();
+        assert!(b.writes_blocking(), "a database on disk gets the blocking writer");
+        let memory = LedgerDb::sqlite(":memory:").await.unwrap();
+        assert!(!memory.writes_blocking(), "an in-memory one is only the pool's");
+        // Over 260 rows (statements of 200, 50 and 10 rows, and single ones), texts with
+        // quotes and non-ASCII, absent fields, and a settlement whose intent came earlier.
+        let (t1, t2) = (1_795_338_000_000, 1_795_395_600_000);
+        let ids: Vec<String> = (0..263).map(|n| format!("r-{n:03}")).collect();
+        let mut first = Vec::new();
+        for (n, id) in ids.iter().enumerate() {
+            let mut i = intent(id, t1 + n as i64);
+            if let Entry::Intent(i) = &mut i
+                && n % 7 == 0
+            {
+                i.key = None;
+                i.route = Some("r\"ö'ute".into());
+            }
+            first.push(i);
+            if n % 3 != 0 {
+                first.push(settle(id, t1 + n as i64 + 5, n as u64, 2 * n as u64, 10 * n as u64));
+            }
+        }
+        let second: Vec<Entry<'_>> = ids
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| n % 3 == 0)
+            .map(|(n, id)| settle(id, t2 + n as i64, 1, 2, 3))
+            .collect();
+        for batch in [&first, &second, &first] {
+            a.apply(batch).await.unwrap();
+            b.apply_blocking(batch).unwrap();
+        }
+        let (rows_a, rows_b) = (dump(&a).await, dump(&b).await);
+        assert_eq!(rows_a.len(), 263);
+        assert_eq!(rows_a, rows_b);
+        assert!(memory.apply_blocking(&second).is_err());
+    }
+
     #[test]
     fn batches_split_into_few_statement_sizes() {
         let rows: Vec<u32> = (0..273).collect();

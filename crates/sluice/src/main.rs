@@ -4,6 +4,7 @@
 mod admin_client;
 #[cfg(unix)]
 mod notify;
+mod stop;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -345,6 +346,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    // Before anything can say it is ready: a SIGTERM from then on drains.
+    let stop = stop::StopSignals::install();
     let config = sluice_config::load_file(&path)?;
     let gateway = sluice_gateway::start(
         config,
@@ -362,7 +365,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     );
     #[cfg(unix)]
     notify::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
-    shutdown_signal().await;
+    stop.wait().await;
     #[cfg(unix)]
     notify::notify("STOPPING=1");
     tracing::info!("shutting down: draining in-flight requests");
@@ -371,26 +374,6 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         tracing::warn!(connections = left, "drain time ran out with connections still open");
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
@@ -459,8 +442,9 @@ async fn usage(path: &std::path::Path, q: &sluice_admin::usage::UsageQuery, as_j
 }
 
 async fn mock(listen: SocketAddr, config: MockConfig) -> anyhow::Result<()> {
+    let stop = stop::StopSignals::install();
     let server = MockServer::start(listen, config).await?;
     eprintln!("sluice mock provider on {}", server.base_url());
-    shutdown_signal().await;
+    stop.wait().await;
     Ok(())
 }

@@ -220,16 +220,29 @@ fn serve_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
     let socket_path = dir.path().join("notify.sock");
     let manager = UnixDatagram::bind(&socket_path).unwrap();
     manager.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let (child, addr, _, _) = spawn_serve(dir.path(), 2, &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
+    let (child, _, _, _) = spawn_serve(dir.path(), 2, &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
     let mut buf = [0u8; 256];
     let n = manager.recv(&mut buf).expect("READY=1 within 30 s");
     let said = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert_eq!(said, format!("READY=1\nMAINPID={}", child.0.id()));
-    // Ready means serving: the port answers now, without waiting.
-    assert_eq!(http(addr, "GET", "/readyz", None, "").0, 200);
+    // A manager may stop it the moment it is ready: that SIGTERM drains too (the handlers are
+    // in place before READY=1; a loaded run once caught the default action killing it here).
     signal(&child.0, "-TERM");
     let n = manager.recv(&mut buf).expect("STOPPING=1");
     assert_eq!(&buf[..n], b"STOPPING=1");
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the gateway exits after draining");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "drained and exited, not killed by the signal: {status:?}"
+    );
 }
 
 #[cfg(target_os = "linux")]
@@ -242,10 +255,12 @@ fn an_abstract_notify_socket_works_too() {
     let manager = UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
     manager.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let abstract_name = std::ffi::OsString::from(format!("@{name}"));
-    let _serving = spawn_serve(dir.path(), 2, &[("NOTIFY_SOCKET", &abstract_name)]);
+    let (_serving, addr, _, _) = spawn_serve(dir.path(), 2, &[("NOTIFY_SOCKET", &abstract_name)]);
     let mut buf = [0u8; 256];
     let n = manager.recv(&mut buf).expect("READY=1 within 30 s");
     assert!(buf[..n].starts_with(b"READY=1\n"));
+    // Ready means serving: the port answers now, without waiting.
+    assert_eq!(http(addr, "GET", "/readyz", None, "").0, 200);
 }
 
 #[test]

@@ -1,0 +1,169 @@
+//! The ledger database's tests: batches, idempotence, usage queries, and the blocking writer
+//! against sqlx's.
+
+use super::*;
+
+fn intent(id: &str, at: i64) -> Entry<'static> {
+    Entry::Intent(Intent {
+        id: id.to_owned().into(),
+        instance: "i1".into(),
+        at,
+        key: Some("k".into()),
+        team: Some("t".into()),
+        tenant: None,
+        route: Some("default".into()),
+        model: Some("chat".into()),
+        reserved_tokens: 100,
+        reserved_cost: 50,
+    })
+}
+
+fn settle(id: &str, at: i64, prompt: u64, completion: u64, cost: u64) -> Entry<'static> {
+    Entry::Settlement(Settlement {
+        id: id.to_owned().into(),
+        at,
+        deployment: Some("d".into()),
+        model: None,
+        status: 200,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cached_tokens: 0,
+        cost,
+        currency: Some("USD".into()),
+        estimated: false,
+        detail: Default::default(),
+    })
+}
+
+#[test]
+fn records_read_back_borrowing_the_line() {
+    let line = serde_json::to_vec(&intent("r1", 5)).unwrap();
+    assert!(line.starts_with(b"{\"i\":{"), "{}", String::from_utf8_lossy(&line));
+    let back: Entry<'_> = serde_json::from_slice(&line).unwrap();
+    assert_eq!(back, intent("r1", 5));
+    let Entry::Intent(i) = back else { panic!() };
+    assert!(matches!(i.id, Cow::Borrowed(_)), "no copy of unescaped text");
+}
+
+#[tokio::test]
+async fn batches_are_idempotent_and_open_rows_close_as_unsettled() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = LedgerDb::sqlite(dir.path().join("l.db").to_str().unwrap())
+        .await
+        .unwrap();
+    // 2026-11-22 09:00 UTC and 2026-11-23 01:00 UTC.
+    let (t1, t2) = (1_795_338_000_000, 1_795_395_600_000);
+    let batch = vec![
+        intent("a", t1),
+        settle("a", t1 + 5, 10, 20, 700),
+        intent("b", t2),
+        intent("c", t2),
+        settle("c", t2 + 5, 1, 2, 30),
+    ];
+    db.apply(&batch).await.unwrap();
+    db.apply(&batch).await.unwrap();
+    assert_eq!(db.close_unsettled("i1", t2 + 10).await.unwrap(), 1);
+    let states = db.states().await.unwrap();
+    assert_eq!(
+        states,
+        vec![
+            ("a".to_owned(), "settled".to_owned()),
+            ("b".to_owned(), "unsettled".to_owned()),
+            ("c".to_owned(), "settled".to_owned())
+        ]
+    );
+    let day = db.usage(UsageBy::Key, Per::Day, 0, i64::MAX, 0).await.unwrap();
+    assert_eq!(day.len(), 2, "{day:?}");
+    assert_eq!(
+        (day[0].bucket.as_str(), day[0].requests, day[0].cost_micros),
+        ("2026-11-22", 1, 700)
+    );
+    assert_eq!(day[1].requests, 2);
+    assert_eq!(day[1].cost_micros, 30 + 50, "the unsettled one carries its reservation");
+    assert_eq!(day[1].total_tokens, 3 + 100);
+    assert_eq!((day[1].estimated, day[1].unsettled), (1, 1));
+    // At +02:00 the 01:00 UTC request is still on the 23rd; at -02:00 on the 22nd.
+    let west = db.usage(UsageBy::Model, Per::Day, 0, i64::MAX, -7200).await.unwrap();
+    assert_eq!(west.len(), 1);
+    assert_eq!(west[0].requests, 3);
+    let month = db.usage(UsageBy::Team, Per::Month, 0, i64::MAX, 0).await.unwrap();
+    assert_eq!((month[0].bucket.as_str(), month[0].group.as_str()), ("2026-11", "t"));
+}
+
+/// Every column of every row, as SQLite quotes it.
+async fn dump(db: &LedgerDb) -> Vec<String> {
+    let LedgerDb::Sqlite(SqliteLedger { pool, .. }) = db else {
+        panic!()
+    };
+    let cols: Vec<String> = COLUMNS.split(',').map(|c| format!("quote({})", c.trim())).collect();
+    let sql = format!(
+        "SELECT {} FROM spend_ledger ORDER BY request_id",
+        cols.join(" || ',' || ")
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_blocking_writer_writes_what_sqlx_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = LedgerDb::sqlite(dir.path().join("a.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let b = LedgerDb::sqlite(dir.path().join("b.db").to_str().unwrap())
+        .await
+        .unwrap();
+    assert!(b.writes_blocking(), "a database on disk gets the blocking writer");
+    let memory = LedgerDb::sqlite(":memory:").await.unwrap();
+    assert!(!memory.writes_blocking(), "an in-memory one is only the pool's");
+    // Over 260 rows (statements of 200, 50 and 10 rows, and single ones), texts with
+    // quotes and non-ASCII, absent fields, and a settlement whose intent came earlier.
+    let (t1, t2) = (1_795_338_000_000, 1_795_395_600_000);
+    let ids: Vec<String> = (0..263).map(|n| format!("r-{n:03}")).collect();
+    let mut first = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let mut i = intent(id, t1 + n as i64);
+        if let Entry::Intent(i) = &mut i
+            && n % 7 == 0
+        {
+            i.key = None;
+            i.route = Some("r\"ö'ute".into());
+        }
+        first.push(i);
+        if n % 3 != 0 {
+            first.push(settle(id, t1 + n as i64 + 5, n as u64, 2 * n as u64, 10 * n as u64));
+        }
+    }
+    let second: Vec<Entry<'_>> = ids
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 3 == 0)
+        .map(|(n, id)| settle(id, t2 + n as i64, 1, 2, 3))
+        .collect();
+    for batch in [&first, &second, &first] {
+        a.apply(batch).await.unwrap();
+        b.apply_blocking(batch).unwrap();
+    }
+    let (rows_a, rows_b) = (dump(&a).await, dump(&b).await);
+    assert_eq!(rows_a.len(), 263);
+    assert_eq!(rows_a, rows_b);
+    assert!(memory.apply_blocking(&second).is_err());
+}
+
+#[test]
+fn batches_split_into_few_statement_sizes() {
+    let rows: Vec<u32> = (0..273).collect();
+    let sizes: Vec<usize> = chunks(&rows).iter().map(|c| c.len()).collect();
+    assert_eq!(sizes, [200, 50, 10, 10, 1, 1, 1]);
+    for n in STATEMENT_ROWS {
+        assert_eq!(statement(n, false).matches('?').count(), n * PER_ROW);
+        assert!(statement(n, true).contains(&format!("${}", n * PER_ROW)));
+    }
+}
+
+#[test]
+fn placeholders_are_numbered_for_postgres() {
+    assert_eq!(numbered("a = ? AND b = ?"), "a = $1 AND b = $2");
+}

@@ -428,7 +428,7 @@ impl LedgerDb {
                 Ok(conn)
             })
             .await
-            .map_err(|e| StoreError::Corrupt(format!("cannot open the ledger's writer: {e}")))??;
+            .map_err(|e| StoreError::Writer(format!("cannot start: {e}")))??;
             Some(Arc::new(Mutex::new(conn)))
         } else {
             None
@@ -450,9 +450,7 @@ impl LedgerDb {
             writer: Some(writer), ..
         }) = self
         else {
-            return Err(StoreError::Corrupt(
-                "this ledger database has no blocking writer".to_owned(),
-            ));
+            return Err(StoreError::Writer("this database has none (in memory)".to_owned()));
         };
         let rows = fold(entries);
         let mut conn = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -40,6 +40,10 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The ledger's blocking SQLite writer could not be started, or was asked to write where
+    /// there is none (an in-memory database).
+    #[error("the ledger's SQLite writer: {0}")]
+    Writer(String),
 }
 
 /// A virtual key created at run time. Only its SHA-256 is stored, never the key.

@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 pub(crate) const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// Entries per database transaction.
 pub(crate) const BATCH: usize = 2_000;
+/// Entries per transaction of the blocking SQLite writer: a whole shipment at up to 100 000
+/// requests a second (one commit, and the table's and indexes' last pages written once, per
+/// shipment rather than per 2 000 entries), bounded so that a restart's leftover segment does
+/// not grow the WAL without limit.
+pub(crate) const BLOCKING_BATCH: usize = 100_000;
 /// Processes that may write to one ledger directory at once.
 pub(crate) const SLOTS: usize = 16;
 /// Every this many ship intervals, slots left by ended processes are looked for.

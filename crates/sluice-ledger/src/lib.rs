@@ -29,8 +29,8 @@ use sluice_store::ledger::{Entry, LedgerDb};
 
 pub use journal::LedgerError;
 use journal::{
-    ADOPT_EVERY, BATCH, Leftover, Position, SEGMENT_BYTES, SLOTS, Segment, instance_id, lock_slot, open_segment,
-    orphans, read_from, read_position, segments, slot_dir, write_position,
+    ADOPT_EVERY, BATCH, BLOCKING_BATCH, Leftover, Position, SEGMENT_BYTES, SLOTS, Segment, instance_id, lock_slot,
+    open_segment, orphans, read_from, read_position, segments, slot_dir, write_position,
 };
 
 /// Settlements waiting for the writer thread (beyond this, a request writes its own).
@@ -349,7 +349,7 @@ impl Ledger {
             let (db, p) = (self.db.clone(), path.to_owned());
             let wrote = tokio::task::spawn_blocking(move || {
                 let (entries, used) = record::decode(&p, &bytes);
-                for chunk in entries.chunks(BATCH) {
+                for chunk in entries.chunks(BLOCKING_BATCH) {
                     db.apply_blocking(chunk)?;
                 }
                 Ok::<_, sluice_store::StoreError>(used)

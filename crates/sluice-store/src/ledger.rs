@@ -455,9 +455,19 @@ impl LedgerDb {
         let rows = fold(entries);
         let mut conn = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let tx = conn.transaction()?;
+        // The statement of the last chunk's size, kept for the next chunk of that size: every
+        // parameter is bound again (absent values as NULL), so it needs no clearing between.
+        let mut held: Option<(usize, rusqlite::CachedStatement<'_>)> = None;
         for chunk in chunks(&rows) {
             // A few hundred rows per statement: SQLite's cost per row halves against one each.
-            let mut stmt = tx.prepare_cached(statement(chunk.len(), false))?;
+            let stmt = match &mut held {
+                Some((size, stmt)) if *size == chunk.len() => stmt,
+                slot => {
+                    &mut slot
+                        .insert((chunk.len(), tx.prepare_cached(statement(chunk.len(), false))?))
+                        .1
+                }
+            };
             let mut n = 0;
             let mut bind = |v: &dyn rusqlite::ToSql| {
                 n += 1;
@@ -489,6 +499,7 @@ impl LedgerDb {
             }
             stmt.raw_execute()?;
         }
+        drop(held);
         tx.commit()?;
         Ok(())
     }

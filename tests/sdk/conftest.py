@@ -175,6 +175,10 @@ routes:
     match: {{ headers: {{ x-test-route: rewrite }} }}
     forward_params: [mock]
     debug_rewrite: {{ hold_chars: 20, replace: {{ from: gateway, to: GATEWAY }} }}
+  - name: cached
+    match: {{ headers: {{ x-test-route: cached }} }}
+    forward_params: [mock]
+    cache: {{ ttl_ms: 600000 }}
   - name: default
     forward_params: [mock]
 keys:

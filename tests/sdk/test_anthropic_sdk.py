@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 
 import anthropic
 import openai
@@ -401,3 +402,48 @@ def test_a_response_stage_rewrites_a_messages_stream(claude, model, upstream):
     assert final.content[0].text == expected
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens == 40
+
+
+def _replayable(events):
+    """What a client makes of a Messages stream: text, tool inputs, stop reason, output tokens."""
+    text, tools, stop, output = "", {}, None, None
+    for e in events:
+        if e.type == "content_block_start" and e.content_block.type == "tool_use":
+            tools[e.index] = {"name": e.content_block.name, "input": ""}
+        elif e.type == "content_block_delta":
+            if e.delta.type == "text_delta":
+                text += e.delta.text
+            elif e.delta.type == "input_json_delta":
+                tools[e.index]["input"] += e.delta.partial_json
+        elif e.type == "message_delta":
+            stop = e.delta.stop_reason
+            output = e.usage.output_tokens
+    for t in tools.values():
+        t["input"] = json.loads(t["input"] or "{}")
+    return text, tools, stop, output
+
+
+@pytest.mark.parametrize("tools", [False, True], ids=["text", "tool-use"])
+@pytest.mark.parametrize("model,upstream", UPSTREAMS)
+def test_a_cached_messages_stream_replays_what_the_live_one_said(claude, model, upstream, tools):
+    nonce = secrets.token_hex(6)
+    kw = dict(
+        model=model,
+        max_tokens=64,
+        messages=[{"role": "user", "content": f"Weather? ({nonce})"}],
+        stream=True,
+        extra_headers={"x-test-route": "cached"},
+        extra_body={"mock": {"chunks": 12}, "temperature": 0},
+    )
+    if tools:
+        kw["tools"] = [WEATHER]
+    live = claude.messages.with_raw_response.create(**kw)
+    assert live.headers.get("x-sluice-cache") == "miss"
+    live_answer = _replayable(live.parse())
+    replay = claude.messages.with_raw_response.create(**kw)
+    assert replay.headers.get("x-sluice-cache") == "hit"
+    assert _replayable(replay.parse()) == live_answer
+    assert live_answer[3]
+    if tools:
+        assert live_answer[2] == "tool_use"
+        assert [t["input"] for t in live_answer[1].values()] == [WEATHER_INPUT]

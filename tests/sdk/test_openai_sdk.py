@@ -8,6 +8,7 @@ access-log test at the end of the module can find the line each one wrote.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -643,3 +644,53 @@ def test_a_response_stage_rewrites_streamed_and_whole_answers_alike(client):
     assert text == expected
     assert finish == "stop"
     assert usage is not None and usage.completion_tokens == 40
+
+
+def _replayable(stream):
+    """What a client makes of a chat stream: text, tool calls, finish reason, usage counts."""
+    text, calls, finish, usage = "", {}, None, None
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.delta and choice.delta.content:
+                text += choice.delta.content
+            if choice.finish_reason:
+                finish = choice.finish_reason
+            for tc in (choice.delta.tool_calls if choice.delta else None) or []:
+                acc = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                acc["id"] = tc.id or acc["id"]
+                if tc.function is not None:
+                    acc["name"] += tc.function.name or ""
+                    acc["arguments"] += tc.function.arguments or ""
+        if chunk.usage is not None:
+            usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens, chunk.usage.total_tokens)
+    for c in calls.values():
+        c["arguments"] = json.loads(c["arguments"])
+    return text, calls, finish, usage
+
+
+@pytest.mark.parametrize("tools", [False, True], ids=["text", "tool-call"])
+def test_a_cached_stream_replays_what_the_live_one_said(client, tools):
+    nonce = secrets.token_hex(6)
+    kw = dict(
+        model="chat",
+        messages=[{"role": "user", "content": f"Weather in Paris? ({nonce})"}],
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"x-test-route": "cached"},
+        extra_body={"mock": {"chunks": 12}},
+    )
+    if tools:
+        kw["tools"] = [WEATHER_TOOL]
+    live = client.chat.completions.with_raw_response.create(**kw)
+    assert live.headers.get("x-sluice-cache") == "miss"
+    live_answer = _replayable(live.parse())
+    replay = client.chat.completions.with_raw_response.create(**kw)
+    assert replay.headers.get("x-sluice-cache") == "hit"
+    replayed = _replayable(replay.parse())
+    assert replayed == live_answer
+    assert live_answer[3] is not None
+    if tools:
+        assert live_answer[2] == "tool_calls" and live_answer[1][0]["name"] == "get_weather"
+    else:
+        assert live_answer[0] == mock_text(12)

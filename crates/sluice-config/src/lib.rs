@@ -4,6 +4,7 @@
 //!
 //! This crate does no IO beyond reading the file and the environment, and never logs a secret.
 
+mod cache;
 mod collect;
 mod deployments;
 mod error;
@@ -22,6 +23,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+pub use cache::{DEFAULT_CACHE_MAX_ENTRY_BYTES, DEFAULT_CACHE_MEMORY_BYTES};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use keys::parse_key_hash;
 pub use policy::{

@@ -98,5 +98,6 @@ pub(crate) fn policy(
             .as_ref()
             .or(defaults.server_timing.as_ref())
             .is_some_and(|v| v.value),
+        cache: crate::cache::policy(own.cache.as_ref(), defaults.cache.as_ref(), path, errs),
     }
 }

@@ -49,6 +49,31 @@ pub struct RawConfig {
     #[serde(default)]
     pub breaker: RawBreaker,
     pub geo: Option<RawGeo>,
+    /// The response cache's storage (each route says whether and how it caches).
+    #[serde(default)]
+    pub cache: RawCacheStore,
+}
+
+/// The response cache's in-process tier.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheStore {
+    /// Most bytes the in-process tier holds (entries are evicted, least used first, past it).
+    pub memory_bytes: Option<S<u64>>,
+}
+
+/// A route's cache policy (also under `defaults`, merged field by field).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// How long an answer is served from the cache; 0 never caches.
+    pub ttl_ms: Option<S<u64>>,
+    /// Who shares an entry: `tenant` (default), `team` or `key`.
+    pub scope: Option<S<String>>,
+    /// Larger answers are not stored.
+    pub max_entry_bytes: Option<S<u64>>,
+    /// Leave out sampled requests (`temperature` > 0, or none given).
+    pub skip_sampled: Option<S<bool>>,
 }
 
 /// Geographic routing: where a caller is, and which regions serve it in what order.
@@ -231,6 +256,8 @@ pub struct RawPolicy {
     pub retry: Option<RawRetry>,
     /// Send a `server-timing` response header with the time of each stage.
     pub server_timing: Option<S<bool>>,
+    /// The response cache.
+    pub cache: Option<RawCache>,
 }
 
 /// How retries wait and how many there may be.
@@ -350,6 +377,8 @@ pub struct RawRoute {
     #[serde(default)]
     pub limits: RawLimits,
     pub retry: Option<RawRetry>,
+    /// The response cache (fields not given come from `defaults.cache`).
+    pub cache: Option<RawCache>,
     /// Aliases tried in order when the route's model fails.
     pub fallback: Option<Vec<S<String>>>,
     /// Which failures fall back: error, timeout, open_circuit, rate_limit, context_length,
@@ -427,6 +456,7 @@ impl RawRoute {
             forward_params: self.forward_params.clone(),
             retry: self.retry.clone(),
             server_timing: self.server_timing.clone(),
+            cache: self.cache.clone(),
         }
     }
 }

@@ -348,3 +348,61 @@ fn self_hosted_servers_are_told_apart_from_third_parties() {
     }
     assert!(crate::types::is_self_hosted(None), "an embedded mock");
 }
+
+#[test]
+fn a_route_cache_policy_merges_with_the_defaults_field_by_field() {
+    let c = load(
+        r#"
+defaults:
+  cache: { ttl_ms: 60000, scope: team, skip_sampled: true }
+cache: { memory_bytes: 8388608 }
+routes:
+  - name: own-ttl
+    cache: { ttl_ms: 5000 }
+  - name: inherits
+  - name: never
+    cache: { ttl_ms: 0 }
+  - name: by-key
+    cache: { scope: key, max_entry_bytes: 4096 }
+"#,
+    )
+    .unwrap();
+    let cache = |i: usize| c.routes[i].policy.cache.clone();
+    let own = cache(0).unwrap();
+    assert_eq!(own.ttl.as_millis(), 5000);
+    assert_eq!(own.scope, CacheScope::Team, "scope comes from the defaults");
+    assert!(own.skip_sampled);
+    assert_eq!(own.max_entry_bytes, DEFAULT_CACHE_MAX_ENTRY_BYTES);
+    assert_eq!(cache(1).unwrap().ttl.as_millis(), 60_000);
+    assert_eq!(cache(2), None, "ttl_ms: 0 never caches");
+    let by_key = cache(3).unwrap();
+    assert_eq!(
+        (by_key.scope, by_key.max_entry_bytes, by_key.ttl.as_millis()),
+        (CacheScope::Key, 4096, 60_000)
+    );
+    assert_eq!(c.cache.memory_bytes, 8 * 1024 * 1024);
+    assert_eq!(load("").unwrap().routes[0].policy.cache, None, "no cache unless asked");
+    assert_eq!(load("").unwrap().cache.memory_bytes, DEFAULT_CACHE_MEMORY_BYTES);
+}
+
+#[test]
+fn bad_cache_settings_are_refused_with_their_lines() {
+    check_errors(
+        "routes:\n  - name: r\n    cache:\n      scope: everyone\n      ttl_ms: 99999999999\ncache: { memory_bytes: 10 }\n",
+        &[
+            (4, "routes[0].cache.scope"),
+            (5, "routes[0].cache.ttl_ms"),
+            (6, "cache.memory_bytes"),
+        ],
+    );
+}
+
+#[test]
+fn bad_breaker_and_geo_settings_are_refused_not_replaced_by_defaults() {
+    // They were validated after the errors were looked at: a bad value served the default.
+    check_errors(
+        "breaker: { consecutive_failures: 0 }\n",
+        &[(1, "breaker.consecutive_failures")],
+    );
+    check_errors("geo: { header: \"not a header\" }\n", &[(1, "geo.header")]);
+}

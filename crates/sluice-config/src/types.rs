@@ -47,8 +47,16 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub breaker: BreakerConfig,
     pub geo: GeoConfig,
+    pub cache: CacheStoreConfig,
     /// First 12 hex digits of the SHA-256 of the file: which config is serving.
     pub version: String,
+}
+
+/// The response cache's storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStoreConfig {
+    /// Most bytes the in-process tier holds.
+    pub memory_bytes: u64,
 }
 
 impl Config {

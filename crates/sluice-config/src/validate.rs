@@ -123,6 +123,12 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
         }
     }
 
+    // Every section is validated before the errors are looked at (one validated inside the
+    // `Ok` below would have its errors dropped and its defaults served).
+    let breaker = crate::resilience::breaker(&raw.breaker, &mut errs);
+    let geo = crate::resilience::geo(raw.geo.as_ref(), &mut errs);
+    let cache = crate::cache::store(&raw.cache, &mut errs);
+
     if errs.0.is_empty() {
         Ok(Config {
             server,
@@ -142,8 +148,9 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             time_zone_offset_s,
             budget_alerts,
             ledger,
-            breaker: crate::resilience::breaker(&raw.breaker, &mut errs),
-            geo: crate::resilience::geo(raw.geo.as_ref(), &mut errs),
+            breaker,
+            geo,
+            cache,
             version,
         })
     } else {

@@ -38,6 +38,20 @@ pub enum Reply {
         body: Bytes,
     },
     Stream(Relay),
+    /// A stored answer, written in the client's format (an event stream if it asked for one).
+    Cached(Cached),
+}
+
+/// A cache hit as the client gets it, and what finish records of it.
+#[derive(Debug)]
+pub struct Cached {
+    pub body: Bytes,
+    pub stream: bool,
+    /// The stored answer's usage: shown to the client, charged to no one.
+    pub usage: Usage,
+    pub saved_cost_micros: u64,
+    /// The entry's key (hex).
+    pub key: String,
 }
 
 /// The client's IP address, attached to each request.

@@ -104,6 +104,9 @@ pub struct Gateway {
     pub alerts: alerts::AlertSender,
     /// The spend ledger (none when disabled).
     pub ledger: Option<Arc<sluice_ledger::Ledger>>,
+    /// The response cache's in-process tier: live state, kept across reloads (a key holds its
+    /// route's policy version, so a config change that shapes answers starts new entries).
+    pub cache: sluice_cache::MemoryTier,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -327,6 +330,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     live.set_telemetry(&telemetry);
     live.limits.configure(config.store.redis.as_ref()).await;
     let live_webhook_client = live.webhook_client();
+    let cache_bytes = config.cache.memory_bytes;
     let snapshot = live.build(config).await?;
     let plans = Plans::build(&snapshot);
     let gateway = Arc::new(Gateway {
@@ -351,6 +355,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         runtime_limits: ArcSwap::from_pointee(sluice_limits::RuntimeLimits::default()),
         alerts: alerts::AlertSender::start(live_webhook_client),
         ledger,
+        cache: sluice_cache::MemoryTier::new(cache_bytes),
     });
     gateway.refresh_keys().await?;
     gateway.load_runtime_limits().await?;

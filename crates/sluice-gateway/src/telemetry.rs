@@ -75,6 +75,12 @@ pub struct RetryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub route: Arc<str>,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -115,6 +121,11 @@ pub struct Metrics {
     pub retries: Family<RetryLabels, Counter>,
     /// Requests waiting in each route's queue.
     pub queue_depth: Family<RouteLabel, Gauge>,
+    /// Cache lookups by route and result (`hit`, `miss`, `bypass`).
+    pub cache_lookups: Family<CacheLabels, Counter>,
+    /// Entries and bytes in the in-process cache tier (set when scraped).
+    pub cache_entries: Gauge,
+    pub cache_bytes: Gauge,
     /// Requests holding a place among each route's running requests (routes with a queue).
     pub queue_running: Family<RouteLabel, Gauge>,
     /// Requests in flight to each deployment from this gateway (set when scraped).
@@ -145,6 +156,9 @@ impl Metrics {
             breaker_transitions: Family::default(),
             retries: Family::default(),
             queue_depth: Family::default(),
+            cache_lookups: Family::default(),
+            cache_entries: Gauge::default(),
+            cache_bytes: Gauge::default(),
             queue_running: Family::default(),
             deployment_in_flight: Family::default(),
             deployment_load: Family::default(),
@@ -163,6 +177,21 @@ impl Metrics {
             "sluice_queue_running",
             "Requests holding a place among each route's running requests",
             m.queue_running.clone(),
+        );
+        registry.register(
+            "sluice_cache_lookups",
+            "Response-cache lookups by route and result: hit, miss, bypass",
+            m.cache_lookups.clone(),
+        );
+        registry.register(
+            "sluice_cache_entries",
+            "Entries in the in-process response cache",
+            m.cache_entries.clone(),
+        );
+        registry.register(
+            "sluice_cache_bytes",
+            "Bytes held by the in-process response cache",
+            m.cache_bytes.clone(),
         );
         registry.register(
             "sluice_queue_depth",

@@ -19,18 +19,21 @@ pub enum Stage {
     Predict,
     /// Limits and the ledger's intent.
     Admit,
+    /// The response cache's lookup.
+    Cache,
     Queue,
     /// The attempts loop (and fallbacks) up to the answer's headers.
     UpstreamTtfb,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Auth,
         Stage::Read,
         Stage::Route,
         Stage::Predict,
         Stage::Admit,
+        Stage::Cache,
         Stage::Queue,
         Stage::UpstreamTtfb,
     ];
@@ -42,6 +45,7 @@ impl Stage {
             Stage::Route => "route",
             Stage::Predict => "predict",
             Stage::Admit => "admit",
+            Stage::Cache => "cache",
             Stage::Queue => "queue",
             Stage::UpstreamTtfb => "upstream_ttfb",
         }

@@ -36,11 +36,11 @@ pub fn read_request(wire: Wire, body: &[u8]) -> Result<ChatRequest, RequestError
     }
 }
 
-/// Writes a whole answer in the client's wire format.
-/// A whole answer as the client's event stream (for answers the gateway makes itself).
-pub fn write_stream(wire: Wire, r: &ChatResponse) -> Bytes {
+/// A whole answer as the client's event stream (for answers the gateway makes itself, and
+/// replays of stored ones); OpenAI's usage chunk only when the client asked for it.
+pub fn write_stream(wire: Wire, r: &ChatResponse, include_usage: bool) -> Bytes {
     let mut encoder = match wire {
-        Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(false)),
+        Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(include_usage)),
         Wire::Anthropic => Encoder::Anthropic(EventEncoder::default()),
         Wire::Responses => Encoder::Responses(crate::responses::stream::EventEncoder::default()),
     };
@@ -55,6 +55,7 @@ pub fn write_stream(wire: Wire, r: &ChatResponse) -> Bytes {
     out.concat().into()
 }
 
+/// A whole answer in the client's wire format.
 pub fn write_response(wire: Wire, r: &ChatResponse) -> Bytes {
     match wire {
         Wire::OpenAi => crate::openai_chat::response::chat_to_response(r),

@@ -66,6 +66,38 @@ pub struct RoutePolicy {
     pub retry: RetryPolicy,
     /// Answers carry a `server-timing` header with each stage's time.
     pub server_timing: bool,
+    /// The response cache; `None` never caches (no `cache`, or `ttl_ms: 0`).
+    pub cache: Option<CachePolicy>,
+}
+
+/// How a route caches answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePolicy {
+    pub ttl: Duration,
+    pub scope: CacheScope,
+    /// Answers larger than this (in the cache's own measure) are not stored.
+    pub max_entry_bytes: u64,
+    /// Sampled requests (`temperature` > 0, or none given) are neither looked up nor stored.
+    pub skip_sampled: bool,
+}
+
+/// Who shares a cache entry. The tenant is always part of it (a key without a tenant is its
+/// own tenant); `Team` and `Key` narrow it further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheScope {
+    Tenant,
+    Team,
+    Key,
+}
+
+impl CacheScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheScope::Tenant => "tenant",
+            CacheScope::Team => "team",
+            CacheScope::Key => "key",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -64,8 +64,15 @@ impl LogLine for RequestRecord {
             .u64("reasoning_tokens", u.reasoning_tokens)
             .bool("usage_estimated", u.usage_estimated)
             .opt_u64("cost_micros", u.cost_micros)
-            .opt_str("currency", u.currency.as_deref())
-            .str("config_version", &self.config_version);
+            .opt_str("currency", u.currency.as_deref());
+        let c = &self.cache;
+        if let Some(outcome) = c.outcome {
+            o.str("cache", outcome).opt_str("cache_key", c.key.as_deref());
+        }
+        if let Some(saved) = c.saved_cost_micros {
+            o.u64("saved_cost_micros", saved);
+        }
+        o.str("config_version", &self.config_version);
         Ok(())
     }
 }

@@ -34,7 +34,19 @@ pub struct RequestRecord {
     pub timing: TimingPart,
     pub attempts: Vec<AttemptRecord>,
     pub usage: UsagePart,
+    pub cache: CachePart,
     pub config_version: Arc<str>,
+}
+
+/// What the response cache did (on routes that cache).
+#[derive(Debug, Default)]
+pub struct CachePart {
+    /// `hit`, `miss` or `bypass`; `None` on a route that does not cache.
+    pub outcome: Option<&'static str>,
+    /// The entry's key (the hex of its digest).
+    pub key: Option<String>,
+    /// On a hit: what the stored answer cost when it was made.
+    pub saved_cost_micros: Option<u64>,
 }
 
 /// Who called (from authentication).
@@ -176,6 +188,7 @@ impl Finish {
                 timing: TimingPart::default(),
                 attempts: Vec::new(),
                 usage: UsagePart::default(),
+                cache: CachePart::default(),
                 config_version,
             })),
             telemetry,
@@ -311,6 +324,37 @@ impl Finish {
         }
     }
 
+    /// The cache lookup's outcome (`miss` or `bypass`; a hit is [`Finish::cache_hit`]).
+    pub fn cache(&mut self, outcome: Option<&'static str>, key: Option<String>) {
+        if let Some(r) = self.record() {
+            r.cache.outcome = outcome;
+            r.cache.key = key;
+        }
+    }
+
+    /// The answer is a stored one: its usage is the original answer's (what the client is
+    /// shown), but the request is charged no tokens and no cost.
+    pub fn cache_hit(&mut self, usage: Usage, saved_cost_micros: u64, key: String) {
+        if let Some(r) = self.record() {
+            r.usage.set(usage, false);
+            r.cache = CachePart {
+                outcome: Some("hit"),
+                key: Some(key),
+                saved_cost_micros: Some(saved_cost_micros),
+            };
+        }
+    }
+
+    /// What the cache did, for the `x-sluice-cache` header.
+    pub fn cache_outcome(&self) -> Option<&'static str> {
+        self.record.as_deref().and_then(|r| r.cache.outcome)
+    }
+
+    /// The answering deployment's price (what a stored answer cost is worked out with).
+    pub fn price(&self) -> Option<Price> {
+        self.record.as_deref().and_then(|r| r.usage.price)
+    }
+
     /// Admission's output: the reservation to settle, and where the caller's limits stand.
     pub fn admitted(&mut self, a: Admission) {
         self.admission = Some(a);
@@ -415,15 +459,28 @@ impl Finish {
         let total = self.started.elapsed();
         let overhead = r.timing.close(self.started, total, !r.attempts.is_empty());
         r.usage.cost();
+        let hit = r.cache.outcome == Some("hit");
+        if hit {
+            // A stored answer costs nothing: its usage is shown, not charged.
+            r.usage.cost_micros = Some(0);
+        }
         // What was reserved is replaced by what was used (charged even when the client left or
         // the upstream failed mid-way: the usage here is what it produced).
         if let Some(admission) = self.admission.as_mut() {
-            admission.settle(&sluice_limits::Need {
-                requests: 1,
-                input_tokens: r.usage.prompt_tokens,
-                output_tokens: r.usage.completion_tokens,
-                cost: r.usage.cost_micros.unwrap_or(0),
-            });
+            let charged = if hit {
+                sluice_limits::Need {
+                    requests: 1,
+                    ..sluice_limits::Need::default()
+                }
+            } else {
+                sluice_limits::Need {
+                    requests: 1,
+                    input_tokens: r.usage.prompt_tokens,
+                    output_tokens: r.usage.completion_tokens,
+                    cost: r.usage.cost_micros.unwrap_or(0),
+                }
+            };
+            admission.settle(&charged);
         }
         if let Some(ledger) = self.ledger.take() {
             settle_ledger(&ledger, &r);
@@ -448,6 +505,7 @@ impl TimingPart {
 }
 
 fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
+    let hit = r.cache.outcome == Some("hit");
     let settlement = Entry::Settlement(Settlement {
         id: r.request_id.as_str().into(),
         at: chrono::Utc::now().timestamp_millis(),
@@ -455,9 +513,10 @@ fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
         // The intent named the first alias; a fallback's answer is charged to its own.
         model: r.route.fallback.and(r.route.model.as_deref()).map(Into::into),
         status: r.outcome.status,
-        prompt_tokens: r.usage.prompt_tokens,
-        completion_tokens: r.usage.completion_tokens,
-        cached_tokens: r.usage.cached_tokens,
+        // A cache hit used no tokens of anyone's.
+        prompt_tokens: if hit { 0 } else { r.usage.prompt_tokens },
+        completion_tokens: if hit { 0 } else { r.usage.completion_tokens },
+        cached_tokens: if hit { 0 } else { r.usage.cached_tokens },
         cost: r.usage.cost_micros.unwrap_or(0),
         currency: r.usage.currency.as_deref().map(Into::into),
         estimated: r.usage.usage_estimated,
@@ -465,7 +524,7 @@ fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
             latency_us: Some((r.timing.latency_ms * 1000.0) as u64),
             ttfb_us: r.timing.ttfb_ms.map(|t| (t * 1000.0) as u64),
             error_class: r.outcome.error_class.map(Into::into),
-            cache: None,
+            cache: r.cache.outcome.map(Into::into),
             guardrail: None,
         },
     });
@@ -479,6 +538,7 @@ fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
 /// fallback alias answered, or that never matched a route, resolves one here).
 fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, total: Duration, overhead: Duration) {
     let m = &telemetry.metrics;
+    let hit = r.cache.outcome == Some("hit");
     m.in_flight.dec();
     let route = r.route.route.as_ref().unwrap_or(&EMPTY);
     let model = r.route.model.as_ref().unwrap_or(&EMPTY);
@@ -488,14 +548,23 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
         ttfb_s: r.timing.ttfb_ms.map(|t| t / 1000.0),
         stages: &r.timing.stages,
         cost_micros: r.usage.cost_micros.unwrap_or(0),
-        prompt_tokens: r.usage.prompt_tokens,
-        completion_tokens: r.usage.completion_tokens,
+        // A cache hit's tokens are the stored answer's, used by no one now.
+        prompt_tokens: if hit { 0 } else { r.usage.prompt_tokens },
+        completion_tokens: if hit { 0 } else { r.usage.completion_tokens },
     };
     match meter {
         Some(meter) if meter.is_for(route, model) => meter.observe(m, &report),
         _ => Meter::resolve(route, model).observe(m, &report),
     }
     m.overhead.observe(overhead.as_secs_f64());
+    if let Some(result) = r.cache.outcome {
+        m.cache_lookups
+            .get_or_create(&crate::telemetry::CacheLabels {
+                route: route.clone(),
+                result,
+            })
+            .inc();
+    }
     if let Some(class) = r.outcome.error_class {
         m.errors.get_or_create(&ClassLabel { class }).inc();
     }

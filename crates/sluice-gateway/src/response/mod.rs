@@ -14,6 +14,7 @@
 //! Stages never import the spine; only the spine composes them.
 
 mod rewrite;
+pub mod store;
 
 use bytes::Bytes;
 use sluice_config::RouteConfig;
@@ -46,8 +47,9 @@ impl AnswerPlan {
         }
     }
 
-    /// This request's stages, in order; `None` when the route has none for its endpoint.
-    fn chain(&self, endpoint: Endpoint) -> Option<Chain> {
+    /// This request's stages, in order (the cache's store last: it keeps what the client
+    /// gets); `None` when the route has none for its endpoint.
+    fn chain(&self, endpoint: Endpoint, store: Option<store::Store>) -> Option<Chain> {
         if !matches!(
             endpoint,
             Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
@@ -58,13 +60,21 @@ impl AnswerPlan {
         if let Some(r) = &self.rewrite {
             stages.push(AnyStage::Rewrite(r.start()));
         }
+        if let Some(s) = store {
+            stages.push(AnyStage::Store(s));
+        }
         (!stages.is_empty()).then(|| Chain::new(stages))
     }
 
     /// The stream translator for this request: the adapter's own (pass-through where the
     /// formats match) when no stage runs, else one that decodes every event for the stages.
-    pub fn translator(&self, adapter: &dyn ProviderAdapter, inbound: &InboundRequest) -> Box<dyn StreamTranslator> {
-        match self.chain(inbound.endpoint) {
+    pub fn translator(
+        &self,
+        adapter: &dyn ProviderAdapter,
+        inbound: &InboundRequest,
+        store: Option<store::Store>,
+    ) -> Box<dyn StreamTranslator> {
+        match self.chain(inbound.endpoint, store) {
             None => adapter.stream_translator(inbound),
             Some(chain) => Box::new(adapter.canonical_translator(inbound).with_filter(Box::new(chain))),
         }
@@ -72,8 +82,8 @@ impl AnswerPlan {
 
     /// A whole answer (in the client's format) through the stages: the original bytes when
     /// no stage changed it, else the answer written again.
-    pub fn whole(&self, endpoint: Endpoint, body: Bytes) -> Result<Bytes, GatewayError> {
-        let Some(mut chain) = self.chain(endpoint) else {
+    pub fn whole(&self, endpoint: Endpoint, body: Bytes, store: Option<store::Store>) -> Result<Bytes, GatewayError> {
+        let Some(mut chain) = self.chain(endpoint, store) else {
             return Ok(body);
         };
         let wire = endpoint.wire();
@@ -106,12 +116,14 @@ fn stopped(stop: FilterStop) -> GatewayError {
 /// The response stages there are (static dispatch; no boxes per stage).
 enum AnyStage {
     Rewrite(rewrite::Rewrite),
+    Store(store::Store),
 }
 
 impl AnyStage {
     fn stage(&mut self) -> &mut dyn ResponseStage {
         match self {
             AnyStage::Rewrite(s) => s,
+            AnyStage::Store(s) => s,
         }
     }
 }

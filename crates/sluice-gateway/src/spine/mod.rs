@@ -1,7 +1,7 @@
 //! The spine: one function that reads like the request's walk.
 //!
-//! authenticate → read & check → route → admit → queue → guard input → cache lookup →
-//! attempts loop → guard output → respond → finish.
+//! authenticate → read & check → route → admit → cache lookup → queue → attempts loop →
+//! response stages (the cache's store among them) → respond → finish.
 //!
 //! Every stage returns a typed value or a [`GatewayError`]; `?` is the only short-circuit. The
 //! request's [`Finish`] is created first and ends up inside the response body, so however the
@@ -24,6 +24,7 @@ use crate::flow::Decision;
 use crate::flow::Upstream;
 use crate::flow::{Reply, Routed, next};
 use crate::response::AnswerPlan;
+use crate::response::store::Store;
 use crate::stages::admit::admit;
 use crate::stages::auth::authenticate;
 use crate::stages::routing::{self, RouteInput};
@@ -164,7 +165,18 @@ async fn walk(
     finish.open_ledger(gw.ledger.as_ref(), &reserved)?;
     finish.stage(Some(Stage::Admit), clock.lap());
 
-    // The cache's lookup comes here, before the queue: a hit never waits for a place.
+    // The cache's lookup: after admission (a hit counts as a request), before the queue (a
+    // hit never waits for a place).
+    let looked = next!(plan.cache.run(
+        &gw.cache,
+        &caller,
+        &decision,
+        &inbound,
+        &parts.headers,
+        finish.request_id()
+    ));
+    finish.cache(looked.outcome, looked.key);
+    finish.stage(plan.cache.timed(), clock.lap());
 
     let deadline = finish.started() + policy.total_timeout;
     let permit = plan
@@ -196,7 +208,12 @@ async fn walk(
     };
     finish.stage(Some(Stage::UpstreamTtfb), clock.lap());
     let upstream = answering.answer(upstream)?;
-    reply(snap, &decision, &plan.answer, &inbound, upstream, finish)
+    // A fallback alias's answer is not the answer to this key.
+    let store = looked
+        .store
+        .filter(|_| finish.answered().1.is_none())
+        .map(|s| Store::new(s, finish.price()));
+    reply(snap, &decision, &plan.answer, &inbound, upstream, store, finish)
 }
 
 /// The answer as the reply the client gets, through the route's response stages: a whole
@@ -208,6 +225,7 @@ fn reply(
     answer: &AnswerPlan,
     inbound: &InboundRequest,
     upstream: Upstream,
+    store: Option<Store>,
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
@@ -229,10 +247,12 @@ fn reply(
                     true,
                 ),
             }
+            // Only a success is stored.
+            let store = store.filter(|_| status.is_success());
             Ok(Reply::Json {
                 status,
                 content_type,
-                body: answer.whole(inbound.endpoint, body)?,
+                body: answer.whole(inbound.endpoint, body, store)?,
             })
         }
         Upstream::Stream {
@@ -241,7 +261,7 @@ fn reply(
             adapter,
             inflight,
         } => {
-            let translator = answer.translator(adapter, inbound);
+            let translator = answer.translator(adapter, inbound, store);
             let idle = decision.route.config.policy.stream_idle_timeout;
             let mut relay = Relay::new(body, framing, translator, idle, prompt_estimate);
             relay.hold(inflight);

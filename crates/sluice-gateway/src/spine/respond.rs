@@ -23,6 +23,7 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
     let rate = finish.rate_info();
     let (model, fallback) = finish.answered();
     let degraded = finish.degraded().and_then(|d| HeaderValue::from_str(d).ok());
+    let cache = finish.cache_outcome();
     let mut r = match reply {
         Reply::Json {
             status,
@@ -35,6 +36,22 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
             r.headers_mut()
                 .insert(CONTENT_TYPE, content_type.unwrap_or_else(|| JSON.clone()));
             r.headers_mut().insert(names::X_REQUEST_ID, id);
+            r
+        }
+        Reply::Cached(hit) => {
+            finish.cache_hit(hit.usage, hit.saved_cost_micros, hit.key);
+            finish.respond(200, None);
+            let mut r = Response::new(ResponseBody::full(hit.body, finish));
+            let h = r.headers_mut();
+            if hit.stream {
+                h.insert(CONTENT_TYPE, EVENT_STREAM.clone());
+                h.insert(http::header::CACHE_CONTROL, NO_CACHE.clone());
+                h.insert(names::X_ACCEL_BUFFERING, NO.clone());
+            } else {
+                h.insert(CONTENT_TYPE, JSON.clone());
+            }
+            h.insert(names::X_REQUEST_ID, id);
+            h.insert(names::X_SLUICE_CACHE, HeaderValue::from_static("hit"));
             r
         }
         Reply::Stream(relay) => {
@@ -57,6 +74,11 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
     // Which alias answered, and whether (and why) it was a fallback.
     if let Some(m) = model.and_then(|m| HeaderValue::from_str(&m).ok()) {
         r.headers_mut().insert(names::X_SLUICE_MODEL, m);
+    }
+    if let Some(outcome) = cache {
+        r.headers_mut()
+            .entry(names::X_SLUICE_CACHE)
+            .or_insert(HeaderValue::from_static(outcome));
     }
     if let Some(d) = degraded {
         r.headers_mut().insert(names::X_SLUICE_DEGRADED, d);

@@ -7,6 +7,7 @@
 
 pub mod admit;
 pub mod auth;
+pub mod cache;
 pub mod degrade;
 pub mod predict;
 pub mod queue;
@@ -14,7 +15,7 @@ pub mod routing;
 
 use std::sync::Arc;
 
-use sluice_config::RouteConfig;
+use sluice_config::{Config, RouteConfig};
 
 use crate::state::{RouteRuntime, Snapshot};
 
@@ -23,6 +24,7 @@ use crate::state::{RouteRuntime, Snapshot};
 pub struct RoutePlan {
     pub degrade: degrade::DegradeStage,
     pub predict: predict::PredictStage,
+    pub cache: cache::CacheStage,
     pub queue: queue::QueueStage,
     /// The response stages, over the answer on its way out.
     pub answer: crate::response::AnswerPlan,
@@ -40,7 +42,7 @@ impl Plans {
         Arc::new(Plans(
             snap.routes
                 .iter()
-                .map(|r| RoutePlan::build(&r.config, &r.queue, snap.models.len()))
+                .map(|r| RoutePlan::build(&r.config, &r.queue, &snap.config))
                 .collect(),
         ))
     }
@@ -52,13 +54,14 @@ impl Plans {
 }
 
 impl RoutePlan {
-    pub fn build(route: &RouteConfig, queue: &Arc<crate::state::queue::RouteQueue>, models: usize) -> RoutePlan {
+    pub fn build(route: &RouteConfig, queue: &Arc<crate::state::queue::RouteQueue>, config: &Config) -> RoutePlan {
         RoutePlan {
             degrade: degrade::DegradeStage::new(&route.degrade),
             predict: predict::PredictStage::new(route.prediction.as_ref()),
+            cache: cache::CacheStage::new(route, config),
             queue: queue::QueueStage::new(route.queue, queue),
             answer: crate::response::AnswerPlan::new(route),
-            meters: crate::meter::RouteMeters::new(models),
+            meters: crate::meter::RouteMeters::new(config.models.len()),
         }
     }
 }

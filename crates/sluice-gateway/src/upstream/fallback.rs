@@ -52,7 +52,7 @@ pub fn degraded(inbound: &InboundRequest, text: &str, model: &str) -> Reply {
     let wire = inbound.endpoint.wire();
     let (body, content_type): (Bytes, &'static str) = if inbound.view.stream {
         (
-            sluice_providers::translate::write_stream(wire, &answer),
+            sluice_providers::translate::write_stream(wire, &answer, inbound.view.include_usage),
             "text/event-stream",
         )
     } else {

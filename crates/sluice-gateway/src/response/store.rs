@@ -1,0 +1,83 @@
+//! The cache's store: a response stage that keeps a copy of the answer as it passes (up to the
+//! route's largest entry) and stores it once the answer has ended with its usage. An answer
+//! cut short, ended by an error, or stopped by a stage before this one never reaches
+//! `finish`, so it is never stored. The client's events pass on unchanged and unheld.
+
+use sluice_cache::Storing;
+use sluice_config::Price;
+use sluice_providers::chat::{ChatResponse, Delta};
+use sluice_providers::translate::FilterStop;
+
+use super::ResponseStage;
+
+/// One answer on its way into the cache.
+pub struct Store {
+    /// Dropped when the answer grows past the route's largest entry.
+    storing: Option<Storing>,
+    seen: Vec<Delta>,
+    bytes: u64,
+    usage: bool,
+    /// The answering deployment's price: what the answer cost, which a hit saves.
+    price: Option<Price>,
+}
+
+impl Store {
+    pub fn new(storing: Storing, price: Option<Price>) -> Store {
+        Store {
+            storing: Some(storing),
+            seen: Vec::new(),
+            bytes: 0,
+            usage: false,
+            price,
+        }
+    }
+}
+
+/// An event's size, in the measure entries are weighed in.
+fn weight(d: &Delta) -> u64 {
+    let n = match d {
+        Delta::Start { id, model } => id.len() + model.len(),
+        Delta::Text(t) => t.len(),
+        Delta::ToolStart { id, name, .. } => id.len() + name.len(),
+        Delta::ToolArgs { json, .. } => json.len(),
+        Delta::Stop { stop_sequence, .. } => stop_sequence.as_ref().map_or(0, String::len),
+        Delta::Usage(_) | Delta::End => 0,
+    };
+    n as u64
+}
+
+impl ResponseStage for Store {
+    fn on_event(&mut self, delta: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
+        if let Some(storing) = &self.storing {
+            self.bytes += weight(&delta);
+            if self.bytes > storing.max_bytes() {
+                self.storing = None;
+                self.seen = Vec::new();
+            } else {
+                self.usage |= matches!(delta, Delta::Usage(_));
+                self.seen.push(delta.clone());
+            }
+        }
+        out.push(delta);
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Vec<Delta>) -> Result<(), FilterStop> {
+        if let Some(storing) = self.storing.take()
+            && self.usage
+        {
+            let answer = ChatResponse::from_deltas(&self.seen);
+            let u = answer.usage;
+            let cost = self.price.map_or(0, |p| {
+                p.cost_micros(
+                    u.prompt_tokens,
+                    u.cached_tokens,
+                    u.cache_write_tokens,
+                    u.completion_tokens,
+                )
+            });
+            storing.commit(answer, cost);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! The response cache's lookup: after admission (a hit counts against request-rate limits)
+//! and before the queue (a hit never waits for a place). On a hit the stored answer is the
+//! reply; on a miss the key goes on, for the response stage that stores the answer once it has
+//! ended well.
+//!
+//! What the client may ask, bounded by the route: `cache-control: no-cache` (look nothing up,
+//! store the fresh answer), `no-store` (do not store), `x-sluice-cache-ttl-ms` (store for less
+//! than the route's TTL, and accept only entries younger than that). A request can never
+//! lengthen a TTL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use sluice_cache::{CacheKey, Entry, KeyParts, MemoryTier, Scope, Storing};
+use sluice_config::{CachePolicy, Config, RouteConfig};
+use sluice_providers::{Endpoint, InboundRequest, Wire, names, translate};
+
+use crate::error::GatewayError;
+use crate::flow::{Cached, Decision, Flow, Reply};
+use crate::keys::Caller;
+use crate::timing::Stage;
+
+/// The lookup a route runs (none on a route that does not cache).
+#[derive(Debug)]
+pub struct CacheStage {
+    on: Option<Lookup>,
+}
+
+#[derive(Debug)]
+struct Lookup {
+    policy: CachePolicy,
+    route: Arc<str>,
+    /// Per model alias (by index): a digest of the route's and the alias's config that shapes
+    /// an answer. A reload that changes one starts new keys.
+    versions: Box<[String]>,
+}
+
+/// What a lookup that did not answer hands on.
+#[derive(Debug, Default)]
+pub struct Looked {
+    /// `miss` or `bypass`; `None` where the route does not cache.
+    pub outcome: Option<&'static str>,
+    /// The entry's key (hex), for the access log.
+    pub key: Option<String>,
+    /// Where the answer is stored once it has ended well (not on `no-store`).
+    pub store: Option<Storing>,
+}
+
+impl Looked {
+    fn bypass() -> Looked {
+        Looked {
+            outcome: Some("bypass"),
+            ..Looked::default()
+        }
+    }
+}
+
+impl CacheStage {
+    pub fn new(route: &RouteConfig, config: &Config) -> CacheStage {
+        CacheStage {
+            on: route.policy.cache.clone().map(|policy| Lookup {
+                policy,
+                route: Arc::from(route.name.as_str()),
+                versions: (0..config.models.len()).map(|m| version(route, config, m)).collect(),
+            }),
+        }
+    }
+
+    /// The stage's timer, when the route caches.
+    pub fn timed(&self) -> Option<Stage> {
+        self.on.as_ref().map(|_| Stage::Cache)
+    }
+
+    /// Looks the request up: the stored answer, or the key its answer will be stored under.
+    pub fn run(
+        &self,
+        tier: &MemoryTier,
+        caller: &Caller,
+        decision: &Decision<'_>,
+        inbound: &InboundRequest,
+        headers: &HeaderMap,
+        request_id: &str,
+    ) -> Result<Flow<Looked>, GatewayError> {
+        let Some(on) = &self.on else {
+            return Ok(Flow::Next(Looked::default()));
+        };
+        // Chat-shaped answers for now: their canonical form replays in any client's format.
+        if !matches!(
+            inbound.endpoint,
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+        ) {
+            return Ok(Flow::Next(Looked::default()));
+        }
+        let control = Control::read(headers, on.policy.ttl);
+        let Ok(canonical) = sluice_cache::canonical(&inbound.body) else {
+            return Ok(Flow::Next(Looked::bypass()));
+        };
+        // Several answers to choose from are not one answer to keep; a route that must not
+        // reuse sampled answers leaves them out.
+        if canonical.choices > 1 || (on.policy.skip_sampled && canonical.sampled) || control.ttl.is_zero() {
+            return Ok(Flow::Next(Looked::bypass()));
+        }
+        let scope = Scope::of(
+            on.policy.scope,
+            caller.tenant.as_ref(),
+            caller.team.as_ref(),
+            &caller.key_id,
+        );
+        let answer_headers = answer_headers(headers);
+        let pairs: Vec<(&str, &str)> = answer_headers.iter().map(|(n, v)| (*n, *v)).collect();
+        let key = CacheKey::new(
+            &scope,
+            &KeyParts {
+                route: &on.route,
+                policy_version: on.versions.get(decision.model_index).map_or("", String::as_str),
+                endpoint: inbound.endpoint.as_str(),
+                model: &decision.model.name,
+                headers: &pairs,
+                body: &canonical.bytes,
+            },
+        );
+        let hex = key.hex();
+        if !control.no_cache
+            && let Some(entry) = tier.get(&key)
+            && entry.stored_at.elapsed().is_ok_and(|age| age <= control.ttl)
+        {
+            return Ok(Flow::Respond(replay(&entry, inbound, request_id, hex)));
+        }
+        let store = (!control.no_store).then(|| Storing::new(tier, key, control.ttl, on.policy.max_entry_bytes));
+        Ok(Flow::Next(Looked {
+            outcome: Some("miss"),
+            key: Some(hex),
+            store,
+        }))
+    }
+}
+
+/// The client's cache controls, bounded by the route's TTL.
+struct Control {
+    no_cache: bool,
+    no_store: bool,
+    ttl: Duration,
+}
+
+impl Control {
+    fn read(headers: &HeaderMap, route_ttl: Duration) -> Control {
+        let mut c = Control {
+            no_cache: false,
+            no_store: false,
+            ttl: route_ttl,
+        };
+        for v in headers.get_all(http::header::CACHE_CONTROL) {
+            for directive in v.to_str().unwrap_or("").split(',') {
+                match directive.trim().to_ascii_lowercase().as_str() {
+                    "no-cache" => c.no_cache = true,
+                    "no-store" => c.no_store = true,
+                    _ => {}
+                }
+            }
+        }
+        if let Some(ms) = headers
+            .get(names::X_SLUICE_CACHE_TTL_MS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            c.ttl = c.ttl.min(Duration::from_millis(ms));
+        }
+        c
+    }
+}
+
+/// Request headers that change the answer, in a fixed order.
+fn answer_headers(headers: &HeaderMap) -> Vec<(&'static str, &str)> {
+    [
+        (names::ANTHROPIC_VERSION, "anthropic-version"),
+        (names::ANTHROPIC_BETA, "anthropic-beta"),
+    ]
+    .into_iter()
+    .filter_map(|(h, name)| Some((name, headers.get(h)?.to_str().ok()?)))
+    .collect()
+}
+
+/// A stored answer in the client's format, with an id of its own.
+fn replay(entry: &Entry, inbound: &InboundRequest, request_id: &str, key: String) -> Reply {
+    let wire = inbound.endpoint.wire();
+    let mut answer = entry.answer.clone();
+    let compact: String = request_id.chars().filter(char::is_ascii_alphanumeric).collect();
+    answer.id = match wire {
+        Wire::OpenAi => format!("chatcmpl-{compact}"),
+        Wire::Anthropic => format!("msg_{compact}"),
+        Wire::Responses => format!("resp_{compact}"),
+    };
+    let stream = inbound.view.stream;
+    let body = if stream {
+        translate::write_stream(wire, &answer, inbound.view.include_usage)
+    } else {
+        translate::write_response(wire, &answer)
+    };
+    Reply::Cached(Cached {
+        body,
+        stream,
+        usage: answer.usage,
+        saved_cost_micros: entry.cost_micros,
+        key,
+    })
+}
+
+/// A digest of what in the route's and the alias's config shapes an answer: the route's model
+/// override, parameters it forwards or drops, its response stage, and the alias's deployments
+/// (provider, server, upstream model).
+fn version(route: &RouteConfig, config: &Config, model: usize) -> String {
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(format!("{:?}", route.model).as_bytes());
+    part(format!("{:?}", route.policy.forward_params).as_bytes());
+    part(&[u8::from(route.policy.drop_unsupported)]);
+    part(format!("{:?}", route.debug_rewrite).as_bytes());
+    if let Some(m) = config.models.get(model) {
+        for d in m.deployments.iter().filter_map(|&d| config.deployments.get(d)) {
+            part(d.provider.as_str().as_bytes());
+            part(
+                d.base_url
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            part(d.upstream_model.as_bytes());
+        }
+    }
+    hex::encode(&h.finalize()[..8])
+}

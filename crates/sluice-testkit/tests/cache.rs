@@ -1,0 +1,340 @@
+//! The response cache over the wire: exact hits that cost nothing and never reach the
+//! upstream, tenants that never share, streamed answers stored after their end and replayed
+//! as streams, what is never stored, and what the client may ask (bounded by the route).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_testkit::*;
+
+const ACME_2: &str = "sk-sluice-test-key-acme-2";
+const GLOBEX: &str = "sk-sluice-test-key-globex";
+const SOLO: &str = "sk-sluice-test-key-solo";
+
+/// Alias `chat` through a route that caches for a minute (`extra` adds to its cache policy),
+/// `short` through one that caches for 200 ms, `never` through one with `ttl_ms: 0`; keys in
+/// two tenants and one without.
+fn config(mock: &sluice_mock::MockServer, extra: &str) -> String {
+    format!(
+        r#"
+deployments:
+  - {{ name: mock-a, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+models:
+  - {{ name: chat, deployments: [mock-a] }}
+  - {{ name: short, deployments: [mock-a] }}
+  - {{ name: never, deployments: [mock-a] }}
+prices:
+  models: [{{ model: upstream-a, input: 1, output: 2 }}]
+routes:
+  - name: cached
+    match: {{ models: [chat] }}
+    forward_params: [mock]
+    cache: {{ ttl_ms: 60000{extra} }}
+  - name: brief
+    match: {{ models: [short] }}
+    cache: {{ ttl_ms: 200 }}
+  - name: never
+    match: {{ models: [never] }}
+    cache: {{ ttl_ms: 0 }}
+keys:
+  - {{ id: {KEY_ID}, hash: "{}", tenant: acme, team: search }}
+  - {{ id: acme-2, hash: "{}", tenant: acme, team: ads }}
+  - {{ id: globex, hash: "{}", tenant: globex }}
+  - {{ id: solo, hash: "{}" }}
+"#,
+        mock.base_url(),
+        key_hash(KEY),
+        key_hash(ACME_2),
+        key_hash(GLOBEX),
+        key_hash(SOLO),
+    )
+}
+
+fn ask(model: &str, question: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": question}], "temperature": 0.2})
+}
+
+fn requests(mock: &sluice_mock::MockServer) -> u64 {
+    mock_stats(mock)["requests"].as_u64().unwrap()
+}
+
+fn text(r: &TestResponse) -> String {
+    r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_identical_request_is_answered_from_the_cache_and_charged_nothing() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "")).await;
+
+    let first = gw.chat(KEY, &ask("chat", "What is the capital of France?")).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(requests(&mock), 1);
+
+    // The same request written another way: key order, spacing, `1.0` for `1`, a `user`, a
+    // default given explicitly.
+    let same = r#"{ "temperature": 0.2, "user": "someone", "top_p": 1.0,
+        "messages": [ { "content": "What is the capital of France?", "role": "user" } ], "model": "chat" }"#;
+    let second = gw.post_raw("/v1/chat/completions", Some(KEY), &[], same).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(second.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(requests(&mock), 1, "a hit never reaches the upstream");
+    assert_eq!(text(&second), text(&first));
+    for n in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(
+            second.json()["usage"][n],
+            first.json()["usage"][n],
+            "the replayed usage is the original's"
+        );
+    }
+    assert_ne!(second.json()["id"], first.json()["id"], "a replay has an id of its own");
+
+    let lines = gw.log_lines(2).await;
+    assert_eq!(lines[0]["cache"], "miss");
+    assert!(lines[0]["cost_micros"].as_u64().unwrap() > 0);
+    assert_eq!(lines[1]["cache"], "hit");
+    assert_eq!(lines[1]["cache_key"], lines[0]["cache_key"]);
+    assert_eq!(lines[1]["cost_micros"], 0, "a hit costs nothing");
+    assert_eq!(lines[1]["saved_cost_micros"], lines[0]["cost_micros"]);
+    assert_eq!(lines[1]["prompt_tokens"], lines[0]["prompt_tokens"]);
+    assert!(lines[1]["attempts"].as_array().unwrap().is_empty());
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_cache_lookups_total{route="cached",result="hit"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"sluice_cache_lookups_total{route="cached",result="miss"} 1"#));
+    assert!(metrics.contains("sluice_cache_entries 1"), "{metrics}");
+
+    // A different question, or another model alias's route, is another entry.
+    let other = gw.chat(KEY, &ask("chat", "What is the capital of Germany?")).await;
+    assert_eq!(other.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(requests(&mock), 2);
+}
+
+#[tokio::test]
+async fn tenants_never_share_an_entry_and_keys_of_one_tenant_do() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "")).await;
+    let q = ask("chat", "Summarise the quarterly report.");
+
+    assert_eq!(gw.chat(KEY, &q).await.header("x-sluice-cache"), Some("miss"));
+    // Another key of the same tenant shares the entry.
+    assert_eq!(gw.chat(ACME_2, &q).await.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(requests(&mock), 1);
+    // Another tenant never does; nor does a key without a tenant (its own tenant).
+    assert_eq!(gw.chat(GLOBEX, &q).await.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(gw.chat(SOLO, &q).await.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(requests(&mock), 3);
+    assert_eq!(gw.chat(GLOBEX, &q).await.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(gw.chat(SOLO, &q).await.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(requests(&mock), 3);
+}
+
+#[tokio::test]
+async fn a_route_scoped_by_team_shares_only_within_the_team() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, ", scope: team")).await;
+    let q = ask("chat", "Draft a reply.");
+    assert_eq!(gw.chat(KEY, &q).await.header("x-sluice-cache"), Some("miss"));
+    // Same tenant, another team.
+    assert_eq!(gw.chat(ACME_2, &q).await.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(gw.chat(KEY, &q).await.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(requests(&mock), 2);
+}
+
+/// The text and the usage chunk of an OpenAI chat stream, and whether it ended with `[DONE]`.
+fn stream_text(sse: &str) -> (String, Option<Value>, bool) {
+    let mut text = String::new();
+    let (mut usage, mut done) = (None, false);
+    for data in sse_data(sse) {
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {data}"));
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+        if !v["usage"].is_null() {
+            usage = Some(v["usage"].clone());
+        }
+    }
+    (text, usage, done)
+}
+
+#[tokio::test]
+async fn a_streamed_answer_is_stored_after_its_end_and_replayed_as_a_stream_in_each_format() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "")).await;
+    let mut q = ask("chat", "Tell me about the sea.");
+    q["mock"] = json!({"chunks": 12});
+    q["stream"] = json!(true);
+    q["stream_options"] = json!({"include_usage": true});
+
+    let live = gw.stream(KEY, &q).await;
+    assert_eq!(live.headers()["x-sluice-cache"], "miss");
+    let (live_text, live_usage, done) = stream_text(&read_all(live.into_body()).await);
+    assert!(done && !live_text.is_empty());
+    assert!(live_usage.is_some());
+
+    let replay = gw.stream(KEY, &q).await;
+    assert_eq!(replay.headers()["x-sluice-cache"], "hit");
+    assert_eq!(replay.headers()["content-type"], "text/event-stream");
+    let (text, usage, done) = stream_text(&read_all(replay.into_body()).await);
+    assert!(done, "a replay ends as a live stream does");
+    assert_eq!(text, live_text);
+    assert_eq!(
+        usage.unwrap()["completion_tokens"],
+        live_usage.unwrap()["completion_tokens"]
+    );
+    assert_eq!(requests(&mock), 1);
+
+    // The same question not streamed is the same entry, as a whole answer.
+    q["stream"] = json!(false);
+    q.as_object_mut().unwrap().remove("stream_options");
+    let whole = gw.chat(KEY, &q).await;
+    assert_eq!(whole.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(text_of(&whole), live_text);
+    assert_eq!(requests(&mock), 1);
+
+    // Through the Anthropic front door: its own entry (another request format), replayed in
+    // Anthropic's event sequence.
+    let body = json!({"model": "chat", "max_tokens": 64, "temperature": 0.2, "stream": true,
+        "messages": [{"role": "user", "content": "Tell me about the sea."}]});
+    let headers = [("anthropic-version", "2023-06-01")];
+    let first = gw.post_raw("/v1/messages", Some(KEY), &headers, body.to_string()).await;
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let again = gw.post_raw("/v1/messages", Some(KEY), &headers, body.to_string()).await;
+    assert_eq!(again.header("x-sluice-cache"), Some("hit"));
+    let events: Vec<String> = again
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: ").map(str::to_owned))
+        .collect();
+    assert_eq!(events.first().map(String::as_str), Some("message_start"));
+    assert_eq!(events.last().map(String::as_str), Some("message_stop"));
+    assert_eq!(anthropic_text(&again.text()), anthropic_text(&first.text()));
+}
+
+fn text_of(r: &TestResponse) -> String {
+    text(r)
+}
+
+fn anthropic_text(sse: &str) -> String {
+    sse_data(sse)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn errors_cut_streams_error_events_several_choices_and_no_store_are_never_stored() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "")).await;
+    // Failures and successes alternate: never enough failures in a row to open the breaker.
+    type Case<'a> = (&'a str, Value, &'a [(&'a str, &'a str)]);
+    let cases: [Case<'_>; 5] = [
+        ("a 500", json!({"mock": {"status": 500}}), &[]),
+        ("several choices", json!({"n": 2}), &[]),
+        (
+            "a stream cut short",
+            json!({"stream": true, "mock": {"chunks": 8, "drop_after_chunks": 3}}),
+            &[],
+        ),
+        ("no-store", json!({}), &[("cache-control", "no-store")]),
+        (
+            "a stream ended by an error event",
+            json!({"stream": true, "mock": {"chunks": 8, "error_after_chunks": 3}}),
+            &[],
+        ),
+    ];
+    for (i, (what, extra, headers)) in cases.iter().enumerate() {
+        let mut q = ask("chat", &format!("Question {i}"));
+        for (k, v) in extra.as_object().unwrap() {
+            q[k] = v.clone();
+        }
+        let before = requests(&mock);
+        for _ in 0..2 {
+            let r = gw
+                .post_raw("/v1/chat/completions", Some(KEY), headers, q.to_string())
+                .await;
+            assert_ne!(r.header("x-sluice-cache"), Some("hit"), "{what}: {}", r.text());
+        }
+        assert_eq!(requests(&mock), before + 2, "{what}: both went upstream");
+    }
+}
+
+#[tokio::test]
+async fn the_client_may_refresh_or_shorten_but_never_lengthen_and_entries_expire() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "")).await;
+    let q = ask("chat", "What time zone is Lisbon in?");
+    assert_eq!(gw.chat(KEY, &q).await.header("x-sluice-cache"), Some("miss"));
+
+    // no-cache: looks nothing up, goes upstream, stores the fresh answer.
+    let fresh = gw
+        .post_raw(
+            "/v1/chat/completions",
+            Some(KEY),
+            &[("cache-control", "no-cache")],
+            q.to_string(),
+        )
+        .await;
+    assert_eq!(fresh.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(requests(&mock), 2);
+    // A shorter TTL than the entry's age: a miss. (The entry is at least 50 ms old.)
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let young = gw
+        .post_raw(
+            "/v1/chat/completions",
+            Some(KEY),
+            &[("x-sluice-cache-ttl-ms", "10")],
+            q.to_string(),
+        )
+        .await;
+    assert_eq!(young.header("x-sluice-cache"), Some("miss"));
+    // Asking for more than the route's TTL changes nothing: still served from the entry.
+    let long = gw
+        .post_raw(
+            "/v1/chat/completions",
+            Some(KEY),
+            &[("x-sluice-cache-ttl-ms", "999999999")],
+            q.to_string(),
+        )
+        .await;
+    assert_eq!(long.header("x-sluice-cache"), Some("hit"));
+
+    // A 200 ms route: after 400 ms the entry is gone.
+    let brief = ask("short", "Ephemeral?");
+    assert_eq!(gw.chat(KEY, &brief).await.header("x-sluice-cache"), Some("miss"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(gw.chat(KEY, &brief).await.header("x-sluice-cache"), Some("miss"));
+
+    // `ttl_ms: 0` never caches, and says nothing.
+    let never = ask("never", "Sensitive?");
+    for _ in 0..2 {
+        assert_eq!(gw.chat(KEY, &never).await.header("x-sluice-cache"), None);
+    }
+}
+
+#[tokio::test]
+async fn a_route_that_skips_sampled_requests_caches_only_deterministic_ones() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, ", skip_sampled: true")).await;
+    let mut sampled = json!({"model": "chat", "messages": [{"role": "user", "content": "A poem?"}]});
+    for _ in 0..2 {
+        assert_eq!(gw.chat(KEY, &sampled).await.header("x-sluice-cache"), Some("bypass"));
+    }
+    sampled["temperature"] = json!(0);
+    assert_eq!(gw.chat(KEY, &sampled).await.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(gw.chat(KEY, &sampled).await.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(requests(&mock), 3);
+}

@@ -110,6 +110,11 @@ impl CacheKey {
         &self.scope
     }
 
+    /// A number spread evenly over keys (to shard maps of keys by).
+    pub fn shard(&self) -> usize {
+        usize::from(self.digest[0])
+    }
+
     /// The digest in hex (the access log's `cache_key`).
     pub fn hex(&self) -> String {
         hex::encode(self.digest)

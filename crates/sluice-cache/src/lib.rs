@@ -14,9 +14,11 @@
 //! answer's end) use this crate; it knows nothing of HTTP.
 
 pub mod canonical;
+mod flight;
 mod key;
 mod memory;
 
 pub use canonical::{Canonical, canonical};
+pub use flight::{Flights, Following, Joined, Leading};
 pub use key::{CacheKey, KeyParts, Scope};
 pub use memory::{Entry, MemoryTier, Storing};

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use moka::Expiry;
 use sluice_providers::chat::{ChatResponse, Part};
 
+use crate::flight::Leading;
 use crate::key::CacheKey;
 
 /// A stored answer.
@@ -124,15 +125,19 @@ pub struct Storing {
     key: CacheKey,
     ttl: Duration,
     max_bytes: u64,
+    /// The flight this miss leads, if it does: landed (its followers woken) when this is
+    /// committed or dropped — after the entry is in the tier, or when the answer will not be.
+    _leading: Option<Leading>,
 }
 
 impl Storing {
-    pub fn new(tier: &MemoryTier, key: CacheKey, ttl: Duration, max_bytes: u64) -> Storing {
+    pub fn new(tier: &MemoryTier, key: CacheKey, ttl: Duration, max_bytes: u64, leading: Option<Leading>) -> Storing {
         Storing {
             tier: tier.clone(),
             key,
             ttl,
             max_bytes,
+            _leading: leading,
         }
     }
 
@@ -147,7 +152,8 @@ impl Storing {
         if u64::from(entry.bytes()) > self.max_bytes {
             return false;
         }
-        self.tier.insert(self.key, entry);
+        self.tier.insert(self.key.clone(), entry);
+        // `self` (and the flight it leads) is dropped only now, with the entry in place.
         true
     }
 }

@@ -104,9 +104,9 @@ pub struct Gateway {
     pub alerts: alerts::AlertSender,
     /// The spend ledger (none when disabled).
     pub ledger: Option<Arc<sluice_ledger::Ledger>>,
-    /// The response cache's in-process tier: live state, kept across reloads (a key holds its
+    /// The response cache's in-process tier and its flights: live state, kept across reloads (a key holds its
     /// route's policy version, so a config change that shapes answers starts new entries).
-    pub cache: sluice_cache::MemoryTier,
+    pub cache: stages::cache::CacheTiers,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -355,7 +355,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         runtime_limits: ArcSwap::from_pointee(sluice_limits::RuntimeLimits::default()),
         alerts: alerts::AlertSender::start(live_webhook_client),
         ledger,
-        cache: sluice_cache::MemoryTier::new(cache_bytes),
+        cache: stages::cache::CacheTiers::new(cache_bytes),
     });
     gateway.refresh_keys().await?;
     gateway.load_runtime_limits().await?;

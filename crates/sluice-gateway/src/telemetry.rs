@@ -126,6 +126,8 @@ pub struct Metrics {
     /// Entries and bytes in the in-process cache tier (set when scraped).
     pub cache_entries: Gauge,
     pub cache_bytes: Gauge,
+    /// Misses waiting for an identical request in the air (single flight).
+    pub cache_waiting: Gauge,
     /// Requests holding a place among each route's running requests (routes with a queue).
     pub queue_running: Family<RouteLabel, Gauge>,
     /// Requests in flight to each deployment from this gateway (set when scraped).
@@ -159,6 +161,7 @@ impl Metrics {
             cache_lookups: Family::default(),
             cache_entries: Gauge::default(),
             cache_bytes: Gauge::default(),
+            cache_waiting: Gauge::default(),
             queue_running: Family::default(),
             deployment_in_flight: Family::default(),
             deployment_load: Family::default(),
@@ -187,6 +190,11 @@ impl Metrics {
             "sluice_cache_entries",
             "Entries in the in-process response cache",
             m.cache_entries.clone(),
+        );
+        registry.register(
+            "sluice_cache_waiting",
+            "Cache misses waiting for an identical request in the air (single flight)",
+            m.cache_waiting.clone(),
         );
         registry.register(
             "sluice_cache_bytes",

@@ -338,3 +338,112 @@ async fn a_route_that_skips_sampled_requests_caches_only_deterministic_ones() {
     assert_eq!(gw.chat(KEY, &sampled).await.header("x-sluice-cache"), Some("hit"));
     assert_eq!(requests(&mock), 3);
 }
+
+#[tokio::test]
+async fn a_hundred_concurrent_identical_misses_send_one_upstream_request() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "")).await;
+    let mut q = ask("chat", "Everyone asks this at once.");
+    // Long enough upstream that every request arrives while the first is in the air.
+    q["mock"] = json!({"latency_ms": 500});
+    let answers = futures_util::future::join_all((0..100).map(|_| gw.chat(KEY, &q))).await;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(text(a), text(&answers[0]));
+        *outcomes
+            .entry(a.header("x-sluice-cache").unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        requests(&mock),
+        1,
+        "one upstream request for a hundred identical misses"
+    );
+    assert_eq!(outcomes.get("miss"), Some(&1), "{outcomes:?}");
+    assert_eq!(outcomes.get("hit"), Some(&99), "{outcomes:?}");
+    assert!(gw.metrics().await.contains("sluice_cache_waiting 0"));
+}
+
+/// The `sluice_cache_waiting` gauge.
+async fn waiting(gw: &TestGateway) -> u64 {
+    let m = gw.metrics().await;
+    m.lines()
+        .find_map(|l| l.strip_prefix("sluice_cache_waiting "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn when_the_leader_leaves_one_follower_takes_over_and_the_rest_follow_it() {
+    let mut up = ScriptedUpstream::start().await;
+    let yaml = format!(
+        r#"
+deployments:
+  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+models:
+  - {{ name: chat, deployments: [scripted] }}
+routes:
+  - name: cached
+    cache: {{ ttl_ms: 60000 }}
+keys:
+  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
+"#,
+        up.base_url(),
+        key_hash(KEY)
+    );
+    let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
+    let mut q = ask("chat", "Who leads?");
+    q["stream"] = json!(true);
+
+    // The leader's stream starts; its upstream request is in the air.
+    let leader = gw.stream(KEY, &q).await;
+    assert_eq!(leader.headers()["x-sluice-cache"], "miss");
+    let first = up.next_stream().await;
+    first.send(&chunk("partial ")).await;
+    // Ten identical requests follow it: they wait, and send nothing upstream.
+    let followers: Vec<_> = (0..10)
+        .map(|_| {
+            let (gw, q) = (gw.clone(), q.clone());
+            tokio::spawn(async move {
+                let r = gw.stream(KEY, &q).await;
+                let cache = r.headers()["x-sluice-cache"].to_str().unwrap().to_owned();
+                (cache, read_all(r.into_body()).await)
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while waiting(&gw).await < 10 {
+        assert!(std::time::Instant::now() < deadline, "the followers never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.bodies().len(), 1);
+
+    // The leader's client leaves: its upstream request is cancelled, and one follower leads
+    // the next attempt.
+    drop(leader);
+    first.closed().await;
+    let second = up.next_stream().await;
+    second.send(&chunk("the whole ")).await;
+    second.send(&chunk("answer")).await;
+    second
+        .send(&format!(
+            "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
+                   "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+        ))
+        .await;
+    drop(second);
+
+    let mut outcomes = std::collections::BTreeMap::new();
+    for f in followers {
+        let (cache, body) = tokio::time::timeout(Duration::from_secs(20), f).await.unwrap().unwrap();
+        assert_eq!(stream_text(&body).0, "the whole answer", "{body}");
+        *outcomes.entry(cache).or_insert(0) += 1;
+    }
+    assert_eq!(outcomes.get("miss"), Some(&1), "one follower led: {outcomes:?}");
+    assert_eq!(outcomes.get("hit"), Some(&9), "{outcomes:?}");
+    assert_eq!(up.bodies().len(), 2, "one new upstream request, not ten");
+}

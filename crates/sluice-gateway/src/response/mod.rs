@@ -61,7 +61,7 @@ impl AnswerPlan {
             stages.push(AnyStage::Rewrite(r.start()));
         }
         if let Some(s) = store {
-            stages.push(AnyStage::Store(s));
+            stages.push(AnyStage::Store(Box::new(s)));
         }
         (!stages.is_empty()).then(|| Chain::new(stages))
     }
@@ -116,14 +116,15 @@ fn stopped(stop: FilterStop) -> GatewayError {
 /// The response stages there are (static dispatch; no boxes per stage).
 enum AnyStage {
     Rewrite(rewrite::Rewrite),
-    Store(store::Store),
+    /// Boxed: a request that stores pays one allocation; the others carry no large variant.
+    Store(Box<store::Store>),
 }
 
 impl AnyStage {
     fn stage(&mut self) -> &mut dyn ResponseStage {
         match self {
             AnyStage::Rewrite(s) => s,
-            AnyStage::Store(s) => s,
+            AnyStage::Store(s) => s.as_mut(),
         }
     }
 }

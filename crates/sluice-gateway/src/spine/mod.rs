@@ -167,18 +167,23 @@ async fn walk(
 
     // The cache's lookup: after admission (a hit counts as a request), before the queue (a
     // hit never waits for a place).
-    let looked = next!(plan.cache.run(
-        &gw.cache,
-        &caller,
-        &decision,
-        &inbound,
-        &parts.headers,
-        finish.request_id()
-    ));
+    let deadline = finish.started() + policy.total_timeout;
+    let looked = next!(
+        plan.cache
+            .run(
+                &gw.cache,
+                &caller,
+                &decision,
+                &inbound,
+                &parts.headers,
+                finish.request_id(),
+                deadline
+            )
+            .await
+    );
     finish.cache(looked.outcome, looked.key);
     finish.stage(plan.cache.timed(), clock.lap());
 
-    let deadline = finish.started() + policy.total_timeout;
     let permit = plan
         .queue
         .run(snap, &caller, &parts.headers, deadline)

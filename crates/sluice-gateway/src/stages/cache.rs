@@ -3,17 +3,21 @@
 //! reply; on a miss the key goes on, for the response stage that stores the answer once it has
 //! ended well.
 //!
+//! Concurrent identical misses send one upstream request: the first leads, the others wait for
+//! its answer to be stored (`sluice_cache::Flights`) and hit; if it is not stored (the leader
+//! failed or its client left), one of them leads the next attempt.
+//!
 //! What the client may ask, bounded by the route: `cache-control: no-cache` (look nothing up,
 //! store the fresh answer), `no-store` (do not store), `x-sluice-cache-ttl-ms` (store for less
 //! than the route's TTL, and accept only entries younger than that). A request can never
 //! lengthen a TTL.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
-use sluice_cache::{CacheKey, Entry, KeyParts, MemoryTier, Scope, Storing};
+use sluice_cache::{CacheKey, Entry, Flights, Joined, KeyParts, MemoryTier, Scope, Storing};
 use sluice_config::{CachePolicy, Config, RouteConfig};
 use sluice_providers::{Endpoint, InboundRequest, Wire, names, translate};
 
@@ -74,14 +78,18 @@ impl CacheStage {
     }
 
     /// Looks the request up: the stored answer, or the key its answer will be stored under.
-    pub fn run(
+    /// A miss while an identical request is in the air waits for it (until `deadline`) and
+    /// looks again.
+    #[allow(clippy::too_many_arguments)] // the stage's typed inputs, each used
+    pub async fn run(
         &self,
-        tier: &MemoryTier,
+        cache: &CacheTiers,
         caller: &Caller,
         decision: &Decision<'_>,
         inbound: &InboundRequest,
         headers: &HeaderMap,
         request_id: &str,
+        deadline: Instant,
     ) -> Result<Flow<Looked>, GatewayError> {
         let Some(on) = &self.on else {
             return Ok(Flow::Next(Looked::default()));
@@ -122,18 +130,58 @@ impl CacheStage {
             },
         );
         let hex = key.hex();
-        if !control.no_cache
-            && let Some(entry) = tier.get(&key)
-            && entry.stored_at.elapsed().is_ok_and(|age| age <= control.ttl)
-        {
-            return Ok(Flow::Respond(replay(&entry, inbound, request_id, hex)));
+        let tier = &cache.memory;
+        let storing = |leading| Storing::new(tier, key.clone(), control.ttl, on.policy.max_entry_bytes, leading);
+        let miss = |store| {
+            Flow::Next(Looked {
+                outcome: Some("miss"),
+                key: Some(hex.clone()),
+                store,
+            })
+        };
+        for round in 0.. {
+            if !control.no_cache
+                && let Some(entry) = tier.get(&key)
+                && entry.stored_at.elapsed().is_ok_and(|age| age <= control.ttl)
+            {
+                return Ok(Flow::Respond(replay(&entry, inbound, request_id, hex)));
+            }
+            if control.no_store {
+                return Ok(miss(None));
+            }
+            match cache.flights.join(&key) {
+                Joined::Lead(leading) => return Ok(miss(Some(storing(Some(leading))))),
+                // `no-cache` asked for a fresh answer; and a flight that keeps failing is
+                // followed only so often.
+                Joined::Follow(_) if control.no_cache || round >= MAX_FOLLOWS => break,
+                Joined::Follow(flight) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if tokio::time::timeout(left, flight.landed()).await.is_err() {
+                        break;
+                    }
+                }
+            }
         }
-        let store = (!control.no_store).then(|| Storing::new(tier, key, control.ttl, on.policy.max_entry_bytes));
-        Ok(Flow::Next(Looked {
-            outcome: Some("miss"),
-            key: Some(hex),
-            store,
-        }))
+        Ok(miss(Some(storing(None))))
+    }
+}
+
+/// How many landed flights a miss follows before it goes upstream on its own.
+const MAX_FOLLOWS: usize = 3;
+
+/// The cache's tiers and its flights: live state, kept across reloads.
+#[derive(Debug)]
+pub struct CacheTiers {
+    pub memory: MemoryTier,
+    pub flights: Flights,
+}
+
+impl CacheTiers {
+    pub fn new(memory_bytes: u64) -> CacheTiers {
+        CacheTiers {
+            memory: MemoryTier::new(memory_bytes),
+            flights: Flights::default(),
+        }
     }
 }
 

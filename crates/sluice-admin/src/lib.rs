@@ -3,6 +3,7 @@
 //!
 //! It never sits on the request path: the gateway serves it on the admin listener only.
 
+mod cache;
 mod error;
 pub mod usage;
 
@@ -40,6 +41,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/admin/config", get(config_summary))
         .route("/admin/usage", get(crate::usage::handler))
         .route("/admin/health", get(health))
+        .route("/admin/cache", delete(cache::purge))
+        .route("/admin/cache/stats", get(cache::stats))
         .layer(middleware::from_fn_with_state(gw.clone(), require_token))
         .with_state(gw)
 }

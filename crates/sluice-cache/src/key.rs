@@ -84,6 +84,8 @@ pub struct KeyParts<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     scope: Scope,
+    /// The route's name (also in the digest): entries are purged by route.
+    route: Arc<str>,
     digest: [u8; 32],
 }
 
@@ -102,12 +104,17 @@ impl CacheKey {
         field(&mut h, b'b', parts.body);
         CacheKey {
             scope: scope.clone(),
+            route: Arc::from(parts.route),
             digest: h.finalize().into(),
         }
     }
 
     pub fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    pub fn route(&self) -> &str {
+        &self.route
     }
 
     /// A number spread evenly over keys (to shard maps of keys by).

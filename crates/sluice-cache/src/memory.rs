@@ -70,6 +70,7 @@ impl Expiry<CacheKey, Arc<Entry>> for ByEntry {
 #[derive(Clone)]
 pub struct MemoryTier {
     cache: moka::sync::Cache<CacheKey, Arc<Entry>>,
+    max_bytes: u64,
 }
 
 impl std::fmt::Debug for MemoryTier {
@@ -89,7 +90,23 @@ impl MemoryTier {
                 .weigher(|_k: &CacheKey, v: &Arc<Entry>| v.bytes)
                 .expire_after(ByEntry)
                 .build(),
+            max_bytes,
         }
+    }
+
+    /// The byte budget.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Removes every entry whose key `matches`; returns how many. It walks every entry: call it
+    /// from a thread that may block (the admin API does), never on the request path.
+    pub fn purge(&self, matches: impl Fn(&CacheKey) -> bool) -> u64 {
+        let keys: Vec<Arc<CacheKey>> = self.cache.iter().filter(|(k, _)| matches(k)).map(|(k, _)| k).collect();
+        for k in &keys {
+            self.cache.invalidate(k.as_ref());
+        }
+        keys.len() as u64
     }
 
     /// The entry for `key`, unless it expired.
@@ -211,5 +228,19 @@ mod tests {
         tier.sync();
         assert!(tier.bytes() <= 64 * 1024, "{} bytes held", tier.bytes());
         assert!(tier.entries() < 100);
+    }
+
+    #[test]
+    fn purge_removes_what_matches_and_says_how_many() {
+        let tier = MemoryTier::new(1 << 20);
+        for n in 0..10 {
+            tier.insert(key(n), Entry::new(answer("a"), 1, Duration::from_secs(3600)));
+        }
+        let odd: Vec<String> = (0..10).filter(|n| n % 2 == 1).map(|n| key(n).hex()).collect();
+        assert_eq!(tier.purge(|k| odd.contains(&k.hex())), 5);
+        assert!(tier.get(&key(1)).is_none());
+        assert!(tier.get(&key(2)).is_some());
+        assert_eq!(tier.purge(|k| k.route() == "r"), 5);
+        assert!(tier.get(&key(2)).is_none());
     }
 }

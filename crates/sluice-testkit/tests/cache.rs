@@ -447,3 +447,46 @@ keys:
     assert_eq!(outcomes.get("hit"), Some(&9), "{outcomes:?}");
     assert_eq!(up.bodies().len(), 2, "one new upstream request, not ten");
 }
+
+#[tokio::test]
+async fn entries_are_purged_by_tenant_route_or_key_through_the_admin_api() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "")).await;
+    for (key, q) in [(KEY, "one"), (KEY, "two"), (GLOBEX, "one")] {
+        assert_eq!(
+            gw.chat(key, &ask("chat", q)).await.header("x-sluice-cache"),
+            Some("miss")
+        );
+    }
+    let stats = gw.admin(http::Method::GET, "/admin/cache/stats", None).await.json();
+    assert_eq!(stats["entries"], 3, "{stats}");
+    assert!(stats["bytes"].as_u64().unwrap() > 0);
+
+    let purged = gw.admin(http::Method::DELETE, "/admin/cache?tenant=acme", None).await;
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    assert_eq!(purged.json()["purged"], 2);
+    assert_eq!(
+        gw.chat(KEY, &ask("chat", "one")).await.header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        gw.chat(GLOBEX, &ask("chat", "one")).await.header("x-sluice-cache"),
+        Some("hit")
+    );
+
+    // By key: the access log's `cache_key` of globex's entry.
+    let lines = gw.log_lines(5).await;
+    let key = lines[2]["cache_key"].as_str().unwrap().to_owned();
+    let purged = gw
+        .admin(http::Method::DELETE, &format!("/admin/cache?key={key}"), None)
+        .await;
+    assert_eq!(purged.json()["purged"], 1);
+    assert_eq!(
+        gw.chat(GLOBEX, &ask("chat", "one")).await.header("x-sluice-cache"),
+        Some("miss")
+    );
+    // By route: everything left.
+    let purged = gw.admin(http::Method::DELETE, "/admin/cache?route=cached", None).await;
+    assert_eq!(purged.json()["purged"], 2);
+    assert_eq!(requests(&mock), 5);
+}

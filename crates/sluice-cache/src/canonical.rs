@@ -44,7 +44,11 @@ pub struct Canonical {
 
 /// The canonical form of a JSON request body (an object).
 pub fn canonical(body: &[u8]) -> Result<Canonical, serde_json::Error> {
-    let mut value: Value = serde_json::from_slice(body)?;
+    Ok(of_value(serde_json::from_slice(body)?))
+}
+
+/// The canonical form of a request already read as JSON.
+pub fn of_value(mut value: Value) -> Canonical {
     let mut sampled = true;
     let mut choices = 1;
     if let Value::Object(map) = &mut value {
@@ -68,13 +72,13 @@ pub fn canonical(body: &[u8]) -> Result<Canonical, serde_json::Error> {
             choices = n;
         }
     }
-    let mut bytes = Vec::with_capacity(body.len());
+    let mut bytes = Vec::with_capacity(256);
     write(&value, &mut bytes);
-    Ok(Canonical {
+    Canonical {
         bytes,
         sampled,
         choices,
-    })
+    }
 }
 
 fn write(v: &Value, out: &mut Vec<u8>) {

@@ -36,6 +36,12 @@ pub fn read_request(wire: Wire, body: &[u8]) -> Result<ChatRequest, RequestError
     }
 }
 
+/// A canonical request written as an OpenAI chat request for its own model (one form for a
+/// request from any front door).
+pub fn openai_chat_request(req: &ChatRequest) -> Bytes {
+    crate::openai_chat::request::chat_to_request(req, &req.model)
+}
+
 /// A whole answer as the client's event stream (for answers the gateway makes itself, and
 /// replays of stored ones); OpenAI's usage chunk only when the client asked for it.
 pub fn write_stream(wire: Wire, r: &ChatResponse, include_usage: bool) -> Bytes {

@@ -204,8 +204,8 @@ async fn a_streamed_answer_is_stored_after_its_end_and_replayed_as_a_stream_in_e
     assert_eq!(text_of(&whole), live_text);
     assert_eq!(requests(&mock), 1);
 
-    // Through the Anthropic front door: its own entry (another request format), replayed in
-    // Anthropic's event sequence.
+    // Through the Anthropic front door, with other parameters (`max_tokens`, no mock knobs):
+    // another entry, stored from the stream and replayed in Anthropic's event sequence.
     let body = json!({"model": "chat", "max_tokens": 64, "temperature": 0.2, "stream": true,
         "messages": [{"role": "user", "content": "Tell me about the sea."}]});
     let headers = [("anthropic-version", "2023-06-01")];
@@ -489,4 +489,58 @@ async fn entries_are_purged_by_tenant_route_or_key_through_the_admin_api() {
     let purged = gw.admin(http::Method::DELETE, "/admin/cache?route=cached", None).await;
     assert_eq!(purged.json()["purged"], 2);
     assert_eq!(requests(&mock), 5);
+}
+
+#[tokio::test]
+async fn the_same_question_through_three_front_doors_is_one_entry_in_three_formats() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "")).await;
+    let question = "Name three rivers in Portugal.";
+    let openai = json!({"model": "chat", "max_tokens": 64, "temperature": 0.2,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}]});
+    let first = gw.chat(KEY, &openai).await;
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let answer = text(&first);
+
+    // Anthropic's Messages API: the system prompt apart, `max_tokens` required.
+    let anthropic = json!({"model": "chat", "max_tokens": 64, "temperature": 0.2, "system": "Be brief.",
+        "messages": [{"role": "user", "content": question}]});
+    let r = gw
+        .post_raw(
+            "/v1/messages",
+            Some(KEY),
+            &[("anthropic-version", "2023-06-01")],
+            anthropic.to_string(),
+        )
+        .await;
+    assert_eq!(r.header("x-sluice-cache"), Some("hit"), "{}", r.text());
+    assert_eq!(r.json()["type"], "message");
+    assert_eq!(r.json()["content"][0]["text"], answer.as_str());
+    assert!(r.json()["id"].as_str().unwrap().starts_with("msg_"));
+
+    // The Responses API.
+    let responses = json!({"model": "chat", "max_output_tokens": 64, "temperature": 0.2,
+        "instructions": "Be brief.", "input": question});
+    let r = gw.post("/v1/responses", KEY, &responses).await;
+    assert_eq!(r.header("x-sluice-cache"), Some("hit"), "{}", r.text());
+    assert_eq!(r.json()["output"][0]["content"][0]["text"], answer.as_str());
+    assert_eq!(requests(&mock), 1);
+
+    // A parameter only one format has still tells requests apart: not served from the entry,
+    // this one goes on (and is refused: the OpenAI upstream has no `top_k`).
+    let mut top_k = anthropic.clone();
+    top_k["top_k"] = json!(5);
+    let r = gw
+        .post_raw(
+            "/v1/messages",
+            Some(KEY),
+            &[("anthropic-version", "2023-06-01")],
+            top_k.to_string(),
+        )
+        .await;
+    assert_ne!(r.header("x-sluice-cache"), Some("hit"), "{}", r.text());
+    assert_eq!(r.status, 400, "{}", r.text());
+    let mut seed = openai.clone();
+    seed["seed"] = json!(7);
+    assert_eq!(gw.chat(KEY, &seed).await.header("x-sluice-cache"), Some("miss"));
 }

@@ -102,8 +102,14 @@ impl CacheStage {
             return Ok(Flow::Next(Looked::default()));
         }
         let control = Control::read(headers, on.policy.ttl);
-        let Ok(canonical) = sluice_cache::canonical(&inbound.body) else {
-            return Ok(Flow::Next(Looked::bypass()));
+        // One form for a chat request from any front door (and one endpoint name for them), else
+        // the body's own.
+        let (canonical, endpoint) = match chat_form(inbound) {
+            Some(c) => (c, "chat"),
+            None => match sluice_cache::canonical(&inbound.body) {
+                Ok(c) => (c, inbound.endpoint.as_str()),
+                Err(_) => return Ok(Flow::Next(Looked::bypass())),
+            },
         };
         // Several answers to choose from are not one answer to keep; a route that must not
         // reuse sampled answers leaves them out.
@@ -123,7 +129,7 @@ impl CacheStage {
             &KeyParts {
                 route: &on.route,
                 policy_version: on.versions.get(decision.model_index).map_or("", String::as_str),
-                endpoint: inbound.endpoint.as_str(),
+                endpoint,
                 model: &decision.model.name,
                 headers: &pairs,
                 body: &canonical.bytes,
@@ -185,6 +191,28 @@ impl CacheTiers {
     }
 }
 
+/// A chat request's canonical form whatever its front door (chat completions, messages,
+/// responses): read into the canonical request and written as one OpenAI chat request, with
+/// what that format has no field for (`top_k`, the source format's other parameters) added. The
+/// same question asked through two front doors is then one entry, replayed in each client's
+/// format. `None` when the request cannot be read so (its own body's form is used then).
+fn chat_form(inbound: &InboundRequest) -> Option<sluice_cache::Canonical> {
+    let req = translate::read_request(inbound.endpoint.wire(), &inbound.body).ok()?;
+    let body = translate::openai_chat_request(&req);
+    let mut value: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let map = value.as_object_mut()?;
+    if let Some(k) = req.top_k {
+        map.insert("top_k".to_owned(), k.into());
+    }
+    if let Some(p) = req.parallel_tool_calls {
+        map.insert("parallel_tool_calls".to_owned(), p.into());
+    }
+    for (name, v) in req.extra {
+        map.entry(name).or_insert(v);
+    }
+    Some(sluice_cache::canonical::of_value(value))
+}
+
 /// The client's cache controls, bounded by the route's TTL.
 struct Control {
     no_cache: bool,
@@ -219,15 +247,13 @@ impl Control {
     }
 }
 
-/// Request headers that change the answer, in a fixed order.
+/// Request headers that change the answer, in a fixed order. (`anthropic-version` names the
+/// wire format's version, which the replay is written in anyway: it does not split entries.)
 fn answer_headers(headers: &HeaderMap) -> Vec<(&'static str, &str)> {
-    [
-        (names::ANTHROPIC_VERSION, "anthropic-version"),
-        (names::ANTHROPIC_BETA, "anthropic-beta"),
-    ]
-    .into_iter()
-    .filter_map(|(h, name)| Some((name, headers.get(h)?.to_str().ok()?)))
-    .collect()
+    [(names::ANTHROPIC_BETA, "anthropic-beta")]
+        .into_iter()
+        .filter_map(|(h, name)| Some((name, headers.get(h)?.to_str().ok()?)))
+        .collect()
 }
 
 /// A stored answer in the client's format, with an id of its own.

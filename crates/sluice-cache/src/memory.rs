@@ -19,6 +19,8 @@ pub struct Entry {
     pub stored_at: SystemTime,
     /// How long it is served.
     pub ttl: Duration,
+    /// How much longer it is kept, for a fallback chain's `cache` step.
+    pub stale: Duration,
     bytes: u32,
 }
 
@@ -26,15 +28,21 @@ pub struct Entry {
 const OVERHEAD: usize = 256;
 
 impl Entry {
-    pub fn new(answer: ChatResponse, cost_micros: u64, ttl: Duration) -> Entry {
+    pub fn new(answer: ChatResponse, cost_micros: u64, ttl: Duration, stale: Duration) -> Entry {
         let bytes = weigh(&answer);
         Entry {
             answer,
             cost_micros,
             stored_at: SystemTime::now(),
             ttl,
+            stale,
             bytes,
         }
+    }
+
+    /// Whether it is at most `within` old.
+    pub fn younger_than(&self, within: Duration) -> bool {
+        self.stored_at.elapsed().is_ok_and(|age| age <= within)
     }
 
     /// Its size in the cache's measure: the answer's text, tool calls and ids, and a fixed
@@ -62,7 +70,7 @@ struct ByEntry;
 
 impl Expiry<CacheKey, Arc<Entry>> for ByEntry {
     fn expire_after_create(&self, _key: &CacheKey, value: &Arc<Entry>, _created_at: Instant) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl.saturating_add(value.stale))
     }
 }
 
@@ -141,6 +149,7 @@ pub struct Storing {
     tier: MemoryTier,
     key: CacheKey,
     ttl: Duration,
+    stale: Duration,
     max_bytes: u64,
     /// The flight this miss leads, if it does: landed (its followers woken) when this is
     /// committed or dropped — after the entry is in the tier, or when the answer will not be.
@@ -148,11 +157,18 @@ pub struct Storing {
 }
 
 impl Storing {
-    pub fn new(tier: &MemoryTier, key: CacheKey, ttl: Duration, max_bytes: u64, leading: Option<Leading>) -> Storing {
+    pub fn new(
+        tier: &MemoryTier,
+        key: CacheKey,
+        (ttl, stale): (Duration, Duration),
+        max_bytes: u64,
+        leading: Option<Leading>,
+    ) -> Storing {
         Storing {
             tier: tier.clone(),
             key,
             ttl,
+            stale,
             max_bytes,
             _leading: leading,
         }
@@ -165,7 +181,7 @@ impl Storing {
 
     /// Stores the answer; `false` (and nothing stored) when it is larger than the route allows.
     pub fn commit(self, answer: ChatResponse, cost_micros: u64) -> bool {
-        let entry = Entry::new(answer, cost_micros, self.ttl);
+        let entry = Entry::new(answer, cost_micros, self.ttl, self.stale);
         if u64::from(entry.bytes()) > self.max_bytes {
             return false;
         }
@@ -212,8 +228,14 @@ mod tests {
     #[test]
     fn entries_expire_with_their_ttl_and_stay_within_the_budget() {
         let tier = MemoryTier::new(64 * 1024);
-        tier.insert(key(0), Entry::new(answer("short-lived"), 1, Duration::from_millis(1)));
-        tier.insert(key(1), Entry::new(answer("kept"), 1, Duration::from_secs(3600)));
+        tier.insert(
+            key(0),
+            Entry::new(answer("short-lived"), 1, Duration::from_millis(1), Duration::ZERO),
+        );
+        tier.insert(
+            key(1),
+            Entry::new(answer("kept"), 1, Duration::from_secs(3600), Duration::ZERO),
+        );
         std::thread::sleep(Duration::from_millis(20));
         assert!(tier.get(&key(0)).is_none(), "past its TTL");
         assert_eq!(
@@ -223,7 +245,10 @@ mod tests {
         // 1 000 entries of ~1.3 KiB into a 64 KiB budget.
         let text = "x".repeat(1024);
         for n in 2..1002 {
-            tier.insert(key(n), Entry::new(answer(&text), 1, Duration::from_secs(3600)));
+            tier.insert(
+                key(n),
+                Entry::new(answer(&text), 1, Duration::from_secs(3600), Duration::ZERO),
+            );
         }
         tier.sync();
         assert!(tier.bytes() <= 64 * 1024, "{} bytes held", tier.bytes());
@@ -234,7 +259,10 @@ mod tests {
     fn purge_removes_what_matches_and_says_how_many() {
         let tier = MemoryTier::new(1 << 20);
         for n in 0..10 {
-            tier.insert(key(n), Entry::new(answer("a"), 1, Duration::from_secs(3600)));
+            tier.insert(
+                key(n),
+                Entry::new(answer("a"), 1, Duration::from_secs(3600), Duration::ZERO),
+            );
         }
         let odd: Vec<String> = (0..10).filter(|n| n % 2 == 1).map(|n| key(n).hex()).collect();
         assert_eq!(tier.purge(|k| odd.contains(&k.hex())), 5);

@@ -65,11 +65,20 @@ pub(crate) fn policy(
         .as_ref()
         .or(defaults.skip_sampled.as_ref())
         .is_some_and(|v| v.value);
+    let stale = ranged(
+        pick(&own.stale_ms, &defaults.stale_ms).as_ref(),
+        0,
+        0,
+        MAX_TTL_MS,
+        &p("stale_ms"),
+        errs,
+    );
     (ttl > 0).then(|| CachePolicy {
         ttl: Duration::from_millis(ttl),
         scope,
         max_entry_bytes,
         skip_sampled,
+        stale: Duration::from_millis(stale),
     })
 }
 

@@ -74,6 +74,8 @@ pub struct RawCache {
     pub max_entry_bytes: Option<S<u64>>,
     /// Leave out sampled requests (`temperature` > 0, or none given).
     pub skip_sampled: Option<S<bool>>,
+    /// Keep entries this long past their TTL, for a fallback chain's `cache` step.
+    pub stale_ms: Option<S<u64>>,
 }
 
 /// Geographic routing: where a caller is, and which regions serve it in what order.
@@ -379,8 +381,9 @@ pub struct RawRoute {
     pub retry: Option<RawRetry>,
     /// The response cache (fields not given come from `defaults.cache`).
     pub cache: Option<RawCache>,
-    /// Aliases tried in order when the route's model fails.
-    pub fallback: Option<Vec<S<String>>>,
+    /// Steps tried in order when the route's model fails: model aliases, and
+    /// `{cache: {stale_ms}}` (a stored answer, even past its TTL).
+    pub fallback: Option<Vec<S<RawFallbackStep>>>,
     /// Which failures fall back: error, timeout, open_circuit, rate_limit, context_length,
     /// content_policy.
     pub fallback_on: Option<Vec<S<String>>>,
@@ -423,6 +426,22 @@ pub struct RawQueue {
     pub max_concurrency: S<u64>,
     pub max_queued: Option<S<u64>>,
     pub timeout_ms: Option<S<u64>>,
+}
+
+/// One step of a fallback chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawFallbackStep {
+    /// Another model alias.
+    Alias(String),
+    /// The route's cached answer, even past its TTL (within `stale_ms` of it).
+    Cache { cache: RawStaleCache },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStaleCache {
+    pub stale_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -126,12 +126,54 @@ pub(crate) fn breaker(raw: &RawBreaker, errs: &mut Collector) -> BreakerConfig {
 }
 
 /// A route's fallback chain.
-pub(crate) fn fallback(r: &RawRoute, model_names: &[&str], path: &str, errs: &mut Collector) -> FallbackConfig {
-    let models = r
-        .fallback
-        .as_ref()
-        .map(|list| crate::collect::resolve_models(list, model_names, &format!("{path}.fallback"), errs))
-        .unwrap_or_default();
+pub(crate) fn fallback(
+    r: &RawRoute,
+    cache: Option<&crate::types::CachePolicy>,
+    model_names: &[&str],
+    path: &str,
+    errs: &mut Collector,
+) -> FallbackConfig {
+    let mut models = Vec::new();
+    let mut stale_step = None;
+    for (j, step) in r.fallback.iter().flatten().enumerate() {
+        let at = format!("{path}.fallback[{j}]");
+        match &step.value {
+            crate::raw::RawFallbackStep::Alias(name) => match model_names.iter().position(|n| *n == name) {
+                Some(i) => models.push(i),
+                None => errs.push(at, Some(step), format!("unknown model alias {name:?}")),
+            },
+            crate::raw::RawFallbackStep::Cache { cache: c } => {
+                let Some(policy) = cache else {
+                    errs.push(
+                        at,
+                        Some(step),
+                        "a cache step needs the route's `cache` (with `stale_ms`)",
+                    );
+                    continue;
+                };
+                if stale_step.is_some() {
+                    errs.push(at, Some(step), "one cache step per chain");
+                    continue;
+                }
+                let stale = c.stale_ms.map_or(policy.stale, Duration::from_millis);
+                if stale > policy.stale {
+                    errs.push(
+                        at,
+                        Some(step),
+                        format!(
+                            "stale_ms must not exceed the route's cache.stale_ms ({}): entries are kept no longer",
+                            policy.stale.as_millis()
+                        ),
+                    );
+                    continue;
+                }
+                stale_step = Some(crate::types::StaleStep {
+                    after: models.len(),
+                    stale,
+                });
+            }
+        }
+    }
     let on = match &r.fallback_on {
         None => vec![
             FallbackReason::Error,
@@ -158,6 +200,7 @@ pub(crate) fn fallback(r: &RawRoute, model_names: &[&str], path: &str, errs: &mu
     };
     FallbackConfig {
         models,
+        cache: stale_step,
         on,
         response: r.fallback_response.as_ref().map(|f| f.content.value.clone()),
     }

@@ -96,6 +96,8 @@ pub(crate) fn route(
             response_transform: p.value.response_transform.clone(),
         }
     });
+    let route_policy = policy(&r.policy(), defaults, &path, server_max_body, errs);
+    let fallback = crate::resilience::fallback(r, route_policy.cache.as_ref(), model_names, &path, errs);
     RouteConfig {
         name: r.name.value.clone(),
         matcher: RouteMatch {
@@ -110,10 +112,10 @@ pub(crate) fn route(
         },
         model,
         allowed_models,
-        policy: policy(&r.policy(), defaults, &path, server_max_body, errs),
+        policy: route_policy,
         prediction,
         limits: crate::spend::limits(&r.limits, &format!("{path}.limits"), Some(&r.name), errs),
-        fallback: crate::resilience::fallback(r, model_names, &path, errs),
+        fallback,
         queue: crate::resilience::queue(r, &path, errs),
         degrade: crate::resilience::degrade(r, model_names, &path, errs),
         debug_rewrite: r.debug_rewrite.as_ref().and_then(|d| debug_rewrite(d, &path, errs)),

@@ -52,6 +52,8 @@ pub struct Cached {
     pub saved_cost_micros: u64,
     /// The entry's key (hex).
     pub key: String,
+    /// `hit`, or `stale` (a fallback chain's `cache` step, past the TTL).
+    pub outcome: &'static str,
 }
 
 /// The client's IP address, attached to each request.

@@ -544,3 +544,80 @@ async fn the_same_question_through_three_front_doors_is_one_entry_in_three_forma
     seed["seed"] = json!(7);
     assert_eq!(gw.chat(KEY, &seed).await.header("x-sluice-cache"), Some("miss"));
 }
+
+#[tokio::test]
+async fn when_every_model_fails_a_stored_answer_past_its_ttl_answers_as_stale() {
+    let mock = mock().await;
+    let yaml = format!(
+        r#"
+deployments:
+  - {{ name: mock-a, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+models:
+  - {{ name: chat, deployments: [mock-a] }}
+breaker: {{ consecutive_failures: 2, open_ms: 600000 }}
+routes:
+  - name: stale
+    forward_params: [mock]
+    cache: {{ ttl_ms: 200, stale_ms: 600000 }}
+    fallback: [{{ cache: {{ stale_ms: 600000 }} }}]
+keys:
+  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
+"#,
+        mock.base_url(),
+        key_hash(KEY)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let q = ask("chat", "Still there?");
+    let first = gw.chat(KEY, &q).await;
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // The upstream fails until its breaker opens: nothing stored for these, so they fail.
+    for i in 0..2 {
+        let mut failing = ask("chat", &format!("Failing {i}"));
+        failing["mock"] = json!({"status": 500});
+        assert_eq!(gw.chat(KEY, &failing).await.status, 502);
+    }
+    // Past its TTL the entry is no hit; with every model out, the chain's cache step answers.
+    let stale = gw.chat(KEY, &q).await;
+    assert_eq!(stale.status, 200, "{}", stale.text());
+    assert_eq!(stale.header("x-sluice-cache"), Some("stale"));
+    assert_eq!(stale.header("x-sluice-fallback"), Some("true"));
+    assert_eq!(stale.header("x-sluice-fallback-reason"), Some("open_circuit"));
+    assert_eq!(text(&stale), text(&first));
+    // A question never answered has nothing to fall back on.
+    assert_eq!(gw.chat(KEY, &ask("chat", "Never asked")).await.status, 502);
+    let lines = gw.log_lines(5).await;
+    assert_eq!(lines[3]["cache"], "stale");
+    assert_eq!(lines[3]["cost_micros"].as_u64().unwrap_or(0), 0);
+    assert_eq!(
+        requests(&mock),
+        3,
+        "the stale answer and the last one never reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_cache_step_needs_the_routes_cache_and_no_more_staleness_than_it_keeps() {
+    let mock = mock().await;
+    let route = |cache: &str| {
+        format!(
+            "  - name: r\n    match: {{ models: [chat] }}\n{cache}    fallback: [other, {{ cache: {{ stale_ms: 5000 }} }}]\n"
+        )
+    };
+    for (cache, problem) in [
+        ("", "needs the route's `cache`"),
+        ("    cache: { ttl_ms: 1000, stale_ms: 1000 }\n", "must not exceed"),
+    ] {
+        let text = config_with_routes(&mock, &route(cache));
+        match sluice_config::load_str(&text, &env) {
+            Err(e) => assert!(e.to_string().contains(problem), "{e}"),
+            Ok(_) => panic!("accepted: {text}"),
+        }
+    }
+    let ok = config_with_routes(&mock, &route("    cache: { ttl_ms: 1000, stale_ms: 5000 }\n"));
+    let c = sluice_config::load_str(&ok, &env).unwrap();
+    let chain = &c.routes[0].fallback;
+    assert_eq!(chain.models.len(), 1);
+    assert_eq!(chain.cache.unwrap().after, 1);
+}

@@ -88,9 +88,21 @@ impl FallbackReason {
 pub struct FallbackConfig {
     /// Model indices, tried in order.
     pub models: Vec<usize>,
+    /// The chain's cache step: after how many of `models` it comes, and how far past its TTL
+    /// a stored answer may be.
+    pub cache: Option<StaleStep>,
     pub on: Vec<FallbackReason>,
     /// The degradation answer's text.
     pub response: Option<String>,
+}
+
+/// A fallback chain's `cache` step: a stored answer, even past its TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleStep {
+    /// How many of the chain's aliases come before it.
+    pub after: usize,
+    /// How far past its TTL an answer may be (at most the route's `cache.stale_ms`).
+    pub stale: std::time::Duration,
 }
 
 /// Geographic routing: the caller's region comes from a header, else from the network its

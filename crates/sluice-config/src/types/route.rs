@@ -79,6 +79,8 @@ pub struct CachePolicy {
     pub max_entry_bytes: u64,
     /// Sampled requests (`temperature` > 0, or none given) are neither looked up nor stored.
     pub skip_sampled: bool,
+    /// Entries are kept this long past their TTL: for a fallback chain's `cache` step.
+    pub stale: Duration,
 }
 
 /// Who shares a cache entry. The tenant is always part of it (a key without a tenant is its

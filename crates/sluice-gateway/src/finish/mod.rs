@@ -38,6 +38,13 @@ pub struct RequestRecord {
     pub config_version: Arc<str>,
 }
 
+impl CachePart {
+    /// The answer came from the cache (a hit, or a fallback's stale answer): charged nothing.
+    fn served(&self) -> bool {
+        matches!(self.outcome, Some("hit" | "stale"))
+    }
+}
+
 /// What the response cache did (on routes that cache).
 #[derive(Debug, Default)]
 pub struct CachePart {
@@ -334,11 +341,11 @@ impl Finish {
 
     /// The answer is a stored one: its usage is the original answer's (what the client is
     /// shown), but the request is charged no tokens and no cost.
-    pub fn cache_hit(&mut self, usage: Usage, saved_cost_micros: u64, key: String) {
+    pub fn cache_hit(&mut self, outcome: &'static str, usage: Usage, saved_cost_micros: u64, key: String) {
         if let Some(r) = self.record() {
             r.usage.set(usage, false);
             r.cache = CachePart {
-                outcome: Some("hit"),
+                outcome: Some(outcome),
                 key: Some(key),
                 saved_cost_micros: Some(saved_cost_micros),
             };
@@ -459,7 +466,7 @@ impl Finish {
         let total = self.started.elapsed();
         let overhead = r.timing.close(self.started, total, !r.attempts.is_empty());
         r.usage.cost();
-        let hit = r.cache.outcome == Some("hit");
+        let hit = r.cache.served();
         if hit {
             // A stored answer costs nothing: its usage is shown, not charged.
             r.usage.cost_micros = Some(0);
@@ -505,7 +512,7 @@ impl TimingPart {
 }
 
 fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
-    let hit = r.cache.outcome == Some("hit");
+    let hit = r.cache.served();
     let settlement = Entry::Settlement(Settlement {
         id: r.request_id.as_str().into(),
         at: chrono::Utc::now().timestamp_millis(),
@@ -538,7 +545,7 @@ fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
 /// fallback alias answered, or that never matched a route, resolves one here).
 fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, total: Duration, overhead: Duration) {
     let m = &telemetry.metrics;
-    let hit = r.cache.outcome == Some("hit");
+    let hit = r.cache.served();
     m.in_flight.dec();
     let route = r.route.route.as_ref().unwrap_or(&EMPTY);
     let model = r.route.model.as_ref().unwrap_or(&EMPTY);

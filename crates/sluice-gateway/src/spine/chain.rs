@@ -1,5 +1,6 @@
 //! The route's fallback chain, walked by the spine after the route's model failed: each alias
-//! re-admitted at its own prices and limits, then its attempts; then the fixed answer.
+//! re-admitted at its own prices and limits, then its attempts; its cache step (a stored
+//! answer, even past its TTL); then the fixed answer.
 
 use sluice_providers::InboundRequest;
 
@@ -46,6 +47,7 @@ pub(super) async fn fall_back(
     inbound: &InboundRequest,
     finish: &mut Finish,
     (deadline, region): (std::time::Instant, Option<&str>),
+    cached: Option<&(sluice_cache::CacheKey, std::time::Duration)>,
     mut err: GatewayError,
 ) -> Result<Flow<Upstream>, GatewayError> {
     let chain = &decision.route.config.fallback;
@@ -53,15 +55,27 @@ pub(super) async fn fall_back(
         return Err(err);
     };
     let aliases = chain.models.len();
-    for (k, step) in fallback::steps(chain).enumerate() {
+    let mut k = 0;
+    for step in fallback::steps(chain) {
         let index = match step {
             fallback::Step::Answer(text) => {
                 finish.set_fallback(&decision.model.name, why);
                 finish.release_admission(&Need::default());
                 return Ok(Flow::Respond(fallback::degraded(inbound, text, &decision.model.name)));
             }
+            fallback::Step::Cache(stale) => {
+                let answer = cached.and_then(|c| {
+                    crate::stages::cache::stale_answer(&gw.cache, c, stale, inbound, finish.request_id())
+                });
+                if let Some(reply) = answer {
+                    finish.set_fallback(&decision.model.name, why);
+                    return Ok(Flow::Respond(reply));
+                }
+                continue;
+            }
             fallback::Step::Alias(index) => index,
         };
+        k += 1;
         if std::time::Instant::now() >= deadline {
             continue; // out of time for another alias; the fixed answer, if any, still goes
         }
@@ -85,7 +99,7 @@ pub(super) async fn fall_back(
             }
         }
         finish.set_fallback(&next.model.name, why);
-        let how = attempting(gw, region, k + 1 < aliases, chain, finish.request_id());
+        let how = attempting(gw, region, k < aliases, chain, finish.request_id());
         let (result, done) = dispatch::attempts(snap, &next, inbound, deadline, how).await;
         finish.add_dispatch(done, &snap.currency);
         match result {

@@ -206,9 +206,19 @@ async fn walk(
     let upstream = match first {
         Ok(up) => up,
         Err(err) => next!(
-            fall_back(gw, snap, &decision, &caller, &inbound, finish, (deadline, region), err)
-                .await
-                .map_err(|e| retried(e, finish.attempts()))
+            fall_back(
+                gw,
+                snap,
+                &decision,
+                &caller,
+                &inbound,
+                finish,
+                (deadline, region),
+                looked.stale.as_ref(),
+                err
+            )
+            .await
+            .map_err(|e| retried(e, finish.attempts()))
         ),
     };
     finish.stage(Some(Stage::UpstreamTtfb), clock.lap());

@@ -39,7 +39,7 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
             r
         }
         Reply::Cached(hit) => {
-            finish.cache_hit(hit.usage, hit.saved_cost_micros, hit.key);
+            finish.cache_hit(hit.outcome, hit.usage, hit.saved_cost_micros, hit.key);
             finish.respond(200, None);
             let mut r = Response::new(ResponseBody::full(hit.body, finish));
             let h = r.headers_mut();
@@ -51,7 +51,7 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
                 h.insert(CONTENT_TYPE, JSON.clone());
             }
             h.insert(names::X_REQUEST_ID, id);
-            h.insert(names::X_SLUICE_CACHE, HeaderValue::from_static("hit"));
+            h.insert(names::X_SLUICE_CACHE, HeaderValue::from_static(hit.outcome));
             r
         }
         Reply::Stream(relay) => {

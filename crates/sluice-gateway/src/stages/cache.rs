@@ -50,6 +50,8 @@ pub struct Looked {
     pub key: Option<String>,
     /// Where the answer is stored once it has ended well (not on `no-store`).
     pub store: Option<Storing>,
+    /// The entry's key and the route's TTL, for a fallback chain's `cache` step.
+    pub stale: Option<(CacheKey, Duration)>,
 }
 
 impl Looked {
@@ -137,20 +139,22 @@ impl CacheStage {
         );
         let hex = key.hex();
         let tier = &cache.memory;
-        let storing = |leading| Storing::new(tier, key.clone(), control.ttl, on.policy.max_entry_bytes, leading);
+        let kept = (control.ttl, on.policy.stale);
+        let storing = |leading| Storing::new(tier, key.clone(), kept, on.policy.max_entry_bytes, leading);
         let miss = |store| {
             Flow::Next(Looked {
                 outcome: Some("miss"),
                 key: Some(hex.clone()),
                 store,
+                stale: Some((key.clone(), on.policy.ttl)),
             })
         };
         for round in 0.. {
             if !control.no_cache
                 && let Some(entry) = tier.get(&key)
-                && entry.stored_at.elapsed().is_ok_and(|age| age <= control.ttl)
+                && entry.younger_than(control.ttl)
             {
-                return Ok(Flow::Respond(replay(&entry, inbound, request_id, hex)));
+                return Ok(Flow::Respond(replay(&entry, inbound, request_id, hex, "hit")));
             }
             if control.no_store {
                 return Ok(miss(None));
@@ -256,8 +260,23 @@ fn answer_headers(headers: &HeaderMap) -> Vec<(&'static str, &str)> {
         .collect()
 }
 
+/// A fallback chain's `cache` step: the stored answer for `key`, even up to `stale` past the
+/// route's `ttl` (`x-sluice-cache: stale`).
+pub fn stale_answer(
+    cache: &CacheTiers,
+    (key, ttl): &(CacheKey, Duration),
+    stale: Duration,
+    inbound: &InboundRequest,
+    request_id: &str,
+) -> Option<Reply> {
+    let entry = cache.memory.get(key)?;
+    entry
+        .younger_than(ttl.saturating_add(stale))
+        .then(|| replay(&entry, inbound, request_id, key.hex(), "stale"))
+}
+
 /// A stored answer in the client's format, with an id of its own.
-fn replay(entry: &Entry, inbound: &InboundRequest, request_id: &str, key: String) -> Reply {
+fn replay(entry: &Entry, inbound: &InboundRequest, request_id: &str, key: String, outcome: &'static str) -> Reply {
     let wire = inbound.endpoint.wire();
     let mut answer = entry.answer.clone();
     let compact: String = request_id.chars().filter(char::is_ascii_alphanumeric).collect();
@@ -278,6 +297,7 @@ fn replay(entry: &Entry, inbound: &InboundRequest, request_id: &str, key: String
         usage: answer.usage,
         saved_cost_micros: entry.cost_micros,
         key,
+        outcome,
     })
 }
 

@@ -26,16 +26,22 @@ pub fn reason(e: &GatewayError, chain: &FallbackConfig) -> Option<FallbackReason
 pub enum Step<'c> {
     /// Another model alias (an index into the snapshot's models), re-admitted at its prices.
     Alias(usize),
+    /// The route's cached answer, even this far past its TTL.
+    Cache(std::time::Duration),
     /// The route's fixed degradation answer.
     Answer(&'c str),
 }
 
-/// The chain's steps in order: its aliases, then its fixed answer.
+/// The chain's steps in order: its aliases with its cache step where the config puts it, then
+/// its fixed answer.
 pub fn steps(chain: &FallbackConfig) -> impl Iterator<Item = Step<'_>> {
+    let cache_at = |i: usize| chain.cache.filter(|c| c.after == i).map(|c| Step::Cache(c.stale));
     chain
         .models
         .iter()
-        .map(|&m| Step::Alias(m))
+        .enumerate()
+        .flat_map(move |(i, &m)| cache_at(i).into_iter().chain(std::iter::once(Step::Alias(m))))
+        .chain(cache_at(chain.models.len()))
         .chain(chain.response.as_deref().map(Step::Answer))
 }
 

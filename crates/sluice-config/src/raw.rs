@@ -418,6 +418,8 @@ pub struct RawDegradeStep {
     pub when_queued: S<u64>,
     pub model: Option<S<String>>,
     pub max_tokens: Option<S<u64>>,
+    /// Serve only cached answers: a miss is refused (503) rather than queued.
+    pub cache_only: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

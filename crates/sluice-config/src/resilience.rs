@@ -269,6 +269,7 @@ pub(crate) fn geo(raw: Option<&crate::raw::RawGeo>, errs: &mut Collector) -> cra
 /// A route's degradation steps (they measure load by its queue).
 pub(crate) fn degrade(
     r: &RawRoute,
+    caches: bool,
     model_names: &[&str],
     path: &str,
     errs: &mut Collector,
@@ -297,15 +298,24 @@ pub(crate) fn degrade(
                 .first()
                 .copied()
             });
-            if s.model.is_none() && s.max_tokens.is_none() {
+            let cache_only = s.cache_only.unwrap_or(false);
+            if s.model.is_none() && s.max_tokens.is_none() && !cache_only {
                 errs.push(
                     format!("{path}.degrade[{j}]"),
                     Some(&s.when_queued),
-                    "a step names a model, a max_tokens cap, or both",
+                    "a step names a model, a max_tokens cap, cache_only, or a mix",
+                );
+            }
+            if cache_only && !caches {
+                errs.push(
+                    format!("{path}.degrade[{j}].cache_only"),
+                    Some(&s.when_queued),
+                    "cache_only needs the route's `cache`",
                 );
             }
             crate::types::DegradeStep {
                 when_queued: s.when_queued.value as usize,
+                cache_only,
                 model,
                 max_tokens: s.max_tokens.as_ref().map(|m| {
                     ranged(

@@ -98,6 +98,7 @@ pub(crate) fn route(
     });
     let route_policy = policy(&r.policy(), defaults, &path, server_max_body, errs);
     let fallback = crate::resilience::fallback(r, route_policy.cache.as_ref(), model_names, &path, errs);
+    let caches = route_policy.cache.is_some();
     RouteConfig {
         name: r.name.value.clone(),
         matcher: RouteMatch {
@@ -117,7 +118,7 @@ pub(crate) fn route(
         limits: crate::spend::limits(&r.limits, &format!("{path}.limits"), Some(&r.name), errs),
         fallback,
         queue: crate::resilience::queue(r, &path, errs),
-        degrade: crate::resilience::degrade(r, model_names, &path, errs),
+        degrade: crate::resilience::degrade(r, caches, model_names, &path, errs),
         debug_rewrite: r.debug_rewrite.as_ref().and_then(|d| debug_rewrite(d, &path, errs)),
     }
 }

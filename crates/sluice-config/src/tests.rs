@@ -406,3 +406,13 @@ fn bad_breaker_and_geo_settings_are_refused_not_replaced_by_defaults() {
     );
     check_errors("geo: { header: \"not a header\" }\n", &[(1, "geo.header")]);
 }
+
+#[test]
+fn a_cache_only_degradation_step_needs_the_routes_cache() {
+    check_errors(
+        "routes:\n  - name: r\n    queue: { max_concurrency: 1 }\n    degrade: [{ when_queued: 1, cache_only: true }]\n",
+        &[(4, "routes[0].degrade[0].cache_only")],
+    );
+    let c = load("routes:\n  - name: r\n    cache: { ttl_ms: 1000 }\n    queue: { max_concurrency: 1 }\n    degrade: [{ when_queued: 1, cache_only: true }]\n").unwrap();
+    assert!(c.routes[0].degrade[0].cache_only);
+}

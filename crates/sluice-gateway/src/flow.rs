@@ -93,8 +93,10 @@ pub enum Upstream {
 pub struct Routed<'s> {
     pub decision: Decision<'s>,
     pub inbound: InboundRequest,
-    /// What degradation under load changed (`model=…,max_tokens=…`), if anything.
+    /// What degradation under load changed (`model=…,max_tokens=…,cache_only`), if anything.
     pub degraded: Option<String>,
+    /// Degradation under load serves only cached answers (a miss is refused).
+    pub cache_only: bool,
 }
 
 impl Routed<'_> {

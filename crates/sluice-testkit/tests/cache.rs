@@ -621,3 +621,83 @@ async fn a_cache_step_needs_the_routes_cache_and_no_more_staleness_than_it_keeps
     assert_eq!(chain.models.len(), 1);
     assert_eq!(chain.cache.unwrap().after, 1);
 }
+
+/// Ends a scripted stream as a provider does: the text, the finish, the usage, `[DONE]`.
+async fn finish_stream(s: ScriptedStream, text: &str) {
+    s.send(&chunk(text)).await;
+    s.send(&format!(
+        "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
+               "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn under_overload_a_cache_only_step_serves_hits_and_refuses_misses() {
+    let mut up = ScriptedUpstream::start().await;
+    let yaml = format!(
+        r#"
+deployments:
+  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+models:
+  - {{ name: chat, deployments: [scripted] }}
+routes:
+  - name: busy
+    cache: {{ ttl_ms: 600000 }}
+    queue: {{ max_concurrency: 1, max_queued: 4, timeout_ms: 60000 }}
+    degrade: [{{ when_queued: 1, cache_only: true }}]
+keys:
+  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
+"#,
+        up.base_url(),
+        key_hash(KEY)
+    );
+    let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
+    let streamed = |question: &str| {
+        let mut q = ask("chat", question);
+        q["stream"] = json!(true);
+        q
+    };
+    // An answer stored while the route is calm.
+    let stored = gw.stream(KEY, &streamed("Known")).await;
+    finish_stream(up.next_stream().await, "known answer").await;
+    assert_eq!(stream_text(&read_all(stored.into_body()).await).0, "known answer");
+
+    // One request holds the route's only place; the next waits in its queue.
+    let holder = gw.stream(KEY, &streamed("Long")).await;
+    let held = up.next_stream().await;
+    let waiter = {
+        let gw = gw.clone();
+        let q = streamed("Waiting");
+        tokio::spawn(async move { read_all(gw.stream(KEY, &q).await.into_body()).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gw.metrics().await.contains(r#"sluice_queue_depth{route="busy"} 1"#) {
+        assert!(std::time::Instant::now() < deadline, "the second request never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Overloaded: a stored answer is served at once, anything else refused.
+    let hit = gw.chat(KEY, &ask("chat", "Known")).await;
+    assert_eq!(hit.status, 200, "{}", hit.text());
+    assert_eq!(hit.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(text(&hit), "known answer");
+    let refused = gw.chat(KEY, &ask("chat", "Unknown")).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.error_code(), "cache_only");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(up.bodies().len(), 2, "neither reached the upstream");
+
+    // The load passes: the held stream ends, the waiter is served.
+    finish_stream(held, "long answer").await;
+    assert_eq!(stream_text(&read_all(holder.into_body()).await).0, "long answer");
+    finish_stream(up.next_stream().await, "waited answer").await;
+    let waited = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stream_text(&waited).0, "waited answer");
+}

@@ -139,6 +139,8 @@ pub struct DegradeStep {
     /// Model index.
     pub model: Option<usize>,
     pub max_tokens: Option<u64>,
+    /// Serve only cached answers; a miss is refused with 503.
+    pub cache_only: bool,
 }
 
 /// At most `max_concurrency` requests of a route at once; up to `max_queued` more wait, by

@@ -142,13 +142,19 @@ async fn walk(
         decision,
         inbound,
         degraded: None,
+        cache_only: false,
     };
     let routed = next!(plan.degrade.run(snap, &caller, routed));
     let d = &routed.decision;
     let meter = plan.meters.get(d.model_index, &d.route.name, &d.model.name);
     finish.routed(routed.record(), policy.server_timing, meter);
     finish.stage(Some(Stage::Route), clock.lap());
-    let Routed { decision, inbound, .. } = routed;
+    let Routed {
+        decision,
+        inbound,
+        cache_only,
+        ..
+    } = routed;
     if inbound.body.len() as u64 > policy.max_body_bytes {
         return Err(too_large(policy.max_body_bytes));
     }
@@ -168,19 +174,23 @@ async fn walk(
     // The cache's lookup: after admission (a hit counts as a request), before the queue (a
     // hit never waits for a place).
     let deadline = finish.started() + policy.total_timeout;
-    let looked = next!(
-        plan.cache
-            .run(
-                &gw.cache,
-                &caller,
-                &decision,
-                &inbound,
-                &parts.headers,
-                finish.request_id(),
-                deadline
-            )
-            .await
-    );
+    let looked = plan
+        .cache
+        .run(
+            &gw.cache,
+            &caller,
+            &decision,
+            &inbound,
+            &parts.headers,
+            finish.request_id(),
+            (deadline, cache_only),
+        )
+        .await;
+    if looked.is_err() {
+        // Refused under overload (cache only): not served, so the reservation goes back.
+        finish.release_admission(&Need::default());
+    }
+    let looked = next!(looked);
     finish.cache(looked.outcome, looked.key);
     finish.stage(plan.cache.timed(), clock.lap());
 

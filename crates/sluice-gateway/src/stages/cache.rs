@@ -21,7 +21,7 @@ use sluice_cache::{CacheKey, Entry, Flights, Joined, KeyParts, MemoryTier, Scope
 use sluice_config::{CachePolicy, Config, RouteConfig};
 use sluice_providers::{Endpoint, InboundRequest, Wire, names, translate};
 
-use crate::error::GatewayError;
+use crate::error::{ErrorKind, GatewayError};
 use crate::flow::{Cached, Decision, Flow, Reply};
 use crate::keys::Caller;
 use crate::timing::Stage;
@@ -91,17 +91,31 @@ impl CacheStage {
         inbound: &InboundRequest,
         headers: &HeaderMap,
         request_id: &str,
-        deadline: Instant,
+        (deadline, cache_only): (Instant, bool),
     ) -> Result<Flow<Looked>, GatewayError> {
         let Some(on) = &self.on else {
             return Ok(Flow::Next(Looked::default()));
+        };
+        // Under overload a route may serve only what it has: anything else is refused now,
+        // before it would queue.
+        let refused = || {
+            GatewayError::new(
+                ErrorKind::Unavailable,
+                "cache_only",
+                "The route is overloaded and serves only cached answers; this one is not cached.",
+            )
+            .with_retry_after(Some(1))
         };
         // Chat-shaped answers for now: their canonical form replays in any client's format.
         if !matches!(
             inbound.endpoint,
             Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
         ) {
-            return Ok(Flow::Next(Looked::default()));
+            return if cache_only {
+                Err(refused())
+            } else {
+                Ok(Flow::Next(Looked::default()))
+            };
         }
         let control = Control::read(headers, on.policy.ttl);
         // One form for a chat request from any front door (and one endpoint name for them), else
@@ -110,13 +124,18 @@ impl CacheStage {
             Some(c) => (c, "chat"),
             None => match sluice_cache::canonical(&inbound.body) {
                 Ok(c) => (c, inbound.endpoint.as_str()),
+                Err(_) if cache_only => return Err(refused()),
                 Err(_) => return Ok(Flow::Next(Looked::bypass())),
             },
         };
         // Several answers to choose from are not one answer to keep; a route that must not
         // reuse sampled answers leaves them out.
         if canonical.choices > 1 || (on.policy.skip_sampled && canonical.sampled) || control.ttl.is_zero() {
-            return Ok(Flow::Next(Looked::bypass()));
+            return if cache_only {
+                Err(refused())
+            } else {
+                Ok(Flow::Next(Looked::bypass()))
+            };
         }
         let scope = Scope::of(
             on.policy.scope,
@@ -155,6 +174,9 @@ impl CacheStage {
                 && entry.younger_than(control.ttl)
             {
                 return Ok(Flow::Respond(replay(&entry, inbound, request_id, hex, "hit")));
+            }
+            if cache_only {
+                return Err(refused());
             }
             if control.no_store {
                 return Ok(miss(None));

@@ -1,5 +1,5 @@
 //! Graceful degradation under load: past a route's configured queue depths, serve a cheaper
-//! model and/or cap `max_tokens` instead of queueing or refusing — and say so in the
+//! model, cap `max_tokens` and/or serve only cached answers instead of queueing or refusing — and say so in the
 //! `x-sluice-degraded` response header and the log line.
 
 use sluice_config::DegradeStep;
@@ -36,13 +36,14 @@ impl DegradeStage {
         let Routed {
             mut decision,
             mut inbound,
-            degraded: _,
+            ..
         } = routed;
         let depth = decision.route.queue.queued();
-        let (mut model, mut cap) = (None, None);
+        let (mut model, mut cap, mut cache_only) = (None, None, false);
         for s in self.steps.iter().filter(|s| depth >= s.when_queued) {
             model = s.model.or(model);
             cap = s.max_tokens.or(cap);
+            cache_only |= s.cache_only;
         }
         let mut notes = Vec::new();
         if let Some(m) = model
@@ -62,10 +63,14 @@ impl DegradeStage {
             inbound = capped;
             notes.push(format!("max_tokens={cap}"));
         }
+        if cache_only {
+            notes.push("cache_only".to_owned());
+        }
         Ok(Flow::Next(Routed {
             decision,
             inbound,
             degraded: (!notes.is_empty()).then(|| notes.join(",")),
+            cache_only,
         }))
     }
 }

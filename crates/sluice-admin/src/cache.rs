@@ -22,6 +22,11 @@ pub(crate) async fn stats(State(gw): State<Arc<Gateway>>) -> Response {
         "bytes": memory.bytes(),
         "max_bytes": memory.max_bytes(),
         "in_air": flights.in_air(),
+        "largest_tenants": memory
+            .largest_tenants(10)
+            .into_iter()
+            .map(|(tenant, bytes)| json!({"tenant": tenant, "bytes": bytes}))
+            .collect::<Vec<_>>(),
         "waiting": flights.waiting(),
     }))
     .into_response()

@@ -50,6 +50,14 @@ impl Scope {
         }
     }
 
+    /// The tenant, told apart from a tenant-less key of the same name.
+    pub(crate) fn tenant_id(&self) -> (bool, Arc<str>) {
+        match &self.tenant {
+            Tenant::Named(t) => (true, t.clone()),
+            Tenant::OwnKey(k) => (false, k.clone()),
+        }
+    }
+
     fn hash_into(&self, h: &mut Sha256) {
         match &self.tenant {
             Tenant::Named(t) => field(h, b'T', t.as_bytes()),

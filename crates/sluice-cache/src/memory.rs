@@ -1,6 +1,7 @@
 //! The in-process tier: entries within a byte budget, each kept for its route's TTL.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
@@ -74,11 +75,71 @@ impl Expiry<CacheKey, Arc<Entry>> for ByEntry {
     }
 }
 
-/// Entries in this process, within `max_bytes` (least used evicted first).
+/// Entries in this process, within `max_bytes` (least used evicted first), and within a share
+/// of it per tenant.
 #[derive(Clone)]
 pub struct MemoryTier {
     cache: moka::sync::Cache<CacheKey, Arc<Entry>>,
     max_bytes: u64,
+    /// The most one tenant's entries may take.
+    tenant_max: u64,
+    tenants: Arc<TenantBytes>,
+}
+
+/// Bytes held per tenant: added when an entry is stored, taken back when it leaves (the
+/// cache's eviction listener: expired, evicted, replaced or purged).
+#[derive(Debug)]
+struct TenantBytes {
+    shards: Box<[Mutex<HashMap<(bool, Arc<str>), u64>>]>,
+}
+
+const TENANT_SHARDS: usize = 16;
+
+impl TenantBytes {
+    fn shard(&self, tenant: &(bool, Arc<str>)) -> MutexGuard<'_, HashMap<(bool, Arc<str>), u64>> {
+        let h = tenant
+            .1
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+        self.shards[h % TENANT_SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `bytes` to the tenant's share unless it would pass `max`.
+    fn take(&self, tenant: (bool, Arc<str>), bytes: u64, max: u64) -> bool {
+        let mut shard = self.shard(&tenant);
+        let used = shard.entry(tenant).or_insert(0);
+        if used.saturating_add(bytes) > max {
+            return false;
+        }
+        *used += bytes;
+        true
+    }
+
+    fn give_back(&self, tenant: &(bool, Arc<str>), bytes: u64) {
+        let mut shard = self.shard(tenant);
+        if let Some(used) = shard.get_mut(tenant) {
+            *used = used.saturating_sub(bytes);
+            if *used == 0 {
+                shard.remove(tenant);
+            }
+        }
+    }
+
+    fn largest(&self, n: usize) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+                s.iter().map(|((_, t), b)| (t.to_string(), *b)).collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
 }
 
 impl std::fmt::Debug for MemoryTier {
@@ -91,15 +152,30 @@ impl std::fmt::Debug for MemoryTier {
 }
 
 impl MemoryTier {
-    pub fn new(max_bytes: u64) -> MemoryTier {
+    /// A tier of `max_bytes`, of which one tenant may take `tenant_max_percent`.
+    pub fn new(max_bytes: u64, tenant_max_percent: u8) -> MemoryTier {
+        let tenants = Arc::new(TenantBytes {
+            shards: (0..TENANT_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        });
+        let held = tenants.clone();
         MemoryTier {
             cache: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|_k: &CacheKey, v: &Arc<Entry>| v.bytes)
                 .expire_after(ByEntry)
+                .eviction_listener(move |k: Arc<CacheKey>, v: Arc<Entry>, _cause| {
+                    held.give_back(&k.scope().tenant_id(), u64::from(v.bytes));
+                })
                 .build(),
             max_bytes,
+            tenant_max: max_bytes / 100 * u64::from(tenant_max_percent.clamp(1, 100)),
+            tenants,
         }
+    }
+
+    /// The tenants holding the most bytes (their names; a tenant-less key by its id).
+    pub fn largest_tenants(&self, n: usize) -> Vec<(String, u64)> {
+        self.tenants.largest(n)
     }
 
     /// The byte budget.
@@ -122,8 +198,16 @@ impl MemoryTier {
         self.cache.get(key)
     }
 
-    pub fn insert(&self, key: CacheKey, entry: Entry) {
+    /// Stores an entry; `false` (and nothing stored) when its tenant's share is full.
+    pub fn insert(&self, key: CacheKey, entry: Entry) -> bool {
+        if !self
+            .tenants
+            .take(key.scope().tenant_id(), u64::from(entry.bytes), self.tenant_max)
+        {
+            return false;
+        }
         self.cache.insert(key, Arc::new(entry));
+        true
     }
 
     /// Entries held (approximate until pending work is applied).
@@ -179,15 +263,15 @@ impl Storing {
         self.max_bytes
     }
 
-    /// Stores the answer; `false` (and nothing stored) when it is larger than the route allows.
+    /// Stores the answer; `false` (and nothing stored) when it is larger than the route allows
+    /// or its tenant's share is full.
     pub fn commit(self, answer: ChatResponse, cost_micros: u64) -> bool {
         let entry = Entry::new(answer, cost_micros, self.ttl, self.stale);
         if u64::from(entry.bytes()) > self.max_bytes {
             return false;
         }
-        self.tier.insert(self.key.clone(), entry);
-        // `self` (and the flight it leads) is dropped only now, with the entry in place.
-        true
+        // `self` (and the flight it leads) is dropped only after, with the entry in place.
+        self.tier.insert(self.key.clone(), entry)
     }
 }
 
@@ -227,7 +311,7 @@ mod tests {
 
     #[test]
     fn entries_expire_with_their_ttl_and_stay_within_the_budget() {
-        let tier = MemoryTier::new(64 * 1024);
+        let tier = MemoryTier::new(64 * 1024, 100);
         tier.insert(
             key(0),
             Entry::new(answer("short-lived"), 1, Duration::from_millis(1), Duration::ZERO),
@@ -255,9 +339,58 @@ mod tests {
         assert!(tier.entries() < 100);
     }
 
+    fn tenant_key(tenant: &str, n: usize) -> CacheKey {
+        let (t, k): (Arc<str>, Arc<str>) = (Arc::from(tenant), Arc::from("k"));
+        let body = format!("{n}");
+        CacheKey::new(
+            &Scope::of(CacheScope::Tenant, Some(&t), None, &k),
+            &KeyParts {
+                route: "r",
+                policy_version: "v",
+                endpoint: "e",
+                model: "m",
+                headers: &[],
+                body: body.as_bytes(),
+            },
+        )
+    }
+
+    #[test]
+    fn one_tenant_cannot_take_more_than_its_share() {
+        let tier = MemoryTier::new(1 << 20, 25);
+        let text = "x".repeat(4096);
+        let stored = (0..1000)
+            .filter(|n| {
+                tier.insert(
+                    tenant_key("greedy", *n),
+                    Entry::new(answer(&text), 1, Duration::from_secs(3600), Duration::ZERO),
+                )
+            })
+            .count();
+        tier.sync();
+        let greedy = tier.largest_tenants(1);
+        assert_eq!(greedy[0].0, "greedy");
+        assert!(greedy[0].1 <= (1 << 20) / 4, "{greedy:?}");
+        assert!((50..=64).contains(&stored), "{stored} stored");
+        // Another tenant still has room.
+        assert!(tier.insert(
+            tenant_key("modest", 0),
+            Entry::new(answer("small"), 1, Duration::from_secs(3600), Duration::ZERO)
+        ));
+        assert!(tier.get(&tenant_key("modest", 0)).is_some());
+        // What leaves gives its room back.
+        assert_eq!(tier.purge(|k| k.scope().tenant() == "greedy"), stored as u64);
+        tier.sync();
+        assert_eq!(tier.largest_tenants(5).iter().find(|(t, _)| t == "greedy"), None);
+        assert!(tier.insert(
+            tenant_key("greedy", 5000),
+            Entry::new(answer(&text), 1, Duration::from_secs(3600), Duration::ZERO)
+        ));
+    }
+
     #[test]
     fn purge_removes_what_matches_and_says_how_many() {
-        let tier = MemoryTier::new(1 << 20);
+        let tier = MemoryTier::new(1 << 20, 100);
         for n in 0..10 {
             tier.insert(
                 key(n),

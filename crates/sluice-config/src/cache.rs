@@ -93,5 +93,13 @@ pub(crate) fn store(raw: &RawCacheStore, errs: &mut Collector) -> CacheStoreConf
             "cache.memory_bytes",
             errs,
         ),
+        tenant_max_percent: ranged(
+            raw.tenant_max_percent.as_ref(),
+            100,
+            1,
+            100,
+            "cache.tenant_max_percent",
+            errs,
+        ) as u8,
     }
 }

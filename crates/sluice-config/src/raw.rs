@@ -60,6 +60,8 @@ pub struct RawConfig {
 pub struct RawCacheStore {
     /// Most bytes the in-process tier holds (entries are evicted, least used first, past it).
     pub memory_bytes: Option<S<u64>>,
+    /// The share of the tier one tenant's entries may take, so one tenant cannot evict the rest.
+    pub tenant_max_percent: Option<S<u64>>,
 }
 
 /// A route's cache policy (also under `defaults`, merged field by field).

@@ -57,6 +57,8 @@ pub struct Config {
 pub struct CacheStoreConfig {
     /// Most bytes the in-process tier holds.
     pub memory_bytes: u64,
+    /// The share of them one tenant may take (1–100).
+    pub tenant_max_percent: u8,
 }
 
 impl Config {

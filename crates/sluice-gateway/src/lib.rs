@@ -330,7 +330,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     live.set_telemetry(&telemetry);
     live.limits.configure(config.store.redis.as_ref()).await;
     let live_webhook_client = live.webhook_client();
-    let cache_bytes = config.cache.memory_bytes;
+    let cache = stages::cache::CacheTiers::new(&config.cache);
     let snapshot = live.build(config).await?;
     let plans = Plans::build(&snapshot);
     let gateway = Arc::new(Gateway {
@@ -355,7 +355,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         runtime_limits: ArcSwap::from_pointee(sluice_limits::RuntimeLimits::default()),
         alerts: alerts::AlertSender::start(live_webhook_client),
         ledger,
-        cache: stages::cache::CacheTiers::new(cache_bytes),
+        cache,
     });
     gateway.refresh_keys().await?;
     gateway.load_runtime_limits().await?;

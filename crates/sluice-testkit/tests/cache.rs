@@ -701,3 +701,33 @@ keys:
         .unwrap();
     assert_eq!(stream_text(&waited).0, "waited answer");
 }
+
+#[tokio::test]
+async fn one_tenant_cannot_fill_the_tier_the_others_share() {
+    let mock = mock().await;
+    let yaml = format!(
+        "{}\ncache: {{ memory_bytes: 1048576, tenant_max_percent: 10 }}\n",
+        config(&mock, "")
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let big = |n: usize| {
+        let mut q = ask("chat", &format!("Long answer {n}"));
+        q["mock"] = json!({"chunks": 400});
+        q
+    };
+    for n in 0..60 {
+        assert_eq!(gw.chat(KEY, &big(n)).await.status, 200);
+    }
+    let stats = gw.admin(http::Method::GET, "/admin/cache/stats", None).await.json();
+    let acme = &stats["largest_tenants"][0];
+    assert_eq!(acme["tenant"], "acme", "{stats}");
+    let share = 1_048_576 / 100 * 10;
+    assert!(acme["bytes"].as_u64().unwrap() <= share, "{stats}");
+    assert!(acme["bytes"].as_u64().unwrap() > share / 2, "{stats}");
+    // The first answers were kept, the last were not: acme's share was full.
+    assert_eq!(gw.chat(KEY, &big(0)).await.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(gw.chat(KEY, &big(59)).await.header("x-sluice-cache"), Some("miss"));
+    // Another tenant still stores.
+    assert_eq!(gw.chat(GLOBEX, &big(0)).await.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(gw.chat(GLOBEX, &big(0)).await.header("x-sluice-cache"), Some("hit"));
+}

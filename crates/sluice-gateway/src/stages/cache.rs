@@ -209,9 +209,9 @@ pub struct CacheTiers {
 }
 
 impl CacheTiers {
-    pub fn new(memory_bytes: u64) -> CacheTiers {
+    pub fn new(config: &sluice_config::CacheStoreConfig) -> CacheTiers {
         CacheTiers {
-            memory: MemoryTier::new(memory_bytes),
+            memory: MemoryTier::new(config.memory_bytes, config.tenant_max_percent),
             flights: Flights::default(),
         }
     }

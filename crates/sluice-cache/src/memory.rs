@@ -90,13 +90,16 @@ pub struct MemoryTier {
 /// cache's eviction listener: expired, evicted, replaced or purged).
 #[derive(Debug)]
 struct TenantBytes {
-    shards: Box<[Mutex<HashMap<(bool, Arc<str>), u64>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
+
+/// A tenant (named, or a key of its own) → its bytes.
+type Shard = HashMap<(bool, Arc<str>), u64>;
 
 const TENANT_SHARDS: usize = 16;
 
 impl TenantBytes {
-    fn shard(&self, tenant: &(bool, Arc<str>)) -> MutexGuard<'_, HashMap<(bool, Arc<str>), u64>> {
+    fn shard(&self, tenant: &(bool, Arc<str>)) -> MutexGuard<'_, Shard> {
         let h = tenant
             .1
             .bytes()

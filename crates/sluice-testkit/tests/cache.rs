@@ -393,22 +393,18 @@ keys:
         key_hash(KEY)
     );
     let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
-    let mut q = ask("chat", "Who leads?");
-    q["stream"] = json!(true);
+    let q = ask("chat", "Who leads?");
 
-    // The leader's stream starts; its upstream request is in the air.
-    let leader = gw.stream(KEY, &q).await;
-    assert_eq!(leader.headers()["x-sluice-cache"], "miss");
+    // The leader's request is in the air (on a connection of its own, so it can leave).
+    let leader = raw_chat(&gw, &q).await;
     let first = up.next_stream().await;
-    first.send(&chunk("partial ")).await;
     // Ten identical requests follow it: they wait, and send nothing upstream.
     let followers: Vec<_> = (0..10)
         .map(|_| {
             let (gw, q) = (gw.clone(), q.clone());
             tokio::spawn(async move {
-                let r = gw.stream(KEY, &q).await;
-                let cache = r.headers()["x-sluice-cache"].to_str().unwrap().to_owned();
-                (cache, read_all(r.into_body()).await)
+                let r = gw.chat(KEY, &q).await;
+                (r.header("x-sluice-cache").unwrap_or("").to_owned(), r)
             })
         })
         .collect();
@@ -424,28 +420,65 @@ keys:
     drop(leader);
     first.closed().await;
     let second = up.next_stream().await;
-    second.send(&chunk("the whole ")).await;
-    second.send(&chunk("answer")).await;
     second
-        .send(&format!(
-            "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
-                   "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
-        ))
+        .send(
+            &json!({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "the whole answer"},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+            .to_string(),
+        )
         .await;
     drop(second);
 
     let mut outcomes = std::collections::BTreeMap::new();
     for f in followers {
-        let (cache, body) = tokio::time::timeout(Duration::from_secs(20), f).await.unwrap().unwrap();
-        assert_eq!(stream_text(&body).0, "the whole answer", "{body}");
+        let (cache, r) = tokio::time::timeout(Duration::from_secs(20), f).await.unwrap().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(text(&r), "the whole answer");
         *outcomes.entry(cache).or_insert(0) += 1;
     }
     assert_eq!(outcomes.get("miss"), Some(&1), "one follower led: {outcomes:?}");
     assert_eq!(outcomes.get("hit"), Some(&9), "{outcomes:?}");
     assert_eq!(up.bodies().len(), 2, "one new upstream request, not ten");
+}
+
+#[tokio::test]
+async fn streaming_requests_do_not_wait_for_an_identical_one_in_the_air() {
+    let mut up = ScriptedUpstream::start().await;
+    let yaml = format!(
+        r#"
+deployments:
+  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+models:
+  - {{ name: chat, deployments: [scripted] }}
+routes:
+  - name: cached
+    cache: {{ ttl_ms: 60000 }}
+keys:
+  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
+"#,
+        up.base_url(),
+        key_hash(KEY)
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let mut q = ask("chat", "Stream me");
+    q["stream"] = json!(true);
+    let first = gw.stream(KEY, &q).await;
+    let s1 = up.next_stream().await;
+    s1.send(&chunk("first ")).await;
+    // The second gets its own stream at once, while the first is still going.
+    let second = gw.stream(KEY, &q).await;
+    assert_eq!(second.headers()["x-sluice-cache"], "miss");
+    let s2 = up.next_stream().await;
+    finish_stream(s1, "answer").await;
+    finish_stream(s2, "answer").await;
+    assert_eq!(stream_text(&read_all(first.into_body()).await).0, "first answer");
+    assert_eq!(stream_text(&read_all(second.into_body()).await).0, "answer");
+    assert_eq!(
+        gw.chat(KEY, &ask("chat", "Stream me")).await.header("x-sluice-cache"),
+        Some("hit")
+    );
 }
 
 #[tokio::test]

@@ -183,9 +183,11 @@ impl CacheStage {
             }
             match cache.flights.join(&key) {
                 Joined::Lead(leading) => return Ok(miss(Some(storing(Some(leading))))),
-                // `no-cache` asked for a fresh answer; and a flight that keeps failing is
-                // followed only so often.
-                Joined::Follow(_) if control.no_cache || round >= MAX_FOLLOWS => break,
+                // `no-cache` asked for a fresh answer; a streaming client would get nothing
+                // until the leader's whole answer is in (followers are not yet fed its stream
+                // live), so it goes on its own; and a flight that keeps failing is followed
+                // only so often.
+                Joined::Follow(_) if control.no_cache || inbound.view.stream || round >= MAX_FOLLOWS => break,
                 Joined::Follow(flight) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if tokio::time::timeout(left, flight.landed()).await.is_err() {

@@ -123,6 +123,9 @@ pub struct Metrics {
     pub queue_depth: Family<RouteLabel, Gauge>,
     /// Cache lookups by route and result (`hit`, `miss`, `bypass`).
     pub cache_lookups: Family<CacheLabels, Counter>,
+    /// What cache hits saved, by route: the stored answers' cost and tokens.
+    pub cache_saved_cost: Family<RouteLabel, Counter>,
+    pub cache_saved_tokens: Family<RouteLabel, Counter>,
     /// Entries and bytes in the in-process cache tier (set when scraped).
     pub cache_entries: Gauge,
     pub cache_bytes: Gauge,
@@ -159,6 +162,8 @@ impl Metrics {
             retries: Family::default(),
             queue_depth: Family::default(),
             cache_lookups: Family::default(),
+            cache_saved_cost: Family::default(),
+            cache_saved_tokens: Family::default(),
             cache_entries: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_waiting: Gauge::default(),
@@ -185,6 +190,16 @@ impl Metrics {
             "sluice_cache_lookups",
             "Response-cache lookups by route and result: hit, miss, bypass",
             m.cache_lookups.clone(),
+        );
+        registry.register(
+            "sluice_cache_saved_cost_micros",
+            "What cache hits saved by route: the stored answers' cost when they were made",
+            m.cache_saved_cost.clone(),
+        );
+        registry.register(
+            "sluice_cache_saved_tokens",
+            "Tokens cache hits did not spend, by route (the stored answers' prompt and completion)",
+            m.cache_saved_tokens.clone(),
         );
         registry.register(
             "sluice_cache_entries",

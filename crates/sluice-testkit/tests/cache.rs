@@ -111,6 +111,16 @@ async fn an_identical_request_is_answered_from_the_cache_and_charged_nothing() {
     );
     assert!(metrics.contains(r#"sluice_cache_lookups_total{route="cached",result="miss"} 1"#));
     assert!(metrics.contains("sluice_cache_entries 1"), "{metrics}");
+    let saved_cost = format!(
+        r#"sluice_cache_saved_cost_micros_total{{route="cached"}} {}"#,
+        lines[0]["cost_micros"]
+    );
+    assert!(metrics.contains(&saved_cost), "{metrics}");
+    let saved_tokens = format!(
+        r#"sluice_cache_saved_tokens_total{{route="cached"}} {}"#,
+        lines[0]["total_tokens"]
+    );
+    assert!(metrics.contains(&saved_tokens), "{metrics}");
 
     // A different question, or another model alias's route, is another entry.
     let other = gw.chat(KEY, &ask("chat", "What is the capital of Germany?")).await;

@@ -572,6 +572,15 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
             })
             .inc();
     }
+    if hit {
+        let label = crate::telemetry::RouteLabel { route: route.clone() };
+        m.cache_saved_cost
+            .get_or_create(&label)
+            .inc_by(r.cache.saved_cost_micros.unwrap_or(0));
+        m.cache_saved_tokens
+            .get_or_create(&label)
+            .inc_by(r.usage.prompt_tokens + r.usage.completion_tokens);
+    }
     if let Some(class) = r.outcome.error_class {
         m.errors.get_or_create(&ClassLabel { class }).inc();
     }

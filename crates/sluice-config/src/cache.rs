@@ -73,12 +73,16 @@ pub(crate) fn policy(
         &p("stale_ms"),
         errs,
     );
+    let replay_chunk = pick(&own.replay_chunk_ms, &defaults.replay_chunk_ms)
+        .map(|v| ranged(Some(&v), 0, 1, 10_000, &p("replay_chunk_ms"), errs))
+        .map(Duration::from_millis);
     (ttl > 0).then(|| CachePolicy {
         ttl: Duration::from_millis(ttl),
         scope,
         max_entry_bytes,
         skip_sampled,
         stale: Duration::from_millis(stale),
+        replay_chunk,
     })
 }
 

@@ -78,6 +78,8 @@ pub struct RawCache {
     pub skip_sampled: Option<S<bool>>,
     /// Keep entries this long past their TTL, for a fallback chain's `cache` step.
     pub stale_ms: Option<S<u64>>,
+    /// Send a streamed hit's events this far apart (as a live stream would arrive).
+    pub replay_chunk_ms: Option<S<u64>>,
 }
 
 /// Geographic routing: where a caller is, and which regions serve it in what order.

@@ -42,10 +42,17 @@ pub enum Reply {
     Cached(Cached),
 }
 
+/// A stored answer's body: whole, or a stream's events sent `every` apart.
+#[derive(Debug)]
+pub enum Replayed {
+    Whole(Bytes),
+    Paced(Vec<Bytes>, std::time::Duration),
+}
+
 /// A cache hit as the client gets it, and what finish records of it.
 #[derive(Debug)]
 pub struct Cached {
-    pub body: Bytes,
+    pub body: Replayed,
     pub stream: bool,
     /// The stored answer's usage: shown to the client, charged to no one.
     pub usage: Usage,

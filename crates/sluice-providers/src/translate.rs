@@ -45,20 +45,27 @@ pub fn openai_chat_request(req: &ChatRequest) -> Bytes {
 /// A whole answer as the client's event stream (for answers the gateway makes itself, and
 /// replays of stored ones); OpenAI's usage chunk only when the client asked for it.
 pub fn write_stream(wire: Wire, r: &ChatResponse, include_usage: bool) -> Bytes {
+    Bytes::from(stream_events(wire, r, include_usage, 64).concat())
+}
+
+/// A whole answer as the client's event stream, one event per item (a paced replay sends them
+/// one by one), text cut into pieces of at most `piece` characters.
+pub fn stream_events(wire: Wire, r: &ChatResponse, include_usage: bool, piece: usize) -> Vec<Bytes> {
     let mut encoder = match wire {
         Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(include_usage)),
         Wire::Anthropic => Encoder::Anthropic(EventEncoder::default()),
         Wire::Responses => Encoder::Responses(crate::responses::stream::EventEncoder::default()),
     };
+    // Every encoder pushes one item per event.
     let mut out = Vec::new();
-    for d in r.to_deltas(64) {
+    for d in r.to_deltas(piece) {
         match &mut encoder {
             Encoder::OpenAi(e) => e.encode(&d, &mut out),
             Encoder::Anthropic(e) => e.encode(&d, &mut out),
             Encoder::Responses(e) => e.encode(&d, &mut out),
         }
     }
-    out.concat().into()
+    out
 }
 
 /// A whole answer in the client's wire format.

@@ -774,3 +774,32 @@ async fn one_tenant_cannot_fill_the_tier_the_others_share() {
     assert_eq!(gw.chat(GLOBEX, &big(0)).await.header("x-sluice-cache"), Some("miss"));
     assert_eq!(gw.chat(GLOBEX, &big(0)).await.header("x-sluice-cache"), Some("hit"));
 }
+
+#[tokio::test]
+async fn a_route_may_pace_a_streamed_replay_as_a_live_stream_arrives() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, ", replay_chunk_ms: 40")).await;
+    let mut q = ask("chat", "Pace me.");
+    q["mock"] = json!({"chunks": 20});
+    q["stream"] = json!(true);
+    let live = stream_text(&read_all(gw.stream(KEY, &q).await.into_body()).await).0;
+
+    let started = std::time::Instant::now();
+    let replay = gw.stream(KEY, &q).await;
+    assert_eq!(replay.headers()["x-sluice-cache"], "hit");
+    let mut body = replay.into_body();
+    let (mut text, mut events) = (String::new(), 0usize);
+    while let Some(frame) = next_frame(&mut body, Duration::from_secs(10)).await {
+        let frame = String::from_utf8_lossy(&frame).into_owned();
+        events += frame.matches("data: ").count();
+        text.push_str(&frame);
+    }
+    assert_eq!(stream_text(&text).0, live);
+    assert!(events > 6, "{events} events");
+    // Each event after the first waited its turn: the replay cannot be faster than that.
+    let least = Duration::from_millis(40) * (events as u32 - 1);
+    assert!(started.elapsed() >= least, "{:?} < {least:?}", started.elapsed());
+    // A whole answer is not paced.
+    q["stream"] = json!(false);
+    assert_eq!(gw.chat(KEY, &q).await.header("x-sluice-cache"), Some("hit"));
+}

@@ -81,6 +81,8 @@ pub struct CachePolicy {
     pub skip_sampled: bool,
     /// Entries are kept this long past their TTL: for a fallback chain's `cache` step.
     pub stale: Duration,
+    /// A streamed hit's events are sent this far apart (none: all at once).
+    pub replay_chunk: Option<Duration>,
 }
 
 /// Who shares a cache entry. The tenant is always part of it (a key without a tenant is its

@@ -8,7 +8,7 @@ use sluice_providers::{Wire, names};
 use crate::Gateway;
 use crate::error::{ErrorKind, GatewayError};
 use crate::finish::Finish;
-use crate::flow::Reply;
+use crate::flow::{Replayed, Reply};
 use crate::stream::body::ResponseBody;
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -41,7 +41,11 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
         Reply::Cached(hit) => {
             finish.cache_hit(hit.outcome, hit.usage, hit.saved_cost_micros, hit.key);
             finish.respond(200, None);
-            let mut r = Response::new(ResponseBody::full(hit.body, finish));
+            let body = match hit.body {
+                Replayed::Whole(b) => ResponseBody::full(b, finish),
+                Replayed::Paced(events, every) => ResponseBody::paced(events, every, finish),
+            };
+            let mut r = Response::new(body);
             let h = r.headers_mut();
             if hit.stream {
                 h.insert(CONTENT_TYPE, EVENT_STREAM.clone());

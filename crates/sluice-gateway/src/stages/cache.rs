@@ -22,7 +22,7 @@ use sluice_config::{CachePolicy, Config, RouteConfig};
 use sluice_providers::{Endpoint, InboundRequest, Wire, names, translate};
 
 use crate::error::{ErrorKind, GatewayError};
-use crate::flow::{Cached, Decision, Flow, Reply};
+use crate::flow::{Cached, Decision, Flow, Replayed, Reply};
 use crate::keys::Caller;
 use crate::timing::Stage;
 
@@ -173,7 +173,8 @@ impl CacheStage {
                 && let Some(entry) = tier.get(&key)
                 && entry.younger_than(control.ttl)
             {
-                return Ok(Flow::Respond(replay(&entry, inbound, request_id, hex, "hit")));
+                let pace = on.policy.replay_chunk;
+                return Ok(Flow::Respond(replay(&entry, inbound, request_id, (hex, "hit"), pace)));
             }
             if cache_only {
                 return Err(refused());
@@ -296,11 +297,18 @@ pub fn stale_answer(
     let entry = cache.memory.get(key)?;
     entry
         .younger_than(ttl.saturating_add(stale))
-        .then(|| replay(&entry, inbound, request_id, key.hex(), "stale"))
+        .then(|| replay(&entry, inbound, request_id, (key.hex(), "stale"), None))
 }
 
-/// A stored answer in the client's format, with an id of its own.
-fn replay(entry: &Entry, inbound: &InboundRequest, request_id: &str, key: String, outcome: &'static str) -> Reply {
+/// A stored answer in the client's format, with an id of its own; a stream's events `pace`
+/// apart when the route asks (text in pieces of 16 characters).
+fn replay(
+    entry: &Entry,
+    inbound: &InboundRequest,
+    request_id: &str,
+    (key, outcome): (String, &'static str),
+    pace: Option<Duration>,
+) -> Reply {
     let wire = inbound.endpoint.wire();
     let mut answer = entry.answer.clone();
     let compact: String = request_id.chars().filter(char::is_ascii_alphanumeric).collect();
@@ -310,10 +318,13 @@ fn replay(entry: &Entry, inbound: &InboundRequest, request_id: &str, key: String
         Wire::Responses => format!("resp_{compact}"),
     };
     let stream = inbound.view.stream;
-    let body = if stream {
-        translate::write_stream(wire, &answer, inbound.view.include_usage)
-    } else {
-        translate::write_response(wire, &answer)
+    let body = match (stream, pace) {
+        (true, Some(every)) => Replayed::Paced(
+            translate::stream_events(wire, &answer, inbound.view.include_usage, 16),
+            every,
+        ),
+        (true, None) => Replayed::Whole(translate::write_stream(wire, &answer, inbound.view.include_usage)),
+        (false, _) => Replayed::Whole(translate::write_response(wire, &answer)),
     };
     Reply::Cached(Cached {
         body,

@@ -1,9 +1,12 @@
 //! The response body every API request gets. It carries the request's [`Finish`], so the body
 //! ending — or being dropped because the client left — is what reports the request.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -15,6 +18,31 @@ use crate::stream::relay::Relay;
 enum Inner {
     Full(Option<Bytes>),
     Relay(Box<Relay>),
+    Paced(Paced),
+}
+
+/// Events sent one by one, `every` apart (a paced replay of a stored answer).
+#[derive(Debug)]
+struct Paced {
+    events: VecDeque<Bytes>,
+    every: Duration,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Paced {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(wait) = &mut self.wait {
+            if wait.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.wait = None;
+        }
+        let next = self.events.pop_front();
+        if next.is_some() && !self.events.is_empty() {
+            self.wait = Some(Box::pin(tokio::time::sleep(self.every)));
+        }
+        Poll::Ready(next)
+    }
 }
 
 #[derive(Debug)]
@@ -38,6 +66,17 @@ impl ResponseBody {
             finish: Some(finish),
         }
     }
+    /// Events sent one by one, `every` apart, that report `finish` once all are sent.
+    pub fn paced(events: Vec<Bytes>, every: Duration, finish: Finish) -> ResponseBody {
+        ResponseBody {
+            inner: Inner::Paced(Paced {
+                events: events.into(),
+                every,
+                wait: None,
+            }),
+            finish: Some(finish),
+        }
+    }
     pub fn relay(relay: Relay, finish: Finish) -> ResponseBody {
         ResponseBody {
             inner: Inner::Relay(Box::new(relay)),
@@ -54,6 +93,10 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let next = match &mut this.inner {
             Inner::Full(b) => b.take(),
+            Inner::Paced(p) => match p.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(x) => x,
+            },
             Inner::Relay(r) => match &mut this.finish {
                 Some(f) => match r.poll_next(cx, f) {
                     Poll::Pending => return Poll::Pending,
@@ -82,13 +125,14 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Inner::Relay(r) => r.is_done(),
+            Inner::Paced(p) => p.events.is_empty() && p.wait.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Relay(_) => SizeHint::default(),
+            Inner::Relay(_) | Inner::Paced(_) => SizeHint::default(),
         }
     }
 }

@@ -36,10 +36,10 @@ pub fn read_request(wire: Wire, body: &[u8]) -> Result<ChatRequest, RequestError
     }
 }
 
-/// A canonical request written as an OpenAI chat request for its own model (one form for a
+/// A canonical request as an OpenAI chat request for its own model, in JSON (one form for a
 /// request from any front door).
-pub fn openai_chat_request(req: &ChatRequest) -> Bytes {
-    crate::openai_chat::request::chat_to_request(req, &req.model)
+pub fn openai_chat_value(req: &ChatRequest) -> serde_json::Value {
+    crate::openai_chat::request::chat_to_value(req, &req.model)
 }
 
 /// A whole answer as the client's event stream (for answers the gateway makes itself, and

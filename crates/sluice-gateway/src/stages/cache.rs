@@ -221,23 +221,17 @@ impl CacheTiers {
 }
 
 /// A chat request's canonical form whatever its front door (chat completions, messages,
-/// responses): read into the canonical request and written as one OpenAI chat request, with
-/// what that format has no field for (`top_k`, the source format's other parameters) added. The
+/// responses): read into the canonical request and made one OpenAI chat request, with what
+/// that format has no field for (`top_k`) added. The
 /// same question asked through two front doors is then one entry, replayed in each client's
 /// format. `None` when the request cannot be read so (its own body's form is used then).
 fn chat_form(inbound: &InboundRequest) -> Option<sluice_cache::Canonical> {
     let req = translate::read_request(inbound.endpoint.wire(), &inbound.body).ok()?;
-    let body = translate::openai_chat_request(&req);
-    let mut value: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    let map = value.as_object_mut()?;
-    if let Some(k) = req.top_k {
+    // (The OpenAI form carries `parallel_tool_calls` and the source format's other
+    // parameters; `top_k` it has no field for.)
+    let mut value = translate::openai_chat_value(&req);
+    if let (Some(k), Some(map)) = (req.top_k, value.as_object_mut()) {
         map.insert("top_k".to_owned(), k.into());
-    }
-    if let Some(p) = req.parallel_tool_calls {
-        map.insert("parallel_tool_calls".to_owned(), p.into());
-    }
-    for (name, v) in req.extra {
-        map.entry(name).or_insert(v);
     }
     Some(sluice_cache::canonical::of_value(value))
 }

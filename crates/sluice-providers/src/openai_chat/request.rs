@@ -209,6 +209,11 @@ fn read_tool_choice(value: &Value) -> Result<Option<ToolChoice>, RequestError> {
 
 /// Builds an OpenAI chat request for `model` from the canonical request.
 pub fn chat_to_request(req: &ChatRequest, model: &str) -> Bytes {
+    Bytes::from(serde_json::to_vec(&chat_to_value(req, model)).unwrap_or_default())
+}
+
+/// The OpenAI chat request for `model` as JSON (not yet written out).
+pub fn chat_to_value(req: &ChatRequest, model: &str) -> Value {
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
     if !req.system.is_empty() {
         messages.push(json!({"role": "system", "content": req.system.join("\n\n")}));
@@ -313,7 +318,7 @@ pub fn chat_to_request(req: &ChatRequest, model: &str) -> Bytes {
     for (k, v) in &req.extra {
         out.insert(k.clone(), v.clone());
     }
-    Bytes::from(serde_json::to_vec(&Value::Object(out)).unwrap_or_default())
+    Value::Object(out)
 }
 
 pub(super) fn joined_text(parts: &[Part]) -> String {

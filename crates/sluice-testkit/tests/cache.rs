@@ -1,71 +1,17 @@
 //! The response cache over the wire: exact hits that cost nothing and never reach the
 //! upstream, tenants that never share, streamed answers stored after their end and replayed
-//! as streams, what is never stored, and what the client may ask (bounded by the route).
+//! as streams, what is never stored, what the client may ask (bounded by the route), purges,
+//! one entry for every front door, a tenant's share, paced replays.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
 
+mod cache_support;
+
 use std::time::Duration;
 
+use cache_support::*;
 use serde_json::{Value, json};
 use sluice_testkit::*;
-
-const ACME_2: &str = "sk-sluice-test-key-acme-2";
-const GLOBEX: &str = "sk-sluice-test-key-globex";
-const SOLO: &str = "sk-sluice-test-key-solo";
-
-/// Alias `chat` through a route that caches for a minute (`extra` adds to its cache policy),
-/// `short` through one that caches for 200 ms, `never` through one with `ttl_ms: 0`; keys in
-/// two tenants and one without.
-fn config(mock: &sluice_mock::MockServer, extra: &str) -> String {
-    format!(
-        r#"
-deployments:
-  - {{ name: mock-a, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
-models:
-  - {{ name: chat, deployments: [mock-a] }}
-  - {{ name: short, deployments: [mock-a] }}
-  - {{ name: never, deployments: [mock-a] }}
-prices:
-  models: [{{ model: upstream-a, input: 1, output: 2 }}]
-routes:
-  - name: cached
-    match: {{ models: [chat] }}
-    forward_params: [mock]
-    cache: {{ ttl_ms: 60000{extra} }}
-  - name: brief
-    match: {{ models: [short] }}
-    cache: {{ ttl_ms: 200 }}
-  - name: never
-    match: {{ models: [never] }}
-    cache: {{ ttl_ms: 0 }}
-keys:
-  - {{ id: {KEY_ID}, hash: "{}", tenant: acme, team: search }}
-  - {{ id: acme-2, hash: "{}", tenant: acme, team: ads }}
-  - {{ id: globex, hash: "{}", tenant: globex }}
-  - {{ id: solo, hash: "{}" }}
-"#,
-        mock.base_url(),
-        key_hash(KEY),
-        key_hash(ACME_2),
-        key_hash(GLOBEX),
-        key_hash(SOLO),
-    )
-}
-
-fn ask(model: &str, question: &str) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": question}], "temperature": 0.2})
-}
-
-fn requests(mock: &sluice_mock::MockServer) -> u64 {
-    mock_stats(mock)["requests"].as_u64().unwrap()
-}
-
-fn text(r: &TestResponse) -> String {
-    r.json()["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 #[tokio::test]
 async fn an_identical_request_is_answered_from_the_cache_and_charged_nothing() {
@@ -159,26 +105,6 @@ async fn a_route_scoped_by_team_shares_only_within_the_team() {
     assert_eq!(requests(&mock), 2);
 }
 
-/// The text and the usage chunk of an OpenAI chat stream, and whether it ended with `[DONE]`.
-fn stream_text(sse: &str) -> (String, Option<Value>, bool) {
-    let mut text = String::new();
-    let (mut usage, mut done) = (None, false);
-    for data in sse_data(sse) {
-        if data == "[DONE]" {
-            done = true;
-            continue;
-        }
-        let v: Value = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {data}"));
-        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
-            text.push_str(t);
-        }
-        if !v["usage"].is_null() {
-            usage = Some(v["usage"].clone());
-        }
-    }
-    (text, usage, done)
-}
-
 #[tokio::test]
 async fn a_streamed_answer_is_stored_after_its_end_and_replayed_as_a_stream_in_each_format() {
     let mock = mock().await;
@@ -231,18 +157,6 @@ async fn a_streamed_answer_is_stored_after_its_end_and_replayed_as_a_stream_in_e
     assert_eq!(events.first().map(String::as_str), Some("message_start"));
     assert_eq!(events.last().map(String::as_str), Some("message_stop"));
     assert_eq!(anthropic_text(&again.text()), anthropic_text(&first.text()));
-}
-
-fn text_of(r: &TestResponse) -> String {
-    text(r)
-}
-
-fn anthropic_text(sse: &str) -> String {
-    sse_data(sse)
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
-        .collect()
 }
 
 #[tokio::test]
@@ -350,148 +264,6 @@ async fn a_route_that_skips_sampled_requests_caches_only_deterministic_ones() {
 }
 
 #[tokio::test]
-async fn a_hundred_concurrent_identical_misses_send_one_upstream_request() {
-    let mock = mock().await;
-    let gw = TestGateway::start(&config(&mock, "")).await;
-    let mut q = ask("chat", "Everyone asks this at once.");
-    // Long enough upstream that every request arrives while the first is in the air.
-    q["mock"] = json!({"latency_ms": 500});
-    let answers = futures_util::future::join_all((0..100).map(|_| gw.chat(KEY, &q))).await;
-    let mut outcomes = std::collections::BTreeMap::new();
-    for a in &answers {
-        assert_eq!(a.status, 200, "{}", a.text());
-        assert_eq!(text(a), text(&answers[0]));
-        *outcomes
-            .entry(a.header("x-sluice-cache").unwrap().to_owned())
-            .or_insert(0) += 1;
-    }
-    assert_eq!(
-        requests(&mock),
-        1,
-        "one upstream request for a hundred identical misses"
-    );
-    assert_eq!(outcomes.get("miss"), Some(&1), "{outcomes:?}");
-    assert_eq!(outcomes.get("hit"), Some(&99), "{outcomes:?}");
-    assert!(gw.metrics().await.contains("sluice_cache_waiting 0"));
-}
-
-/// The `sluice_cache_waiting` gauge.
-async fn waiting(gw: &TestGateway) -> u64 {
-    let m = gw.metrics().await;
-    m.lines()
-        .find_map(|l| l.strip_prefix("sluice_cache_waiting "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-#[tokio::test]
-async fn when_the_leader_leaves_one_follower_takes_over_and_the_rest_follow_it() {
-    let mut up = ScriptedUpstream::start().await;
-    let yaml = format!(
-        r#"
-deployments:
-  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
-models:
-  - {{ name: chat, deployments: [scripted] }}
-routes:
-  - name: cached
-    cache: {{ ttl_ms: 60000 }}
-keys:
-  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
-"#,
-        up.base_url(),
-        key_hash(KEY)
-    );
-    let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
-    let q = ask("chat", "Who leads?");
-
-    // The leader's request is in the air (on a connection of its own, so it can leave).
-    let leader = raw_chat(&gw, &q).await;
-    let first = up.next_stream().await;
-    // Ten identical requests follow it: they wait, and send nothing upstream.
-    let followers: Vec<_> = (0..10)
-        .map(|_| {
-            let (gw, q) = (gw.clone(), q.clone());
-            tokio::spawn(async move {
-                let r = gw.chat(KEY, &q).await;
-                (r.header("x-sluice-cache").unwrap_or("").to_owned(), r)
-            })
-        })
-        .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while waiting(&gw).await < 10 {
-        assert!(std::time::Instant::now() < deadline, "the followers never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(up.bodies().len(), 1);
-
-    // The leader's client leaves: its upstream request is cancelled, and one follower leads
-    // the next attempt.
-    drop(leader);
-    first.closed().await;
-    let second = up.next_stream().await;
-    second
-        .send(
-            &json!({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "the whole answer"},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
-            .to_string(),
-        )
-        .await;
-    drop(second);
-
-    let mut outcomes = std::collections::BTreeMap::new();
-    for f in followers {
-        let (cache, r) = tokio::time::timeout(Duration::from_secs(20), f).await.unwrap().unwrap();
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(text(&r), "the whole answer");
-        *outcomes.entry(cache).or_insert(0) += 1;
-    }
-    assert_eq!(outcomes.get("miss"), Some(&1), "one follower led: {outcomes:?}");
-    assert_eq!(outcomes.get("hit"), Some(&9), "{outcomes:?}");
-    assert_eq!(up.bodies().len(), 2, "one new upstream request, not ten");
-}
-
-#[tokio::test]
-async fn streaming_requests_do_not_wait_for_an_identical_one_in_the_air() {
-    let mut up = ScriptedUpstream::start().await;
-    let yaml = format!(
-        r#"
-deployments:
-  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
-models:
-  - {{ name: chat, deployments: [scripted] }}
-routes:
-  - name: cached
-    cache: {{ ttl_ms: 60000 }}
-keys:
-  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
-"#,
-        up.base_url(),
-        key_hash(KEY)
-    );
-    let gw = TestGateway::start(&yaml).await;
-    let mut q = ask("chat", "Stream me");
-    q["stream"] = json!(true);
-    let first = gw.stream(KEY, &q).await;
-    let s1 = up.next_stream().await;
-    s1.send(&chunk("first ")).await;
-    // The second gets its own stream at once, while the first is still going.
-    let second = gw.stream(KEY, &q).await;
-    assert_eq!(second.headers()["x-sluice-cache"], "miss");
-    let s2 = up.next_stream().await;
-    finish_stream(s1, "answer").await;
-    finish_stream(s2, "answer").await;
-    assert_eq!(stream_text(&read_all(first.into_body()).await).0, "first answer");
-    assert_eq!(stream_text(&read_all(second.into_body()).await).0, "answer");
-    assert_eq!(
-        gw.chat(KEY, &ask("chat", "Stream me")).await.header("x-sluice-cache"),
-        Some("hit")
-    );
-}
-
-#[tokio::test]
 async fn entries_are_purged_by_tenant_route_or_key_through_the_admin_api() {
     let mock = mock().await;
     let gw = TestGateway::start(&config(&mock, "")).await;
@@ -586,163 +358,6 @@ async fn the_same_question_through_three_front_doors_is_one_entry_in_three_forma
     let mut seed = openai.clone();
     seed["seed"] = json!(7);
     assert_eq!(gw.chat(KEY, &seed).await.header("x-sluice-cache"), Some("miss"));
-}
-
-#[tokio::test]
-async fn when_every_model_fails_a_stored_answer_past_its_ttl_answers_as_stale() {
-    let mock = mock().await;
-    let yaml = format!(
-        r#"
-deployments:
-  - {{ name: mock-a, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
-models:
-  - {{ name: chat, deployments: [mock-a] }}
-breaker: {{ consecutive_failures: 2, open_ms: 600000 }}
-routes:
-  - name: stale
-    forward_params: [mock]
-    cache: {{ ttl_ms: 200, stale_ms: 600000 }}
-    fallback: [{{ cache: {{ stale_ms: 600000 }} }}]
-keys:
-  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
-"#,
-        mock.base_url(),
-        key_hash(KEY)
-    );
-    let gw = TestGateway::start(&yaml).await;
-    let q = ask("chat", "Still there?");
-    let first = gw.chat(KEY, &q).await;
-    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-
-    // The upstream fails until its breaker opens: nothing stored for these, so they fail.
-    for i in 0..2 {
-        let mut failing = ask("chat", &format!("Failing {i}"));
-        failing["mock"] = json!({"status": 500});
-        assert_eq!(gw.chat(KEY, &failing).await.status, 502);
-    }
-    // Past its TTL the entry is no hit; with every model out, the chain's cache step answers.
-    let stale = gw.chat(KEY, &q).await;
-    assert_eq!(stale.status, 200, "{}", stale.text());
-    assert_eq!(stale.header("x-sluice-cache"), Some("stale"));
-    assert_eq!(stale.header("x-sluice-fallback"), Some("true"));
-    assert_eq!(stale.header("x-sluice-fallback-reason"), Some("open_circuit"));
-    assert_eq!(text(&stale), text(&first));
-    // A question never answered has nothing to fall back on.
-    assert_eq!(gw.chat(KEY, &ask("chat", "Never asked")).await.status, 502);
-    let lines = gw.log_lines(5).await;
-    assert_eq!(lines[3]["cache"], "stale");
-    assert_eq!(lines[3]["cost_micros"].as_u64().unwrap_or(0), 0);
-    assert_eq!(
-        requests(&mock),
-        3,
-        "the stale answer and the last one never reached the upstream"
-    );
-}
-
-#[tokio::test]
-async fn a_cache_step_needs_the_routes_cache_and_no_more_staleness_than_it_keeps() {
-    let mock = mock().await;
-    let route = |cache: &str| {
-        format!(
-            "  - name: r\n    match: {{ models: [chat] }}\n{cache}    fallback: [other, {{ cache: {{ stale_ms: 5000 }} }}]\n"
-        )
-    };
-    for (cache, problem) in [
-        ("", "needs the route's `cache`"),
-        ("    cache: { ttl_ms: 1000, stale_ms: 1000 }\n", "must not exceed"),
-    ] {
-        let text = config_with_routes(&mock, &route(cache));
-        match sluice_config::load_str(&text, &env) {
-            Err(e) => assert!(e.to_string().contains(problem), "{e}"),
-            Ok(_) => panic!("accepted: {text}"),
-        }
-    }
-    let ok = config_with_routes(&mock, &route("    cache: { ttl_ms: 1000, stale_ms: 5000 }\n"));
-    let c = sluice_config::load_str(&ok, &env).unwrap();
-    let chain = &c.routes[0].fallback;
-    assert_eq!(chain.models.len(), 1);
-    assert_eq!(chain.cache.unwrap().after, 1);
-}
-
-/// Ends a scripted stream as a provider does: the text, the finish, the usage, `[DONE]`.
-async fn finish_stream(s: ScriptedStream, text: &str) {
-    s.send(&chunk(text)).await;
-    s.send(&format!(
-        "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
-        json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-        json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
-               "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
-    ))
-    .await;
-}
-
-#[tokio::test]
-async fn under_overload_a_cache_only_step_serves_hits_and_refuses_misses() {
-    let mut up = ScriptedUpstream::start().await;
-    let yaml = format!(
-        r#"
-deployments:
-  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
-models:
-  - {{ name: chat, deployments: [scripted] }}
-routes:
-  - name: busy
-    cache: {{ ttl_ms: 600000 }}
-    queue: {{ max_concurrency: 1, max_queued: 4, timeout_ms: 60000 }}
-    degrade: [{{ when_queued: 1, cache_only: true }}]
-keys:
-  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
-"#,
-        up.base_url(),
-        key_hash(KEY)
-    );
-    let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
-    let streamed = |question: &str| {
-        let mut q = ask("chat", question);
-        q["stream"] = json!(true);
-        q
-    };
-    // An answer stored while the route is calm.
-    let stored = gw.stream(KEY, &streamed("Known")).await;
-    finish_stream(up.next_stream().await, "known answer").await;
-    assert_eq!(stream_text(&read_all(stored.into_body()).await).0, "known answer");
-
-    // One request holds the route's only place; the next waits in its queue.
-    let holder = gw.stream(KEY, &streamed("Long")).await;
-    let held = up.next_stream().await;
-    let waiter = {
-        let gw = gw.clone();
-        let q = streamed("Waiting");
-        tokio::spawn(async move { read_all(gw.stream(KEY, &q).await.into_body()).await })
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !gw.metrics().await.contains(r#"sluice_queue_depth{route="busy"} 1"#) {
-        assert!(std::time::Instant::now() < deadline, "the second request never queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    // Overloaded: a stored answer is served at once, anything else refused.
-    let hit = gw.chat(KEY, &ask("chat", "Known")).await;
-    assert_eq!(hit.status, 200, "{}", hit.text());
-    assert_eq!(hit.header("x-sluice-cache"), Some("hit"));
-    assert_eq!(text(&hit), "known answer");
-    let refused = gw.chat(KEY, &ask("chat", "Unknown")).await;
-    assert_eq!(refused.status, 503, "{}", refused.text());
-    assert_eq!(refused.error_code(), "cache_only");
-    assert_eq!(refused.header("retry-after"), Some("1"));
-    assert_eq!(up.bodies().len(), 2, "neither reached the upstream");
-
-    // The load passes: the held stream ends, the waiter is served.
-    finish_stream(held, "long answer").await;
-    assert_eq!(stream_text(&read_all(holder.into_body()).await).0, "long answer");
-    finish_stream(up.next_stream().await, "waited answer").await;
-    let waited = tokio::time::timeout(Duration::from_secs(20), waiter)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stream_text(&waited).0, "waited answer");
 }
 
 #[tokio::test]

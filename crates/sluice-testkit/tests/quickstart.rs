@@ -77,3 +77,22 @@ async fn every_quickstart_model_answers_in_every_format() {
         .await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn the_quickstarts_cached_model_answers_a_repeated_question_from_the_cache() {
+    let gw = TestGateway::start(&quickstart()).await;
+    // The README's request, twice.
+    let body = json!({"model": "small-cached", "messages": [{"role": "user", "content": "Hello"}]});
+    let first = gw.chat(DEMO_KEY, &body).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let second = gw.chat(DEMO_KEY, &body).await;
+    assert_eq!(second.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(
+        second.json()["choices"][0]["message"]["content"],
+        first.json()["choices"][0]["message"]["content"]
+    );
+    // The other models do not cache.
+    let plain = json!({"model": "small", "messages": [{"role": "user", "content": "Hello"}]});
+    assert_eq!(gw.chat(DEMO_KEY, &plain).await.header("x-sluice-cache"), None);
+}

@@ -154,23 +154,10 @@ impl Following {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
-    use crate::key::{KeyParts, Scope};
-    use sluice_config::CacheScope;
     use std::time::Duration;
 
     fn key(body: &str) -> CacheKey {
-        let k: Arc<str> = Arc::from("k");
-        CacheKey::new(
-            &Scope::of(CacheScope::Tenant, None, None, &k),
-            &KeyParts {
-                route: "r",
-                policy_version: "v",
-                endpoint: "e",
-                model: "m",
-                headers: &[],
-                body: body.as_bytes(),
-            },
-        )
+        crate::key::test_key(None, body)
     }
 
     #[tokio::test]

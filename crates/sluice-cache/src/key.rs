@@ -136,6 +136,23 @@ impl CacheKey {
     }
 }
 
+/// A key for the crate's tests: route `r`, `tenant` (none: key `k` is its own), `body`.
+#[cfg(test)]
+pub(crate) fn test_key(tenant: Option<&str>, body: &str) -> CacheKey {
+    let (tenant, key): (Option<Arc<str>>, Arc<str>) = (tenant.map(Arc::from), Arc::from("k"));
+    CacheKey::new(
+        &Scope::of(CacheScope::Tenant, tenant.as_ref(), None, &key),
+        &KeyParts {
+            route: "r",
+            policy_version: "v",
+            endpoint: "e",
+            model: "m",
+            headers: &[],
+            body: body.as_bytes(),
+        },
+    )
+}
+
 /// A tagged, length-prefixed field: no two sequences of fields hash the same bytes.
 fn field(h: &mut Sha256, tag: u8, bytes: &[u8]) {
     h.update([tag]);

@@ -282,23 +282,10 @@ impl Storing {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::key::{KeyParts, Scope};
-    use sluice_config::CacheScope;
+    use crate::key::test_key;
 
     fn key(n: usize) -> CacheKey {
-        let body = format!("{{\"n\":{n}}}");
-        let k: Arc<str> = Arc::from("k");
-        CacheKey::new(
-            &Scope::of(CacheScope::Tenant, None, None, &k),
-            &KeyParts {
-                route: "r",
-                policy_version: "v",
-                endpoint: "e",
-                model: "m",
-                headers: &[],
-                body: body.as_bytes(),
-            },
-        )
+        test_key(None, &format!("{{\"n\":{n}}}"))
     }
 
     fn answer(text: &str) -> ChatResponse {
@@ -343,19 +330,7 @@ mod tests {
     }
 
     fn tenant_key(tenant: &str, n: usize) -> CacheKey {
-        let (t, k): (Arc<str>, Arc<str>) = (Arc::from(tenant), Arc::from("k"));
-        let body = format!("{n}");
-        CacheKey::new(
-            &Scope::of(CacheScope::Tenant, Some(&t), None, &k),
-            &KeyParts {
-                route: "r",
-                policy_version: "v",
-                endpoint: "e",
-                model: "m",
-                headers: &[],
-                body: body.as_bytes(),
-            },
-        )
+        test_key(Some(tenant), &n.to_string())
     }
 
     #[test]

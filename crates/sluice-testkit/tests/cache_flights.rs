@@ -41,21 +41,7 @@ async fn a_hundred_concurrent_identical_misses_send_one_upstream_request() {
 #[tokio::test]
 async fn when_the_leader_leaves_one_follower_takes_over_and_the_rest_follow_it() {
     let mut up = ScriptedUpstream::start().await;
-    let yaml = format!(
-        r#"
-deployments:
-  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
-models:
-  - {{ name: chat, deployments: [scripted] }}
-routes:
-  - name: cached
-    cache: {{ ttl_ms: 60000 }}
-keys:
-  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
-"#,
-        up.base_url(),
-        key_hash(KEY)
-    );
+    let yaml = scripted_config(&up, "cached", "    cache: { ttl_ms: 60000 }\n");
     let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
     let q = ask("chat", "Who leads?");
 
@@ -110,21 +96,7 @@ keys:
 #[tokio::test]
 async fn streaming_requests_do_not_wait_for_an_identical_one_in_the_air() {
     let mut up = ScriptedUpstream::start().await;
-    let yaml = format!(
-        r#"
-deployments:
-  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
-models:
-  - {{ name: chat, deployments: [scripted] }}
-routes:
-  - name: cached
-    cache: {{ ttl_ms: 60000 }}
-keys:
-  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
-"#,
-        up.base_url(),
-        key_hash(KEY)
-    );
+    let yaml = scripted_config(&up, "cached", "    cache: { ttl_ms: 60000 }\n");
     let gw = TestGateway::start(&yaml).await;
     let mut q = ask("chat", "Stream me");
     q["stream"] = json!(true);
@@ -225,22 +197,10 @@ async fn a_cache_step_needs_the_routes_cache_and_no_more_staleness_than_it_keeps
 #[tokio::test]
 async fn under_overload_a_cache_only_step_serves_hits_and_refuses_misses() {
     let mut up = ScriptedUpstream::start().await;
-    let yaml = format!(
-        r#"
-deployments:
-  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
-models:
-  - {{ name: chat, deployments: [scripted] }}
-routes:
-  - name: busy
-    cache: {{ ttl_ms: 600000 }}
-    queue: {{ max_concurrency: 1, max_queued: 4, timeout_ms: 60000 }}
-    degrade: [{{ when_queued: 1, cache_only: true }}]
-keys:
-  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
-"#,
-        up.base_url(),
-        key_hash(KEY)
+    let yaml = scripted_config(
+        &up,
+        "busy",
+        "    cache: { ttl_ms: 600000 }\n    queue: { max_concurrency: 1, max_queued: 4, timeout_ms: 60000 }\n    degrade: [{ when_queued: 1, cache_only: true }]\n",
     );
     let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
     let streamed = |question: &str| {

@@ -39,6 +39,8 @@ struct Lookup {
     /// Per model alias (by index): a digest of the route's and the alias's config that shapes
     /// an answer. A reload that changes one starts new keys.
     versions: Box<[String]>,
+    /// The route's fallback chain has a cache step (a miss then keeps its key for it).
+    stale_step: bool,
 }
 
 /// What a lookup that did not answer hands on.
@@ -70,6 +72,7 @@ impl CacheStage {
                 policy,
                 route: Arc::from(route.name.as_str()),
                 versions: (0..config.models.len()).map(|m| version(route, config, m)).collect(),
+                stale_step: route.fallback.cache.is_some(),
             }),
         }
     }
@@ -165,7 +168,7 @@ impl CacheStage {
                 outcome: Some("miss"),
                 key: Some(hex.clone()),
                 store,
-                stale: Some((key.clone(), on.policy.ttl)),
+                stale: on.stale_step.then(|| (key.clone(), on.policy.ttl)),
             })
         };
         for round in 0.. {

@@ -117,3 +117,22 @@ pub async fn finish_stream(s: ScriptedStream, text: &str) {
     ))
     .await;
 }
+
+/// Alias `chat` served by a test-driven upstream through one route, `name`, with `settings`
+/// (indented route lines), and the test key in tenant `acme`.
+pub fn scripted_config(up: &ScriptedUpstream, name: &str, settings: &str) -> String {
+    format!(
+        r#"
+deployments:
+  - {{ name: scripted, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+models:
+  - {{ name: chat, deployments: [scripted] }}
+routes:
+  - name: {name}
+{settings}keys:
+  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
+"#,
+        up.base_url(),
+        key_hash(KEY)
+    )
+}

@@ -1,5 +1,6 @@
 //! The response cache's admin endpoints: its stats, and purging entries by tenant, route or
-//! key. A purge reaches this instance's in-process tier.
+//! key. A purge reaches this instance's in-process tier, the Redis tier, and (through Redis)
+//! every other instance's in-process tier.
 
 use std::sync::Arc;
 
@@ -7,8 +8,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::json;
+use sluice_cache::PurgeFilter;
 use sluice_gateway::Gateway;
 
 use crate::error::error;
@@ -28,37 +29,29 @@ pub(crate) async fn stats(State(gw): State<Arc<Gateway>>) -> Response {
             .map(|(tenant, bytes)| json!({"tenant": tenant, "bytes": bytes}))
             .collect::<Vec<_>>(),
         "waiting": flights.waiting(),
+        "redis": gw.cache.shared.as_ref().map(|s| json!({"up": s.is_up()})),
     }))
     .into_response()
 }
 
-/// Which entries a purge removes: those matching every filter given (all, with none).
-#[derive(Debug, Deserialize)]
-pub(crate) struct Purge {
-    /// A tenant's name (a key without a tenant is the tenant named by its key id).
-    tenant: Option<String>,
-    route: Option<String>,
-    /// An entry's key: its digest in hex, as the access log's `cache_key`.
-    key: Option<String>,
-}
-
-/// `DELETE /admin/cache?tenant=…&route=…&key=…`.
-pub(crate) async fn purge(State(gw): State<Arc<Gateway>>, Query(p): Query<Purge>) -> Response {
-    let memory = gw.cache.memory.clone();
-    let purged = tokio::task::spawn_blocking(move || {
-        memory.purge(|k| {
-            p.tenant.as_deref().is_none_or(|t| k.scope().tenant() == t)
-                && p.route.as_deref().is_none_or(|r| k.route() == r)
-                && p.key.as_deref().is_none_or(|h| k.hex() == h)
-        })
-    })
-    .await;
-    match purged {
-        Ok(n) => Json(json!({ "purged": n })).into_response(),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "The gateway is shutting down.",
-        ),
-    }
+/// `DELETE /admin/cache?tenant=…&route=…&key=…`: removes the entries matching every filter
+/// given (all, with none) from this instance's memory and from the Redis tier, and tells every
+/// instance sharing it to drop its own.
+pub(crate) async fn purge(State(gw): State<Arc<Gateway>>, Query(filter): Query<PurgeFilter>) -> Response {
+    let purged = gw.cache.purge(filter).await;
+    let shared = match purged.shared {
+        None => serde_json::Value::Null,
+        Some(Ok(n)) => json!(n),
+        Some(Err(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cache_redis_unavailable",
+                format!(
+                    "Purged {} entries from this instance; the Redis tier did not answer ({e}), so other instances and Redis may still hold them.",
+                    purged.memory
+                ),
+            );
+        }
+    };
+    Json(json!({ "purged": purged.memory, "purged_shared": shared })).into_response()
 }

@@ -8,7 +8,8 @@
 //!
 //! Entries hold the canonical answer, so a hit is written again in the client's own format
 //! (and as a stream for a streaming client). The in-process tier ([`MemoryTier`]) holds them
-//! within a byte budget, each for its route's TTL.
+//! within a byte budget, each for its route's TTL; the Redis tier ([`SharedTier`]) shares them
+//! with every instance using the same Redis, and is never an error for a caller.
 //!
 //! The gateway's cache stage (lookup, before the queue) and response stage (store, after the
 //! answer's end) use this crate; it knows nothing of HTTP.
@@ -17,8 +18,12 @@ pub mod canonical;
 mod flight;
 mod key;
 mod memory;
+mod shared;
+mod tiers;
 
 pub use canonical::{Canonical, canonical};
 pub use flight::{Flights, Following, Joined, Leading};
 pub use key::{CacheKey, KeyParts, Scope};
-pub use memory::{Entry, MemoryTier, Storing};
+pub use memory::{Entry, MemoryTier};
+pub use shared::{PROBE_EVERY, PurgeFilter, SharedMetrics, SharedTier};
+pub use tiers::{Purged, Storing, Tiers};

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime};
 use moka::Expiry;
 use sluice_providers::chat::{ChatResponse, Part};
 
-use crate::flight::Leading;
 use crate::key::CacheKey;
 
 /// A stored answer.
@@ -41,6 +40,12 @@ impl Entry {
         }
     }
 
+    /// How much longer it is kept (served, then stale), from now.
+    pub fn remaining(&self) -> Duration {
+        let age = self.stored_at.elapsed().unwrap_or_default();
+        self.ttl.saturating_add(self.stale).saturating_sub(age)
+    }
+
     /// Whether it is at most `within` old.
     pub fn younger_than(&self, within: Duration) -> bool {
         self.stored_at.elapsed().is_ok_and(|age| age <= within)
@@ -66,12 +71,13 @@ fn weigh(a: &ChatResponse) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Each entry expires after its own TTL.
+/// Each entry expires after its own TTL and stale time, counted from when it was first stored
+/// (an entry brought in from the Redis tier keeps only what is left of its life).
 struct ByEntry;
 
 impl Expiry<CacheKey, Arc<Entry>> for ByEntry {
     fn expire_after_create(&self, _key: &CacheKey, value: &Arc<Entry>, _created_at: Instant) -> Option<Duration> {
-        Some(value.ttl.saturating_add(value.stale))
+        Some(value.remaining())
     }
 }
 
@@ -202,14 +208,14 @@ impl MemoryTier {
     }
 
     /// Stores an entry; `false` (and nothing stored) when its tenant's share is full.
-    pub fn insert(&self, key: CacheKey, entry: Entry) -> bool {
+    pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) -> bool {
         if !self
             .tenants
             .take(key.scope().tenant_id(), u64::from(entry.bytes), self.tenant_max)
         {
             return false;
         }
-        self.cache.insert(key, Arc::new(entry));
+        self.cache.insert(key, entry);
         true
     }
 
@@ -226,55 +232,6 @@ impl MemoryTier {
     /// Applies pending inserts, evictions and expiries now (tests and stats).
     pub fn sync(&self) {
         self.cache.run_pending_tasks();
-    }
-}
-
-/// A miss on its way to being stored: the key the lookup made, and how the answer is kept.
-/// The response stage commits it once the answer has ended well.
-#[derive(Debug)]
-pub struct Storing {
-    tier: MemoryTier,
-    key: CacheKey,
-    ttl: Duration,
-    stale: Duration,
-    max_bytes: u64,
-    /// The flight this miss leads, if it does: landed (its followers woken) when this is
-    /// committed or dropped — after the entry is in the tier, or when the answer will not be.
-    _leading: Option<Leading>,
-}
-
-impl Storing {
-    pub fn new(
-        tier: &MemoryTier,
-        key: CacheKey,
-        (ttl, stale): (Duration, Duration),
-        max_bytes: u64,
-        leading: Option<Leading>,
-    ) -> Storing {
-        Storing {
-            tier: tier.clone(),
-            key,
-            ttl,
-            stale,
-            max_bytes,
-            _leading: leading,
-        }
-    }
-
-    /// The largest answer kept (in the cache's measure).
-    pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
-    }
-
-    /// Stores the answer; `false` (and nothing stored) when it is larger than the route allows
-    /// or its tenant's share is full.
-    pub fn commit(self, answer: ChatResponse, cost_micros: u64) -> bool {
-        let entry = Entry::new(answer, cost_micros, self.ttl, self.stale);
-        if u64::from(entry.bytes()) > self.max_bytes {
-            return false;
-        }
-        // `self` (and the flight it leads) is dropped only after, with the entry in place.
-        self.tier.insert(self.key.clone(), entry)
     }
 }
 
@@ -304,11 +261,16 @@ mod tests {
         let tier = MemoryTier::new(64 * 1024, 100);
         tier.insert(
             key(0),
-            Entry::new(answer("short-lived"), 1, Duration::from_millis(1), Duration::ZERO),
+            Arc::new(Entry::new(
+                answer("short-lived"),
+                1,
+                Duration::from_millis(1),
+                Duration::ZERO,
+            )),
         );
         tier.insert(
             key(1),
-            Entry::new(answer("kept"), 1, Duration::from_secs(3600), Duration::ZERO),
+            Arc::new(Entry::new(answer("kept"), 1, Duration::from_secs(3600), Duration::ZERO)),
         );
         std::thread::sleep(Duration::from_millis(20));
         assert!(tier.get(&key(0)).is_none(), "past its TTL");
@@ -321,7 +283,7 @@ mod tests {
         for n in 2..1002 {
             tier.insert(
                 key(n),
-                Entry::new(answer(&text), 1, Duration::from_secs(3600), Duration::ZERO),
+                Arc::new(Entry::new(answer(&text), 1, Duration::from_secs(3600), Duration::ZERO)),
             );
         }
         tier.sync();
@@ -341,7 +303,7 @@ mod tests {
             .filter(|n| {
                 tier.insert(
                     tenant_key("greedy", *n),
-                    Entry::new(answer(&text), 1, Duration::from_secs(3600), Duration::ZERO),
+                    Arc::new(Entry::new(answer(&text), 1, Duration::from_secs(3600), Duration::ZERO)),
                 )
             })
             .count();
@@ -353,7 +315,12 @@ mod tests {
         // Another tenant still has room.
         assert!(tier.insert(
             tenant_key("modest", 0),
-            Entry::new(answer("small"), 1, Duration::from_secs(3600), Duration::ZERO)
+            Arc::new(Entry::new(
+                answer("small"),
+                1,
+                Duration::from_secs(3600),
+                Duration::ZERO
+            ))
         ));
         assert!(tier.get(&tenant_key("modest", 0)).is_some());
         // What leaves gives its room back.
@@ -362,7 +329,7 @@ mod tests {
         assert_eq!(tier.largest_tenants(5).iter().find(|(t, _)| t == "greedy"), None);
         assert!(tier.insert(
             tenant_key("greedy", 5000),
-            Entry::new(answer(&text), 1, Duration::from_secs(3600), Duration::ZERO)
+            Arc::new(Entry::new(answer(&text), 1, Duration::from_secs(3600), Duration::ZERO))
         ));
     }
 
@@ -372,7 +339,7 @@ mod tests {
         for n in 0..10 {
             tier.insert(
                 key(n),
-                Entry::new(answer("a"), 1, Duration::from_secs(3600), Duration::ZERO),
+                Arc::new(Entry::new(answer("a"), 1, Duration::from_secs(3600), Duration::ZERO)),
             );
         }
         let odd: Vec<String> = (0..10).filter(|n| n % 2 == 1).map(|n| key(n).hex()).collect();

@@ -9,6 +9,9 @@ use crate::types::{CachePolicy, CacheScope, CacheStoreConfig};
 
 /// The in-process tier's size when `cache.memory_bytes` is not given.
 pub const DEFAULT_CACHE_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
+/// Entries larger than this are compressed in the Redis tier when `compress_above_bytes` is
+/// not given.
+pub const DEFAULT_COMPRESS_ABOVE_BYTES: u64 = 1024;
 /// The largest answer a route stores when `max_entry_bytes` is not given.
 pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: u64 = 1024 * 1024;
 /// The longest TTL a route may set (30 days).
@@ -105,5 +108,18 @@ pub(crate) fn store(raw: &RawCacheStore, errs: &mut Collector) -> CacheStoreConf
             "cache.tenant_max_percent",
             errs,
         ) as u8,
+        redis: raw.redis.as_ref().is_none_or(|v| v.value),
+        redis_timeout: raw
+            .redis_timeout_ms
+            .as_ref()
+            .map(|v| Duration::from_millis(ranged(Some(v), 100, 1, 10_000, "cache.redis_timeout_ms", errs))),
+        compress_above_bytes: ranged(
+            raw.compress_above_bytes.as_ref(),
+            DEFAULT_COMPRESS_ABOVE_BYTES,
+            0,
+            1 << 30,
+            "cache.compress_above_bytes",
+            errs,
+        ),
     }
 }

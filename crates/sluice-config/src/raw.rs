@@ -62,6 +62,12 @@ pub struct RawCacheStore {
     pub memory_bytes: Option<S<u64>>,
     /// The share of the tier one tenant's entries may take, so one tenant cannot evict the rest.
     pub tenant_max_percent: Option<S<u64>>,
+    /// Whether entries are shared through `store.redis` when it is configured (default true).
+    pub redis: Option<S<bool>>,
+    /// How long a Redis-tier call may take (default: `store.redis.timeout_ms`).
+    pub redis_timeout_ms: Option<S<u64>>,
+    /// Entries larger than this are compressed in the Redis tier.
+    pub compress_above_bytes: Option<S<u64>>,
 }
 
 /// A route's cache policy (also under `defaults`, merged field by field).

@@ -383,6 +383,17 @@ routes:
     assert_eq!(c.cache.memory_bytes, 8 * 1024 * 1024);
     assert_eq!(load("").unwrap().routes[0].policy.cache, None, "no cache unless asked");
     assert_eq!(load("").unwrap().cache.memory_bytes, DEFAULT_CACHE_MEMORY_BYTES);
+    let store = load("").unwrap().cache;
+    assert!(store.redis, "entries are shared through store.redis unless turned off");
+    assert_eq!((store.redis_timeout, store.compress_above_bytes), (None, 1024));
+    let own = load("cache: { redis: false, redis_timeout_ms: 40, compress_above_bytes: 0 }\n")
+        .unwrap()
+        .cache;
+    assert!(!own.redis);
+    assert_eq!(
+        (own.redis_timeout, own.compress_above_bytes),
+        (Some(std::time::Duration::from_millis(40)), 0)
+    );
 }
 
 #[test]
@@ -394,6 +405,10 @@ fn bad_cache_settings_are_refused_with_their_lines() {
             (5, "routes[0].cache.ttl_ms"),
             (6, "cache.memory_bytes"),
         ],
+    );
+    check_errors(
+        "cache:\n  redis_timeout_ms: 0\n  compress_above_bytes: 99999999999\n",
+        &[(2, "cache.redis_timeout_ms"), (3, "cache.compress_above_bytes")],
     );
 }
 

@@ -59,6 +59,12 @@ pub struct CacheStoreConfig {
     pub memory_bytes: u64,
     /// The share of them one tenant may take (1–100).
     pub tenant_max_percent: u8,
+    /// Whether entries are shared through `store.redis` (when it is configured).
+    pub redis: bool,
+    /// How long a Redis-tier call may take; `None`: `store.redis`'s timeout.
+    pub redis_timeout: Option<std::time::Duration>,
+    /// Entries larger than this (encoded) are compressed in the Redis tier.
+    pub compress_above_bytes: u64,
 }
 
 impl Config {

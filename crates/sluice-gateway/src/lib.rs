@@ -106,7 +106,7 @@ pub struct Gateway {
     pub ledger: Option<Arc<sluice_ledger::Ledger>>,
     /// The response cache's in-process tier and its flights: live state, kept across reloads (a key holds its
     /// route's policy version, so a config change that shapes answers starts new entries).
-    pub cache: stages::cache::CacheTiers,
+    pub cache: sluice_cache::Tiers,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -330,7 +330,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     live.set_telemetry(&telemetry);
     live.limits.configure(config.store.redis.as_ref()).await;
     let live_webhook_client = live.webhook_client();
-    let cache = stages::cache::CacheTiers::new(&config.cache);
+    let cache = stages::cache::tiers(&config, telemetry.metrics.cache_redis.clone());
     let snapshot = live.build(config).await?;
     let plans = Plans::build(&snapshot);
     let gateway = Arc::new(Gateway {

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub keys: Gauge,
     pub limits_store: sluice_limits::StoreMetrics,
+    /// The response cache's Redis tier.
+    pub cache_redis: sluice_cache::SharedMetrics,
     /// In-process limiter cells (set by each sweep and when scraped).
     pub limits_cells: Gauge,
     /// 0 closed, 1 open, 2 half-open.
@@ -156,6 +158,7 @@ impl Metrics {
             reloads: Family::default(),
             keys: Gauge::default(),
             limits_store: sluice_limits::StoreMetrics::default(),
+            cache_redis: sluice_cache::SharedMetrics::default(),
             limits_cells: Gauge::default(),
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
@@ -289,6 +292,27 @@ impl Metrics {
             m.reloads.clone(),
         );
         registry.register("sluice_virtual_keys", "Active virtual keys", m.keys.clone());
+        let redis = &m.cache_redis;
+        registry.register(
+            "sluice_cache_redis_up",
+            "1 while the response cache's Redis tier answers (0 while it is down and skipped)",
+            redis.up.clone(),
+        );
+        registry.register(
+            "sluice_cache_redis_lookups",
+            "Response-cache lookups that reached the Redis tier, by result: hit, miss, error, skipped (the tier was down)",
+            redis.lookups.clone(),
+        );
+        registry.register(
+            "sluice_cache_redis_errors",
+            "Response-cache Redis calls that failed or timed out, by operation: get, put, purge, probe",
+            redis.errors.clone(),
+        );
+        registry.register(
+            "sluice_cache_redis_stores",
+            "Entries written to the response cache's Redis tier",
+            redis.stores.clone(),
+        );
         let store = &m.limits_store;
         registry.register(
             "sluice_limits_store_up",

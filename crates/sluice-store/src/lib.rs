@@ -7,6 +7,7 @@
 mod keys_sql;
 pub mod ledger;
 mod pg;
+pub mod redis;
 mod sqlite;
 
 use std::future::Future;

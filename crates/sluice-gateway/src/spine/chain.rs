@@ -64,9 +64,12 @@ pub(super) async fn fall_back(
                 return Ok(Flow::Respond(fallback::degraded(inbound, text, &decision.model.name)));
             }
             fallback::Step::Cache(stale) => {
-                let answer = cached.and_then(|c| {
-                    crate::stages::cache::stale_answer(&gw.cache, c, stale, inbound, finish.request_id())
-                });
+                let answer = match cached {
+                    Some(c) => {
+                        crate::stages::cache::stale_answer(&gw.cache, c, stale, inbound, finish.request_id()).await
+                    }
+                    None => None,
+                };
                 if let Some(reply) = answer {
                     finish.set_fallback(&decision.model.name, why);
                     return Ok(Flow::Respond(reply));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
-use sluice_cache::{CacheKey, Entry, Flights, Joined, KeyParts, MemoryTier, Scope, Storing};
+use sluice_cache::{CacheKey, Entry, Joined, KeyParts, MemoryTier, Scope, SharedMetrics, SharedTier, Storing, Tiers};
 use sluice_config::{CachePolicy, Config, RouteConfig};
 use sluice_providers::{Endpoint, InboundRequest, Wire, names, translate};
 
@@ -88,7 +88,7 @@ impl CacheStage {
     #[allow(clippy::too_many_arguments)] // the stage's typed inputs, each used
     pub async fn run(
         &self,
-        cache: &CacheTiers,
+        cache: &Tiers,
         caller: &Caller,
         decision: &Decision<'_>,
         inbound: &InboundRequest,
@@ -160,9 +160,9 @@ impl CacheStage {
             },
         );
         let hex = key.hex();
-        let tier = &cache.memory;
+        let tiers = (&cache.memory, cache.shared.as_ref());
         let kept = (control.ttl, on.policy.stale);
-        let storing = |leading| Storing::new(tier, key.clone(), kept, on.policy.max_entry_bytes, leading);
+        let storing = |leading| Storing::new(tiers, key.clone(), kept, on.policy.max_entry_bytes, leading);
         let miss = |store| {
             Flow::Next(Looked {
                 outcome: Some("miss"),
@@ -173,7 +173,7 @@ impl CacheStage {
         };
         for round in 0.. {
             if !control.no_cache
-                && let Some(entry) = tier.get(&key)
+                && let Some(entry) = cache.get(&key).await
                 && entry.younger_than(control.ttl)
             {
                 let pace = on.policy.replay_chunk;
@@ -207,20 +207,20 @@ impl CacheStage {
 /// How many landed flights a miss follows before it goes upstream on its own.
 const MAX_FOLLOWS: usize = 3;
 
-/// The cache's tiers and its flights: live state, kept across reloads.
-#[derive(Debug)]
-pub struct CacheTiers {
-    pub memory: MemoryTier,
-    pub flights: Flights,
-}
-
-impl CacheTiers {
-    pub fn new(config: &sluice_config::CacheStoreConfig) -> CacheTiers {
-        CacheTiers {
-            memory: MemoryTier::new(config.memory_bytes, config.tenant_max_percent),
-            flights: Flights::default(),
-        }
-    }
+/// The cache's tiers: in process, and in Redis when `store.redis` is configured and
+/// `cache.redis` is not turned off. Live state, built once at start (a reload keeps them).
+pub fn tiers(config: &Config, metrics: SharedMetrics) -> Tiers {
+    let c = &config.cache;
+    let memory = MemoryTier::new(c.memory_bytes, c.tenant_max_percent);
+    let shared = config.store.redis.as_ref().filter(|_| c.redis).map(|r| {
+        let target = sluice_store::redis::RedisTarget {
+            nodes: r.nodes.clone(),
+            cluster: r.cluster,
+            timeout: c.redis_timeout.unwrap_or(r.timeout),
+        };
+        SharedTier::new(target, &r.prefix, c.compress_above_bytes, metrics)
+    });
+    Tiers::new(memory, shared)
 }
 
 /// A chat request's canonical form whatever its front door (chat completions, messages,
@@ -284,14 +284,14 @@ fn answer_headers(headers: &HeaderMap) -> Vec<(&'static str, &str)> {
 
 /// A fallback chain's `cache` step: the stored answer for `key`, even up to `stale` past the
 /// route's `ttl` (`x-sluice-cache: stale`).
-pub fn stale_answer(
-    cache: &CacheTiers,
+pub async fn stale_answer(
+    cache: &Tiers,
     (key, ttl): &(CacheKey, Duration),
     stale: Duration,
     inbound: &InboundRequest,
     request_id: &str,
 ) -> Option<Reply> {
-    let entry = cache.memory.get(key)?;
+    let entry = cache.get(key).await?;
     entry
         .younger_than(ttl.saturating_add(stale))
         .then(|| replay(&entry, inbound, request_id, (key.hex(), "stale"), None))

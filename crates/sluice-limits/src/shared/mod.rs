@@ -16,9 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
-use redis::cluster_async::ClusterConnection;
 use sluice_config::{LimitSpec, Metric, OutagePolicy, RedisConfig};
+use sluice_store::redis::{RedisLink, RedisTarget};
 
 mod wire;
 
@@ -43,12 +42,6 @@ return redis.call('ZCARD', KEYS[1])
 ";
 const SETTLE_ATTEMPTS: u32 = 5;
 
-#[derive(Clone)]
-enum Conn {
-    Node(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
 /// One limit in a shared reservation.
 #[derive(Debug, Clone)]
 struct Item {
@@ -70,8 +63,7 @@ struct Group {
 
 pub struct SharedLimiter {
     config: RedisConfig,
-    conn: arc_swap::ArcSwapOption<Conn>,
-    connecting: tokio::sync::Mutex<()>,
+    link: RedisLink,
     up: AtomicBool,
     down_since: std::sync::Mutex<Option<Instant>>,
     /// Redis's clock minus ours, in µs.
@@ -107,8 +99,11 @@ impl SharedLimiter {
     pub async fn start(config: RedisConfig, metrics: StoreMetrics) -> Arc<SharedLimiter> {
         let limiter = Arc::new(SharedLimiter {
             config: config.clone(),
-            conn: arc_swap::ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
+            link: RedisLink::new(RedisTarget {
+                nodes: config.nodes.clone(),
+                cluster: config.cluster,
+                timeout: config.timeout,
+            }),
             up: AtomicBool::new(true),
             down_since: std::sync::Mutex::new(None),
             skew_us: AtomicI64::new(0),
@@ -170,70 +165,15 @@ impl SharedLimiter {
         self.up.load(Ordering::Acquire)
     }
 
-    async fn connect(&self) -> Result<Conn, StoreError> {
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
-        }
-        let _one = self.connecting.lock().await;
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
-        }
-        let t = self.config.timeout;
-        let conn = if self.config.cluster {
-            let client = redis::cluster::ClusterClient::builder(self.config.nodes.clone())
-                .connection_timeout(t)
-                .response_timeout(t)
-                .retries(0)
-                .build()?;
-            let c = tokio::time::timeout(t * 4, client.get_async_connection())
-                .await
-                .map_err(|_| StoreError::Timeout(t * 4))??;
-            Conn::Cluster(c)
-        } else {
-            let url = self.config.nodes.first().ok_or(StoreError::NotConnected)?;
-            let client = redis::Client::open(url.as_str())?;
-            let cfg = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(t))
-                .set_response_timeout(Some(t))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            Conn::Node(ConnectionManager::new_lazy_with_config(client, cfg)?)
-        };
-        self.conn.store(Some(Arc::new(conn.clone())));
-        Ok(conn)
-    }
-
     /// Runs a script with the store timeout.
     async fn run(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<redis::Value, StoreError> {
-        let mut conn = self.connect().await?;
-        let t = self.config.timeout;
-        let call = async {
-            match &mut conn {
-                Conn::Node(c) => invocation.invoke_async::<redis::Value>(c).await,
-                Conn::Cluster(c) => invocation.invoke_async::<redis::Value>(c).await,
-            }
-        };
-        let value = tokio::time::timeout(t, call)
-            .await
-            .map_err(|_| StoreError::Timeout(t))??;
-        Ok(value)
+        Ok(self.link.invoke::<redis::Value>(invocation).await?)
     }
 
     /// One TIME round trip: measures the clock skew; an error means the store is down.
     async fn probe(&self) -> Result<(), StoreError> {
-        let mut conn = self.connect().await?;
-        let t = self.config.timeout;
         let before = now_us();
-        let cmd = redis::cmd("TIME");
-        let call = async {
-            match &mut conn {
-                Conn::Node(c) => cmd.query_async::<(i64, i64)>(c).await,
-                Conn::Cluster(c) => cmd.query_async::<(i64, i64)>(c).await,
-            }
-        };
-        let (s, us) = tokio::time::timeout(t, call)
-            .await
-            .map_err(|_| StoreError::Timeout(t))??;
+        let (s, us) = self.link.query::<(i64, i64)>(&redis::cmd("TIME")).await?;
         let after = now_us();
         self.skew_us
             .store(s * 1_000_000 + us - (before + after) / 2, Ordering::Relaxed);

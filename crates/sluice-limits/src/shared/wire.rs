@@ -1,7 +1,5 @@
 //! What goes over the wire to Redis: cell key parts, hash slots, and the shapes of its answers.
 
-use std::time::Duration;
-
 use sluice_config::{Metric, Window};
 
 use crate::terms::{Standing, now_ns};
@@ -18,14 +16,12 @@ pub(super) enum Answer {
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StoreError {
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("not connected")]
-    NotConnected,
     #[error("the answer came after the deadline")]
     Late,
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Link(#[from] sluice_store::redis::RedisFailure),
     #[error("unexpected answer: {0}")]
     Shape(String),
 }

@@ -1,0 +1,213 @@
+//! An entry as bytes in the Redis tier: a one-byte tag, then JSON — compressed with LZ4 when
+//! it is larger than the configured size. A value this version cannot read is a miss, never
+//! an error.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_providers::chat::{ChatResponse, Part, StopReason};
+use sluice_providers::usage::Usage;
+
+use crate::memory::Entry;
+
+const PLAIN: u8 = b'j';
+const LZ4: u8 = b'z';
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    id: String,
+    model: String,
+    content: Vec<StoredPart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop_sequence: Option<String>,
+    usage: Usage,
+    cost_micros: u64,
+    stored_at_ms: u64,
+    ttl_ms: u64,
+    stale_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredPart {
+    Text(String),
+    ToolUse { id: String, name: String, input: Value },
+}
+
+fn stop_str(r: StopReason) -> &'static str {
+    match r {
+        StopReason::EndTurn => "end_turn",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopSequence => "stop_sequence",
+        StopReason::ToolUse => "tool_use",
+        StopReason::ContentFilter => "content_filter",
+    }
+}
+
+fn stop_of(s: &str) -> Option<StopReason> {
+    Some(match s {
+        "end_turn" => StopReason::EndTurn,
+        "max_tokens" => StopReason::MaxTokens,
+        "stop_sequence" => StopReason::StopSequence,
+        "tool_use" => StopReason::ToolUse,
+        "content_filter" => StopReason::ContentFilter,
+        _ => return None,
+    })
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The entry's bytes; `None` for an answer with parts an entry does not hold (images).
+pub(crate) fn encode(entry: &Entry, compress_above: usize) -> Option<Vec<u8>> {
+    let a = &entry.answer;
+    let content = a
+        .content
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) => Some(StoredPart::Text(t.clone())),
+            Part::ToolUse { id, name, input } => Some(StoredPart::ToolUse {
+                id: id.clone(),
+                name: name.clone(),
+                input: input.clone(),
+            }),
+            Part::Image(_) | Part::ToolResult { .. } => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let stored = Stored {
+        id: a.id.clone(),
+        model: a.model.clone(),
+        content,
+        stop: a.stop_reason.map(|r| stop_str(r).to_owned()),
+        stop_sequence: a.stop_sequence.clone(),
+        usage: a.usage,
+        cost_micros: entry.cost_micros,
+        stored_at_ms: entry.stored_at.duration_since(UNIX_EPOCH).map_or(0, ms),
+        ttl_ms: ms(entry.ttl),
+        stale_ms: ms(entry.stale),
+    };
+    let json = serde_json::to_vec(&stored).ok()?;
+    let mut out;
+    if json.len() > compress_above {
+        let packed = lz4_flex::compress_prepend_size(&json);
+        out = Vec::with_capacity(packed.len() + 1);
+        out.push(LZ4);
+        out.extend_from_slice(&packed);
+    } else {
+        out = Vec::with_capacity(json.len() + 1);
+        out.push(PLAIN);
+        out.extend_from_slice(&json);
+    }
+    Some(out)
+}
+
+/// The entry in `bytes`; `None` when they are not one this version wrote.
+pub(crate) fn decode(bytes: &[u8]) -> Option<Entry> {
+    let (tag, rest) = bytes.split_first()?;
+    let unpacked;
+    let json = match *tag {
+        PLAIN => rest,
+        LZ4 => {
+            unpacked = lz4_flex::decompress_size_prepended(rest).ok()?;
+            &unpacked[..]
+        }
+        _ => return None,
+    };
+    let s: Stored = serde_json::from_slice(json).ok()?;
+    let answer = ChatResponse {
+        id: s.id,
+        model: s.model,
+        content: s
+            .content
+            .into_iter()
+            .map(|p| match p {
+                StoredPart::Text(t) => Part::Text(t),
+                StoredPart::ToolUse { id, name, input } => Part::ToolUse { id, name, input },
+            })
+            .collect(),
+        stop_reason: s.stop.as_deref().and_then(stop_of),
+        stop_sequence: s.stop_sequence,
+        usage: s.usage,
+    };
+    let mut entry = Entry::new(
+        answer,
+        s.cost_micros,
+        Duration::from_millis(s.ttl_ms),
+        Duration::from_millis(s.stale_ms),
+    );
+    entry.stored_at = UNIX_EPOCH + Duration::from_millis(s.stored_at_ms);
+    // A clock behind the writer's would make the entry younger than it is; it is at least new.
+    entry.stored_at = entry.stored_at.min(SystemTime::now());
+    Some(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn entry(text: &str) -> Entry {
+        let answer = ChatResponse {
+            id: "chatcmpl-1".into(),
+            model: "m".into(),
+            content: vec![
+                Part::Text(text.into()),
+                Part::ToolUse {
+                    id: "call_1".into(),
+                    name: "f".into(),
+                    input: json!({"city": "Paris", "n": 2}),
+                },
+            ],
+            stop_reason: Some(StopReason::ToolUse),
+            stop_sequence: Some("###".into()),
+            usage: Usage {
+                prompt_tokens: 12,
+                completion_tokens: 7,
+                total_tokens: 19,
+                cached_tokens: 4,
+                cache_write_tokens: 2,
+                reasoning_tokens: 1,
+            },
+        };
+        Entry::new(
+            answer,
+            1234,
+            Duration::from_millis(60_000),
+            Duration::from_millis(5_000),
+        )
+    }
+
+    fn check(e: &Entry, compress_above: usize, tag: u8) {
+        let bytes = encode(e, compress_above).unwrap();
+        assert_eq!(bytes[0], tag);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.answer, e.answer);
+        assert_eq!(back.cost_micros, e.cost_micros);
+        assert_eq!((back.ttl, back.stale), (e.ttl, e.stale));
+        let drift = e.stored_at.duration_since(back.stored_at).unwrap_or_default();
+        assert!(drift < Duration::from_millis(1), "{drift:?}");
+    }
+
+    #[test]
+    fn an_entry_comes_back_as_it_went_plain_or_compressed() {
+        let small = entry("hi");
+        check(&small, 1024, PLAIN);
+        let large = entry(&"the same words again ".repeat(200));
+        check(&large, 1024, LZ4);
+        let packed = encode(&large, 1024).unwrap();
+        assert!(packed.len() < 1024, "compressed to {} bytes", packed.len());
+        check(&small, 0, LZ4);
+    }
+
+    #[test]
+    fn bytes_this_version_did_not_write_are_a_miss() {
+        for bad in [&b""[..], b"x{}", b"j{", b"z\x05\x00\x00\x00ab", b"j{\"id\":1}"] {
+            assert!(decode(bad).is_none(), "{bad:?}");
+        }
+    }
+}

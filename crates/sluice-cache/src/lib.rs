@@ -18,6 +18,7 @@ pub mod canonical;
 mod flight;
 mod key;
 mod memory;
+pub mod semantic;
 mod shared;
 mod tiers;
 

@@ -11,6 +11,7 @@ use sluice_store::redis::RedisFailure;
 use crate::flight::{Flights, Leading};
 use crate::key::CacheKey;
 use crate::memory::{Entry, MemoryTier};
+use crate::semantic::{SemanticIndex, SemanticSlot};
 use crate::shared::{PurgeFilter, SharedTier};
 
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub struct Tiers {
     pub memory: MemoryTier,
     pub shared: Option<Arc<SharedTier>>,
     pub flights: Flights,
+    /// Stored prompts' embeddings, per partition (on routes with a semantic cache).
+    pub semantic: Arc<SemanticIndex>,
 }
 
 /// What a purge removed.
@@ -31,19 +34,21 @@ pub struct Purged {
 
 impl Tiers {
     /// The tiers; with a Redis tier, this instance drops what any instance purges.
-    pub fn new(memory: MemoryTier, shared: Option<Arc<SharedTier>>) -> Tiers {
+    pub fn new(memory: MemoryTier, shared: Option<Arc<SharedTier>>, semantic_max_entries: usize) -> Tiers {
+        let semantic = Arc::new(SemanticIndex::new(semantic_max_entries));
         if let Some(s) = &shared {
-            let mem = memory.clone();
+            let (mem, index) = (memory.clone(), semantic.clone());
             s.subscribe(move |filter| {
-                let mem = mem.clone();
+                let (mem, index) = (mem.clone(), index.clone());
                 // A purge walks every entry: off the async threads.
-                drop(tokio::task::spawn_blocking(move || mem.purge(|k| filter.matches(k))));
+                drop(tokio::task::spawn_blocking(move || purge_local(&mem, &index, &filter)));
             });
         }
         Tiers {
             memory,
             shared,
             flights: Flights::default(),
+            semantic,
         }
     }
 
@@ -64,9 +69,8 @@ impl Tiers {
     /// instances to drop theirs. It walks every entry in memory: call it where blocking is
     /// allowed for that long (the admin API does, on a blocking thread).
     pub async fn purge(&self, filter: PurgeFilter) -> Purged {
-        let mem = self.memory.clone();
-        let f = filter.clone();
-        let memory = tokio::task::spawn_blocking(move || mem.purge(|k| f.matches(k)))
+        let (mem, index, f) = (self.memory.clone(), self.semantic.clone(), filter.clone());
+        let memory = tokio::task::spawn_blocking(move || purge_local(&mem, &index, &f))
             .await
             .unwrap_or(0);
         let shared = match &self.shared {
@@ -80,6 +84,12 @@ impl Tiers {
     }
 }
 
+/// Removes what matches from this process: entries, and the prompts indexed for them.
+fn purge_local(memory: &MemoryTier, index: &SemanticIndex, filter: &PurgeFilter) -> u64 {
+    index.purge(|k| filter.matches(k));
+    memory.purge(|k| filter.matches(k))
+}
+
 /// A miss on its way to being stored: the key the lookup made, and how the answer is kept.
 /// The response stage commits it once the answer has ended well.
 #[derive(Debug)]
@@ -89,6 +99,8 @@ pub struct Storing {
     ttl: Duration,
     stale: Duration,
     max_bytes: u64,
+    /// The prompt's embedding, indexed once the answer is stored (a semantic route's miss).
+    semantic: Option<SemanticSlot>,
     /// The flight this miss leads, if it does: landed (its followers woken) when this is
     /// committed or dropped — after the entry is in the tier, or when the answer will not be.
     _leading: Option<Leading>,
@@ -108,8 +120,16 @@ impl Storing {
             ttl,
             stale,
             max_bytes,
+            semantic: None,
             _leading: leading,
         }
+    }
+
+    /// Also indexes the prompt for semantic lookups when the answer is stored.
+    #[must_use]
+    pub fn with_semantic(mut self, slot: Option<SemanticSlot>) -> Storing {
+        self.semantic = slot;
+        self
     }
 
     /// The largest answer kept (in the cache's measure).
@@ -119,7 +139,7 @@ impl Storing {
 
     /// Stores the answer in process (and, in the background, in the Redis tier); `false` (and
     /// nothing stored) when it is larger than the route allows or its tenant's share is full.
-    pub fn commit(self, answer: ChatResponse, cost_micros: u64) -> bool {
+    pub fn commit(mut self, answer: ChatResponse, cost_micros: u64) -> bool {
         let entry = Entry::new(answer, cost_micros, self.ttl, self.stale);
         if u64::from(entry.bytes()) > self.max_bytes {
             return false;
@@ -128,6 +148,10 @@ impl Storing {
             shared.put(&self.key, &entry);
         }
         // `self` (and the flight it leads) is dropped only after, with the entry in place.
-        self.tiers.0.insert(self.key.clone(), Arc::new(entry))
+        let stored = self.tiers.0.insert(self.key.clone(), Arc::new(entry));
+        if stored && let Some(slot) = self.semantic.take() {
+            slot.insert(self.key.clone(), self.ttl);
+        }
+        stored
     }
 }

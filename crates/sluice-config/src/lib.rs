@@ -23,7 +23,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-pub use cache::{DEFAULT_CACHE_MAX_ENTRY_BYTES, DEFAULT_CACHE_MEMORY_BYTES};
+pub use cache::{
+    DEFAULT_CACHE_MAX_ENTRY_BYTES, DEFAULT_CACHE_MEMORY_BYTES, DEFAULT_EMBEDDER_PATH, DEFAULT_SEMANTIC_MAX_WAIT_MS,
+    DEFAULT_SEMANTIC_MIN_CHARS, DEFAULT_SEMANTIC_THRESHOLD,
+};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use keys::parse_key_hash;
 pub use policy::{

@@ -52,6 +52,9 @@ pub struct RawConfig {
     /// The response cache's storage (each route says whether and how it caches).
     #[serde(default)]
     pub cache: RawCacheStore,
+    /// The in-process embedding model (semantic cache).
+    #[serde(default)]
+    pub embedder: RawEmbedder,
 }
 
 /// The response cache's in-process tier.
@@ -68,6 +71,20 @@ pub struct RawCacheStore {
     pub redis_timeout_ms: Option<S<u64>>,
     /// Entries larger than this are compressed in the Redis tier.
     pub compress_above_bytes: Option<S<u64>>,
+    /// The most prompts the semantic index holds.
+    pub semantic_max_entries: Option<S<u64>>,
+}
+
+/// The in-process embedding model.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmbedder {
+    /// The directory `scripts/fetch-models.sh` unpacked all-MiniLM-L6-v2 into.
+    pub path: Option<S<String>>,
+    /// Threads that embed (off the async workers).
+    pub threads: Option<S<u64>>,
+    /// Embeddings waiting for a thread; past it a request skips the semantic lookup.
+    pub queue: Option<S<u64>>,
 }
 
 /// A route's cache policy (also under `defaults`, merged field by field).
@@ -86,6 +103,24 @@ pub struct RawCache {
     pub stale_ms: Option<S<u64>>,
     /// Send a streamed hit's events this far apart (as a live stream would arrive).
     pub replay_chunk_ms: Option<S<u64>>,
+    /// Semantic matching of the last user turn (merged field by field with the defaults').
+    pub semantic: Option<RawSemantic>,
+}
+
+/// A route's semantic cache.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSemantic {
+    /// The least cosine similarity of a hit (a floor: no request can lower it).
+    pub threshold: Option<S<f64>>,
+    /// `minilm` (in process).
+    pub embedder: Option<S<String>>,
+    /// The longest the embedding and search may take; past it the lookup is a miss.
+    pub max_wait_ms: Option<S<u64>>,
+    /// Shorter last user turns are not looked up semantically.
+    pub min_chars: Option<S<u64>>,
+    /// Check a similar entry's numbers, names, negation… before it answers (default true).
+    pub verify: Option<S<bool>>,
 }
 
 /// Geographic routing: where a caller is, and which regions serve it in what order.

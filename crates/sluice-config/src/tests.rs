@@ -397,6 +397,39 @@ routes:
 }
 
 #[test]
+fn a_semantic_policy_merges_with_the_defaults_and_is_bounded() {
+    let c = load(
+        "defaults:\n  cache: { ttl_ms: 1000, semantic: { threshold: 0.9, min_chars: 20 } }\nroutes:\n  - name: own\n    cache: { semantic: { max_wait_ms: 5, verify: false } }\n  - name: plain\n    cache: { ttl_ms: 1000 }\nembedder: { path: /m, threads: 2 }\n",
+    )
+    .unwrap();
+    let own = c.routes[0].policy.cache.as_ref().unwrap().semantic.clone().unwrap();
+    assert_eq!(own.threshold, 0.9);
+    assert_eq!((own.min_chars, own.max_wait.as_millis(), own.verify), (20, 5, false));
+    assert_eq!(own.embedder, EmbedderChoice::MiniLm);
+    // A route's own `cache` merges field by field: the defaults' semantic block still applies.
+    assert!(c.routes[1].policy.cache.as_ref().unwrap().semantic.is_some());
+    assert_eq!(
+        (c.embedder.path.to_str(), c.embedder.threads, c.embedder.queue),
+        (Some("/m"), 2, 64)
+    );
+    let none = load("routes:\n  - name: r\n    cache: { ttl_ms: 1000 }\n").unwrap();
+    assert_eq!(
+        none.routes[0].policy.cache.as_ref().unwrap().semantic,
+        None,
+        "semantic is opt-in"
+    );
+    check_errors(
+        "routes:\n  - name: r\n    cache:\n      ttl_ms: 1000\n      semantic:\n        threshold: 0.2\n        embedder: word2vec\n        max_wait_ms: 0\nembedder: { threads: 0 }\n",
+        &[
+            (6, "routes[0].cache.semantic.threshold"),
+            (7, "routes[0].cache.semantic.embedder"),
+            (8, "routes[0].cache.semantic.max_wait_ms"),
+            (9, "embedder.threads"),
+        ],
+    );
+}
+
+#[test]
 fn bad_cache_settings_are_refused_with_their_lines() {
     check_errors(
         "routes:\n  - name: r\n    cache:\n      scope: everyone\n      ttl_ms: 99999999999\ncache: { memory_bytes: 10 }\n",

@@ -48,6 +48,7 @@ pub struct Config {
     pub breaker: BreakerConfig,
     pub geo: GeoConfig,
     pub cache: CacheStoreConfig,
+    pub embedder: EmbedderConfig,
     /// First 12 hex digits of the SHA-256 of the file: which config is serving.
     pub version: String,
 }
@@ -65,6 +66,16 @@ pub struct CacheStoreConfig {
     pub redis_timeout: Option<std::time::Duration>,
     /// Entries larger than this (encoded) are compressed in the Redis tier.
     pub compress_above_bytes: u64,
+    /// The most prompts the semantic index holds.
+    pub semantic_max_entries: usize,
+}
+
+/// The in-process embedding model: where its files are, and the threads that run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedderConfig {
+    pub path: std::path::PathBuf,
+    pub threads: usize,
+    pub queue: usize,
 }
 
 impl Config {

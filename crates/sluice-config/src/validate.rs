@@ -128,6 +128,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
     let breaker = crate::resilience::breaker(&raw.breaker, &mut errs);
     let geo = crate::resilience::geo(raw.geo.as_ref(), &mut errs);
     let cache = crate::cache::store(&raw.cache, &mut errs);
+    let embedder = crate::cache::embedder(&raw.embedder, &mut errs);
 
     if errs.0.is_empty() {
         Ok(Config {
@@ -151,6 +152,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             breaker,
             geo,
             cache,
+            embedder,
             version,
         })
     } else {

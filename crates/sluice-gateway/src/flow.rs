@@ -59,8 +59,10 @@ pub struct Cached {
     pub saved_cost_micros: u64,
     /// The entry's key (hex).
     pub key: String,
-    /// `hit`, or `stale` (a fallback chain's `cache` step, past the TTL).
+    /// `hit`, `semantic`, or `stale` (a fallback chain's `cache` step, past the TTL).
     pub outcome: &'static str,
+    /// A semantic hit's similarity to the stored prompt.
+    pub similarity: Option<f32>,
 }
 
 /// The client's IP address, attached to each request.

@@ -61,6 +61,10 @@ pub enum StartError {
     AccessLog(std::io::Error),
     #[error(transparent)]
     Ledger(#[from] sluice_ledger::LedgerError),
+    #[error("a route has a semantic cache, but {0}")]
+    Embedder(#[from] sluice_embed::EmbedError),
+    #[error("cannot start the embedder's threads: {0}")]
+    EmbedderThreads(std::io::Error),
 }
 
 /// What serves requests now: a config snapshot and the key table built with its keys. Swapped
@@ -107,6 +111,10 @@ pub struct Gateway {
     /// The response cache's in-process tier and its flights: live state, kept across reloads (a key holds its
     /// route's policy version, so a config change that shapes answers starts new entries).
     pub cache: sluice_cache::Tiers,
+    /// The in-process embedding model's threads, loaded at start when a route has a semantic
+    /// cache (a reload that adds the first such route needs a restart; until then its semantic
+    /// lookups are skipped and counted).
+    pub embedder: Option<sluice_embed::Pool>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -331,6 +339,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     live.limits.configure(config.store.redis.as_ref()).await;
     let live_webhook_client = live.webhook_client();
     let cache = stages::cache::tiers(&config, telemetry.metrics.cache_redis.clone());
+    let embedder = stages::cache::embedder(&config).await?;
     let snapshot = live.build(config).await?;
     let plans = Plans::build(&snapshot);
     let gateway = Arc::new(Gateway {
@@ -356,6 +365,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         alerts: alerts::AlertSender::start(live_webhook_client),
         ledger,
         cache,
+        embedder,
     });
     gateway.refresh_keys().await?;
     gateway.load_runtime_limits().await?;

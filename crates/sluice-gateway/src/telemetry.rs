@@ -75,6 +75,11 @@ pub struct RetryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct CacheLabels {
     pub route: Arc<str>,
     pub result: &'static str,
@@ -133,6 +138,13 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     /// Misses waiting for an identical request in the air (single flight).
     pub cache_waiting: Gauge,
+    /// Semantic lookups given up, by reason: busy (the embedder's queue was full), late (past
+    /// `max_wait_ms`), short, not_text, no_embedder, error.
+    pub cache_semantic_skips: Family<ReasonLabel, Counter>,
+    /// Similar stored prompts the check refused, by what differed (numbers, names, order…).
+    pub cache_semantic_rejected: Family<ReasonLabel, Counter>,
+    /// Embedding a prompt and searching its partition, seconds (semantic lookups that finished).
+    pub cache_embed: Histogram,
     /// Requests holding a place among each route's running requests (routes with a queue).
     pub queue_running: Family<RouteLabel, Gauge>,
     /// Requests in flight to each deployment from this gateway (set when scraped).
@@ -170,6 +182,9 @@ impl Metrics {
             cache_entries: Gauge::default(),
             cache_bytes: Gauge::default(),
             cache_waiting: Gauge::default(),
+            cache_semantic_skips: Family::default(),
+            cache_semantic_rejected: Family::default(),
+            cache_embed: stage_histogram(),
             queue_running: Family::default(),
             deployment_in_flight: Family::default(),
             deployment_load: Family::default(),
@@ -292,6 +307,21 @@ impl Metrics {
             m.reloads.clone(),
         );
         registry.register("sluice_virtual_keys", "Active virtual keys", m.keys.clone());
+        registry.register(
+            "sluice_cache_semantic_skips",
+            "Semantic cache lookups given up (a miss), by reason: busy, late, short, not_text, no_embedder, error",
+            m.cache_semantic_skips.clone(),
+        );
+        registry.register(
+            "sluice_cache_semantic_rejected",
+            "Similar stored prompts the semantic hit check refused, by what differed",
+            m.cache_semantic_rejected.clone(),
+        );
+        registry.register(
+            "sluice_cache_embed_seconds",
+            "Embedding a prompt and searching its semantic partition (lookups that finished in time)",
+            m.cache_embed.clone(),
+        );
         let redis = &m.cache_redis;
         registry.register(
             "sluice_cache_redis_up",

@@ -15,6 +15,8 @@ pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 pub const X_SLUICE_MODEL: HeaderName = HeaderName::from_static("x-sluice-model");
 pub const X_SLUICE_DEGRADED: HeaderName = HeaderName::from_static("x-sluice-degraded");
 pub const X_SLUICE_CACHE: HeaderName = HeaderName::from_static("x-sluice-cache");
+/// A semantic hit's cosine similarity to the stored prompt.
+pub const X_SLUICE_CACHE_SIMILARITY: HeaderName = HeaderName::from_static("x-sluice-cache-similarity");
 pub const X_SLUICE_CACHE_TTL_MS: HeaderName = HeaderName::from_static("x-sluice-cache-ttl-ms");
 pub const X_SLUICE_FALLBACK: HeaderName = HeaderName::from_static("x-sluice-fallback");
 pub const X_SLUICE_FALLBACK_REASON: HeaderName = HeaderName::from_static("x-sluice-fallback-reason");

@@ -308,10 +308,12 @@ impl TestGateway {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
+            // Only whole lines: a read may catch the writer mid-line (a regular file's read is
+            // not atomic against a concurrent write), and that line is read again next time.
             let lines: Vec<Value> = text
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_str(l).expect("log line is JSON"))
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n') && l.len() > 1)
+                .map(|l| serde_json::from_str(l.trim_end()).expect("log line is JSON"))
                 .collect();
             if lines.len() >= n || std::time::Instant::now() > deadline {
                 return lines;

@@ -2,6 +2,7 @@
 //! library crates.
 
 mod admin_client;
+mod cache_eval;
 #[cfg(unix)]
 mod notify;
 mod stop;
@@ -170,12 +171,39 @@ enum Command {
         #[arg(long)]
         upstream: Option<String>,
     },
+    /// The response cache's tools.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Manage virtual keys through the admin API.
     Keys {
         #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
         admin_url: String,
         #[command(subcommand)]
         command: admin_client::KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// The semantic cache's decision on each labelled pair (JSON lines `{"a", "b", "same",
+    /// "kind"}`) with a route's settings or the shipped defaults, and the hit and false-hit
+    /// rates by threshold with and without the hit check.
+    Eval {
+        pairs: PathBuf,
+        /// Take the settings and the model directory from this config…
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// …and this route (default: the first with a semantic cache).
+        #[arg(long)]
+        route: Option<String>,
+        /// The model directory (default: the config's `embedder.path`, else models/all-minilm-l6-v2).
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        /// JSON lines: one per pair, then the summary.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -280,6 +308,25 @@ fn main() -> ExitCode {
                 mock(listen, MockConfig { defaults, api_key, aws }).await
             }
             Command::Keys { admin_url, command } => admin_client::run(&admin_url, command).await,
+            Command::Cache {
+                command:
+                    CacheCommand::Eval {
+                        pairs,
+                        config,
+                        route,
+                        model_dir,
+                        json,
+                    },
+            } => {
+                let args = cache_eval::EvalArgs {
+                    pairs,
+                    config,
+                    route,
+                    model_dir,
+                    json,
+                };
+                tokio::task::spawn_blocking(move || cache_eval::run(&args)).await?
+            }
             Command::BenchReference { .. } => Ok(()), // served above, before the runtime
             Command::Bench {
                 runs,

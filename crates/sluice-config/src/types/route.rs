@@ -48,7 +48,7 @@ pub struct RouteMatch {
     pub metadata: Vec<(String, Pattern)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoutePolicy {
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
@@ -71,7 +71,7 @@ pub struct RoutePolicy {
 }
 
 /// How a route caches answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CachePolicy {
     pub ttl: Duration,
     pub scope: CacheScope,
@@ -83,6 +83,29 @@ pub struct CachePolicy {
     pub stale: Duration,
     /// A streamed hit's events are sent this far apart (none: all at once).
     pub replay_chunk: Option<Duration>,
+    /// Semantic matching of the last user turn, when the route turns it on.
+    pub semantic: Option<SemanticPolicy>,
+}
+
+/// A route's semantic cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticPolicy {
+    /// The least cosine similarity of a hit.
+    pub threshold: f32,
+    pub embedder: EmbedderChoice,
+    /// The longest the embedding and search may take before the lookup is given up (a miss).
+    pub max_wait: Duration,
+    /// Shorter last user turns (in characters) are not looked up.
+    pub min_chars: usize,
+    /// Check a similar entry's numbers, names, negation, order, format… before it answers.
+    pub verify: bool,
+}
+
+/// What embeds a route's prompts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbedderChoice {
+    /// all-MiniLM-L6-v2, in process.
+    MiniLm,
 }
 
 /// Who shares a cache entry. The tenant is always part of it (a key without a tenant is its

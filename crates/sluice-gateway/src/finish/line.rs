@@ -72,6 +72,9 @@ impl LogLine for RequestRecord {
         if let Some(saved) = c.saved_cost_micros {
             o.u64("saved_cost_micros", saved);
         }
+        if let Some(s) = c.similarity {
+            o.f64("similarity", f64::from(s));
+        }
         o.str("config_version", &self.config_version);
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! dropped because the client went away, before or after the first byte.
 
 pub mod admission;
+mod cache;
 mod line;
 
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use crate::finish::admission::Admission;
 use crate::meter::{Meter, Report};
 use crate::telemetry::{AttemptLabels, ClassLabel, Telemetry};
 use crate::upstream::attempt::AttemptRecord;
+
+pub use cache::{CacheHit, CachePart};
 
 /// The label value of a request that never matched a route or model.
 static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
@@ -36,24 +39,6 @@ pub struct RequestRecord {
     pub usage: UsagePart,
     pub cache: CachePart,
     pub config_version: Arc<str>,
-}
-
-impl CachePart {
-    /// The answer came from the cache (a hit, or a fallback's stale answer): charged nothing.
-    fn served(&self) -> bool {
-        matches!(self.outcome, Some("hit" | "stale"))
-    }
-}
-
-/// What the response cache did (on routes that cache).
-#[derive(Debug, Default)]
-pub struct CachePart {
-    /// `hit`, `miss` or `bypass`; `None` on a route that does not cache.
-    pub outcome: Option<&'static str>,
-    /// The entry's key (the hex of its digest).
-    pub key: Option<String>,
-    /// On a hit: what the stored answer cost when it was made.
-    pub saved_cost_micros: Option<u64>,
 }
 
 /// Who called (from authentication).
@@ -341,13 +326,14 @@ impl Finish {
 
     /// The answer is a stored one: its usage is the original answer's (what the client is
     /// shown), but the request is charged no tokens and no cost.
-    pub fn cache_hit(&mut self, outcome: &'static str, usage: Usage, saved_cost_micros: u64, key: String) {
+    pub fn cache_hit(&mut self, hit: CacheHit) {
         if let Some(r) = self.record() {
-            r.usage.set(usage, false);
+            r.usage.set(hit.usage, false);
             r.cache = CachePart {
-                outcome: Some(outcome),
-                key: Some(key),
-                saved_cost_micros: Some(saved_cost_micros),
+                outcome: Some(hit.outcome),
+                key: Some(hit.key),
+                saved_cost_micros: Some(hit.saved_cost_micros),
+                similarity: hit.similarity,
             };
         }
     }
@@ -564,23 +550,8 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
         _ => Meter::resolve(route, model).observe(m, &report),
     }
     m.overhead.observe(overhead.as_secs_f64());
-    if let Some(result) = r.cache.outcome {
-        m.cache_lookups
-            .get_or_create(&crate::telemetry::CacheLabels {
-                route: route.clone(),
-                result,
-            })
-            .inc();
-    }
-    if hit {
-        let label = crate::telemetry::RouteLabel { route: route.clone() };
-        m.cache_saved_cost
-            .get_or_create(&label)
-            .inc_by(r.cache.saved_cost_micros.unwrap_or(0));
-        m.cache_saved_tokens
-            .get_or_create(&label)
-            .inc_by(r.usage.prompt_tokens + r.usage.completion_tokens);
-    }
+    r.cache
+        .observe(m, route, r.usage.prompt_tokens + r.usage.completion_tokens);
     if let Some(class) = r.outcome.error_class {
         m.errors.get_or_create(&ClassLabel { class }).inc();
     }

@@ -177,7 +177,7 @@ async fn walk(
     let looked = plan
         .cache
         .run(
-            &gw.cache,
+            (&gw.cache, gw.embedder.as_ref(), &gw.telemetry.metrics),
             &caller,
             &decision,
             &inbound,

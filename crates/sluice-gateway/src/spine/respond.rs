@@ -7,7 +7,7 @@ use sluice_providers::{Wire, names};
 
 use crate::Gateway;
 use crate::error::{ErrorKind, GatewayError};
-use crate::finish::Finish;
+use crate::finish::{CacheHit, Finish};
 use crate::flow::{Replayed, Reply};
 use crate::stream::body::ResponseBody;
 
@@ -39,7 +39,13 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
             r
         }
         Reply::Cached(hit) => {
-            finish.cache_hit(hit.outcome, hit.usage, hit.saved_cost_micros, hit.key);
+            finish.cache_hit(CacheHit {
+                outcome: hit.outcome,
+                usage: hit.usage,
+                saved_cost_micros: hit.saved_cost_micros,
+                key: hit.key,
+                similarity: hit.similarity,
+            });
             finish.respond(200, None);
             let body = match hit.body {
                 Replayed::Whole(b) => ResponseBody::full(b, finish),
@@ -56,6 +62,12 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
             }
             h.insert(names::X_REQUEST_ID, id);
             h.insert(names::X_SLUICE_CACHE, HeaderValue::from_static(hit.outcome));
+            if let Some(v) = hit
+                .similarity
+                .and_then(|s| HeaderValue::from_str(&format!("{s:.4}")).ok())
+            {
+                h.insert(names::X_SLUICE_CACHE_SIMILARITY, v);
+            }
             r
         }
         Reply::Stream(relay) => {

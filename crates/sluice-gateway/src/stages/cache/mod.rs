@@ -16,15 +16,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sluice_cache::{CacheKey, Entry, Joined, KeyParts, MemoryTier, Scope, SharedMetrics, SharedTier, Storing, Tiers};
+use sluice_cache::{CacheKey, Joined, KeyParts, MemoryTier, Scope, SharedMetrics, SharedTier, Storing, Tiers};
 use sluice_config::{CachePolicy, Config, RouteConfig};
-use sluice_providers::{Endpoint, InboundRequest, Wire, names, translate};
+use sluice_embed::Pool;
+use sluice_providers::{Endpoint, InboundRequest, translate};
 
 use crate::error::{ErrorKind, GatewayError};
-use crate::flow::{Cached, Decision, Flow, Replayed, Reply};
+use crate::flow::{Decision, Flow};
 use crate::keys::Caller;
+use crate::telemetry::Metrics;
 use crate::timing::Stage;
+
+mod control;
+mod replay;
+mod semantic;
+
+use control::{Control, answer_headers};
+use replay::replay;
+pub use replay::stale_answer;
 
 /// The lookup a route runs (none on a route that does not cache).
 #[derive(Debug)]
@@ -88,7 +99,7 @@ impl CacheStage {
     #[allow(clippy::too_many_arguments)] // the stage's typed inputs, each used
     pub async fn run(
         &self,
-        cache: &Tiers,
+        (cache, embedder, metrics): (&Tiers, Option<&Pool>, &Metrics),
         caller: &Caller,
         decision: &Decision<'_>,
         inbound: &InboundRequest,
@@ -123,10 +134,11 @@ impl CacheStage {
         let control = Control::read(headers, on.policy.ttl);
         // One form for a chat request from any front door (and one endpoint name for them), else
         // the body's own.
-        let (canonical, endpoint) = match chat_form(inbound) {
-            Some(c) => (c, "chat"),
+        let semantic = on.policy.semantic.as_ref();
+        let (canonical, chat, endpoint) = match chat_form(inbound, semantic.is_some()) {
+            Some((c, chat)) => (c, chat, "chat"),
             None => match sluice_cache::canonical(&inbound.body) {
-                Ok(c) => (c, inbound.endpoint.as_str()),
+                Ok(c) => (c, None, inbound.endpoint.as_str()),
                 Err(_) if cache_only => return Err(refused()),
                 Err(_) => return Ok(Flow::Next(Looked::bypass())),
             },
@@ -148,21 +160,46 @@ impl CacheStage {
         );
         let answer_headers = answer_headers(headers);
         let pairs: Vec<(&str, &str)> = answer_headers.iter().map(|(n, v)| (*n, *v)).collect();
-        let key = CacheKey::new(
-            &scope,
-            &KeyParts {
-                route: &on.route,
-                policy_version: on.versions.get(decision.model_index).map_or("", String::as_str),
-                endpoint,
-                model: &decision.model.name,
-                headers: &pairs,
-                body: &canonical.bytes,
-            },
-        );
+        let parts = KeyParts {
+            route: &on.route,
+            policy_version: on.versions.get(decision.model_index).map_or("", String::as_str),
+            endpoint,
+            model: &decision.model.name,
+            headers: &pairs,
+            body: &canonical.bytes,
+        };
+        let key = CacheKey::new(&scope, &parts);
         let hex = key.hex();
+        let pace = on.policy.replay_chunk;
+        if !control.no_cache
+            && let Some(entry) = cache.get(&key).await
+            && entry.younger_than(control.ttl)
+        {
+            return Ok(Flow::Respond(replay(
+                &entry,
+                inbound,
+                request_id,
+                (hex, "hit", None),
+                pace,
+            )));
+        }
+        // Not this question: perhaps one that means the same.
+        let mut slot = None;
+        if let (false, Some(policy), Some(chat)) = (control.no_cache, semantic, chat.as_ref()) {
+            let found = semantic::lookup(policy, embedder, cache, &scope, &parts, chat, control.ttl, metrics).await;
+            match found {
+                semantic::Found::Hit { entry, key, similarity } => {
+                    let served = (key.hex(), "semantic", Some(similarity));
+                    return Ok(Flow::Respond(replay(&entry, inbound, request_id, served, pace)));
+                }
+                semantic::Found::Miss(s) => slot = s.map(|s| *s),
+            }
+        }
         let tiers = (&cache.memory, cache.shared.as_ref());
         let kept = (control.ttl, on.policy.stale);
-        let storing = |leading| Storing::new(tiers, key.clone(), kept, on.policy.max_entry_bytes, leading);
+        let storing = |leading| {
+            Storing::new(tiers, key.clone(), kept, on.policy.max_entry_bytes, leading).with_semantic(slot.clone())
+        };
         let miss = |store| {
             Flow::Next(Looked {
                 outcome: Some("miss"),
@@ -172,12 +209,18 @@ impl CacheStage {
             })
         };
         for round in 0.. {
-            if !control.no_cache
+            if round > 0
+                && !control.no_cache
                 && let Some(entry) = cache.get(&key).await
                 && entry.younger_than(control.ttl)
             {
-                let pace = on.policy.replay_chunk;
-                return Ok(Flow::Respond(replay(&entry, inbound, request_id, (hex, "hit"), pace)));
+                return Ok(Flow::Respond(replay(
+                    &entry,
+                    inbound,
+                    request_id,
+                    (hex, "hit", None),
+                    pace,
+                )));
             }
             if cache_only {
                 return Err(refused());
@@ -220,7 +263,27 @@ pub fn tiers(config: &Config, metrics: SharedMetrics) -> Tiers {
         };
         SharedTier::new(target, &r.prefix, c.compress_above_bytes, metrics)
     });
-    Tiers::new(memory, shared)
+    Tiers::new(memory, shared, c.semantic_max_entries)
+}
+
+/// The in-process embedder, when a route has a semantic cache: the model loaded (off the async
+/// threads) and its threads started.
+pub async fn embedder(config: &Config) -> Result<Option<Pool>, crate::StartError> {
+    let semantic = config
+        .routes
+        .iter()
+        .any(|r| r.policy.cache.as_ref().is_some_and(|c| c.semantic.is_some()));
+    if !semantic {
+        return Ok(None);
+    }
+    let e = config.embedder.clone();
+    let path = e.path.clone();
+    let model = tokio::task::spawn_blocking(move || sluice_embed::MiniLm::load(&path))
+        .await
+        .map_err(|j| crate::StartError::EmbedderThreads(std::io::Error::other(j)))??;
+    let pool = Pool::start(model, e.threads, e.queue).map_err(crate::StartError::EmbedderThreads)?;
+    tracing::info!(path = %e.path.display(), threads = e.threads, "semantic cache: embedding model loaded");
+    Ok(Some(pool))
 }
 
 /// A chat request's canonical form whatever its front door (chat completions, messages,
@@ -228,7 +291,8 @@ pub fn tiers(config: &Config, metrics: SharedMetrics) -> Tiers {
 /// that format has no field for (`top_k`) added. The
 /// same question asked through two front doors is then one entry, replayed in each client's
 /// format. `None` when the request cannot be read so (its own body's form is used then).
-fn chat_form(inbound: &InboundRequest) -> Option<sluice_cache::Canonical> {
+/// With `keep`, the OpenAI form too.
+fn chat_form(inbound: &InboundRequest, keep: bool) -> Option<(sluice_cache::Canonical, Option<Value>)> {
     let req = translate::read_request(inbound.endpoint.wire(), &inbound.body).ok()?;
     // (The OpenAI form carries `parallel_tool_calls` and the source format's other
     // parameters; `top_k` it has no field for.)
@@ -236,101 +300,9 @@ fn chat_form(inbound: &InboundRequest) -> Option<sluice_cache::Canonical> {
     if let (Some(k), Some(map)) = (req.top_k, value.as_object_mut()) {
         map.insert("top_k".to_owned(), k.into());
     }
-    Some(sluice_cache::canonical::of_value(value))
-}
-
-/// The client's cache controls, bounded by the route's TTL.
-struct Control {
-    no_cache: bool,
-    no_store: bool,
-    ttl: Duration,
-}
-
-impl Control {
-    fn read(headers: &HeaderMap, route_ttl: Duration) -> Control {
-        let mut c = Control {
-            no_cache: false,
-            no_store: false,
-            ttl: route_ttl,
-        };
-        for v in headers.get_all(http::header::CACHE_CONTROL) {
-            for directive in v.to_str().unwrap_or("").split(',') {
-                match directive.trim().to_ascii_lowercase().as_str() {
-                    "no-cache" => c.no_cache = true,
-                    "no-store" => c.no_store = true,
-                    _ => {}
-                }
-            }
-        }
-        if let Some(ms) = headers
-            .get(names::X_SLUICE_CACHE_TTL_MS)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            c.ttl = c.ttl.min(Duration::from_millis(ms));
-        }
-        c
-    }
-}
-
-/// Request headers that change the answer, in a fixed order. (`anthropic-version` names the
-/// wire format's version, which the replay is written in anyway: it does not split entries.)
-fn answer_headers(headers: &HeaderMap) -> Vec<(&'static str, &str)> {
-    [(names::ANTHROPIC_BETA, "anthropic-beta")]
-        .into_iter()
-        .filter_map(|(h, name)| Some((name, headers.get(h)?.to_str().ok()?)))
-        .collect()
-}
-
-/// A fallback chain's `cache` step: the stored answer for `key`, even up to `stale` past the
-/// route's `ttl` (`x-sluice-cache: stale`).
-pub async fn stale_answer(
-    cache: &Tiers,
-    (key, ttl): &(CacheKey, Duration),
-    stale: Duration,
-    inbound: &InboundRequest,
-    request_id: &str,
-) -> Option<Reply> {
-    let entry = cache.get(key).await?;
-    entry
-        .younger_than(ttl.saturating_add(stale))
-        .then(|| replay(&entry, inbound, request_id, (key.hex(), "stale"), None))
-}
-
-/// A stored answer in the client's format, with an id of its own; a stream's events `pace`
-/// apart when the route asks (text in pieces of 16 characters).
-fn replay(
-    entry: &Entry,
-    inbound: &InboundRequest,
-    request_id: &str,
-    (key, outcome): (String, &'static str),
-    pace: Option<Duration>,
-) -> Reply {
-    let wire = inbound.endpoint.wire();
-    let mut answer = entry.answer.clone();
-    let compact: String = request_id.chars().filter(char::is_ascii_alphanumeric).collect();
-    answer.id = match wire {
-        Wire::OpenAi => format!("chatcmpl-{compact}"),
-        Wire::Anthropic => format!("msg_{compact}"),
-        Wire::Responses => format!("resp_{compact}"),
-    };
-    let stream = inbound.view.stream;
-    let body = match (stream, pace) {
-        (true, Some(every)) => Replayed::Paced(
-            translate::stream_events(wire, &answer, inbound.view.include_usage, 16),
-            every,
-        ),
-        (true, None) => Replayed::Whole(translate::write_stream(wire, &answer, inbound.view.include_usage)),
-        (false, _) => Replayed::Whole(translate::write_response(wire, &answer)),
-    };
-    Reply::Cached(Cached {
-        body,
-        stream,
-        usage: answer.usage,
-        saved_cost_micros: entry.cost_micros,
-        key,
-        outcome,
-    })
+    // A semantic route also needs the form itself, to find its last user turn.
+    let kept = keep.then(|| value.clone());
+    Some((sluice_cache::canonical::of_value(value), kept))
 }
 
 /// A digest of what in the route's and the alias's config shapes an answer: the route's model

@@ -1,0 +1,61 @@
+//! A stored answer written again for the client: in its format, with an id of its own, as a
+//! stream when it streams (paced when the route says); and a fallback chain's stale answer.
+
+use std::time::Duration;
+
+use sluice_cache::{CacheKey, Entry, Tiers};
+use sluice_providers::{InboundRequest, Wire, translate};
+
+use crate::flow::{Cached, Replayed, Reply};
+
+/// A fallback chain's `cache` step: the stored answer for `key`, even up to `stale` past the
+/// route's `ttl` (`x-sluice-cache: stale`).
+pub async fn stale_answer(
+    cache: &Tiers,
+    (key, ttl): &(CacheKey, Duration),
+    stale: Duration,
+    inbound: &InboundRequest,
+    request_id: &str,
+) -> Option<Reply> {
+    let entry = cache.get(key).await?;
+    entry
+        .younger_than(ttl.saturating_add(stale))
+        .then(|| replay(&entry, inbound, request_id, (key.hex(), "stale", None), None))
+}
+
+/// A stored answer in the client's format, with an id of its own; a stream's events `pace`
+/// apart when the route asks (text in pieces of 16 characters).
+pub(super) fn replay(
+    entry: &Entry,
+    inbound: &InboundRequest,
+    request_id: &str,
+    (key, outcome, similarity): (String, &'static str, Option<f32>),
+    pace: Option<Duration>,
+) -> Reply {
+    let wire = inbound.endpoint.wire();
+    let mut answer = entry.answer.clone();
+    let compact: String = request_id.chars().filter(char::is_ascii_alphanumeric).collect();
+    answer.id = match wire {
+        Wire::OpenAi => format!("chatcmpl-{compact}"),
+        Wire::Anthropic => format!("msg_{compact}"),
+        Wire::Responses => format!("resp_{compact}"),
+    };
+    let stream = inbound.view.stream;
+    let body = match (stream, pace) {
+        (true, Some(every)) => Replayed::Paced(
+            translate::stream_events(wire, &answer, inbound.view.include_usage, 16),
+            every,
+        ),
+        (true, None) => Replayed::Whole(translate::write_stream(wire, &answer, inbound.view.include_usage)),
+        (false, _) => Replayed::Whole(translate::write_response(wire, &answer)),
+    };
+    Reply::Cached(Cached {
+        body,
+        stream,
+        usage: answer.usage,
+        saved_cost_micros: entry.cost_micros,
+        key,
+        outcome,
+        similarity,
+    })
+}

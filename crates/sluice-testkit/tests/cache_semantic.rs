@@ -1,0 +1,185 @@
+//! The semantic cache over the wire, with the real all-MiniLM-L6-v2 (fetched by
+//! `scripts/fetch-models.sh`; these tests fail without it): a paraphrase is a hit, a near-miss
+//! is not, neither across tenants nor across conversations; an embedding that takes longer than
+//! the route allows is given up (a miss, counted).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
+
+mod cache_support;
+
+use cache_support::*;
+use serde_json::{Value, json};
+use sluice_testkit::*;
+
+fn model_dir() -> String {
+    format!("{}/../../models/all-minilm-l6-v2", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The cache tests' config with a semantic cache on route `cached` (`semantic` adds to it) and
+/// the model from the repository's models directory.
+fn semantic_config(mock: &sluice_mock::MockServer, semantic: &str) -> String {
+    format!(
+        "{}embedder: {{ path: \"{}\" }}\n",
+        config(mock, &format!(", semantic: {{ max_wait_ms: 20000{semantic} }}")),
+        model_dir()
+    )
+}
+
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn with_system(system: &str, question: &str) -> Value {
+    json!({"model": "chat", "temperature": 0.2, "messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": question}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paraphrase_is_a_semantic_hit_and_a_near_miss_is_not() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&semantic_config(&mock, "")).await;
+
+    let first = gw.chat(KEY, &ask("chat", "How do I reset my password?")).await;
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"));
+    let again = gw
+        .chat(KEY, &ask("chat", "What are the steps to reset my password?"))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("x-sluice-cache"), Some("semantic"));
+    let similarity: f64 = again.header("x-sluice-cache-similarity").unwrap().parse().unwrap();
+    assert!((0.7..1.0).contains(&similarity), "{similarity}");
+    assert_eq!(text(&again), text(&first));
+    assert_ne!(again.json()["id"], first.json()["id"], "a replay has an id of its own");
+    assert_eq!(requests(&mock), 1);
+    let line = gw.log_lines(2).await.pop().unwrap();
+    assert_eq!(line["cache"], "semantic");
+    assert!(line["similarity"].as_f64().unwrap() >= 0.7, "{line}");
+    assert_eq!(line["cost_micros"], 0);
+
+    // A near-miss (not even similar enough).
+    assert_eq!(
+        gw.chat(KEY, &ask("chat", "What is the capital of France?"))
+            .await
+            .header("x-sluice-cache"),
+        Some("miss")
+    );
+    let germany = gw.chat(KEY, &ask("chat", "What is the capital of Germany?")).await;
+    assert_eq!(germany.header("x-sluice-cache"), Some("miss"));
+    // Near-misses similar enough that only the check tells them apart: another direction,
+    // another number, another name.
+    gw.chat(KEY, &ask("chat", "Convert 100 USD to EUR")).await;
+    assert_eq!(
+        gw.chat(KEY, &ask("chat", "Convert 100 EUR to USD"))
+            .await
+            .header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        gw.chat(KEY, &ask("chat", "Convert 150 USD to EUR"))
+            .await
+            .header("x-sluice-cache"),
+        Some("miss")
+    );
+    gw.chat(
+        KEY,
+        &ask("chat", "How do I get from Heathrow Airport to central London?"),
+    )
+    .await;
+    assert_eq!(
+        gw.chat(
+            KEY,
+            &ask("chat", "How do I get from Gatwick Airport to central London?")
+        )
+        .await
+        .header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(requests(&mock), 8);
+    let page = gw.metrics().await;
+    for reason in ["order", "numbers", "names"] {
+        let series = format!("sluice_cache_semantic_rejected_total{{reason=\"{reason}\"}}");
+        assert!(metric(&page, &series) >= 1.0, "{series}: {page}");
+    }
+    assert!(
+        metric(
+            &page,
+            "sluice_cache_lookups_total{route=\"cached\",result=\"semantic\"}"
+        ) >= 1.0
+    );
+    assert!(page.contains("sluice_cache_embed_seconds_count"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantic_hits_stay_within_a_tenant_and_a_conversation() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&semantic_config(&mock, "")).await;
+    let q = "How can I export my contacts to a CSV file?";
+    let p = "What's the way to export contacts into a CSV file?";
+    assert_eq!(
+        gw.chat(KEY, &with_system("You help with the address book.", q))
+            .await
+            .header("x-sluice-cache"),
+        Some("miss")
+    );
+    // Another tenant asking the paraphrase: its own miss.
+    assert_eq!(
+        gw.chat(GLOBEX, &with_system("You help with the address book.", p))
+            .await
+            .header("x-sluice-cache"),
+        Some("miss")
+    );
+    // Another system prompt: another conversation.
+    assert_eq!(
+        gw.chat(KEY, &with_system("You are a pirate.", p))
+            .await
+            .header("x-sluice-cache"),
+        Some("miss")
+    );
+    assert_eq!(requests(&mock), 3);
+    // The same tenant (another key of it) in the same conversation: a hit.
+    let hit = gw
+        .chat(ACME_2, &with_system("You help with the address book.", p))
+        .await;
+    assert_eq!(hit.header("x-sluice-cache"), Some("semantic"));
+    assert_eq!(requests(&mock), 3);
+
+    // A streaming client gets the semantic hit as a stream.
+    let mut body = with_system("You help with the address book.", "Export my contacts to CSV - how?");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = gw.stream(KEY, &body).await;
+    assert_eq!(r.headers()["x-sluice-cache"], "semantic");
+    let (streamed, usage, done) = stream_text(&read_all(r.into_body()).await);
+    assert!(!streamed.is_empty() && usage.is_some() && done);
+    assert_eq!(requests(&mock), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_slower_than_the_route_allows_is_given_up_and_counted() {
+    let mock = mock().await;
+    // 1 ms for embedding a ~250-token prompt (tens of milliseconds of CPU).
+    let yaml = semantic_config(&mock, "").replace("max_wait_ms: 20000", "max_wait_ms: 1");
+    let gw = TestGateway::start(&yaml).await;
+    let long = "Please explain in detail how the water cycle works, ".repeat(25);
+    for _ in 0..2 {
+        let r = gw.chat(KEY, &ask("chat", &long)).await;
+        assert_eq!(r.status, 200);
+    }
+    let page = gw.metrics().await;
+    assert!(
+        metric(&page, "sluice_cache_semantic_skips_total{reason=\"late\"}") >= 1.0,
+        "{page}"
+    );
+    // The exact cache still works (the second ask was an exact hit).
+    assert_eq!(requests(&mock), 1);
+    // Short prompts are not looked up semantically at all.
+    gw.chat(KEY, &ask("chat", "Hi")).await;
+    assert!(
+        metric(
+            &gw.metrics().await,
+            "sluice_cache_semantic_skips_total{reason=\"short\"}"
+        ) >= 1.0
+    );
+}

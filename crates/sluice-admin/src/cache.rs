@@ -29,6 +29,7 @@ pub(crate) async fn stats(State(gw): State<Arc<Gateway>>) -> Response {
             .map(|(tenant, bytes)| json!({"tenant": tenant, "bytes": bytes}))
             .collect::<Vec<_>>(),
         "waiting": flights.waiting(),
+        "semantic_entries": gw.cache.semantic.entries(),
         "redis": gw.cache.shared.as_ref().map(|s| json!({"up": s.is_up()})),
     }))
     .into_response()

@@ -136,6 +136,60 @@ impl CacheKey {
     }
 }
 
+/// A key as it travels between instances (through Redis, which every instance trusts): the
+/// scope's parts, the route and the digest. Read back, it is the same key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WireKey {
+    /// The tenant's name, or (with `own`) the key id that is its own tenant.
+    tenant: String,
+    own: bool,
+    /// `a` (the tenant), `t` (a team) or `k` (a key), and its name.
+    within: (char, String),
+    route: String,
+    digest: String,
+}
+
+impl CacheKey {
+    pub fn to_wire(&self) -> WireKey {
+        let (named, tenant) = self.scope.tenant_id();
+        let within = match &self.scope.within {
+            Within::Tenant => ('a', String::new()),
+            Within::Team(t) => ('t', t.to_string()),
+            Within::Key(k) => ('k', k.to_string()),
+        };
+        WireKey {
+            tenant: tenant.to_string(),
+            own: !named,
+            within,
+            route: self.route.to_string(),
+            digest: self.hex(),
+        }
+    }
+
+    /// The key a [`WireKey`] names; `None` when it is malformed.
+    pub fn from_wire(w: &WireKey) -> Option<CacheKey> {
+        let tenant = Arc::from(w.tenant.as_str());
+        let tenant = if w.own {
+            Tenant::OwnKey(tenant)
+        } else {
+            Tenant::Named(tenant)
+        };
+        let within = match w.within.0 {
+            'a' => Within::Tenant,
+            't' => Within::Team(Arc::from(w.within.1.as_str())),
+            'k' => Within::Key(Arc::from(w.within.1.as_str())),
+            _ => return None,
+        };
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&w.digest, &mut digest).ok()?;
+        Some(CacheKey {
+            scope: Scope { tenant, within },
+            route: Arc::from(w.route.as_str()),
+            digest,
+        })
+    }
+}
+
 /// A key for the crate's tests: route `r`, `tenant` (none: key `k` is its own), `body`.
 #[cfg(test)]
 pub(crate) fn test_key(tenant: Option<&str>, body: &str) -> CacheKey {
@@ -226,6 +280,8 @@ mod tests {
             let (ka, kb) = (CacheKey::new(&sa, &parts(body.as_bytes())), CacheKey::new(&sb, &parts(body.as_bytes())));
             prop_assert_eq!(sa == sb, ka == kb);
             prop_assert_eq!(sa == sb, ka.hex() == kb.hex());
+            // A key sent to another instance is the same key there.
+            prop_assert_eq!(CacheKey::from_wire(&ka.to_wire()), Some(ka));
         }
     }
 }

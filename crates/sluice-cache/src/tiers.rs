@@ -3,7 +3,7 @@
 //! kept across config reloads. [`Storing`] is a miss on its way into both.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_providers::chat::ChatResponse;
 use sluice_store::redis::RedisFailure;
@@ -11,8 +11,8 @@ use sluice_store::redis::RedisFailure;
 use crate::flight::{Flights, Leading};
 use crate::key::CacheKey;
 use crate::memory::{Entry, MemoryTier};
-use crate::semantic::{SemanticIndex, SemanticSlot};
-use crate::shared::{PurgeFilter, SharedTier};
+use crate::semantic::{Features, SemanticIndex, SemanticSlot};
+use crate::shared::{Note, PurgeFilter, SemanticNote, SharedTier};
 
 #[derive(Debug)]
 pub struct Tiers {
@@ -38,10 +38,13 @@ impl Tiers {
         let semantic = Arc::new(SemanticIndex::new(semantic_max_entries));
         if let Some(s) = &shared {
             let (mem, index) = (memory.clone(), semantic.clone());
-            s.subscribe(move |filter| {
-                let (mem, index) = (mem.clone(), index.clone());
-                // A purge walks every entry: off the async threads.
-                drop(tokio::task::spawn_blocking(move || purge_local(&mem, &index, &filter)));
+            s.subscribe(move |note| match note {
+                Note::Purge(filter) => {
+                    let (mem, index) = (mem.clone(), index.clone());
+                    // A purge walks every entry: off the async threads.
+                    drop(tokio::task::spawn_blocking(move || purge_local(&mem, &index, &filter)));
+                }
+                Note::Semantic(n) => index_note(&index, &n),
             });
         }
         Tiers {
@@ -81,6 +84,18 @@ impl Tiers {
             }),
         };
         Purged { memory, shared }
+    }
+}
+
+/// Indexes a prompt another instance (or this one) published, for what is left of its life.
+fn index_note(index: &SemanticIndex, n: &SemanticNote) {
+    let (Some(partition), Some(entry)) = (CacheKey::from_wire(&n.partition), CacheKey::from_wire(&n.entry)) else {
+        return;
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let life = Duration::from_millis(n.expires_at_ms).saturating_sub(now);
+    if !life.is_zero() {
+        index.insert(partition, entry, &n.vector, Features::of(&n.text), life);
     }
 }
 
@@ -150,6 +165,16 @@ impl Storing {
         // `self` (and the flight it leads) is dropped only after, with the entry in place.
         let stored = self.tiers.0.insert(self.key.clone(), Arc::new(entry));
         if stored && let Some(slot) = self.semantic.take() {
+            if let Some(shared) = &self.tiers.1 {
+                let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + self.ttl;
+                shared.publish_semantic(&SemanticNote {
+                    partition: slot.partition.to_wire(),
+                    entry: self.key.to_wire(),
+                    vector: slot.vector.clone(),
+                    text: slot.text.clone(),
+                    expires_at_ms: u64::try_from(expires.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
             slot.insert(self.key.clone(), self.ttl);
         }
         stored

@@ -7,8 +7,12 @@
 
 mod cache_support;
 
+use std::time::{Duration, Instant};
+
 use cache_support::*;
+use http::Method;
 use serde_json::{Value, json};
+use sluice_testkit::services::RedisServer;
 use sluice_testkit::*;
 
 fn model_dir() -> String {
@@ -182,4 +186,40 @@ async fn a_lookup_slower_than_the_route_allows_is_given_up_and_counted() {
             "sluice_cache_semantic_skips_total{reason=\"short\"}"
         ) >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_one_instance_stores_is_a_semantic_hit_on_another_through_redis() {
+    let redis = RedisServer::start();
+    let mock = mock().await;
+    let start = || async {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "{}store:\n  sqlite_path: \"{}\"\n  redis: {{ url: \"{}\", instances: 2, timeout_ms: 2000 }}\n",
+            semantic_config(&mock, ""),
+            dir.path().join("keys.db").display(),
+            redis.url()
+        );
+        TestGateway::start_in(&yaml, dir).await
+    };
+    let (a, b) = (start().await, start().await);
+    let miss = a.chat(KEY, &ask("chat", "How do I reset my password?")).await;
+    assert_eq!(miss.header("x-sluice-cache"), Some("miss"));
+    // B indexes the prompt A published (within a second; 10 s allowed on a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.admin(Method::GET, "/admin/cache/stats", None).await.json()["semantic_entries"] != 1 {
+        assert!(Instant::now() < deadline, "B never indexed A's prompt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hit = b
+        .chat(KEY, &ask("chat", "What are the steps to reset my password?"))
+        .await;
+    assert_eq!(hit.header("x-sluice-cache"), Some("semantic"));
+    assert_eq!(text(&hit), text(&miss));
+    // Another tenant on B: still its own.
+    let other = b
+        .chat(GLOBEX, &ask("chat", "What are the steps to reset my password?"))
+        .await;
+    assert_eq!(other.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(requests(&mock), 2);
 }

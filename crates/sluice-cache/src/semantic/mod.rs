@@ -39,6 +39,8 @@ pub struct SemanticSlot {
     pub index: Arc<SemanticIndex>,
     pub partition: CacheKey,
     pub vector: Vec<f32>,
+    /// The prompt (sent to the other instances, which read its features again).
+    pub text: String,
     pub features: Features,
 }
 

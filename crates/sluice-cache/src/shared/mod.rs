@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sluice_store::redis::{RedisFailure, RedisLink, RedisTarget};
 
-use crate::key::CacheKey;
+use crate::key::{CacheKey, WireKey};
 use crate::memory::Entry;
 
 /// How often a probe asks a tier that is down whether it is back.
@@ -74,7 +74,7 @@ pub struct SharedMetrics {
     /// Lookups that reached past the in-process tier, by result: hit, miss, error (the call
     /// failed or timed out), skipped (the tier was down).
     pub lookups: Family<ResultLabel, Counter>,
-    /// Calls that failed or timed out, by operation: get, put, purge, probe.
+    /// Calls that failed or timed out, by operation: get, put, purge, publish, probe.
     pub errors: Family<OpLabel, Counter>,
     /// Entries written.
     pub stores: Counter,
@@ -106,6 +106,26 @@ impl PurgeFilter {
             && self.route.as_deref().is_none_or(|r| k.route() == r)
             && self.key.as_deref().is_none_or(|h| k.hex() == h)
     }
+}
+
+/// A prompt one instance indexed for semantic lookups, for the others to index too (its entry
+/// is in Redis).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SemanticNote {
+    pub partition: WireKey,
+    pub entry: WireKey,
+    pub vector: Vec<f32>,
+    /// The prompt (its check's features are read from it again).
+    pub text: String,
+    /// When the entry stops being served, unix ms.
+    pub expires_at_ms: u64,
+}
+
+/// What instances tell each other.
+#[derive(Debug, Clone)]
+pub enum Note {
+    Purge(PurgeFilter),
+    Semantic(Box<SemanticNote>),
 }
 
 /// The tier: a link to Redis, and whether it is up.
@@ -176,6 +196,31 @@ impl SharedTier {
     /// The channel purges are published on.
     pub fn purge_channel(&self) -> String {
         format!("{}:purge", self.prefix)
+    }
+
+    /// The channel indexed prompts are published on.
+    pub fn semantic_channel(&self) -> String {
+        format!("{}:semantic", self.prefix)
+    }
+
+    /// Tells every instance to index a prompt (in the background).
+    pub fn publish_semantic(self: &Arc<Self>, note: &SemanticNote) {
+        if !self.is_up() {
+            return;
+        }
+        let Ok(message) = serde_json::to_string(note) else {
+            return;
+        };
+        let tier = self.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let cmd = redis::cmd("PUBLISH").arg(tier.semantic_channel()).arg(message).clone();
+            if let Err(e) = tier.link.query::<i64>(&cmd).await {
+                tier.failed("publish", &e);
+            }
+        });
     }
 
     fn count(&self, result: &'static str) {
@@ -303,9 +348,10 @@ impl SharedTier {
         }
     }
 
-    /// Listens for purges published by any instance, and hands each to `apply`, for as long as
-    /// the tier lives (reconnecting after a lost connection).
-    pub fn subscribe(self: &Arc<Self>, apply: impl Fn(PurgeFilter) + Send + Sync + 'static) {
+    /// Listens for what any instance publishes (purges, indexed prompts), and hands each to
+    /// `apply`, for as long as the tier lives (reconnecting after a lost connection; what is
+    /// published meanwhile is not heard).
+    pub fn subscribe(self: &Arc<Self>, apply: impl Fn(Note) + Send + Sync + 'static) {
         let weak = Arc::downgrade(self);
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -313,10 +359,11 @@ impl SharedTier {
         rt.spawn(async move {
             loop {
                 let Some(tier) = weak.upgrade() else { return };
-                let (client, channel) = (tier.link.subscriber_client(), tier.purge_channel());
+                let client = tier.link.subscriber_client();
+                let channels = [tier.purge_channel(), tier.semantic_channel()];
                 drop(tier);
                 if let Ok(client) = client {
-                    listen(&client, &channel, &weak, &apply).await;
+                    listen(&client, &channels, &weak, &apply).await;
                 }
                 tokio::time::sleep(PROBE_EVERY).await;
             }
@@ -327,15 +374,15 @@ impl SharedTier {
 /// One subscription, until its connection ends or the tier is gone.
 async fn listen(
     client: &redis::Client,
-    channel: &str,
+    [purge, semantic]: &[String; 2],
     weak: &std::sync::Weak<SharedTier>,
-    apply: &(impl Fn(PurgeFilter) + Send + Sync),
+    apply: &(impl Fn(Note) + Send + Sync),
 ) {
     use futures_util::StreamExt;
     let Ok(mut pubsub) = client.get_async_pubsub().await else {
         return;
     };
-    if pubsub.subscribe(channel).await.is_err() {
+    if pubsub.subscribe(purge).await.is_err() || pubsub.subscribe(semantic).await.is_err() {
         return;
     }
     let mut messages = pubsub.on_message();
@@ -343,8 +390,16 @@ async fn listen(
         if weak.strong_count() == 0 {
             return;
         }
-        if let Ok(filter) = serde_json::from_slice::<PurgeFilter>(m.get_payload_bytes()) {
-            apply(filter);
+        let payload = m.get_payload_bytes();
+        let note = if m.get_channel_name() == purge {
+            serde_json::from_slice(payload).ok().map(Note::Purge)
+        } else {
+            serde_json::from_slice(payload)
+                .ok()
+                .map(|n| Note::Semantic(Box::new(n)))
+        };
+        if let Some(note) = note {
+            apply(note);
         }
     }
 }

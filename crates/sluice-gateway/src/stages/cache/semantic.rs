@@ -106,6 +106,7 @@ pub(super) async fn lookup(
         index: tiers.semantic.clone(),
         partition: q.partition,
         vector: searched.vector,
+        text: q.text,
         features,
     })))
 }

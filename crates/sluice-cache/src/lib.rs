@@ -25,6 +25,6 @@ mod tiers;
 pub use canonical::{Canonical, canonical};
 pub use flight::{Flights, Following, Joined, Leading};
 pub use key::{CacheKey, KeyParts, Scope, WireKey};
-pub use memory::{Entry, MemoryTier};
+pub use memory::{Answer, Body, Entry, MemoryTier};
 pub use shared::{Note, PROBE_EVERY, PurgeFilter, SemanticNote, SharedMetrics, SharedTier};
 pub use tiers::{Purged, Storing, Tiers};

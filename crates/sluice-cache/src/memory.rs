@@ -5,15 +5,42 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
+use sluice_providers::Usage;
 use sluice_providers::chat::{ChatResponse, Part};
 
 use crate::key::CacheKey;
 
+/// What an entry holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A chat answer in canonical form (written again in each client's format when replayed).
+    Chat(ChatResponse),
+    /// Any other endpoint's whole answer as the client got it (completions, embeddings,
+    /// predictions): replayed as it is.
+    Body(Body),
+}
+
+/// A whole answer body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Body {
+    pub content_type: Option<String>,
+    pub bytes: bytes::Bytes,
+    pub usage: Usage,
+}
+
+impl Answer {
+    pub fn usage(&self) -> Usage {
+        match self {
+            Answer::Chat(c) => c.usage,
+            Answer::Body(b) => b.usage,
+        }
+    }
+}
+
 /// A stored answer.
 #[derive(Debug)]
 pub struct Entry {
-    /// The canonical answer (written again in each client's format when replayed).
-    pub answer: ChatResponse,
+    pub answer: Answer,
     /// What the answer cost when it was made, in micro-units (what a hit saves).
     pub cost_micros: u64,
     pub stored_at: SystemTime,
@@ -28,7 +55,7 @@ pub struct Entry {
 const OVERHEAD: usize = 256;
 
 impl Entry {
-    pub fn new(answer: ChatResponse, cost_micros: u64, ttl: Duration, stale: Duration) -> Entry {
+    pub fn new(answer: Answer, cost_micros: u64, ttl: Duration, stale: Duration) -> Entry {
         let bytes = weigh(&answer);
         Entry {
             answer,
@@ -58,7 +85,14 @@ impl Entry {
     }
 }
 
-fn weigh(a: &ChatResponse) -> u32 {
+fn weigh(a: &Answer) -> u32 {
+    let a = match a {
+        Answer::Chat(c) => c,
+        Answer::Body(b) => {
+            let n = OVERHEAD + b.bytes.len() + b.content_type.as_ref().map_or(0, String::len);
+            return u32::try_from(n).unwrap_or(u32::MAX);
+        }
+    };
     let mut n = OVERHEAD + a.id.len() + a.model.len();
     n += a.stop_sequence.as_ref().map_or(0, String::len);
     for p in &a.content {
@@ -245,15 +279,15 @@ mod tests {
         test_key(None, &format!("{{\"n\":{n}}}"))
     }
 
-    fn answer(text: &str) -> ChatResponse {
-        ChatResponse {
+    fn answer(text: &str) -> Answer {
+        Answer::Chat(ChatResponse {
             id: "id".into(),
             model: "m".into(),
             content: vec![Part::Text(text.into())],
             stop_reason: None,
             stop_sequence: None,
             usage: Default::default(),
-        }
+        })
     }
 
     #[test]
@@ -274,10 +308,7 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(20));
         assert!(tier.get(&key(0)).is_none(), "past its TTL");
-        assert_eq!(
-            tier.get(&key(1)).unwrap().answer.content,
-            vec![Part::Text("kept".into())]
-        );
+        assert_eq!(tier.get(&key(1)).unwrap().answer, answer("kept"));
         // 1 000 entries of ~1.3 KiB into a 64 KiB budget.
         let text = "x".repeat(1024);
         for n in 2..1002 {

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_providers::chat::ChatResponse;
 use sluice_store::redis::RedisFailure;
 
 use crate::flight::{Flights, Leading};
 use crate::key::CacheKey;
-use crate::memory::{Entry, MemoryTier};
+use crate::memory::{Answer, Entry, MemoryTier};
 use crate::semantic::{Features, SemanticIndex, SemanticSlot};
 use crate::shared::{Note, PurgeFilter, SemanticNote, SharedTier};
 
@@ -154,7 +153,7 @@ impl Storing {
 
     /// Stores the answer in process (and, in the background, in the Redis tier); `false` (and
     /// nothing stored) when it is larger than the route allows or its tenant's share is full.
-    pub fn commit(mut self, answer: ChatResponse, cost_micros: u64) -> bool {
+    pub fn commit(mut self, answer: Answer, cost_micros: u64) -> bool {
         let entry = Entry::new(answer, cost_micros, self.ttl, self.stale);
         if u64::from(entry.bytes()) > self.max_bytes {
             return false;

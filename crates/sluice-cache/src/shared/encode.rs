@@ -9,13 +9,25 @@ use serde_json::Value;
 use sluice_providers::chat::{ChatResponse, Part, StopReason};
 use sluice_providers::usage::Usage;
 
-use crate::memory::Entry;
+use crate::memory::{Answer, Body, Entry};
 
 const PLAIN: u8 = b'j';
 const LZ4: u8 = b'z';
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chat: Option<StoredChat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body: Option<StoredBody>,
+    cost_micros: u64,
+    stored_at_ms: u64,
+    ttl_ms: u64,
+    stale_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredChat {
     id: String,
     model: String,
     content: Vec<StoredPart>,
@@ -24,10 +36,15 @@ struct Stored {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stop_sequence: Option<String>,
     usage: Usage,
-    cost_micros: u64,
-    stored_at_ms: u64,
-    ttl_ms: u64,
-    stale_ms: u64,
+}
+
+/// A whole body: its text when it is UTF-8 (JSON is), else nothing is stored.
+#[derive(Serialize, Deserialize)]
+struct StoredBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    text: String,
+    usage: Usage,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,9 +79,7 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The entry's bytes; `None` for an answer with parts an entry does not hold (images).
-pub(crate) fn encode(entry: &Entry, compress_above: usize) -> Option<Vec<u8>> {
-    let a = &entry.answer;
+fn chat_of(a: &ChatResponse) -> Option<StoredChat> {
     let content = a
         .content
         .iter()
@@ -78,13 +93,51 @@ pub(crate) fn encode(entry: &Entry, compress_above: usize) -> Option<Vec<u8>> {
             Part::Image(_) | Part::ToolResult { .. } => None,
         })
         .collect::<Option<Vec<_>>>()?;
-    let stored = Stored {
+    Some(StoredChat {
         id: a.id.clone(),
         model: a.model.clone(),
         content,
         stop: a.stop_reason.map(|r| stop_str(r).to_owned()),
         stop_sequence: a.stop_sequence.clone(),
         usage: a.usage,
+    })
+}
+
+fn chat_from(s: StoredChat) -> ChatResponse {
+    ChatResponse {
+        id: s.id,
+        model: s.model,
+        content: s
+            .content
+            .into_iter()
+            .map(|p| match p {
+                StoredPart::Text(t) => Part::Text(t),
+                StoredPart::ToolUse { id, name, input } => Part::ToolUse { id, name, input },
+            })
+            .collect(),
+        stop_reason: s.stop.as_deref().and_then(stop_of),
+        stop_sequence: s.stop_sequence,
+        usage: s.usage,
+    }
+}
+
+/// The entry's bytes; `None` for an answer an entry in Redis does not hold (images, a body
+/// that is not UTF-8).
+pub(crate) fn encode(entry: &Entry, compress_above: usize) -> Option<Vec<u8>> {
+    let (chat, body) = match &entry.answer {
+        Answer::Chat(c) => (Some(chat_of(c)?), None),
+        Answer::Body(b) => (
+            None,
+            Some(StoredBody {
+                content_type: b.content_type.clone(),
+                text: std::str::from_utf8(&b.bytes).ok()?.to_owned(),
+                usage: b.usage,
+            }),
+        ),
+    };
+    let stored = Stored {
+        chat,
+        body,
         cost_micros: entry.cost_micros,
         stored_at_ms: entry.stored_at.duration_since(UNIX_EPOCH).map_or(0, ms),
         ttl_ms: ms(entry.ttl),
@@ -118,20 +171,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Entry> {
         _ => return None,
     };
     let s: Stored = serde_json::from_slice(json).ok()?;
-    let answer = ChatResponse {
-        id: s.id,
-        model: s.model,
-        content: s
-            .content
-            .into_iter()
-            .map(|p| match p {
-                StoredPart::Text(t) => Part::Text(t),
-                StoredPart::ToolUse { id, name, input } => Part::ToolUse { id, name, input },
-            })
-            .collect(),
-        stop_reason: s.stop.as_deref().and_then(stop_of),
-        stop_sequence: s.stop_sequence,
-        usage: s.usage,
+    let answer = match (s.chat, s.body) {
+        (Some(c), None) => Answer::Chat(chat_from(c)),
+        (None, Some(b)) => Answer::Body(Body {
+            content_type: b.content_type,
+            bytes: bytes::Bytes::from(b.text),
+            usage: b.usage,
+        }),
+        _ => return None,
     };
     let mut entry = Entry::new(
         answer,
@@ -152,7 +199,7 @@ mod tests {
     use serde_json::json;
 
     fn entry(text: &str) -> Entry {
-        let answer = ChatResponse {
+        let answer = Answer::Chat(ChatResponse {
             id: "chatcmpl-1".into(),
             model: "m".into(),
             content: vec![
@@ -173,7 +220,7 @@ mod tests {
                 cache_write_tokens: 2,
                 reasoning_tokens: 1,
             },
-        };
+        });
         Entry::new(
             answer,
             1234,
@@ -202,6 +249,20 @@ mod tests {
         let packed = encode(&large, 1024).unwrap();
         assert!(packed.len() < 1024, "compressed to {} bytes", packed.len());
         check(&small, 0, LZ4);
+        let body = Entry::new(
+            Answer::Body(Body {
+                content_type: Some("application/json".into()),
+                bytes: bytes::Bytes::from_static(br#"{"data":[{"embedding":[0.1,0.2]}]}"#),
+                usage: Usage {
+                    prompt_tokens: 3,
+                    ..Usage::default()
+                },
+            }),
+            5,
+            Duration::from_secs(1),
+            Duration::ZERO,
+        );
+        check(&body, 1024, PLAIN);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! cut short, ended by an error, or stopped by a stage before this one never reaches
 //! `finish`, so it is never stored. The client's events pass on unchanged and unheld.
 
-use sluice_cache::Storing;
+use sluice_cache::{Answer, Body, Storing};
 use sluice_config::Price;
+use sluice_providers::Usage;
 use sluice_providers::chat::{ChatResponse, Delta};
 use sluice_providers::translate::FilterStop;
 
@@ -76,8 +77,36 @@ impl ResponseStage for Store {
                     u.completion_tokens,
                 )
             });
-            storing.commit(answer, cost);
+            storing.commit(Answer::Chat(answer), cost);
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// Stores a whole answer of an endpoint that is not chat (completions, embeddings,
+    /// predictions) as the client got it.
+    pub fn commit_body(self, content_type: Option<&http::HeaderValue>, bytes: bytes::Bytes, usage: Usage) {
+        let Some(storing) = self.storing else { return };
+        if bytes.len() as u64 > storing.max_bytes() {
+            return;
+        }
+        let cost = self.price.map_or(0, |p| {
+            p.cost_micros(
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.cache_write_tokens,
+                usage.completion_tokens,
+            )
+        });
+        let content_type = content_type.and_then(|v| v.to_str().ok()).map(str::to_owned);
+        storing.commit(
+            Answer::Body(Body {
+                content_type,
+                bytes,
+                usage,
+            }),
+            cost,
+        );
     }
 }

@@ -261,19 +261,22 @@ fn reply(
             body,
             usage,
         } => {
-            match usage {
-                Some(u) => finish.set_usage(u, false),
-                None => finish.set_usage(
-                    Usage {
-                        prompt_tokens: prompt_estimate,
-                        total_tokens: prompt_estimate,
-                        ..Usage::default()
-                    },
-                    true,
-                ),
+            let used = usage.unwrap_or(Usage {
+                prompt_tokens: prompt_estimate,
+                total_tokens: prompt_estimate,
+                ..Usage::default()
+            });
+            finish.set_usage(used, usage.is_none());
+            // Only a success is stored: a chat answer through the response stages (in its
+            // canonical form), any other endpoint's as the client gets it.
+            let mut store = store.filter(|_| status.is_success());
+            if !matches!(
+                inbound.endpoint,
+                Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+            ) && let Some(s) = store.take()
+            {
+                s.commit_body(content_type.as_ref(), body.clone(), used);
             }
-            // Only a success is stored.
-            let store = store.filter(|_| status.is_success());
             Ok(Reply::Json {
                 status,
                 content_type,

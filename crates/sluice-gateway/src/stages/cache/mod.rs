@@ -120,22 +120,26 @@ impl CacheStage {
             )
             .with_retry_after(Some(1))
         };
-        // Chat-shaped answers for now: their canonical form replays in any client's format.
-        if !matches!(
+        // A chat answer is kept in canonical form and replays in any client's format, streams
+        // included; any other endpoint's (completions, embeddings, predictions) as the client
+        // got it, so only whole answers.
+        let chat_shaped = matches!(
             inbound.endpoint,
             Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
-        ) {
+        );
+        if !chat_shaped && inbound.view.stream {
             return if cache_only {
                 Err(refused())
             } else {
-                Ok(Flow::Next(Looked::default()))
+                Ok(Flow::Next(Looked::bypass()))
             };
         }
         let control = Control::read(headers, on.policy.ttl);
         // One form for a chat request from any front door (and one endpoint name for them), else
         // the body's own.
         let semantic = on.policy.semantic.as_ref();
-        let (canonical, chat, endpoint) = match chat_form(inbound, semantic.is_some()) {
+        let chat_form = chat_shaped.then(|| chat_form(inbound, semantic.is_some())).flatten();
+        let (canonical, chat, endpoint) = match chat_form {
             Some((c, chat)) => (c, chat, "chat"),
             None => match sluice_cache::canonical(&inbound.body) {
                 Ok(c) => (c, None, inbound.endpoint.as_str()),
@@ -145,7 +149,8 @@ impl CacheStage {
         };
         // Several answers to choose from are not one answer to keep; a route that must not
         // reuse sampled answers leaves them out.
-        if canonical.choices > 1 || (on.policy.skip_sampled && canonical.sampled) || control.ttl.is_zero() {
+        let samples = !matches!(inbound.endpoint, Endpoint::Embeddings | Endpoint::Predict);
+        if canonical.choices > 1 || (on.policy.skip_sampled && samples && canonical.sampled) || control.ttl.is_zero() {
             return if cache_only {
                 Err(refused())
             } else {

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use sluice_cache::{CacheKey, Entry, Tiers};
+use bytes::Bytes;
+use sluice_cache::{Answer, CacheKey, Entry, Tiers};
 use sluice_providers::{InboundRequest, Wire, translate};
 
 use crate::flow::{Cached, Replayed, Reply};
@@ -32,30 +33,51 @@ pub(super) fn replay(
     (key, outcome, similarity): (String, &'static str, Option<f32>),
     pace: Option<Duration>,
 ) -> Reply {
-    let wire = inbound.endpoint.wire();
-    let mut answer = entry.answer.clone();
     let compact: String = request_id.chars().filter(char::is_ascii_alphanumeric).collect();
-    answer.id = match wire {
-        Wire::OpenAi => format!("chatcmpl-{compact}"),
-        Wire::Anthropic => format!("msg_{compact}"),
-        Wire::Responses => format!("resp_{compact}"),
-    };
-    let stream = inbound.view.stream;
-    let body = match (stream, pace) {
-        (true, Some(every)) => Replayed::Paced(
-            translate::stream_events(wire, &answer, inbound.view.include_usage, 16),
-            every,
-        ),
-        (true, None) => Replayed::Whole(translate::write_stream(wire, &answer, inbound.view.include_usage)),
-        (false, _) => Replayed::Whole(translate::write_response(wire, &answer)),
+    let (body, stream, usage) = match &entry.answer {
+        Answer::Chat(chat) => {
+            let wire = inbound.endpoint.wire();
+            let mut answer = chat.clone();
+            answer.id = match wire {
+                Wire::OpenAi => format!("chatcmpl-{compact}"),
+                Wire::Anthropic => format!("msg_{compact}"),
+                Wire::Responses => format!("resp_{compact}"),
+            };
+            let stream = inbound.view.stream;
+            let body = match (stream, pace) {
+                (true, Some(every)) => Replayed::Paced(
+                    translate::stream_events(wire, &answer, inbound.view.include_usage, 16),
+                    every,
+                ),
+                (true, None) => Replayed::Whole(translate::write_stream(wire, &answer, inbound.view.include_usage)),
+                (false, _) => Replayed::Whole(translate::write_response(wire, &answer)),
+            };
+            (body, stream, answer.usage)
+        }
+        // Another endpoint's answer, as it was (a completion with an id of its own).
+        Answer::Body(b) => (Replayed::Whole(fresh_id(&b.bytes, &compact)), false, b.usage),
     };
     Reply::Cached(Cached {
         body,
         stream,
-        usage: answer.usage,
+        usage,
         saved_cost_micros: entry.cost_micros,
         key,
         outcome,
         similarity,
     })
+}
+
+/// A body whose top-level `id` (a completion's) is replaced by one of this request's.
+fn fresh_id(body: &Bytes, compact: &str) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.clone();
+    };
+    match v.get_mut("id") {
+        Some(id @ serde_json::Value::String(_)) => {
+            *id = serde_json::Value::String(format!("cmpl-{compact}"));
+            serde_json::to_vec(&v).map_or_else(|_| body.clone(), Bytes::from)
+        }
+        _ => body.clone(),
+    }
 }

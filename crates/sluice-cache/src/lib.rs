@@ -27,4 +27,4 @@ pub use flight::{Flights, Following, Joined, Leading};
 pub use key::{CacheKey, KeyParts, Scope, WireKey};
 pub use memory::{Answer, Body, Entry, MemoryTier};
 pub use shared::{Note, PROBE_EVERY, PurgeFilter, SemanticNote, SharedMetrics, SharedTier};
-pub use tiers::{Purged, Storing, Tiers};
+pub use tiers::{InputSlot, Purged, Storing, Tiers};

@@ -67,6 +67,24 @@ impl Tiers {
         Some(entry)
     }
 
+    /// The entries for `keys` (all of one tenant), in order: from memory, the rest from Redis in
+    /// one round trip (then kept in memory too).
+    pub async fn get_many(&self, keys: &[CacheKey]) -> Vec<Option<Arc<Entry>>> {
+        let mut found: Vec<Option<Arc<Entry>>> = keys.iter().map(|k| self.memory.get(k)).collect();
+        let Some(shared) = &self.shared else { return found };
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        let asked: Vec<&CacheKey> = missing.iter().map(|&i| &keys[i]).collect();
+        for (i, entry) in missing.into_iter().zip(shared.get_many(&asked).await) {
+            if let Some(e) = entry.map(Arc::new) {
+                if !e.remaining().is_zero() {
+                    self.memory.insert(keys[i].clone(), e.clone());
+                }
+                found[i] = Some(e);
+            }
+        }
+        found
+    }
+
     /// Removes what matches from this instance's memory and from Redis, and tells the other
     /// instances to drop theirs. It walks every entry in memory: call it where blocking is
     /// allowed for that long (the admin API does, on a blocking thread).
@@ -84,6 +102,18 @@ impl Tiers {
         };
         Purged { memory, shared }
     }
+}
+
+/// An embeddings request cached per input string: each input's stored embedding, or where its
+/// embedding is stored once the upstream has answered the inputs that were missing.
+#[derive(Debug)]
+pub enum InputSlot {
+    Hit(Arc<Entry>),
+    /// Sent upstream; `chars`, its length, shares out the answer's tokens among the inputs.
+    Miss {
+        storing: Box<Storing>,
+        chars: usize,
+    },
 }
 
 /// Indexes a prompt another instance (or this one) published, for what is left of its life.
@@ -114,7 +144,7 @@ pub struct Storing {
     stale: Duration,
     max_bytes: u64,
     /// The prompt's embedding, indexed once the answer is stored (a semantic route's miss).
-    semantic: Option<SemanticSlot>,
+    semantic: Option<Box<SemanticSlot>>,
     /// The flight this miss leads, if it does: landed (its followers woken) when this is
     /// committed or dropped — after the entry is in the tier, or when the answer will not be.
     _leading: Option<Leading>,
@@ -141,7 +171,7 @@ impl Storing {
 
     /// Also indexes the prompt for semantic lookups when the answer is stored.
     #[must_use]
-    pub fn with_semantic(mut self, slot: Option<SemanticSlot>) -> Storing {
+    pub fn with_semantic(mut self, slot: Option<Box<SemanticSlot>>) -> Storing {
         self.semantic = slot;
         self
     }

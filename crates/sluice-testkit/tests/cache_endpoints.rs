@@ -67,6 +67,62 @@ async fn completions_and_embeddings_are_answered_from_the_cache() {
     assert_eq!(r.header("x-sluice-cache"), Some("bypass"));
 }
 
+#[tokio::test]
+async fn embeddings_are_cached_per_input_so_a_batch_pays_only_for_its_new_inputs() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config(&mock, "")).await;
+    let embed = |inputs: &[&str]| json!({"model": "chat", "input": inputs, "encoding_format": "float"});
+    let first = gw.post("/v1/embeddings", KEY, &embed(&["alpha", "beta"])).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let vector = |r: &TestResponse, i: usize| r.json()["data"][i]["embedding"].clone();
+
+    // A batch with one new input: only that one goes upstream, and the answer is in the
+    // caller's order.
+    let mixed = gw
+        .post("/v1/embeddings", KEY, &embed(&["beta", "gamma", "alpha"]))
+        .await;
+    assert_eq!(mixed.status, 200, "{}", mixed.text());
+    assert_eq!(mixed.header("x-sluice-cache"), Some("miss"));
+    let sent = mock.stats().recent();
+    let last = sent.last().unwrap();
+    let upstream_body: serde_json::Value = serde_json::from_str(&last.body).unwrap();
+    assert_eq!(upstream_body["input"], json!(["gamma"]), "only the new input is sent");
+    assert_eq!(vector(&mixed, 0), vector(&first, 1));
+    assert_eq!(vector(&mixed, 2), vector(&first, 0));
+    let indexes: Vec<u64> = (0..3)
+        .map(|i| mixed.json()["data"][i]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    // The new embedding is the one the model gives for it alone.
+    let fresh = gw.post("/v1/embeddings", GLOBEX, &embed(&["gamma"])).await;
+    assert_eq!(vector(&mixed, 1), vector(&fresh, 0));
+    assert_eq!(requests(&mock), 3);
+    // The mixed request was charged for its new input only (the mock counts its tokens).
+    let lines = gw.log_lines(3).await;
+    let charged = |l: &serde_json::Value| l["prompt_tokens"].as_u64().unwrap();
+    assert!(charged(&lines[1]) < charged(&lines[0]), "{} vs {}", lines[1], lines[0]);
+    assert!(
+        mixed.json()["usage"]["prompt_tokens"].as_u64().unwrap() > charged(&lines[1]),
+        "the body shows every input's tokens"
+    );
+
+    // Now every input is stored: no upstream call at all.
+    let all = gw.post("/v1/embeddings", KEY, &embed(&["gamma", "alpha"])).await;
+    assert_eq!(all.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(vector(&all, 0), vector(&mixed, 1));
+    assert_eq!(requests(&mock), 3);
+    // A single string input is one of them too.
+    let one = gw
+        .post(
+            "/v1/embeddings",
+            KEY,
+            &json!({"model": "chat", "input": "beta", "encoding_format": "float"}),
+        )
+        .await;
+    assert_eq!(one.header("x-sluice-cache"), Some("hit"));
+    assert_eq!(vector(&one, 0), vector(&first, 1));
+}
+
 /// The prediction example with a cache on its route.
 fn prediction_config(mock: &sluice_mock::MockServer) -> String {
     let root = mock.base_url().trim_end_matches("/v1").to_owned();

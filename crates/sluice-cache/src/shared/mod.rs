@@ -266,6 +266,38 @@ impl SharedTier {
         }
     }
 
+    /// The entries under `keys` (of one tenant: they share a hash slot), in one `MGET`. A
+    /// failure is all misses (counted), and takes the tier down.
+    pub async fn get_many(self: &Arc<Self>, keys: &[&CacheKey]) -> Vec<Option<Entry>> {
+        let none = || keys.iter().map(|_| None).collect();
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        if !self.is_up() {
+            self.count("skipped");
+            return none();
+        }
+        let mut cmd = redis::cmd("MGET");
+        for k in keys {
+            cmd.arg(self.entry_key(&tenant_tag(k.scope().tenant()), &k.hex()));
+        }
+        match self.link.query::<Vec<Option<Vec<u8>>>>(&cmd).await {
+            Ok(values) => values
+                .into_iter()
+                .map(|v| {
+                    let entry = v.as_deref().and_then(encode::decode);
+                    self.count(if entry.is_some() { "hit" } else { "miss" });
+                    entry
+                })
+                .collect(),
+            Err(e) => {
+                self.count("error");
+                self.failed("get", &e);
+                none()
+            }
+        }
+    }
+
     /// Stores `entry` in the background (the answer's end never waits for Redis).
     pub fn put(self: &Arc<Self>, key: &CacheKey, entry: &Entry) {
         if !self.is_up() {

@@ -13,6 +13,7 @@
 //!
 //! Stages never import the spine; only the spine composes them.
 
+pub mod embeddings;
 mod rewrite;
 pub mod store;
 
@@ -101,6 +102,54 @@ impl AnswerPlan {
             return Ok(body);
         }
         Ok(translate::write_response(wire, &ChatResponse::from_deltas(&out)))
+    }
+}
+
+/// What keeps an answer for the cache.
+pub enum Keeping {
+    /// The whole answer, under the request's key.
+    Whole(Box<store::Store>),
+    /// An embeddings request cached per input: the stored inputs, and where the new ones go.
+    Inputs {
+        slots: Vec<sluice_cache::InputSlot>,
+        price: Option<sluice_config::Price>,
+    },
+}
+
+impl Keeping {
+    /// What a stream keeps (only a whole answer streams).
+    pub fn into_store(self) -> Option<store::Store> {
+        match self {
+            Keeping::Whole(s) => Some(*s),
+            Keeping::Inputs { .. } => None,
+        }
+    }
+}
+
+impl AnswerPlan {
+    /// A whole answer through the response stages, kept for the cache when it succeeded: a
+    /// chat answer in canonical form (by the store stage), any other endpoint's as the client
+    /// gets it, an embeddings answer per input (put together with the stored inputs).
+    pub fn complete(
+        &self,
+        endpoint: Endpoint,
+        (success, content_type): (bool, Option<&http::HeaderValue>),
+        body: Bytes,
+        used: sluice_providers::Usage,
+        keeping: Option<Keeping>,
+    ) -> Result<Bytes, GatewayError> {
+        let chat = matches!(
+            endpoint,
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+        );
+        match keeping.filter(|_| success) {
+            Some(Keeping::Inputs { slots, price }) => embeddings::merge(slots, &body, used, price),
+            Some(Keeping::Whole(s)) if !chat => {
+                (*s).commit_body(content_type, body.clone(), used);
+                Ok(body)
+            }
+            keeping => self.whole(endpoint, body, keeping.and_then(Keeping::into_store)),
+        }
     }
 }
 

@@ -23,8 +23,8 @@ use crate::finish::{CallerPart, Finish};
 use crate::flow::Decision;
 use crate::flow::Upstream;
 use crate::flow::{Reply, Routed, next};
-use crate::response::AnswerPlan;
 use crate::response::store::Store;
+use crate::response::{AnswerPlan, Keeping};
 use crate::stages::admit::admit;
 use crate::stages::auth::authenticate;
 use crate::stages::routing::{self, RouteInput};
@@ -190,8 +190,13 @@ async fn walk(
         // Refused under overload (cache only): not served, so the reservation goes back.
         finish.release_admission(&Need::default());
     }
-    let looked = next!(looked);
-    finish.cache(looked.outcome, looked.key);
+    let mut looked = next!(looked);
+    finish.cache(looked.outcome, looked.key.take());
+    // An embeddings request cached per input sends only the inputs that were not stored.
+    let (inbound, inputs) = match looked.inputs.take() {
+        Some((request, slots)) => (request, Some(slots)),
+        None => (inbound, None),
+    };
     finish.stage(plan.cache.timed(), clock.lap());
 
     let permit = plan
@@ -234,11 +239,16 @@ async fn walk(
     finish.stage(Some(Stage::UpstreamTtfb), clock.lap());
     let upstream = answering.answer(upstream)?;
     // A fallback alias's answer is not the answer to this key.
-    let store = looked
-        .store
-        .filter(|_| finish.answered().1.is_none())
-        .map(|s| Store::new(s, finish.price()));
-    reply(snap, &decision, &plan.answer, &inbound, upstream, store, finish)
+    let keeping = match (looked.store, inputs) {
+        _ if finish.answered().1.is_some() => None,
+        (_, Some(slots)) => Some(Keeping::Inputs {
+            slots,
+            price: finish.price(),
+        }),
+        (Some(s), None) => Some(Keeping::Whole(Box::new(Store::new(s, finish.price())))),
+        (None, None) => None,
+    };
+    reply(snap, &decision, &plan.answer, &inbound, upstream, keeping, finish)
 }
 
 /// The answer as the reply the client gets, through the route's response stages: a whole
@@ -250,7 +260,7 @@ fn reply(
     answer: &AnswerPlan,
     inbound: &InboundRequest,
     upstream: Upstream,
-    store: Option<Store>,
+    keeping: Option<Keeping>,
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
@@ -267,20 +277,12 @@ fn reply(
                 ..Usage::default()
             });
             finish.set_usage(used, usage.is_none());
-            // Only a success is stored: a chat answer through the response stages (in its
-            // canonical form), any other endpoint's as the client gets it.
-            let mut store = store.filter(|_| status.is_success());
-            if !matches!(
-                inbound.endpoint,
-                Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
-            ) && let Some(s) = store.take()
-            {
-                s.commit_body(content_type.as_ref(), body.clone(), used);
-            }
+            let kept = (status.is_success(), content_type.as_ref());
+            let body = answer.complete(inbound.endpoint, kept, body, used, keeping)?;
             Ok(Reply::Json {
                 status,
                 content_type,
-                body: answer.whole(inbound.endpoint, body, store)?,
+                body,
             })
         }
         Upstream::Stream {
@@ -289,7 +291,7 @@ fn reply(
             adapter,
             inflight,
         } => {
-            let translator = answer.translator(adapter, inbound, store);
+            let translator = answer.translator(adapter, inbound, keeping.and_then(Keeping::into_store));
             let idle = decision.route.config.policy.stream_idle_timeout;
             let mut relay = Relay::new(body, framing, translator, idle, prompt_estimate);
             relay.hold(inflight);

@@ -30,6 +30,7 @@ use crate::telemetry::Metrics;
 use crate::timing::Stage;
 
 mod control;
+mod embeddings;
 mod replay;
 mod semantic;
 
@@ -65,6 +66,9 @@ pub struct Looked {
     pub store: Option<Storing>,
     /// The entry's key and the route's TTL, for a fallback chain's `cache` step.
     pub stale: Option<(CacheKey, Duration)>,
+    /// An embeddings request cached per input: the request for the inputs not stored, and
+    /// each input's slot.
+    pub inputs: Option<(InboundRequest, Vec<sluice_cache::InputSlot>)>,
 }
 
 impl Looked {
@@ -176,6 +180,26 @@ impl CacheStage {
         let key = CacheKey::new(&scope, &parts);
         let hex = key.hex();
         let pace = on.policy.replay_chunk;
+        // Embeddings of text: each input its own entry.
+        if inbound.endpoint == Endpoint::Embeddings
+            && !control.no_store
+            && let Some(split) = embeddings::split(&inbound.body)
+        {
+            let kept = (control.ttl, on.policy.stale, on.policy.max_entry_bytes);
+            match embeddings::lookup(cache, &scope, &parts, split, inbound, kept, control.no_cache).await {
+                Some(embeddings::Inputs::All(reply)) => return Ok(Flow::Respond(reply)),
+                Some(embeddings::Inputs::Some { .. }) if cache_only => return Err(refused()),
+                Some(embeddings::Inputs::Some { request, slots, key }) => {
+                    return Ok(Flow::Next(Looked {
+                        outcome: Some("miss"),
+                        key: Some(key),
+                        inputs: Some((request, slots)),
+                        ..Looked::default()
+                    }));
+                }
+                None => {}
+            }
+        }
         if !control.no_cache
             && let Some(entry) = cache.get(&key).await
             && entry.younger_than(control.ttl)
@@ -197,7 +221,7 @@ impl CacheStage {
                     let served = (key.hex(), "semantic", Some(similarity));
                     return Ok(Flow::Respond(replay(&entry, inbound, request_id, served, pace)));
                 }
-                semantic::Found::Miss(s) => slot = s.map(|s| *s),
+                semantic::Found::Miss(s) => slot = s,
             }
         }
         let tiers = (&cache.memory, cache.shared.as_ref());
@@ -211,6 +235,7 @@ impl CacheStage {
                 key: Some(hex.clone()),
                 store,
                 stale: on.stale_step.then(|| (key.clone(), on.policy.ttl)),
+                inputs: None,
             })
         };
         for round in 0.. {

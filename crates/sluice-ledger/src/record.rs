@@ -52,6 +52,7 @@ pub fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
             opt_text(out, &d.error_class);
             opt_text(out, &d.cache);
             opt_text(out, &d.guardrail);
+            opt_u64(out, d.saved_cost_micros);
             b'S'
         }
     };
@@ -226,6 +227,7 @@ fn read(kind: u8, payload: &[u8]) -> Option<Entry<'_>> {
                 error_class: r.later(Reader::opt_text)?,
                 cache: r.later(Reader::opt_text)?,
                 guardrail: r.later(Reader::opt_text)?,
+                saved_cost_micros: r.later(Reader::opt_u64)?,
             },
         })),
         _ => None,
@@ -269,8 +271,9 @@ mod tests {
                 latency_us: Some(0),
                 ttfb_us: None,
                 error_class: Some("upstream_5xx".into()),
-                cache: None,
+                cache: Some("hit".into()),
                 guardrail: Some("".into()),
+                saved_cost_micros: Some(1_234),
             },
         })
     }
@@ -326,7 +329,7 @@ mod tests {
         s.detail = Detail::default();
         let mut full = Vec::new();
         encode(&Entry::Settlement(s.clone()), &mut full);
-        let cut = full.len() - 5; // five absent optional fields, one byte each
+        let cut = full.len() - 6; // six absent optional fields, one byte each
         let payload = full[HEADER..cut].to_vec();
         let mut old = vec![MAGIC, b'S'];
         old.extend_from_slice(&(payload.len() as u32).to_le_bytes());

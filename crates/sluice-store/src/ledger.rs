@@ -78,8 +78,8 @@ pub struct Settlement<'a> {
     pub currency: Option<Cow<'a, str>>,
     pub estimated: bool,
     /// What the operations issue's analytics add to a row, recorded now (not yet columns):
-    /// the request's latency and time to first byte (µs), its error class, and the cache's and
-    /// guardrails' outcomes. Only the binary record carries it (JSON lines predate it).
+    /// the request's latency and time to first byte (µs), its error class, the cache's and
+    /// guardrails' outcomes, and what a cache hit saved. Only the binary record carries it (JSON lines predate it).
     #[serde(skip)]
     pub detail: Detail<'a>,
 }
@@ -92,6 +92,8 @@ pub struct Detail<'a> {
     pub error_class: Option<Cow<'a, str>>,
     pub cache: Option<Cow<'a, str>>,
     pub guardrail: Option<Cow<'a, str>>,
+    /// A cache hit's saving: what the stored answer cost when it was made (micro-units).
+    pub saved_cost_micros: Option<u64>,
 }
 
 /// An optional text field, borrowed from the line when it has no escapes.

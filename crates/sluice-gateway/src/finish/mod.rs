@@ -519,6 +519,7 @@ fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
             error_class: r.outcome.error_class.map(Into::into),
             cache: r.cache.outcome.map(Into::into),
             guardrail: None,
+            saved_cost_micros: r.cache.saved_cost_micros,
         },
     });
     if let Err(e) = ledger.settle(&settlement) {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 
 use crate::key::CacheKey;
+use crate::tape::{Tape, TapeWriter};
 
 const SHARDS: usize = 64;
 
@@ -22,6 +23,8 @@ const SHARDS: usize = 64;
 struct Flight {
     landed: AtomicBool,
     notify: Notify,
+    /// A streaming leader's answer as it arrives (for streaming followers).
+    tape: Option<Arc<Tape>>,
 }
 
 type Shard = Mutex<HashMap<CacheKey, Arc<Flight>>>;
@@ -63,8 +66,9 @@ impl Flights {
         shard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Leads the flight for `key` when none is in the air, else follows it.
-    pub fn join(&self, key: &CacheKey) -> Joined {
+    /// Leads the flight for `key` when none is in the air, else follows it. A leader that
+    /// `streams` keeps a tape of its answer for followers that stream too.
+    pub fn join(&self, key: &CacheKey, streams: bool) -> Joined {
         let mut shard = self.shard(key);
         if let Some(flight) = shard.get(key) {
             return Joined::Follow(Following {
@@ -72,12 +76,17 @@ impl Flights {
                 flights: self.clone(),
             });
         }
-        let flight = Arc::new(Flight::default());
+        let tape = streams.then(|| Arc::new(Tape::default()));
+        let flight = Arc::new(Flight {
+            tape: tape.clone(),
+            ..Flight::default()
+        });
         shard.insert(key.clone(), flight.clone());
         Joined::Lead(Leading {
             key: key.clone(),
             flight,
             flights: self.clone(),
+            tape: tape.map(TapeWriter),
         })
     }
 
@@ -103,6 +112,16 @@ pub struct Leading {
     key: CacheKey,
     flight: Arc<Flight>,
     flights: Flights,
+    /// The tape's pen, until the response stage that writes it takes it (left here, it breaks
+    /// the tape when the leader gives up).
+    tape: Option<TapeWriter>,
+}
+
+impl Leading {
+    /// The pen of this flight's tape (a streaming leader's), for the stage that sees its answer.
+    pub fn take_tape(&mut self) -> Option<TapeWriter> {
+        self.tape.take()
+    }
 }
 
 impl Drop for Leading {
@@ -135,6 +154,22 @@ impl Drop for Waiting<'_> {
 }
 
 impl Following {
+    /// The leader's answer as it arrives, when the leader streams.
+    pub fn tape(&self) -> Option<Arc<Tape>> {
+        self.flight.tape.clone()
+    }
+
+    /// Resolves once the streaming leader's tape has its first event or its end (counted as
+    /// waiting meanwhile); `None` when the leader does not stream.
+    pub async fn tape_started(&self) -> Option<Arc<Tape>> {
+        let tape = self.flight.tape.clone()?;
+        let waiting = &self.flights.inner.waiting;
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(waiting);
+        tape.clone().changed(0).await;
+        Some(tape)
+    }
+
     /// Resolves once the flight has landed (at once if it already has).
     pub async fn landed(self) {
         let waiting = &self.flights.inner.waiting;
@@ -163,14 +198,14 @@ mod tests {
     #[tokio::test]
     async fn followers_wake_when_the_leader_lands_and_the_next_miss_leads_again() {
         let flights = Flights::default();
-        let Joined::Lead(leading) = flights.join(&key("a")) else {
+        let Joined::Lead(leading) = flights.join(&key("a"), false) else {
             panic!("the first miss leads")
         };
-        let Joined::Lead(_other) = flights.join(&key("b")) else {
+        let Joined::Lead(_other) = flights.join(&key("b"), false) else {
             panic!("another key is another flight")
         };
         let followers: Vec<_> = (0..5)
-            .map(|_| match flights.join(&key("a")) {
+            .map(|_| match flights.join(&key("a"), false) {
                 Joined::Follow(f) => tokio::spawn(f.landed()),
                 Joined::Lead(_) => panic!("a flight is in the air"),
             })
@@ -185,14 +220,14 @@ mod tests {
         assert_eq!(flights.waiting(), 0);
         assert_eq!(flights.in_air(), 1, "only b's flight is left");
         assert!(
-            matches!(flights.join(&key("a")), Joined::Lead(_)),
+            matches!(flights.join(&key("a"), false), Joined::Lead(_)),
             "a landed flight is gone"
         );
         // A follower that arrives after the landing does not wait.
-        let Joined::Lead(l) = flights.join(&key("c")) else {
+        let Joined::Lead(l) = flights.join(&key("c"), false) else {
             panic!()
         };
-        let Joined::Follow(late) = flights.join(&key("c")) else {
+        let Joined::Follow(late) = flights.join(&key("c"), false) else {
             panic!()
         };
         drop(l);

@@ -20,6 +20,7 @@ mod key;
 mod memory;
 pub mod semantic;
 mod shared;
+mod tape;
 mod tiers;
 
 pub use canonical::{Canonical, canonical};
@@ -27,4 +28,5 @@ pub use flight::{Flights, Following, Joined, Leading};
 pub use key::{CacheKey, KeyParts, Scope, WireKey};
 pub use memory::{Answer, Body, Entry, MemoryTier};
 pub use shared::{Note, PROBE_EVERY, PurgeFilter, SemanticNote, SharedMetrics, SharedTier};
+pub use tape::{Read, Tape, TapeEnd, TapeWriter};
 pub use tiers::{InputSlot, Purged, Storing, Tiers};

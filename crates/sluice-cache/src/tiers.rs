@@ -147,7 +147,7 @@ pub struct Storing {
     semantic: Option<Box<SemanticSlot>>,
     /// The flight this miss leads, if it does: landed (its followers woken) when this is
     /// committed or dropped — after the entry is in the tier, or when the answer will not be.
-    _leading: Option<Leading>,
+    leading: Option<Leading>,
 }
 
 impl Storing {
@@ -165,7 +165,7 @@ impl Storing {
             stale,
             max_bytes,
             semantic: None,
-            _leading: leading,
+            leading,
         }
     }
 
@@ -174,6 +174,11 @@ impl Storing {
     pub fn with_semantic(mut self, slot: Option<Box<SemanticSlot>>) -> Storing {
         self.semantic = slot;
         self
+    }
+
+    /// The pen of the tape a streaming leader's followers read.
+    pub fn take_tape(&mut self) -> Option<crate::tape::TapeWriter> {
+        self.leading.as_mut()?.take_tape()
     }
 
     /// The largest answer kept (in the cache's measure).

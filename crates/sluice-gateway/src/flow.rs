@@ -40,6 +40,20 @@ pub enum Reply {
     Stream(Relay),
     /// A stored answer, written in the client's format (an event stream if it asked for one).
     Cached(Cached),
+    /// Another request's streamed answer as it arrives (a streaming follower of its flight).
+    Live(Live),
+}
+
+/// A streaming follower's answer: the leader's tape, in this client's format.
+#[derive(Debug)]
+pub struct Live {
+    pub tape: std::sync::Arc<sluice_cache::Tape>,
+    pub wire: sluice_providers::Wire,
+    pub include_usage: bool,
+    /// The answer's id for this client.
+    pub id: String,
+    /// The entry's key (hex).
+    pub key: String,
 }
 
 /// A stored answer's body: whole, or a stream's events sent `every` apart.

@@ -68,6 +68,33 @@ pub fn stream_events(wire: Wire, r: &ChatResponse, include_usage: bool, piece: u
     out
 }
 
+/// Deltas written as the client's event stream, one by one (a follower fed another request's
+/// answer as it arrives).
+pub struct ClientEncoder {
+    encoder: Encoder,
+}
+
+impl ClientEncoder {
+    pub fn new(wire: Wire, include_usage: bool) -> ClientEncoder {
+        ClientEncoder {
+            encoder: match wire {
+                Wire::OpenAi => Encoder::OpenAi(ChunkEncoder::new(include_usage)),
+                Wire::Anthropic => Encoder::Anthropic(EventEncoder::default()),
+                Wire::Responses => Encoder::Responses(crate::responses::stream::EventEncoder::default()),
+            },
+        }
+    }
+
+    pub fn encode(&mut self, d: &Delta, out: &mut Vec<Bytes>) {
+        self.encoder.encode(d, out);
+    }
+
+    /// An error event in the client's format (a stream that cannot go on).
+    pub fn error_event(&self, code: &str, message: &str) -> Bytes {
+        self.encoder.error_event(code, message)
+    }
+}
+
 /// A whole answer in the client's wire format.
 pub fn write_response(wire: Wire, r: &ChatResponse) -> Bytes {
     match wire {
@@ -279,7 +306,13 @@ impl StreamTranslator for Translating {
     }
 
     fn error_event(&self, code: &str, message: &str) -> Bytes {
-        match &self.encoder {
+        self.encoder.error_event(code, message)
+    }
+}
+
+impl Encoder {
+    fn error_event(&self, code: &str, message: &str) -> Bytes {
+        match self {
             Encoder::OpenAi(_) => ChunkEncoder::error_event(code, message),
             Encoder::Anthropic(_) => {
                 crate::anthropic::stream::error_event(crate::anthropic::error::code_type(code), message)

@@ -1,5 +1,6 @@
 //! The response cache under concurrency and failure, over the wire: single flight (one upstream
-//! request for identical misses, a new leader when the first leaves, streams that do not wait),
+//! request for identical misses, a new leader when the first leaves, streaming followers fed
+//! the leader's stream live),
 //! stale answers from a fallback chain's cache step, and cache-only degradation under overload.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests
@@ -93,28 +94,151 @@ async fn when_the_leader_leaves_one_follower_takes_over_and_the_rest_follow_it()
     assert_eq!(up.bodies().len(), 2, "one new upstream request, not ten");
 }
 
+/// `n` streaming clients asking `q`: each task sends on `started` once its text has `first`,
+/// then returns its whole stream.
+fn streaming_followers(
+    gw: &std::sync::Arc<TestGateway>,
+    q: &serde_json::Value,
+    n: usize,
+    first: &'static str,
+) -> (
+    Vec<tokio::task::JoinHandle<(String, String)>>,
+    tokio::sync::mpsc::Receiver<()>,
+) {
+    let (tx, started) = tokio::sync::mpsc::channel(n);
+    let tasks = (0..n)
+        .map(|_| {
+            let (gw, q, tx) = (gw.clone(), q.clone(), tx.clone());
+            tokio::spawn(async move {
+                let r = gw.stream(KEY, &q).await;
+                let cache = r.headers()["x-sluice-cache"].to_str().unwrap().to_owned();
+                let mut body = r.into_body();
+                let mut seen = String::new();
+                let mut told = false;
+                while let Some(frame) = next_frame(&mut body, Duration::from_secs(20)).await {
+                    seen.push_str(&String::from_utf8_lossy(&frame));
+                    if !told && stream_text(&seen).0.contains(first) {
+                        told = true;
+                        let _ = tx.send(()).await;
+                    }
+                }
+                (cache, seen)
+            })
+        })
+        .collect();
+    (tasks, started)
+}
+
 #[tokio::test]
-async fn streaming_requests_do_not_wait_for_an_identical_one_in_the_air() {
+async fn streaming_followers_get_the_leaders_stream_live_from_one_upstream_request() {
     let mut up = ScriptedUpstream::start().await;
     let yaml = scripted_config(&up, "cached", "    cache: { ttl_ms: 60000 }\n");
-    let gw = TestGateway::start(&yaml).await;
+    let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
     let mut q = ask("chat", "Stream me");
     q["stream"] = json!(true);
-    let first = gw.stream(KEY, &q).await;
+    q["stream_options"] = json!({"include_usage": true});
+    let leader = gw.stream(KEY, &q).await;
+    assert_eq!(leader.headers()["x-sluice-cache"], "miss");
     let s1 = up.next_stream().await;
     s1.send(&chunk("first ")).await;
-    // The second gets its own stream at once, while the first is still going.
-    let second = gw.stream(KEY, &q).await;
-    assert_eq!(second.headers()["x-sluice-cache"], "miss");
-    let s2 = up.next_stream().await;
+
+    // Twenty identical streaming requests: each gets the leader's first chunk while the
+    // leader's stream is still open upstream (it has not ended: nothing more was sent).
+    let (followers, mut started) = streaming_followers(&gw, &q, 20, "first");
+    for _ in 0..20 {
+        tokio::time::timeout(Duration::from_secs(20), started.recv())
+            .await
+            .expect("a follower got the first chunk before the leader's stream ended")
+            .unwrap();
+    }
+    assert_eq!(up.bodies().len(), 1, "the followers sent nothing upstream");
     finish_stream(s1, "answer").await;
-    finish_stream(s2, "answer").await;
-    assert_eq!(stream_text(&read_all(first.into_body()).await).0, "first answer");
-    assert_eq!(stream_text(&read_all(second.into_body()).await).0, "answer");
-    assert_eq!(
-        gw.chat(KEY, &ask("chat", "Stream me")).await.header("x-sluice-cache"),
-        Some("hit")
+    let (text, usage, done) = stream_text(&read_all(leader.into_body()).await);
+    assert_eq!((text.as_str(), done), ("first answer", true));
+    for f in followers {
+        let (cache, sse) = tokio::time::timeout(Duration::from_secs(20), f).await.unwrap().unwrap();
+        assert_eq!(cache, "hit");
+        let (t, u, d) = stream_text(&sse);
+        assert_eq!((t.as_str(), d), ("first answer", true));
+        assert_eq!(u, usage, "the follower sees the answer's usage");
+    }
+    assert_eq!(up.bodies().len(), 1, "one upstream request for twenty-one clients");
+    let lines = gw.log_lines(21).await;
+    let hits: Vec<_> = lines.iter().filter(|l| l["cache"] == "hit").collect();
+    assert_eq!(hits.len(), 20);
+    assert!(
+        hits.iter()
+            .all(|l| l["cost_micros"] == 0 && l["completion_tokens"] == 3),
+        "{:?}",
+        hits[0]
     );
+}
+
+#[tokio::test]
+async fn when_the_leaders_stream_breaks_off_midway_its_followers_are_told_and_nothing_is_stored() {
+    let mut up = ScriptedUpstream::start().await;
+    let yaml = scripted_config(&up, "cached", "    cache: { ttl_ms: 60000 }\n");
+    let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
+    let mut q = ask("chat", "Break midway");
+    q["stream"] = json!(true);
+    let leader = gw.stream(KEY, &q).await;
+    let s1 = up.next_stream().await;
+    s1.send(&chunk("partial ")).await;
+    let (followers, mut started) = streaming_followers(&gw, &q, 3, "partial");
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(20), started.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // The upstream's connection is cut mid-answer.
+    drop(s1);
+    let leader_sse = read_all(leader.into_body()).await;
+    assert!(leader_sse.contains("error"), "{leader_sse}");
+    for f in followers {
+        let (cache, sse) = tokio::time::timeout(Duration::from_secs(20), f).await.unwrap().unwrap();
+        assert_eq!(cache, "hit");
+        let events = sse_data(&sse);
+        let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+        assert!(last["error"].is_object(), "the follower is told: {sse}");
+        assert!(!sse.contains("[DONE]"), "{sse}");
+    }
+    // Nothing was stored: the next identical request goes upstream.
+    let next = gw.stream(KEY, &q).await;
+    assert_eq!(next.headers()["x-sluice-cache"], "miss");
+    finish_stream(up.next_stream().await, "whole").await;
+    assert_eq!(stream_text(&read_all(next.into_body()).await).0, "whole");
+}
+
+#[tokio::test]
+async fn when_a_streaming_leader_breaks_off_before_its_first_event_one_follower_takes_over() {
+    let mut up = ScriptedUpstream::start().await;
+    let yaml = scripted_config(&up, "cached", "    cache: { ttl_ms: 60000 }\n");
+    let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
+    let mut q = ask("chat", "Who streams?");
+    q["stream"] = json!(true);
+    let leader = gw.stream(KEY, &q).await;
+    let first = up.next_stream().await;
+    let (followers, _started) = streaming_followers(&gw, &q, 5, "answer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while waiting(&gw).await < 5 {
+        assert!(std::time::Instant::now() < deadline, "the followers never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The leader's client leaves before any event: one follower leads the next attempt.
+    drop(leader);
+    first.closed().await;
+    let second = up.next_stream().await;
+    finish_stream(second, "answer").await;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for f in followers {
+        let (cache, sse) = tokio::time::timeout(Duration::from_secs(20), f).await.unwrap().unwrap();
+        assert_eq!(stream_text(&sse).0, "answer");
+        *outcomes.entry(cache).or_insert(0) += 1;
+    }
+    assert_eq!(outcomes.get("miss"), Some(&1), "one follower led: {outcomes:?}");
+    assert_eq!(outcomes.get("hit"), Some(&4), "{outcomes:?}");
+    assert_eq!(up.bodies().len(), 2, "one new upstream request, not five");
 }
 
 #[tokio::test]

@@ -338,6 +338,13 @@ impl Finish {
         }
     }
 
+    /// What a stored (or shared) answer saved, once known (a streaming follower's, at its end).
+    pub fn cache_saved(&mut self, cost_micros: u64) {
+        if let Some(r) = self.record() {
+            r.cache.saved_cost_micros = Some(cost_micros);
+        }
+    }
+
     /// What the cache did, for the `x-sluice-cache` header.
     pub fn cache_outcome(&self) -> Option<&'static str> {
         self.record.as_deref().and_then(|r| r.cache.outcome)

@@ -3,7 +3,7 @@
 //! cut short, ended by an error, or stopped by a stage before this one never reaches
 //! `finish`, so it is never stored. The client's events pass on unchanged and unheld.
 
-use sluice_cache::{Answer, Body, Storing};
+use sluice_cache::{Answer, Body, Storing, TapeWriter};
 use sluice_config::Price;
 use sluice_providers::Usage;
 use sluice_providers::chat::{ChatResponse, Delta};
@@ -15,6 +15,9 @@ use super::ResponseStage;
 pub struct Store {
     /// Dropped when the answer grows past the route's largest entry.
     storing: Option<Storing>,
+    /// A streaming leader's tape: every event, for its streaming followers (kept whatever the
+    /// answer's size; dropped unfinished, it tells them the answer broke off).
+    tape: Option<TapeWriter>,
     seen: Vec<Delta>,
     bytes: u64,
     usage: bool,
@@ -23,8 +26,9 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(storing: Storing, price: Option<Price>) -> Store {
+    pub fn new(mut storing: Storing, price: Option<Price>) -> Store {
         Store {
+            tape: storing.take_tape(),
             storing: Some(storing),
             seen: Vec::new(),
             bytes: 0,
@@ -49,6 +53,9 @@ fn weight(d: &Delta) -> u64 {
 
 impl ResponseStage for Store {
     fn on_event(&mut self, delta: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
+        if let Some(tape) = &self.tape {
+            tape.push(&delta);
+        }
         if let Some(storing) = &self.storing {
             self.bytes += weight(&delta);
             if self.bytes > storing.max_bytes() {
@@ -64,12 +71,13 @@ impl ResponseStage for Store {
     }
 
     fn finish(&mut self, _out: &mut Vec<Delta>) -> Result<(), FilterStop> {
+        let mut cost = 0;
         if let Some(storing) = self.storing.take()
             && self.usage
         {
             let answer = ChatResponse::from_deltas(&self.seen);
             let u = answer.usage;
-            let cost = self.price.map_or(0, |p| {
+            cost = self.price.map_or(0, |p| {
                 p.cost_micros(
                     u.prompt_tokens,
                     u.cached_tokens,
@@ -78,6 +86,10 @@ impl ResponseStage for Store {
                 )
             });
             storing.commit(Answer::Chat(answer), cost);
+        }
+        // The followers' streams end with the leader's (after the entry is in place).
+        if let Some(tape) = self.tape.take() {
+            tape.finish(cost);
         }
         Ok(())
     }

@@ -3,13 +3,14 @@
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
-use sluice_providers::{Wire, names};
+use sluice_providers::{Usage, Wire, names};
 
 use crate::Gateway;
 use crate::error::{ErrorKind, GatewayError};
 use crate::finish::{CacheHit, Finish};
 use crate::flow::{Replayed, Reply};
 use crate::stream::body::ResponseBody;
+use crate::stream::live::LiveBody;
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
 static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
@@ -68,6 +69,24 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
             {
                 h.insert(names::X_SLUICE_CACHE_SIMILARITY, v);
             }
+            r
+        }
+        Reply::Live(live) => {
+            finish.cache_hit(CacheHit {
+                outcome: "hit",
+                usage: Usage::default(),
+                saved_cost_micros: 0,
+                key: live.key.clone(),
+                similarity: None,
+            });
+            finish.respond(200, None);
+            let mut r = Response::new(ResponseBody::live(LiveBody::new(live), finish));
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, EVENT_STREAM.clone());
+            h.insert(http::header::CACHE_CONTROL, NO_CACHE.clone());
+            h.insert(names::X_ACCEL_BUFFERING, NO.clone());
+            h.insert(names::X_REQUEST_ID, id);
+            h.insert(names::X_SLUICE_CACHE, HeaderValue::from_static("hit"));
             r
         }
         Reply::Stream(relay) => {

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::finish::Finish;
+use crate::stream::live::LiveBody;
 use crate::stream::relay::Relay;
 
 #[derive(Debug)]
@@ -19,6 +20,7 @@ enum Inner {
     Full(Option<Bytes>),
     Relay(Box<Relay>),
     Paced(Paced),
+    Live(Box<LiveBody>),
 }
 
 /// Events sent one by one, `every` apart (a paced replay of a stored answer).
@@ -77,6 +79,13 @@ impl ResponseBody {
             finish: Some(finish),
         }
     }
+    /// Another request's answer as it arrives (a streaming follower).
+    pub fn live(live: LiveBody, finish: Finish) -> ResponseBody {
+        ResponseBody {
+            inner: Inner::Live(Box::new(live)),
+            finish: Some(finish),
+        }
+    }
     pub fn relay(relay: Relay, finish: Finish) -> ResponseBody {
         ResponseBody {
             inner: Inner::Relay(Box::new(relay)),
@@ -104,6 +113,13 @@ impl Body for ResponseBody {
                 },
                 None => None,
             },
+            Inner::Live(l) => match &mut this.finish {
+                Some(f) => match l.poll_next(cx, f) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(x) => x,
+                },
+                None => None,
+            },
         };
         match next {
             Some(b) => {
@@ -125,6 +141,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Inner::Relay(r) => r.is_done(),
+            Inner::Live(l) => l.is_done(),
             Inner::Paced(p) => p.events.is_empty() && p.wait.is_none(),
         }
     }
@@ -132,7 +149,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Relay(_) | Inner::Paced(_) => SizeHint::default(),
+            Inner::Relay(_) | Inner::Paced(_) | Inner::Live(_) => SizeHint::default(),
         }
     }
 }

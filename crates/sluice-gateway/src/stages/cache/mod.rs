@@ -24,7 +24,7 @@ use sluice_embed::Pool;
 use sluice_providers::{Endpoint, InboundRequest, translate};
 
 use crate::error::{ErrorKind, GatewayError};
-use crate::flow::{Decision, Flow};
+use crate::flow::{Decision, Flow, Live, Reply};
 use crate::keys::Caller;
 use crate::telemetry::Metrics;
 use crate::timing::Stage;
@@ -258,13 +258,26 @@ impl CacheStage {
             if control.no_store {
                 return Ok(miss(None));
             }
-            match cache.flights.join(&key) {
+            match cache.flights.join(&key, inbound.view.stream) {
                 Joined::Lead(leading) => return Ok(miss(Some(storing(Some(leading))))),
-                // `no-cache` asked for a fresh answer; a streaming client would get nothing
-                // until the leader's whole answer is in (followers are not yet fed its stream
-                // live), so it goes on its own; and a flight that keeps failing is followed
+                // `no-cache` asked for a fresh answer; a flight that keeps failing is followed
                 // only so often.
-                Joined::Follow(_) if control.no_cache || inbound.view.stream || round >= MAX_FOLLOWS => break,
+                Joined::Follow(_) if control.no_cache || round >= MAX_FOLLOWS => break,
+                // A streaming follower of a streaming leader gets its answer as it arrives,
+                // from its first event; if the leader breaks off before that, the followers
+                // look again (and one leads the next attempt).
+                Joined::Follow(flight) if inbound.view.stream && flight.tape().is_some() => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let Ok(Some(tape)) = tokio::time::timeout(left, flight.tape_started()).await else {
+                        break;
+                    };
+                    if tape.read(0) != sluice_cache::Read::End(sluice_cache::TapeEnd::Broken) {
+                        return Ok(Flow::Respond(live(tape, inbound, request_id, hex)));
+                    }
+                    flight.landed().await;
+                }
+                // Anything else waits for the answer to be stored, and is answered from it (a
+                // streaming follower of a whole answer gets a replay).
                 Joined::Follow(flight) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if tokio::time::timeout(left, flight.landed()).await.is_err() {
@@ -275,6 +288,19 @@ impl CacheStage {
         }
         Ok(miss(Some(storing(None))))
     }
+}
+
+/// A streaming follower's reply: the leader's tape in this client's format, with an id of its
+/// own.
+fn live(tape: Arc<sluice_cache::Tape>, inbound: &InboundRequest, request_id: &str, key: String) -> Reply {
+    let wire = inbound.endpoint.wire();
+    Reply::Live(Live {
+        tape,
+        wire,
+        include_usage: inbound.view.include_usage,
+        id: replay::fresh_answer_id(wire, request_id),
+        key,
+    })
 }
 
 /// How many landed flights a miss follows before it goes upstream on its own.

@@ -38,11 +38,7 @@ pub(super) fn replay(
         Answer::Chat(chat) => {
             let wire = inbound.endpoint.wire();
             let mut answer = chat.clone();
-            answer.id = match wire {
-                Wire::OpenAi => format!("chatcmpl-{compact}"),
-                Wire::Anthropic => format!("msg_{compact}"),
-                Wire::Responses => format!("resp_{compact}"),
-            };
+            answer.id = fresh_answer_id(wire, request_id);
             let stream = inbound.view.stream;
             let body = match (stream, pace) {
                 (true, Some(every)) => Replayed::Paced(
@@ -66,6 +62,16 @@ pub(super) fn replay(
         outcome,
         similarity,
     })
+}
+
+/// An answer's id for this request, in the client's format's style.
+pub(super) fn fresh_answer_id(wire: Wire, request_id: &str) -> String {
+    let compact: String = request_id.chars().filter(char::is_ascii_alphanumeric).collect();
+    match wire {
+        Wire::OpenAi => format!("chatcmpl-{compact}"),
+        Wire::Anthropic => format!("msg_{compact}"),
+        Wire::Responses => format!("resp_{compact}"),
+    }
 }
 
 /// A body whose top-level `id` (a completion's) is replaced by one of this request's.

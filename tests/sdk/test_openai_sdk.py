@@ -694,3 +694,22 @@ def test_a_cached_stream_replays_what_the_live_one_said(client, tools):
         assert live_answer[2] == "tool_calls" and live_answer[1][0]["name"] == "get_weather"
     else:
         assert live_answer[0] == mock_text(12)
+
+
+def test_embeddings_are_cached_per_input_through_the_sdk(client):
+    # The SDK asks for base64 and decodes it: a batch with one new input gets every vector
+    # right, in its order, and the stored ones did not go upstream again.
+    nonce = secrets.token_hex(6)
+    a, b, c = (f"{w} {nonce}" for w in ("first", "second", "third"))
+    kw = dict(model="chat", extra_headers={"x-test-route": "cached"}, extra_body={"mock": {"dimensions": 12}})
+    first = client.embeddings.with_raw_response.create(input=[a, b], **kw)
+    assert first.headers.get("x-sluice-cache") == "miss"
+    mixed = client.embeddings.with_raw_response.create(input=[b, c, a], **kw)
+    assert mixed.headers.get("x-sluice-cache") == "miss"
+    vectors = {d.index: d.embedding for d in mixed.parse().data}
+    stored = {d.index: d.embedding for d in first.parse().data}
+    assert vectors[0] == pytest.approx(stored[1]) and vectors[2] == pytest.approx(stored[0])
+    again = client.embeddings.with_raw_response.create(input=[c, a], **kw)
+    assert again.headers.get("x-sluice-cache") == "hit"
+    assert again.parse().data[0].embedding == pytest.approx(vectors[1])
+    assert len(vectors[1]) == 12

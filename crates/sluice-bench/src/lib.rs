@@ -7,6 +7,7 @@
 //!
 //! It starts only its own processes and stops them by PID; everything listens on loopback.
 
+pub mod cache;
 pub mod faults;
 pub mod load;
 mod options;
@@ -42,6 +43,9 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     }
     if has(Section::Users) {
         out.push_str(&users::users(opts)?);
+    }
+    if has(Section::Cache) {
+        out.push_str(&cache::cache(opts)?);
     }
     Ok(out)
 }

@@ -84,6 +84,8 @@ pub enum Section {
     Capacity,
     /// Memory while distinct users come and go (limiter cells and their eviction).
     Users,
+    /// What the response cache adds: exact hits and misses against no cache and direct.
+    Cache,
 }
 
 impl Section {
@@ -95,6 +97,7 @@ impl Section {
             "stream" => Some(Section::Stream),
             "ceiling" => Some(Section::Ceiling),
             "memory" => Some(Section::Memory),
+            "cache" => Some(Section::Cache),
             "faults" => Some(Section::Faults),
             "capacity" => Some(Section::Capacity),
             "users" => Some(Section::Users),

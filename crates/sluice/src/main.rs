@@ -125,7 +125,7 @@ enum Command {
         #[arg(long)]
         no_nginx: bool,
         /// Which parts to run: latency, stream, ceiling, memory (the default), faults, capacity,
-        /// users.
+        /// users, cache.
         #[arg(long, value_delimiter = ',', default_value = "latency,stream,ceiling,memory", value_parser = parse_section)]
         sections: Vec<sluice_bench::Section>,
         #[arg(long, env = "OHA", default_value = "oha")]
@@ -208,8 +208,9 @@ enum CacheCommand {
 }
 
 fn parse_section(s: &str) -> Result<sluice_bench::Section, String> {
-    sluice_bench::Section::parse(s)
-        .ok_or_else(|| format!("unknown section {s:?}: latency, stream, ceiling, memory, faults, capacity or users"))
+    sluice_bench::Section::parse(s).ok_or_else(|| {
+        format!("unknown section {s:?}: latency, stream, ceiling, memory, faults, capacity, users or cache")
+    })
 }
 
 fn parse_upstream(s: &str) -> Result<sluice_bench::Upstream, String> {

@@ -27,10 +27,12 @@ pub(super) enum Found {
     Miss(Option<Box<SemanticSlot>>),
 }
 
-/// The job the embedder's thread runs: embed, then search the partition.
+/// The job the embedder's thread runs: embed, search the partition, read the prompt's check
+/// features (tens of microseconds: not on the async workers either).
 struct Searched {
     vector: Vec<f32>,
     candidates: Vec<sluice_cache::semantic::Candidate>,
+    features: Features,
 }
 
 /// How many similar prompts are checked, most similar first.
@@ -70,7 +72,11 @@ pub(super) async fn lookup(
     let job = move |m: &sluice_embed::MiniLm| {
         let vector = m.embed(&[text.as_str()]).ok()?.pop()?;
         let candidates = index.search(&partition, &vector, threshold, CANDIDATES);
-        Some(Searched { vector, candidates })
+        Some(Searched {
+            vector,
+            candidates,
+            features: Features::of(&text),
+        })
     };
     let Ok(answer) = pool.submit(deadline, job) else {
         return skip("busy");
@@ -81,7 +87,7 @@ pub(super) async fn lookup(
         Ok(Ok(Some(s))) => s,
     };
     metrics.cache_embed.observe(started.elapsed().as_secs_f64());
-    let features = Features::of(&q.text);
+    let features = searched.features;
     for c in &searched.candidates {
         if policy.verify
             && let Err(why) = features.agree(&c.features)

@@ -15,7 +15,7 @@ use crate::load::{self, Load};
 use crate::options::Options;
 use crate::procs::{Pinned, free_port, wait_listening};
 use crate::report::{Runs, micros, table};
-use crate::setup::{Dir, KEY, chat_body};
+use crate::setup::{KEY, chat_body};
 
 /// The answer's size: 1 KiB of text (the mock writes `chunks` words).
 const ANSWER_CHUNKS: u32 = 180;
@@ -56,13 +56,7 @@ struct Cell {
 }
 
 pub fn cache(opts: &Options) -> anyhow::Result<String> {
-    let dir = tempfile::Builder::new().prefix("sluice-bench-cache-").tempdir()?;
-    let d = dir.path().to_owned();
-    let _dir = if std::env::var_os("SLUICE_BENCH_KEEP").is_some() {
-        Dir::Kept(dir.keep())
-    } else {
-        Dir::Temp(dir)
-    };
+    let (d, _dir) = crate::setup::run_dir("sluice-bench-cache-")?;
     let d = d.as_path();
     eprintln!("cache: files and process logs in {}", d.display());
     let (mock_port, port, admin_port) = (free_port()?, free_port()?, free_port()?);

@@ -10,6 +10,19 @@ pub(crate) enum Dir {
     Kept(#[allow(dead_code)] PathBuf),
 }
 
+/// A section's directory for its files and process logs: removed afterwards, or kept with
+/// `SLUICE_BENCH_KEEP` set. Returns its path and the guard that removes it.
+pub(crate) fn run_dir(prefix: &str) -> anyhow::Result<(PathBuf, Dir)> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let path = dir.path().to_owned();
+    let guard = if std::env::var_os("SLUICE_BENCH_KEEP").is_some() {
+        Dir::Kept(dir.keep())
+    } else {
+        Dir::Temp(dir)
+    };
+    Ok((path, guard))
+}
+
 /// The chat request every proxy section sends, padded in the user turn to `size` bytes: a system
 /// prompt, a user turn, a token cap and a temperature (the shape of a typical short request).
 pub(crate) fn chat_body(size: usize, model: &str) -> String {

@@ -39,13 +39,7 @@ struct Reading {
 }
 
 pub fn users(opts: &Options) -> anyhow::Result<String> {
-    let dir = tempfile::Builder::new().prefix("sluice-bench-users-").tempdir()?;
-    let d = dir.path().to_owned();
-    let _dir = if std::env::var_os("SLUICE_BENCH_KEEP").is_some() {
-        crate::setup::Dir::Kept(dir.keep())
-    } else {
-        crate::setup::Dir::Temp(dir)
-    };
+    let (d, _dir) = crate::setup::run_dir("sluice-bench-users-")?;
     let d = d.as_path();
     eprintln!("users: files and process logs in {}", d.display());
     let (mock_port, port, admin_port) = (free_port()?, free_port()?, free_port()?);

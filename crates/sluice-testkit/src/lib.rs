@@ -152,6 +152,38 @@ pub fn env(name: &str) -> Option<String> {
     }
 }
 
+/// The repository's prediction example (`examples/prediction.yaml`) pointed at `mock`, without
+/// its keys, with `route_extra` (indented lines) added to its route after the model line.
+pub fn prediction_example(mock: &MockServer, route_extra: &str) -> String {
+    let root = mock.base_url().trim_end_matches("/v1").to_owned();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/prediction.yaml"))
+        .expect("examples/prediction.yaml");
+    let mut out = String::new();
+    for line in example.lines() {
+        if line.starts_with("server:")
+            || line.starts_with("  listen:")
+            || line.starts_with("store:")
+            || line.starts_with("  sqlite_path:")
+        {
+            continue;
+        }
+        if line.starts_with("keys:") {
+            break;
+        }
+        out.push_str(
+            &line
+                .replace("http://10.0.0.21:8000", &root)
+                .replace("http://10.0.0.22:8000", &root)
+                .replace("RECSYS_TOKEN", "SLUICE_TEST_UPSTREAM_KEY"),
+        );
+        out.push('\n');
+        if line == "    model: recommender" {
+            out.push_str(route_extra);
+        }
+    }
+    out
+}
+
 /// Completes a config with test-local listeners, store and access log unless it sets them.
 pub fn with_test_sections(yaml: &str, dir: &std::path::Path) -> String {
     let mut text = yaml.to_owned();

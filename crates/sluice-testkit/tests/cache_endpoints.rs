@@ -123,34 +123,9 @@ async fn embeddings_are_cached_per_input_so_a_batch_pays_only_for_its_new_inputs
     assert_eq!(vector(&one, 0), vector(&first, 1));
 }
 
-/// The prediction example with a cache on its route.
+/// The prediction example with a cache on its route, and keys in two tenants.
 fn prediction_config(mock: &sluice_mock::MockServer) -> String {
-    let root = mock.base_url().trim_end_matches("/v1").to_owned();
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/prediction.yaml")).unwrap();
-    let mut out = String::new();
-    for line in example.lines() {
-        if line.starts_with("server:")
-            || line.starts_with("  listen:")
-            || line.starts_with("store:")
-            || line.starts_with("  sqlite_path:")
-        {
-            continue;
-        }
-        if line.starts_with("keys:") {
-            break;
-        }
-        out.push_str(
-            &line
-                .replace("http://10.0.0.21:8000", &root)
-                .replace("http://10.0.0.22:8000", &root)
-                .replace("RECSYS_TOKEN", "SLUICE_TEST_UPSTREAM_KEY"),
-        );
-        out.push('\n');
-        if line == "    model: recommender" {
-            out.push_str("    cache: { ttl_ms: 60000 }\n");
-        }
-    }
+    let mut out = prediction_example(mock, "    cache: { ttl_ms: 60000 }\n");
     out.push_str(&format!(
         "keys:\n  - {{ id: {KEY_ID}, hash: \"{}\", tenant: acme }}\n  - {{ id: globex, hash: \"{}\", tenant: globex }}\n",
         key_hash(KEY),

@@ -10,29 +10,7 @@ use sluice_testkit::*;
 
 /// The repository's example, pointed at the mock and given the test key.
 fn config(mock: &MockServer) -> String {
-    let root = mock.base_url().trim_end_matches("/v1").to_owned();
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/prediction.yaml")).unwrap();
-    let mut out = String::new();
-    for line in example.lines() {
-        if line.starts_with("server:")
-            || line.starts_with("  listen:")
-            || line.starts_with("store:")
-            || line.starts_with("  sqlite_path:")
-        {
-            continue;
-        }
-        if line.starts_with("keys:") {
-            break;
-        }
-        out.push_str(
-            &line
-                .replace("http://10.0.0.21:8000", &root)
-                .replace("http://10.0.0.22:8000", &root)
-                .replace("RECSYS_TOKEN", "SLUICE_TEST_UPSTREAM_KEY"),
-        );
-        out.push('\n');
-    }
+    let mut out = prediction_example(mock, "");
     out.push_str(&format!("keys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n", key_hash(KEY)));
     out
 }

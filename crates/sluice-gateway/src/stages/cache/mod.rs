@@ -200,34 +200,10 @@ impl CacheStage {
                 None => {}
             }
         }
-        if !control.no_cache
-            && let Some(entry) = cache.get(&key).await
-            && entry.younger_than(control.ttl)
-        {
-            return Ok(Flow::Respond(replay(
-                &entry,
-                inbound,
-                request_id,
-                (hex, "hit", None),
-                pace,
-            )));
-        }
-        // Not this question: perhaps one that means the same.
-        let mut slot = None;
-        if let (false, Some(policy), Some(chat)) = (control.no_cache, semantic, chat.as_ref()) {
-            let found = semantic::lookup(policy, embedder, cache, &scope, &parts, chat, control.ttl, metrics).await;
-            match found {
-                semantic::Found::Hit { entry, key, similarity } => {
-                    let served = (key.hex(), "semantic", Some(similarity));
-                    return Ok(Flow::Respond(replay(&entry, inbound, request_id, served, pace)));
-                }
-                semantic::Found::Miss(s) => slot = s,
-            }
-        }
         let tiers = (&cache.memory, cache.shared.as_ref());
         let kept = (control.ttl, on.policy.stale);
-        let storing = |leading| {
-            Storing::new(tiers, key.clone(), kept, on.policy.max_entry_bytes, leading).with_semantic(slot.clone())
+        let storing = |leading, slot| {
+            Storing::new(tiers, key.clone(), kept, on.policy.max_entry_bytes, leading).with_semantic(slot)
         };
         let miss = |store| {
             Flow::Next(Looked {
@@ -238,9 +214,9 @@ impl CacheStage {
                 inputs: None,
             })
         };
+        let mut slot = None;
         for round in 0.. {
-            if round > 0
-                && !control.no_cache
+            if !control.no_cache
                 && let Some(entry) = cache.get(&key).await
                 && entry.younger_than(control.ttl)
             {
@@ -252,6 +228,19 @@ impl CacheStage {
                     pace,
                 )));
             }
+            // Not this question: perhaps one that means the same (looked up once).
+            if round == 0
+                && let (false, Some(policy), Some(chat)) = (control.no_cache, semantic, chat.as_ref())
+            {
+                let found = semantic::lookup(policy, embedder, cache, &scope, &parts, chat, control.ttl, metrics).await;
+                match found {
+                    semantic::Found::Hit { entry, key, similarity } => {
+                        let served = (key.hex(), "semantic", Some(similarity));
+                        return Ok(Flow::Respond(replay(&entry, inbound, request_id, served, pace)));
+                    }
+                    semantic::Found::Miss(s) => slot = s,
+                }
+            }
             if cache_only {
                 return Err(refused());
             }
@@ -259,7 +248,7 @@ impl CacheStage {
                 return Ok(miss(None));
             }
             match cache.flights.join(&key, inbound.view.stream) {
-                Joined::Lead(leading) => return Ok(miss(Some(storing(Some(leading))))),
+                Joined::Lead(leading) => return Ok(miss(Some(storing(Some(leading), slot)))),
                 // `no-cache` asked for a fresh answer; a flight that keeps failing is followed
                 // only so often.
                 Joined::Follow(_) if control.no_cache || round >= MAX_FOLLOWS => break,
@@ -286,7 +275,7 @@ impl CacheStage {
                 }
             }
         }
-        Ok(miss(Some(storing(None))))
+        Ok(miss(Some(storing(None, slot))))
     }
 }
 

@@ -1,0 +1,68 @@
+//! Resident memory against the in-process tier's budget: `N` small entries (default 1 000 000,
+//! a short answer each, distinct keys in a few tenants) into a tier of `MiB` (default 256), and
+//! the process's RSS before and after, against the bytes the tier says it holds.
+//! `cargo run --release -p sluice-cache --example memory [N] [MiB] [padding bytes per answer]`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_cache::{Answer, CacheKey, Entry, KeyParts, MemoryTier, Scope};
+use sluice_config::CacheScope;
+use sluice_providers::chat::{ChatResponse, Part};
+
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(256);
+    let pad: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+    let padding = "x".repeat(pad);
+    let before = rss();
+    let tier = MemoryTier::new(mib << 20, 100);
+    let tenants: Vec<Arc<str>> = (0..16).map(|t| Arc::from(format!("tenant-{t}"))).collect();
+    let key_id: Arc<str> = Arc::from("k");
+    for i in 0..n {
+        let scope = Scope::of(CacheScope::Tenant, Some(&tenants[i % 16]), None, &key_id);
+        let body = format!("{{\"messages\":[{{\"role\":\"user\",\"content\":\"question {i}\"}}]}}");
+        let key = CacheKey::new(
+            &scope,
+            &KeyParts {
+                route: "r",
+                policy_version: "v",
+                endpoint: "chat",
+                model: "m",
+                headers: &[],
+                body: body.as_bytes(),
+            },
+        );
+        let answer = Answer::Chat(ChatResponse {
+            id: format!("chatcmpl-{i}"),
+            model: "m".into(),
+            content: vec![Part::Text(format!("A short answer to question number {i}.{padding}"))],
+            stop_reason: None,
+            stop_sequence: None,
+            usage: Default::default(),
+        });
+        tier.insert(
+            key,
+            Arc::new(Entry::new(answer, 1, Duration::from_secs(3600), Duration::ZERO)),
+        );
+    }
+    tier.sync();
+    let after = rss();
+    let grown = after.saturating_sub(before);
+    println!(
+        "{n} entries into {mib} MiB: tier holds {} entries, {:.1} MiB by its measure; RSS grew {:.1} MiB ({:.0} % of the budget)",
+        tier.entries(),
+        tier.bytes() as f64 / 1048576.0,
+        grown as f64 / 1048576.0,
+        grown as f64 * 100.0 / (mib << 20) as f64
+    );
+}

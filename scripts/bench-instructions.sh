@@ -6,6 +6,9 @@
 # table) in front of the built-in mock, sends N1 then N2 chat requests over one keep-alive
 # connection, and prints (I(N2) - I(N1)) / (N2 - N1).
 #   usage: scripts/bench-instructions.sh [BINARY] [N1] [N2]
+# ROUTE_EXTRA adds to the route's map (e.g. ', cache: { ttl_ms: 600000 }'); HEADER adds one request
+# header (e.g. 'cache-control: no-cache': with a cache, every request a miss that stores).
+# KEEP=PATH keeps each run's callgrind profile as PATH.N1 and PATH.N2 (for callgrind_annotate).
 set -euo pipefail
 bin=${1:-target/release/sluice}
 n1=${2:-200}
@@ -32,12 +35,12 @@ ledger: { dir: $dir/ledger }
 deployments: [{ name: mock, provider: openai, base_url: "http://127.0.0.1:$mock_port/v1", model: mock-gpt }]
 models: [{ name: mock-gpt, deployments: [mock] }]
 prices: { models: [{ model: mock-gpt, input: 0.15, output: 0.6 }] }
-routes: [{ name: bench, match: { paths: ["/v1/*"] }, stream_idle_timeout_ms: 600000 }]
+routes: [{ name: bench, match: { paths: ["/v1/*"] }, stream_idle_timeout_ms: 600000${ROUTE_EXTRA:-} }]
 keys: [{ id: bench, hash: "sha256:$hash", tenant: bench, team: bench }]
 YAML
     valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
         "$bin" serve --config "$dir/sluice.yaml" >"$dir/out.log" 2>&1 & echo $! > "$dir.pid"
-    python3 - "$gw_port" "$n" "$key" <<'PY'
+    python3 - "$gw_port" "$n" "$key" "${HEADER:-}" <<'PY'
 import http.client, json, sys, time
 port, n, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 body = json.dumps({"model": "mock-gpt", "messages": [
@@ -55,6 +58,9 @@ while True:
     if time.time() > deadline: sys.exit("the gateway did not start")
     time.sleep(0.5)
 headers = {"authorization": "Bearer " + key, "content-type": "application/json"}
+if sys.argv[4]:
+    name, value = sys.argv[4].split(":", 1)
+    headers[name.strip()] = value.strip()
 for _ in range(n):
     c.request("POST", "/v1/chat/completions", body, headers)
     r = c.getresponse(); r.read()
@@ -64,6 +70,7 @@ PY
     while kill -0 "$(cat "$dir.pid")" 2>/dev/null; do sleep 0.5; done
     rm -f "$dir.pid"
     # Every thread's file: callgrind writes one per thread with --separate-threads=no (default: one).
+    [ -n "${KEEP:-}" ] && cp "$dir/callgrind.out" "$KEEP.$n"
     awk '/^(summary|totals):/ {print $2; exit}' "$dir/callgrind.out"
 }
 i1=$(count "$n1")

@@ -6,6 +6,7 @@
 use std::io::Write;
 
 use serde_json::{Number, Value};
+use sluice_providers::chat::{ChatRequest, Image, Part, Role, ToolChoice};
 
 /// Top-level fields that never change the answer.
 const IGNORED: &[&str] = &[
@@ -78,6 +79,154 @@ pub fn of_value(mut value: Value) -> Canonical {
         bytes,
         sampled,
         choices,
+    }
+}
+
+/// The canonical form of a chat request from any front door, written straight from the
+/// canonical request: one pass, no JSON tree. Each field is tagged and each string carries
+/// its length, so two requests share a form only when they are the same request; the rules
+/// are the JSON form's (ignored fields, documented defaults, object keys in order).
+pub fn of_chat(req: &ChatRequest) -> Canonical {
+    let mut f = Form(Vec::with_capacity(256));
+    f.text(b'M', &req.model);
+    f.count(b'S', req.system.len());
+    for s in &req.system {
+        f.text(b's', s);
+    }
+    f.count(b'T', req.messages.len());
+    for m in &req.messages {
+        f.tag(match m.role {
+            Role::User => b'u',
+            Role::Assistant => b'a',
+        });
+        f.parts(&m.content);
+    }
+    if let Some(n) = req.max_tokens {
+        f.number(b'x', n);
+    }
+    let temperature = req.temperature.filter(|&t| t != 1.0);
+    if let Some(t) = temperature {
+        f.float(b't', t);
+    }
+    if let Some(p) = req.top_p.filter(|&p| p != 1.0) {
+        f.float(b'p', p);
+    }
+    if let Some(k) = req.top_k {
+        f.number(b'k', k);
+    }
+    f.count(b'O', req.stop.len());
+    for s in &req.stop {
+        f.text(b'o', s);
+    }
+    f.count(b'L', req.tools.len());
+    for t in &req.tools {
+        f.text(b'l', &t.name);
+        if let Some(d) = &t.description {
+            f.text(b'd', d);
+        }
+        f.value(b'j', &t.parameters);
+    }
+    match &req.tool_choice {
+        None => {}
+        Some(ToolChoice::Auto) => f.tag(b'A'),
+        Some(ToolChoice::None) => f.tag(b'N'),
+        Some(ToolChoice::Required) => f.tag(b'R'),
+        Some(ToolChoice::Tool(name)) => f.text(b'C', name),
+    }
+    if req.parallel_tool_calls == Some(false) {
+        f.tag(b'P');
+    }
+    // The source format's other parameters, by name, less those that never change the answer
+    // and those at their documented default.
+    let mut extra: Vec<&(String, Value)> = req
+        .extra
+        .iter()
+        .filter(|(name, value)| !IGNORED.contains(&name.as_str()) && !at_default(name, value))
+        .collect();
+    extra.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (name, value) in extra {
+        f.text(b'e', name);
+        f.value(b'=', value);
+    }
+    let choices = req
+        .extra
+        .iter()
+        .find(|(name, _)| name == "n")
+        .and_then(|(_, v)| v.as_u64())
+        .unwrap_or(1);
+    Canonical {
+        bytes: f.0,
+        sampled: req.temperature.is_none_or(|t| t > 0.0),
+        choices,
+    }
+}
+
+/// A parameter at its documented default: the same request as leaving it out.
+fn at_default(name: &str, value: &Value) -> bool {
+    NUMBER_DEFAULTS
+        .iter()
+        .any(|(n, d)| *n == name && value.as_f64() == Some(*d))
+        || BOOL_DEFAULTS
+            .iter()
+            .any(|(n, d)| *n == name && value.as_bool() == Some(*d))
+}
+
+/// The chat form's writer: tagged fields, strings and lists with their lengths.
+struct Form(Vec<u8>);
+
+impl Form {
+    fn tag(&mut self, t: u8) {
+        self.0.push(t);
+    }
+    fn count(&mut self, t: u8, n: usize) {
+        self.number(t, n as u64);
+    }
+    fn number(&mut self, t: u8, n: u64) {
+        self.0.push(t);
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+    fn float(&mut self, t: u8, x: f64) {
+        // `0.5` and `5e-1` read as one `f64`; -0 is 0.
+        self.number(t, if x == 0.0 { 0 } else { x.to_bits() });
+    }
+    fn text(&mut self, t: u8, s: &str) {
+        self.count(t, s.len());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn value(&mut self, t: u8, v: &Value) {
+        self.0.push(t);
+        let at = self.0.len();
+        self.0.extend_from_slice(&[0; 8]);
+        write(v, &mut self.0);
+        let len = (self.0.len() - at - 8) as u64;
+        self.0[at..at + 8].copy_from_slice(&len.to_le_bytes());
+    }
+    fn parts(&mut self, parts: &[Part]) {
+        self.count(b'[', parts.len());
+        for p in parts {
+            match p {
+                Part::Text(t) => self.text(b'x', t),
+                Part::Image(Image::Url(u)) => self.text(b'i', u),
+                Part::Image(Image::Base64 { media_type, data }) => {
+                    self.text(b'b', media_type);
+                    self.text(b'B', data);
+                }
+                Part::ToolUse { id, name, input } => {
+                    self.text(b'c', id);
+                    self.text(b'n', name);
+                    self.value(b'v', input);
+                }
+                Part::ToolResult {
+                    tool_use_id,
+                    content,
+                    is_error,
+                } => {
+                    self.text(b'r', tool_use_id);
+                    self.tag(if *is_error { b'E' } else { b'K' });
+                    self.parts(content);
+                }
+            }
+        }
     }
 }
 
@@ -189,5 +338,61 @@ mod tests {
         assert_eq!(c(r#"{"n":3}"#).choices, 3);
         assert_eq!(c(r#"{}"#).choices, 1);
         assert!(canonical(b"not json").is_err());
+    }
+
+    fn chat(wire: sluice_providers::Wire, body: &str) -> Canonical {
+        of_chat(&sluice_providers::translate::read_request(wire, body.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn a_chat_request_has_one_form_whatever_its_front_door_order_or_defaults() {
+        use sluice_providers::Wire;
+        let openai = chat(
+            Wire::OpenAi,
+            r#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"}],"max_tokens":16,"temperature":0.5}"#,
+        );
+        let reordered = chat(
+            Wire::OpenAi,
+            r#"{ "temperature": 5e-1, "stream": true, "user": "u1", "stream_options": {"include_usage": true},
+                 "n": 1, "top_p": 1, "presence_penalty": 0, "metadata": {"a": "b"}, "max_tokens": 16,
+                 "messages": [{"content": "Be brief.", "role": "system"}, {"content": "hi", "role": "user"}], "model": "m" }"#,
+        );
+        let anthropic = chat(
+            Wire::Anthropic,
+            r#"{"model":"m","system":"Be brief.","messages":[{"role":"user","content":"hi"}],"max_tokens":16,"temperature":0.5}"#,
+        );
+        assert_eq!(openai, reordered);
+        assert_eq!(openai, anthropic);
+        assert!(openai.sampled);
+        assert_eq!(openai.choices, 1);
+    }
+
+    #[test]
+    fn what_changes_a_chat_answer_changes_its_form() {
+        use sluice_providers::Wire;
+        let base = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let others = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi "}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"h"},{"role":"user","content":"i"}]}"#,
+            r#"{"model":"m","messages":[{"role":"assistant","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"seed":1}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":["x"]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"parallel_tool_calls":false}"#,
+            r#"{"model":"m2","messages":[{"role":"user","content":"hi"}]}"#,
+        ];
+        let b = chat(Wire::OpenAi, base);
+        let mut seen = vec![b.bytes.clone()];
+        for o in others {
+            let f = chat(Wire::OpenAi, o).bytes;
+            assert!(!seen.contains(&f), "{o}");
+            seen.push(f);
+        }
+        let zero = chat(Wire::OpenAi, r#"{"model":"m","messages":[],"temperature":0,"n":3}"#);
+        assert!(!zero.sampled);
+        assert_eq!(zero.choices, 3);
     }
 }

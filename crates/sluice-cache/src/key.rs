@@ -89,12 +89,22 @@ pub struct KeyParts<'a> {
 }
 
 /// An entry's key: its scope, and a SHA-256 of the scope and the parts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
     scope: Scope,
     /// The route's name (also in the digest): entries are purged by route.
     route: Arc<str>,
     digest: [u8; 32],
+}
+
+/// A key hashes (for the maps that hold it) as its digest's first eight bytes: the digest
+/// already covers the scope and the route, which equality still compares in full.
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.digest[..8]);
+        state.write_u64(u64::from_le_bytes(head));
+    }
 }
 
 impl CacheKey {

@@ -84,17 +84,22 @@ impl AnswerPlan {
     /// A whole answer (in the client's format) through the stages: the original bytes when
     /// no stage changed it, else the answer written again.
     pub fn whole(&self, endpoint: Endpoint, body: Bytes, store: Option<store::Store>) -> Result<Bytes, GatewayError> {
+        // Only the store: it keeps the answer as read, and the client gets the bytes as they came.
+        let chat = matches!(
+            endpoint,
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+        );
+        if chat && self.rewrite.is_none() && store.as_ref().is_some_and(|s| !s.streaming()) {
+            if let Some(s) = store {
+                s.keep(read(endpoint, &body)?);
+            }
+            return Ok(body);
+        }
         let Some(mut chain) = self.chain(endpoint, store) else {
             return Ok(body);
         };
         let wire = endpoint.wire();
-        let answer = translate::read_response(wire, &body).map_err(|e| {
-            GatewayError::new(
-                ErrorKind::UpstreamRejected,
-                "upstream_malformed_response",
-                e.to_string(),
-            )
-        })?;
+        let answer = read(endpoint, &body)?;
         let deltas = answer.to_deltas(usize::MAX);
         let mut out = Vec::with_capacity(deltas.len());
         translate::run_filter(&mut chain, &deltas, &mut out).map_err(stopped)?;
@@ -151,6 +156,17 @@ impl AnswerPlan {
             keeping => self.whole(endpoint, body, keeping.and_then(Keeping::into_store)),
         }
     }
+}
+
+/// A whole answer in the client's format, read into the canonical answer.
+fn read(endpoint: Endpoint, body: &[u8]) -> Result<ChatResponse, GatewayError> {
+    translate::read_response(endpoint.wire(), body).map_err(|e| {
+        GatewayError::new(
+            ErrorKind::UpstreamRejected,
+            "upstream_malformed_response",
+            e.to_string(),
+        )
+    })
 }
 
 /// A stage's stop as the error a non-streamed caller gets.

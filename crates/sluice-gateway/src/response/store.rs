@@ -76,15 +76,7 @@ impl ResponseStage for Store {
             && self.usage
         {
             let answer = ChatResponse::from_deltas(&self.seen);
-            let u = answer.usage;
-            cost = self.price.map_or(0, |p| {
-                p.cost_micros(
-                    u.prompt_tokens,
-                    u.cached_tokens,
-                    u.cache_write_tokens,
-                    u.completion_tokens,
-                )
-            });
+            cost = self.cost(&answer.usage);
             storing.commit(Answer::Chat(answer), cost);
         }
         // The followers' streams end with the leader's (after the entry is in place).
@@ -96,21 +88,38 @@ impl ResponseStage for Store {
 }
 
 impl Store {
+    /// What the answer cost at the answering deployment's price (what a hit saves).
+    fn cost(&self, u: &Usage) -> u64 {
+        self.price.map_or(0, |p| {
+            p.cost_micros(
+                u.prompt_tokens,
+                u.cached_tokens,
+                u.cache_write_tokens,
+                u.completion_tokens,
+            )
+        })
+    }
+
+    /// A streaming leader's store: its followers read every event as it passes.
+    pub fn streaming(&self) -> bool {
+        self.tape.is_some()
+    }
+
+    /// Stores a whole answer as read (no stage before this one changed it).
+    pub fn keep(mut self, answer: ChatResponse) {
+        let Some(storing) = self.storing.take() else { return };
+        let cost = self.cost(&answer.usage);
+        storing.commit(Answer::Chat(answer), cost);
+    }
+
     /// Stores a whole answer of an endpoint that is not chat (completions, embeddings,
     /// predictions) as the client got it.
     pub fn commit_body(self, content_type: Option<&http::HeaderValue>, bytes: bytes::Bytes, usage: Usage) {
+        let cost = self.cost(&usage);
         let Some(storing) = self.storing else { return };
         if bytes.len() as u64 > storing.max_bytes() {
             return;
         }
-        let cost = self.price.map_or(0, |p| {
-            p.cost_micros(
-                usage.prompt_tokens,
-                usage.cached_tokens,
-                usage.cache_write_tokens,
-                usage.completion_tokens,
-            )
-        });
         let content_type = content_type.and_then(|v| v.to_str().ok()).map(str::to_owned);
         storing.commit(
             Answer::Body(Body {

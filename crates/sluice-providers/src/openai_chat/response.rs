@@ -1,6 +1,10 @@
 //! OpenAI chat responses ⇄ the canonical response: finish reasons, usage, whole answers.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::request::joined_text;
@@ -43,41 +47,150 @@ pub fn usage_value(u: &Usage) -> Value {
     })
 }
 
-/// Reads an OpenAI chat response.
+/// Reads an OpenAI chat response: one pass over the bytes into borrowed fields, no JSON tree
+/// (every cached miss reads its answer so). Fields of an unexpected type count as absent, as
+/// they always have: a lenient reader of what OpenAI-compatible servers send.
 pub fn response_to_chat(body: &[u8]) -> Result<ChatResponse, MalformedResponse> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| MalformedResponse(e.to_string()))?;
-    let choice = v
-        .get("choices")
-        .and_then(|c| c.get(0))
+    let wire: WireResponse<'_> = serde_json::from_slice(body).map_err(|e| MalformedResponse(e.to_string()))?;
+    let choice = wire
+        .choices
+        .and_then(|c| c.into_iter().next())
         .ok_or_else(|| MalformedResponse("no choices".to_owned()))?;
-    let msg = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
-    if let Some(t) = msg.get("content").and_then(Value::as_str)
+    let msg = choice.message.unwrap_or_default();
+    if let Some(t) = text_of(msg.content)
         && !t.is_empty()
     {
-        content.push(Part::Text(t.to_owned()));
+        content.push(Part::Text(t.into_owned()));
     }
-    if let Some(calls) = msg.get("tool_calls").and_then(Value::as_array) {
-        for c in calls {
-            let f = c.get("function").unwrap_or(&Value::Null);
-            content.push(Part::ToolUse {
-                id: c.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                input: parse_arguments(f.get("arguments").and_then(Value::as_str).unwrap_or("")),
-            });
-        }
+    for c in msg.tool_calls.unwrap_or_default() {
+        let f = c.function.unwrap_or_default();
+        content.push(Part::ToolUse {
+            id: text_of(c.id).unwrap_or_default().into_owned(),
+            name: text_of(f.name).unwrap_or_default().into_owned(),
+            input: parse_arguments(&text_of(f.arguments).unwrap_or_default()),
+        });
     }
     Ok(ChatResponse {
-        id: v.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        model: v.get("model").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        id: text_of(wire.id).unwrap_or_default().into_owned(),
+        model: text_of(wire.model).unwrap_or_default().into_owned(),
         content,
-        stop_reason: choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .map(stop_reason_from),
+        stop_reason: text_of(choice.finish_reason).map(|r| stop_reason_from(&r)),
         stop_sequence: None,
-        usage: usage_from(v.get("usage")),
+        usage: wire
+            .usage
+            .and_then(|u| serde_json::from_str::<OpenAiUsage>(u.get()).ok())
+            .map(Usage::from)
+            .unwrap_or_default(),
     })
+}
+
+/// The parts of a chat response the canonical answer takes; the rest is skipped unread.
+#[derive(Deserialize)]
+struct WireResponse<'a> {
+    #[serde(borrow, default)]
+    id: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    model: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<WireChoice<'a>>>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice<'a> {
+    #[serde(borrow, default)]
+    message: Option<WireMessage<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Text<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireMessage<'a> {
+    #[serde(borrow, default)]
+    content: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<WireCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct WireCall<'a> {
+    #[serde(borrow, default)]
+    id: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    function: Option<WireFunction<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireFunction<'a> {
+    #[serde(borrow, default)]
+    name: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    arguments: Option<Text<'a>>,
+}
+
+/// A JSON string's text (borrowed when it has no escapes); anything else is absent.
+fn text_of(t: Option<Text<'_>>) -> Option<Cow<'_, str>> {
+    t.and_then(|t| t.0)
+}
+
+/// A field read as text when it is a string (borrowed from the body unless it has escapes),
+/// and skipped as absent when it is anything else.
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor).map(Text)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(None)
+    }
 }
 
 pub(super) fn now() -> u64 {
@@ -86,39 +199,173 @@ pub(super) fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Writes an OpenAI chat response.
+/// Writes an OpenAI chat response (straight from the answer: every cache hit is written so).
 pub fn chat_to_response(r: &ChatResponse) -> Bytes {
     let text = joined_text(&r.content);
-    let calls: Vec<Value> = r
+    let tool_calls: Vec<OutCall<'_>> = r
         .content
         .iter()
         .filter_map(|p| match p {
-            Part::ToolUse { id, name, input } => Some(json!({
-                "id": id, "type": "function", "function": {"name": name, "arguments": arguments_text(input)}
-            })),
+            Part::ToolUse { id, name, input } => Some(OutCall {
+                id,
+                kind: "function",
+                function: OutFunction {
+                    name,
+                    arguments: arguments_text(input),
+                },
+            }),
             _ => None,
         })
         .collect();
-    let mut message = json!({
-        "role": "assistant",
-        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) },
-        "refusal": null,
-    });
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
-    let body = json!({
-        "id": r.id,
-        "object": "chat.completion",
-        "created": now(),
-        "model": r.model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish_reason(r.stop_reason.unwrap_or(StopReason::EndTurn)),
+    let u = &r.usage;
+    let body = OutResponse {
+        id: &r.id,
+        object: "chat.completion",
+        created: now(),
+        model: &r.model,
+        choices: [OutChoice {
+            index: 0,
+            message: OutMessage {
+                role: "assistant",
+                content: (!text.is_empty() || tool_calls.is_empty()).then_some(text),
+                refusal: (),
+                tool_calls,
+            },
+            logprobs: (),
+            finish_reason: finish_reason(r.stop_reason.unwrap_or(StopReason::EndTurn)),
         }],
-        "usage": usage_value(&r.usage),
-    });
+        usage: OutUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.prompt_tokens + u.completion_tokens,
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: u.cached_tokens,
+            },
+            completion_tokens_details: ReasoningTokens {
+                reasoning_tokens: u.reasoning_tokens,
+            },
+        },
+    };
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+#[derive(Serialize)]
+struct OutResponse<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [OutChoice<'a>; 1],
+    usage: OutUsage,
+}
+
+#[derive(Serialize)]
+struct OutChoice<'a> {
+    index: u32,
+    message: OutMessage<'a>,
+    logprobs: (),
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct OutMessage<'a> {
+    role: &'static str,
+    /// `null` when the answer is only tool calls.
+    content: Option<String>,
+    refusal: (),
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<OutCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: &'a str,
+    arguments: String,
+}
+
+#[derive(Serialize)]
+struct OutUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: CachedTokens,
+    completion_tokens_details: ReasoningTokens,
+}
+
+#[derive(Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_whole_answer_reads_and_writes_back_the_same() {
+        let body = br#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,
+            "message":{"role":"assistant","content":"line one\nline \"two\"","tool_calls":[{"id":"t1","type":"function",
+            "function":{"name":"get","arguments":"{\"city\":\"Paris\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],
+            "usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+        let r = response_to_chat(body).unwrap();
+        assert_eq!(r.id, "c1");
+        assert_eq!(r.content[0], Part::Text("line one\nline \"two\"".into()));
+        assert!(
+            matches!(&r.content[1], Part::ToolUse { name, input, .. } if name == "get" && input["city"] == "Paris")
+        );
+        assert_eq!(r.stop_reason, Some(StopReason::ToolUse));
+        assert_eq!(
+            (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.cached_tokens),
+            (5, 7, 2)
+        );
+        let again = response_to_chat(&chat_to_response(&r)).unwrap();
+        assert_eq!(again, r);
+        let v: Value = serde_json::from_slice(&chat_to_response(&r)).unwrap();
+        assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["type"], "function");
+        assert_eq!(v["choices"][0]["logprobs"], Value::Null);
+        assert_eq!(v["usage"]["total_tokens"], 12);
+    }
+
+    #[test]
+    fn fields_of_an_unexpected_type_count_as_absent() {
+        let body =
+            br#"{"id":7,"model":null,"choices":[{"message":{"content":[{"type":"text","text":"x"}],"role":"assistant"},
+            "finish_reason":{"odd":true}}],"usage":"none"}"#;
+        let r = response_to_chat(body).unwrap();
+        assert_eq!((r.id.as_str(), r.model.as_str()), ("", ""));
+        assert!(r.content.is_empty());
+        assert_eq!(r.stop_reason, None);
+        assert_eq!(r.usage, Usage::default());
+        assert!(response_to_chat(br#"{"choices":[]}"#).is_err());
+        assert!(response_to_chat(b"not json").is_err());
+        // Only tool calls: the content is null.
+        let calls = ChatResponse {
+            id: "c".into(),
+            model: "m".into(),
+            content: vec![Part::ToolUse {
+                id: "t".into(),
+                name: "n".into(),
+                input: json!({}),
+            }],
+            stop_reason: Some(StopReason::ToolUse),
+            stop_sequence: None,
+            usage: Usage::default(),
+        };
+        let v: Value = serde_json::from_slice(&chat_to_response(&calls)).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], Value::Null);
+    }
 }

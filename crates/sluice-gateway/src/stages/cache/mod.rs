@@ -332,22 +332,21 @@ pub async fn embedder(config: &Config) -> Result<Option<Pool>, crate::StartError
 }
 
 /// A chat request's canonical form whatever its front door (chat completions, messages,
-/// responses): read into the canonical request and made one OpenAI chat request, with what
-/// that format has no field for (`top_k`) added. The
+/// responses): read into the canonical request, whose form is written straight from it. The
 /// same question asked through two front doors is then one entry, replayed in each client's
 /// format. `None` when the request cannot be read so (its own body's form is used then).
-/// With `keep`, the OpenAI form too.
+/// With `keep`, the request as one OpenAI chat request too (with what that format has no
+/// field for, `top_k`): a semantic route finds its last user turn there.
 fn chat_form(inbound: &InboundRequest, keep: bool) -> Option<(sluice_cache::Canonical, Option<Value>)> {
     let req = translate::read_request(inbound.endpoint.wire(), &inbound.body).ok()?;
-    // (The OpenAI form carries `parallel_tool_calls` and the source format's other
-    // parameters; `top_k` it has no field for.)
-    let mut value = translate::openai_chat_value(&req);
-    if let (Some(k), Some(map)) = (req.top_k, value.as_object_mut()) {
-        map.insert("top_k".to_owned(), k.into());
-    }
-    // A semantic route also needs the form itself, to find its last user turn.
-    let kept = keep.then(|| value.clone());
-    Some((sluice_cache::canonical::of_value(value), kept))
+    let kept = keep.then(|| {
+        let mut value = translate::openai_chat_value(&req);
+        if let (Some(k), Some(map)) = (req.top_k, value.as_object_mut()) {
+            map.insert("top_k".to_owned(), k.into());
+        }
+        value
+    });
+    Some((sluice_cache::canonical::of_chat(&req), kept))
 }
 
 /// A digest of what in the route's and the alias's config shapes an answer: the route's model

@@ -33,7 +33,6 @@ pub(super) fn replay(
     (key, outcome, similarity): (String, &'static str, Option<f32>),
     pace: Option<Duration>,
 ) -> Reply {
-    let compact: String = request_id.chars().filter(char::is_ascii_alphanumeric).collect();
     let (body, stream, usage) = match &entry.answer {
         Answer::Chat(chat) => {
             let wire = inbound.endpoint.wire();
@@ -51,7 +50,11 @@ pub(super) fn replay(
             (body, stream, answer.usage)
         }
         // Another endpoint's answer, as it was (a completion with an id of its own).
-        Answer::Body(b) => (Replayed::Whole(fresh_id(&b.bytes, &compact)), false, b.usage),
+        Answer::Body(b) => (
+            Replayed::Whole(fresh_id(&b.bytes, &compact(request_id))),
+            false,
+            b.usage,
+        ),
     };
     Reply::Cached(Cached {
         body,
@@ -66,12 +69,20 @@ pub(super) fn replay(
 
 /// An answer's id for this request, in the client's format's style.
 pub(super) fn fresh_answer_id(wire: Wire, request_id: &str) -> String {
-    let compact: String = request_id.chars().filter(char::is_ascii_alphanumeric).collect();
-    match wire {
-        Wire::OpenAi => format!("chatcmpl-{compact}"),
-        Wire::Anthropic => format!("msg_{compact}"),
-        Wire::Responses => format!("resp_{compact}"),
-    }
+    let prefix = match wire {
+        Wire::OpenAi => "chatcmpl-",
+        Wire::Anthropic => "msg_",
+        Wire::Responses => "resp_",
+    };
+    let mut id = String::with_capacity(prefix.len() + request_id.len());
+    id.push_str(prefix);
+    id.extend(request_id.chars().filter(char::is_ascii_alphanumeric));
+    id
+}
+
+/// A request id with only its letters and digits.
+fn compact(request_id: &str) -> String {
+    request_id.chars().filter(char::is_ascii_alphanumeric).collect()
 }
 
 /// A body whose top-level `id` (a completion's) is replaced by one of this request's.

@@ -35,7 +35,7 @@ const MAX_TTL_MS: u64 = 30 * 24 * 3_600_000;
 pub(crate) fn policy(
     own: Option<&RawCache>,
     defaults: Option<&RawCache>,
-    path: &str,
+    (path, model_names): (&str, &[&str]),
     errs: &mut Collector,
 ) -> Option<CachePolicy> {
     if own.is_none() && defaults.is_none() {
@@ -93,7 +93,12 @@ pub(crate) fn policy(
     let replay_chunk = pick(&own.replay_chunk_ms, &defaults.replay_chunk_ms)
         .map(|v| ranged(Some(&v), 0, 1, 10_000, &p("replay_chunk_ms"), errs))
         .map(Duration::from_millis);
-    let semantic = semantic(own.semantic.as_ref(), defaults.semantic.as_ref(), &p("semantic"), errs);
+    let semantic = semantic(
+        own.semantic.as_ref(),
+        defaults.semantic.as_ref(),
+        (&p("semantic"), model_names),
+        errs,
+    );
     (ttl > 0).then(|| CachePolicy {
         ttl: Duration::from_millis(ttl),
         scope,
@@ -109,7 +114,7 @@ pub(crate) fn policy(
 fn semantic(
     own: Option<&RawSemantic>,
     defaults: Option<&RawSemantic>,
-    path: &str,
+    (path, model_names): (&str, &[&str]),
     errs: &mut Collector,
 ) -> Option<SemanticPolicy> {
     if own.is_none() && defaults.is_none() {
@@ -129,8 +134,13 @@ fn semantic(
     let embedder = match own.embedder.as_ref().or(defaults.embedder.as_ref()) {
         None => EmbedderChoice::MiniLm,
         Some(e) if e.value == "minilm" => EmbedderChoice::MiniLm,
+        Some(e) if model_names.contains(&e.value.as_str()) => EmbedderChoice::Model(e.value.clone()),
         Some(e) => {
-            errs.push(p("embedder"), Some(e), "the embedder is minilm (in process)");
+            errs.push(
+                p("embedder"),
+                Some(e),
+                "minilm (in process) or the name of a model alias that serves embeddings",
+            );
             EmbedderChoice::MiniLm
         }
     };

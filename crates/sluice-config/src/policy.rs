@@ -19,7 +19,7 @@ pub(crate) fn policy(
     own: &RawPolicy,
     defaults: &RawPolicy,
     path: &str,
-    server_max_body: u64,
+    (server_max_body, model_names): (u64, &[&str]),
     errs: &mut Collector,
 ) -> RoutePolicy {
     let pick = |a: &Option<S<u64>>, b: &Option<S<u64>>| a.clone().or_else(|| b.clone());
@@ -98,6 +98,6 @@ pub(crate) fn policy(
             .as_ref()
             .or(defaults.server_timing.as_ref())
             .is_some_and(|v| v.value),
-        cache: crate::cache::policy(own.cache.as_ref(), defaults.cache.as_ref(), path, errs),
+        cache: crate::cache::policy(own.cache.as_ref(), defaults.cache.as_ref(), (path, model_names), errs),
     }
 }

@@ -96,7 +96,7 @@ pub(crate) fn route(
             response_transform: p.value.response_transform.clone(),
         }
     });
-    let route_policy = policy(&r.policy(), defaults, &path, server_max_body, errs);
+    let route_policy = policy(&r.policy(), defaults, &path, (server_max_body, model_names), errs);
     let fallback = crate::resilience::fallback(r, route_policy.cache.as_ref(), model_names, &path, errs);
     let caches = route_policy.cache.is_some();
     RouteConfig {

@@ -427,6 +427,23 @@ fn a_semantic_policy_merges_with_the_defaults_and_is_bounded() {
             (9, "embedder.threads"),
         ],
     );
+    // An embedding deployment behind a model alias.
+    let remote = load(
+        "deployments:\n  - { name: e, provider: openai, base_url: \"http://127.0.0.1:9/v1\", model: text-embedding-3-small }\nmodels:\n  - { name: vectors, deployments: [e] }\nroutes:\n  - name: r\n    cache: { ttl_ms: 1000, semantic: { embedder: vectors } }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        remote.routes[0]
+            .policy
+            .cache
+            .as_ref()
+            .unwrap()
+            .semantic
+            .as_ref()
+            .unwrap()
+            .embedder,
+        EmbedderChoice::Model("vectors".into())
+    );
 }
 
 #[test]

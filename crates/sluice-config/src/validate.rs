@@ -72,7 +72,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
         &RawPolicy::default(),
         &raw.defaults,
         "defaults",
-        server.max_body_bytes,
+        (server.max_body_bytes, &model_names),
         &mut errs,
     );
 

@@ -73,10 +73,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_answers_refuses_when_full_and_drops_late_jobs() {
-        let pool = Pool::start(model(), 1, 1).unwrap();
+        let pool = Pool::start(Some(model()), 1, 1).unwrap();
         let far = Instant::now() + Duration::from_secs(60);
         let v = pool
-            .submit(far, |m| m.embed(&["hello"]).unwrap())
+            .submit(far, |m| m.unwrap().embed(&["hello"]).unwrap())
             .unwrap()
             .await
             .unwrap();

@@ -1,6 +1,8 @@
 //! A bounded pool of blocking threads that run embedding jobs: a queue of fixed size (a full
 //! queue refuses at once), jobs dropped unrun once their deadline has passed, the answer sent
-//! back on a oneshot channel. The threads end when the pool is dropped.
+//! back on a oneshot channel. The threads end when the pool is dropped. A pool may hold no
+//! model: its threads then run the searches for vectors embedded elsewhere (an embedding
+//! deployment), still off the async workers.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -11,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::model::MiniLm;
 
-type Job = Box<dyn FnOnce(&MiniLm) + Send>;
+type Job = Box<dyn FnOnce(Option<&MiniLm>) + Send>;
 
 /// The queue is full: the caller goes on without an embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -35,7 +37,7 @@ pub struct PoolStats {
 pub struct Pool {
     jobs: SyncSender<Job>,
     stats: Arc<PoolStats>,
-    model_id: String,
+    model_id: Option<String>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -47,11 +49,11 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// `threads` threads sharing `model`, and a queue of `queue` jobs.
-    pub fn start(model: MiniLm, threads: usize, queue: usize) -> std::io::Result<Pool> {
+    /// `threads` threads sharing `model` (if any), and a queue of `queue` jobs.
+    pub fn start(model: Option<MiniLm>, threads: usize, queue: usize) -> std::io::Result<Pool> {
         let (jobs, rx) = sync_channel::<Job>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
-        let model_id = model.id().to_owned();
+        let model_id = model.as_ref().map(|m| m.id().to_owned());
         let model = Arc::new(model);
         let stats = Arc::new(PoolStats::default());
         for n in 0..threads.max(1) {
@@ -63,8 +65,9 @@ impl Pool {
         Ok(Pool { jobs, stats, model_id })
     }
 
-    pub fn model_id(&self) -> &str {
-        &self.model_id
+    /// The in-process model's id; `None` when the pool only searches.
+    pub fn model_id(&self) -> Option<&str> {
+        self.model_id.as_deref()
     }
 
     pub fn stats(&self) -> &PoolStats {
@@ -76,11 +79,11 @@ impl Pool {
     pub fn submit<T: Send + 'static>(
         &self,
         deadline: Instant,
-        job: impl FnOnce(&MiniLm) -> T + Send + 'static,
+        job: impl FnOnce(Option<&MiniLm>) -> T + Send + 'static,
     ) -> Result<oneshot::Receiver<T>, Busy> {
         let (tx, rx) = oneshot::channel();
         let stats = self.stats.clone();
-        let wrapped: Job = Box::new(move |model: &MiniLm| {
+        let wrapped: Job = Box::new(move |model: Option<&MiniLm>| {
             stats.queued.fetch_sub(1, Ordering::Relaxed);
             if Instant::now() >= deadline || tx.is_closed() {
                 stats.late.fetch_add(1, Ordering::Relaxed);
@@ -102,14 +105,14 @@ impl Pool {
 }
 
 /// A thread's life: take a job, run it, until the pool is gone.
-fn work(rx: &Mutex<Receiver<Job>>, model: &MiniLm) {
+fn work(rx: &Mutex<Receiver<Job>>, model: &Option<MiniLm>) {
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
             rx.recv()
         };
         match job {
-            Ok(job) => job(model),
+            Ok(job) => job(model.as_ref()),
             Err(_) => return,
         }
     }

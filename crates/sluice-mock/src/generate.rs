@@ -196,7 +196,11 @@ fn embeddings(req: &Value, model: &str, prompt_tokens: u64, knobs: &Knobs) -> Re
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            let v = responses::embedding(text, dims);
+            let v = if knobs.embed_words == Some(true) {
+                responses::words_embedding(text, dims)
+            } else {
+                responses::embedding(text, dims)
+            };
             let embedding = if base64 {
                 json!(responses::base64_f32(&v))
             } else {

@@ -27,6 +27,10 @@ pub struct Knobs {
     pub malformed: Option<bool>,
     /// Embedding dimensions.
     pub dimensions: Option<u64>,
+    /// Embeddings as hashed bags of words: texts with the same words, in any order or case,
+    /// get the same vector and texts sharing most words similar ones (a stand-in for an
+    /// embedding model, for the semantic cache's tests).
+    pub embed_words: Option<bool>,
     /// Streaming: send an error event (in the stream's format) instead of this content chunk,
     /// then end, as providers do when they run out of capacity mid-answer.
     pub error_after_chunks: Option<u64>,
@@ -64,6 +68,7 @@ impl Knobs {
             drop_after_chunks: self.drop_after_chunks.or(defaults.drop_after_chunks),
             malformed: self.malformed.or(defaults.malformed),
             dimensions: self.dimensions.or(defaults.dimensions),
+            embed_words: self.embed_words.or(defaults.embed_words),
             error_after_chunks: self.error_after_chunks.or(defaults.error_after_chunks),
             error_type: self.error_type.or_else(|| defaults.error_type.clone()),
             cached_tokens: self.cached_tokens.or(defaults.cached_tokens),

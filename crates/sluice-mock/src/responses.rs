@@ -129,6 +129,27 @@ pub fn embedding(text: &str, dims: u64) -> Vec<f32> {
         .collect()
 }
 
+/// A hashed bag of the text's words (lower-cased letters and digits), unit length: the same
+/// words give the same vector whatever their order, and each word more or less moves it.
+pub fn words_embedding(text: &str, dims: u64) -> Vec<f32> {
+    let dims = dims.max(1);
+    let mut v = vec![0f32; dims as usize];
+    let lower = text.to_lowercase();
+    for word in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in word.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        v[(h % dims) as usize] += if h >> 63 == 0 { 1.0 } else { -1.0 };
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 of little-endian f32s, as OpenAI's `encoding_format: base64` returns.

@@ -223,3 +223,96 @@ async fn a_prompt_one_instance_stores_is_a_semantic_hit_on_another_through_redis
     assert_eq!(other.header("x-sluice-cache"), Some("miss"));
     assert_eq!(requests(&mock), 2);
 }
+
+/// A semantic route whose embedder is a model alias: its prompts go as embeddings requests
+/// through the gateway's own provider layer to that alias's deployment (a mock whose vectors
+/// are bags of words), not to the in-process model; one that answers slower than the route
+/// waits is given up (a miss, counted `late`), and the answer still comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedding_deployment_embeds_through_the_provider_layer() {
+    let chat = mock().await;
+    let words = |latency_ms| sluice_mock::Knobs {
+        embed_words: Some(true),
+        dimensions: Some(64),
+        latency_ms,
+        ..sluice_mock::Knobs::default()
+    };
+    let vectors = mock_with(sluice_mock::MockConfig {
+        defaults: words(None),
+        ..sluice_mock::MockConfig::default()
+    })
+    .await;
+    let slow = mock_with(sluice_mock::MockConfig {
+        defaults: words(Some(5_000)),
+        ..sluice_mock::MockConfig::default()
+    })
+    .await;
+    let config = format!(
+        r#"
+deployments:
+  - {{ name: mock-a, provider: openai, base_url: "{}", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+  - {{ name: words, provider: openai, base_url: "{}", model: words-64, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+  - {{ name: slow-words, provider: openai, base_url: "{}", model: words-64, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}
+models:
+  - {{ name: chat, deployments: [mock-a] }}
+  - {{ name: slow-chat, deployments: [mock-a] }}
+  - {{ name: vectors, deployments: [words] }}
+  - {{ name: slow-vectors, deployments: [slow-words] }}
+routes:
+  - name: cached
+    match: {{ models: [chat] }}
+    cache: {{ ttl_ms: 60000, semantic: {{ embedder: vectors, threshold: 0.95, max_wait_ms: 20000 }} }}
+  - name: slow
+    match: {{ models: [slow-chat] }}
+    cache: {{ ttl_ms: 60000, semantic: {{ embedder: slow-vectors, max_wait_ms: 100 }} }}
+keys:
+  - {{ id: {KEY_ID}, hash: "{}", tenant: acme }}
+embedder: {{ path: /nonexistent/no-model-needed }}
+"#,
+        chat.base_url(),
+        vectors.base_url(),
+        slow.base_url(),
+        key_hash(KEY),
+    );
+    let gw = TestGateway::start(&config).await;
+
+    let first = gw
+        .chat(KEY, &ask("chat", "Tell me which planet is the largest one"))
+        .await;
+    assert_eq!(first.header("x-sluice-cache"), Some("miss"), "{}", first.text());
+    // The same words in another order: the deployment's vectors are identical.
+    let again = gw
+        .chat(KEY, &ask("chat", "Which planet is the largest one, tell me"))
+        .await;
+    assert_eq!(again.header("x-sluice-cache"), Some("semantic"), "{}", again.text());
+    let similarity: f64 = again.header("x-sluice-cache-similarity").unwrap().parse().unwrap();
+    assert!(similarity > 0.99, "{similarity}");
+    assert_eq!(text(&again), text(&first));
+    // One word of seven changed: similar (≈ 0.86), but under this route's 0.95.
+    let other = gw
+        .chat(KEY, &ask("chat", "Which planet is the smallest one, tell me"))
+        .await;
+    assert_eq!(other.header("x-sluice-cache"), Some("miss"));
+    assert_eq!(requests(&chat), 2, "two answers from the chat deployment");
+    assert_eq!(requests(&vectors), 3, "one embedding per semantic lookup");
+    let asked = vectors.stats().recent();
+    let body: Value = serde_json::from_str(&asked.first().unwrap().body).unwrap();
+    assert_eq!(body["model"], "words-64", "the alias's deployment model: {body}");
+    assert_eq!(body["input"], "Tell me which planet is the largest one");
+
+    // A deployment slower than the route waits: given up, counted, and the request answered.
+    let slow_answer = gw
+        .chat(KEY, &ask("slow-chat", "Tell me which planet is the largest one"))
+        .await;
+    assert_eq!(slow_answer.status, 200, "{}", slow_answer.text());
+    assert_eq!(slow_answer.header("x-sluice-cache"), Some("miss"));
+    let page = gw.metrics().await;
+    assert!(
+        metric(&page, "sluice_cache_semantic_skips_total{reason=\"late\"}") >= 1.0,
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "sluice_cache_semantic_skips_total{reason=\"no_embedder\"}"),
+        0.0
+    );
+}

@@ -106,6 +106,9 @@ pub struct SemanticPolicy {
 pub enum EmbedderChoice {
     /// all-MiniLM-L6-v2, in process.
     MiniLm,
+    /// An embedding deployment behind this model alias, reached through the gateway's own
+    /// provider layer (OpenAI, Azure, Gemini, Bedrock, a TEI or vLLM server…).
+    Model(String),
 }
 
 /// Who shares a cache entry. The tenant is always part of it (a key without a tenant is its

@@ -8,6 +8,7 @@
 //! request ends, it is reported exactly once.
 
 mod chain;
+mod embed;
 mod models;
 mod read;
 mod respond;
@@ -174,10 +175,24 @@ async fn walk(
     // The cache's lookup: after admission (a hit counts as a request), before the queue (a
     // hit never waits for a place).
     let deadline = finish.started() + policy.total_timeout;
+    let embedding = embed::Embedding {
+        snap,
+        route: decision.route,
+        how: dispatch::Attempting {
+            telemetry: &gw.telemetry,
+            region: None,
+            spill: false,
+            request_id: finish.request_id(),
+        },
+    };
+    let embedders = crate::stages::cache::Embedders {
+        pool: gw.embedder.as_ref(),
+        upstream: &embedding,
+    };
     let looked = plan
         .cache
         .run(
-            (&gw.cache, gw.embedder.as_ref(), &gw.telemetry.metrics),
+            (&gw.cache, embedders, &gw.telemetry.metrics),
             &caller,
             &decision,
             &inbound,

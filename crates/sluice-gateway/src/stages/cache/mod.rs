@@ -19,7 +19,7 @@ use http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sluice_cache::{CacheKey, Joined, KeyParts, MemoryTier, Scope, SharedMetrics, SharedTier, Storing, Tiers};
-use sluice_config::{CachePolicy, Config, RouteConfig};
+use sluice_config::{CachePolicy, Config, EmbedderChoice, RouteConfig};
 use sluice_embed::Pool;
 use sluice_providers::{Endpoint, InboundRequest, translate};
 
@@ -37,6 +37,15 @@ mod semantic;
 use control::{Control, answer_headers};
 use replay::replay;
 pub use replay::stale_answer;
+pub use semantic::EmbedUpstream;
+
+/// What embeds a semantic route's prompts: the embedder's threads (with the in-process model
+/// when a route uses it) and the gateway's own way to an embedding deployment.
+#[derive(Clone, Copy)]
+pub struct Embedders<'a> {
+    pub pool: Option<&'a Pool>,
+    pub upstream: &'a dyn EmbedUpstream,
+}
 
 /// The lookup a route runs (none on a route that does not cache).
 #[derive(Debug)]
@@ -53,6 +62,8 @@ struct Lookup {
     versions: Box<[String]>,
     /// The route's fallback chain has a cache step (a miss then keeps its key for it).
     stale_step: bool,
+    /// The model alias (by index) that embeds the route's prompts, when not in process.
+    embedder_alias: Option<usize>,
 }
 
 /// What a lookup that did not answer hands on.
@@ -88,6 +99,7 @@ impl CacheStage {
                 route: Arc::from(route.name.as_str()),
                 versions: (0..config.models.len()).map(|m| version(route, config, m)).collect(),
                 stale_step: route.fallback.cache.is_some(),
+                embedder_alias: policy_alias(route, config),
             }),
         }
     }
@@ -103,7 +115,7 @@ impl CacheStage {
     #[allow(clippy::too_many_arguments)] // the stage's typed inputs, each used
     pub async fn run(
         &self,
-        (cache, embedder, metrics): (&Tiers, Option<&Pool>, &Metrics),
+        (cache, embedders, metrics): (&Tiers, Embedders<'_>, &Metrics),
         caller: &Caller,
         decision: &Decision<'_>,
         inbound: &InboundRequest,
@@ -232,7 +244,9 @@ impl CacheStage {
             if round == 0
                 && let (false, Some(policy), Some(chat)) = (control.no_cache, semantic, chat.as_ref())
             {
-                let found = semantic::lookup(policy, embedder, cache, &scope, &parts, chat, control.ttl, metrics).await;
+                let embedding = (&embedders, on.embedder_alias);
+                let found =
+                    semantic::lookup(policy, embedding, cache, &scope, &parts, chat, control.ttl, metrics).await;
                 match found {
                     semantic::Found::Hit { entry, key, similarity } => {
                         let served = (key.hex(), "semantic", Some(similarity));
@@ -311,24 +325,38 @@ pub fn tiers(config: &Config, metrics: SharedMetrics) -> Tiers {
     Tiers::new(memory, shared, c.semantic_max_entries)
 }
 
-/// The in-process embedder, when a route has a semantic cache: the model loaded (off the async
-/// threads) and its threads started.
+/// The embedder's threads, when a route has a semantic cache, with the in-process model
+/// loaded (off the async threads) when a route embeds with it.
 pub async fn embedder(config: &Config) -> Result<Option<Pool>, crate::StartError> {
-    let semantic = config
+    let semantic: Vec<&sluice_config::SemanticPolicy> = config
         .routes
         .iter()
-        .any(|r| r.policy.cache.as_ref().is_some_and(|c| c.semantic.is_some()));
-    if !semantic {
+        .filter_map(|r| r.policy.cache.as_ref()?.semantic.as_ref())
+        .collect();
+    if semantic.is_empty() {
         return Ok(None);
     }
     let e = config.embedder.clone();
-    let path = e.path.clone();
-    let model = tokio::task::spawn_blocking(move || sluice_embed::MiniLm::load(&path))
-        .await
-        .map_err(|j| crate::StartError::EmbedderThreads(std::io::Error::other(j)))??;
+    let model = if semantic.iter().any(|s| s.embedder == EmbedderChoice::MiniLm) {
+        let path = e.path.clone();
+        let model = tokio::task::spawn_blocking(move || sluice_embed::MiniLm::load(&path))
+            .await
+            .map_err(|j| crate::StartError::EmbedderThreads(std::io::Error::other(j)))??;
+        tracing::info!(path = %e.path.display(), threads = e.threads, "semantic cache: embedding model loaded");
+        Some(model)
+    } else {
+        None
+    };
     let pool = Pool::start(model, e.threads, e.queue).map_err(crate::StartError::EmbedderThreads)?;
-    tracing::info!(path = %e.path.display(), threads = e.threads, "semantic cache: embedding model loaded");
     Ok(Some(pool))
+}
+
+/// The model alias a route's semantic cache embeds with, by index (`None` in process).
+fn policy_alias(route: &RouteConfig, config: &Config) -> Option<usize> {
+    match &route.policy.cache.as_ref()?.semantic.as_ref()?.embedder {
+        EmbedderChoice::Model(name) => config.models.iter().position(|m| m.name == *name),
+        EmbedderChoice::MiniLm => None,
+    }
 }
 
 /// A chat request's canonical form whatever its front door (chat completions, messages,

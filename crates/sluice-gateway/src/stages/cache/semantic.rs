@@ -4,6 +4,11 @@
 //! embedder's queue full, is given up and counted: the cache never makes a request slower by
 //! more than that. A similar stored prompt answers only when its check agrees (numbers, names,
 //! negation, order, format…) and its entry is still served.
+//!
+//! The embedder is the in-process model, or an embedding deployment behind a model alias,
+//! reached through the gateway's own provider layer ([`EmbedUpstream`], which the spine
+//! implements) within the same `max_wait_ms`; its vector is then searched on the embedder's
+//! threads too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +16,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice_cache::semantic::{Features, SemanticSlot, question};
 use sluice_cache::{CacheKey, Entry, KeyParts, Scope, Tiers};
-use sluice_config::SemanticPolicy;
+use sluice_config::{EmbedderChoice, SemanticPolicy};
 use sluice_embed::Pool;
+
+use super::Embedders;
 
 use crate::telemetry::{Metrics, ReasonLabel};
 
@@ -38,10 +45,31 @@ struct Searched {
 /// How many similar prompts are checked, most similar first.
 const CANDIDATES: usize = 4;
 
+/// An embedding deployment reached through the gateway's own provider layer, for a semantic
+/// route whose embedder is a model alias. The spine implements it: stages never import the
+/// upstream layer.
+pub trait EmbedUpstream: Send + Sync {
+    /// `text`'s embedding from the alias at `model` (its index in the config), by
+    /// `deadline`; `None` when the deployment failed or answered something else.
+    fn embed<'a>(
+        &'a self,
+        model: usize,
+        text: &'a str,
+        deadline: Instant,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Vec<f32>>> + Send + 'a>>;
+}
+
+/// Where a route's prompts are embedded.
+enum Via<'a> {
+    Local(&'a Pool),
+    /// The alias at this index, through `EmbedUpstream`; the pool searches.
+    Upstream(usize, &'a Pool),
+}
+
 #[allow(clippy::too_many_arguments)] // the lookup's inputs, each used
 pub(super) async fn lookup(
     policy: &SemanticPolicy,
-    pool: Option<&Pool>,
+    (embedders, alias): (&Embedders<'_>, Option<usize>),
     tiers: &Tiers,
     scope: &Scope,
     parts: &KeyParts<'_>,
@@ -56,10 +84,15 @@ pub(super) async fn lookup(
             .inc();
         Found::Miss(None)
     };
-    let Some(pool) = pool else {
-        return skip("no_embedder");
+    let (via, embedder_id) = match (&policy.embedder, embedders.pool, alias) {
+        (EmbedderChoice::MiniLm, Some(pool), _) => match pool.model_id() {
+            Some(id) => (Via::Local(pool), id.to_owned()),
+            None => return skip("no_embedder"),
+        },
+        (EmbedderChoice::Model(name), Some(pool), Some(i)) => (Via::Upstream(i, pool), format!("model:{name}")),
+        _ => return skip("no_embedder"),
     };
-    let Some(q) = question(scope, parts, chat, pool.model_id()) else {
+    let Some(q) = question(scope, parts, chat, &embedder_id) else {
         return skip("not_text");
     };
     if q.text.chars().count() < policy.min_chars {
@@ -69,8 +102,27 @@ pub(super) async fn lookup(
     let deadline = started + policy.max_wait;
     let (index, partition, threshold) = (tiers.semantic.clone(), q.partition.clone(), policy.threshold);
     let text = q.text.clone();
-    let job = move |m: &sluice_embed::MiniLm| {
-        let vector = m.embed(&[text.as_str()]).ok()?.pop()?;
+    // The deployment's vector, when it embeds: fetched first, within the same wait.
+    let (pool, fetched) = match via {
+        Via::Local(pool) => (pool, None),
+        Via::Upstream(i, pool) => {
+            let asked = embedders.upstream.embed(i, &q.text, deadline);
+            match tokio::time::timeout_at(deadline.into(), asked).await {
+                Err(_) => return skip("late"),
+                Ok(v) => match v.and_then(unit) {
+                    Some(v) => (pool, Some(v)),
+                    // The attempts loop gives up at the deadline too.
+                    None if Instant::now() >= deadline => return skip("late"),
+                    None => return skip("error"),
+                },
+            }
+        }
+    };
+    let job = move |m: Option<&sluice_embed::MiniLm>| {
+        let vector = match fetched {
+            Some(v) => v,
+            None => m?.embed(&[text.as_str()]).ok()?.pop()?,
+        };
         let candidates = index.search(&partition, &vector, threshold, CANDIDATES);
         Some(Searched {
             vector,
@@ -81,7 +133,7 @@ pub(super) async fn lookup(
     let Ok(answer) = pool.submit(deadline, job) else {
         return skip("busy");
     };
-    let searched = match tokio::time::timeout(policy.max_wait, answer).await {
+    let searched = match tokio::time::timeout_at(deadline.into(), answer).await {
         Err(_) | Ok(Err(_)) => return skip("late"),
         Ok(Ok(None)) => return skip("error"),
         Ok(Ok(Some(s))) => s,
@@ -115,4 +167,15 @@ pub(super) async fn lookup(
         text: q.text,
         features,
     })))
+}
+
+/// A vector scaled to unit length (the index compares by dot product); `None` for an empty
+/// or zero vector, or one with a value that is not a number.
+fn unit(mut v: Vec<f32>) -> Option<Vec<f32>> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if v.is_empty() || !norm.is_normal() {
+        return None;
+    }
+    v.iter_mut().for_each(|x| *x /= norm);
+    Some(v)
 }

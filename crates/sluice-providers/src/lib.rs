@@ -15,6 +15,7 @@ pub mod error;
 pub mod eventstream;
 mod fault;
 pub mod gemini;
+mod lenient;
 pub mod names;
 pub mod openai;
 pub mod openai_chat;

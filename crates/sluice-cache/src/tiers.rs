@@ -32,9 +32,16 @@ pub struct Purged {
 }
 
 impl Tiers {
-    /// The tiers; with a Redis tier, this instance drops what any instance purges.
-    pub fn new(memory: MemoryTier, shared: Option<Arc<SharedTier>>, semantic_max_entries: usize) -> Tiers {
-        let semantic = Arc::new(SemanticIndex::new(semantic_max_entries));
+    /// The tiers; with a Redis tier, this instance drops what any instance purges. The semantic
+    /// index holds `semantic_max_entries` prompts at most, and searches a partition of more
+    /// than `semantic_graph_above` through a graph (exactly, by brute force, up to it).
+    pub fn new(
+        memory: MemoryTier,
+        shared: Option<Arc<SharedTier>>,
+        semantic_max_entries: usize,
+        semantic_graph_above: usize,
+    ) -> Tiers {
+        let semantic = Arc::new(SemanticIndex::new(semantic_max_entries, semantic_graph_above));
         if let Some(s) = &shared {
             let (mem, index) = (memory.clone(), semantic.clone());
             s.subscribe(move |note| match note {

@@ -13,6 +13,8 @@ use crate::types::{CachePolicy, CacheScope, CacheStoreConfig, EmbedderChoice, Em
 /// 0.1 above the most similar *different* question in the set (0.60), where only similarity
 /// guards (BENCHMARKS.md, `sluice cache eval`).
 pub const DEFAULT_SEMANTIC_THRESHOLD: f64 = 0.70;
+/// Partitions with more prompts than this are searched through an HNSW graph, not exactly.
+pub const DEFAULT_SEMANTIC_GRAPH_ABOVE: u64 = 50_000;
 /// How long a semantic lookup may take when a route does not say.
 pub const DEFAULT_SEMANTIC_MAX_WAIT_MS: u64 = 50;
 /// Shorter last user turns are not looked up semantically when a route does not say.
@@ -220,6 +222,14 @@ pub(crate) fn store(raw: &RawCacheStore, errs: &mut Collector) -> CacheStoreConf
             1,
             10_000_000,
             "cache.semantic_max_entries",
+            errs,
+        ) as usize,
+        semantic_graph_above: ranged(
+            raw.semantic_graph_above.as_ref(),
+            DEFAULT_SEMANTIC_GRAPH_ABOVE,
+            1,
+            10_000_000,
+            "cache.semantic_graph_above",
             errs,
         ) as usize,
     }

@@ -73,6 +73,8 @@ pub struct RawCacheStore {
     pub compress_above_bytes: Option<S<u64>>,
     /// The most prompts the semantic index holds.
     pub semantic_max_entries: Option<S<u64>>,
+    /// Partitions with more prompts than this are searched through an HNSW graph.
+    pub semantic_graph_above: Option<S<u64>>,
 }
 
 /// The in-process embedding model.

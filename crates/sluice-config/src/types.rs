@@ -68,6 +68,8 @@ pub struct CacheStoreConfig {
     pub compress_above_bytes: u64,
     /// The most prompts the semantic index holds.
     pub semantic_max_entries: usize,
+    /// Partitions with more prompts than this are searched through an HNSW graph.
+    pub semantic_graph_above: usize,
 }
 
 /// The in-process embedding model: where its files are, and the threads that run it.

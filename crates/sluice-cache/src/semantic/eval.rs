@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::index::dot;
+use super::vector::dot;
 use super::verify::{Disagreement, Features};
 
 /// A labelled pair: `same` when a stored answer to `a` is a right answer to `b`.

@@ -10,15 +10,21 @@
 //! ([`verify`]): similarity alone merges near-misses.
 
 pub mod eval;
+mod graph;
 mod index;
+mod partition;
+mod vector;
 pub mod verify;
+mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-pub use index::{Candidate, SemanticIndex, dot};
+pub use index::SemanticIndex;
+pub use partition::Candidate;
+pub use vector::dot;
 pub use verify::{Disagreement, Features};
 
 use crate::canonical;

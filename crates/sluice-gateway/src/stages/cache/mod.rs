@@ -37,15 +37,7 @@ mod semantic;
 use control::{Control, answer_headers};
 use replay::replay;
 pub use replay::stale_answer;
-pub use semantic::EmbedUpstream;
-
-/// What embeds a semantic route's prompts: the embedder's threads (with the in-process model
-/// when a route uses it) and the gateway's own way to an embedding deployment.
-#[derive(Clone, Copy)]
-pub struct Embedders<'a> {
-    pub pool: Option<&'a Pool>,
-    pub upstream: &'a dyn EmbedUpstream,
-}
+pub use semantic::{EmbedUpstream, Embedders};
 
 /// The lookup a route runs (none on a route that does not cache).
 #[derive(Debug)]
@@ -322,7 +314,7 @@ pub fn tiers(config: &Config, metrics: SharedMetrics) -> Tiers {
         };
         SharedTier::new(target, &r.prefix, c.compress_above_bytes, metrics)
     });
-    Tiers::new(memory, shared, c.semantic_max_entries)
+    Tiers::new(memory, shared, c.semantic_max_entries, c.semantic_graph_above)
 }
 
 /// The embedder's threads, when a route has a semantic cache, with the in-process model

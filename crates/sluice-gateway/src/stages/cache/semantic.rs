@@ -19,8 +19,6 @@ use sluice_cache::{CacheKey, Entry, KeyParts, Scope, Tiers};
 use sluice_config::{EmbedderChoice, SemanticPolicy};
 use sluice_embed::Pool;
 
-use super::Embedders;
-
 use crate::telemetry::{Metrics, ReasonLabel};
 
 /// What a semantic lookup found.
@@ -57,6 +55,14 @@ pub trait EmbedUpstream: Send + Sync {
         text: &'a str,
         deadline: Instant,
     ) -> std::pin::Pin<Box<dyn Future<Output = Option<Vec<f32>>> + Send + 'a>>;
+}
+
+/// What embeds a semantic route's prompts: the embedder's threads (with the in-process model
+/// when a route uses it) and the gateway's own way to an embedding deployment.
+#[derive(Clone, Copy)]
+pub struct Embedders<'a> {
+    pub pool: Option<&'a Pool>,
+    pub upstream: &'a dyn EmbedUpstream,
 }
 
 /// Where a route's prompts are embedded.

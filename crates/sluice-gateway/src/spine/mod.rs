@@ -189,18 +189,18 @@ async fn walk(
         pool: gw.embedder.as_ref(),
         upstream: &embedding,
     };
-    let looked = plan
-        .cache
-        .run(
-            (&gw.cache, embedders, &gw.telemetry.metrics),
-            &caller,
-            &decision,
-            &inbound,
-            &parts.headers,
-            finish.request_id(),
-            (deadline, cache_only),
-        )
-        .await;
+    // Boxed, as is the fallback chain below: the walk's future is moved whole into its box
+    // once per request (`edge`), so a large state it holds only sometimes is kept apart.
+    let looked = Box::pin(plan.cache.run(
+        (&gw.cache, embedders, &gw.telemetry.metrics),
+        &caller,
+        &decision,
+        &inbound,
+        &parts.headers,
+        finish.request_id(),
+        (deadline, cache_only),
+    ))
+    .await;
     if looked.is_err() {
         // Refused under overload (cache only): not served, so the reservation goes back.
         finish.release_admission(&Need::default());
@@ -236,7 +236,7 @@ async fn walk(
     let upstream = match first {
         Ok(up) => up,
         Err(err) => next!(
-            fall_back(
+            Box::pin(fall_back(
                 gw,
                 snap,
                 &decision,
@@ -246,7 +246,7 @@ async fn walk(
                 (deadline, region),
                 looked.stale.as_ref(),
                 err
-            )
+            ))
             .await
             .map_err(|e| retried(e, finish.attempts()))
         ),

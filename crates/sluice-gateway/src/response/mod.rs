@@ -84,19 +84,14 @@ impl AnswerPlan {
     /// A whole answer (in the client's format) through the stages: the original bytes when
     /// no stage changed it, else the answer written again.
     pub fn whole(&self, endpoint: Endpoint, body: Bytes, store: Option<store::Store>) -> Result<Bytes, GatewayError> {
-        // Only the store: it keeps the answer as read, and the client gets the bytes as they came.
-        let chat = matches!(
-            endpoint,
-            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
-        );
-        if chat && self.rewrite.is_none() && store.as_ref().is_some_and(|s| !s.streaming()) {
-            if let Some(s) = store {
-                s.keep(read(endpoint, &body)?);
+        let mut chain = match self.chain(endpoint, store).map(Chain::only_store) {
+            None => return Ok(body),
+            // Nothing but the store: it keeps the answer as read, and the bytes go as they came.
+            Some(Ok(store)) => {
+                store.keep(read(endpoint, &body)?);
+                return Ok(body);
             }
-            return Ok(body);
-        }
-        let Some(mut chain) = self.chain(endpoint, store) else {
-            return Ok(body);
+            Some(Err(chain)) => chain,
         };
         let wire = endpoint.wire();
         let answer = read(endpoint, &body)?;
@@ -202,6 +197,18 @@ struct Chain {
 }
 
 impl Chain {
+    /// The store, when it is the chain's only stage and no streaming follower reads its tape:
+    /// a whole answer then needs no deltas.
+    fn only_store(mut self) -> Result<Box<store::Store>, Chain> {
+        match self.stages.as_slice() {
+            [AnyStage::Store(s)] if !s.streaming() => match self.stages.pop() {
+                Some(AnyStage::Store(s)) => Ok(s),
+                _ => Err(self),
+            },
+            _ => Err(self),
+        }
+    }
+
     fn new(mut stages: Vec<AnyStage>) -> Chain {
         for s in &mut stages {
             s.stage().begin();

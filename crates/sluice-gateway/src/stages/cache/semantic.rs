@@ -65,13 +65,6 @@ pub struct Embedders<'a> {
     pub upstream: &'a dyn EmbedUpstream,
 }
 
-/// Where a route's prompts are embedded.
-enum Via<'a> {
-    Local(&'a Pool),
-    /// The alias at this index, through `EmbedUpstream`; the pool searches.
-    Upstream(usize, &'a Pool),
-}
-
 #[allow(clippy::too_many_arguments)] // the lookup's inputs, each used
 pub(super) async fn lookup(
     policy: &SemanticPolicy,
@@ -90,13 +83,18 @@ pub(super) async fn lookup(
             .inc();
         Found::Miss(None)
     };
-    let (via, embedder_id) = match (&policy.embedder, embedders.pool, alias) {
-        (EmbedderChoice::MiniLm, Some(pool), _) => match pool.model_id() {
-            Some(id) => (Via::Local(pool), id.to_owned()),
+    // The pool's threads search (and embed, with the in-process model); an alias embeds
+    // through the provider layer.
+    let Some(pool) = embedders.pool else {
+        return skip("no_embedder");
+    };
+    let (alias, embedder_id) = match (&policy.embedder, alias) {
+        (EmbedderChoice::MiniLm, _) => match pool.model_id() {
+            Some(id) => (None, id.to_owned()),
             None => return skip("no_embedder"),
         },
-        (EmbedderChoice::Model(name), Some(pool), Some(i)) => (Via::Upstream(i, pool), format!("model:{name}")),
-        _ => return skip("no_embedder"),
+        (EmbedderChoice::Model(name), Some(i)) => (Some(i), format!("model:{name}")),
+        (EmbedderChoice::Model(_), None) => return skip("no_embedder"),
     };
     let Some(q) = question(scope, parts, chat, &embedder_id) else {
         return skip("not_text");
@@ -109,14 +107,14 @@ pub(super) async fn lookup(
     let (index, partition, threshold) = (tiers.semantic.clone(), q.partition.clone(), policy.threshold);
     let text = q.text.clone();
     // The deployment's vector, when it embeds: fetched first, within the same wait.
-    let (pool, fetched) = match via {
-        Via::Local(pool) => (pool, None),
-        Via::Upstream(i, pool) => {
+    let fetched = match alias {
+        None => None,
+        Some(i) => {
             let asked = embedders.upstream.embed(i, &q.text, deadline);
             match tokio::time::timeout_at(deadline.into(), asked).await {
                 Err(_) => return skip("late"),
                 Ok(v) => match v.and_then(unit) {
-                    Some(v) => (pool, Some(v)),
+                    Some(v) => Some(v),
                     // The attempts loop gives up at the deadline too.
                     None if Instant::now() >= deadline => return skip("late"),
                     None => return skip("error"),

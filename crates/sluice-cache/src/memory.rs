@@ -5,16 +5,21 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
-use sluice_providers::Usage;
 use sluice_providers::chat::{ChatResponse, Part};
+use sluice_providers::{Usage, Wire};
 
 use crate::key::CacheKey;
 
 /// What an entry holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    /// A chat answer in canonical form (written again in each client's format when replayed).
+    /// A chat answer in canonical form (written again in each client's format when replayed):
+    /// a stream's, put together from its events.
     Chat(ChatResponse),
+    /// A whole chat answer as its client got it: replayed as it is (with an id of its own) to
+    /// a client of the same format that does not stream, read into canonical form for any
+    /// other. Storing it costs no reading.
+    Whole(Whole),
     /// Any other endpoint's whole answer as the client got it (completions, embeddings,
     /// predictions): replayed as it is.
     Body(Body),
@@ -28,11 +33,20 @@ pub struct Body {
     pub usage: Usage,
 }
 
+/// A whole chat answer's body, in the format of the client that got it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Whole {
+    pub wire: Wire,
+    pub bytes: bytes::Bytes,
+    pub usage: Usage,
+}
+
 impl Answer {
     pub fn usage(&self) -> Usage {
         match self {
             Answer::Chat(c) => c.usage,
             Answer::Body(b) => b.usage,
+            Answer::Whole(w) => w.usage,
         }
     }
 }
@@ -94,6 +108,7 @@ fn weigh(a: &Answer) -> u32 {
             let n = OVERHEAD + b.bytes.len() + b.content_type.as_ref().map_or(0, String::len);
             return u32::try_from(n).unwrap_or(u32::MAX);
         }
+        Answer::Whole(w) => return u32::try_from(OVERHEAD + w.bytes.len()).unwrap_or(u32::MAX),
     };
     let mut n = OVERHEAD + a.id.len() + a.model.len();
     n += a.stop_sequence.as_ref().map_or(0, String::len);

@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sluice_providers::Wire;
 use sluice_providers::chat::{ChatResponse, Part, StopReason};
 use sluice_providers::usage::Usage;
 
-use crate::memory::{Answer, Body, Entry};
+use crate::memory::{Answer, Body, Entry, Whole};
 
 const PLAIN: u8 = b'j';
 const LZ4: u8 = b'z';
@@ -20,6 +21,10 @@ struct Stored {
     chat: Option<StoredChat>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     body: Option<StoredBody>,
+    /// A whole chat answer as its client got it (an instance of a version before it reads
+    /// neither `chat` nor `body`: a miss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    whole: Option<StoredWhole>,
     cost_micros: u64,
     stored_at_ms: u64,
     ttl_ms: u64,
@@ -45,6 +50,31 @@ struct StoredBody {
     content_type: Option<String>,
     text: String,
     usage: Usage,
+}
+
+/// A whole chat answer: its client's format (`openai`, `anthropic`, `responses`) and its text.
+#[derive(Serialize, Deserialize)]
+struct StoredWhole {
+    wire: String,
+    text: String,
+    usage: Usage,
+}
+
+fn wire_str(w: Wire) -> &'static str {
+    match w {
+        Wire::OpenAi => "openai",
+        Wire::Anthropic => "anthropic",
+        Wire::Responses => "responses",
+    }
+}
+
+fn wire_of(s: &str) -> Option<Wire> {
+    Some(match s {
+        "openai" => Wire::OpenAi,
+        "anthropic" => Wire::Anthropic,
+        "responses" => Wire::Responses,
+        _ => return None,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,20 +154,28 @@ fn chat_from(s: StoredChat) -> ChatResponse {
 /// The entry's bytes; `None` for an answer an entry in Redis does not hold (images, a body
 /// that is not UTF-8).
 pub(crate) fn encode(entry: &Entry, compress_above: usize) -> Option<Vec<u8>> {
-    let (chat, body) = match &entry.answer {
-        Answer::Chat(c) => (Some(chat_of(c)?), None),
-        Answer::Body(b) => (
-            None,
-            Some(StoredBody {
+    let (mut chat, mut body, mut whole) = (None, None, None);
+    match &entry.answer {
+        Answer::Chat(c) => chat = Some(chat_of(c)?),
+        Answer::Body(b) => {
+            body = Some(StoredBody {
                 content_type: b.content_type.clone(),
                 text: std::str::from_utf8(&b.bytes).ok()?.to_owned(),
                 usage: b.usage,
-            }),
-        ),
-    };
+            });
+        }
+        Answer::Whole(w) => {
+            whole = Some(StoredWhole {
+                wire: wire_str(w.wire).to_owned(),
+                text: std::str::from_utf8(&w.bytes).ok()?.to_owned(),
+                usage: w.usage,
+            });
+        }
+    }
     let stored = Stored {
         chat,
         body,
+        whole,
         cost_micros: entry.cost_micros,
         stored_at_ms: entry.stored_at.duration_since(UNIX_EPOCH).map_or(0, ms),
         ttl_ms: ms(entry.ttl),
@@ -171,12 +209,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Entry> {
         _ => return None,
     };
     let s: Stored = serde_json::from_slice(json).ok()?;
-    let answer = match (s.chat, s.body) {
-        (Some(c), None) => Answer::Chat(chat_from(c)),
-        (None, Some(b)) => Answer::Body(Body {
+    let answer = match (s.chat, s.body, s.whole) {
+        (Some(c), None, None) => Answer::Chat(chat_from(c)),
+        (None, Some(b), None) => Answer::Body(Body {
             content_type: b.content_type,
             bytes: bytes::Bytes::from(b.text),
             usage: b.usage,
+        }),
+        (None, None, Some(w)) => Answer::Whole(Whole {
+            wire: wire_of(&w.wire)?,
+            bytes: bytes::Bytes::from(w.text),
+            usage: w.usage,
         }),
         _ => return None,
     };
@@ -263,11 +306,43 @@ mod tests {
             Duration::ZERO,
         );
         check(&body, 1024, PLAIN);
+        for wire in [Wire::OpenAi, Wire::Anthropic, Wire::Responses] {
+            let whole = Entry::new(
+                Answer::Whole(Whole {
+                    wire,
+                    bytes: bytes::Bytes::from_static(br#"{"id":"chatcmpl-1","choices":[]}"#),
+                    usage: Usage {
+                        prompt_tokens: 3,
+                        completion_tokens: 2,
+                        total_tokens: 5,
+                        ..Usage::default()
+                    },
+                }),
+                7,
+                Duration::from_secs(1),
+                Duration::ZERO,
+            );
+            check(&whole, 1024, PLAIN);
+            check(&whole, 0, LZ4);
+        }
     }
+
+    /// A whole answer in a format this version does not know.
+    const UNKNOWN_WIRE: &[u8] = br#"j{"whole":{"wire":"telex","text":"{}","usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0,"cached_tokens":0,"cache_write_tokens":0,"reasoning_tokens":0}},"cost_micros":0,"stored_at_ms":0,"ttl_ms":1,"stale_ms":0}"#;
 
     #[test]
     fn bytes_this_version_did_not_write_are_a_miss() {
-        for bad in [&b""[..], b"x{}", b"j{", b"z\x05\x00\x00\x00ab", b"j{\"id\":1}"] {
+        // The same bytes with a format it knows are an entry.
+        let known = std::str::from_utf8(UNKNOWN_WIRE).unwrap().replace("telex", "anthropic");
+        assert!(decode(known.as_bytes()).is_some());
+        for bad in [
+            &b""[..],
+            b"x{}",
+            b"j{",
+            b"z\x05\x00\x00\x00ab",
+            b"j{\"id\":1}",
+            UNKNOWN_WIRE,
+        ] {
             assert!(decode(bad).is_none(), "{bad:?}");
         }
     }

@@ -81,14 +81,20 @@ impl AnswerPlan {
         }
     }
 
-    /// A whole answer (in the client's format) through the stages: the original bytes when
-    /// no stage changed it, else the answer written again.
-    pub fn whole(&self, endpoint: Endpoint, body: Bytes, store: Option<store::Store>) -> Result<Bytes, GatewayError> {
+    /// A whole answer (in the client's format, with its usage) through the stages: the
+    /// original bytes when no stage changed it, else the answer written again.
+    pub fn whole(
+        &self,
+        endpoint: Endpoint,
+        body: Bytes,
+        used: sluice_providers::Usage,
+        store: Option<store::Store>,
+    ) -> Result<Bytes, GatewayError> {
         let mut chain = match self.chain(endpoint, store).map(Chain::only_store) {
             None => return Ok(body),
-            // Nothing but the store: it keeps the answer as read, and the bytes go as they came.
+            // Nothing but the store: it keeps the bytes as they came, unread, and they go on.
             Some(Ok(store)) => {
-                store.keep(read(endpoint, &body)?);
+                store.keep(endpoint.wire(), body.clone(), used);
                 return Ok(body);
             }
             Some(Err(chain)) => chain,
@@ -148,7 +154,7 @@ impl AnswerPlan {
                 (*s).commit_body(content_type, body.clone(), used);
                 Ok(body)
             }
-            keeping => self.whole(endpoint, body, keeping.and_then(Keeping::into_store)),
+            keeping => self.whole(endpoint, body, used, keeping.and_then(Keeping::into_store)),
         }
     }
 }

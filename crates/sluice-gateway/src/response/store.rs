@@ -3,11 +3,11 @@
 //! cut short, ended by an error, or stopped by a stage before this one never reaches
 //! `finish`, so it is never stored. The client's events pass on unchanged and unheld.
 
-use sluice_cache::{Answer, Body, Storing, TapeWriter};
+use sluice_cache::{Answer, Body, Storing, TapeWriter, Whole};
 use sluice_config::Price;
-use sluice_providers::Usage;
 use sluice_providers::chat::{ChatResponse, Delta};
 use sluice_providers::translate::FilterStop;
+use sluice_providers::{Usage, Wire};
 
 use super::ResponseStage;
 
@@ -105,11 +105,15 @@ impl Store {
         self.tape.is_some()
     }
 
-    /// Stores a whole answer as read (no stage before this one changed it).
-    pub fn keep(mut self, answer: ChatResponse) {
+    /// Stores a whole chat answer as the client got it, in its format (no stage before this
+    /// one changed it): nothing is read until a replay needs another format or a stream.
+    pub fn keep(mut self, wire: Wire, bytes: bytes::Bytes, usage: Usage) {
         let Some(storing) = self.storing.take() else { return };
-        let cost = self.cost(&answer.usage);
-        storing.commit(Answer::Chat(answer), cost);
+        if bytes.len() as u64 > storing.max_bytes() {
+            return;
+        }
+        let cost = self.cost(&usage);
+        storing.commit(Answer::Whole(Whole { wire, bytes, usage }), cost);
     }
 
     /// Stores a whole answer of an endpoint that is not chat (completions, embeddings,

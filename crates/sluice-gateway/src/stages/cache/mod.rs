@@ -223,14 +223,9 @@ impl CacheStage {
             if !control.no_cache
                 && let Some(entry) = cache.get(&key).await
                 && entry.younger_than(control.ttl)
+                && let Some(reply) = replay(&entry, inbound, request_id, (hex.clone(), "hit", None), pace)
             {
-                return Ok(Flow::Respond(replay(
-                    &entry,
-                    inbound,
-                    request_id,
-                    (hex, "hit", None),
-                    pace,
-                )));
+                return Ok(Flow::Respond(reply));
             }
             // Not this question: perhaps one that means the same (looked up once).
             if round == 0
@@ -242,7 +237,9 @@ impl CacheStage {
                 match found {
                     semantic::Found::Hit { entry, key, similarity } => {
                         let served = (key.hex(), "semantic", Some(similarity));
-                        return Ok(Flow::Respond(replay(&entry, inbound, request_id, served, pace)));
+                        if let Some(reply) = replay(&entry, inbound, request_id, served, pace) {
+                            return Ok(Flow::Respond(reply));
+                        }
                     }
                     semantic::Found::Miss(s) => slot = s,
                 }

@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 /// A JSON string's text (borrowed when it has no escapes); anything else is absent.
 pub(crate) fn text_of(t: Option<Text<'_>>) -> Option<Cow<'_, str>> {
@@ -70,35 +69,6 @@ impl<'de> serde::de::Visitor<'de> for TextVisitor {
     }
 }
 
-/// A JSON object's members in order, each value left as its bytes; a key given twice keeps
-/// its last value (as a JSON map would).
-pub(crate) struct Fields<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
-
+/// A member's name, borrowed from the body unless it has escapes.
 #[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(FieldsVisitor(std::marker::PhantomData))
-    }
-}
-
-struct FieldsVisitor<'a>(std::marker::PhantomData<&'a ()>);
-
-impl<'de: 'a, 'a> serde::de::Visitor<'de> for FieldsVisitor<'a> {
-    type Value = Fields<'a>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-            if let Some(i) = out.iter().position(|(seen, _)| *seen == k) {
-                out.remove(i);
-            }
-            out.push((k, v));
-        }
-        Ok(Fields(out))
-    }
-}
+pub(crate) struct Key<'a>(#[serde(borrow)] pub Cow<'a, str>);

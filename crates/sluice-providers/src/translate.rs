@@ -30,7 +30,7 @@ enum Encoder {
 /// Reads a client's chat request in its wire format into the canonical form.
 pub fn read_request(wire: Wire, body: &[u8]) -> Result<ChatRequest, RequestError> {
     match wire {
-        Wire::OpenAi => crate::openai_chat::request::request_to_chat(body),
+        Wire::OpenAi => crate::openai_chat::request_to_chat(body),
         Wire::Anthropic => crate::anthropic::request::request_to_chat(body),
         Wire::Responses => crate::responses::request::request_to_chat(body),
     }

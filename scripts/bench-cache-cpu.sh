@@ -36,14 +36,14 @@ YAML
   taskset -c 1 "$OHA" --no-tui -z 2s -c 32 -m POST -d "$body" "${hdr[@]}" "http://127.0.0.1:$gp/v1/chat/completions" >/dev/null
   local out=()
   for r in $(seq "$runs"); do
-    local t0 t1 n
-    t0=$(awk '{print $14+$15}' /proc/$pid/stat)
+    local u0 s0 u1 s1 n
+    read -r u0 s0 < <(awk '{print $14, $15}' /proc/$pid/stat)
     n=$(taskset -c 1 "$OHA" --no-tui -z "${secs}s" -c 32 -m POST -d "$body" "${hdr[@]}" --output-format json "http://127.0.0.1:$gp/v1/chat/completions" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(d["statusCodeDistribution"].values()), d["statusCodeDistribution"])')
-    t1=$(awk '{print $14+$15}' /proc/$pid/stat)
+    read -r u1 s1 < <(awk '{print $14, $15}' /proc/$pid/stat)
     local c=${n%% *}
-    out+=("$(python3 -c "print('%.1f us (%d req/s)' % (($t1-$t0)/$tck/$c*1e6, $c/$secs))") ${n#* }")
+    out+=("$(python3 -c "u=($u1-$u0)/$tck/$c*1e6; s=($s1-$s0)/$tck/$c*1e6; print('%.1f us = %.1f user + %.1f system (%d req/s)' % (u+s, u, s, $c/$secs))") ${n#* }")
   done
-  echo "$name: ${out[*]}"
+  printf "%s:\n" "$name"; printf "  %s\n" "${out[@]}"
   echo "  hits logged: $(grep -c "\"cache\":\"hit\"" "$d/access.log" || true)"
   kill $pid; wait $pid 2>/dev/null || true
 }

@@ -17,11 +17,11 @@ use crate::error::error;
 /// `GET /admin/cache/stats`.
 pub(crate) async fn stats(State(gw): State<Arc<Gateway>>) -> Response {
     let (memory, flights) = (&gw.cache.memory, &gw.cache.flights);
-    memory.sync();
     Json(json!({
         "entries": memory.entries(),
         "bytes": memory.bytes(),
         "max_bytes": memory.max_bytes(),
+        "evictions": memory.evictions(),
         "in_air": flights.in_air(),
         "largest_tenants": memory
             .largest_tenants(10)

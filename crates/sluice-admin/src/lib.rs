@@ -77,11 +77,13 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     gw.telemetry.metrics.keys.set(gw.key_count() as i64);
     let m = &gw.telemetry.metrics;
     m.limits_cells.set(gw.live.limits.cells() as i64);
-    gw.cache.memory.sync();
     m.cache_entries
         .set(i64::try_from(gw.cache.memory.entries()).unwrap_or(i64::MAX));
     m.cache_bytes
         .set(i64::try_from(gw.cache.memory.bytes()).unwrap_or(i64::MAX));
+    let evicted = gw.cache.memory.evictions();
+    m.cache_evictions
+        .inc_by(evicted.saturating_sub(m.cache_evictions.get()));
     m.cache_waiting.set(gw.cache.flights.waiting());
     for (name, h) in gw.live.health() {
         let label = sluice_gateway::telemetry::DeploymentLabel {

@@ -1,14 +1,16 @@
 //! Resident memory against the in-process tier's budget: `N` small entries (default 1 000 000,
 //! a short answer each, distinct keys in a few tenants) into a tier of `MiB` (default 256), and
-//! the process's RSS before and after, against the bytes the tier says it holds.
-//! `cargo run --release -p sluice-cache --example memory [N] [MiB] [padding bytes per answer]`.
+//! the process's RSS before and after, against the bytes the tier says it holds. An answer is
+//! kept whole (an OpenAI chat body, as a whole answer is stored) or, with `chat`, in canonical
+//! form (as a stream's is).
+//! `cargo run --release -p sluice-cache --example memory [N] [MiB] [padding bytes per answer] [whole|chat]`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_cache::{Answer, CacheKey, Entry, KeyParts, MemoryTier, Scope};
+use sluice_cache::{Answer, CacheKey, Entry, KeyParts, MemoryTier, Scope, Whole};
 use sluice_config::CacheScope;
 use sluice_providers::chat::{ChatResponse, Part};
 
@@ -23,6 +25,7 @@ fn main() {
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(256);
     let pad: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+    let chat = args.next().is_some_and(|a| a == "chat");
     let padding = "x".repeat(pad);
     let before = rss();
     let tier = MemoryTier::new(mib << 20, 100);
@@ -42,24 +45,36 @@ fn main() {
                 body: body.as_bytes(),
             },
         );
-        let answer = Answer::Chat(ChatResponse {
-            id: format!("chatcmpl-{i}"),
-            model: "m".into(),
-            content: vec![Part::Text(format!("A short answer to question number {i}.{padding}"))],
-            stop_reason: None,
-            stop_sequence: None,
-            usage: Default::default(),
-        });
+        let text = format!("A short answer to question number {i}.{padding}");
+        let answer = if chat {
+            Answer::Chat(ChatResponse {
+                id: format!("chatcmpl-{i}"),
+                model: "m".into(),
+                content: vec![Part::Text(text)],
+                stop_reason: None,
+                stop_sequence: None,
+                usage: Default::default(),
+            })
+        } else {
+            let body = format!(
+                r#"{{"id":"chatcmpl-{i}","object":"chat.completion","created":1767225600,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":8,"completion_tokens":8,"total_tokens":16}}}}"#
+            );
+            Answer::Whole(Whole {
+                wire: sluice_providers::Wire::OpenAi,
+                bytes: bytes::Bytes::from(body),
+                usage: Default::default(),
+            })
+        };
         tier.insert(
             key,
             Arc::new(Entry::new(answer, 1, Duration::from_secs(3600), Duration::ZERO)),
         );
     }
-    tier.sync();
     let after = rss();
     let grown = after.saturating_sub(before);
     println!(
-        "{n} entries into {mib} MiB: tier holds {} entries, {:.1} MiB by its measure; RSS grew {:.1} MiB ({:.0} % of the budget)",
+        "{n} {} entries into {mib} MiB: tier holds {} entries, {:.1} MiB by its measure; RSS grew {:.1} MiB ({:.0} % of the budget)",
+        if chat { "canonical" } else { "whole" },
         tier.entries(),
         tier.bytes() as f64 / 1048576.0,
         grown as f64 / 1048576.0,

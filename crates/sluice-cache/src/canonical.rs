@@ -7,6 +7,7 @@ use std::io::Write;
 
 use serde_json::{Number, Value};
 use sluice_providers::chat::{ChatRequest, Image, Part, Role, ToolChoice};
+use sluice_providers::openai_chat::PlainChat;
 
 /// Top-level fields that never change the answer.
 const IGNORED: &[&str] = &[
@@ -158,6 +159,49 @@ pub fn of_chat(req: &ChatRequest) -> Canonical {
         bytes: f.0,
         sampled: req.temperature.is_none_or(|t| t > 0.0),
         choices,
+    }
+}
+
+/// The canonical form of a plain OpenAI chat request read without copying (text turns and the
+/// usual parameters): the same bytes [`of_chat`] writes for it once read in full, with no
+/// request built in between.
+pub fn of_plain_chat(req: &PlainChat<'_>) -> Canonical {
+    let mut f = Form(Vec::with_capacity(256));
+    f.text(b'M', &req.model);
+    f.count(b'S', req.system.len());
+    for s in &req.system {
+        f.text(b's', s);
+    }
+    f.count(b'T', req.turns.len());
+    for (role, text) in &req.turns {
+        f.tag(match role {
+            Role::User => b'u',
+            Role::Assistant => b'a',
+        });
+        // One text part, or none for an empty turn (as `Form::parts` writes them).
+        f.count(b'[', usize::from(!text.is_empty()));
+        if !text.is_empty() {
+            f.text(b'x', text);
+        }
+    }
+    if let Some(n) = req.max_tokens {
+        f.number(b'x', n);
+    }
+    if let Some(t) = req.temperature.filter(|&t| t != 1.0) {
+        f.float(b't', t);
+    }
+    if let Some(p) = req.top_p.filter(|&p| p != 1.0) {
+        f.float(b'p', p);
+    }
+    f.count(b'O', req.stop.len());
+    for s in &req.stop {
+        f.text(b'o', s);
+    }
+    f.count(b'L', 0);
+    Canonical {
+        bytes: f.0,
+        sampled: req.temperature.is_none_or(|t| t > 0.0),
+        choices: 1,
     }
 }
 
@@ -394,5 +438,115 @@ mod tests {
         let zero = chat(Wire::OpenAi, r#"{"model":"m","messages":[],"temperature":0,"n":3}"#);
         assert!(!zero.sampled);
         assert_eq!(zero.choices, 3);
+    }
+
+    /// Requests mostly of the plain shape, with the variations that leave it.
+    fn requests() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        use serde_json::json;
+        let content = prop_oneof![
+            6 => "[a-zA-Z ,\"\\\\\n\u{e9}]{0,10}".prop_map(Value::from),
+            2 => Just(json!("")),
+            1 => Just(Value::Null),
+            1 => Just(json!([{"type": "text", "text": "hi"}])),
+            1 => Just(json!(3)),
+        ];
+        let role = prop_oneof![
+            4 => Just("user"),
+            2 => Just("assistant"),
+            2 => Just("system"),
+            1 => Just("developer"),
+            1 => Just("tool"),
+            1 => Just("robot"),
+        ];
+        let message = (role, proptest::option::of(content), 0..8u8).prop_map(|(role, content, extra)| {
+            let mut m = json!({"role": role});
+            if let Some(c) = content {
+                m["content"] = c;
+            }
+            match extra {
+                0 => m["name"] = json!("ann"),
+                1 => {
+                    m["tool_calls"] =
+                        json!([{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}])
+                }
+                2 => m["tool_call_id"] = json!("c"),
+                _ => {}
+            }
+            m
+        });
+        let value = prop_oneof![
+            Just(json!(null)),
+            Just(json!(0)),
+            Just(json!(1)),
+            Just(json!(1.0)),
+            Just(json!(0.5)),
+            Just(json!(2)),
+            Just(json!(-1)),
+            Just(json!("x")),
+            Just(json!(["a", "b"])),
+            Just(json!(["a", 1])),
+            Just(json!(true)),
+            Just(json!(false)),
+            Just(json!({"include_usage": true})),
+        ];
+        let name = prop_oneof![
+            Just("model"),
+            Just("max_tokens"),
+            Just("max_completion_tokens"),
+            Just("temperature"),
+            Just("top_p"),
+            Just("stop"),
+            Just("n"),
+            Just("presence_penalty"),
+            Just("frequency_penalty"),
+            Just("logprobs"),
+            Just("stream"),
+            Just("stream_options"),
+            Just("user"),
+            Just("metadata"),
+            Just("seed"),
+        ];
+        (
+            proptest::collection::vec(message, 0..5),
+            proptest::collection::vec((name, value), 0..5),
+        )
+            .prop_map(|(messages, members)| {
+                let mut r = json!({"model": "m", "messages": messages});
+                for (k, v) in members {
+                    r[k] = v;
+                }
+                r
+            })
+    }
+
+    #[test]
+    fn the_plain_form_is_found_for_the_usual_request() {
+        let body = br#"{"model":"mock-gpt","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi \"there\"","name":"ann"}],"max_tokens":16,"temperature":0.2,"stream":false,"user":"u1"}"#;
+        let plain = PlainChat::read(body).unwrap();
+        let full = sluice_providers::openai_chat::request_to_chat(body).unwrap();
+        assert_eq!(of_plain_chat(&plain), of_chat(&full));
+        for other in [
+            &br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#[..],
+            br#"{"model":"m","messages":[],"seed":1}"#,
+            br#"{"model":"m","model":"m","messages":[]}"#,
+            br#"{"model":"m","messages":[{"role":"tool","content":"x","tool_call_id":"c"}]}"#,
+            br#"{"model":"m","messages":[]"#,
+        ] {
+            assert!(PlainChat::read(other).is_none(), "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_plain_request_has_the_form_of_the_full_reading(req in requests()) {
+            let body = serde_json::to_vec(&req).unwrap();
+            if let Some(plain) = PlainChat::read(&body) {
+                let full = sluice_providers::openai_chat::request_to_chat(&body);
+                proptest::prop_assert!(full.is_ok(), "{:?}", full);
+                let full = of_chat(&full.unwrap());
+                proptest::prop_assert_eq!(of_plain_chat(&plain), full);
+            }
+        }
     }
 }

@@ -50,6 +50,11 @@ impl Scope {
         }
     }
 
+    /// Whether `other` is of the same tenant.
+    pub(crate) fn same_tenant(&self, other: &Scope) -> bool {
+        self.tenant == other.tenant
+    }
+
     /// The tenant, told apart from a tenant-less key of the same name.
     pub(crate) fn tenant_id(&self) -> (bool, Arc<str>) {
         match &self.tenant {
@@ -101,9 +106,7 @@ pub struct CacheKey {
 /// already covers the scope and the route, which equality still compares in full.
 impl std::hash::Hash for CacheKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&self.digest[..8]);
-        state.write_u64(u64::from_le_bytes(head));
+        state.write_u64(self.head());
     }
 }
 
@@ -131,6 +134,13 @@ impl CacheKey {
         &self.scope
     }
 
+    /// The digest's first eight bytes: a hash already spread evenly over keys.
+    pub(crate) fn head(&self) -> u64 {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.digest[..8]);
+        u64::from_le_bytes(head)
+    }
+
     pub fn route(&self) -> &str {
         &self.route
     }
@@ -142,7 +152,13 @@ impl CacheKey {
 
     /// The digest in hex (the access log's `cache_key`).
     pub fn hex(&self) -> String {
-        hex::encode(self.digest)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = vec![0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.digest) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -253,6 +269,7 @@ mod tests {
         let kb = CacheKey::new(&Scope::of(CacheScope::Tenant, Some(&b), None, &k), &parts(b"{}"));
         assert_ne!(ka, kb);
         assert_ne!(ka.hex(), kb.hex());
+        assert_eq!(ka.hex(), hex::encode(ka.digest));
         // A key with no tenant is its own tenant, apart from a tenant of the same name.
         let own = CacheKey::new(&Scope::of(CacheScope::Tenant, None, None, &a), &parts(b"{}"));
         assert_ne!(own, ka);

@@ -136,6 +136,8 @@ pub struct Metrics {
     /// Entries and bytes in the in-process cache tier (set when scraped).
     pub cache_entries: Gauge,
     pub cache_bytes: Gauge,
+    /// Entries the in-process tier evicted to make room (brought up to date when scraped).
+    pub cache_evictions: Counter,
     /// Misses waiting for an identical request in the air (single flight).
     pub cache_waiting: Gauge,
     /// Semantic lookups given up, by reason: busy (the embedder's queue was full), late (past
@@ -181,6 +183,7 @@ impl Metrics {
             cache_saved_tokens: Family::default(),
             cache_entries: Gauge::default(),
             cache_bytes: Gauge::default(),
+            cache_evictions: Counter::default(),
             cache_waiting: Gauge::default(),
             cache_semantic_skips: Family::default(),
             cache_semantic_rejected: Family::default(),
@@ -233,6 +236,11 @@ impl Metrics {
             "sluice_cache_bytes",
             "Bytes held by the in-process response cache",
             m.cache_bytes.clone(),
+        );
+        registry.register(
+            "sluice_cache_evictions",
+            "Entries the in-process response cache evicted to make room",
+            m.cache_evictions.clone(),
         );
         registry.register(
             "sluice_queue_depth",

@@ -1,4 +1,5 @@
-//! The limiter's sweep: evicts the in-process cells back at rest, off the async workers.
+//! The background sweeps, off the async workers: the limiter's in-process cells back at rest,
+//! and the response cache's expired entries.
 
 /// Sweeps the gateway's in-process cells every [`sluice_limits::SWEEP_EVERY`] (or less often, see
 /// [`sluice_limits::SWEEP_BACKOFF`]) on a blocking thread, never on an async worker, and sets the
@@ -28,6 +29,27 @@ pub(crate) async fn sweep_every(gw: std::sync::Weak<crate::Gateway>) {
         match swept.await {
             Ok(took) => wait = sluice_limits::SWEEP_EVERY.max(took.saturating_mul(sluice_limits::SWEEP_BACKOFF)),
             Err(_) => return, // the runtime is shutting down
+        }
+    }
+}
+
+/// How often the cache's sweep runs, and how many slots of each shard it looks at each time
+/// (an expired entry is never served; the sweep gives its room back).
+const CACHE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const CACHE_SWEEP_SLOTS: usize = 4096;
+
+/// Removes expired entries from the cache's in-process tier every [`CACHE_SWEEP_EVERY`], a
+/// bounded part of each shard at a time, on a blocking thread. Ends when the gateway is dropped.
+pub(crate) async fn cache_sweep_every(gw: std::sync::Weak<crate::Gateway>) {
+    loop {
+        tokio::time::sleep(CACHE_SWEEP_EVERY).await;
+        let Some(gateway) = gw.upgrade() else { return };
+        if gateway.cache.memory.entries() == 0 {
+            continue;
+        }
+        let swept = tokio::task::spawn_blocking(move || gateway.cache.memory.sweep(CACHE_SWEEP_SLOTS));
+        if swept.await.is_err() {
+            return; // the runtime is shutting down
         }
     }
 }

@@ -22,12 +22,9 @@ impl Control {
             ttl: route_ttl,
         };
         for v in headers.get_all(http::header::CACHE_CONTROL) {
-            for directive in v.to_str().unwrap_or("").split(',') {
-                match directive.trim().to_ascii_lowercase().as_str() {
-                    "no-cache" => c.no_cache = true,
-                    "no-store" => c.no_store = true,
-                    _ => {}
-                }
+            for directive in v.to_str().unwrap_or("").split(',').map(str::trim) {
+                c.no_cache |= directive.eq_ignore_ascii_case("no-cache");
+                c.no_store |= directive.eq_ignore_ascii_case("no-store");
             }
         }
         if let Some(ms) = headers

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use sluice_cache::{CacheKey, Joined, KeyParts, MemoryTier, Scope, SharedMetrics, SharedTier, Storing, Tiers};
 use sluice_config::{CachePolicy, Config, EmbedderChoice, RouteConfig};
 use sluice_embed::Pool;
+use sluice_providers::openai_chat::PlainChat;
 use sluice_providers::{Endpoint, InboundRequest, translate};
 
 use crate::error::{ErrorKind, GatewayError};
@@ -172,17 +173,15 @@ impl CacheStage {
             &caller.key_id,
         );
         let answer_headers = answer_headers(headers);
-        let pairs: Vec<(&str, &str)> = answer_headers.iter().map(|(n, v)| (*n, *v)).collect();
         let parts = KeyParts {
             route: &on.route,
             policy_version: on.versions.get(decision.model_index).map_or("", String::as_str),
             endpoint,
             model: &decision.model.name,
-            headers: &pairs,
+            headers: &answer_headers,
             body: &canonical.bytes,
         };
         let key = CacheKey::new(&scope, &parts);
-        let hex = key.hex();
         let pace = on.policy.replay_chunk;
         // Embeddings of text: each input its own entry.
         if inbound.endpoint == Endpoint::Embeddings
@@ -212,7 +211,7 @@ impl CacheStage {
         let miss = |store| {
             Flow::Next(Looked {
                 outcome: Some("miss"),
-                key: Some(hex.clone()),
+                key: Some(key.hex()),
                 store,
                 stale: on.stale_step.then(|| (key.clone(), on.policy.ttl)),
                 inputs: None,
@@ -223,7 +222,7 @@ impl CacheStage {
             if !control.no_cache
                 && let Some(entry) = cache.get(&key).await
                 && entry.younger_than(control.ttl)
-                && let Some(reply) = replay(&entry, inbound, request_id, (hex.clone(), "hit", None), pace)
+                && let Some(reply) = replay(&entry, inbound, request_id, (key.hex(), "hit", None), pace)
             {
                 return Ok(Flow::Respond(reply));
             }
@@ -264,7 +263,7 @@ impl CacheStage {
                         break;
                     };
                     if tape.read(0) != sluice_cache::Read::End(sluice_cache::TapeEnd::Broken) {
-                        return Ok(Flow::Respond(live(tape, inbound, request_id, hex)));
+                        return Ok(Flow::Respond(live(tape, inbound, request_id, key.hex())));
                     }
                     flight.landed().await;
                 }
@@ -355,6 +354,14 @@ fn policy_alias(route: &RouteConfig, config: &Config) -> Option<usize> {
 /// With `keep`, the request as one OpenAI chat request too (with what that format has no
 /// field for, `top_k`): a semantic route finds its last user turn there.
 fn chat_form(inbound: &InboundRequest, keep: bool) -> Option<(sluice_cache::Canonical, Option<Value>)> {
+    // The usual OpenAI request (text turns, the common parameters) is read without copying,
+    // straight into its form (the same bytes as through the canonical request).
+    if !keep
+        && inbound.endpoint == Endpoint::ChatCompletions
+        && let Some(plain) = PlainChat::read(&inbound.body)
+    {
+        return Some((sluice_cache::canonical::of_plain_chat(&plain), None));
+    }
     let req = translate::read_request(inbound.endpoint.wire(), &inbound.body).ok()?;
     let kept = keep.then(|| {
         let mut value = translate::openai_chat_value(&req);

@@ -72,3 +72,29 @@ impl<'de> serde::de::Visitor<'de> for TextVisitor {
 /// A member's name, borrowed from the body unless it has escapes.
 #[derive(Deserialize)]
 pub(crate) struct Key<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+/// The scalar `visit_*` methods of a visitor that answers `$value` for any scalar, `null`
+/// included (a string, borrowed or not, goes through `visit_str`).
+macro_rules! scalars_as {
+    ($value:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+pub(crate) use scalars_as;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use super::entry::Entry;
-use crate::key::CacheKey;
+use crate::key::{CacheKey, Scope};
 
 /// Why an entry left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ impl Shard {
         }
         let mut steps = TENANT_STEPS;
         while over > 0 {
-            let Some((at, why)) = self.victim_of(&key, &mut steps) else {
+            let Some((at, why)) = self.victim(Some(key.scope()), &mut steps) else {
                 return Err(entry);
             };
             if let Some(held) = self.take(at) {
@@ -98,8 +98,9 @@ impl Shard {
                 gone(held, why);
             }
         }
+        let mut steps = 2 * self.slots.len();
         while self.bytes + weight > budget {
-            let Some((at, why)) = self.victim() else {
+            let Some((at, why)) = self.victim(None, &mut steps) else {
                 return Err(entry);
             };
             if let Some(held) = self.take(at) {
@@ -166,29 +167,11 @@ impl Shard {
     }
 
     /// The slot the hand stops at, from the one it points to: the first expired entry, or the
-    /// first not read since the hand last passed (two turns of the ring at most; `None` only
-    /// when it is empty). Entries never read leave the ring in the order they came.
-    fn victim(&mut self) -> Option<(usize, Gone)> {
-        let len = self.slots.len();
-        for _ in 0..2 * len {
-            let at = self.hand % len;
-            self.hand = (at + 1) % len;
-            let Some(held) = self.slots[at].as_mut() else {
-                continue;
-            };
-            if held.entry.remaining().is_zero() {
-                return Some((at, Gone::Expired));
-            }
-            if !std::mem::take(&mut held.seen) {
-                return Some((at, Gone::Evicted));
-            }
-        }
-        None
-    }
-
-    /// As [`Shard::victim`], among the entries of `key`'s tenant only (others' marks left
-    /// alone), within `steps` slots.
-    fn victim_of(&mut self, key: &CacheKey, steps: &mut usize) -> Option<(usize, Gone)> {
+    /// first not read since the hand last passed; with `of`, among that tenant's entries only
+    /// (the others' marks left alone). It looks at `steps` slots at most (two turns of the ring
+    /// find one whenever the ring holds an entry). Entries never read leave the ring in the
+    /// order they came.
+    fn victim(&mut self, of: Option<&Scope>, steps: &mut usize) -> Option<(usize, Gone)> {
         let len = self.slots.len();
         while *steps > 0 && len > 0 {
             *steps -= 1;
@@ -197,7 +180,7 @@ impl Shard {
             let Some(held) = self.slots[at].as_mut() else {
                 continue;
             };
-            if !held.key.scope().same_tenant(key.scope()) {
+            if of.is_some_and(|scope| !held.key.scope().same_tenant(scope)) {
                 continue;
             }
             if held.entry.remaining().is_zero() {

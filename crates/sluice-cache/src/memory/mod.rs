@@ -135,6 +135,10 @@ impl MemoryTier {
     /// part of the budget.
     pub fn insert(&self, key: CacheKey, entry: Arc<Entry>) -> bool {
         let bytes = u64::from(entry.bytes());
+        // Larger than the tenant's whole share: it would only empty the tenant's room.
+        if bytes > self.inner.tenant_max {
+            return false;
+        }
         let tenant = key.scope().tenant_id();
         let over = (self.inner.tenants.used(&tenant) + bytes).saturating_sub(self.inner.tenant_max);
         let mut left = Vec::new();
@@ -277,6 +281,11 @@ mod tests {
         assert_eq!(tier.purge(|k| k.scope().tenant() == "greedy"), held);
         assert_eq!(tier.largest_tenants(5).iter().find(|(t, _)| t == "greedy"), None);
         assert!(tier.insert(tenant_key("greedy", 5000), kept(&text)));
+        // An answer larger than the whole share is not stored, and takes nothing with it.
+        let held = tier.entries();
+        assert!(!tier.insert(tenant_key("greedy", 6000), kept(&"z".repeat(300 * 1024))));
+        assert_eq!(tier.entries(), held);
+        assert!(tier.get(&tenant_key("greedy", 5000)).is_some());
     }
 
     #[test]

@@ -300,24 +300,7 @@ impl<'de> Visitor<'de> for TurnsVisitor {
         }
         Ok(Turns(plain.then_some(list)))
     }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Turns(None))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Turns(None))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Turns(None))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Turns(None))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Turns(None))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Turns(None))
-    }
+    crate::lenient::scalars_as!(Turns(None));
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Turns(None))
@@ -383,22 +366,5 @@ impl<'de> Visitor<'de> for TurnVisitor {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Turn(None))
     }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Turn(None))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Turn(None))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Turn(None))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Turn(None))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Turn(None))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Turn(None))
-    }
+    crate::lenient::scalars_as!(Turn(None));
 }

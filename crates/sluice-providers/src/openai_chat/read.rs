@@ -100,7 +100,6 @@ impl<'de> Visitor<'de> for Messages<'_> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of messages")
     }
-
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut fault = None;
         while let Some(m) = seq.next_element::<Shape<WireMessage<'de>>>()? {
@@ -115,32 +114,11 @@ impl<'de> Visitor<'de> for Messages<'_> {
         }
         Ok(fault.map_or(Ok(()), Err))
     }
-
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         IgnoredAny::deserialize(MapAccessDeserializer::new(map))?;
         Ok(Err(not_a_list()))
     }
-    fn visit_borrowed_str<E: serde::de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
-        Ok(Err(not_a_list()))
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(not_a_list()))
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(not_a_list()))
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(not_a_list()))
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(not_a_list()))
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(not_a_list()))
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(not_a_list()))
-    }
+    crate::lenient::scalars_as!(Err(not_a_list()));
 }
 
 fn not_a_list() -> RequestError {
@@ -280,27 +258,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ShapeVisitor<T> {
         IgnoredAny::deserialize(SeqAccessDeserializer::new(seq))?;
         Ok(Shape::Other)
     }
-    fn visit_borrowed_str<E: serde::de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
-        Ok(Shape::Other)
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Shape::Other)
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Shape::Other)
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Shape::Other)
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Shape::Other)
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Shape::Other)
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Shape::Other)
-    }
+    crate::lenient::scalars_as!(Shape::Other);
 }
 
 #[cfg(test)]

@@ -386,6 +386,14 @@ async fn one_tenant_cannot_fill_the_tier_the_others_share() {
     assert_eq!(acme["tenant"], "acme", "{stats}");
     let share = 1_048_576 / 100 * 10;
     assert!(acme["bytes"].as_u64().unwrap() <= share, "{stats}");
+    // Room was made by evicting acme's older entries: counted in the stats and the metrics.
+    let evicted = stats["evictions"].as_u64().unwrap();
+    assert!(evicted > 0 && evicted < 60, "{stats}");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(&format!("sluice_cache_evictions_total {evicted}")),
+        "{metrics}"
+    );
     assert!(acme["bytes"].as_u64().unwrap() > share / 2, "{stats}");
     // At its share, acme made room among its own entries: its newest answers are kept, its
     // first are not.

@@ -224,38 +224,31 @@ mod tests {
         }
     }
 
+    /// Stores prompt `seed` (16 dimensions) as entry `name` of the tenant-less partition `p`.
+    fn put(index: &SemanticIndex, p: &CacheKey, name: &str, seed: u32, life: Duration) -> bool {
+        index.insert(
+            p.clone(),
+            test_key(None, name),
+            &unit(seed, 16),
+            Features::of("x"),
+            life,
+        )
+    }
+
     #[test]
     fn slots_expire_and_the_index_stays_within_its_size() {
         let index = SemanticIndex::new(5, 1000);
         let p = test_key(None, "p");
         for n in 0..5 {
-            assert!(index.insert(
-                p.clone(),
-                test_key(None, &n.to_string()),
-                &unit(n, 16),
-                Features::of("x"),
-                Duration::from_millis(1)
-            ));
+            assert!(put(&index, &p, &n.to_string(), n, Duration::from_millis(1)));
         }
         std::thread::sleep(Duration::from_millis(5));
         assert!(index.search(&p, &unit(1, 16), 0.9, 4).is_empty(), "expired");
         assert_eq!(index.entries(), 0, "swept when searched");
         for n in 0..5 {
-            assert!(index.insert(
-                p.clone(),
-                test_key(None, &n.to_string()),
-                &unit(n, 16),
-                Features::of("x"),
-                Duration::from_secs(60)
-            ));
+            assert!(put(&index, &p, &n.to_string(), n, Duration::from_secs(60)));
         }
-        assert!(!index.insert(
-            p.clone(),
-            test_key(None, "6"),
-            &unit(6, 16),
-            Features::of("x"),
-            Duration::from_secs(60)
-        ));
+        assert!(!put(&index, &p, "6", 6, Duration::from_secs(60)));
         assert_eq!(index.entries(), 5);
     }
 
@@ -264,22 +257,10 @@ mod tests {
         let index = SemanticIndex::new(4, 1000);
         let p = test_key(None, "p");
         for n in 0..4 {
-            assert!(index.insert(
-                p.clone(),
-                test_key(None, &n.to_string()),
-                &unit(n, 16),
-                Features::of("x"),
-                Duration::from_millis(1)
-            ));
+            assert!(put(&index, &p, &n.to_string(), n, Duration::from_millis(1)));
         }
         std::thread::sleep(Duration::from_millis(5));
-        assert!(index.insert(
-            p.clone(),
-            test_key(None, "new"),
-            &unit(9, 16),
-            Features::of("x"),
-            Duration::from_secs(60)
-        ));
+        assert!(put(&index, &p, "new", 9, Duration::from_secs(60)));
         assert_eq!(index.entries(), 1);
         assert_eq!(index.search(&p, &unit(9, 16), 0.99, 4)[0].entry, test_key(None, "new"));
     }

@@ -40,6 +40,27 @@ impl<'a> PlainChat<'a> {
 /// Members that never change the canonical request, whatever their value.
 const PASSED: &[&str] = &["stream", "stream_options", "user", "metadata", "store", "service_tier"];
 
+/// The other members a plain request may have (each at most once: one given twice is not
+/// plain).
+const READ: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+];
+
+/// A member's bit among those a plain request may have (none for any other).
+fn bit(key: &str) -> u32 {
+    READ.iter().chain(PASSED).position(|m| *m == key).map_or(0, |i| 1 << i)
+}
+
 struct Top;
 
 impl<'de> Visitor<'de> for Top {
@@ -52,9 +73,10 @@ impl<'de> Visitor<'de> for Top {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut r = PlainChat::default();
         let mut plain = true;
-        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(8);
+        let mut seen = 0u32;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            if !plain || seen.contains(&key) {
+            let bit = bit(&key);
+            if !plain || seen & bit != 0 {
                 plain = false;
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -113,7 +135,7 @@ impl<'de> Visitor<'de> for Top {
                     false
                 }
             };
-            seen.push(key);
+            seen |= bit;
         }
         Ok(plain.then_some(r))
     }

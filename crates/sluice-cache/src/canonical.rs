@@ -537,10 +537,74 @@ mod tests {
         }
     }
 
+    /// What [`PlainChat::read`] should find in a request, read from its tree: the rules of a
+    /// plain request written out once more, to hold the one-pass reader to them.
+    fn reference(req: &Value) -> Option<PlainChat<'_>> {
+        use std::borrow::Cow;
+        fn text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+            v.as_str().map(std::borrow::Cow::from)
+        }
+        let mut r = PlainChat::default();
+        for (name, v) in req.as_object()? {
+            match name.as_str() {
+                "model" => r.model = text(v)?,
+                "messages" => {
+                    for m in v.as_array()? {
+                        let m = m.as_object()?;
+                        if m.keys().any(|k| !["role", "content", "name"].contains(&k.as_str())) {
+                            return None;
+                        }
+                        let content = match m.get("content") {
+                            None | Some(Value::Null) => Cow::from(""),
+                            Some(c) => text(c)?,
+                        };
+                        let role = match m.get("role")?.as_str()? {
+                            "system" | "developer" => {
+                                r.system.push(content);
+                                continue;
+                            }
+                            "user" => Role::User,
+                            "assistant" => Role::Assistant,
+                            _ => return None,
+                        };
+                        let merged =
+                            content.is_empty() && r.turns.last().is_some_and(|(r, t)| *r == role && t.is_empty());
+                        if !merged {
+                            r.turns.push((role, content));
+                        }
+                    }
+                }
+                "max_tokens" | "max_completion_tokens" if v.is_null() => {}
+                "max_tokens" | "max_completion_tokens" => r.max_tokens = Some(v.as_u64()?),
+                "temperature" if v.is_null() => {}
+                "temperature" => r.temperature = Some(v.as_f64()?),
+                "top_p" if v.is_null() => {}
+                "top_p" => r.top_p = Some(v.as_f64()?),
+                "stop" => {
+                    r.stop = match v {
+                        Value::Null => Vec::new(),
+                        Value::Array(a) => a.iter().map(text).collect::<Option<_>>()?,
+                        _ => vec![text(v)?],
+                    }
+                }
+                "n" if v.is_null() || v.as_u64() == Some(1) => {}
+                "presence_penalty" | "frequency_penalty" if v.is_null() || v.as_f64() == Some(0.0) => {}
+                "logprobs" if v.is_null() || v == &Value::Bool(false) => {}
+                "stream" | "stream_options" | "user" | "metadata" | "store" | "service_tier" => {}
+                _ => return None,
+            }
+        }
+        Some(r)
+    }
+
     proptest::proptest! {
         #[test]
         fn a_plain_request_has_the_form_of_the_full_reading(req in requests()) {
             let body = serde_json::to_vec(&req).unwrap();
+            // Found plain exactly when the rules say, however the body is spaced.
+            proptest::prop_assert_eq!(PlainChat::read(&body), reference(&req));
+            let pretty = serde_json::to_vec_pretty(&req).unwrap();
+            proptest::prop_assert_eq!(PlainChat::read(&pretty), reference(&req));
             if let Some(plain) = PlainChat::read(&body) {
                 let full = sluice_providers::openai_chat::request_to_chat(&body);
                 proptest::prop_assert!(full.is_ok(), "{:?}", full);

@@ -8,7 +8,6 @@
 //! The map of flights is sharded by the key's digest; a shard's lock is held for one map
 //! operation, never across an await.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -27,7 +26,9 @@ struct Flight {
     tape: Option<Arc<Tape>>,
 }
 
-type Shard = Mutex<HashMap<CacheKey, Arc<Flight>>>;
+/// Keys hash as their digest's head (already spread evenly), folded once more by `foldhash`.
+type Map = foldhash::HashMap<CacheKey, Arc<Flight>>;
+type Shard = Mutex<Map>;
 
 /// The flights in the air in this process.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ impl Default for Flights {
     fn default() -> Self {
         Flights {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
                 waiting: AtomicI64::new(0),
             }),
         }
@@ -61,7 +62,7 @@ impl Default for Flights {
 }
 
 impl Flights {
-    fn shard(&self, key: &CacheKey) -> MutexGuard<'_, HashMap<CacheKey, Arc<Flight>>> {
+    fn shard(&self, key: &CacheKey) -> MutexGuard<'_, Map> {
         let shard = &self.inner.shards[key.shard() % SHARDS];
         shard.lock().unwrap_or_else(PoisonError::into_inner)
     }

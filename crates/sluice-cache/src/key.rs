@@ -150,15 +150,46 @@ impl CacheKey {
         usize::from(self.digest[0])
     }
 
-    /// The digest in hex (the access log's `cache_key`).
+    /// The digest in hex (the access log's `cache_key`, Redis's entry names).
     pub fn hex(&self) -> String {
+        self.digest().to_string()
+    }
+
+    /// The digest: what names the entry in logs, a small copyable value.
+    pub fn digest(&self) -> KeyDigest {
+        KeyDigest(self.digest)
+    }
+}
+
+/// An entry's digest, written out as 64 hex digits where it is shown (the access log's
+/// `cache_key`); carried as its 32 bytes until then.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// Appends the 64 hex digits to `out`.
+    pub fn write_hex(&self, out: &mut Vec<u8>) {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = vec![0u8; 64];
-        for (pair, b) in out.chunks_exact_mut(2).zip(self.digest) {
+        let mut hex = [0u8; 64];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(self.0) {
             pair[0] = DIGITS[usize::from(b >> 4)];
             pair[1] = DIGITS[usize::from(b & 15)];
         }
-        String::from_utf8(out).unwrap_or_default()
+        out.extend_from_slice(&hex);
+    }
+}
+
+impl std::fmt::Display for KeyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = Vec::with_capacity(64);
+        self.write_hex(&mut out);
+        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl std::fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }
 
@@ -270,6 +301,9 @@ mod tests {
         assert_ne!(ka, kb);
         assert_ne!(ka.hex(), kb.hex());
         assert_eq!(ka.hex(), hex::encode(ka.digest));
+        let mut logged = b"x".to_vec();
+        ka.digest().write_hex(&mut logged);
+        assert_eq!(logged, format!("x{}", hex::encode(ka.digest)).into_bytes());
         // A key with no tenant is its own tenant, apart from a tenant of the same name.
         let own = CacheKey::new(&Scope::of(CacheScope::Tenant, None, None, &a), &parts(b"{}"));
         assert_ne!(own, ka);

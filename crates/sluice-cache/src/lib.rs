@@ -25,7 +25,7 @@ mod tiers;
 
 pub use canonical::{Canonical, canonical};
 pub use flight::{Flights, Following, Joined, Leading};
-pub use key::{CacheKey, KeyParts, Scope, WireKey};
+pub use key::{CacheKey, KeyDigest, KeyParts, Scope, WireKey};
 pub use memory::{Answer, Body, Entry, MemoryTier, Whole};
 pub use shared::{Note, PROBE_EVERY, PurgeFilter, SemanticNote, SharedMetrics, SharedTier};
 pub use tape::{Read, Tape, TapeEnd, TapeWriter};

@@ -52,8 +52,8 @@ pub struct Live {
     pub include_usage: bool,
     /// The answer's id for this client.
     pub id: String,
-    /// The entry's key (hex).
-    pub key: String,
+    /// The entry's key (its digest).
+    pub key: sluice_cache::KeyDigest,
 }
 
 /// A stored answer's body: whole, or a stream's events sent `every` apart.
@@ -71,8 +71,8 @@ pub struct Cached {
     /// The stored answer's usage: shown to the client, charged to no one.
     pub usage: Usage,
     pub saved_cost_micros: u64,
-    /// The entry's key (hex).
-    pub key: String,
+    /// The entry's key (its digest).
+    pub key: sluice_cache::KeyDigest,
     /// `hit`, `semantic`, or `stale` (a fallback chain's `cache` step, past the TTL).
     pub outcome: &'static str,
     /// A semantic hit's similarity to the stored prompt.

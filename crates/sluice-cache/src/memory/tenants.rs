@@ -1,6 +1,5 @@
 //! Bytes held per tenant, so one tenant's entries cannot take more than its share of the tier.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Bytes held per tenant: added when an entry is stored, taken back when it leaves (expired,
@@ -11,7 +10,7 @@ pub(super) struct TenantBytes {
 }
 
 /// A tenant (named, or a key of its own) → its bytes.
-type Shard = HashMap<(bool, Arc<str>), u64>;
+type Shard = foldhash::HashMap<(bool, Arc<str>), u64>;
 
 const TENANT_SHARDS: usize = 16;
 
@@ -66,7 +65,7 @@ impl TenantBytes {
 impl TenantBytes {
     pub(super) fn new() -> TenantBytes {
         TenantBytes {
-            shards: (0..TENANT_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..TENANT_SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 }

@@ -13,7 +13,7 @@ pub struct CachePart {
     /// `hit`, `semantic`, `stale`, `miss` or `bypass`; `None` on a route that does not cache.
     pub outcome: Option<&'static str>,
     /// The entry's key (the hex of its digest).
-    pub key: Option<String>,
+    pub key: Option<sluice_cache::KeyDigest>,
     /// On a hit: what the stored answer cost when it was made.
     pub saved_cost_micros: Option<u64>,
     /// On a semantic hit: the cosine similarity of the two prompts.
@@ -28,7 +28,7 @@ pub struct CacheHit {
     /// The stored answer's usage: shown to the client, charged to no one.
     pub usage: Usage,
     pub saved_cost_micros: u64,
-    pub key: String,
+    pub key: sluice_cache::KeyDigest,
     pub similarity: Option<f32>,
 }
 

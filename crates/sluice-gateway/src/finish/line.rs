@@ -67,7 +67,14 @@ impl LogLine for RequestRecord {
             .opt_str("currency", u.currency.as_deref());
         let c = &self.cache;
         if let Some(outcome) = c.outcome {
-            o.str("cache", outcome).opt_str("cache_key", c.key.as_deref());
+            o.str("cache", outcome);
+            if let Some(key) = c.key {
+                o.raw("cache_key", |out| {
+                    out.push(b'"');
+                    key.write_hex(out);
+                    out.push(b'"');
+                });
+            }
         }
         if let Some(saved) = c.saved_cost_micros {
             o.u64("saved_cost_micros", saved);

@@ -317,7 +317,7 @@ impl Finish {
     }
 
     /// The cache lookup's outcome (`miss` or `bypass`; a hit is [`Finish::cache_hit`]).
-    pub fn cache(&mut self, outcome: Option<&'static str>, key: Option<String>) {
+    pub fn cache(&mut self, outcome: Option<&'static str>, key: Option<sluice_cache::KeyDigest>) {
         if let Some(r) = self.record() {
             r.cache.outcome = outcome;
             r.cache.key = key;

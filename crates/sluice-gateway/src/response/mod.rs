@@ -51,10 +51,7 @@ impl AnswerPlan {
     /// This request's stages, in order (the cache's store last: it keeps what the client
     /// gets); `None` when the route has none for its endpoint.
     fn chain(&self, endpoint: Endpoint, store: Option<store::Store>) -> Option<Chain> {
-        if !matches!(
-            endpoint,
-            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
-        ) {
+        if !chat_shaped(endpoint) {
             return None;
         }
         let mut stages: Vec<AnyStage> = Vec::new();
@@ -90,14 +87,17 @@ impl AnswerPlan {
         used: sluice_providers::Usage,
         store: Option<store::Store>,
     ) -> Result<Bytes, GatewayError> {
-        let mut chain = match self.chain(endpoint, store).map(Chain::only_store) {
-            None => return Ok(body),
-            // Nothing but the store: it keeps the bytes as they came, unread, and they go on.
-            Some(Ok(store)) => {
-                store.keep(endpoint.wire(), body.clone(), used);
+        let store = match store {
+            // Nothing but the store (and no streaming follower reading its tape): it keeps the
+            // bytes as they came, unread, and they go on. No chain is built.
+            Some(s) if self.rewrite.is_none() && chat_shaped(endpoint) && !s.streaming() => {
+                s.keep(endpoint.wire(), body.clone(), used);
                 return Ok(body);
             }
-            Some(Err(chain)) => chain,
+            store => store,
+        };
+        let Some(mut chain) = self.chain(endpoint, store) else {
+            return Ok(body);
         };
         let wire = endpoint.wire();
         let answer = read(endpoint, &body)?;
@@ -144,19 +144,23 @@ impl AnswerPlan {
         used: sluice_providers::Usage,
         keeping: Option<Keeping>,
     ) -> Result<Bytes, GatewayError> {
-        let chat = matches!(
-            endpoint,
-            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
-        );
         match keeping.filter(|_| success) {
             Some(Keeping::Inputs { slots, price }) => embeddings::merge(slots, &body, used, price),
-            Some(Keeping::Whole(s)) if !chat => {
+            Some(Keeping::Whole(s)) if !chat_shaped(endpoint) => {
                 (*s).commit_body(content_type, body.clone(), used);
                 Ok(body)
             }
             keeping => self.whole(endpoint, body, used, keeping.and_then(Keeping::into_store)),
         }
     }
+}
+
+/// Response stages run on the chat-shaped endpoints.
+fn chat_shaped(endpoint: Endpoint) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+    )
 }
 
 /// A whole answer in the client's format, read into the canonical answer.
@@ -203,18 +207,6 @@ struct Chain {
 }
 
 impl Chain {
-    /// The store, when it is the chain's only stage and no streaming follower reads its tape:
-    /// a whole answer then needs no deltas.
-    fn only_store(mut self) -> Result<Box<store::Store>, Chain> {
-        match self.stages.as_slice() {
-            [AnyStage::Store(s)] if !s.streaming() => match self.stages.pop() {
-                Some(AnyStage::Store(s)) => Ok(s),
-                _ => Err(self),
-            },
-            _ => Err(self),
-        }
-    }
-
     fn new(mut stages: Vec<AnyStage>) -> Chain {
         for s in &mut stages {
             s.stage().begin();

@@ -76,7 +76,7 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
                 outcome: "hit",
                 usage: Usage::default(),
                 saved_cost_micros: 0,
-                key: live.key.clone(),
+                key: live.key,
                 similarity: None,
             });
             finish.respond(200, None);

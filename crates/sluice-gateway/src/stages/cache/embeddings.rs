@@ -21,7 +21,7 @@ pub(super) enum Inputs {
     Some {
         request: InboundRequest,
         slots: Vec<InputSlot>,
-        key: String,
+        key: sluice_cache::KeyDigest,
     },
 }
 
@@ -84,7 +84,7 @@ pub(super) async fn lookup(
             .map(|e| e.filter(|e| e.younger_than(ttl) && matches!(e.answer, Answer::Body(_))))
             .collect()
     };
-    let key = keys.first()?.hex();
+    let key = keys.first()?.digest();
     if found.iter().all(Option::is_some) {
         let entries: Vec<Arc<Entry>> = found.into_iter().flatten().collect();
         return Some(Inputs::All(whole(&entries, key)?));
@@ -122,7 +122,7 @@ pub(super) async fn lookup(
 }
 
 /// The answer put together from stored inputs alone.
-fn whole(entries: &[Arc<Entry>], key: String) -> Option<Reply> {
+fn whole(entries: &[Arc<Entry>], key: sluice_cache::KeyDigest) -> Option<Reply> {
     let mut data = Vec::with_capacity(entries.len());
     let mut model = Value::Null;
     let (mut tokens, mut saved) = (0u64, 0u64);

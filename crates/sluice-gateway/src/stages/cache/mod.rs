@@ -65,7 +65,7 @@ pub struct Looked {
     /// `miss` or `bypass`; `None` where the route does not cache.
     pub outcome: Option<&'static str>,
     /// The entry's key (hex), for the access log.
-    pub key: Option<String>,
+    pub key: Option<sluice_cache::KeyDigest>,
     /// Where the answer is stored once it has ended well (not on `no-store`).
     pub store: Option<Storing>,
     /// The entry's key and the route's TTL, for a fallback chain's `cache` step.
@@ -211,7 +211,7 @@ impl CacheStage {
         let miss = |store| {
             Flow::Next(Looked {
                 outcome: Some("miss"),
-                key: Some(key.hex()),
+                key: Some(key.digest()),
                 store,
                 stale: on.stale_step.then(|| (key.clone(), on.policy.ttl)),
                 inputs: None,
@@ -222,7 +222,7 @@ impl CacheStage {
             if !control.no_cache
                 && let Some(entry) = cache.get(&key).await
                 && entry.younger_than(control.ttl)
-                && let Some(reply) = replay(&entry, inbound, request_id, (key.hex(), "hit", None), pace)
+                && let Some(reply) = replay(&entry, inbound, request_id, (key.digest(), "hit", None), pace)
             {
                 return Ok(Flow::Respond(reply));
             }
@@ -235,7 +235,7 @@ impl CacheStage {
                     semantic::lookup(policy, embedding, cache, &scope, &parts, chat, control.ttl, metrics).await;
                 match found {
                     semantic::Found::Hit { entry, key, similarity } => {
-                        let served = (key.hex(), "semantic", Some(similarity));
+                        let served = (key.digest(), "semantic", Some(similarity));
                         if let Some(reply) = replay(&entry, inbound, request_id, served, pace) {
                             return Ok(Flow::Respond(reply));
                         }
@@ -263,7 +263,7 @@ impl CacheStage {
                         break;
                     };
                     if tape.read(0) != sluice_cache::Read::End(sluice_cache::TapeEnd::Broken) {
-                        return Ok(Flow::Respond(live(tape, inbound, request_id, key.hex())));
+                        return Ok(Flow::Respond(live(tape, inbound, request_id, key.digest())));
                     }
                     flight.landed().await;
                 }
@@ -283,7 +283,12 @@ impl CacheStage {
 
 /// A streaming follower's reply: the leader's tape in this client's format, with an id of its
 /// own.
-fn live(tape: Arc<sluice_cache::Tape>, inbound: &InboundRequest, request_id: &str, key: String) -> Reply {
+fn live(
+    tape: Arc<sluice_cache::Tape>,
+    inbound: &InboundRequest,
+    request_id: &str,
+    key: sluice_cache::KeyDigest,
+) -> Reply {
     let wire = inbound.endpoint.wire();
     Reply::Live(Live {
         tape,

@@ -23,7 +23,7 @@ pub async fn stale_answer(
     if !entry.younger_than(ttl.saturating_add(stale)) {
         return None;
     }
-    replay(&entry, inbound, request_id, (key.hex(), "stale", None), None)
+    replay(&entry, inbound, request_id, (key.digest(), "stale", None), None)
 }
 
 /// A stored answer in the client's format, with an id of its own; a stream's events `pace`
@@ -34,7 +34,7 @@ pub(super) fn replay(
     entry: &Entry,
     inbound: &InboundRequest,
     request_id: &str,
-    (key, outcome, similarity): (String, &'static str, Option<f32>),
+    (key, outcome, similarity): (sluice_cache::KeyDigest, &'static str, Option<f32>),
     pace: Option<Duration>,
 ) -> Option<Reply> {
     let wire = inbound.endpoint.wire();

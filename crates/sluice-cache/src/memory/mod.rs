@@ -140,7 +140,13 @@ impl MemoryTier {
             return false;
         }
         let tenant = key.scope().tenant_id();
-        let over = (self.inner.tenants.used(&tenant) + bytes).saturating_sub(self.inner.tenant_max);
+        // The entry's bytes are the tenant's from here (given back if it is not stored): what is
+        // over its share, this insert evicts among the tenant's own entries.
+        let over = self
+            .inner
+            .tenants
+            .add(tenant.clone(), bytes)
+            .saturating_sub(self.inner.tenant_max);
         let mut left = Vec::new();
         let stored = self
             .shard(&key)
@@ -154,7 +160,8 @@ impl MemoryTier {
         if stored {
             self.inner.entries.fetch_add(1, Ordering::Relaxed);
             self.inner.bytes.fetch_add(bytes, Ordering::Relaxed);
-            self.inner.tenants.add(tenant, bytes);
+        } else {
+            self.inner.tenants.give_back(&tenant, bytes);
         }
         stored
     }

@@ -25,14 +25,12 @@ impl TenantBytes {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The bytes the tenant's entries hold.
-    pub(super) fn used(&self, tenant: &(bool, Arc<str>)) -> u64 {
-        self.shard(tenant).get(tenant).copied().unwrap_or(0)
-    }
-
-    /// Adds a stored entry's bytes to its tenant's.
-    pub(super) fn add(&self, tenant: (bool, Arc<str>), bytes: u64) {
-        *self.shard(&tenant).entry(tenant).or_insert(0) += bytes;
+    /// Adds an entry's bytes to its tenant's; the tenant's bytes with them.
+    pub(super) fn add(&self, tenant: (bool, Arc<str>), bytes: u64) -> u64 {
+        let mut shard = self.shard(&tenant);
+        let used = shard.entry(tenant).or_insert(0);
+        *used += bytes;
+        *used
     }
 
     /// Takes a departed entry's bytes back from its tenant's.

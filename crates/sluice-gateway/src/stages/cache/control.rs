@@ -15,24 +15,27 @@ pub(super) struct Control {
 }
 
 impl Control {
+    /// One pass over the request's headers (cheaper than a lookup per name).
     pub(super) fn read(headers: &HeaderMap, route_ttl: Duration) -> Control {
         let mut c = Control {
             no_cache: false,
             no_store: false,
             ttl: route_ttl,
         };
-        for v in headers.get_all(http::header::CACHE_CONTROL) {
-            for directive in v.to_str().unwrap_or("").split(',').map(str::trim) {
-                c.no_cache |= directive.eq_ignore_ascii_case("no-cache");
-                c.no_store |= directive.eq_ignore_ascii_case("no-store");
+        let mut ttl_seen = false;
+        for (name, value) in headers {
+            if name == http::header::CACHE_CONTROL {
+                for directive in value.to_str().unwrap_or("").split(',').map(str::trim) {
+                    c.no_cache |= directive.eq_ignore_ascii_case("no-cache");
+                    c.no_store |= directive.eq_ignore_ascii_case("no-store");
+                }
+            } else if name == names::X_SLUICE_CACHE_TTL_MS && !ttl_seen {
+                // The first value counts, as a lookup by name would find it.
+                ttl_seen = true;
+                if let Some(ms) = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+                    c.ttl = c.ttl.min(Duration::from_millis(ms));
+                }
             }
-        }
-        if let Some(ms) = headers
-            .get(names::X_SLUICE_CACHE_TTL_MS)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            c.ttl = c.ttl.min(Duration::from_millis(ms));
         }
         c
     }
@@ -45,4 +48,44 @@ pub(super) fn answer_headers(headers: &HeaderMap) -> Vec<(&'static str, &str)> {
         .into_iter()
         .filter_map(|(h, name)| Some((name, headers.get(h)?.to_str().ok()?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn read(pairs: &[(&'static str, &'static str)]) -> (bool, bool, u128) {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, http::HeaderValue::from_static(value));
+        }
+        let c = Control::read(&h, Duration::from_millis(1000));
+        (c.no_cache, c.no_store, c.ttl.as_millis())
+    }
+
+    #[test]
+    fn directives_in_any_value_count_and_a_ttl_only_shortens() {
+        assert_eq!(read(&[]), (false, false, 1000));
+        assert_eq!(
+            read(&[("authorization", "x"), ("cache-control", "max-age=0, No-Cache")]),
+            (true, false, 1000)
+        );
+        assert_eq!(
+            read(&[("cache-control", "private"), ("cache-control", " no-store ")]),
+            (false, true, 1000)
+        );
+        assert_eq!(read(&[("x-sluice-cache-ttl-ms", "250")]), (false, false, 250));
+        assert_eq!(
+            read(&[("x-sluice-cache-ttl-ms", "5000")]),
+            (false, false, 1000),
+            "never longer"
+        );
+        assert_eq!(read(&[("x-sluice-cache-ttl-ms", "soon")]), (false, false, 1000));
+        // The first value counts, as a lookup by name finds it.
+        assert_eq!(
+            read(&[("x-sluice-cache-ttl-ms", "300"), ("x-sluice-cache-ttl-ms", "10")]),
+            (false, false, 300)
+        );
+    }
 }

@@ -4,7 +4,8 @@
 # comparing two builds of the hot path. Runs `sluice serve` under callgrind on the default
 # config of issue 12 (key auth, one route, access log, metrics, the ledger on SQLite, a price
 # table) in front of the built-in mock, sends N1 then N2 chat requests over one keep-alive
-# connection, and prints (I(N2) - I(N1)) / (N2 - N1).
+# connection, and prints (I(N2) - I(N1)) / (N2 - N1): for the whole process, and for the request
+# path alone (the connection tasks, inclusive; the ledger's writer thread left out).
 #   usage: scripts/bench-instructions.sh [BINARY] [N1] [N2]
 # ROUTE_EXTRA adds to the route's map (e.g. ', cache: { ttl_ms: 600000 }'); HEADER adds one request
 # header (e.g. 'cache-control: no-cache': with a cache, every request a miss that stores).
@@ -71,9 +72,14 @@ PY
     rm -f "$dir.pid"
     # Every thread's file: callgrind writes one per thread with --separate-threads=no (default: one).
     [ -n "${KEEP:-}" ] && cp "$dir/callgrind.out" "$KEEP.$n"
-    awk '/^(summary|totals):/ {print $2; exit}' "$dir/callgrind.out"
+    # The whole process, and the request path alone (what the connection tasks ran, inclusive:
+    # without the ledger's writer thread, whose batches vary from run to run).
+    echo "$(awk '/^(summary|totals):/ {print $2; exit}' "$dir/callgrind.out")" \
+        "$(callgrind_annotate --inclusive=yes --threshold=100 "$dir/callgrind.out" 2>/dev/null \
+            | awk '/edge::accepted_connection::\{\{closure\}\}/ {gsub(",", "", $1); print $1; exit}')"
 }
-i1=$(count "$n1")
-i2=$(count "$n2")
+read -r i1 p1 < <(count "$n1")
+read -r i2 p2 < <(count "$n2")
 echo "instructions: $n1 requests $i1, $n2 requests $i2"
 echo "per request: $(( (i2 - i1) / (n2 - n1) ))"
+[ -n "$p1" ] && [ -n "$p2" ] && echo "per request, the request path alone: $(( (p2 - p1) / (n2 - n1) ))"

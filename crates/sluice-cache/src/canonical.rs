@@ -90,10 +90,7 @@ pub fn of_value(mut value: Value) -> Canonical {
 pub fn of_chat(req: &ChatRequest) -> Canonical {
     let mut f = Form(Vec::with_capacity(256));
     f.text(b'M', &req.model);
-    f.count(b'S', req.system.len());
-    for s in &req.system {
-        f.text(b's', s);
-    }
+    f.texts(b'S', b's', req.system.iter().map(String::as_str));
     f.count(b'T', req.messages.len());
     for m in &req.messages {
         f.tag(match m.role {
@@ -115,10 +112,7 @@ pub fn of_chat(req: &ChatRequest) -> Canonical {
     if let Some(k) = req.top_k {
         f.number(b'k', k);
     }
-    f.count(b'O', req.stop.len());
-    for s in &req.stop {
-        f.text(b'o', s);
-    }
+    f.texts(b'O', b'o', req.stop.iter().map(String::as_str));
     f.count(b'L', req.tools.len());
     for t in &req.tools {
         f.text(b'l', &t.name);
@@ -168,10 +162,7 @@ pub fn of_chat(req: &ChatRequest) -> Canonical {
 pub fn of_plain_chat(req: &PlainChat<'_>) -> Canonical {
     let mut f = Form(Vec::with_capacity(256));
     f.text(b'M', &req.model);
-    f.count(b'S', req.system.len());
-    for s in &req.system {
-        f.text(b's', s);
-    }
+    f.texts(b'S', b's', req.system.iter().map(AsRef::as_ref));
     f.count(b'T', req.turns.len());
     for (role, text) in &req.turns {
         f.tag(match role {
@@ -193,10 +184,7 @@ pub fn of_plain_chat(req: &PlainChat<'_>) -> Canonical {
     if let Some(p) = req.top_p.filter(|&p| p != 1.0) {
         f.float(b'p', p);
     }
-    f.count(b'O', req.stop.len());
-    for s in &req.stop {
-        f.text(b'o', s);
-    }
+    f.texts(b'O', b'o', req.stop.iter().map(AsRef::as_ref));
     f.count(b'L', 0);
     Canonical {
         bytes: f.0,
@@ -236,6 +224,13 @@ impl Form {
     fn text(&mut self, t: u8, s: &str) {
         self.count(t, s.len());
         self.0.extend_from_slice(s.as_bytes());
+    }
+    /// A list of texts: its length under `count`, then each under `item`.
+    fn texts<'s>(&mut self, count: u8, item: u8, texts: impl ExactSizeIterator<Item = &'s str>) {
+        self.count(count, texts.len());
+        for s in texts {
+            self.text(item, s);
+        }
     }
     fn value(&mut self, t: u8, v: &Value) {
         self.0.push(t);

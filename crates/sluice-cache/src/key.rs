@@ -167,23 +167,26 @@ impl CacheKey {
 pub struct KeyDigest([u8; 32]);
 
 impl KeyDigest {
-    /// Appends the 64 hex digits to `out`.
-    pub fn write_hex(&self, out: &mut Vec<u8>) {
+    /// The 64 hex digits.
+    fn digits(&self) -> [u8; 64] {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut hex = [0u8; 64];
         for (pair, b) in hex.chunks_exact_mut(2).zip(self.0) {
             pair[0] = DIGITS[usize::from(b >> 4)];
             pair[1] = DIGITS[usize::from(b & 15)];
         }
-        out.extend_from_slice(&hex);
+        hex
+    }
+
+    /// Appends the 64 hex digits to `out`.
+    pub fn write_hex(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.digits());
     }
 }
 
 impl std::fmt::Display for KeyDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut out = Vec::with_capacity(64);
-        self.write_hex(&mut out);
-        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+        f.write_str(std::str::from_utf8(&self.digits()).map_err(|_| std::fmt::Error)?)
     }
 }
 

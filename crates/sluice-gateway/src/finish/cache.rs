@@ -12,7 +12,7 @@ use crate::telemetry::{CacheLabels, Metrics, RouteLabel};
 pub struct CachePart {
     /// `hit`, `semantic`, `stale`, `miss` or `bypass`; `None` on a route that does not cache.
     pub outcome: Option<&'static str>,
-    /// The entry's key (the hex of its digest).
+    /// The entry's key (its digest, written as hex into the log line).
     pub key: Option<sluice_cache::KeyDigest>,
     /// On a hit: what the stored answer cost when it was made.
     pub saved_cost_micros: Option<u64>,

@@ -219,13 +219,13 @@ impl<'a> Cursor<'a> {
         Some(b)
     }
 
-    fn expect(&mut self, b: u8) -> Option<()> {
+    fn eat(&mut self, b: u8) -> Option<()> {
         (self.take()? == b).then_some(())
     }
 
     /// A string, borrowed unless it holds escapes.
     fn string(&mut self) -> Option<Cow<'a, str>> {
-        self.expect(b'"')?;
+        self.eat(b'"')?;
         let bytes = self.text.as_bytes();
         let start = self.at;
         let mut at = start;
@@ -295,14 +295,14 @@ impl<'a> Cursor<'a> {
     /// An object's members, each read by `each` (the cursor on its value); `None` as soon as
     /// one is `None`.
     fn members(&mut self, mut each: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>) -> Option<()> {
-        self.expect(b'{')?;
+        self.eat(b'{')?;
         if self.peek()? == b'}' {
             self.at += 1;
             return Some(());
         }
         loop {
             let key = self.string()?;
-            self.expect(b':')?;
+            self.eat(b':')?;
             each(self, key)?;
             match self.take()? {
                 b',' => {}
@@ -314,7 +314,7 @@ impl<'a> Cursor<'a> {
 
     /// An array's elements, each read by `each`; `None` as soon as one is `None`.
     fn elements(&mut self, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.expect(b'[')?;
+        self.eat(b'[')?;
         if self.peek()? == b']' {
             self.at += 1;
             return Some(());

@@ -7,22 +7,27 @@ use std::time::Duration;
 use http::HeaderMap;
 use sluice_providers::names;
 
-/// The client's cache controls, bounded by the route's TTL.
-pub(super) struct Control {
+/// The client's cache controls, bounded by the route's TTL, and the request headers that change
+/// the answer.
+pub(super) struct Control<'h> {
     pub no_cache: bool,
     pub no_store: bool,
     pub ttl: Duration,
+    /// `anthropic-beta`, as the client sent it (its first value). `anthropic-version` names the
+    /// wire format's version, which the replay is written in anyway: it does not split entries.
+    beta: Option<(&'static str, &'h str)>,
 }
 
-impl Control {
+impl<'h> Control<'h> {
     /// One pass over the request's headers (cheaper than a lookup per name).
-    pub(super) fn read(headers: &HeaderMap, route_ttl: Duration) -> Control {
+    pub(super) fn read(headers: &'h HeaderMap, route_ttl: Duration) -> Control<'h> {
         let mut c = Control {
             no_cache: false,
             no_store: false,
             ttl: route_ttl,
+            beta: None,
         };
-        let mut ttl_seen = false;
+        let (mut ttl_seen, mut beta_seen) = (false, false);
         for (name, value) in headers {
             if name == http::header::CACHE_CONTROL {
                 for directive in value.to_str().unwrap_or("").split(',').map(str::trim) {
@@ -35,19 +40,18 @@ impl Control {
                 if let Some(ms) = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
                     c.ttl = c.ttl.min(Duration::from_millis(ms));
                 }
+            } else if name == names::ANTHROPIC_BETA && !beta_seen {
+                beta_seen = true;
+                c.beta = value.to_str().ok().map(|v| ("anthropic-beta", v));
             }
         }
         c
     }
-}
 
-/// Request headers that change the answer, in a fixed order. (`anthropic-version` names the
-/// wire format's version, which the replay is written in anyway: it does not split entries.)
-pub(super) fn answer_headers(headers: &HeaderMap) -> Vec<(&'static str, &str)> {
-    [(names::ANTHROPIC_BETA, "anthropic-beta")]
-        .into_iter()
-        .filter_map(|(h, name)| Some((name, headers.get(h)?.to_str().ok()?)))
-        .collect()
+    /// The request headers that change the answer, in a fixed order (for the key).
+    pub(super) fn answer_headers(&self) -> &[(&'static str, &'h str)] {
+        self.beta.as_slice()
+    }
 }
 
 #[cfg(test)]
@@ -55,13 +59,35 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn read(pairs: &[(&'static str, &'static str)]) -> (bool, bool, u128) {
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (name, value) in pairs {
             h.append(*name, http::HeaderValue::from_static(value));
         }
+        h
+    }
+
+    fn read(pairs: &[(&'static str, &'static str)]) -> (bool, bool, u128) {
+        let h = headers(pairs);
         let c = Control::read(&h, Duration::from_millis(1000));
         (c.no_cache, c.no_store, c.ttl.as_millis())
+    }
+
+    #[test]
+    fn the_beta_header_is_the_one_that_changes_the_answer() {
+        let h = headers(&[
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "a"),
+            ("anthropic-beta", "b"),
+        ]);
+        let c = Control::read(&h, Duration::from_millis(1000));
+        assert_eq!(c.answer_headers(), &[("anthropic-beta", "a")]);
+        let h = headers(&[("anthropic-version", "2023-06-01")]);
+        assert!(
+            Control::read(&h, Duration::from_millis(1000))
+                .answer_headers()
+                .is_empty()
+        );
     }
 
     #[test]

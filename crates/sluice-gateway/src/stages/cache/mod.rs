@@ -35,7 +35,7 @@ mod embeddings;
 mod replay;
 mod semantic;
 
-use control::{Control, answer_headers};
+use control::Control;
 use replay::replay;
 pub use replay::stale_answer;
 pub use semantic::{EmbedUpstream, Embedders};
@@ -64,7 +64,7 @@ struct Lookup {
 pub struct Looked {
     /// `miss` or `bypass`; `None` where the route does not cache.
     pub outcome: Option<&'static str>,
-    /// The entry's key (hex), for the access log.
+    /// The entry's key (its digest), for the access log.
     pub key: Option<sluice_cache::KeyDigest>,
     /// Where the answer is stored once it has ended well (not on `no-store`).
     pub store: Option<Storing>,
@@ -172,13 +172,12 @@ impl CacheStage {
             caller.team.as_ref(),
             &caller.key_id,
         );
-        let answer_headers = answer_headers(headers);
         let parts = KeyParts {
             route: &on.route,
             policy_version: on.versions.get(decision.model_index).map_or("", String::as_str),
             endpoint,
             model: &decision.model.name,
-            headers: &answer_headers,
+            headers: control.answer_headers(),
             body: &canonical.bytes,
         };
         let key = CacheKey::new(&scope, &parts);

@@ -5,11 +5,18 @@
 # (32 connections, closed loop; with RATE=N, at N req/s) on core 1 with the built-in mock. The
 # order alternates each round (AB BA …) so drift and order cancel; CPU from /proc/PID/stat.
 # Prints each round and the medians of the paired differences (miss − no cache).
-#   usage: scripts/bench-cache-ab.sh [BINARY] [ROUNDS] [SECONDS]   (OHA=path/to/oha, RATE=req/s)
+# Another route setting instead of the cache (ROUTE_EXTRA=", guardrails: [pii-redact]"): what
+# that setting costs per request, the same way.
+# Calibration (SPIN_NS=N): the second gateway does not cache either but spins N ns of CPU per
+# request instead — what this measure charges for a known amount of work. It needs a binary
+# built with `cargo build --release --features calibrate` (others ignore the spin; run A/A with
+# SPIN_NS=0 to see the measure's own spread).
+#   usage: scripts/bench-cache-ab.sh [BINARY] [ROUNDS] [SECONDS]   (OHA=path/to/oha, RATE=req/s,
+#          SPIN_NS=ns, ROUTE_EXTRA=yaml)
 set -euo pipefail
 source "$(dirname "$0")/bench-cache-lib.sh"
 bin=${1:-target/release/sluice}; rounds=${2:-16}; secs=${3:-4}
-OHA=${OHA:-$HOME/.cargo/bin/oha}; rate=${RATE:-}
+OHA=${OHA:-$HOME/.cargo/bin/oha}; rate=${RATE:-}; spin=${SPIN_NS:-}
 work=$(mktemp -d); pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"' EXIT
 mp=$(port)
@@ -19,9 +26,12 @@ tck=$(getconf CLK_TCK)
 declare -A port_of pid_of
 for name in plain miss; do
   d="$work/$name"; mkdir -p "$d"; gp=$(port); ap=$(port)
-  extra=""; [ "$name" = miss ] && extra=", cache: { ttl_ms: 600000 }"
+  extra=""; ns=0
+  if [ "$name" = miss ]; then
+    if [ -n "$spin" ]; then ns=$spin; else extra=${ROUTE_EXTRA:-", cache: { ttl_ms: 600000 }"}; fi
+  fi
   bench_config "$d" "$gp" "$ap" "$mp" "$hash" "$extra"
-  taskset -c 0 "$bin" serve --config "$d/s.yaml" >"$d/out.log" 2>&1 & pid_of[$name]=$!; pids+=(${pid_of[$name]})
+  SLUICE_CALIBRATE_SPIN_NS=$ns taskset -c 0 "$bin" serve --config "$d/s.yaml" >"$d/out.log" 2>&1 & pid_of[$name]=$!; pids+=(${pid_of[$name]})
   port_of[$name]=$gp
   for _ in $(seq 100); do curl -sf "127.0.0.1:$gp/readyz" >/dev/null && break; sleep 0.1; done
 done

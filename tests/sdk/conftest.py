@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 
@@ -179,8 +180,15 @@ routes:
     match: {{ headers: {{ x-test-route: cached }} }}
     forward_params: [mock]
     cache: {{ ttl_ms: 600000 }}
+  - name: guarded
+    match: {{ headers: {{ x-test-route: guarded }} }}
+    forward_params: [mock]
+    guardrails: [pii-redact, injection-screen, lane-output]
   - name: default
     forward_params: [mock]
+guardrail_sets:
+  lane-output:
+    - {{ name: codename, on: output, deny: {{ literals: ["Project Falcon"] }} }}
 keys:
   - {{ id: tester, hash: "{tester_hash}", tenant: t1, team: a }}
   - {{ id: limited, hash: "{limited_hash}", models: [other] }}
@@ -281,3 +289,18 @@ def pytest_runtest_makereport(item, call):
         if lane is not None:
             report.sections.append(("sluice processes (tail)", lane.diagnostics()))
     return report
+
+
+# The SDK clients every lane module uses (the tester's key, no retries).
+@pytest.fixture(scope="module")
+def client(lane):
+    c = lane.client(TESTER_KEY)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def claude(lane):
+    c = anthropic.Anthropic(base_url=lane.gateway.base, api_key=TESTER_KEY, max_retries=0, timeout=15.0)
+    yield c
+    c.close()

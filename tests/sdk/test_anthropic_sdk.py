@@ -59,13 +59,6 @@ UPSTREAMS = [pytest.param("claude", CLAUDE_UPSTREAM_MODEL, id="anthropic-upstrea
 
 
 @pytest.fixture(scope="module")
-def claude(lane):
-    c = anthropic.Anthropic(base_url=lane.gateway.base, api_key=TESTER_KEY, max_retries=0, timeout=15.0)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def oa(lane):
     c = lane.client(TESTER_KEY)
     yield c

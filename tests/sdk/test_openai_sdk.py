@@ -56,13 +56,6 @@ def rid(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def client(lane):
-    c = lane.client(TESTER_KEY)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def limited(lane):
     c = lane.client(LIMITED_KEY)
     yield c

@@ -8,6 +8,7 @@ mod cache;
 mod collect;
 mod deployments;
 mod error;
+mod guard;
 mod keys;
 mod policy;
 mod raw;
@@ -28,6 +29,7 @@ pub use cache::{
     DEFAULT_SEMANTIC_MIN_CHARS, DEFAULT_SEMANTIC_THRESHOLD,
 };
 pub use error::{ConfigError, ConfigErrors, LoadError};
+pub use guard::DEFAULT_INJECTION_THRESHOLD;
 pub use keys::parse_key_hash;
 pub use policy::{
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FIRST_BYTE_TIMEOUT_MS, DEFAULT_MAX_BODY_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_MS,

@@ -55,6 +55,91 @@ pub struct RawConfig {
     /// The in-process embedding model (semantic cache).
     #[serde(default)]
     pub embedder: RawEmbedder,
+    /// Named guardrail sets (besides the built-in `pii-redact`, `no-secrets`,
+    /// `injection-screen`), which routes attach by name.
+    #[serde(default)]
+    pub guardrail_sets: BTreeMap<String, Vec<RawGuardRule>>,
+}
+
+/// One rule of a guardrail set: exactly one check (`pii`, `secrets`, `deny`, `injection`),
+/// which side it reads (`on`), where (`where`), and what it does when it fires.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuardRule {
+    pub name: S<String>,
+    /// `input` (default), `output` or `both`.
+    pub on: Option<S<String>>,
+    /// `block` (default), `redact` or `flag` (log and count only).
+    pub action: Option<S<String>>,
+    /// `user`, `system`, `tool_results` (input); `output`, `tool_args` (output).
+    #[serde(rename = "where")]
+    pub channels: Option<Vec<S<String>>>,
+    /// Put redacted input back in the answer (within the request; never cached or logged).
+    pub restore: Option<S<bool>>,
+    /// Kinds of personal data: `email`, `phone`, `card`, `iban`, `ssn`, `ip`, or `all`.
+    pub pii: Option<Vec<S<String>>>,
+    /// Kinds of credentials (`aws_key_id`, `github_token`, `openai_key`, …), or `all`.
+    pub secrets: Option<Vec<S<String>>>,
+    pub deny: Option<RawDeny>,
+    pub injection: Option<RawInjection>,
+    /// System-prompt leaks: a canary placed after the system prompt, found in the answer.
+    pub canary: Option<S<bool>>,
+    /// System-prompt leaks: a run of words copied from the system prompt.
+    pub overlap: Option<RawOverlap>,
+    /// Runaway generation: one span repeated over and over at the answer's end.
+    pub repetition: Option<RawRepetition>,
+}
+
+/// Runaway generation: a span repeated `min_repeats` times, over at least `min_bytes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRepetition {
+    pub min_repeats: Option<S<u64>>,
+    pub min_bytes: Option<S<u64>>,
+}
+
+/// A leak by overlap: this many consecutive words of the system prompt in the answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverlap {
+    pub min_words: Option<S<u64>>,
+}
+
+/// A deny list: literals (whole words, any case) and regular expressions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeny {
+    #[serde(default)]
+    pub literals: Vec<S<String>>,
+    #[serde(default)]
+    pub regex: Vec<S<String>>,
+}
+
+/// The prompt-injection screen.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInjection {
+    /// The score (0–1) at which the rule fires.
+    pub threshold: Option<S<f64>>,
+}
+
+/// How a route's guardrails read its prompts (also under `defaults`, field by field).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    /// `nfc` (default), `nfkc` or `off`.
+    pub normalize: Option<S<String>>,
+    /// `off` (default), `text` (outside code) or `all`.
+    pub collapse_whitespace: Option<S<String>>,
+    /// The injection screen's threshold on this route (its rules' own otherwise).
+    pub injection_threshold: Option<S<f64>>,
+    /// The most output tokens an answer may have (the request's own limit is capped to it).
+    pub max_output_tokens: Option<S<u64>>,
+    /// The most prompt tokens a request may have (its texts, counted with the tokenizer only
+    /// when their bytes could be more).
+    pub max_prompt_tokens: Option<S<u64>>,
+    /// A JSON Schema every request body must match.
+    pub request_schema: Option<S<serde_json::Value>>,
 }
 
 /// The response cache's in-process tier.
@@ -189,6 +274,9 @@ pub struct RawEntity {
     pub limits: RawLimits,
     /// Tenants: their share of a route queue's turns against other tenants (default 1).
     pub queue_weight: Option<S<u64>>,
+    /// Tenants: what their requests and answers must not contain (blocked on every guarded
+    /// route).
+    pub deny: Option<RawDeny>,
 }
 
 /// The price table: what each upstream model costs, per million tokens (or per request).
@@ -307,6 +395,9 @@ pub struct RawPolicy {
     pub server_timing: Option<S<bool>>,
     /// The response cache.
     pub cache: Option<RawCache>,
+    /// Guardrail sets attached to every route that names none of its own.
+    pub guardrails: Option<Vec<S<String>>>,
+    pub guard: Option<RawGuard>,
 }
 
 /// How retries wait and how many there may be.
@@ -428,6 +519,10 @@ pub struct RawRoute {
     pub retry: Option<RawRetry>,
     /// The response cache (fields not given come from `defaults.cache`).
     pub cache: Option<RawCache>,
+    /// Guardrail sets, by name (this list replaces `defaults.guardrails`).
+    pub guardrails: Option<Vec<S<String>>>,
+    /// How the guardrails read prompts (fields not given come from `defaults.guard`).
+    pub guard: Option<RawGuard>,
     /// Steps tried in order when the route's model fails: model aliases, and
     /// `{cache: {stale_ms}}` (a stored answer, even past its TTL).
     pub fallback: Option<Vec<S<RawFallbackStep>>>,
@@ -525,6 +620,8 @@ impl RawRoute {
             retry: self.retry.clone(),
             server_timing: self.server_timing.clone(),
             cache: self.cache.clone(),
+            guardrails: self.guardrails.clone(),
+            guard: self.guard.clone(),
         }
     }
 }

@@ -16,7 +16,7 @@ pub(crate) fn route(
     i: usize,
     r: &RawRoute,
     defaults: &RawPolicy,
-    model_names: &[&str],
+    (model_names, sets): (&[&str], &crate::guard::GuardSets),
     server_max_body: u64,
     errs: &mut Collector,
 ) -> RouteConfig {
@@ -96,7 +96,8 @@ pub(crate) fn route(
             response_transform: p.value.response_transform.clone(),
         }
     });
-    let route_policy = policy(&r.policy(), defaults, &path, (server_max_body, model_names), errs);
+    let own = r.policy();
+    let route_policy = policy(&own, defaults, &path, (server_max_body, model_names), errs);
     let fallback = crate::resilience::fallback(r, route_policy.cache.as_ref(), model_names, &path, errs);
     let caches = route_policy.cache.is_some();
     RouteConfig {
@@ -120,6 +121,7 @@ pub(crate) fn route(
         queue: crate::resilience::queue(r, &path, errs),
         degrade: crate::resilience::degrade(r, caches, model_names, &path, errs),
         debug_rewrite: r.debug_rewrite.as_ref().and_then(|d| debug_rewrite(d, &path, errs)),
+        guard: crate::guard::route(&own, defaults, sets, &path, errs),
     }
 }
 

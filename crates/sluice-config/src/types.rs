@@ -4,6 +4,7 @@
 //! Each part of the config has its own module; this one holds the whole and re-exports them all.
 
 mod deployment;
+mod guard;
 mod key;
 mod limits;
 mod resilience;
@@ -12,6 +13,7 @@ mod secret;
 mod server;
 
 pub use deployment::*;
+pub use guard::*;
 pub use key::*;
 pub use limits::*;
 pub use resilience::*;
@@ -49,6 +51,9 @@ pub struct Config {
     pub geo: GeoConfig,
     pub cache: CacheStoreConfig,
     pub embedder: EmbedderConfig,
+    /// Tenants' own deny lists (`tenants[].deny`), by tenant name: every guarded route blocks
+    /// their matches for that tenant's requests, on input and output.
+    pub tenant_deny: std::collections::HashMap<String, GuardRule>,
     /// First 12 hex digits of the SHA-256 of the file: which config is serving.
     pub version: String,
 }

@@ -76,11 +76,21 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
         &mut errs,
     );
 
+    let guard_sets = crate::guard::sets(&raw.guardrail_sets, &mut errs);
     let mut routes: Vec<RouteConfig> = raw
         .routes
         .iter()
         .enumerate()
-        .map(|(i, r)| route(i, r, &raw.defaults, &model_names, server.max_body_bytes, &mut errs))
+        .map(|(i, r)| {
+            route(
+                i,
+                r,
+                &raw.defaults,
+                (&model_names, &guard_sets),
+                server.max_body_bytes,
+                &mut errs,
+            )
+        })
         .collect();
     unique(raw.routes.iter().map(|r| &r.name), "routes", &mut errs);
     if routes.is_empty() {
@@ -96,6 +106,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             queue: None,
             degrade: Vec::new(),
             debug_rewrite: None,
+            guard: crate::guard::route(&RawPolicy::default(), &raw.defaults, &guard_sets, "defaults", &mut errs),
         });
     }
 
@@ -129,6 +140,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
     let geo = crate::resilience::geo(raw.geo.as_ref(), &mut errs);
     let cache = crate::cache::store(&raw.cache, &mut errs);
     let embedder = crate::cache::embedder(&raw.embedder, &mut errs);
+    let tenant_deny = crate::guard::tenant_deny(&raw.tenants, &raw.teams, &mut errs);
 
     if errs.0.is_empty() {
         Ok(Config {
@@ -153,6 +165,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             geo,
             cache,
             embedder,
+            tenant_deny,
             version,
         })
     } else {

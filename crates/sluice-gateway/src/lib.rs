@@ -11,6 +11,7 @@ pub mod edge;
 pub mod error;
 pub mod finish;
 pub mod flow;
+pub mod guard;
 pub mod keys;
 pub mod meter;
 

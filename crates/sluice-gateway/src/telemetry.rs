@@ -79,6 +79,15 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// A guardrail that fired: `set/rule`, its action, which side it read, the caller's tenant.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardLabels {
+    pub rule: Arc<str>,
+    pub action: &'static str,
+    pub side: &'static str,
+    pub tenant: Arc<str>,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct CacheLabels {
     pub route: Arc<str>,
@@ -130,6 +139,12 @@ pub struct Metrics {
     pub queue_depth: Family<RouteLabel, Gauge>,
     /// Cache lookups by route and result (`hit`, `miss`, `bypass`).
     pub cache_lookups: Family<CacheLabels, Counter>,
+    /// Guardrails that fired (the safety-filter trigger rate, over `sluice_requests_total`).
+    pub guard_triggers: Family<GuardLabels, Counter>,
+    /// The longest an answer's output guardrails held back, in bytes.
+    pub guard_held: Histogram,
+    /// Images passed to the upstream unscreened.
+    pub guard_images: Counter,
     /// What cache hits saved, by route: the stored answers' cost and tokens.
     pub cache_saved_cost: Family<RouteLabel, Counter>,
     pub cache_saved_tokens: Family<RouteLabel, Counter>,
@@ -179,6 +194,9 @@ impl Metrics {
             retries: Family::default(),
             queue_depth: Family::default(),
             cache_lookups: Family::default(),
+            guard_triggers: Family::default(),
+            guard_held: Histogram::new(exponential_buckets(16.0, 2.0, 13)),
+            guard_images: Counter::default(),
             cache_saved_cost: Family::default(),
             cache_saved_tokens: Family::default(),
             cache_entries: Gauge::default(),
@@ -206,6 +224,21 @@ impl Metrics {
             "sluice_queue_running",
             "Requests holding a place among each route's running requests",
             m.queue_running.clone(),
+        );
+        registry.register(
+            "sluice_guardrail_triggers",
+            "Guardrail rules that fired, by rule (set/rule), action, side (input, output) and tenant",
+            m.guard_triggers.clone(),
+        );
+        registry.register(
+            "sluice_guardrail_held_bytes",
+            "The longest an answer's output guardrails held text back, in bytes, per answer",
+            m.guard_held.clone(),
+        );
+        registry.register(
+            "sluice_guardrail_images_unscreened",
+            "Images passed to the upstream without being screened",
+            m.guard_images.clone(),
         );
         registry.register(
             "sluice_cache_lookups",

@@ -19,6 +19,8 @@ pub enum Stage {
     Predict,
     /// Limits and the ledger's intent.
     Admit,
+    /// The input guardrails: normalisation, screening, redaction.
+    Guard,
     /// The response cache's lookup.
     Cache,
     Queue,
@@ -27,12 +29,13 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Auth,
         Stage::Read,
         Stage::Route,
         Stage::Predict,
         Stage::Admit,
+        Stage::Guard,
         Stage::Cache,
         Stage::Queue,
         Stage::UpstreamTtfb,
@@ -45,6 +48,7 @@ impl Stage {
             Stage::Route => "route",
             Stage::Predict => "predict",
             Stage::Admit => "admit",
+            Stage::Guard => "guard",
             Stage::Cache => "cache",
             Stage::Queue => "queue",
             Stage::UpstreamTtfb => "upstream_ttfb",

@@ -43,7 +43,7 @@ pub(crate) async fn respond(
             ));
         }
     };
-    let knobs = match req.get("mock").map(|m| serde_json::from_value::<Knobs>(m.clone())) {
+    let mut knobs = match req.get("mock").map(|m| serde_json::from_value::<Knobs>(m.clone())) {
         None => defaults.clone(),
         Some(Ok(k)) => k.over(defaults),
         Some(Err(e)) => {
@@ -55,6 +55,17 @@ pub(crate) async fn respond(
             ));
         }
     };
+    if knobs.echo_system == Some(true) {
+        let system: Vec<&str> = req
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|m| matches!(m.get("role").and_then(Value::as_str), Some("system" | "developer")))
+            .filter_map(|m| m.get("content").and_then(Value::as_str))
+            .collect();
+        knobs.reply = Some(format!("My instructions say: {}", system.join("\n")));
+    }
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
 
     pause(Knobs::ms(knobs.latency_ms)).await;
@@ -144,11 +155,7 @@ pub(crate) async fn respond(
                         n,
                     )
                 }
-                None => (
-                    json!({ "role": "assistant", "content": responses::text(chunks) }),
-                    "stop",
-                    chunks,
-                ),
+                None => (json!({ "role": "assistant", "content": knobs.text() }), "stop", chunks),
             };
             json!({
                 "id": "chatcmpl-mock", "object": "chat.completion", "created": created, "model": model,
@@ -158,7 +165,7 @@ pub(crate) async fn respond(
         }
         _ => json!({
             "id": "cmpl-mock", "object": "text_completion", "created": created, "model": model,
-            "choices": [{ "index": 0, "text": responses::text(chunks), "finish_reason": "stop", "logprobs": null }],
+            "choices": [{ "index": 0, "text": knobs.text(), "finish_reason": "stop", "logprobs": null }],
             "usage": responses::usage(prompt_tokens, chunks),
         }),
     };
@@ -293,7 +300,7 @@ async fn stream_task(spec: StreamSpec, tx: mpsc::Sender<Chunk>, mut attempt: Att
             .chunks(8)
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect(),
-        None => (0..k.chunks()).map(responses::token).collect(),
+        None => k.pieces(),
     };
     let first = match (&spec.tool, spec.kind) {
         (Some((name, _)), _) => spec.frame(json!([{ "index": 0, "delta": { "role": "assistant", "content": null,

@@ -14,6 +14,11 @@ pub struct Knobs {
     pub chunk_delay_ms: Option<u64>,
     /// Number of content chunks (≈ completion tokens).
     pub chunks: Option<u64>,
+    /// Answer with this text (OpenAI chat and completions), streamed five characters a chunk,
+    /// instead of the mock's own words.
+    pub reply: Option<String>,
+    /// Answer with the request's system prompt (a model that leaks its instructions).
+    pub echo_system: Option<bool>,
     /// Answer with this HTTP status and an OpenAI-shaped error body.
     pub status: Option<u16>,
     /// With a status: the `Retry-After` header, in seconds.
@@ -61,6 +66,8 @@ impl Knobs {
             ttft_ms: self.ttft_ms.or(defaults.ttft_ms),
             chunk_delay_ms: self.chunk_delay_ms.or(defaults.chunk_delay_ms),
             chunks: self.chunks.or(defaults.chunks),
+            reply: self.reply.or_else(|| defaults.reply.clone()),
+            echo_system: self.echo_system.or(defaults.echo_system),
             status: self.status.or(defaults.status),
             retry_after_s: self.retry_after_s.or(defaults.retry_after_s),
             stall: self.stall.or(defaults.stall),
@@ -81,6 +88,23 @@ impl Knobs {
     }
     pub fn chunks(&self) -> u64 {
         self.chunks.unwrap_or(8).min(100_000)
+    }
+    /// The answer's text, whole.
+    pub fn text(&self) -> String {
+        match &self.reply {
+            Some(r) => r.clone(),
+            None => crate::responses::text(self.chunks()),
+        }
+    }
+    /// The answer's text as streamed, piece by piece.
+    pub fn pieces(&self) -> Vec<String> {
+        match &self.reply {
+            Some(r) => {
+                let chars: Vec<char> = r.chars().collect();
+                chars.chunks(5).map(|c| c.iter().collect()).collect()
+            }
+            None => (0..self.chunks()).map(crate::responses::token).collect(),
+        }
     }
     pub fn ms(v: Option<u64>) -> std::time::Duration {
         std::time::Duration::from_millis(v.unwrap_or(0))

@@ -18,6 +18,7 @@ impl StreamFault {
             } => "upstream_rate_limited",
             StreamFault::UpstreamError { .. } => "upstream_stream_error",
             StreamFault::Stopped { code, .. } => code,
+            StreamFault::Ended => "ended_early",
         }
     }
 }
@@ -47,4 +48,8 @@ pub enum StreamFault {
     /// A response stage ended the answer (its error event already went to the client).
     #[error("a response stage ended the stream ({code})")]
     Stopped { class: &'static str, code: &'static str },
+    /// A response stage ended the answer well (a runaway cut: its stop and end already went
+    /// to the client); the upstream is no longer read.
+    #[error("a response stage ended the answer early")]
+    Ended,
 }

@@ -271,6 +271,11 @@ impl StreamTranslator for Translating {
             }
         }
         match stopped {
+            // A stage ended the answer before the upstream did: the client has its end.
+            None if !self.done && self.filtered.iter().any(|d| matches!(d, Delta::End)) => {
+                self.done = true;
+                Err(StreamFault::Ended)
+            }
             None => Ok(()),
             Some(stop) => {
                 out.push(self.error_event(stop.code, &stop.message));

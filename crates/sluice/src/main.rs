@@ -3,6 +3,7 @@
 
 mod admin_client;
 mod cache_eval;
+mod guard_eval;
 #[cfg(unix)]
 mod notify;
 mod stop;
@@ -176,6 +177,11 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// The guardrails' tools.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
     /// Manage virtual keys through the admin API.
     Keys {
         #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
@@ -202,6 +208,21 @@ enum CacheCommand {
         #[arg(long)]
         model_dir: Option<PathBuf>,
         /// JSON lines: one per pair, then the summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GuardCommand {
+    /// The shipped guardrails' verdict on each labelled row (JSON lines `{"text", "category",
+    /// "split", "injection": bool, "expect": [values]}`) and the rates per category and split.
+    Eval {
+        rows: PathBuf,
+        /// The injection screen's threshold (default: the shipped one).
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// JSON lines: one per row, then one per category.
         #[arg(long)]
         json: bool,
     },
@@ -328,6 +349,12 @@ fn main() -> ExitCode {
                     json,
                 };
                 tokio::task::spawn_blocking(move || cache_eval::run(&args)).await?
+            }
+            Command::Guard {
+                command: GuardCommand::Eval { rows, threshold, json },
+            } => {
+                let args = guard_eval::EvalArgs { rows, threshold, json };
+                tokio::task::spawn_blocking(move || guard_eval::run(&args)).await?
             }
             Command::BenchReference { .. } => Ok(()), // served above, before the runtime
             Command::Bench {

@@ -148,6 +148,8 @@ pub struct RouteConfig {
     pub degrade: Vec<DegradeStep>,
     /// The test response stage (`debug_rewrite`), when on.
     pub debug_rewrite: Option<DebugRewriteConfig>,
+    /// The route's guardrails, when it has any.
+    pub guard: Option<super::guard::RouteGuard>,
 }
 
 /// Hold back the last `hold_chars` characters of an answer's text and replace `from` with

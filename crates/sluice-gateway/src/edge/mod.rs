@@ -335,6 +335,8 @@ fn service(
             // life; boxing keeps that slot pointer-sized and frees the request's state as soon as
             // the response headers are out (a held stream no longer pays for it).
             let drain = gw.clone();
+            #[cfg(feature = "calibrate")]
+            calibrate::spin();
             let mut resp = Box::pin(spine::handle(gw, req)).await;
             if h1 && drain.is_draining() {
                 // The client learns with this answer to open its next connection elsewhere (the
@@ -345,6 +347,27 @@ fn service(
             Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, _guard: guard }))
         }
     })
+}
+
+/// A known amount of CPU per request, for calibrating the benchmarks (feature `calibrate`).
+#[cfg(feature = "calibrate")]
+mod calibrate {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    pub(super) fn spin() {
+        static SPIN: OnceLock<Duration> = OnceLock::new();
+        let spin = *SPIN.get_or_init(|| {
+            let ns = std::env::var("SLUICE_CALIBRATE_SPIN_NS")
+                .ok()
+                .and_then(|v| v.parse().ok());
+            Duration::from_nanos(ns.unwrap_or(0))
+        });
+        let start = Instant::now();
+        while start.elapsed() < spin {
+            std::hint::spin_loop();
+        }
+    }
 }
 
 fn new_activity() -> Arc<Activity> {

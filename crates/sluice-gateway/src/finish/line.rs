@@ -82,6 +82,27 @@ impl LogLine for RequestRecord {
         if let Some(s) = c.similarity {
             o.f64("similarity", f64::from(s));
         }
+        if let Some(g) = &self.guard {
+            let (fired, images, held) = g.read();
+            if !fired.is_empty() {
+                // `set/rule:action:side`, never the text.
+                let names: Vec<String> = fired
+                    .iter()
+                    .map(|f| format!("{}:{}:{}", f.rule, f.action.as_str(), f.side))
+                    .collect();
+                o.raw("guardrails", |out| {
+                    if serde_json::to_writer(&mut *out, &names).is_err() {
+                        out.extend_from_slice(b"[]");
+                    }
+                });
+            }
+            if images > 0 {
+                o.u64("guard_images_unscreened", u64::from(images));
+            }
+            if held > 0 {
+                o.u64("guard_held_bytes", held as u64);
+            }
+        }
         o.str("config_version", &self.config_version);
         Ok(())
     }

@@ -38,6 +38,8 @@ pub struct RequestRecord {
     pub attempts: Vec<AttemptRecord>,
     pub usage: UsagePart,
     pub cache: CachePart,
+    /// What the guardrails did (shared with the answer's guard stage while it streams).
+    pub guard: Option<crate::guard::GuardReport>,
     pub config_version: Arc<str>,
 }
 
@@ -181,6 +183,7 @@ impl Finish {
                 attempts: Vec::new(),
                 usage: UsagePart::default(),
                 cache: CachePart::default(),
+                guard: None,
                 config_version,
             })),
             telemetry,
@@ -313,6 +316,13 @@ impl Finish {
     pub fn set_usage(&mut self, usage: Usage, estimated: bool) {
         if let Some(r) = self.record() {
             r.usage.set(usage, estimated);
+        }
+    }
+
+    /// The route's guardrails report here (the input stage and the answer's stage fill it).
+    pub fn guard(&mut self, report: Option<crate::guard::GuardReport>) {
+        if let Some(r) = self.record() {
+            r.guard = report;
         }
     }
 
@@ -525,7 +535,7 @@ fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
             ttfb_us: r.timing.ttfb_ms.map(|t| (t * 1000.0) as u64),
             error_class: r.outcome.error_class.map(Into::into),
             cache: r.cache.outcome.map(Into::into),
-            guardrail: None,
+            guardrail: r.guard.as_ref().and_then(|g| g.strongest()).map(Into::into),
             saved_cost_micros: r.cache.saved_cost_micros,
         },
     });
@@ -560,6 +570,24 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
     m.overhead.observe(overhead.as_secs_f64());
     r.cache
         .observe(m, route, r.usage.prompt_tokens + r.usage.completion_tokens);
+    if let Some(g) = &r.guard {
+        let (fired, images, held) = g.read();
+        let tenant = r.caller.tenant.as_ref().unwrap_or(&EMPTY);
+        for f in fired {
+            m.guard_triggers
+                .get_or_create(&crate::telemetry::GuardLabels {
+                    rule: f.rule,
+                    action: f.action.as_str(),
+                    side: f.side,
+                    tenant: tenant.clone(),
+                })
+                .inc();
+        }
+        m.guard_images.inc_by(u64::from(images));
+        if held > 0 {
+            m.guard_held.observe(held as f64);
+        }
+    }
     if let Some(class) = r.outcome.error_class {
         m.errors.get_or_create(&ClassLabel { class }).inc();
     }

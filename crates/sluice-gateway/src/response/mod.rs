@@ -14,8 +14,11 @@
 //! Stages never import the spine; only the spine composes them.
 
 pub mod embeddings;
+pub mod guard;
 mod rewrite;
 pub mod store;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_config::RouteConfig;
@@ -24,6 +27,7 @@ use sluice_providers::translate::{self, DeltaFilter, FilterStop};
 use sluice_providers::{Endpoint, InboundRequest, ProviderAdapter, StreamTranslator};
 
 use crate::error::{ErrorKind, GatewayError};
+use crate::guard::{GuardReport, Guards};
 
 /// One response stage, per request.
 pub trait ResponseStage: Send {
@@ -35,22 +39,63 @@ pub trait ResponseStage: Send {
     fn finish(&mut self, out: &mut Vec<Delta>) -> Result<(), FilterStop>;
 }
 
+/// A stage that holds back the answer's text in `pending` and lets it out with `release`.
+trait HoldsText {
+    fn pending(&mut self) -> &mut String;
+    /// Lets out what may go (`all`: everything held).
+    fn release(&mut self, all: bool, out: &mut Vec<Delta>);
+}
+
+/// One event through a text-holding stage: text joins what is held; a tool call or the stop
+/// lets everything held out first, in order; anything else passes.
+fn hold_text(stage: &mut impl HoldsText, delta: Delta, out: &mut Vec<Delta>) {
+    match delta {
+        Delta::Text(t) => {
+            stage.pending().push_str(&t);
+            stage.release(false, out);
+        }
+        d @ (Delta::ToolStart { .. } | Delta::Stop { .. }) => {
+            stage.release(true, out);
+            out.push(d);
+        }
+        d => out.push(d),
+    }
+}
+
 /// The response stages a route runs, built with the snapshot.
 #[derive(Debug, Default)]
 pub struct AnswerPlan {
     rewrite: Option<rewrite::RewriteConfig>,
+    /// The route's guardrails, when one of them reads the answer or restores.
+    guards: Option<Arc<Guards>>,
+}
+
+/// One request's side of the answer's guardrails.
+pub struct AnswerGuard {
+    pub report: GuardReport,
+    /// The caller's tenant's deny list.
+    pub tenant: Option<crate::guard::TenantRule>,
+    /// The placeholders the input guardrails put in: the answer's own are numbered after
+    /// them, so one placeholder never stands for two texts.
+    pub names: sluice_guard::Placeholders,
+    /// Put the input's placeholders back (a rule with `restore: true` redacted input).
+    pub restore: bool,
+    /// The request's system prompt (for the overlap check).
+    pub system: Vec<String>,
 }
 
 impl AnswerPlan {
-    pub fn new(route: &RouteConfig) -> AnswerPlan {
+    pub fn new(route: &RouteConfig, guards: Option<&Arc<Guards>>) -> AnswerPlan {
         AnswerPlan {
             rewrite: route.debug_rewrite.as_ref().map(rewrite::RewriteConfig::new),
+            guards: guards.cloned(),
         }
     }
 
-    /// This request's stages, in order (the cache's store last: it keeps what the client
-    /// gets); `None` when the route has none for its endpoint.
-    fn chain(&self, endpoint: Endpoint, store: Option<store::Store>) -> Option<Chain> {
+    /// This request's stages, in order: the output guardrails, the cache's store (it keeps
+    /// what the client gets — never restored input), the restore; `None` when the route has
+    /// none for its endpoint.
+    fn chain(&self, endpoint: Endpoint, store: Option<store::Store>, guard: Option<AnswerGuard>) -> Option<Chain> {
         if !chat_shaped(endpoint) {
             return None;
         }
@@ -58,10 +103,26 @@ impl AnswerPlan {
         if let Some(r) = &self.rewrite {
             stages.push(AnyStage::Rewrite(r.start()));
         }
-        if let Some(s) = store {
+        let mut report = None;
+        let mut restore = None;
+        if let (Some(g), Some(a)) = (&self.guards, guard) {
+            if g.reads_output() || a.tenant.is_some() {
+                let names = a.names.clone();
+                let out = guard::GuardOut::new(g.clone(), (a.tenant, &a.system, names), a.report.clone());
+                stages.push(AnyStage::Guard(Box::new(out)));
+            }
+            report = Some(a.report);
+            restore = a.restore.then_some(a.names);
+        }
+        // An answer to a request whose input is put back is not stored (its placeholders
+        // stand for one caller's text).
+        if let Some(s) = store.filter(|_| restore.is_none()) {
             stages.push(AnyStage::Store(Box::new(s)));
         }
-        (!stages.is_empty()).then(|| Chain::new(stages))
+        if let Some(names) = restore {
+            stages.push(AnyStage::Restore(guard::Restore::new(names)));
+        }
+        (!stages.is_empty()).then(|| Chain::new(stages, report))
     }
 
     /// The stream translator for this request: the adapter's own (pass-through where the
@@ -71,8 +132,9 @@ impl AnswerPlan {
         adapter: &dyn ProviderAdapter,
         inbound: &InboundRequest,
         store: Option<store::Store>,
+        guard: Option<AnswerGuard>,
     ) -> Box<dyn StreamTranslator> {
-        match self.chain(inbound.endpoint, store) {
+        match self.chain(inbound.endpoint, store, guard) {
             None => adapter.stream_translator(inbound),
             Some(chain) => Box::new(adapter.canonical_translator(inbound).with_filter(Box::new(chain))),
         }
@@ -86,17 +148,18 @@ impl AnswerPlan {
         body: Bytes,
         used: sluice_providers::Usage,
         store: Option<store::Store>,
+        guard: Option<AnswerGuard>,
     ) -> Result<Bytes, GatewayError> {
         let store = match store {
             // Nothing but the store (and no streaming follower reading its tape): it keeps the
             // bytes as they came, unread, and they go on. No chain is built.
-            Some(s) if self.rewrite.is_none() && chat_shaped(endpoint) && !s.streaming() => {
+            Some(s) if self.rewrite.is_none() && guard.is_none() && chat_shaped(endpoint) && !s.streaming() => {
                 s.keep(endpoint.wire(), body.clone(), used);
                 return Ok(body);
             }
             store => store,
         };
-        let Some(mut chain) = self.chain(endpoint, store) else {
+        let Some(mut chain) = self.chain(endpoint, store, guard) else {
             return Ok(body);
         };
         let wire = endpoint.wire();
@@ -142,7 +205,7 @@ impl AnswerPlan {
         (success, content_type): (bool, Option<&http::HeaderValue>),
         body: Bytes,
         used: sluice_providers::Usage,
-        keeping: Option<Keeping>,
+        (keeping, guard): (Option<Keeping>, Option<AnswerGuard>),
     ) -> Result<Bytes, GatewayError> {
         match keeping.filter(|_| success) {
             Some(Keeping::Inputs { slots, price }) => embeddings::merge(slots, &body, used, price),
@@ -150,7 +213,11 @@ impl AnswerPlan {
                 (*s).commit_body(content_type, body.clone(), used);
                 Ok(body)
             }
-            keeping => self.whole(endpoint, body, used, keeping.and_then(Keeping::into_store)),
+            keeping if !success => {
+                drop(keeping);
+                Ok(body)
+            }
+            keeping => self.whole(endpoint, body, used, keeping.and_then(Keeping::into_store), guard),
         }
     }
 }
@@ -186,15 +253,37 @@ fn stopped(stop: FilterStop) -> GatewayError {
 /// The response stages there are (static dispatch; no boxes per stage).
 enum AnyStage {
     Rewrite(rewrite::Rewrite),
-    /// Boxed: a request that stores pays one allocation; the others carry no large variant.
+    /// Boxed, as the store: a request that runs it pays one allocation; the others carry no
+    /// large variant.
+    Guard(Box<guard::GuardOut>),
     Store(Box<store::Store>),
+    Restore(guard::Restore),
+    /// A stage taken out mid-answer (a store whose answer a guardrail changed).
+    Gone(Gone),
+}
+
+/// Passes every event on.
+struct Gone;
+
+impl ResponseStage for Gone {
+    fn on_event(&mut self, delta: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
+        out.push(delta);
+        Ok(())
+    }
+
+    fn finish(&mut self, _: &mut Vec<Delta>) -> Result<(), FilterStop> {
+        Ok(())
+    }
 }
 
 impl AnyStage {
     fn stage(&mut self) -> &mut dyn ResponseStage {
         match self {
             AnyStage::Rewrite(s) => s,
+            AnyStage::Guard(s) => s.as_mut(),
             AnyStage::Store(s) => s.as_mut(),
+            AnyStage::Restore(s) => s,
+            AnyStage::Gone(s) => s,
         }
     }
 }
@@ -202,17 +291,20 @@ impl AnyStage {
 /// A request's response stages in order, as one filter between decoder and encoder.
 struct Chain {
     stages: Vec<AnyStage>,
+    /// The guardrails' report: an answer they changed is no longer the answer to store.
+    report: Option<GuardReport>,
     input: Vec<Delta>,
     output: Vec<Delta>,
 }
 
 impl Chain {
-    fn new(mut stages: Vec<AnyStage>) -> Chain {
+    fn new(mut stages: Vec<AnyStage>, report: Option<GuardReport>) -> Chain {
         for s in &mut stages {
             s.stage().begin();
         }
         Chain {
             stages,
+            report,
             input: Vec::with_capacity(4),
             output: Vec::with_capacity(4),
         }
@@ -221,10 +313,21 @@ impl Chain {
 
 impl DeltaFilter for Chain {
     fn on_delta(&mut self, d: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
-        let Chain { stages, input, output } = self;
+        let Chain {
+            stages,
+            report,
+            input,
+            output,
+        } = self;
         input.clear();
         input.push(d);
         for s in stages.iter_mut() {
+            if let AnyStage::Store(_) = s
+                && report.as_ref().is_some_and(GuardReport::touched_output)
+            {
+                // Redacted or stopped by a guardrail: the store is dropped unkept.
+                *s = AnyStage::Gone(Gone);
+            }
             let s = s.stage();
             output.clear();
             for item in input.drain(..) {

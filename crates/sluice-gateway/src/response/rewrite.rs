@@ -10,7 +10,7 @@ use sluice_config::DebugRewriteConfig;
 use sluice_providers::chat::Delta;
 use sluice_providers::translate::FilterStop;
 
-use super::ResponseStage;
+use super::{HoldsText, ResponseStage, hold_text};
 
 #[derive(Debug, Clone)]
 pub struct RewriteConfig {
@@ -43,7 +43,11 @@ pub struct Rewrite {
     pending: String,
 }
 
-impl Rewrite {
+impl HoldsText for Rewrite {
+    fn pending(&mut self) -> &mut String {
+        &mut self.pending
+    }
+
     /// Releases all but the last `hold` characters (all of them at the end).
     fn release(&mut self, all: bool, out: &mut Vec<Delta>) {
         let chars = self.pending.chars().count();
@@ -71,18 +75,7 @@ impl Rewrite {
 
 impl ResponseStage for Rewrite {
     fn on_event(&mut self, delta: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
-        match delta {
-            Delta::Text(t) => {
-                self.pending.push_str(&t);
-                self.release(false, out);
-            }
-            // The text block ends: what is held goes first, in order.
-            d @ (Delta::ToolStart { .. } | Delta::Stop { .. }) => {
-                self.release(true, out);
-                out.push(d);
-            }
-            d => out.push(d),
-        }
+        hold_text(self, delta, out);
         Ok(())
     }
 

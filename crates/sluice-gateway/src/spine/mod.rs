@@ -172,6 +172,31 @@ async fn walk(
     finish.open_ledger(gw.ledger.as_ref(), &reserved)?;
     finish.stage(Some(Stage::Admit), clock.lap());
 
+    // The input guardrails: after admission (a blocked request counts as one), before the
+    // cache (its key is the guarded request's).
+    let report = plan.guard.report();
+    finish.guard(report.clone());
+    let guarded = match plan.guard.run(&caller, inbound, report.as_ref()) {
+        Ok((inbound, g)) => plan.guard.counted(g, report.as_ref()).await.map(|g| (inbound, g)),
+        Err(e) => Err(e),
+    };
+    if guarded.is_err() {
+        // Refused: nothing was used but the request itself.
+        finish.release_admission(&Need {
+            requests: 1,
+            ..Need::default()
+        });
+    }
+    let (inbound, guarded) = guarded?;
+    let answer_guard = report.map(|report| crate::response::AnswerGuard {
+        report,
+        tenant: plan.guard.tenant(&caller),
+        names: guarded.names,
+        restore: guarded.restore,
+        system: guarded.system,
+    });
+    finish.stage(plan.guard.timed(), clock.lap());
+
     // The cache's lookup: after admission (a hit counts as a request), before the queue (a
     // hit never waits for a place).
     let deadline = finish.started() + policy.total_timeout;
@@ -263,7 +288,15 @@ async fn walk(
         (Some(s), None) => Some(Keeping::Whole(Box::new(Store::new(s, finish.price())))),
         (None, None) => None,
     };
-    reply(snap, &decision, &plan.answer, &inbound, upstream, keeping, finish)
+    reply(
+        snap,
+        &decision,
+        &plan.answer,
+        &inbound,
+        upstream,
+        (keeping, answer_guard),
+        finish,
+    )
 }
 
 /// The answer as the reply the client gets, through the route's response stages: a whole
@@ -275,7 +308,7 @@ fn reply(
     answer: &AnswerPlan,
     inbound: &InboundRequest,
     upstream: Upstream,
-    keeping: Option<Keeping>,
+    (keeping, guard): (Option<Keeping>, Option<crate::response::AnswerGuard>),
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
@@ -293,7 +326,7 @@ fn reply(
             });
             finish.set_usage(used, usage.is_none());
             let kept = (status.is_success(), content_type.as_ref());
-            let body = answer.complete(inbound.endpoint, kept, body, used, keeping)?;
+            let body = answer.complete(inbound.endpoint, kept, body, used, (keeping, guard))?;
             Ok(Reply::Json {
                 status,
                 content_type,
@@ -306,7 +339,7 @@ fn reply(
             adapter,
             inflight,
         } => {
-            let translator = answer.translator(adapter, inbound, keeping.and_then(Keeping::into_store));
+            let translator = answer.translator(adapter, inbound, keeping.and_then(Keeping::into_store), guard);
             let idle = decision.route.config.policy.stream_idle_timeout;
             let mut relay = Relay::new(body, framing, translator, idle, prompt_estimate);
             relay.hold(inflight);

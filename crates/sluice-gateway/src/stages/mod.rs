@@ -9,6 +9,7 @@ pub mod admit;
 pub mod auth;
 pub mod cache;
 pub mod degrade;
+pub mod guard;
 pub mod predict;
 pub mod queue;
 pub mod routing;
@@ -24,6 +25,7 @@ use crate::state::{RouteRuntime, Snapshot};
 pub struct RoutePlan {
     pub degrade: degrade::DegradeStage,
     pub predict: predict::PredictStage,
+    pub guard: guard::GuardStage,
     pub cache: cache::CacheStage,
     pub queue: queue::QueueStage,
     /// The response stages, over the answer on its way out.
@@ -39,10 +41,11 @@ pub struct Plans(Box<[RoutePlan]>);
 
 impl Plans {
     pub fn build(snap: &Snapshot) -> Arc<Plans> {
+        let tenants = crate::guard::TenantDeny::build(&snap.config);
         Arc::new(Plans(
             snap.routes
                 .iter()
-                .map(|r| RoutePlan::build(&r.config, &r.queue, &snap.config))
+                .map(|r| RoutePlan::build(&r.config, &r.queue, &snap.config, &tenants))
                 .collect(),
         ))
     }
@@ -54,13 +57,20 @@ impl Plans {
 }
 
 impl RoutePlan {
-    pub fn build(route: &RouteConfig, queue: &Arc<crate::state::queue::RouteQueue>, config: &Config) -> RoutePlan {
+    pub fn build(
+        route: &RouteConfig,
+        queue: &Arc<crate::state::queue::RouteQueue>,
+        config: &Config,
+        tenants: &Arc<crate::guard::TenantDeny>,
+    ) -> RoutePlan {
+        let guards = crate::guard::Guards::build(route.guard.as_ref(), &route.name, &config.version);
         RoutePlan {
             degrade: degrade::DegradeStage::new(&route.degrade),
             predict: predict::PredictStage::new(route.prediction.as_ref()),
+            guard: guard::GuardStage::new(guards.clone(), tenants.clone()),
             cache: cache::CacheStage::new(route, config),
             queue: queue::QueueStage::new(route.queue, queue),
-            answer: crate::response::AnswerPlan::new(route),
+            answer: crate::response::AnswerPlan::new(route, guards.as_ref()),
             meters: crate::meter::RouteMeters::new(config.models.len()),
         }
     }

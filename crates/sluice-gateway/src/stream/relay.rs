@@ -128,13 +128,19 @@ impl Relay {
                     );
                     return;
                 }
+                Err(StreamFault::Ended) => {
+                    // A response stage ended the answer well (a runaway cut): the client has
+                    // its end; the upstream is not read further.
+                    self.state = State::Closing;
+                    return;
+                }
                 Err(fault) => {
                     // The provider's own error event (translated if need be), or a response
                     // stage's, already went to the client; end there.
                     let class = match fault {
                         StreamFault::UpstreamError { class, .. } => Failure::Upstream(class).stream_class(),
                         StreamFault::Stopped { class, .. } => class,
-                        StreamFault::Malformed => Failure::Malformed.stream_class(),
+                        StreamFault::Malformed | StreamFault::Ended => Failure::Malformed.stream_class(),
                     };
                     finish.fail(class, fault.code());
                     self.state = State::Closing;

@@ -390,6 +390,8 @@ fn version(route: &RouteConfig, config: &Config, model: usize) -> String {
     part(format!("{:?}", route.policy.forward_params).as_bytes());
     part(&[u8::from(route.policy.drop_unsupported)]);
     part(format!("{:?}", route.debug_rewrite).as_bytes());
+    // The guardrails shape the request the upstream sees and the answer the client gets.
+    part(format!("{:?}", route.guard).as_bytes());
     if let Some(m) = config.models.get(model) {
         for d in m.deployments.iter().filter_map(|&d| config.deployments.get(d)) {
             part(d.provider.as_str().as_bytes());
@@ -404,4 +406,27 @@ fn version(route: &RouteConfig, config: &Config, model: usize) -> String {
         }
     }
     hex::encode(&h.finalize()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_policy_version_changes_with_the_guardrails() {
+        let load = |guardrails: &str| {
+            let yaml = format!(
+                "models: [{{name: m, deployments: [d]}}]\ndeployments: [{{name: d, provider: mock}}]\nroutes: [{{name: r{guardrails}}}]\n"
+            );
+            sluice_config::load_str(&yaml, &|_| None).unwrap()
+        };
+        let v = |c: &Config| version(&c.routes[0], c, 0);
+        let plain = load("");
+        let pii = load(", guardrails: [pii-redact]");
+        let both = load(", guardrails: [pii-redact, no-secrets]");
+        assert_eq!(v(&plain), v(&load("")));
+        assert_ne!(v(&plain), v(&pii));
+        assert_ne!(v(&pii), v(&both));
+    }
 }

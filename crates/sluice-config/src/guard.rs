@@ -1,0 +1,713 @@
+//! Guardrails' config: the built-in sets (`pii-redact`, `no-secrets`, `injection-screen`), the
+//! operator's own under `guardrail_sets:`, which a route attaches (`guardrails: [...]`, its own
+//! list replacing the defaults'), how it normalises prompts, and tenants' deny lists.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sluice_guard::{Kind, Label, Matcher};
+
+use crate::collect::Collector;
+use crate::raw::{RawDeny, RawEntity, RawGuard, RawGuardRule, RawPolicy, S};
+use crate::types::{Channels, GuardAction, GuardCheck, GuardRule, NormalizeConfig, RouteGuard};
+
+/// The injection screen's threshold when a rule or route gives none: on the evaluation set's
+/// training half, the score above which ordinary prompts stay under 1 % (GUARDRAILS.md).
+pub const DEFAULT_INJECTION_THRESHOLD: f64 = 0.5;
+/// The run of system-prompt words in an answer that counts as a leak when a rule gives none.
+pub const DEFAULT_OVERLAP_MIN_WORDS: u64 = 12;
+/// Runaway generation when a rule says nothing: one span said four times over 256 bytes.
+pub const DEFAULT_REPETITION_MIN_REPEATS: u64 = 4;
+pub const DEFAULT_REPETITION_MIN_BYTES: u64 = 256;
+
+/// Every set a route may attach, by name: the built-in ones and `guardrail_sets:`.
+pub(crate) type GuardSets = HashMap<String, Vec<GuardRule>>;
+
+fn input_channels() -> Channels {
+    Channels {
+        user: true,
+        tool_results: true,
+        ..Channels::default()
+    }
+}
+
+fn output_channels() -> Channels {
+    Channels {
+        output: true,
+        tool_args: true,
+        ..Channels::default()
+    }
+}
+
+/// The built-in sets.
+fn built_in() -> GuardSets {
+    let both = Channels {
+        system: true,
+        ..merge(input_channels(), output_channels())
+    };
+    let rule = |name: &str, action, channels, check| GuardRule {
+        name: name.to_owned(),
+        action,
+        channels,
+        restore: false,
+        check,
+    };
+    HashMap::from([
+        (
+            "pii-redact".to_owned(),
+            vec![rule(
+                "pii-redact/pii",
+                GuardAction::Redact,
+                merge(input_channels(), output_channels()),
+                GuardCheck::Kinds(Kind::PII.to_vec()),
+            )],
+        ),
+        (
+            "no-secrets".to_owned(),
+            vec![rule(
+                "no-secrets/secrets",
+                GuardAction::Redact,
+                both,
+                GuardCheck::Kinds(Kind::SECRETS.to_vec()),
+            )],
+        ),
+        (
+            "no-leaks".to_owned(),
+            vec![
+                rule(
+                    "no-leaks/canary",
+                    GuardAction::Block,
+                    output_channels(),
+                    GuardCheck::Canary,
+                ),
+                rule(
+                    "no-leaks/overlap",
+                    GuardAction::Block,
+                    Channels {
+                        output: true,
+                        ..Channels::default()
+                    },
+                    GuardCheck::Overlap {
+                        min_words: DEFAULT_OVERLAP_MIN_WORDS as u32,
+                    },
+                ),
+            ],
+        ),
+        (
+            "no-runaway".to_owned(),
+            vec![rule(
+                "no-runaway/repetition",
+                GuardAction::Block,
+                Channels {
+                    output: true,
+                    ..Channels::default()
+                },
+                GuardCheck::Repetition {
+                    min_repeats: DEFAULT_REPETITION_MIN_REPEATS as u32,
+                    min_bytes: DEFAULT_REPETITION_MIN_BYTES as u32,
+                },
+            )],
+        ),
+        (
+            "injection-screen".to_owned(),
+            vec![rule(
+                "injection-screen/injection",
+                GuardAction::Block,
+                input_channels(),
+                GuardCheck::Injection {
+                    threshold: DEFAULT_INJECTION_THRESHOLD as f32,
+                },
+            )],
+        ),
+    ])
+}
+
+fn merge(a: Channels, b: Channels) -> Channels {
+    Channels {
+        user: a.user || b.user,
+        system: a.system || b.system,
+        tool_results: a.tool_results || b.tool_results,
+        tool_args: a.tool_args || b.tool_args,
+        output: a.output || b.output,
+    }
+}
+
+/// The built-in sets and the operator's, validated.
+pub(crate) fn sets(raw: &BTreeMap<String, Vec<RawGuardRule>>, errs: &mut Collector) -> GuardSets {
+    let mut sets = built_in();
+    for (name, rules) in raw {
+        let path = format!("guardrail_sets.{name}");
+        if sets.contains_key(name) {
+            errs.push::<()>(path.clone(), None, format!("{name:?} is a built-in set's name"));
+            continue;
+        }
+        let rules = rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| rule(name, r, &format!("{path}[{i}]"), errs))
+            .collect();
+        crate::collect::unique(raw[name].iter().map(|r| &r.name), &path, errs);
+        sets.insert(name.clone(), rules);
+    }
+    sets
+}
+
+/// One rule of an operator's set.
+fn rule(set: &str, r: &RawGuardRule, path: &str, errs: &mut Collector) -> Option<GuardRule> {
+    let canary = r.canary.as_ref().is_some_and(|c| c.value);
+    let checks = [
+        r.pii.is_some(),
+        r.secrets.is_some(),
+        r.deny.is_some(),
+        r.injection.is_some(),
+        canary,
+        r.overlap.is_some(),
+        r.repetition.is_some(),
+    ];
+    if checks.iter().filter(|&&c| c).count() != 1 {
+        errs.push(
+            path,
+            Some(&r.name),
+            "a rule has exactly one check: pii, secrets, deny, injection, canary, overlap or repetition",
+        );
+        return None;
+    }
+    let leak = canary || r.overlap.is_some() || r.repetition.is_some();
+    let kinds = |list: &Vec<S<String>>, all: &[Kind], what: &str, errs: &mut Collector| -> Vec<Kind> {
+        let mut kinds = Vec::new();
+        for s in list {
+            match s.value.as_str() {
+                "all" => kinds.extend_from_slice(all),
+                n => match Kind::from_name(n).filter(|k| all.contains(k)) {
+                    Some(k) => kinds.push(k),
+                    None => {
+                        let names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+                        errs.push(
+                            format!("{path}.{what}"),
+                            Some(s),
+                            format!("{n:?} is not one of all, {}", names.join(", ")),
+                        );
+                    }
+                },
+            }
+        }
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    };
+    let check = if let Some(list) = &r.pii {
+        GuardCheck::Kinds(kinds(list, &Kind::PII, "pii", errs))
+    } else if let Some(list) = &r.secrets {
+        GuardCheck::Kinds(kinds(list, &Kind::SECRETS, "secrets", errs))
+    } else if let Some(d) = &r.deny {
+        deny(d, &format!("{path}.deny"), errs)?
+    } else if canary {
+        GuardCheck::Canary
+    } else if let Some(o) = &r.overlap {
+        let min_words = crate::collect::ranged(
+            o.min_words.as_ref(),
+            DEFAULT_OVERLAP_MIN_WORDS,
+            4,
+            1000,
+            &format!("{path}.overlap.min_words"),
+            errs,
+        );
+        GuardCheck::Overlap {
+            min_words: min_words as u32,
+        }
+    } else if let Some(rep) = &r.repetition {
+        let p = |n: &str| format!("{path}.repetition.{n}");
+        GuardCheck::Repetition {
+            min_repeats: crate::collect::ranged(
+                rep.min_repeats.as_ref(),
+                DEFAULT_REPETITION_MIN_REPEATS,
+                2,
+                1000,
+                &p("min_repeats"),
+                errs,
+            ) as u32,
+            min_bytes: crate::collect::ranged(
+                rep.min_bytes.as_ref(),
+                DEFAULT_REPETITION_MIN_BYTES,
+                16,
+                1_000_000,
+                &p("min_bytes"),
+                errs,
+            ) as u32,
+        }
+    } else {
+        let threshold = r.injection.as_ref().and_then(|i| i.threshold.as_ref());
+        GuardCheck::Injection {
+            threshold: threshold_of(threshold, &format!("{path}.injection.threshold"), errs),
+        }
+    };
+    // Leak checks read the answer; the others default to the request.
+    let on =
+        r.on.as_ref()
+            .map_or(if leak { "output" } else { "input" }, |s| s.value.as_str());
+    if leak && on != "output" {
+        errs.push(
+            format!("{path}.on"),
+            r.on.as_ref(),
+            "a leak or runaway check (canary, overlap, repetition) reads the answer: on: output",
+        );
+    }
+    let mut channels = match on {
+        "input" => input_channels(),
+        "output" => output_channels(),
+        "both" => merge(input_channels(), output_channels()),
+        other => {
+            errs.push(
+                format!("{path}.on"),
+                r.on.as_ref(),
+                format!("{other:?} is not one of input, output, both"),
+            );
+            input_channels()
+        }
+    };
+    if let Some(list) = &r.channels {
+        channels = Channels::default();
+        for s in list {
+            if !channels.set(&s.value) {
+                errs.push(
+                    format!("{path}.where"),
+                    Some(s),
+                    format!("{:?} is not one of {}", s.value, Channels::NAMES.join(", ")),
+                );
+            }
+        }
+        let wrong_side = (on == "input" && channels.output()) || (on == "output" && channels.input());
+        if wrong_side {
+            errs.push(
+                format!("{path}.where"),
+                Some(&r.name),
+                format!("a channel that is not on the rule's side ({on})"),
+            );
+        }
+    }
+    let action = match r.action.as_ref().map(|s| (s, s.value.as_str())) {
+        None => GuardAction::Block,
+        Some((_, "block")) => GuardAction::Block,
+        Some((_, "redact")) => GuardAction::Redact,
+        Some((_, "flag")) => GuardAction::Flag,
+        Some((s, other)) => {
+            errs.push(
+                format!("{path}.action"),
+                Some(s),
+                format!("{other:?} is not one of block, redact, flag"),
+            );
+            GuardAction::Block
+        }
+    };
+    if matches!(check, GuardCheck::Overlap { .. }) && action == GuardAction::Redact {
+        errs.push(
+            format!("{path}.action"),
+            r.action.as_ref(),
+            "an overlap rule blocks or flags",
+        );
+    }
+    if matches!(check, GuardCheck::Injection { .. }) {
+        if action == GuardAction::Redact {
+            errs.push(
+                format!("{path}.action"),
+                r.action.as_ref(),
+                "an injection rule blocks or flags (a score has nothing to redact)",
+            );
+        }
+        if channels.output() {
+            errs.push(
+                format!("{path}.on"),
+                Some(&r.name),
+                "the injection screen reads input only",
+            );
+        }
+    }
+    let restore = r.restore.as_ref().is_some_and(|s| s.value);
+    if restore && action != GuardAction::Redact {
+        errs.push(
+            format!("{path}.restore"),
+            r.restore.as_ref(),
+            "only a redacting rule restores",
+        );
+    }
+    Some(GuardRule {
+        name: format!("{set}/{}", r.name.value),
+        action,
+        channels,
+        restore,
+        check,
+    })
+}
+
+fn threshold_of(value: Option<&S<f64>>, path: &str, errs: &mut Collector) -> f32 {
+    match value {
+        None => DEFAULT_INJECTION_THRESHOLD as f32,
+        Some(s) if (0.0..=1.0).contains(&s.value) && s.value > 0.0 => s.value as f32,
+        Some(s) => {
+            errs.push(path, Some(s), "must be greater than 0 and at most 1");
+            DEFAULT_INJECTION_THRESHOLD as f32
+        }
+    }
+}
+
+/// A deny list: its regular expressions must compile (as the guard's matcher compiles them).
+fn deny(d: &RawDeny, path: &str, errs: &mut Collector) -> Option<GuardCheck> {
+    if d.literals.is_empty() && d.regex.is_empty() {
+        errs.push::<()>(path, None, "a deny list needs literals or regex");
+        return None;
+    }
+    let mut ok = true;
+    for (i, p) in d.regex.iter().enumerate() {
+        let label = Label {
+            kind: Kind::Denied,
+            rule: 0,
+        };
+        if let Err(e) = Matcher::new(&[(label, p.value.as_str())]) {
+            errs.push(format!("{path}.regex[{i}]"), Some(p), e.to_string());
+            ok = false;
+        }
+    }
+    for (i, l) in d.literals.iter().enumerate() {
+        if l.value.trim().is_empty() {
+            errs.push(
+                format!("{path}.literals[{i}]"),
+                Some(l),
+                "an empty literal would match everywhere",
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| GuardCheck::Deny {
+        literals: d.literals.iter().map(|l| l.value.clone()).collect(),
+        patterns: d.regex.iter().map(|p| p.value.clone()).collect(),
+    })
+}
+
+/// A route's guardrails: its own list, else the defaults'; `None` when it has none.
+pub(crate) fn route(
+    own: &RawPolicy,
+    defaults: &RawPolicy,
+    sets: &GuardSets,
+    path: &str,
+    errs: &mut Collector,
+) -> Option<RouteGuard> {
+    let list = own.guardrails.as_ref().or(defaults.guardrails.as_ref())?;
+    let mut guard = RouteGuard::default();
+    for s in list {
+        match sets.get(&s.value) {
+            Some(rules) => {
+                if guard.sets.contains(&s.value) {
+                    errs.push(
+                        format!("{path}.guardrails"),
+                        Some(s),
+                        format!("{:?} is attached twice", s.value),
+                    );
+                }
+                guard.sets.push(s.value.clone());
+                guard.rules.extend(rules.iter().cloned());
+            }
+            None => {
+                let mut known: Vec<&str> = sets.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                errs.push(
+                    format!("{path}.guardrails"),
+                    Some(s),
+                    format!("unknown guardrail set {:?} (known: {})", s.value, known.join(", ")),
+                );
+            }
+        }
+    }
+    let empty = RawGuard::default();
+    let own_guard = own.guard.as_ref().unwrap_or(&empty);
+    let defaults_guard = defaults.guard.as_ref().unwrap_or(&empty);
+    let gpath = |name: &str| format!("{path}.guard.{name}");
+    let mut normalize = NormalizeConfig {
+        on: true,
+        ..NormalizeConfig::default()
+    };
+    if let Some(s) = own_guard.normalize.as_ref().or(defaults_guard.normalize.as_ref()) {
+        match s.value.as_str() {
+            "nfc" => {}
+            "nfkc" => normalize.nfkc = true,
+            "off" => normalize.on = false,
+            other => errs.push(
+                gpath("normalize"),
+                Some(s),
+                format!("{other:?} is not one of nfc, nfkc, off"),
+            ),
+        }
+    }
+    if let Some(s) = own_guard
+        .collapse_whitespace
+        .as_ref()
+        .or(defaults_guard.collapse_whitespace.as_ref())
+    {
+        match s.value.as_str() {
+            "off" => {}
+            "text" => normalize.collapse_whitespace = true,
+            "all" => {
+                normalize.collapse_whitespace = true;
+                normalize.in_code = true;
+            }
+            other => errs.push(
+                gpath("collapse_whitespace"),
+                Some(s),
+                format!("{other:?} is not one of off, text, all"),
+            ),
+        }
+    }
+    if let Some(t) = own_guard
+        .injection_threshold
+        .as_ref()
+        .or(defaults_guard.injection_threshold.as_ref())
+    {
+        let threshold = threshold_of(Some(t), &gpath("injection_threshold"), errs);
+        for r in &mut guard.rules {
+            if let GuardCheck::Injection { threshold: own } = &mut r.check {
+                *own = threshold;
+            }
+        }
+    }
+    guard.normalize = normalize;
+    guard.max_output_tokens = own_guard
+        .max_output_tokens
+        .as_ref()
+        .or(defaults_guard.max_output_tokens.as_ref())
+        .map(|v| crate::collect::ranged(Some(v), 0, 1, 10_000_000, &gpath("max_output_tokens"), errs) as u32);
+    guard.max_prompt_tokens = own_guard
+        .max_prompt_tokens
+        .as_ref()
+        .or(defaults_guard.max_prompt_tokens.as_ref())
+        .map(|v| crate::collect::ranged(Some(v), 0, 1, 100_000_000, &gpath("max_prompt_tokens"), errs) as u32);
+    if let Some(schema) = own_guard
+        .request_schema
+        .as_ref()
+        .or(defaults_guard.request_schema.as_ref())
+    {
+        match jsonschema::validator_for(&schema.value) {
+            Ok(_) => guard.request_schema = Some(schema.value.clone()),
+            Err(e) => errs.push(
+                gpath("request_schema"),
+                Some(schema),
+                format!("not a valid JSON Schema: {e}"),
+            ),
+        }
+    }
+    Some(guard)
+}
+
+/// Tenants' deny lists (teams have none).
+pub(crate) fn tenant_deny(
+    tenants: &[RawEntity],
+    teams: &[RawEntity],
+    errs: &mut Collector,
+) -> HashMap<String, GuardRule> {
+    for (i, t) in teams.iter().enumerate() {
+        if t.deny.is_some() {
+            errs.push(
+                format!("teams[{i}].deny"),
+                Some(&t.name),
+                "deny lists belong to tenants",
+            );
+        }
+    }
+    let both = merge(input_channels(), output_channels());
+    tenants
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let check = deny(t.deny.as_ref()?, &format!("tenants[{i}].deny"), errs)?;
+            let rule = GuardRule {
+                name: format!("tenant/{}", t.name.value),
+                action: GuardAction::Block,
+                channels: Channels { system: true, ..both },
+                restore: false,
+                check,
+            };
+            Some((t.name.value.clone(), rule))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::{Config, LoadError, load_str};
+
+    fn load(text: &str) -> Result<Config, LoadError> {
+        load_str(text, &|_| None)
+    }
+
+    fn errors(text: &str) -> Vec<(u64, String)> {
+        match load(text) {
+            Err(LoadError::Invalid(errs)) => errs.0.iter().map(|e| (e.line.unwrap_or(0), e.path.clone())).collect(),
+            other => panic!("expected errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_route_attaches_sets_and_its_list_replaces_the_defaults() {
+        let c = load(
+            r#"
+defaults:
+  guardrails: [pii-redact]
+  guard: { normalize: nfkc }
+guardrail_sets:
+  house:
+    - name: codenames
+      deny: { literals: ["Project Falcon"], regex: ["(?i)internal-[0-9]+"] }
+      on: both
+    - name: emails-back
+      pii: [email]
+      action: redact
+      restore: true
+routes:
+  - name: a
+  - name: b
+    guardrails: [no-secrets, house, injection-screen]
+    guard: { injection_threshold: 0.8, collapse_whitespace: text }
+"#,
+        )
+        .unwrap();
+        let a = c.routes[0].guard.as_ref().unwrap();
+        assert_eq!(a.sets, ["pii-redact"]);
+        assert!(a.normalize.nfkc && !a.normalize.collapse_whitespace);
+        let b = c.routes[1].guard.as_ref().unwrap();
+        assert_eq!(b.sets, ["no-secrets", "house", "injection-screen"]);
+        let names: Vec<&str> = b.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "no-secrets/secrets",
+                "house/codenames",
+                "house/emails-back",
+                "injection-screen/injection"
+            ]
+        );
+        assert_eq!(b.rules[1].action, GuardAction::Block);
+        assert!(b.rules[1].channels.user && b.rules[1].channels.output && !b.rules[1].channels.system);
+        assert!(b.rules[2].restore && b.rules[2].check == GuardCheck::Kinds(vec![Kind::Email]));
+        assert_eq!(b.rules[3].check, GuardCheck::Injection { threshold: 0.8 });
+        assert!(b.normalize.nfkc && b.normalize.collapse_whitespace && !b.normalize.in_code);
+        // No guardrails anywhere: none on the route.
+        assert!(load("routes: [{name: x}]").unwrap().routes[0].guard.is_none());
+    }
+
+    #[test]
+    fn leak_checks_read_the_answer() {
+        let c = load("guardrail_sets:\n  l:\n    - { name: c, canary: true }\n    - { name: o, overlap: { min_words: 9 }, action: flag }\nroutes: [{name: r, guardrails: [l, no-leaks]}]\n").unwrap();
+        let rules = &c.routes[0].guard.as_ref().unwrap().rules;
+        assert_eq!(rules[0].check, GuardCheck::Canary);
+        assert!(rules[0].channels.output && !rules[0].channels.user);
+        assert_eq!(rules[1].check, GuardCheck::Overlap { min_words: 9 });
+        assert_eq!(rules[3].check, GuardCheck::Overlap { min_words: 12 });
+        assert_eq!(
+            errors(
+                "guardrail_sets:\n  l:\n    - { name: c, canary: true, on: input }\n    - { name: o, overlap: {}, action: redact }\n"
+            ),
+            [
+                (3, "guardrail_sets.l[0].on".to_owned()),
+                (4, "guardrail_sets.l[1].action".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn runaway_checks_and_the_output_cap() {
+        let c = load("guardrail_sets:\n  r:\n    - { name: loop, repetition: { min_repeats: 6 } }\nroutes: [{name: a, guardrails: [r, no-runaway], guard: { max_output_tokens: 300 }}]\n").unwrap();
+        let g = c.routes[0].guard.as_ref().unwrap();
+        assert_eq!(
+            g.rules[0].check,
+            GuardCheck::Repetition {
+                min_repeats: 6,
+                min_bytes: 256
+            }
+        );
+        assert_eq!(
+            g.rules[1].check,
+            GuardCheck::Repetition {
+                min_repeats: 4,
+                min_bytes: 256
+            }
+        );
+        assert_eq!(g.max_output_tokens, Some(300));
+        assert_eq!(
+            errors(
+                "guardrail_sets:\n  r:\n    - { name: loop, repetition: { min_repeats: 1 } }\nroutes: [{name: a, guardrails: [r], guard: { max_output_tokens: 0 }}]\n"
+            ),
+            [
+                (3, "guardrail_sets.r[0].repetition.min_repeats".to_owned()),
+                (4, "routes[0].guard.max_output_tokens".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_route_schema_and_prompt_size() {
+        let c = load("routes: [{name: a, guardrails: [pii-redact], guard: { max_prompt_tokens: 4000, request_schema: { type: object } }}]\n").unwrap();
+        let g = c.routes[0].guard.as_ref().unwrap();
+        assert_eq!(g.max_prompt_tokens, Some(4000));
+        assert!(g.request_schema.is_some());
+        assert_eq!(
+            errors("routes: [{name: a, guardrails: [pii-redact], guard: { request_schema: { type: 12 } }}]\n"),
+            [(1, "routes[0].guard.request_schema".to_owned())]
+        );
+    }
+
+    #[test]
+    fn tenants_have_deny_lists() {
+        let c = load("tenants:\n  - name: acme\n    deny: { literals: [Bluebird] }\n").unwrap();
+        let rule = &c.tenant_deny["acme"];
+        assert_eq!(rule.name, "tenant/acme");
+        assert!(rule.channels.user && rule.channels.system && rule.channels.output);
+    }
+
+    #[test]
+    fn bad_guardrails_are_refused_with_their_lines() {
+        let text = r#"guardrail_sets:
+  pii-redact: []
+  mine:
+    - name: two-checks
+      pii: [email]
+      secrets: [all]
+    - name: bad-regex
+      deny: { regex: ["(unclosed"] }
+    - name: bad-kind
+      pii: [emial]
+    - name: inj
+      injection: { threshold: 1.5 }
+      action: redact
+    - name: side
+      pii: [email]
+      on: input
+      where: [output]
+    - name: inj
+      deny: { literals: [""] }
+teams:
+  - name: t
+    deny: { literals: [x] }
+routes:
+  - name: r
+    guardrails: [mine, nope]
+    guard: { normalize: nfd }
+"#;
+        assert_eq!(
+            errors(text),
+            [
+                (4, "guardrail_sets.mine[0]".to_owned()),
+                (8, "guardrail_sets.mine[1].deny.regex[0]".to_owned()),
+                (10, "guardrail_sets.mine[2].pii".to_owned()),
+                (12, "guardrail_sets.mine[3].injection.threshold".to_owned()),
+                (13, "guardrail_sets.mine[3].action".to_owned()),
+                (14, "guardrail_sets.mine[4].where".to_owned()),
+                (18, "guardrail_sets.mine[5]".to_owned()),
+                (19, "guardrail_sets.mine[5].deny.literals[0]".to_owned()),
+                (21, "teams[0].deny".to_owned()),
+                (25, "routes[0].guardrails".to_owned()),
+                (26, "routes[0].guard.normalize".to_owned()),
+                // A map key carries no line.
+                (0, "guardrail_sets.pii-redact".to_owned()),
+            ]
+        );
+    }
+}

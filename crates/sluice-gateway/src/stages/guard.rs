@@ -1,0 +1,275 @@
+//! The input guardrails: after admission, before the cache (its key is the guarded request's).
+//! Each text of the request, by channel, is normalised (invisible characters out, Unicode
+//! composed), read by the route's pattern rules in one pass (personal data, credentials, deny
+//! lists — then blocked, redacted with typed placeholders, or flagged) and by the injection
+//! screen, then the tenant's deny list. A rewritten request is parsed again, so every later
+//! stage sees only what the guardrails let through.
+
+use std::sync::Arc;
+
+use sluice_config::{GuardAction, GuardCheck};
+use sluice_guard::{Normalize, Normalized, Placeholders, normalize, screen};
+use sluice_providers::InboundRequest;
+
+use crate::error::GatewayError;
+use crate::guard::texts;
+use crate::guard::{Channel, GuardReport, Guards, Judged, TenantDeny, blocked};
+use crate::keys::Caller;
+use crate::timing::Stage;
+
+#[derive(Debug)]
+pub struct GuardStage {
+    on: Option<Arc<Guards>>,
+    tenants: Arc<TenantDeny>,
+}
+
+/// What the input guardrails leave for the answer: the placeholders they put in (the answer's
+/// own are numbered after them; a restoring rule's are put back), and the system prompt (for
+/// the overlap check).
+#[derive(Debug, Default)]
+pub struct Guarded {
+    pub names: Placeholders,
+    /// A rule with `restore: true` redacted input.
+    pub restore: bool,
+    pub system: Vec<String>,
+    /// A prompt longer in bytes than the route's `max_prompt_tokens`: its text, to count.
+    count: Option<(String, u32)>,
+}
+
+impl GuardStage {
+    pub fn new(on: Option<Arc<Guards>>, tenants: Arc<TenantDeny>) -> GuardStage {
+        GuardStage { on, tenants }
+    }
+
+    /// Its timer, when the route runs it.
+    pub fn timed(&self) -> Option<Stage> {
+        self.on.as_ref().map(|_| Stage::Guard)
+    }
+
+    /// The prompt's size in tokens, when its bytes could be more than the route allows:
+    /// counted with the tokenizer (off the async threads when large).
+    pub async fn counted(&self, mut guarded: Guarded, report: Option<&GuardReport>) -> Result<Guarded, GatewayError> {
+        let Some((text, max)) = guarded.count.take() else {
+            return Ok(guarded);
+        };
+        let tokens = crate::stream::tokens::count_off_thread(text.into()).await;
+        if tokens > u64::from(max) {
+            if let Some(r) = report {
+                r.fire("guard/max_prompt_tokens", GuardAction::Block, "input");
+            }
+            return Err(GatewayError::bad_request(
+                "prompt_too_long",
+                format!("The prompt has {tokens} tokens; this route allows at most {max}."),
+            ));
+        }
+        Ok(guarded)
+    }
+
+    /// A report for one request, when the route has guardrails.
+    pub fn report(&self) -> Option<GuardReport> {
+        self.on.as_ref().map(|_| GuardReport::default())
+    }
+
+    /// The caller's tenant's deny list, for the answer's stage.
+    pub fn tenant(&self, caller: &Caller) -> Option<crate::guard::TenantRule> {
+        self.on.as_ref()?;
+        self.tenants.of(caller.tenant.as_deref()).cloned()
+    }
+
+    pub fn run(
+        &self,
+        caller: &Caller,
+        inbound: InboundRequest,
+        report: Option<&GuardReport>,
+    ) -> Result<(InboundRequest, Guarded), GatewayError> {
+        let Some((g, report)) = self.on.as_ref().zip(report) else {
+            return Ok((inbound, Guarded::default()));
+        };
+        let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&inbound.body) else {
+            return Ok((inbound, Guarded::default()));
+        };
+        if let Some(schema) = &g.request_schema
+            && let Some(e) = schema.iter_errors(&body).next()
+        {
+            report.fire("guard/request_schema", GuardAction::Block, "input");
+            let at = e.instance_path().to_string();
+            return Err(GatewayError::bad_request(
+                "invalid_request_schema",
+                format!("The request does not match this route's schema at '{at}': {e}"),
+            )
+            .with_param(if at.is_empty() { "body".to_owned() } else { at }));
+        }
+        // The prompt's texts, gathered only when their size must be counted.
+        let mut prompt = g.max_prompt_tokens.map(|_| String::new());
+        let tenant = self.tenants.of(caller.tenant.as_deref());
+        let how = Normalize {
+            nfkc: g.normalize.nfkc,
+            collapse_whitespace: g.normalize.collapse_whitespace,
+            in_code: g.normalize.in_code,
+        };
+        let mut names = Placeholders::default();
+        let mut restoring = false;
+        let mut changed = false;
+        let mut refusal: Option<GatewayError> = None;
+        let mut system = Vec::new();
+        let mut canary = g.canary.as_deref();
+        let images = texts::visit(inbound.endpoint, &mut body, &mut |text, channel| {
+            if refusal.is_some() {
+                return;
+            }
+            let mut seen = Normalized::default();
+            if g.normalize.on {
+                let n = normalize(text, how, &mut seen);
+                if let std::borrow::Cow::Owned(n) = n {
+                    *text = n;
+                    changed = true;
+                }
+            }
+            match read(g, text, channel, &seen, &mut names, report) {
+                Ok(Some((rewritten, restore))) => {
+                    *text = rewritten;
+                    changed = true;
+                    restoring |= restore;
+                }
+                Ok(None) => {}
+                Err(e) => refusal = Some(e),
+            }
+            if let Some((rule, m)) = tenant
+                && refusal.is_none()
+                && !m.find_all(text).is_empty()
+            {
+                report.fire(&rule.name, GuardAction::Block, "input");
+                refusal = Some(blocked(&rule.name));
+            }
+            if let Some(p) = &mut prompt {
+                p.push_str(text);
+                p.push('\n');
+            }
+            if channel == Channel::System {
+                if g.overlap.is_some() {
+                    system.push(text.clone());
+                }
+                // The canary goes after the (first) system prompt: an answer holding it
+                // leaked the prompt.
+                if let Some(c) = canary.take() {
+                    text.push_str("\n\n");
+                    text.push_str(c);
+                    changed = true;
+                }
+            }
+        });
+        if let Some(e) = refusal {
+            return Err(e);
+        }
+        report.images(images);
+        // A token is at least a byte: a prompt of no more bytes than the limit is within it
+        // uncounted; a longer one is counted by `counted`.
+        let count = g
+            .max_prompt_tokens
+            .zip(prompt)
+            .filter(|(max, text)| text.len() > *max as usize)
+            .map(|(max, text)| (text, max));
+        if let Some(cap) = g.max_output_tokens {
+            changed |= cap_output(inbound.endpoint, &mut body, cap);
+        }
+        if !changed {
+            return Ok((
+                inbound,
+                Guarded {
+                    names,
+                    restore: false,
+                    system,
+                    count,
+                },
+            ));
+        }
+        let bytes = serde_json::to_vec(&body).map_err(|e| GatewayError::internal(e.to_string()))?;
+        let mut again = InboundRequest::parse(inbound.endpoint, bytes.into())?;
+        again.headers = inbound.headers;
+        Ok((
+            again,
+            Guarded {
+                names,
+                restore: restoring,
+                system,
+                count,
+            },
+        ))
+    }
+}
+
+/// One text through the route's rules: `Some((rewritten, restore))` when a rule redacted
+/// (and whether one of them restores), an error when one blocked.
+fn read(
+    g: &Guards,
+    text: &str,
+    channel: Channel,
+    seen: &Normalized,
+    names: &mut Placeholders,
+    report: &GuardReport,
+) -> Result<Option<(String, bool)>, GatewayError> {
+    let mut redact = Vec::new();
+    let mut restore = false;
+    if let Some(m) = g.matcher(channel) {
+        for hit in m.find_all(text) {
+            match g.judge(&hit, channel, report, "input") {
+                Judged::Block(rule) => return Err(blocked(rule)),
+                Judged::Redact { restore: r } => {
+                    restore |= r;
+                    redact.push(hit);
+                }
+                Judged::Flag => {}
+            }
+        }
+    }
+    for &i in &g.injection {
+        let Some(rule) = g.rules.get(i as usize) else { continue };
+        let GuardCheck::Injection { threshold } = rule.check else {
+            continue;
+        };
+        if !channel.of(&rule.channels) {
+            continue;
+        }
+        if screen(text, &seen.smuggled).score >= threshold {
+            report.fire(&rule.name, rule.action, "input");
+            if rule.action == GuardAction::Block {
+                return Err(blocked(&rule.name));
+            }
+        }
+    }
+    if redact.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((names.rewrite(text, &redact), restore)))
+}
+
+/// Caps the request's own output limit at `cap` (setting one where it has none); whether
+/// the body changed.
+fn cap_output(endpoint: sluice_providers::Endpoint, body: &mut serde_json::Value, cap: u32) -> bool {
+    use sluice_providers::Endpoint;
+    let Some(obj) = body.as_object_mut() else {
+        return false;
+    };
+    let names: &[&str] = match endpoint {
+        Endpoint::ChatCompletions => &["max_completion_tokens", "max_tokens"],
+        Endpoint::Responses => &["max_output_tokens"],
+        Endpoint::Messages | Endpoint::Completions => &["max_tokens"],
+        _ => return false,
+    };
+    let mut present = false;
+    let mut changed = false;
+    for name in names {
+        if let Some(v) = obj.get_mut(*name) {
+            present = true;
+            if v.as_u64().is_none_or(|n| n > u64::from(cap)) {
+                *v = serde_json::Value::from(cap);
+                changed = true;
+            }
+        }
+    }
+    if !present {
+        obj.insert(names[names.len() - 1].to_owned(), serde_json::Value::from(cap));
+        changed = true;
+    }
+    changed
+}

@@ -8,7 +8,7 @@ use sluice_guard::{Kind, Label, Matcher};
 
 use crate::collect::Collector;
 use crate::raw::{RawDeny, RawEntity, RawGuard, RawGuardRule, RawPolicy, S};
-use crate::types::{Channels, GuardAction, GuardCheck, GuardRule, NormalizeConfig, RouteGuard};
+use crate::types::{Channels, GuardAction, GuardCheck, GuardRule, NormalizeConfig, OnInvalid, RouteGuard};
 
 /// The injection screen's threshold when a rule or route gives none: on the evaluation set's
 /// training half, the score above which ordinary prompts stay under 1 % (GUARDRAILS.md).
@@ -390,9 +390,12 @@ pub(crate) fn route(
     path: &str,
     errs: &mut Collector,
 ) -> Option<RouteGuard> {
-    let list = own.guardrails.as_ref().or(defaults.guardrails.as_ref())?;
+    let list = own.guardrails.as_ref().or(defaults.guardrails.as_ref());
+    if list.is_none() && own.guard.is_none() && defaults.guard.is_none() {
+        return None;
+    }
     let mut guard = RouteGuard::default();
-    for s in list {
+    for s in list.into_iter().flatten() {
         match sets.get(&s.value) {
             Some(rules) => {
                 if guard.sets.contains(&s.value) {
@@ -489,6 +492,29 @@ pub(crate) fn route(
                 gpath("request_schema"),
                 Some(schema),
                 format!("not a valid JSON Schema: {e}"),
+            ),
+        }
+    }
+    if let Some(schema) = own_guard.output_schema.as_ref().or(defaults_guard.output_schema.as_ref()) {
+        match jsonschema::validator_for(&schema.value) {
+            Ok(_) => guard.output_schema = Some(schema.value.clone()),
+            Err(e) => errs.push(
+                gpath("output_schema"),
+                Some(schema),
+                format!("not a valid JSON Schema: {e}"),
+            ),
+        }
+    }
+    if let Some(s) = own_guard.on_invalid.as_ref().or(defaults_guard.on_invalid.as_ref()) {
+        match [OnInvalid::Retry, OnInvalid::Fallback, OnInvalid::Error, OnInvalid::Pass]
+            .into_iter()
+            .find(|o| o.as_str() == s.value)
+        {
+            Some(o) => guard.on_invalid = o,
+            None => errs.push(
+                gpath("on_invalid"),
+                Some(s),
+                format!("{:?} is not one of retry, fallback, error, pass", s.value),
             ),
         }
     }
@@ -651,6 +677,25 @@ routes:
         assert_eq!(
             errors("routes: [{name: a, guardrails: [pii-redact], guard: { request_schema: { type: 12 } }}]\n"),
             [(1, "routes[0].guard.request_schema".to_owned())]
+        );
+    }
+
+    #[test]
+    fn an_output_schema_and_what_an_invalid_answer_gets() {
+        // A `guard:` block alone gives a route its guardrails (no set attached).
+        let c = load("routes: [{name: a, guard: { output_schema: { type: object, required: [x] }, on_invalid: fallback }}]\n").unwrap();
+        let g = c.routes[0].guard.as_ref().unwrap();
+        assert!(g.sets.is_empty() && g.output_schema.is_some());
+        assert_eq!(g.on_invalid, OnInvalid::Fallback);
+        let c = load("routes: [{name: a, guardrails: [pii-redact]}]\n").unwrap();
+        assert_eq!(c.routes[0].guard.as_ref().unwrap().on_invalid, OnInvalid::Retry);
+        assert!(load("routes: [{name: a}]\n").unwrap().routes[0].guard.is_none());
+        assert_eq!(
+            errors("routes: [{name: a, guard: { output_schema: { type: 12 }, on_invalid: twice }}]\n"),
+            [
+                (1, "routes[0].guard.output_schema".to_owned()),
+                (1, "routes[0].guard.on_invalid".to_owned())
+            ]
         );
     }
 

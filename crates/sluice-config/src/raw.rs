@@ -140,6 +140,11 @@ pub struct RawGuard {
     pub max_prompt_tokens: Option<S<u64>>,
     /// A JSON Schema every request body must match.
     pub request_schema: Option<S<serde_json::Value>>,
+    /// A JSON Schema every answer's text must match (as JSON).
+    pub output_schema: Option<S<serde_json::Value>>,
+    /// What an answer that fails its JSON check gets: `retry` (default), `fallback`, `error`
+    /// or `pass` (not checked).
+    pub on_invalid: Option<S<String>>,
 }
 
 /// The response cache's in-process tier.

@@ -145,6 +145,10 @@ pub struct Metrics {
     pub guard_held: Histogram,
     /// Images passed to the upstream unscreened.
     pub guard_images: Counter,
+    /// Answers that failed their JSON check (each attempt's).
+    pub guard_invalid: Counter,
+    /// Streamed answers held until complete (for their JSON check).
+    pub guard_held_whole: Counter,
     /// What cache hits saved, by route: the stored answers' cost and tokens.
     pub cache_saved_cost: Family<RouteLabel, Counter>,
     pub cache_saved_tokens: Family<RouteLabel, Counter>,
@@ -197,6 +201,8 @@ impl Metrics {
             guard_triggers: Family::default(),
             guard_held: Histogram::new(exponential_buckets(16.0, 2.0, 13)),
             guard_images: Counter::default(),
+            guard_invalid: Counter::default(),
+            guard_held_whole: Counter::default(),
             cache_saved_cost: Family::default(),
             cache_saved_tokens: Family::default(),
             cache_entries: Gauge::default(),
@@ -239,6 +245,16 @@ impl Metrics {
             "sluice_guardrail_images_unscreened",
             "Images passed to the upstream without being screened",
             m.guard_images.clone(),
+        );
+        registry.register(
+            "sluice_guardrail_invalid_outputs",
+            "Answers that failed their JSON check (response_format or the route's output_schema), one per attempt",
+            m.guard_invalid.clone(),
+        );
+        registry.register(
+            "sluice_guardrail_held_whole",
+            "Streamed answers held until complete, because their JSON check cannot be decided on a window",
+            m.guard_held_whole.clone(),
         );
         registry.register(
             "sluice_cache_lookups",

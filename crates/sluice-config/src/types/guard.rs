@@ -115,6 +115,38 @@ pub struct RouteGuard {
     pub max_prompt_tokens: Option<u32>,
     /// A JSON Schema every request body must match (checked to compile at load).
     pub request_schema: Option<serde_json::Value>,
+    /// A JSON Schema every answer's text must match, as JSON (checked to compile at load).
+    pub output_schema: Option<serde_json::Value>,
+    /// What an answer that fails its JSON check (the route's `output_schema`, or the
+    /// request's own `response_format`) gets.
+    pub on_invalid: OnInvalid,
+}
+
+/// What an answer that fails its JSON check gets. The caller never receives it as if it were
+/// valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnInvalid {
+    /// Another attempt on another deployment (within the route's attempts and deadline),
+    /// then the fallback chain.
+    #[default]
+    Retry,
+    /// The fallback chain at once.
+    Fallback,
+    /// A 502 `invalid_output`.
+    Error,
+    /// Not checked: the answer goes on as it came.
+    Pass,
+}
+
+impl OnInvalid {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnInvalid::Retry => "retry",
+            OnInvalid::Fallback => "fallback",
+            OnInvalid::Error => "error",
+            OnInvalid::Pass => "pass",
+        }
+    }
 }
 
 /// How a route normalises prompts before its rules read them (and before the cache's key).

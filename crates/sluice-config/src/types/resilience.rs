@@ -57,6 +57,9 @@ pub enum FallbackReason {
     ContentPolicy,
     /// Every deployment at its concurrency limit, and no place freed in time.
     Capacity,
+    /// The answer failed its JSON check (`guard.on_invalid: retry|fallback`): falls back
+    /// whatever `on` lists, so it is not one of [`FallbackReason::ALL`].
+    InvalidOutput,
 }
 
 impl FallbackReason {
@@ -79,6 +82,7 @@ impl FallbackReason {
             FallbackReason::ContextLength => "context_length",
             FallbackReason::ContentPolicy => "content_policy",
             FallbackReason::Capacity => "capacity",
+            FallbackReason::InvalidOutput => "invalid_output",
         }
     }
 }

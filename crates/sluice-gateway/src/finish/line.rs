@@ -83,10 +83,11 @@ impl LogLine for RequestRecord {
             o.f64("similarity", f64::from(s));
         }
         if let Some(g) = &self.guard {
-            let (fired, images, held) = g.read();
-            if !fired.is_empty() {
+            let read = g.read();
+            if !read.fired.is_empty() {
                 // `set/rule:action:side`, never the text.
-                let names: Vec<String> = fired
+                let names: Vec<String> = read
+                    .fired
                     .iter()
                     .map(|f| format!("{}:{}:{}", f.rule, f.action.as_str(), f.side))
                     .collect();
@@ -96,11 +97,17 @@ impl LogLine for RequestRecord {
                     }
                 });
             }
-            if images > 0 {
-                o.u64("guard_images_unscreened", u64::from(images));
+            if read.images > 0 {
+                o.u64("guard_images_unscreened", u64::from(read.images));
             }
-            if held > 0 {
-                o.u64("guard_held_bytes", held as u64);
+            if read.held > 0 {
+                o.u64("guard_held_bytes", read.held as u64);
+            }
+            if read.whole {
+                o.raw("guard_held_whole", |out| out.extend_from_slice(b"true"));
+            }
+            if read.invalid > 0 {
+                o.u64("guard_invalid_outputs", u64::from(read.invalid));
             }
         }
         o.str("config_version", &self.config_version);

@@ -571,9 +571,9 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
     r.cache
         .observe(m, route, r.usage.prompt_tokens + r.usage.completion_tokens);
     if let Some(g) = &r.guard {
-        let (fired, images, held) = g.read();
+        let read = g.read();
         let tenant = r.caller.tenant.as_ref().unwrap_or(&EMPTY);
-        for f in fired {
+        for f in read.fired {
             m.guard_triggers
                 .get_or_create(&crate::telemetry::GuardLabels {
                     rule: f.rule,
@@ -583,9 +583,13 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
                 })
                 .inc();
         }
-        m.guard_images.inc_by(u64::from(images));
-        if held > 0 {
-            m.guard_held.observe(held as f64);
+        m.guard_images.inc_by(u64::from(read.images));
+        if read.held > 0 {
+            m.guard_held.observe(read.held as f64);
+        }
+        m.guard_invalid.inc_by(u64::from(read.invalid));
+        if read.whole {
+            m.guard_held_whole.inc();
         }
     }
     if let Some(class) = r.outcome.error_class {

@@ -4,6 +4,7 @@
 //! did, reported once into its log line and metrics. The input stage (`stages::guard`) and the
 //! output stage (`response::guard`) both run from here; neither imports the other.
 
+pub mod output;
 pub mod texts;
 
 use std::collections::HashMap;
@@ -73,6 +74,10 @@ pub struct Guards {
     pub max_prompt_tokens: Option<u32>,
     /// The schema every request body must match (compiled; checked to compile at load).
     pub request_schema: Option<Arc<jsonschema::Validator>>,
+    /// The schema every answer's text must match as JSON (compiled; checked at load).
+    pub output_schema: Option<Arc<jsonschema::Validator>>,
+    /// What an answer that fails its JSON check gets.
+    pub on_invalid: sluice_config::OnInvalid,
 }
 
 /// What a finding does (see [`Guards::judge`]).
@@ -172,6 +177,12 @@ impl Guards {
                 .as_ref()
                 .and_then(|s| jsonschema::validator_for(s).ok())
                 .map(Arc::new),
+            output_schema: g
+                .output_schema
+                .as_ref()
+                .and_then(|s| jsonschema::validator_for(s).ok())
+                .map(Arc::new),
+            on_invalid: g.on_invalid,
         }))
     }
 
@@ -328,6 +339,22 @@ struct ReportInner {
     fired: Vec<Fired>,
     images: u32,
     held_peak: usize,
+    invalid: u32,
+    whole: bool,
+}
+
+/// What a request's guardrails did, read once when it ends.
+#[derive(Debug, Default)]
+pub struct ReportRead {
+    pub fired: Vec<Fired>,
+    /// Images passed through unscreened.
+    pub images: u32,
+    /// The longest hold of the answer's text, in bytes.
+    pub held: usize,
+    /// Answers that failed their JSON check.
+    pub invalid: u32,
+    /// A streamed answer held whole (its JSON check cannot be decided on a window).
+    pub whole: bool,
 }
 
 impl GuardReport {
@@ -355,10 +382,27 @@ impl GuardReport {
         r.held_peak = r.held_peak.max(bytes);
     }
 
-    /// The rules that fired, the images passed unscreened, the longest hold (bytes).
-    pub fn read(&self) -> (Vec<Fired>, u32, usize) {
+    /// One answer failed its JSON check.
+    pub fn invalid(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).invalid += 1;
+    }
+
+    /// A streamed answer is held until it is complete, `bytes` long.
+    pub fn held_whole(&self, bytes: usize) {
+        let mut r = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        r.whole = true;
+        r.held_peak = r.held_peak.max(bytes);
+    }
+
+    pub fn read(&self) -> ReportRead {
         let r = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        (r.fired.clone(), r.images, r.held_peak)
+        ReportRead {
+            fired: r.fired.clone(),
+            images: r.images,
+            held: r.held_peak,
+            invalid: r.invalid,
+            whole: r.whole,
+        }
     }
 
     /// The strongest action that fired (`block`, `redact`, `flag`), for the ledger.

@@ -10,6 +10,7 @@ use crate::finish::Finish;
 use crate::flow::Decision;
 use crate::flow::Flow;
 use crate::flow::Upstream;
+use crate::guard::output::OutputCheck;
 use crate::keys::Caller;
 use crate::stages::admit::{Limiting, admit};
 use crate::state::Snapshot;
@@ -24,27 +25,30 @@ pub(super) fn attempting<'a>(
     region: Option<&'a str>,
     more: bool,
     chain: &sluice_config::FallbackConfig,
-    request_id: &'a str,
+    (request_id, check): (&'a str, Option<&'a OutputCheck>),
 ) -> dispatch::Attempting<'a> {
     dispatch::Attempting {
         telemetry: &gw.telemetry,
         region,
         spill: more && chain.on.contains(&sluice_config::FallbackReason::Capacity),
         request_id,
+        check,
     }
 }
 
 /// The route's fallback chain after its model failed with `err`: each alias re-admitted
 /// against the limits at its own prices, then its attempts; then the fixed answer. An alias
 /// the caller may not use, or whose admission is refused, is skipped — and the caller still
-/// sees the upstream's error, not the refusal.
+/// sees the upstream's error, not the refusal. `sent` is the request as the upstreams get it
+/// (not streamed when its answer is held for its JSON check); a fixed or stored answer is
+/// written for `inbound`, as the client asked.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn fall_back(
     gw: &Gateway,
     snap: &Snapshot,
     decision: &Decision<'_>,
     caller: &Caller,
-    inbound: &InboundRequest,
+    (inbound, sent, check): (&InboundRequest, &InboundRequest, Option<&OutputCheck>),
     finish: &mut Finish,
     (deadline, region): (std::time::Instant, Option<&str>),
     cached: Option<&(sluice_cache::CacheKey, std::time::Duration)>,
@@ -102,8 +106,8 @@ pub(super) async fn fall_back(
             }
         }
         finish.set_fallback(&next.model.name, why);
-        let how = attempting(gw, region, k < aliases, chain, finish.request_id());
-        let (result, done) = dispatch::attempts(snap, &next, inbound, deadline, how).await;
+        let how = attempting(gw, region, k < aliases, chain, (finish.request_id(), check));
+        let (result, done) = dispatch::attempts(snap, &next, sent, deadline, how).await;
         finish.add_dispatch(done, &snap.currency);
         match result {
             Ok(up) => return Ok(Flow::Next(up)),

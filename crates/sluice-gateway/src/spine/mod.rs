@@ -23,6 +23,8 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::finish::{CallerPart, Finish};
 use crate::flow::Decision;
 use crate::flow::Upstream;
+use crate::guard::output;
+use crate::upstream::failure::Failure;
 use crate::flow::{Reply, Routed, next};
 use crate::response::store::Store;
 use crate::response::{AnswerPlan, Keeping};
@@ -188,6 +190,8 @@ async fn walk(
         });
     }
     let (inbound, guarded) = guarded?;
+    let check = guarded.check;
+    let held_report = report.clone().filter(|_| check.is_some());
     let answer_guard = report.map(|report| crate::response::AnswerGuard {
         report,
         tenant: plan.guard.tenant(&caller),
@@ -208,6 +212,7 @@ async fn walk(
             region: None,
             spill: false,
             request_id: finish.request_id(),
+            check: None,
         },
     };
     let embedders = crate::stages::cache::Embedders {
@@ -254,9 +259,22 @@ async fn walk(
         parts.headers.get(geo.header.as_str()).and_then(|v| v.to_str().ok()),
         parts.extensions.get::<crate::flow::ClientIp>().map(|c| c.0),
     );
+    // A streamed answer with a JSON check is held: asked for whole, checked, then written to
+    // the client as a stream.
+    let held = match &check {
+        Some(_) if inbound.view.stream => Some(output::whole_request(&inbound)?),
+        _ => None,
+    };
+    let sent = held.as_ref().unwrap_or(&inbound);
     let chain = &decision.route.config.fallback;
-    let how = attempting(gw, region, !chain.models.is_empty(), chain, finish.request_id());
-    let (first, done) = dispatch::attempts(snap, &decision, &inbound, deadline, how).await;
+    let how = attempting(
+        gw,
+        region,
+        !chain.models.is_empty(),
+        chain,
+        (finish.request_id(), check.as_ref()),
+    );
+    let (first, done) = dispatch::attempts(snap, &decision, sent, deadline, how).await;
     finish.add_dispatch(done, &snap.currency);
     let upstream = match first {
         Ok(up) => up,
@@ -266,14 +284,19 @@ async fn walk(
                 snap,
                 &decision,
                 &caller,
-                &inbound,
+                (&inbound, sent, check.as_ref()),
                 finish,
                 (deadline, region),
                 looked.stale.as_ref(),
                 err
             ))
             .await
-            .map_err(|e| retried(e, finish.attempts()))
+            .map_err(|e| {
+                if let (Some(c), Some(Failure::InvalidOutput(_))) = (&check, e.failure) {
+                    c.refused();
+                }
+                retried(e, finish.attempts())
+            })
         ),
     };
     finish.stage(Some(Stage::UpstreamTtfb), clock.lap());
@@ -288,7 +311,7 @@ async fn walk(
         (Some(s), None) => Some(Keeping::Whole(Box::new(Store::new(s, finish.price())))),
         (None, None) => None,
     };
-    reply(
+    let reply = reply(
         snap,
         &decision,
         &plan.answer,
@@ -296,7 +319,11 @@ async fn walk(
         upstream,
         (keeping, answer_guard),
         finish,
-    )
+    )?;
+    match held {
+        Some(_) => output::as_stream(reply, &inbound, held_report.as_ref()),
+        None => Ok(reply),
+    }
 }
 
 /// The answer as the reply the client gets, through the route's response stages: a whole

@@ -34,9 +34,14 @@ pub(super) fn respond(reply: Reply, mut finish: Finish) -> Response<ResponseBody
             finish.respond(status.as_u16(), None);
             let mut r = Response::new(ResponseBody::full(body, finish));
             *r.status_mut() = status;
-            r.headers_mut()
-                .insert(CONTENT_TYPE, content_type.unwrap_or_else(|| JSON.clone()));
-            r.headers_mut().insert(names::X_REQUEST_ID, id);
+            let h = r.headers_mut();
+            if content_type.as_ref() == Some(&EVENT_STREAM) {
+                // A stream written whole (an answer held for its JSON check).
+                h.insert(http::header::CACHE_CONTROL, NO_CACHE.clone());
+                h.insert(names::X_ACCEL_BUFFERING, NO.clone());
+            }
+            h.insert(CONTENT_TYPE, content_type.unwrap_or_else(|| JSON.clone()));
+            h.insert(names::X_REQUEST_ID, id);
             r
         }
         Reply::Cached(hit) => {

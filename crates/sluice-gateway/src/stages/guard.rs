@@ -12,6 +12,7 @@ use sluice_guard::{Normalize, Normalized, Placeholders, normalize, screen};
 use sluice_providers::InboundRequest;
 
 use crate::error::GatewayError;
+use crate::guard::output::OutputCheck;
 use crate::guard::texts;
 use crate::guard::{Channel, GuardReport, Guards, Judged, TenantDeny, blocked};
 use crate::keys::Caller;
@@ -32,6 +33,8 @@ pub struct Guarded {
     /// A rule with `restore: true` redacted input.
     pub restore: bool,
     pub system: Vec<String>,
+    /// The JSON check its answers get (`response_format`, the route's `output_schema`).
+    pub check: Option<OutputCheck>,
     /// A prompt longer in bytes than the route's `max_prompt_tokens`: its text, to count.
     count: Option<(String, u32)>,
 }
@@ -99,6 +102,7 @@ impl GuardStage {
             )
             .with_param(if at.is_empty() { "body".to_owned() } else { at }));
         }
+        let check = OutputCheck::of(g, inbound.endpoint, &body, report)?;
         // The prompt's texts, gathered only when their size must be counted.
         let mut prompt = g.max_prompt_tokens.map(|_| String::new());
         let tenant = self.tenants.of(caller.tenant.as_deref());
@@ -179,6 +183,7 @@ impl GuardStage {
                     names,
                     restore: false,
                     system,
+                    check,
                     count,
                 },
             ));
@@ -192,6 +197,7 @@ impl GuardStage {
                 names,
                 restore: restoring,
                 system,
+                check,
                 count,
             },
         ))

@@ -8,11 +8,12 @@ use sluice_providers::InboundRequest;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::flow::{Decision, Upstream};
+use crate::guard::output::OutputCheck;
 use crate::state::Snapshot;
 use crate::upstream::attempt::{AttemptRecord, Dispatched};
 use crate::upstream::failure::Failure;
 use crate::upstream::health::{InFlight, Outcome, ProbeSlot};
-use crate::upstream::send::attempt_once;
+use crate::upstream::send::{Failed, attempt_once};
 
 /// Full-jitter exponential backoff before retry `n` (1-based), never past the deadline.
 fn backoff(p: &sluice_config::RetryPolicy, n: u32) -> Duration {
@@ -35,6 +36,8 @@ pub struct Attempting<'a> {
     /// A fallback alias would take over at capacity: do not wait for a place, spill over.
     pub spill: bool,
     pub request_id: &'a str,
+    /// The JSON check every whole answer gets: one that fails is an attempt that failed.
+    pub check: Option<&'a OutputCheck>,
 }
 
 /// The attempts loop of one alias: pick, send, classify, retry what may be retried.
@@ -140,6 +143,17 @@ async fn attempts_loop(
         let t = dep.health.record(breaker, outcome, elapsed, Instant::now());
         drop(probe);
         telemetry.breaker(&dep.name, t);
+        // An answer that fails its JSON check came from a healthy deployment, but is no answer.
+        let result = result.and_then(|up| match (how.check, &up) {
+            (Some(check), Upstream::Complete { status, body, .. }) if status.is_success() => {
+                match check.verify(inbound.endpoint.wire(), body) {
+                    Ok(()) => Ok(up),
+                    Err(why) => Err(Failed::new(Failure::InvalidOutput(check.on_invalid), check.failed(&why))
+                        .at(*status)),
+                }
+            }
+            _ => Ok(up),
+        });
         match result {
             Ok(mut up) => {
                 if let Upstream::Stream { inflight: slot, .. } = &mut up {

@@ -2,7 +2,7 @@
 //! breaker, the fallback chain and the metric labels all read, so no behaviour hangs on the
 //! spelling of an error code.
 
-use sluice_config::FallbackReason;
+use sluice_config::{FallbackReason, OnInvalid};
 use sluice_providers::ErrorClass;
 
 use crate::upstream::health::Outcome;
@@ -33,6 +33,9 @@ pub enum Failure {
     AtCapacity,
     /// The request's deadline passed before an upstream answered.
     OutOfTime,
+    /// The answer failed its JSON check (the route's output schema or the request's
+    /// `response_format`); what the route does about it.
+    InvalidOutput(OnInvalid),
 }
 
 impl Failure {
@@ -53,6 +56,7 @@ impl Failure {
         match self {
             Failure::Connect | Failure::Connection | Failure::Timeout => true,
             Failure::Upstream(class) => class.is_retryable(),
+            Failure::InvalidOutput(then) => then == OnInvalid::Retry,
             _ => false,
         }
     }
@@ -94,7 +98,11 @@ impl Failure {
             | Failure::Upstream(
                 ErrorClass::Server | ErrorClass::Overloaded | ErrorClass::Auth | ErrorClass::NotFound,
             ) => FallbackReason::Error,
-            Failure::Upstream(ErrorClass::InvalidRequest) | Failure::Unsupported | Failure::Internal => {
+            Failure::InvalidOutput(OnInvalid::Retry | OnInvalid::Fallback) => FallbackReason::InvalidOutput,
+            Failure::Upstream(ErrorClass::InvalidRequest)
+            | Failure::Unsupported
+            | Failure::Internal
+            | Failure::InvalidOutput(OnInvalid::Error | OnInvalid::Pass) => {
                 return None;
             }
         })
@@ -112,6 +120,7 @@ impl Failure {
             Failure::Internal => "internal",
             Failure::NoHealthyDeployment => "no_healthy_deployment",
             Failure::AtCapacity => "at_capacity",
+            Failure::InvalidOutput(_) => "invalid_output",
         }
     }
 }
@@ -166,5 +175,19 @@ mod tests {
         check(Failure::NoHealthyDeployment, false, false, Some(R::OpenCircuit));
         check(Failure::AtCapacity, false, false, Some(R::Capacity));
         check(Failure::OutOfTime, false, false, Some(R::Timeout));
+        // A deployment that answered with invalid JSON is not sick.
+        check(
+            Failure::InvalidOutput(OnInvalid::Retry),
+            true,
+            false,
+            Some(R::InvalidOutput),
+        );
+        check(
+            Failure::InvalidOutput(OnInvalid::Fallback),
+            false,
+            false,
+            Some(R::InvalidOutput),
+        );
+        check(Failure::InvalidOutput(OnInvalid::Error), false, false, None);
     }
 }

@@ -15,10 +15,12 @@ use crate::flow::Reply;
 use crate::upstream::failure::Failure;
 
 /// Why `e` falls back along `chain`, if the chain names its reason.
+/// An answer that failed its JSON check falls back whatever the chain's `on` lists (the
+/// route's `guard.on_invalid` said so).
 pub fn reason(e: &GatewayError, chain: &FallbackConfig) -> Option<FallbackReason> {
     e.failure
         .and_then(Failure::fallback_reason)
-        .filter(|r| chain.on.contains(r))
+        .filter(|r| *r == FallbackReason::InvalidOutput || chain.on.contains(r))
 }
 
 /// One step of a fallback chain.

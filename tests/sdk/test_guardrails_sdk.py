@@ -80,3 +80,68 @@ def test_a_redacted_answer_reads_the_same_whole_and_streamed(client, claude):
     assert text == expected
     with claude.messages.stream(max_tokens=64, **kw) as s:
         assert "".join(s.text_stream) == expected
+
+
+CITY = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+    "additionalProperties": False,
+}
+VALID = '{"city": "Paris", "population": 2100000}'
+FORMAT = {"type": "json_schema", "json_schema": {"name": "city", "schema": CITY, "strict": True}}
+
+
+def test_a_checked_stream_is_held_and_reads_as_an_ordinary_stream(client):
+    # A JSON check cannot be decided on a window: the answer is asked for whole, checked, and
+    # written as a stream the SDK reads like any other, usage chunk included.
+    stream = client.chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": "The capital of France, as JSON."}],
+        response_format=FORMAT,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers=GUARDED,
+        extra_body={"mock": {"reply": VALID}},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].delta)
+    assert text == VALID
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_an_answer_that_fails_its_schema_never_reaches_the_caller(client, claude):
+    kw = dict(
+        model="chat",
+        messages=[{"role": "user", "content": "The capital of France, as JSON."}],
+        response_format=FORMAT,
+        extra_headers=GUARDED,
+        extra_body={"mock": {"reply": '{"city": "Paris"}'}},
+    )
+    for stream in (False, True):
+        with pytest.raises(openai.InternalServerError) as e:
+            r = client.chat.completions.create(**kw, stream=stream)
+            if stream:
+                list(r)
+        assert e.value.status_code == 502
+        assert e.value.code == "invalid_output"
+        assert "/required" in e.value.message  # where it failed, by the schema
+
+    # The Anthropic front door's own structured-output field, streamed through the SDK.
+    with claude.messages.stream(
+        model="chat",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "The capital of France, as JSON."}],
+        extra_headers=GUARDED,
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": CITY}}, "mock": {"reply": VALID}},
+    ) as s:
+        assert s.get_final_text() == VALID
+    with pytest.raises(anthropic.InternalServerError) as e:
+        claude.messages.create(
+            model="chat",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "The capital of France, as JSON."}],
+            extra_headers=GUARDED,
+            extra_body={"output_config": {"format": {"type": "json_schema", "schema": CITY}}, "mock": {"reply": "no"}},
+        )
+    assert e.value.status_code == 502

@@ -495,7 +495,11 @@ pub(crate) fn route(
             ),
         }
     }
-    if let Some(schema) = own_guard.output_schema.as_ref().or(defaults_guard.output_schema.as_ref()) {
+    if let Some(schema) = own_guard
+        .output_schema
+        .as_ref()
+        .or(defaults_guard.output_schema.as_ref())
+    {
         match jsonschema::validator_for(&schema.value) {
             Ok(_) => guard.output_schema = Some(schema.value.clone()),
             Err(e) => errs.push(
@@ -683,7 +687,10 @@ routes:
     #[test]
     fn an_output_schema_and_what_an_invalid_answer_gets() {
         // A `guard:` block alone gives a route its guardrails (no set attached).
-        let c = load("routes: [{name: a, guard: { output_schema: { type: object, required: [x] }, on_invalid: fallback }}]\n").unwrap();
+        let c = load(
+            "routes: [{name: a, guard: { output_schema: { type: object, required: [x] }, on_invalid: fallback }}]\n",
+        )
+        .unwrap();
         let g = c.routes[0].guard.as_ref().unwrap();
         assert!(g.sets.is_empty() && g.output_schema.is_some());
         assert_eq!(g.on_invalid, OnInvalid::Fallback);

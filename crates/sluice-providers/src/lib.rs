@@ -14,6 +14,7 @@ pub mod chat;
 pub mod error;
 pub mod eventstream;
 mod fault;
+pub mod format;
 pub mod gemini;
 mod lenient;
 pub mod names;

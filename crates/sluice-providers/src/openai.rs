@@ -73,7 +73,9 @@ impl ProviderAdapter for OpenAiAdapter {
                 if let Some(k) = chat.top_k.take() {
                     chat.extra.push(("top_k".to_owned(), serde_json::Value::from(k)));
                 }
+                let format = crate::format::carry(&mut chat, crate::format::Carry::OpenAiChat);
                 target.params.apply(&mut chat)?;
+                chat.extra.extend(format);
                 (
                     Endpoint::ChatCompletions.upstream_suffix(),
                     crate::openai_chat::chat_to_request(&chat, target.model),

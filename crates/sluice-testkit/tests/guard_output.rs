@@ -66,7 +66,10 @@ async fn setup(route: &str) -> (MockServer, MockServer, TestGateway) {
 }
 
 fn content(r: &TestResponse) -> Value {
-    let text = r.json()["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    let text = r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
@@ -107,8 +110,14 @@ async fn invalid_json_is_retried_on_the_next_deployment_and_the_caller_gets_the_
         .find(|l| l["guard_invalid_outputs"] == 1)
         .expect("a retried request");
     let attempts = retried["attempts"].to_string();
-    assert!(attempts.contains("invalid_output") && attempts.contains("\"ok\""), "{attempts}");
-    assert!(!retried.to_string().contains("Sure!"), "never the answer's text: {retried}");
+    assert!(
+        attempts.contains("invalid_output") && attempts.contains("\"ok\""),
+        "{attempts}"
+    );
+    assert!(
+        !retried.to_string().contains("Sure!"),
+        "never the answer's text: {retried}"
+    );
     let metrics = gw.metrics().await;
     assert!(
         metrics.contains(&format!("sluice_guardrail_invalid_outputs_total {}", requests(&bad))),
@@ -127,16 +136,24 @@ async fn invalid_json_is_retried_on_the_next_deployment_and_the_caller_gets_the_
     }
     assert_eq!(requests(&good) - good_before, 2);
     let sent: Value = serde_json::from_str(&good.stats().recent().pop().unwrap().body).unwrap();
-    assert_eq!(sent["stream"], false, "held: the upstream was asked for the whole answer");
+    assert_eq!(
+        sent["stream"], false,
+        "held: the upstream was asked for the whole answer"
+    );
     assert!(sent.get("stream_options").is_none());
     let lines = gw.log_lines(6).await;
     assert!(lines[4..].iter().all(|l| l["guard_held_whole"] == true), "{lines:?}");
-    let invalid: u64 = lines[4..].iter().filter_map(|l| l["guard_invalid_outputs"].as_u64()).sum();
-    assert_eq!(invalid, requests(&bad) - bad_before, "each bad answer retried: {lines:?}");
+    let invalid: u64 = lines[4..]
+        .iter()
+        .filter_map(|l| l["guard_invalid_outputs"].as_u64())
+        .sum();
+    assert_eq!(
+        invalid,
+        requests(&bad) - bad_before,
+        "each bad answer retried: {lines:?}"
+    );
     assert!(
-        gw.metrics()
-            .await
-            .contains("sluice_guardrail_held_whole_total 2"),
+        gw.metrics().await.contains("sluice_guardrail_held_whole_total 2"),
         "the holds are counted"
     );
 
@@ -171,7 +188,9 @@ async fn an_invalid_answer_falls_back_or_ends_in_an_error_as_the_route_says() {
     assert_eq!(requests(&bad), 1, "not retried, not fallen back");
     let metrics = gw.metrics().await;
     assert!(
-        metrics.contains(r#"sluice_guardrail_triggers_total{rule="guard/output_schema",action="block",side="output",tenant=""} 1"#),
+        metrics.contains(
+            r#"sluice_guardrail_triggers_total{rule="guard/output_schema",action="block",side="output",tenant=""} 1"#
+        ),
         "{metrics}"
     );
 
@@ -200,7 +219,9 @@ async fn a_route_schema_checks_every_front_door() {
         .to_string()
     };
     let version = [("anthropic-version", "2023-06-01")];
-    let r = gw.post_raw("/v1/messages", Some(KEY), &version, messages("chat-good")).await;
+    let r = gw
+        .post_raw("/v1/messages", Some(KEY), &version, messages("chat-good"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let events: Vec<Value> = sse_data(&r.text())
         .iter()
@@ -208,10 +229,7 @@ async fn a_route_schema_checks_every_front_door() {
         .collect();
     assert_eq!(events[0]["type"], "message_start");
     assert_eq!(events.last().unwrap()["type"], "message_stop");
-    let text: String = events
-        .iter()
-        .filter_map(|e| e["delta"]["text"].as_str())
-        .collect();
+    let text: String = events.iter().filter_map(|e| e["delta"]["text"].as_str()).collect();
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["population"], 2_100_000);
     let r = gw.post_raw("/v1/messages", Some(KEY), &version, messages("solo")).await;
     assert_eq!(r.status, 502, "{}", r.text());
@@ -223,10 +241,19 @@ async fn a_route_schema_checks_every_front_door() {
     assert_eq!(r.status, 200, "{}", r.text());
     let kinds: Vec<String> = sse_data(&r.text())
         .iter()
-        .map(|d| serde_json::from_str::<Value>(d).unwrap()["type"].as_str().unwrap_or_default().to_owned())
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     assert_eq!(kinds.first().map(String::as_str), Some("response.created"), "{kinds:?}");
-    assert_eq!(kinds.last().map(String::as_str), Some("response.completed"), "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("response.completed"),
+        "{kinds:?}"
+    );
 
     // A schema in the request that does not compile is the caller's mistake.
     let (_b, _g, gw) = setup(", guard: { on_invalid: retry }").await;

@@ -17,7 +17,6 @@ use sluice_providers::{Endpoint, InboundRequest, Wire, translate};
 use crate::error::{ErrorKind, GatewayError};
 use crate::flow::Reply;
 use crate::guard::{GuardReport, Guards};
-use crate::upstream::failure::Failure;
 
 /// What the answer's text must be.
 #[derive(Debug, Clone)]
@@ -92,8 +91,7 @@ impl OutputCheck {
         if tools && text.trim().is_empty() {
             return Ok(());
         }
-        let value: Value =
-            serde_json::from_str(text.trim()).map_err(|e| format!("the answer is not JSON ({e})"))?;
+        let value: Value = serde_json::from_str(text.trim()).map_err(|e| format!("the answer is not JSON ({e})"))?;
         match &self.expect {
             Expect::Object if !value.is_object() => Err("the answer is not a JSON object".to_owned()),
             Expect::Object => Ok(()),
@@ -108,7 +106,8 @@ impl OutputCheck {
         }
     }
 
-    /// An answer that failed: counted, and the error its attempt ends with.
+    /// An answer that failed: counted, and the error its attempt ends with (the attempts loop
+    /// gives it its `Failure::InvalidOutput`).
     pub fn failed(&self, why: &str) -> GatewayError {
         self.report.invalid();
         GatewayError::new(
@@ -116,7 +115,6 @@ impl OutputCheck {
             "invalid_output",
             format!("The model's answer failed its JSON check: {why}."),
         )
-        .with_failure(Failure::InvalidOutput(self.on_invalid))
     }
 
     /// The request ends with an invalid answer: the rule fired as a block.
@@ -148,7 +146,11 @@ pub fn as_stream(reply: Reply, inbound: &InboundRequest, report: Option<&GuardRe
     };
     let wire = inbound.endpoint.wire();
     let answer = translate::read_response(wire, &body).map_err(|e| {
-        GatewayError::new(ErrorKind::UpstreamRejected, "upstream_malformed_response", e.to_string())
+        GatewayError::new(
+            ErrorKind::UpstreamRejected,
+            "upstream_malformed_response",
+            e.to_string(),
+        )
     })?;
     if let Some(r) = report {
         r.held_whole(body.len());
@@ -171,7 +173,11 @@ fn asked(endpoint: Endpoint, body: &Value) -> Option<Asked<'_>> {
     let (format, schema, at) = match endpoint {
         Endpoint::ChatCompletions => {
             let f = body.get("response_format")?;
-            (f, f.pointer("/json_schema/schema"), "response_format.json_schema.schema")
+            (
+                f,
+                f.pointer("/json_schema/schema"),
+                "response_format.json_schema.schema",
+            )
         }
         Endpoint::Responses => {
             let f = body.pointer("/text/format")?;
@@ -226,11 +232,16 @@ mod tests {
         let of = |e, b: Value| OutputCheck::of(&g, e, &b, &r).unwrap();
         assert!(of(Endpoint::ChatCompletions, json!({"messages": []})).is_none());
         assert!(of(Endpoint::ChatCompletions, json!({"response_format": {"type": "text"}})).is_none());
-        let object = of(Endpoint::ChatCompletions, json!({"response_format": {"type": "json_object"}})).unwrap();
+        let object = of(
+            Endpoint::ChatCompletions,
+            json!({"response_format": {"type": "json_object"}}),
+        )
+        .unwrap();
         assert!(object.verify(Wire::OpenAi, &chat(r#" {"a": 1} "#)).is_ok());
         assert!(object.verify(Wire::OpenAi, &chat("[1, 2]")).is_err());
         assert!(object.verify(Wire::OpenAi, &chat("Sure! {\"a\": 1}")).is_err());
-        let schema = json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": 10}}, "required": ["n"]});
+        let schema =
+            json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": 10}}, "required": ["n"]});
         let strict = of(
             Endpoint::ChatCompletions,
             json!({"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}}),
@@ -241,9 +252,18 @@ mod tests {
         assert!(why.contains("/n") && !why.contains("11"), "{why}");
         assert!(strict.verify(Wire::OpenAi, &chat(r#"{"m": 3}"#)).is_err());
         for (e, b) in [
-            (Endpoint::Responses, json!({"text": {"format": {"type": "json_schema", "schema": schema}}})),
-            (Endpoint::Messages, json!({"output_config": {"format": {"type": "json_schema", "schema": schema}}})),
-            (Endpoint::Messages, json!({"output_format": {"type": "json_schema", "schema": schema}})),
+            (
+                Endpoint::Responses,
+                json!({"text": {"format": {"type": "json_schema", "schema": schema}}}),
+            ),
+            (
+                Endpoint::Messages,
+                json!({"output_config": {"format": {"type": "json_schema", "schema": schema}}}),
+            ),
+            (
+                Endpoint::Messages,
+                json!({"output_format": {"type": "json_schema", "schema": schema}}),
+            ),
         ] {
             assert!(matches!(of(e, b).unwrap().expect, Expect::Schema(_)));
         }
@@ -262,14 +282,20 @@ mod tests {
         let route = json!({"type": "object", "required": ["route"]});
         let g = guards(Some(route), OnInvalid::Fallback);
         let r = GuardReport::default();
-        let c = OutputCheck::of(&g, Endpoint::ChatCompletions, &json!({}), &r).unwrap().unwrap();
+        let c = OutputCheck::of(&g, Endpoint::ChatCompletions, &json!({}), &r)
+            .unwrap()
+            .unwrap();
         assert!(c.verify(Wire::OpenAi, &chat(r#"{"route": 1}"#)).is_ok());
         assert!(c.verify(Wire::OpenAi, &chat(r#"{"other": 1}"#)).is_err());
-        let e = c.failed("x");
-        assert_eq!(e.failure, Some(Failure::InvalidOutput(OnInvalid::Fallback)));
+        assert_eq!(c.on_invalid, OnInvalid::Fallback);
+        assert_eq!(c.failed("x").code, "invalid_output");
         assert_eq!(r.read().invalid, 1);
         let off = guards(None, OnInvalid::Pass);
         let asks = json!({"response_format": {"type": "json_object"}});
-        assert!(OutputCheck::of(&off, Endpoint::ChatCompletions, &asks, &r).unwrap().is_none());
+        assert!(
+            OutputCheck::of(&off, Endpoint::ChatCompletions, &asks, &r)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -23,9 +23,8 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::finish::{CallerPart, Finish};
 use crate::flow::Decision;
 use crate::flow::Upstream;
-use crate::guard::output;
-use crate::upstream::failure::Failure;
 use crate::flow::{Reply, Routed, next};
+use crate::guard::output;
 use crate::response::store::Store;
 use crate::response::{AnswerPlan, Keeping};
 use crate::stages::admit::admit;
@@ -36,6 +35,7 @@ use crate::stream::body::ResponseBody;
 use crate::stream::relay::Relay;
 use crate::timing::{Lap, Stage};
 use crate::upstream::dispatch;
+use crate::upstream::failure::Failure;
 use crate::{Gateway, Serving};
 use sluice_limits::Need;
 

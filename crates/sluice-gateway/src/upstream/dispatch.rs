@@ -148,8 +148,9 @@ async fn attempts_loop(
             (Some(check), Upstream::Complete { status, body, .. }) if status.is_success() => {
                 match check.verify(inbound.endpoint.wire(), body) {
                     Ok(()) => Ok(up),
-                    Err(why) => Err(Failed::new(Failure::InvalidOutput(check.on_invalid), check.failed(&why))
-                        .at(*status)),
+                    Err(why) => {
+                        Err(Failed::new(Failure::InvalidOutput(check.on_invalid), check.failed(&why)).at(*status))
+                    }
                 }
             }
             _ => Ok(up),

@@ -49,7 +49,9 @@ impl ProviderAdapter for AnthropicAdapter {
             Wire::Anthropic => req.view.upstream_body(&req.body, target.model),
             wire => {
                 let mut chat = crate::translate::read_request(wire, &req.body)?;
+                let format = crate::format::carry(&mut chat, crate::format::Carry::Anthropic);
                 target.params.apply(&mut chat)?;
+                chat.extra.extend(format);
                 chat_to_request(&chat, target.model)
             }
         };

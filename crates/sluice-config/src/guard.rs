@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use sluice_guard::{Kind, Label, Matcher};
 
 use crate::collect::Collector;
-use crate::raw::{RawDeny, RawEntity, RawGuard, RawGuardRule, RawPolicy, S};
+use crate::raw::{RawDeny, RawEntity, RawGuard, RawGuardRule, RawPolicy, RawWebhook, S};
 use crate::types::{Channels, GuardAction, GuardCheck, GuardRule, NormalizeConfig, OnInvalid, RouteGuard};
 
 /// The injection screen's threshold when a rule or route gives none: on the evaluation set's
@@ -162,12 +162,13 @@ fn rule(set: &str, r: &RawGuardRule, path: &str, errs: &mut Collector) -> Option
         canary,
         r.overlap.is_some(),
         r.repetition.is_some(),
+        r.webhook.is_some(),
     ];
     if checks.iter().filter(|&&c| c).count() != 1 {
         errs.push(
             path,
             Some(&r.name),
-            "a rule has exactly one check: pii, secrets, deny, injection, canary, overlap or repetition",
+            "a rule has exactly one check: pii, secrets, deny, injection, canary, overlap, repetition or webhook",
         );
         return None;
     }
@@ -214,6 +215,8 @@ fn rule(set: &str, r: &RawGuardRule, path: &str, errs: &mut Collector) -> Option
         GuardCheck::Overlap {
             min_words: min_words as u32,
         }
+    } else if let Some(w) = &r.webhook {
+        webhook(w, &format!("{path}.webhook"), errs)?
     } else if let Some(rep) = &r.repetition {
         let p = |n: &str| format!("{path}.repetition.{n}");
         GuardCheck::Repetition {
@@ -379,6 +382,42 @@ fn deny(d: &RawDeny, path: &str, errs: &mut Collector) -> Option<GuardCheck> {
     ok.then(|| GuardCheck::Deny {
         literals: d.literals.iter().map(|l| l.value.clone()).collect(),
         patterns: d.regex.iter().map(|p| p.value.clone()).collect(),
+    })
+}
+
+/// An external hook's check: an http(s) URL, a timeout, what an error does.
+fn webhook(w: &RawWebhook, path: &str, errs: &mut Collector) -> Option<GuardCheck> {
+    let url = match w.url.value.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => Some(u),
+        _ => {
+            errs.push(format!("{path}.url"), Some(&w.url), "not an http(s) URL");
+            None
+        }
+    };
+    let timeout_ms = crate::collect::ranged(
+        w.timeout_ms.as_ref(),
+        1000,
+        1,
+        60_000,
+        &format!("{path}.timeout_ms"),
+        errs,
+    );
+    let fail_closed = match w.on_error.as_ref().map(|s| (s, s.value.as_str())) {
+        None | Some((_, "allow")) => false,
+        Some((_, "block")) => true,
+        Some((s, other)) => {
+            errs.push(
+                format!("{path}.on_error"),
+                Some(s),
+                format!("{other:?} is not one of allow, block"),
+            );
+            false
+        }
+    };
+    Some(GuardCheck::Webhook {
+        url: url?,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        fail_closed,
     })
 }
 
@@ -702,6 +741,26 @@ routes:
             [
                 (1, "routes[0].guard.output_schema".to_owned()),
                 (1, "routes[0].guard.on_invalid".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn webhooks_are_checked_at_load() {
+        let c = load("guardrail_sets:\n  h:\n    - { name: m, on: both, webhook: { url: \"http://127.0.0.1:9/v\", timeout_ms: 250, on_error: block } }\nroutes: [{name: a, guardrails: [h]}]\n").unwrap();
+        let rule = &c.routes[0].guard.as_ref().unwrap().rules[0];
+        assert!(matches!(
+            &rule.check,
+            GuardCheck::Webhook { timeout, fail_closed: true, .. } if timeout.as_millis() == 250
+        ));
+        assert!(rule.channels.user && rule.channels.output);
+        let bad = "guardrail_sets:\n  h:\n    - { name: m, webhook: { url: \"ftp://x\", timeout_ms: 0, on_error: maybe } }\nroutes: [{name: a, guardrails: [h]}]\n";
+        assert_eq!(
+            errors(bad),
+            [
+                (3, "guardrail_sets.h[0].webhook.url".to_owned()),
+                (3, "guardrail_sets.h[0].webhook.timeout_ms".to_owned()),
+                (3, "guardrail_sets.h[0].webhook.on_error".to_owned())
             ]
         );
     }

@@ -88,6 +88,19 @@ pub struct RawGuardRule {
     pub overlap: Option<RawOverlap>,
     /// Runaway generation: one span repeated over and over at the answer's end.
     pub repetition: Option<RawRepetition>,
+    /// An external guardrail: the texts posted to a URL, whose verdict applies.
+    pub webhook: Option<RawWebhook>,
+}
+
+/// An external guardrail hook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: S<String>,
+    /// How long the hook may take (default 1000 ms), within the request's deadline.
+    pub timeout_ms: Option<S<u64>>,
+    /// `allow` (default: fail open) or `block` (fail closed) when the hook errs or times out.
+    pub on_error: Option<S<String>>,
 }
 
 /// Runaway generation: a span repeated `min_repeats` times, over at least `min_bytes`.

@@ -88,6 +88,12 @@ pub struct GuardLabels {
     pub tenant: Arc<str>,
 }
 
+/// An external guardrail hook, by its rule (`set/rule`; the config bounds the set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabel {
+    pub rule: Arc<str>,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct CacheLabels {
     pub route: Arc<str>,
@@ -147,8 +153,11 @@ pub struct Metrics {
     pub guard_images: Counter,
     /// Answers that failed their JSON check (each attempt's).
     pub guard_invalid: Counter,
-    /// Streamed answers held until complete (for their JSON check).
+    /// Streamed answers held until complete (for their JSON check or an output hook).
     pub guard_held_whole: Counter,
+    /// External guardrail hooks: how long each call took, and the calls that failed.
+    pub guard_hook_duration: Family<HookLabel, Histogram, fn() -> Histogram>,
+    pub guard_hook_errors: Family<HookLabel, Counter>,
     /// What cache hits saved, by route: the stored answers' cost and tokens.
     pub cache_saved_cost: Family<RouteLabel, Counter>,
     pub cache_saved_tokens: Family<RouteLabel, Counter>,
@@ -203,6 +212,8 @@ impl Metrics {
             guard_images: Counter::default(),
             guard_invalid: Counter::default(),
             guard_held_whole: Counter::default(),
+            guard_hook_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            guard_hook_errors: Family::default(),
             cache_saved_cost: Family::default(),
             cache_saved_tokens: Family::default(),
             cache_entries: Gauge::default(),
@@ -253,8 +264,18 @@ impl Metrics {
         );
         registry.register(
             "sluice_guardrail_held_whole",
-            "Streamed answers held until complete, because their JSON check cannot be decided on a window",
+            "Streamed answers held until complete, because their JSON check or an output hook cannot decide on a window",
             m.guard_held_whole.clone(),
+        );
+        registry.register(
+            "sluice_guardrail_hook_duration_seconds",
+            "External guardrail hooks' calls, by rule, in seconds (errors and timeouts included)",
+            m.guard_hook_duration.clone(),
+        );
+        registry.register(
+            "sluice_guardrail_hook_errors",
+            "External guardrail hooks' calls that failed (error status, unreadable answer, timeout), by rule",
+            m.guard_hook_errors.clone(),
         );
         registry.register(
             "sluice_cache_lookups",

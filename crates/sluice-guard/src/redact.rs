@@ -50,10 +50,15 @@ impl Placeholders {
     /// The placeholder of `original` (found as `kind`): its existing one, or the next number
     /// of its kind.
     pub fn name(&mut self, kind: Kind, original: &str) -> &str {
+        self.name_labelled(kind.label(), original)
+    }
+
+    /// The placeholder of `original` under `label` (an external hook's own kind): its existing
+    /// one, or the next number of the label.
+    pub fn name_labelled(&mut self, label: &str, original: &str) -> &str {
         let i = match self.named.iter().position(|(_, o)| o == original) {
             Some(i) => i,
             None => {
-                let label = kind.label();
                 let n = 1 + self
                     .named
                     .iter()

@@ -86,6 +86,14 @@ pub enum GuardCheck {
     /// Runaway generation: the answer's end one span repeated `min_repeats` times over at
     /// least `min_bytes`. Blocking cuts the answer there (a clean end, `length`).
     Repetition { min_repeats: u32, min_bytes: u32 },
+    /// An external guardrail: the texts the rule reads are posted to `url`, whose verdict
+    /// (allow, flag, block, redactions) applies. An answer it reads is held until complete.
+    Webhook {
+        url: http::Uri,
+        timeout: std::time::Duration,
+        /// Refuse the request when the hook errs or times out (else it passes).
+        fail_closed: bool,
+    },
 }
 
 /// One rule, as a route runs it.

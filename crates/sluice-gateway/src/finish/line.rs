@@ -109,6 +109,22 @@ impl LogLine for RequestRecord {
             if read.invalid > 0 {
                 o.u64("guard_invalid_outputs", u64::from(read.invalid));
             }
+            if !read.hooks.is_empty() {
+                // `set/rule:ms:ok|error`.
+                let calls: Vec<String> = read
+                    .hooks
+                    .iter()
+                    .map(|h| {
+                        let ms = h.took.as_secs_f64() * 1000.0;
+                        format!("{}:{ms:.1}:{}", h.rule, if h.ok { "ok" } else { "error" })
+                    })
+                    .collect();
+                o.raw("guard_hooks", |out| {
+                    if serde_json::to_writer(&mut *out, &calls).is_err() {
+                        out.extend_from_slice(b"[]");
+                    }
+                });
+            }
         }
         o.str("config_version", &self.config_version);
         Ok(())

@@ -588,6 +588,15 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
             m.guard_held.observe(read.held as f64);
         }
         m.guard_invalid.inc_by(u64::from(read.invalid));
+        for h in read.hooks {
+            let label = crate::telemetry::HookLabel { rule: h.rule };
+            m.guard_hook_duration
+                .get_or_create(&label)
+                .observe(h.took.as_secs_f64());
+            if !h.ok {
+                m.guard_hook_errors.get_or_create(&label).inc();
+            }
+        }
         if read.whole {
             m.guard_held_whole.inc();
         }

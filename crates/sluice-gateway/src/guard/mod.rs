@@ -4,6 +4,7 @@
 //! did, reported once into its log line and metrics. The input stage (`stages::guard`) and the
 //! output stage (`response::guard`) both run from here; neither imports the other.
 
+pub mod hook;
 pub mod output;
 pub mod texts;
 
@@ -36,6 +37,11 @@ impl Channel {
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    /// Its name in the config's `where` and in a hook's request.
+    pub fn name(self) -> &'static str {
+        Channels::NAMES[self.index()]
     }
 
     pub fn of(self, c: &Channels) -> bool {
@@ -78,6 +84,8 @@ pub struct Guards {
     pub output_schema: Option<Arc<jsonschema::Validator>>,
     /// What an answer that fails its JSON check gets.
     pub on_invalid: sluice_config::OnInvalid,
+    /// The external hooks among the rules.
+    pub hooks: Option<hook::Hooks>,
 }
 
 /// What a finding does (see [`Guards::judge`]).
@@ -123,7 +131,12 @@ impl TenantDeny {
 
 impl Guards {
     /// `None` when the route has no guardrails.
-    pub fn build(guard: Option<&RouteGuard>, route: &str, version: &str) -> Option<Arc<Guards>> {
+    pub fn build(
+        guard: Option<&RouteGuard>,
+        route: &str,
+        version: &str,
+        client: Option<&Arc<crate::upstream::client::HttpClient>>,
+    ) -> Option<Arc<Guards>> {
         let g = guard?;
         let canary = g.rules.iter().any(|r| r.check == GuardCheck::Canary).then(|| {
             use sha2::{Digest, Sha256};
@@ -183,6 +196,7 @@ impl Guards {
                 .and_then(|s| jsonschema::validator_for(s).ok())
                 .map(Arc::new),
             on_invalid: g.on_invalid,
+            hooks: hook::Hooks::build(&g.rules, client),
         }))
     }
 
@@ -282,7 +296,10 @@ fn compile(rules: &[GuardRule], canary: Option<&str>) -> Option<Arc<Matcher>> {
                     list.push((label, literal(c)));
                 }
             }
-            GuardCheck::Injection { .. } | GuardCheck::Overlap { .. } | GuardCheck::Repetition { .. } => {}
+            GuardCheck::Injection { .. }
+            | GuardCheck::Overlap { .. }
+            | GuardCheck::Repetition { .. }
+            | GuardCheck::Webhook { .. } => {}
         }
     }
     if list.is_empty() {
@@ -341,6 +358,15 @@ struct ReportInner {
     held_peak: usize,
     invalid: u32,
     whole: bool,
+    hooks: Vec<HookCall>,
+}
+
+/// One external hook's call.
+#[derive(Debug, Clone)]
+pub struct HookCall {
+    pub rule: Arc<str>,
+    pub took: std::time::Duration,
+    pub ok: bool,
 }
 
 /// What a request's guardrails did, read once when it ends.
@@ -355,6 +381,8 @@ pub struct ReportRead {
     pub invalid: u32,
     /// A streamed answer held whole (its JSON check cannot be decided on a window).
     pub whole: bool,
+    /// The external hooks called.
+    pub hooks: Vec<HookCall>,
 }
 
 impl GuardReport {
@@ -382,6 +410,19 @@ impl GuardReport {
         r.held_peak = r.held_peak.max(bytes);
     }
 
+    /// An external hook answered (`ok`) or failed, after `took`.
+    pub fn hook(&self, rule: &str, took: std::time::Duration, ok: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hooks
+            .push(HookCall {
+                rule: Arc::from(rule),
+                took,
+                ok,
+            });
+    }
+
     /// One answer failed its JSON check.
     pub fn invalid(&self) {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).invalid += 1;
@@ -402,6 +443,7 @@ impl GuardReport {
             held: r.held_peak,
             invalid: r.invalid,
             whole: r.whole,
+            hooks: r.hooks.clone(),
         }
     }
 

@@ -213,7 +213,7 @@ mod tests {
             on_invalid,
             ..Default::default()
         };
-        Guards::build(Some(&g), "r", "v").unwrap()
+        Guards::build(Some(&g), "r", "v", None).unwrap()
     }
 
     fn chat(text: &str) -> Vec<u8> {

@@ -24,11 +24,13 @@ use crate::finish::{CallerPart, Finish};
 use crate::flow::Decision;
 use crate::flow::Upstream;
 use crate::flow::{Reply, Routed, next};
+use crate::guard::hook::Site;
 use crate::guard::output;
 use crate::response::store::Store;
 use crate::response::{AnswerPlan, Keeping};
 use crate::stages::admit::admit;
 use crate::stages::auth::authenticate;
+use crate::stages::guard::GuardStage;
 use crate::stages::routing::{self, RouteInput};
 use crate::state::Snapshot;
 use crate::stream::body::ResponseBody;
@@ -176,10 +178,20 @@ async fn walk(
 
     // The input guardrails: after admission (a blocked request counts as one), before the
     // cache (its key is the guarded request's).
+    let deadline = finish.started() + policy.total_timeout;
     let report = plan.guard.report();
     finish.guard(report.clone());
+    let hooks = Site {
+        route: &decision.route.name,
+        tenant: caller.tenant.as_deref(),
+        endpoint: endpoint.as_str(),
+        deadline,
+    };
     let guarded = match plan.guard.run(&caller, inbound, report.as_ref()) {
-        Ok((inbound, g)) => plan.guard.counted(g, report.as_ref()).await.map(|g| (inbound, g)),
+        Ok(g) => {
+            let id = finish.request_id();
+            plan.guard.after(g, report.as_ref(), hooks.call(id)).await
+        }
         Err(e) => Err(e),
     };
     if guarded.is_err() {
@@ -191,7 +203,9 @@ async fn walk(
     }
     let (inbound, guarded) = guarded?;
     let check = guarded.check;
-    let held_report = report.clone().filter(|_| check.is_some());
+    // What cannot be decided on a window holds a streamed answer until it is complete.
+    let hold = check.is_some() || plan.guard.holds_answers();
+    let held_report = report.clone().filter(|_| hold);
     let answer_guard = report.map(|report| crate::response::AnswerGuard {
         report,
         tenant: plan.guard.tenant(&caller),
@@ -203,7 +217,6 @@ async fn walk(
 
     // The cache's lookup: after admission (a hit counts as a request), before the queue (a
     // hit never waits for a place).
-    let deadline = finish.started() + policy.total_timeout;
     let embedding = embed::Embedding {
         snap,
         route: decision.route,
@@ -261,9 +274,9 @@ async fn walk(
     );
     // A streamed answer with a JSON check is held: asked for whole, checked, then written to
     // the client as a stream.
-    let held = match &check {
-        Some(_) if inbound.view.stream => Some(output::whole_request(&inbound)?),
-        _ => None,
+    let held = match hold && inbound.view.stream {
+        true => Some(output::whole_request(&inbound)?),
+        false => None,
     };
     let sent = held.as_ref().unwrap_or(&inbound);
     let chain = &decision.route.config.fallback;
@@ -314,12 +327,13 @@ async fn walk(
     let reply = reply(
         snap,
         &decision,
-        &plan.answer,
+        (&plan.answer, &plan.guard, hooks),
         &inbound,
         upstream,
         (keeping, answer_guard),
         finish,
-    )?;
+    )
+    .await?;
     match held {
         Some(_) => output::as_stream(reply, &inbound, held_report.as_ref()),
         None => Ok(reply),
@@ -329,13 +343,13 @@ async fn walk(
 /// The answer as the reply the client gets, through the route's response stages: a whole
 /// body with its usage recorded (estimated from the prompt's size when the upstream reported
 /// none), or the stream relay.
-fn reply(
+async fn reply(
     snap: &Snapshot,
     decision: &Decision<'_>,
-    answer: &AnswerPlan,
+    (answer, hooked, call): (&AnswerPlan, &GuardStage, Site<'_>),
     inbound: &InboundRequest,
     upstream: Upstream,
-    (keeping, guard): (Option<Keeping>, Option<crate::response::AnswerGuard>),
+    (keeping, mut guard): (Option<Keeping>, Option<crate::response::AnswerGuard>),
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
@@ -352,6 +366,16 @@ fn reply(
                 ..Usage::default()
             });
             finish.set_usage(used, usage.is_none());
+            // The external hooks that read the answer, before anything else sees it.
+            let body = match &mut guard {
+                Some(g) if status.is_success() && hooked.holds_answers() => {
+                    let id = finish.request_id().to_owned();
+                    hooked
+                        .answered(inbound.endpoint, body, (&mut g.names, &g.report), call.call(&id))
+                        .await?
+                }
+                _ => body,
+            };
             let kept = (status.is_success(), content_type.as_ref());
             let body = answer.complete(inbound.endpoint, kept, body, used, (keeping, guard))?;
             Ok(Reply::Json {

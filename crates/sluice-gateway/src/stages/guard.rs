@@ -12,6 +12,7 @@ use sluice_guard::{Normalize, Normalized, Placeholders, normalize, screen};
 use sluice_providers::InboundRequest;
 
 use crate::error::GatewayError;
+use crate::guard::hook::Call;
 use crate::guard::output::OutputCheck;
 use crate::guard::texts;
 use crate::guard::{Channel, GuardReport, Guards, Judged, TenantDeny, blocked};
@@ -37,6 +38,8 @@ pub struct Guarded {
     pub check: Option<OutputCheck>,
     /// A prompt longer in bytes than the route's `max_prompt_tokens`: its text, to count.
     count: Option<(String, u32)>,
+    /// For the input hooks: the request as the rules left it, and its texts by channel.
+    hooked: Option<(serde_json::Value, Vec<(Channel, String)>)>,
 }
 
 impl GuardStage {
@@ -49,11 +52,105 @@ impl GuardStage {
         self.on.as_ref().map(|_| Stage::Guard)
     }
 
-    /// The prompt's size in tokens, when its bytes could be more than the route allows:
-    /// counted with the tokenizer (off the async threads when large).
-    pub async fn counted(&self, mut guarded: Guarded, report: Option<&GuardReport>) -> Result<Guarded, GatewayError> {
+    /// What the rules could not decide in place: the prompt's size in tokens when its bytes
+    /// could be more than the route allows (counted with the tokenizer, off the async threads
+    /// when large), then the external hooks' verdicts (their redactions applied to a request
+    /// parsed again).
+    pub async fn after(
+        &self,
+        (inbound, mut guarded): (InboundRequest, Guarded),
+        report: Option<&GuardReport>,
+        call: Call<'_>,
+    ) -> Result<(InboundRequest, Guarded), GatewayError> {
+        self.count(&mut guarded, report).await?;
+        let (Some(g), Some(report), Some((mut body, texts))) = (&self.on, report, guarded.hooked.take()) else {
+            return Ok((inbound, guarded));
+        };
+        let Some(hooks) = &g.hooks else {
+            return Ok((inbound, guarded));
+        };
+        let texts: Vec<(Channel, &str)> = texts.iter().map(|(c, t)| (*c, t.as_str())).collect();
+        let redactions = hooks.run(&g.rules, false, &texts, call, report).await?;
+        if redactions.is_empty() {
+            return Ok((inbound, guarded));
+        }
+        let mut changed = false;
+        texts::visit(inbound.endpoint, &mut body, &mut |text, channel| {
+            if let Some(t) = redactions.apply(text, channel, &mut guarded.names) {
+                *text = t;
+                changed = true;
+            }
+        });
+        if !changed {
+            return Ok((inbound, guarded));
+        }
+        guarded.restore |= redactions.restores();
+        let bytes = serde_json::to_vec(&body).map_err(|e| GatewayError::internal(e.to_string()))?;
+        let mut again = InboundRequest::parse(inbound.endpoint, bytes.into())?;
+        again.headers = inbound.headers;
+        Ok((again, guarded))
+    }
+
+    /// Whether the route's answers are held until complete: an external hook reads them.
+    pub fn holds_answers(&self) -> bool {
+        self.on
+            .as_ref()
+            .and_then(|g| g.hooks.as_ref())
+            .is_some_and(|h| h.reads_output())
+    }
+
+    /// A whole answer (in the client's format) through the external hooks that read output:
+    /// refused when one blocks, rewritten with their redactions (placeholders numbered after
+    /// the request's own, in `names`).
+    pub async fn answered(
+        &self,
+        endpoint: sluice_providers::Endpoint,
+        body: bytes::Bytes,
+        (names, report): (&mut Placeholders, &GuardReport),
+        call: Call<'_>,
+    ) -> Result<bytes::Bytes, GatewayError> {
+        use sluice_providers::chat::Part;
+        let Some((g, hooks)) = self
+            .on
+            .as_ref()
+            .and_then(|g| Some((g, g.hooks.as_ref().filter(|h| h.reads_output())?)))
+        else {
+            return Ok(body);
+        };
+        let wire = endpoint.wire();
+        let Ok(mut answer) = sluice_providers::translate::read_response(wire, &body) else {
+            return Ok(body);
+        };
+        let mut texts: Vec<(Channel, String)> = Vec::new();
+        for p in &answer.content {
+            match p {
+                Part::Text(t) => texts.push((Channel::Output, t.clone())),
+                Part::ToolUse { input, .. } => texts.push((Channel::ToolArgs, input.to_string())),
+                _ => {}
+            }
+        }
+        let view: Vec<(Channel, &str)> = texts.iter().map(|(c, t)| (*c, t.as_str())).collect();
+        let redactions = hooks.run(&g.rules, true, &view, call, report).await?;
+        if redactions.is_empty() {
+            return Ok(body);
+        }
+        for p in &mut answer.content {
+            match p {
+                Part::Text(t) => {
+                    if let Some(r) = redactions.apply(t, Channel::Output, names) {
+                        *t = r;
+                    }
+                }
+                Part::ToolUse { input, .. } => strings(input, &mut |s| redactions.apply(s, Channel::ToolArgs, names)),
+                _ => {}
+            }
+        }
+        Ok(sluice_providers::translate::write_response(wire, &answer))
+    }
+
+    async fn count(&self, guarded: &mut Guarded, report: Option<&GuardReport>) -> Result<(), GatewayError> {
         let Some((text, max)) = guarded.count.take() else {
-            return Ok(guarded);
+            return Ok(());
         };
         let tokens = crate::stream::tokens::count_off_thread(text.into()).await;
         if tokens > u64::from(max) {
@@ -65,7 +162,7 @@ impl GuardStage {
                 format!("The prompt has {tokens} tokens; this route allows at most {max}."),
             ));
         }
-        Ok(guarded)
+        Ok(())
     }
 
     /// A report for one request, when the route has guardrails.
@@ -117,6 +214,7 @@ impl GuardStage {
         let mut refusal: Option<GatewayError> = None;
         let mut system = Vec::new();
         let mut canary = g.canary.as_deref();
+        let mut hook_texts = g.hooks.as_ref().filter(|h| h.reads_input()).map(|_| Vec::new());
         let images = texts::visit(inbound.endpoint, &mut body, &mut |text, channel| {
             if refusal.is_some() {
                 return;
@@ -149,6 +247,9 @@ impl GuardStage {
                 p.push_str(text);
                 p.push('\n');
             }
+            if let Some(h) = &mut hook_texts {
+                h.push((channel, text.clone()));
+            }
             if channel == Channel::System {
                 if g.overlap.is_some() {
                     system.push(text.clone());
@@ -176,21 +277,14 @@ impl GuardStage {
         if let Some(cap) = g.max_output_tokens {
             changed |= cap_output(inbound.endpoint, &mut body, cap);
         }
-        if !changed {
-            return Ok((
-                inbound,
-                Guarded {
-                    names,
-                    restore: false,
-                    system,
-                    check,
-                    count,
-                },
-            ));
-        }
-        let bytes = serde_json::to_vec(&body).map_err(|e| GatewayError::internal(e.to_string()))?;
-        let mut again = InboundRequest::parse(inbound.endpoint, bytes.into())?;
-        again.headers = inbound.headers;
+        let again = if changed {
+            let bytes = serde_json::to_vec(&body).map_err(|e| GatewayError::internal(e.to_string()))?;
+            let mut again = InboundRequest::parse(inbound.endpoint, bytes.into())?;
+            again.headers = inbound.headers;
+            again
+        } else {
+            inbound
+        };
         Ok((
             again,
             Guarded {
@@ -199,6 +293,7 @@ impl GuardStage {
                 system,
                 check,
                 count,
+                hooked: hook_texts.map(|t| (body, t)),
             },
         ))
     }
@@ -247,6 +342,20 @@ fn read(
         return Ok(None);
     }
     Ok(Some((names.rewrite(text, &redact), restore)))
+}
+
+/// Every string in `v` (a tool call's arguments) through `f`, replaced where it gives one.
+fn strings(v: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> Option<String>) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Some(r) = f(s) {
+                *s = r;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| strings(v, f)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|v| strings(v, f)),
+        _ => {}
+    }
 }
 
 /// Caps the request's own output limit at `cap` (setting one where it has none); whether

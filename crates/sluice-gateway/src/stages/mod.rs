@@ -16,7 +16,7 @@ pub mod routing;
 
 use std::sync::Arc;
 
-use sluice_config::{Config, RouteConfig};
+use sluice_config::Config;
 
 use crate::state::{RouteRuntime, Snapshot};
 
@@ -45,7 +45,7 @@ impl Plans {
         Arc::new(Plans(
             snap.routes
                 .iter()
-                .map(|r| RoutePlan::build(&r.config, &r.queue, &snap.config, &tenants))
+                .map(|r| RoutePlan::build(r, &snap.config, &tenants))
                 .collect(),
         ))
     }
@@ -57,13 +57,11 @@ impl Plans {
 }
 
 impl RoutePlan {
-    pub fn build(
-        route: &RouteConfig,
-        queue: &Arc<crate::state::queue::RouteQueue>,
-        config: &Config,
-        tenants: &Arc<crate::guard::TenantDeny>,
-    ) -> RoutePlan {
-        let guards = crate::guard::Guards::build(route.guard.as_ref(), &route.name, &config.version);
+    pub fn build(runtime: &RouteRuntime, config: &Config, tenants: &Arc<crate::guard::TenantDeny>) -> RoutePlan {
+        let (route, queue) = (&runtime.config, &runtime.queue);
+        // External hooks are called through the route's own pool.
+        let client = Some(&runtime.clients[0]);
+        let guards = crate::guard::Guards::build(route.guard.as_ref(), &route.name, &config.version, client);
         RoutePlan {
             degrade: degrade::DegradeStage::new(&route.degrade),
             predict: predict::PredictStage::new(route.prediction.as_ref()),

@@ -51,12 +51,13 @@ fn asking(stream: bool) -> Value {
 }
 
 /// A gateway whose `chat` runs on `bad` then `good` (round robin), whose `solo` runs on `bad`
-/// alone and falls back to `chat-good` (on `good`), with `route` settings on every route.
+/// alone and falls back to `chat-good` (on `good`), with `route` settings on every route; a
+/// token costs one micro-unit.
 async fn setup(route: &str) -> (MockServer, MockServer, TestGateway) {
     let bad = mock_knobs(replying(BAD)).await;
     let good = mock_knobs(replying(GOOD)).await;
     let yaml = format!(
-        "deployments:\n{}{}models:\n  - {{ name: chat, deployments: [bad, good] }}\n  - {{ name: solo, deployments: [bad] }}\n  - {{ name: chat-good, deployments: [good] }}\nroutes:\n  - {{ name: solo, match: {{ models: [solo] }}, max_attempts: 2, retry: {{ backoff_ms: 0 }}, fallback: [chat-good]{route} }}\n  - {{ name: default, max_attempts: 2, retry: {{ backoff_ms: 0 }}{route} }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        "prices:\n  currency: USD\n  models:\n    - {{ model: \"upstream-*\", input: 1, output: 1 }}\ndeployments:\n{}{}models:\n  - {{ name: chat, deployments: [bad, good] }}\n  - {{ name: solo, deployments: [bad] }}\n  - {{ name: chat-good, deployments: [good] }}\nroutes:\n  - {{ name: solo, match: {{ models: [solo] }}, max_attempts: 2, retry: {{ backoff_ms: 0 }}, fallback: [chat-good]{route} }}\n  - {{ name: default, max_attempts: 2, retry: {{ backoff_ms: 0 }}{route} }}\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
         deployment("bad", &bad.base_url()),
         deployment("good", &good.base_url()),
         key_hash(KEY)
@@ -118,6 +119,12 @@ async fn invalid_json_is_retried_on_the_next_deployment_and_the_caller_gets_the_
         !retried.to_string().contains("Sure!"),
         "never the answer's text: {retried}"
     );
+    // The thrown-away answer's tokens are charged with the one the caller got (a token costs
+    // one micro-unit here).
+    let discarded = retried["discarded_cost_micros"].as_u64().unwrap();
+    assert!(discarded > 0, "{retried}");
+    let own = retried["prompt_tokens"].as_u64().unwrap() + retried["completion_tokens"].as_u64().unwrap();
+    assert_eq!(retried["cost_micros"].as_u64().unwrap(), own + discarded, "{retried}");
     let metrics = gw.metrics().await;
     assert!(
         metrics.contains(&format!("sluice_guardrail_invalid_outputs_total {}", requests(&bad))),

@@ -64,6 +64,10 @@ impl LogLine for RequestRecord {
             .u64("reasoning_tokens", u.reasoning_tokens)
             .bool("usage_estimated", u.usage_estimated)
             .opt_u64("cost_micros", u.cost_micros)
+            .opt_u64(
+                "discarded_cost_micros",
+                Some(u.discarded.cost_micros).filter(|_| u.discarded.input_tokens + u.discarded.output_tokens > 0),
+            )
             .opt_str("currency", u.currency.as_deref());
         let c = &self.cache;
         if let Some(outcome) = c.outcome {

@@ -105,6 +105,8 @@ pub struct UsagePart {
     pub currency: Option<Arc<str>>,
     /// The answering deployment's price; the cost is worked out when usage is final.
     price: Option<Price>,
+    /// Answers thrown away on the way (failed their JSON check): charged with this one.
+    pub discarded: crate::upstream::attempt::Discarded,
 }
 
 impl CallerPart {
@@ -129,7 +131,7 @@ impl UsagePart {
     }
 
     fn cost(&mut self) {
-        self.cost_micros = self.price.map(|p| {
+        let own = self.price.map(|p| {
             p.cost_micros(
                 self.prompt_tokens,
                 self.cached_tokens,
@@ -137,6 +139,11 @@ impl UsagePart {
                 self.completion_tokens,
             )
         });
+        let discarded = Some(self.discarded.cost_micros).filter(|&c| c > 0);
+        self.cost_micros = match (own, discarded) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -259,6 +266,10 @@ impl Finish {
             if d.answered {
                 r.usage.price = d.price;
                 r.usage.currency = d.price.map(|_| currency.clone());
+            }
+            r.usage.discarded.merge(d.discarded);
+            if r.usage.currency.is_none() && d.discarded.cost_micros > 0 {
+                r.usage.currency = Some(currency.clone());
             }
         }
         for a in d.attempts {
@@ -485,8 +496,8 @@ impl Finish {
             } else {
                 sluice_limits::Need {
                     requests: 1,
-                    input_tokens: r.usage.prompt_tokens,
-                    output_tokens: r.usage.completion_tokens,
+                    input_tokens: r.usage.prompt_tokens + r.usage.discarded.input_tokens,
+                    output_tokens: r.usage.completion_tokens + r.usage.discarded.output_tokens,
                     cost: r.usage.cost_micros.unwrap_or(0),
                 }
             };

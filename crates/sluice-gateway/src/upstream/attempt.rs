@@ -32,4 +32,36 @@ pub struct Dispatched {
     /// A deployment answered (with `price`).
     pub answered: bool,
     pub price: Option<Price>,
+    /// Answers thrown away (they failed their JSON check): the tokens they used and what
+    /// they cost, charged to the request with its answer.
+    pub discarded: Discarded,
+}
+
+/// What answers the caller never got still used.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Discarded {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: u64,
+}
+
+impl Discarded {
+    pub fn add(&mut self, usage: &sluice_providers::Usage, price: Option<&Price>) {
+        self.input_tokens += usage.prompt_tokens;
+        self.output_tokens += usage.completion_tokens;
+        self.cost_micros += price.map_or(0, |p| {
+            p.cost_micros(
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.cache_write_tokens,
+                usage.completion_tokens,
+            )
+        });
+    }
+
+    pub fn merge(&mut self, other: Discarded) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_micros += other.cost_micros;
+    }
 }

@@ -145,10 +145,19 @@ async fn attempts_loop(
         telemetry.breaker(&dep.name, t);
         // An answer that fails its JSON check came from a healthy deployment, but is no answer.
         let result = result.and_then(|up| match (how.check, &up) {
-            (Some(check), Upstream::Complete { status, body, .. }) if status.is_success() => {
+            (
+                Some(check),
+                Upstream::Complete {
+                    status, body, usage, ..
+                },
+            ) if status.is_success() => {
                 match check.verify(inbound.endpoint.wire(), body) {
                     Ok(()) => Ok(up),
                     Err(why) => {
+                        // Thrown away, but used: charged with the answer the caller gets.
+                        if let Some(u) = usage {
+                            done.discarded.add(u, dep.price.as_ref());
+                        }
                         Err(Failed::new(Failure::InvalidOutput(check.on_invalid), check.failed(&why)).at(*status))
                     }
                 }

@@ -148,24 +148,24 @@ pub fn screen(text: &str, smuggled: &str) -> Screen {
     if !smuggled.trim().is_empty() {
         found.add("smuggled_text", 0.5);
     }
-    let mut views: Vec<(String, bool)> = vec![(text.to_owned(), false)];
-    if !smuggled.is_empty() {
-        views.push((smuggled.to_owned(), true));
-    }
-    for d in fold::decoded(text) {
-        views.push((d, true));
-    }
     let direct = found.signals.len();
-    for (view, hidden) in &views {
+    // The text itself, in one pass when it is ASCII; then what it hides.
+    let views = fold::views(text);
+    read(c, text, Some(&views), &mut found);
+    let mut hidden: Vec<String> = fold::decoded_at(text, &views.encoded);
+    if !smuggled.is_empty() {
+        hidden.insert(0, smuggled.to_owned());
+    }
+    for view in &hidden {
         let before = found.signals.len();
-        read(c, view, &mut found);
-        if *hidden && found.signals.len() > before {
+        read(c, view, None, &mut found);
+        if found.signals.len() > before {
             found.add("encoded_instructions", 0.3);
         }
     }
     // ROT13 of the whole text, when it reads like a cipher (few common words) or says so:
     // only what it adds counts, and it counts as hidden.
-    if fold::looks_encoded(text) {
+    if views.rotated {
         let before = found.signals.len();
         read_words(c, &fold::fold(&fold::rot13(text)), &mut found);
         if found.signals.len() > before && before == direct {
@@ -175,16 +175,25 @@ pub fn screen(text: &str, smuggled: &str) -> Screen {
     found
 }
 
-fn read(c: &Compiled, text: &str, found: &mut Screen) {
-    let lower = text.to_lowercase();
-    for m in c.raw.find_iter(Input::new(&lower)) {
+/// One view through every signal: the raw ones on its lower case, the word ones on its folded
+/// form (`views`, when the caller has them) and on its spaced-out letters joined.
+fn read(c: &Compiled, text: &str, views: Option<&fold::Views>, found: &mut Screen) {
+    let own;
+    let views = match views {
+        Some(v) => v,
+        None => {
+            own = fold::views(text);
+            &own
+        }
+    };
+    for m in c.raw.find_iter(Input::new(&views.lower)) {
         if let Some(s) = RAW_SIGNALS.get(m.pattern().as_usize()) {
             found.add(s.name, s.weight);
         }
     }
-    let folded = fold::fold(text);
-    read_words(c, &folded, found);
-    if let Some(joined) = fold::unspaced(&folded) {
+    let folded = &views.folded;
+    read_words(c, folded, found);
+    if let Some(joined) = views.spaced.then(|| fold::unspaced(folded)).flatten() {
         let squashed: String = joined.chars().filter(|&ch| ch != ' ').collect();
         for m in c.joined.find_iter(Input::new(&squashed)) {
             if let Some(s) = WORD_SIGNALS.get(m.pattern().as_usize()) {

@@ -39,6 +39,9 @@ pub struct Matcher {
     regex: Regex,
     dfa: DFA,
     labels: Vec<Label>,
+    /// The first private-key pattern: a key whose end marker never comes is found from its
+    /// header to the text's end (see [`Matcher::truncated_key`]).
+    private_key: Option<PatternID>,
     /// Warm DFA caches for the next streams: a lazy DFA builds its states as it meets them,
     /// and a stream starting cold would pay for that again every time.
     caches: std::sync::Mutex<Vec<DfaCache>>,
@@ -96,6 +99,10 @@ impl Matcher {
         Ok(Matcher {
             regex,
             dfa,
+            private_key: patterns
+                .iter()
+                .position(|(l, _)| l.kind == Kind::PrivateKey)
+                .and_then(|i| PatternID::new(i).ok()),
             labels: patterns.iter().map(|(l, _)| *l).collect(),
             caches: std::sync::Mutex::new(Vec::new()),
         })
@@ -127,8 +134,12 @@ impl Matcher {
         out: &mut Vec<Hit>,
     ) -> usize {
         let mut at = from;
-        while at < text.len() {
-            let input = Input::new(text).range(at..);
+        // A whole text with a private key that never ends: the search stops at its header,
+        // and the key runs to the end.
+        let truncated = if eos { self.truncated_key(text, from) } else { None };
+        let end = truncated.map_or(text.len(), |(start, _)| start);
+        while at < end {
+            let input = Input::new(text).range(at..end);
             let found = match cache.as_deref_mut() {
                 Some(c) => self.regex.search_with(c, &input),
                 None => self.regex.search(&input),
@@ -148,11 +159,37 @@ impl Matcher {
                 None => at = next_char(text, m.start()),
             }
         }
+        if let Some((start, label)) = truncated {
+            out.push(Hit {
+                label,
+                start,
+                end: text.len(),
+            });
+        }
         if eos {
             text.len()
         } else {
             settled.max(at).min(text.len())
         }
+    }
+
+    /// The first private-key header in `text[from..]` with no end marker after it (a complete
+    /// key is passed over), and the label it is found under.
+    fn truncated_key(&self, text: &str, from: usize) -> Option<(usize, Label)> {
+        static HEADER: std::sync::LazyLock<Option<Regex>> =
+            std::sync::LazyLock::new(|| Regex::new("-----BEGIN[A-Z0-9 ]{0,24}PRIVATE KEY-----").ok());
+        let pid = self.private_key?;
+        let label = *self.labels.get(pid.as_usize())?;
+        let header = HEADER.as_ref()?;
+        let mut at = from;
+        while let Some(h) = header.search(&Input::new(text).range(at..)) {
+            let whole = Input::new(text).range(h.start()..).anchored(Anchored::Pattern(pid));
+            match self.regex.search(&whole) {
+                Some(key) => at = key.end(),
+                None => return Some((h.start(), label)),
+            }
+        }
+        None
     }
 
     /// The first valid finding at `start`: the regex's candidate, else each later pattern's

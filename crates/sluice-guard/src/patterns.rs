@@ -25,8 +25,9 @@ pub const BUILT_IN: &[(Kind, &str)] = &[
         Kind::PrivateKey,
         r"-----BEGIN[A-Z0-9 ]{0,24}PRIVATE KEY-----(?s:.)*?-----END[A-Z0-9 ]{0,24}PRIVATE KEY-----",
     ),
-    // A private key cut off before its end marker: everything after its start.
-    (Kind::PrivateKey, r"-----BEGIN[A-Z0-9 ]{0,24}PRIVATE KEY-----(?s:.)*"),
+    // A private key cut off before its end marker is everything after its start: found in
+    // code (`Matcher`), since a pattern ending in `(?s:.)*` would make every reverse search
+    // run back to where the search began.
     (
         Kind::AwsKeyId,
         concat!(wb!(), r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}", wb!()),

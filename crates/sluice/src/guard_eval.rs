@@ -54,8 +54,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             )?;
         }
     }
-    writeln!(out)?;
-    writeln!(out, "threshold {threshold:.2}")?;
+    // With `--json` every line is one JSON object: the rows, the threshold, the tallies.
+    if args.json {
+        writeln!(out, "{}", serde_json::json!({ "threshold": threshold }))?;
+    } else {
+        writeln!(out)?;
+        writeln!(out, "threshold {threshold:.2}")?;
+    }
     for ((split, category), t) in tally(&scored, threshold) {
         let pct = |a: u32, b: u32| {
             if b == 0 {

@@ -520,34 +520,33 @@ pub(crate) fn route(
         .as_ref()
         .or(defaults_guard.max_prompt_tokens.as_ref())
         .map(|v| crate::collect::ranged(Some(v), 0, 1, 100_000_000, &gpath("max_prompt_tokens"), errs) as u32);
-    if let Some(schema) = own_guard
-        .request_schema
-        .as_ref()
-        .or(defaults_guard.request_schema.as_ref())
-    {
-        match jsonschema::validator_for(&schema.value) {
-            Ok(_) => guard.request_schema = Some(schema.value.clone()),
-            Err(e) => errs.push(
-                gpath("request_schema"),
-                Some(schema),
-                format!("not a valid JSON Schema: {e}"),
-            ),
+    // A JSON Schema that compiles, the route's own or the defaults'.
+    let schema = |own: Option<&S<serde_json::Value>>, name: &str, errs: &mut Collector| {
+        let s = own?;
+        match jsonschema::validator_for(&s.value) {
+            Ok(_) => Some(s.value.clone()),
+            Err(e) => {
+                errs.push(gpath(name), Some(s), format!("not a valid JSON Schema: {e}"));
+                None
+            }
         }
-    }
-    if let Some(schema) = own_guard
-        .output_schema
-        .as_ref()
-        .or(defaults_guard.output_schema.as_ref())
-    {
-        match jsonschema::validator_for(&schema.value) {
-            Ok(_) => guard.output_schema = Some(schema.value.clone()),
-            Err(e) => errs.push(
-                gpath("output_schema"),
-                Some(schema),
-                format!("not a valid JSON Schema: {e}"),
-            ),
-        }
-    }
+    };
+    guard.request_schema = schema(
+        own_guard
+            .request_schema
+            .as_ref()
+            .or(defaults_guard.request_schema.as_ref()),
+        "request_schema",
+        errs,
+    );
+    guard.output_schema = schema(
+        own_guard
+            .output_schema
+            .as_ref()
+            .or(defaults_guard.output_schema.as_ref()),
+        "output_schema",
+        errs,
+    );
     if let Some(s) = own_guard.on_invalid.as_ref().or(defaults_guard.on_invalid.as_ref()) {
         match [OnInvalid::Retry, OnInvalid::Fallback, OnInvalid::Error, OnInvalid::Pass]
             .into_iter()

@@ -11,18 +11,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice_guard::{Normalize, Normalized, Released, Window, builtin_matcher, normalize, screen};
 
-/// About 4 KiB of ordinary prose with a number, an address and a key in it.
-fn prompt() -> String {
-    let para = "The river carries water from the hills to the sea, and along the way it shapes valleys, \
-                feeds farms and gives cities their water. In 2023 the basin held about 7411 farms. \
-                Write to ann.lee@example.com with questions, or call +44 20 7946 0958 on weekdays. ";
-    let mut text = String::new();
-    while text.len() < 4096 - para.len() {
-        text.push_str(para);
-    }
-    text.push_str("deploy with key ghp_Zk3q9XvR2mT8wPbL7nYc4HdJ1aB2cD3eF4gH today.");
-    text
-}
+include!("support/prompt.rs");
 
 fn bench(c: &mut Criterion) {
     let text = prompt();

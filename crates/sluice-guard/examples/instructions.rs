@@ -13,15 +13,10 @@
 use sluice_guard::{Normalize, Normalized, builtin_matcher, normalize, screen};
 use std::hint::black_box;
 
+include!("../benches/support/prompt.rs");
+
 fn main() {
-    let para = "The river carries water from the hills to the sea, and along the way it shapes valleys, \
-                feeds farms and gives cities their water. In 2023 the basin held about 7411 farms. \
-                Write to ann.lee@example.com with questions, or call +44 20 7946 0958 on weekdays. ";
-    let mut text = String::new();
-    while text.len() < 4096 - para.len() {
-        text.push_str(para);
-    }
-    text.push_str("deploy with key ghp_Zk3q9XvR2mT8wPbL7nYc4HdJ1aB2cD3eF4gH today.");
+    let text = prompt();
     let what = std::env::args().nth(1).unwrap_or_default();
     let n: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
     let m = builtin_matcher().unwrap();

@@ -163,12 +163,13 @@ fn rule(set: &str, r: &RawGuardRule, path: &str, errs: &mut Collector) -> Option
         r.overlap.is_some(),
         r.repetition.is_some(),
         r.webhook.is_some(),
+        r.classifier.is_some(),
     ];
     if checks.iter().filter(|&&c| c).count() != 1 {
         errs.push(
             path,
             Some(&r.name),
-            "a rule has exactly one check: pii, secrets, deny, injection, canary, overlap, repetition or webhook",
+            "a rule has exactly one check: pii, secrets, deny, injection, classifier, canary, overlap, repetition or webhook",
         );
         return None;
     }
@@ -214,6 +215,13 @@ fn rule(set: &str, r: &RawGuardRule, path: &str, errs: &mut Collector) -> Option
         );
         GuardCheck::Overlap {
             min_words: min_words as u32,
+        }
+    } else if let Some(c) = &r.classifier {
+        GuardCheck::Classifier {
+            threshold: c
+                .threshold
+                .as_ref()
+                .map(|t| threshold_of(Some(t), &format!("{path}.classifier.threshold"), errs)),
         }
     } else if let Some(w) = &r.webhook {
         webhook(w, &format!("{path}.webhook"), errs)?
@@ -308,7 +316,7 @@ fn rule(set: &str, r: &RawGuardRule, path: &str, errs: &mut Collector) -> Option
             "an overlap rule blocks or flags",
         );
     }
-    if matches!(check, GuardCheck::Injection { .. }) {
+    if matches!(check, GuardCheck::Injection { .. } | GuardCheck::Classifier { .. }) {
         if action == GuardAction::Redact {
             errs.push(
                 format!("{path}.action"),

@@ -90,6 +90,8 @@ pub struct RawGuardRule {
     pub repetition: Option<RawRepetition>,
     /// An external guardrail: the texts posted to a URL, whose verdict applies.
     pub webhook: Option<RawWebhook>,
+    /// The injection classifier: a head over the texts' sentence embeddings.
+    pub classifier: Option<RawInjection>,
 }
 
 /// An external guardrail hook.

@@ -32,6 +32,16 @@ pub struct Verdict {
     pub signals: Vec<&'static str>,
     /// (kind, value) of every finding.
     pub found: Vec<(Kind, String)>,
+    /// The classifier head's score, when it was asked (`sluice guard eval --classifier`), and
+    /// whether it fires at its own threshold.
+    pub classifier: Option<(f32, bool)>,
+}
+
+impl Verdict {
+    /// Whether the injection screen (with the classifier, when asked) fires at `threshold`.
+    pub fn fires(&self, threshold: f32) -> bool {
+        self.score >= threshold || self.classifier.is_some_and(|(_, fired)| fired)
+    }
 }
 
 /// The verdict of the built-in patterns (`matcher`) and the injection screen on `text`,
@@ -49,6 +59,7 @@ pub fn verdict(matcher: &Matcher, text: &str) -> Verdict {
         score: s.score,
         signals: s.signals,
         found,
+        classifier: None,
     }
 }
 
@@ -69,7 +80,7 @@ pub struct Tally {
 impl Tally {
     pub fn add(&mut self, row: &Row, v: &Verdict, threshold: f32) {
         if let Some(inj) = row.injection {
-            let fired = v.score >= threshold;
+            let fired = v.fires(threshold);
             if inj {
                 self.positives += 1;
                 self.caught += u32::from(fired);

@@ -7,6 +7,7 @@
 
 pub mod eval;
 pub mod fold;
+pub mod head;
 pub mod injection;
 pub mod kind;
 pub mod matcher;

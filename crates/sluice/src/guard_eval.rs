@@ -15,6 +15,9 @@ pub struct EvalArgs {
     pub threshold: Option<f32>,
     /// One JSON object per row, then one per tally.
     pub json: bool,
+    /// Also score each row with the classifier head over its embedding (from this model
+    /// directory); a row fires when the screen or the classifier does.
+    pub classifier: Option<PathBuf>,
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
@@ -30,18 +33,32 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         let v = verdict(&matcher, &row.text);
         scored.push((row, v));
     }
+    if let Some(dir) = &args.classifier {
+        let head = sluice_guard::head::Head::shipped().context("the shipped classifier head does not read")?;
+        let model = sluice_embed::MiniLm::load(dir)
+            .with_context(|| format!("cannot load the embedding model from {}", dir.display()))?;
+        for chunk in scored.chunks_mut(32) {
+            let texts: Vec<&str> = chunk.iter().map(|(r, _)| r.text.as_str()).collect();
+            let embeddings = model.embed(&texts)?;
+            for ((_, v), e) in chunk.iter_mut().zip(embeddings) {
+                let s = head.score(&e);
+                v.classifier = Some((s, s >= head.threshold));
+            }
+        }
+    }
     let mut out = std::io::stdout().lock();
     for (row, v) in &scored {
         let found: Vec<String> = v.found.iter().map(|(k, s)| format!("{}:{s}", k.name())).collect();
         if args.json {
             let line = serde_json::json!({
                 "category": row.category, "split": row.split, "injection": row.injection,
-                "score": v.score, "fired": v.score >= threshold, "signals": v.signals,
+                "score": v.score, "fired": v.fires(threshold), "signals": v.signals,
+                "classifier": v.classifier.map(|(s, _)| s),
                 "found": found, "expect": row.expect,
             });
             writeln!(out, "{line}")?;
         } else {
-            let fired = if v.score >= threshold { "FIRES" } else { "-" };
+            let fired = if v.fires(threshold) { "FIRES" } else { "-" };
             writeln!(
                 out,
                 "{:<22} {:<5} score {:.2} {fired:<5} {:?} {:?}  {}",

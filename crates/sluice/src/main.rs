@@ -3,6 +3,7 @@
 
 mod admin_client;
 mod cache_eval;
+mod embed;
 mod guard_eval;
 #[cfg(unix)]
 mod notify;
@@ -177,6 +178,14 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Sentence embeddings of texts on standard input (one per line: a JSON string, an object
+    /// with `text`, or plain text), one JSON array per line: what the in-process embedder
+    /// computes, for offline tools.
+    Embed {
+        /// The model directory (default: models/all-minilm-l6-v2).
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
     /// The guardrails' tools.
     Guard {
         #[command(subcommand)]
@@ -225,6 +234,10 @@ enum GuardCommand {
         /// JSON lines: one per row, then one per category.
         #[arg(long)]
         json: bool,
+        /// Also run the injection classifier head (over embeddings from this model directory,
+        /// e.g. models/all-minilm-l6-v2); a row fires when the screen or the classifier does.
+        #[arg(long)]
+        classifier: Option<PathBuf>,
     },
 }
 
@@ -350,10 +363,22 @@ fn main() -> ExitCode {
                 };
                 tokio::task::spawn_blocking(move || cache_eval::run(&args)).await?
             }
+            Command::Embed { model_dir } => tokio::task::spawn_blocking(move || embed::run(model_dir)).await?,
             Command::Guard {
-                command: GuardCommand::Eval { rows, threshold, json },
+                command:
+                    GuardCommand::Eval {
+                        rows,
+                        threshold,
+                        json,
+                        classifier,
+                    },
             } => {
-                let args = guard_eval::EvalArgs { rows, threshold, json };
+                let args = guard_eval::EvalArgs {
+                    rows,
+                    threshold,
+                    json,
+                    classifier,
+                };
                 tokio::task::spawn_blocking(move || guard_eval::run(&args)).await?
             }
             Command::BenchReference { .. } => Ok(()), // served above, before the runtime

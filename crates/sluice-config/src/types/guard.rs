@@ -86,6 +86,9 @@ pub enum GuardCheck {
     /// Runaway generation: the answer's end one span repeated `min_repeats` times over at
     /// least `min_bytes`. Blocking cuts the answer there (a clean end, `length`).
     Repetition { min_repeats: u32, min_bytes: u32 },
+    /// The injection classifier: the shipped head over each text's sentence embedding
+    /// (all-MiniLM-L6-v2, in process), firing at this score (`None`: the head's own).
+    Classifier { threshold: Option<f32> },
     /// An external guardrail: the texts the rule reads are posted to `url`, whose verdict
     /// (allow, flag, block, redactions) applies. An answer it reads is held until complete.
     Webhook {

@@ -86,6 +86,8 @@ pub struct Guards {
     pub on_invalid: sluice_config::OnInvalid,
     /// The external hooks among the rules.
     pub hooks: Option<hook::Hooks>,
+    /// The classifier rules, by index, and the head they run.
+    pub classifier: Vec<RuleIndex>,
 }
 
 /// What a finding does (see [`Guards::judge`]).
@@ -197,6 +199,13 @@ impl Guards {
                 .map(Arc::new),
             on_invalid: g.on_invalid,
             hooks: hook::Hooks::build(&g.rules, client),
+            classifier: g
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| matches!(r.check, GuardCheck::Classifier { .. }))
+                .map(|(i, _)| i as RuleIndex)
+                .collect(),
         }))
     }
 
@@ -299,7 +308,8 @@ fn compile(rules: &[GuardRule], canary: Option<&str>) -> Option<Arc<Matcher>> {
             GuardCheck::Injection { .. }
             | GuardCheck::Overlap { .. }
             | GuardCheck::Repetition { .. }
-            | GuardCheck::Webhook { .. } => {}
+            | GuardCheck::Webhook { .. }
+            | GuardCheck::Classifier { .. } => {}
         }
     }
     if list.is_empty() {

@@ -190,7 +190,9 @@ async fn walk(
     let guarded = match plan.guard.run(&caller, inbound, report.as_ref()) {
         Ok(g) => {
             let id = finish.request_id();
-            plan.guard.after(g, report.as_ref(), hooks.call(id)).await
+            plan.guard
+                .after(g, report.as_ref(), hooks.call(id), gw.embedder.as_ref())
+                .await
         }
         Err(e) => Err(e),
     };

@@ -61,16 +61,22 @@ impl GuardStage {
         (inbound, mut guarded): (InboundRequest, Guarded),
         report: Option<&GuardReport>,
         call: Call<'_>,
+        embedder: Option<&sluice_embed::Pool>,
     ) -> Result<(InboundRequest, Guarded), GatewayError> {
         self.count(&mut guarded, report).await?;
         let (Some(g), Some(report), Some((mut body, texts))) = (&self.on, report, guarded.hooked.take()) else {
             return Ok((inbound, guarded));
         };
-        let Some(hooks) = &g.hooks else {
-            return Ok((inbound, guarded));
+        let view: Vec<(Channel, &str)> = texts.iter().map(|(c, t)| (*c, t.as_str())).collect();
+        let hooked = async {
+            match g.hooks.as_ref().filter(|h| h.reads_input()) {
+                Some(hooks) => hooks.run(&g.rules, false, &view, call, report).await,
+                None => Ok(Default::default()),
+            }
         };
-        let texts: Vec<(Channel, &str)> = texts.iter().map(|(c, t)| (*c, t.as_str())).collect();
-        let redactions = hooks.run(&g.rules, false, &texts, call, report).await?;
+        let (classified, redactions) = tokio::join!(classify(g, &texts, embedder, call.deadline, report), hooked);
+        classified?;
+        let redactions: crate::guard::hook::Redactions = redactions?;
         if redactions.is_empty() {
             return Ok((inbound, guarded));
         }
@@ -214,7 +220,8 @@ impl GuardStage {
         let mut refusal: Option<GatewayError> = None;
         let mut system = Vec::new();
         let mut canary = g.canary.as_deref();
-        let mut hook_texts = g.hooks.as_ref().filter(|h| h.reads_input()).map(|_| Vec::new());
+        let mut hook_texts =
+            (g.hooks.as_ref().is_some_and(|h| h.reads_input()) || !g.classifier.is_empty()).then(Vec::new);
         let images = texts::visit(inbound.endpoint, &mut body, &mut |text, channel| {
             if refusal.is_some() {
                 return;
@@ -342,6 +349,74 @@ fn read(
         return Ok(None);
     }
     Ok(Some((names.rewrite(text, &redact), restore)))
+}
+
+/// The classifier rules over the request's texts of their channels: each text embedded in
+/// process (the embedder's threads, within the deadline), scored by the shipped head; a rule
+/// fires when a text's score reaches its threshold. Without the model, or when the embedder is
+/// busy or late, the rules cannot decide: the request passes, and the miss is counted like a
+/// failed hook's call.
+async fn classify(
+    g: &Guards,
+    texts: &[(Channel, String)],
+    embedder: Option<&sluice_embed::Pool>,
+    deadline: std::time::Instant,
+    report: &GuardReport,
+) -> Result<(), GatewayError> {
+    if g.classifier.is_empty() {
+        return Ok(());
+    }
+    let rules: Vec<&sluice_config::GuardRule> = g.classifier.iter().filter_map(|&i| g.rules.get(i as usize)).collect();
+    let mine: Vec<(Channel, String)> = texts
+        .iter()
+        .filter(|(c, t)| !t.trim().is_empty() && rules.iter().any(|r| c.of(&r.channels)))
+        .cloned()
+        .collect();
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let head = sluice_guard::head::Head::shipped();
+    let owned: Vec<String> = mine.iter().map(|(_, t)| t.clone()).collect();
+    let embedded = match (embedder, head) {
+        (Some(pool), Some(_)) => match pool.submit(deadline, move |model| {
+            let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
+            model.and_then(|m| m.embed(&texts).ok())
+        }) {
+            Ok(rx) => tokio::time::timeout_at(deadline.into(), rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten(),
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    let took = started.elapsed();
+    let (Some(vectors), Some(head)) = (embedded, head) else {
+        for r in &rules {
+            report.hook(&r.name, took, false);
+        }
+        return Ok(());
+    };
+    for r in rules {
+        report.hook(&r.name, took, true);
+        let GuardCheck::Classifier { threshold } = r.check else {
+            continue;
+        };
+        let at = threshold.unwrap_or(head.threshold);
+        let fired = mine
+            .iter()
+            .zip(&vectors)
+            .any(|((c, _), v)| c.of(&r.channels) && head.score(v) >= at);
+        if fired {
+            report.fire(&r.name, r.action, "input");
+            if r.action == GuardAction::Block {
+                return Err(blocked(&r.name));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every string in `v` (a tool call's arguments) through `f`, replaced where it gives one.

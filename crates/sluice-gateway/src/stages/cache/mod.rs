@@ -325,16 +325,24 @@ pub async fn embedder(config: &Config) -> Result<Option<Pool>, crate::StartError
         .iter()
         .filter_map(|r| r.policy.cache.as_ref()?.semantic.as_ref())
         .collect();
-    if semantic.is_empty() {
+    // The injection classifier runs on the same in-process model.
+    let classifier = config.routes.iter().any(|r| {
+        r.guard.as_ref().is_some_and(|g| {
+            g.rules
+                .iter()
+                .any(|rule| matches!(rule.check, sluice_config::GuardCheck::Classifier { .. }))
+        })
+    });
+    if semantic.is_empty() && !classifier {
         return Ok(None);
     }
     let e = config.embedder.clone();
-    let model = if semantic.iter().any(|s| s.embedder == EmbedderChoice::MiniLm) {
+    let model = if classifier || semantic.iter().any(|s| s.embedder == EmbedderChoice::MiniLm) {
         let path = e.path.clone();
         let model = tokio::task::spawn_blocking(move || sluice_embed::MiniLm::load(&path))
             .await
             .map_err(|j| crate::StartError::EmbedderThreads(std::io::Error::other(j)))??;
-        tracing::info!(path = %e.path.display(), threads = e.threads, "semantic cache: embedding model loaded");
+        tracing::info!(path = %e.path.display(), threads = e.threads, "embedding model loaded (semantic cache, injection classifier)");
         Some(model)
     } else {
         None

@@ -54,6 +54,26 @@ async fn the_classifier_blocks_what_its_head_recognises_and_passes_the_rest() {
 }
 
 #[tokio::test]
+async fn it_reads_the_newest_user_turn_not_the_whole_conversation() {
+    let mock = mock().await;
+    let gw = gateway(&mock, "block", &model_dir()).await;
+    // An injection in an earlier turn was read when it was new; the newest turn decides.
+    let body = json!({"model": "chat", "messages": [
+        {"role": "user", "content": INJECTION},
+        {"role": "assistant", "content": "I cannot do that."},
+        {"role": "user", "content": ORDINARY},
+    ]});
+    let r = gw.chat(KEY, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = json!({"model": "chat", "messages": [
+        {"role": "user", "content": ORDINARY},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": INJECTION},
+    ]});
+    assert_eq!(gw.chat(KEY, &body).await.status, 400);
+}
+
+#[tokio::test]
 async fn in_shadow_mode_it_only_flags() {
     let mock = mock().await;
     let gw = gateway(&mock, "flag", &model_dir()).await;

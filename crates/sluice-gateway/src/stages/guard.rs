@@ -351,9 +351,9 @@ fn read(
     Ok(Some((names.rewrite(text, &redact), restore)))
 }
 
-/// The classifier rules over the request's texts of their channels: each text embedded in
-/// process (the embedder's threads, within the deadline), scored by the shipped head; a rule
-/// fires when a text's score reaches its threshold. Without the model, or when the embedder is
+/// The classifier rules over the request's newest text of each channel they read: each embedded
+/// in process (the embedder's threads, within the deadline), scored by the shipped head; a
+/// rule fires when a text's score reaches its threshold. Without the model, or when the embedder is
 /// busy or late, the rules cannot decide: the request passes, and the miss is counted like a
 /// failed hook's call.
 async fn classify(
@@ -367,11 +367,18 @@ async fn classify(
         return Ok(());
     }
     let rules: Vec<&sluice_config::GuardRule> = g.classifier.iter().filter_map(|&i| g.rules.get(i as usize)).collect();
-    let mine: Vec<(Channel, String)> = texts
+    // The newest text of each channel: earlier turns were read when they were new, and an
+    // embedding costs milliseconds (BENCHMARKS.md).
+    let mut mine: Vec<(Channel, String)> = Vec::new();
+    for (c, t) in texts
         .iter()
+        .rev()
         .filter(|(c, t)| !t.trim().is_empty() && rules.iter().any(|r| c.of(&r.channels)))
-        .cloned()
-        .collect();
+    {
+        if !mine.iter().any(|(seen, _)| seen == c) {
+            mine.push((*c, t.clone()));
+        }
+    }
     if mine.is_empty() {
         return Ok(());
     }

@@ -47,7 +47,13 @@ impl OutputCheck {
         body: &Value,
         report: &GuardReport,
     ) -> Result<Option<OutputCheck>, GatewayError> {
-        if g.on_invalid == OnInvalid::Pass {
+        // Only a chat-shaped answer has a text to check (a completion's or an embedding's has
+        // none in this sense).
+        let chat = matches!(
+            endpoint,
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+        );
+        if g.on_invalid == OnInvalid::Pass || !chat {
             return Ok(None);
         }
         let expect = match &g.output_schema {
@@ -285,6 +291,12 @@ mod tests {
         let c = OutputCheck::of(&g, Endpoint::ChatCompletions, &json!({}), &r)
             .unwrap()
             .unwrap();
+        for other in [Endpoint::Embeddings, Endpoint::Completions, Endpoint::Predict] {
+            assert!(
+                OutputCheck::of(&g, other, &json!({}), &r).unwrap().is_none(),
+                "{other:?}"
+            );
+        }
         assert!(c.verify(Wire::OpenAi, &chat(r#"{"route": 1}"#)).is_ok());
         assert!(c.verify(Wire::OpenAi, &chat(r#"{"other": 1}"#)).is_err());
         assert_eq!(c.on_invalid, OnInvalid::Fallback);

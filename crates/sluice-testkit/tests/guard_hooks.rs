@@ -236,7 +236,13 @@ async fn an_output_hook_reads_the_whole_answer_and_a_stream_is_held_for_it() {
         assert_eq!(r.error_code(), "guardrail_blocked");
         assert!(!r.text().contains("forbidden knowledge"));
     }
-    let lines = gw.log_lines(4).await;
+    // A completion is not a chat answer: the hook does not read it, and it streams as it came.
+    let body = json!({"model": "chat", "prompt": "hi", "stream": true}).to_string();
+    let r = gw.post_raw("/v1/completions", Some(KEY), &[], body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().trim_end().ends_with("data: [DONE]"), "{}", r.text());
+    let lines = gw.log_lines(5).await;
+    assert!(lines[4].get("guard_held_whole").is_none(), "{}", lines[4]);
     assert_eq!(lines[1]["guard_held_whole"], true, "{}", lines[1]);
     assert!(
         lines[3]["guardrails"]

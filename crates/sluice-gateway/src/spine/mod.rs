@@ -206,7 +206,7 @@ async fn walk(
     let (inbound, guarded) = guarded?;
     let check = guarded.check;
     // What cannot be decided on a window holds a streamed answer until it is complete.
-    let hold = check.is_some() || plan.guard.holds_answers();
+    let hold = check.is_some() || plan.guard.holds_answers(endpoint);
     let held_report = report.clone().filter(|_| hold);
     let answer_guard = report.map(|report| crate::response::AnswerGuard {
         report,
@@ -370,7 +370,7 @@ async fn reply(
             finish.set_usage(used, usage.is_none());
             // The external hooks that read the answer, before anything else sees it.
             let body = match &mut guard {
-                Some(g) if status.is_success() && hooked.holds_answers() => {
+                Some(g) if status.is_success() && hooked.holds_answers(inbound.endpoint) => {
                     let id = finish.request_id().to_owned();
                     hooked
                         .answered(inbound.endpoint, body, (&mut g.names, &g.report), call.call(&id))

@@ -97,9 +97,15 @@ impl GuardStage {
         Ok((again, guarded))
     }
 
-    /// Whether the route's answers are held until complete: an external hook reads them.
-    pub fn holds_answers(&self) -> bool {
-        self.on
+    /// Whether the route's answers to `endpoint` are held until complete: an external hook
+    /// reads them (chat-shaped answers only; the hooks read no other).
+    pub fn holds_answers(&self, endpoint: sluice_providers::Endpoint) -> bool {
+        use sluice_providers::Endpoint;
+        matches!(
+            endpoint,
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+        ) && self
+            .on
             .as_ref()
             .and_then(|g| g.hooks.as_ref())
             .is_some_and(|h| h.reads_output())

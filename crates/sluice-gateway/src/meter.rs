@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use prometheus_client::metrics::counter::Counter;
 use sluice_telemetry::Histogram;
 
-use crate::telemetry::{Metrics, RequestLabels, RouteModel, StageLabels, TokenLabels};
+use crate::telemetry::{Metrics, ModelLabel, RequestLabels, RouteModel, StageLabels, TokenLabels};
 use crate::timing::{Stage, StageTimes};
 
 /// The series of one route and model pair, each resolved the first time it is reported to (so a
@@ -22,6 +22,8 @@ pub struct Meter {
     ok: OnceLock<Counter>,
     duration: OnceLock<Histogram>,
     ttfb: OnceLock<Histogram>,
+    ttft: OnceLock<Histogram>,
+    tpot: OnceLock<Histogram>,
     cost: OnceLock<Counter>,
     prompt: OnceLock<Counter>,
     completion: OnceLock<Counter>,
@@ -41,6 +43,8 @@ impl Meter {
             ok: OnceLock::new(),
             duration: OnceLock::new(),
             ttfb: OnceLock::new(),
+            ttft: OnceLock::new(),
+            tpot: OnceLock::new(),
             cost: OnceLock::new(),
             prompt: OnceLock::new(),
             completion: OnceLock::new(),
@@ -83,6 +87,17 @@ impl Meter {
         if let Some(t) = report.ttfb_s {
             self.ttfb.get_or_init(|| m.ttfb.get_or_create_owned(l)).observe(t);
         }
+        let model = || ModelLabel { model: l.model.clone() };
+        if let Some(t) = report.ttft_s {
+            self.ttft
+                .get_or_init(|| m.ttft.get_or_create_owned(&model()))
+                .observe(t);
+        }
+        if let Some(t) = report.tpot_s {
+            self.tpot
+                .get_or_init(|| m.tpot.get_or_create_owned(&model()))
+                .observe(t);
+        }
         for (stage, t) in report.stages.iter() {
             if let Some(slot) = self.stages.get(stage as usize) {
                 slot.get_or_init(|| {
@@ -118,6 +133,9 @@ pub struct Report<'a> {
     pub status: u16,
     pub total_s: f64,
     pub ttfb_s: Option<f64>,
+    /// A stream's first content token, and its time per output token after it.
+    pub ttft_s: Option<f64>,
+    pub tpot_s: Option<f64>,
     pub stages: &'a StageTimes,
     pub cost_micros: u64,
     pub prompt_tokens: u64,

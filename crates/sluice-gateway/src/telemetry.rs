@@ -28,6 +28,19 @@ pub struct RouteModel {
     pub model: Arc<str>,
 }
 
+/// A model alias (the config bounds the set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    pub model: Arc<str>,
+}
+
+/// Why a request's answer came from its fallback chain, by route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub route: Arc<str>,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
     pub route: Arc<str>,
@@ -120,6 +133,12 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<RouteModel, Histogram, fn() -> Histogram>,
     pub ttfb: Family<RouteModel, Histogram, fn() -> Histogram>,
+    /// A stream's first content token (text, tool-call arguments or reasoning), by model.
+    pub ttft: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// A stream's time per output token after its first, by model.
+    pub tpot: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    /// Answers a fallback chain gave, by route and reason.
+    pub fallbacks: Family<FallbackLabels, Counter>,
     pub overhead: Histogram,
     /// Each stage of the walk, by route.
     pub stages: Family<StageLabels, Histogram, fn() -> Histogram>,
@@ -189,6 +208,9 @@ impl Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             ttfb: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ttft: Family::new_with_constructor(stage_histogram as fn() -> Histogram),
+            tpot: Family::new_with_constructor(stage_histogram as fn() -> Histogram),
+            fallbacks: Family::default(),
             overhead: Histogram::new(exponential_buckets(0.000_005, 2.0, 20)),
             stages: Family::new_with_constructor(stage_histogram as fn() -> Histogram),
             errors: Family::default(),
@@ -342,6 +364,21 @@ impl Metrics {
             "sluice_time_to_first_byte_seconds",
             "Time to the first response byte",
             m.ttfb.clone(),
+        );
+        registry.register(
+            "sluice_time_to_first_token_seconds",
+            "Streams: time from the request's arrival to the first content token from the upstream (text, tool-call arguments or reasoning; not the role chunk), by model",
+            m.ttft.clone(),
+        );
+        registry.register(
+            "sluice_time_per_output_token_seconds",
+            "Streams: time per output token after the first (stream time after the first content token / (completion tokens - 1)), by model",
+            m.tpot.clone(),
+        );
+        registry.register(
+            "sluice_fallbacks",
+            "Answers a route's fallback chain gave, by route and reason (error, timeout, open_circuit, rate_limit, capacity, invalid_output, ...)",
+            m.fallbacks.clone(),
         );
         registry.register(
             "sluice_gateway_overhead_seconds",

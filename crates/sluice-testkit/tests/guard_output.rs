@@ -181,6 +181,12 @@ async fn an_invalid_answer_falls_back_or_ends_in_an_error_as_the_route_says() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(content(&r)["city"], "Paris");
     assert_eq!(r.header("x-sluice-fallback-reason"), Some("invalid_output"));
+    assert!(
+        gw.metrics()
+            .await
+            .contains(r#"sluice_fallbacks_total{route="solo",reason="invalid_output"} 1"#),
+        "fallbacks are counted by route and reason"
+    );
     assert_eq!((requests(&bad), requests(&good)), (1, 1));
     drop(gw);
 

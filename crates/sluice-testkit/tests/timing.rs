@@ -57,3 +57,62 @@ async fn each_stage_is_timed_in_the_log_line_the_histogram_and_server_timing() {
     }
     assert!(!m.contains("route=\"default\",stage=\"queue\""), "{m}");
 }
+
+#[tokio::test]
+async fn a_stream_reports_its_first_content_token_and_its_time_per_output_token() {
+    let mut up = ScriptedUpstream::start().await;
+    let yaml = format!(
+        "deployments:\n  - {{ name: scripted, provider: openai, base_url: \"{}\", model: upstream-a, api_key_env: SLUICE_TEST_UPSTREAM_KEY }}\nmodels:\n  - {{ name: chat, deployments: [scripted] }}\nroutes:\n  - name: default\nkeys:\n  - {{ id: {KEY_ID}, hash: \"{}\" }}\n",
+        up.base_url(),
+        key_hash(KEY)
+    );
+    let gw = std::sync::Arc::new(TestGateway::start(&yaml).await);
+    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": true});
+    let client = {
+        let gw = gw.clone();
+        tokio::spawn(async move { read_all(gw.stream(KEY, &body).await.into_body()).await })
+    };
+    // The role chunk at once; the first content token only 300 ms later.
+    let s = up.next_stream().await;
+    s.send("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for piece in ["one ", "two ", "three"] {
+        s.send(&chunk(piece)).await;
+    }
+    s.send("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":3,\"total_tokens\":4}}\n\ndata: [DONE]\n\n").await;
+    drop(s);
+    let text = client.await.unwrap();
+    assert!(text.contains("three"), "{text}");
+    let plain = json!({"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": false});
+    let whole = {
+        let gw = gw.clone();
+        tokio::spawn(async move { gw.chat(KEY, &plain).await })
+    };
+    let s = up.next_stream().await;
+    s.send(r#"{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#).await;
+    drop(s);
+    let _ = whole.await.unwrap();
+
+    let lines = gw.log_lines(2).await;
+    let (streamed, whole) = (&lines[0], &lines[1]);
+    let ttft = streamed["ttft_ms"].as_f64().unwrap();
+    let tpot = streamed["tpot_ms"].as_f64().unwrap();
+    assert!(ttft >= 300.0, "the first content token, not the role chunk: {streamed}");
+    assert_eq!(streamed["completion_tokens"], 3);
+    // By definition: the first token's time plus a token's time for each of the others is the
+    // whole stream.
+    let total = streamed["latency_ms"].as_f64().unwrap();
+    assert!((ttft + tpot * 2.0 - total).abs() < 1.0, "{streamed}");
+    assert!(
+        whole["ttft_ms"].is_null() && whole["tpot_ms"].is_null(),
+        "a whole answer has no first token: {whole}"
+    );
+
+    let metrics = gw.metrics().await;
+    for series in [
+        r#"sluice_time_to_first_token_seconds_count{model="chat"} 1"#,
+        r#"sluice_time_per_output_token_seconds_count{model="chat"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+}

@@ -38,6 +38,8 @@ impl LogLine for RequestRecord {
         let t = &self.timing;
         o.f64("latency_ms", t.latency_ms)
             .opt_f64("ttfb_ms", t.ttfb_ms)
+            .opt_f64("ttft_ms", t.ttft_ms)
+            .opt_f64("tpot_ms", t.tpot_ms)
             .opt_f64("upstream_ms", t.upstream_ms)
             .f64("overhead_ms", t.overhead_ms);
         if let Some(q) = t.queue_ms {

@@ -77,6 +77,10 @@ pub struct OutcomePart {
 pub struct TimingPart {
     pub latency_ms: f64,
     pub ttfb_ms: Option<f64>,
+    /// A stream's first content token from the upstream, and its time per output token after
+    /// it (ms).
+    pub ttft_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
     pub upstream_ms: Option<f64>,
     pub overhead_ms: f64,
     /// Time spent waiting in the route's queue (and for a place on a full deployment).
@@ -86,6 +90,7 @@ pub struct TimingPart {
     /// Time spent waiting on or reading from upstreams.
     upstream: Duration,
     first_byte: Option<Instant>,
+    first_token: Option<Instant>,
     /// The route asks for a `server-timing` header.
     server_timing: bool,
 }
@@ -324,6 +329,15 @@ impl Finish {
         }
     }
 
+    /// A stream's first content token arrived from the upstream.
+    pub fn first_token(&mut self) {
+        if let Some(r) = self.record()
+            && r.timing.first_token.is_none()
+        {
+            r.timing.first_token = Some(Instant::now());
+        }
+    }
+
     pub fn set_usage(&mut self, usage: Usage, estimated: bool) {
         if let Some(r) = self.record() {
             r.usage.set(usage, estimated);
@@ -479,6 +493,7 @@ impl Finish {
         let Some(mut r) = self.record.take() else { return };
         let total = self.started.elapsed();
         let overhead = r.timing.close(self.started, total, !r.attempts.is_empty());
+        r.timing.per_token(self.started, total, r.usage.completion_tokens);
         r.usage.cost();
         let hit = r.cache.served();
         if hit {
@@ -512,6 +527,18 @@ impl Finish {
 }
 
 impl TimingPart {
+    /// A stream's time to its first content token, and its time per output token after it
+    /// (when it had more than one).
+    fn per_token(&mut self, started: Instant, total: Duration, completion_tokens: u64) {
+        let Some(first) = self.first_token else { return };
+        let to_first = first.saturating_duration_since(started);
+        self.ttft_ms = Some(ms(to_first));
+        if completion_tokens > 1 {
+            let after = total.saturating_sub(to_first);
+            self.tpot_ms = Some(ms(after) / (completion_tokens - 1) as f64);
+        }
+    }
+
     /// Closes the times at `total` after `started`; returns the gateway's own share.
     fn close(&mut self, started: Instant, total: Duration, attempted: bool) -> Duration {
         self.latency_ms = ms(total);
@@ -568,6 +595,8 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
         status: r.outcome.status,
         total_s: total.as_secs_f64(),
         ttfb_s: r.timing.ttfb_ms.map(|t| t / 1000.0),
+        ttft_s: r.timing.ttft_ms.map(|t| t / 1000.0),
+        tpot_s: r.timing.tpot_ms.map(|t| t / 1000.0),
         stages: &r.timing.stages,
         cost_micros: r.usage.cost_micros.unwrap_or(0),
         // A cache hit's tokens are the stored answer's, used by no one now.
@@ -611,6 +640,14 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
         if read.whole {
             m.guard_held_whole.inc();
         }
+    }
+    if let Some(reason) = r.route.fallback {
+        m.fallbacks
+            .get_or_create(&crate::telemetry::FallbackLabels {
+                route: route.clone(),
+                reason,
+            })
+            .inc();
     }
     if let Some(class) = r.outcome.error_class {
         m.errors.get_or_create(&ClassLabel { class }).inc();

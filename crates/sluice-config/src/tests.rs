@@ -481,3 +481,15 @@ fn a_cache_only_degradation_step_needs_the_routes_cache() {
     let c = load("routes:\n  - name: r\n    cache: { ttl_ms: 1000 }\n    queue: { max_concurrency: 1 }\n    degrade: [{ when_queued: 1, cache_only: true }]\n").unwrap();
     assert!(c.routes[0].degrade[0].cache_only);
 }
+
+#[test]
+fn an_admin_listener_beyond_loopback_needs_a_token() {
+    check_errors("admin:\n  listen: 0.0.0.0:9090\n", &[(2, "admin.listen")]);
+    check_errors("admin:\n  listen: \"[::]:9090\"\n", &[(2, "admin.listen")]);
+    let c = load("admin:\n  listen: 0.0.0.0:9090\n  token_env: SET_VAR\n").unwrap();
+    assert_eq!(c.admin.listen.to_string(), "0.0.0.0:9090");
+    assert!(
+        load("admin:\n  listen: \"[::1]:9090\"\n").is_ok(),
+        "loopback needs none"
+    );
+}

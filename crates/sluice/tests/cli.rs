@@ -47,6 +47,22 @@ fn every_example_passes_check() {
 }
 
 #[test]
+fn an_open_admin_listener_without_a_token_is_refused_by_check_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open-admin.yaml");
+    std::fs::write(&path, "admin:\n  listen: 0.0.0.0:0\n").unwrap();
+    for cmd in ["check", "serve"] {
+        let out = run(&[cmd, "--config", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{cmd} refuses it");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("admin.listen") && err.contains("admin.token_env"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
 fn check_reports_every_error_with_its_line_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");

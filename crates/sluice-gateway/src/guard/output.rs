@@ -129,9 +129,48 @@ impl OutputCheck {
     }
 }
 
+/// A streamed request whose answer is held until it is complete (a JSON check or an output
+/// hook cannot decide on a window): the request as the upstreams get it — the same, not
+/// streamed — and what reports the hold.
+#[derive(Debug)]
+pub struct Held {
+    request: InboundRequest,
+    report: Option<GuardReport>,
+}
+
+impl Held {
+    /// The hold of a request whose answer must be whole (`hold`), when it streams.
+    pub fn of(
+        inbound: &InboundRequest,
+        hold: bool,
+        report: Option<&GuardReport>,
+    ) -> Result<Option<Held>, GatewayError> {
+        if !(hold && inbound.view.stream) {
+            return Ok(None);
+        }
+        Ok(Some(Held {
+            request: whole_request(inbound)?,
+            report: report.cloned(),
+        }))
+    }
+
+    /// The request to send upstream: the held one's, else the client's.
+    pub fn request<'a>(held: &'a Option<Held>, inbound: &'a InboundRequest) -> &'a InboundRequest {
+        held.as_ref().map_or(inbound, |h| &h.request)
+    }
+
+    /// The reply as the client asked for it: a held answer written as its stream.
+    pub fn reply(held: Option<Held>, reply: Reply, inbound: &InboundRequest) -> Result<Reply, GatewayError> {
+        match held {
+            Some(h) => as_stream(reply, inbound, h.report.as_ref()),
+            None => Ok(reply),
+        }
+    }
+}
+
 /// The request to send upstream for a streamed request whose answer is checked: the same,
 /// not streamed (its answer is checked whole, then written to the client as a stream).
-pub fn whole_request(inbound: &InboundRequest) -> Result<InboundRequest, GatewayError> {
+fn whole_request(inbound: &InboundRequest) -> Result<InboundRequest, GatewayError> {
     let mut body: Value = serde_json::from_slice(&inbound.body).map_err(|e| GatewayError::internal(e.to_string()))?;
     if let Some(o) = body.as_object_mut() {
         o.insert("stream".to_owned(), Value::Bool(false));
@@ -145,7 +184,7 @@ pub fn whole_request(inbound: &InboundRequest) -> Result<InboundRequest, Gateway
 
 /// A held answer (checked whole) as the stream its client asked for, in its format. Other
 /// replies — an error passed on, a fixed or stored answer — are already what the client gets.
-pub fn as_stream(reply: Reply, inbound: &InboundRequest, report: Option<&GuardReport>) -> Result<Reply, GatewayError> {
+fn as_stream(reply: Reply, inbound: &InboundRequest, report: Option<&GuardReport>) -> Result<Reply, GatewayError> {
     let (status, body) = match reply {
         Reply::Json { status, body, .. } if status.is_success() => (status, body),
         other => return Ok(other),

@@ -25,7 +25,7 @@ use crate::flow::Decision;
 use crate::flow::Upstream;
 use crate::flow::{Reply, Routed, next};
 use crate::guard::hook::Site;
-use crate::guard::output;
+use crate::guard::output::Held;
 use crate::response::store::Store;
 use crate::response::{AnswerPlan, Keeping};
 use crate::stages::admit::admit;
@@ -205,9 +205,9 @@ async fn walk(
     }
     let (inbound, guarded) = guarded?;
     let check = guarded.check;
-    // What cannot be decided on a window holds a streamed answer until it is complete.
-    let hold = check.is_some() || plan.guard.holds_answers(endpoint);
-    let held_report = report.clone().filter(|_| hold);
+    // What cannot be decided on a window holds a streamed answer until it is complete: asked
+    // for whole, checked, then written to the client as a stream.
+    let held = Held::of(&inbound, plan.guard.holds(endpoint, check.is_some()), report.as_ref())?;
     let answer_guard = report.map(|report| crate::response::AnswerGuard {
         report,
         tenant: plan.guard.tenant(&caller),
@@ -274,13 +274,7 @@ async fn walk(
         parts.headers.get(geo.header.as_str()).and_then(|v| v.to_str().ok()),
         parts.extensions.get::<crate::flow::ClientIp>().map(|c| c.0),
     );
-    // A streamed answer with a JSON check is held: asked for whole, checked, then written to
-    // the client as a stream.
-    let held = match hold && inbound.view.stream {
-        true => Some(output::whole_request(&inbound)?),
-        false => None,
-    };
-    let sent = held.as_ref().unwrap_or(&inbound);
+    let sent = Held::request(&held, &inbound);
     let chain = &decision.route.config.fallback;
     let how = attempting(
         gw,
@@ -336,10 +330,7 @@ async fn walk(
         finish,
     )
     .await?;
-    match held {
-        Some(_) => output::as_stream(reply, &inbound, held_report.as_ref()),
-        None => Ok(reply),
-    }
+    Held::reply(held, reply, &inbound)
 }
 
 /// The answer as the reply the client gets, through the route's response stages: a whole

@@ -97,6 +97,12 @@ impl GuardStage {
         Ok((again, guarded))
     }
 
+    /// Whether an answer to `endpoint` must be whole before it goes out: it has a JSON check
+    /// (`checked`), or an external hook reads it.
+    pub fn holds(&self, endpoint: sluice_providers::Endpoint, checked: bool) -> bool {
+        checked || self.holds_answers(endpoint)
+    }
+
     /// Whether the route's answers to `endpoint` are held until complete: an external hook
     /// reads them (chat-shaped answers only; the hooks read no other).
     pub fn holds_answers(&self, endpoint: sluice_providers::Endpoint) -> bool {

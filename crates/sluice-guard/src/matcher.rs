@@ -134,12 +134,12 @@ impl Matcher {
         out: &mut Vec<Hit>,
     ) -> usize {
         let mut at = from;
-        // A whole text with a private key that never ends: the search stops at its header,
-        // and the key runs to the end.
-        let truncated = if eos { self.truncated_key(text, from) } else { None };
-        let end = truncated.map_or(text.len(), |(start, _)| start);
-        while at < end {
-            let input = Input::new(text).range(at..end);
+        // A whole text with a private key that never ends: the key runs from its header to
+        // the end, unless a finding that starts earlier runs over the header (as one match
+        // of a pattern ending in `(?s:.)*` would have been passed over).
+        let mut truncated = if eos { self.truncated_key(text, from) } else { None };
+        while at < text.len() {
+            let input = Input::new(text).range(at..);
             let found = match cache.as_deref_mut() {
                 Some(c) => self.regex.search_with(c, &input),
                 None => self.regex.search(&input),
@@ -147,6 +147,9 @@ impl Matcher {
             let Some(m) = found else {
                 break;
             };
+            if truncated.is_some_and(|(start, _)| m.start() >= start) {
+                break;
+            }
             let undecided = !eos && (m.start() >= settled || m.end() == text.len());
             if undecided {
                 return settled.min(m.start()).max(at);
@@ -155,6 +158,9 @@ impl Matcher {
                 Some(hit) => {
                     out.push(hit);
                     at = hit.end.max(m.start() + 1);
+                    if truncated.is_some_and(|(start, _)| hit.end > start) {
+                        truncated = self.truncated_key(text, hit.end);
+                    }
                 }
                 None => at = next_char(text, m.start()),
             }

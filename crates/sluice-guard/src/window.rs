@@ -277,6 +277,29 @@ mod tests {
         }
     }
 
+    /// Texts where a cut-off private key meets another finding, split at every place: the
+    /// window finds what the whole text has (a token running over the key's header takes it).
+    #[test]
+    fn a_cut_off_key_next_to_another_finding_reads_the_same_split_anywhere() {
+        for text in [
+            "eyJhbGciOiJI.eyJzdWIiOiIx.SflKxwRJSMeKKF2QT4-----BEGIN PRIVATE KEY-----",
+            "mail a@b.io -----BEGIN RSA PRIVATE KEY-----\nMIIEow 555-123-4567",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY----- then -----BEGIN PRIVATE KEY-----\nBBBB",
+        ] {
+            for cut in 0..=text.len() {
+                if text.is_char_boundary(cut) {
+                    assert_eq!(streamed(text, &[cut]).1, whole(text), "{text:?} cut at {cut}");
+                }
+            }
+        }
+        let cut = "mail a@b.io -----BEGIN RSA PRIVATE KEY-----\nMIIEow 555-123-4567";
+        assert_eq!(
+            whole(cut).last().map(|(k, v)| (*k, v.as_str())),
+            Some((Kind::PrivateKey, &cut[12..])),
+            "the key runs to the end, and what is inside it is the key's"
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]

@@ -117,14 +117,7 @@ async fn the_file_watcher_reloads_and_live_state_survives() {
     }
     let before = gw.version().await;
     gw.write_config(&yaml("two"));
-    let mut changed = false;
-    for _ in 0..100 {
-        if gw.version().await != before {
-            changed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let changed = version_moves_from(&gw, &before).await;
     assert!(changed, "the watcher picked up the change");
     // Round-robin continues where it was (a, b, a → b), not from the start.
     assert_eq!(gw.chat(KEY, &body("chat", json!({"chunks": 1}))).await.status, 200);
@@ -219,13 +212,17 @@ async fn a_config_map_style_update_through_symlinks_is_reloaded() {
     std::fs::write(dir.join("..v2/sluice.yaml"), format!("# updated\n{text}")).unwrap();
     symlink("..v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    let mut changed = false;
+    let changed = version_moves_from(&gw, &before).await;
+    assert!(changed, "the watcher followed the swapped symlink");
+}
+
+/// Whether the serving config's version leaves `before` within five seconds.
+async fn version_moves_from(gw: &TestGateway, before: &str) -> bool {
     for _ in 0..100 {
         if gw.version().await != before {
-            changed = true;
-            break;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(changed, "the watcher followed the swapped symlink");
+    false
 }

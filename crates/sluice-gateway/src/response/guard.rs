@@ -13,7 +13,7 @@ use sluice_guard::{Overlap, Placeholders, Released, Repetition, Window};
 use sluice_providers::chat::{Delta, StopReason};
 use sluice_providers::translate::FilterStop;
 
-use super::{HoldsText, ResponseStage, hold_text};
+use super::{HoldsText, ResponseStage};
 use crate::guard::{Channel, GuardReport, Guards, Judged, TenantRule};
 
 /// One answer's output guardrails.
@@ -313,17 +313,5 @@ impl HoldsText for Restore {
         }
         let released: String = self.pending.drain(..cut).collect();
         out.push(Delta::Text(self.names.restore(&released).into_owned()));
-    }
-}
-
-impl ResponseStage for Restore {
-    fn on_event(&mut self, delta: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
-        hold_text(self, delta, out);
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
-        self.release(true, out);
-        Ok(())
     }
 }

@@ -46,6 +46,20 @@ trait HoldsText {
     fn release(&mut self, all: bool, out: &mut Vec<Delta>);
 }
 
+/// A text-holding stage is a response stage: text is held and let out as it may go, all of it
+/// at the end.
+impl<T: HoldsText + Send> ResponseStage for T {
+    fn on_event(&mut self, delta: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
+        hold_text(self, delta, out);
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
+        self.release(true, out);
+        Ok(())
+    }
+}
+
 /// One event through a text-holding stage: text joins what is held; a tool call or the stop
 /// lets everything held out first, in order; anything else passes.
 fn hold_text(stage: &mut impl HoldsText, delta: Delta, out: &mut Vec<Delta>) {

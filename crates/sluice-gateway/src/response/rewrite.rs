@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use sluice_config::DebugRewriteConfig;
 use sluice_providers::chat::Delta;
-use sluice_providers::translate::FilterStop;
 
-use super::{HoldsText, ResponseStage, hold_text};
+use super::HoldsText;
 
 #[derive(Debug, Clone)]
 pub struct RewriteConfig {
@@ -73,21 +72,10 @@ impl HoldsText for Rewrite {
     }
 }
 
-impl ResponseStage for Rewrite {
-    fn on_event(&mut self, delta: Delta, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
-        hold_text(self, delta, out);
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut Vec<Delta>) -> Result<(), FilterStop> {
-        self.release(true, out);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::response::ResponseStage;
 
     fn run(hold: usize, from: &str, to: &str, pieces: &[&str]) -> Vec<String> {
         let mut s = RewriteConfig::new(&DebugRewriteConfig {

@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub logging: RawLogging,
+    /// Traces (OpenTelemetry, exported over OTLP/HTTP).
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
     #[serde(default)]
     pub defaults: RawPolicy,
     #[serde(default)]
@@ -396,6 +399,34 @@ pub struct RawLogging {
     /// `stdout`, `stderr`, `off`, or a file path.
     pub access_log: Option<S<String>>,
     pub access_log_queue: Option<S<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp: Option<RawOtlp>,
+}
+
+/// Where spans go: an OTLP/HTTP (protobuf) receiver — a collector, Jaeger, Tempo…
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// The receiver's base URL (`http://collector:4318`; `/v1/traces` is added) or the full
+    /// traces URL.
+    pub endpoint: S<String>,
+    /// An environment variable holding extra request headers, `name=value,name2=value2`
+    /// (the form of `OTEL_EXPORTER_OTLP_HEADERS`), e.g. an authorization token.
+    pub headers_env: Option<S<String>>,
+    /// The share of new traces recorded (0–1); a caller's `traceparent` decides for its own.
+    pub sample_ratio: Option<S<f64>>,
+    /// Requests' spans held for export before new ones are dropped (and counted).
+    pub queue: Option<S<u64>>,
+    /// Most spans in one export request.
+    pub batch: Option<S<u64>>,
+    /// Longest wait for the receiver to answer one export.
+    pub timeout_ms: Option<S<u64>>,
+    /// `service.name` of the spans' resource.
+    pub service_name: Option<S<String>>,
 }
 
 /// Per-route policies; also the shape of the top-level `defaults` block.

@@ -493,3 +493,62 @@ fn an_admin_listener_beyond_loopback_needs_a_token() {
         "loopback needs none"
     );
 }
+
+#[test]
+fn otlp_traces_are_validated_at_load() {
+    let c = load("telemetry:\n  otlp: { endpoint: \"http://127.0.0.1:4318\" }\n").unwrap();
+    let o = c.telemetry.otlp.unwrap();
+    assert_eq!(
+        o.endpoint, "http://127.0.0.1:4318/v1/traces",
+        "a base URL gets the traces path"
+    );
+    assert_eq!(
+        (o.sample_ratio, o.queue, o.batch, o.service_name.as_str()),
+        (1.0, 2048, 512, "sluice")
+    );
+    let c =
+        load("telemetry:\n  otlp: { endpoint: \"https://c.internal/custom/traces\", sample_ratio: 0.25 }\n").unwrap();
+    let o = c.telemetry.otlp.unwrap();
+    assert_eq!(o.endpoint, "https://c.internal/custom/traces", "a path is kept");
+    assert_eq!(o.sample_ratio, 0.25);
+    assert!(load("").unwrap().telemetry.otlp.is_none());
+
+    let headers = |v: &str| {
+        let yaml = "telemetry:\n  otlp: { endpoint: \"http://127.0.0.1:4318\", headers_env: OTLP_HEADERS }\n";
+        load_str(yaml, &|n| (n == "OTLP_HEADERS").then(|| v.to_owned()))
+    };
+    let o = headers("authorization=Bearer%20tok, x-team = a")
+        .unwrap()
+        .telemetry
+        .otlp
+        .unwrap();
+    let got: Vec<_> = o
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+        .collect();
+    assert_eq!(got, [("authorization", "Bearer tok"), ("x-team", "a")]);
+    assert!(o.headers.iter().all(|(_, v)| v.is_sensitive()));
+    assert!(
+        headers("no-equals-sign")
+            .unwrap_err()
+            .to_string()
+            .contains("telemetry.otlp.headers_env")
+    );
+
+    for (otlp, path) in [
+        ("{ endpoint: \"ftp://x\" }", "telemetry.otlp.endpoint"),
+        (
+            "{ endpoint: \"http://h:4318\", sample_ratio: 1.5 }",
+            "telemetry.otlp.sample_ratio",
+        ),
+        (
+            "{ endpoint: \"http://h:4318\", headers_env: NOT_SET_ANYWHERE }",
+            "telemetry.otlp.headers_env",
+        ),
+        ("{ endpoint: \"http://h:4318\", queue: 1 }", "telemetry.otlp.queue"),
+    ] {
+        let err = load(&format!("telemetry:\n  otlp: {otlp}\n")).unwrap_err().to_string();
+        assert!(err.contains(path), "{otlp}: {err}");
+    }
+}

@@ -27,6 +27,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub store: StoreConfig,
     pub logging: LoggingConfig,
+    pub telemetry: TelemetryConfig,
     pub deployments: Vec<DeploymentConfig>,
     pub models: Vec<ModelConfig>,
     pub routes: Vec<RouteConfig>,

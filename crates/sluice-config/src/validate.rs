@@ -9,7 +9,7 @@ use crate::error::ConfigErrors;
 use crate::policy::policy;
 use crate::raw::{RawConfig, RawPolicy};
 use crate::routes::route;
-use crate::server::{admin, logging, server};
+use crate::server::{admin, logging, server, telemetry};
 use crate::types::*;
 
 pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<Config, ConfigErrors> {
@@ -20,6 +20,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
     let store = crate::store::store(&raw, env, &mut errs);
     let ledger = crate::store::ledger(&raw, &store, &mut errs);
     let logging = logging(&raw, &mut errs);
+    let telemetry = telemetry(&raw, env, &mut errs);
 
     let mut deployments: Vec<DeploymentConfig> = raw
         .deployments
@@ -148,6 +149,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             admin,
             store,
             logging,
+            telemetry,
             deployments,
             models,
             routes,

@@ -23,6 +23,7 @@ pub mod state;
 pub mod stream;
 pub mod telemetry;
 pub mod timing;
+pub mod trace;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -159,6 +160,7 @@ impl Gateway {
             tokio::task::spawn_blocking(stream::tokens::preload_tokenizer);
         }
         self.live.limits.configure(snapshot.config.store.redis.as_ref()).await;
+        self.telemetry.traces.configure(snapshot.config.telemetry.otlp.as_ref());
         {
             // Held while swapping, so a key refresh cannot interleave with an older snapshot.
             let runtime = self.runtime_keys();
@@ -302,6 +304,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let telemetry = Arc::new(
         Telemetry::new(&config.logging.access_log, config.logging.access_log_queue).map_err(StartError::AccessLog)?,
     );
+    telemetry.traces.configure(config.telemetry.otlp.as_ref());
     let (store, ledger_db): (Arc<dyn KeyStore>, _) = match &config.store.postgres_url {
         Some(url) => (
             Arc::new(PgStore::open(url.expose()).await?),
@@ -339,6 +342,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     live.set_telemetry(&telemetry);
     live.limits.configure(config.store.redis.as_ref()).await;
     let live_webhook_client = live.webhook_client();
+    telemetry.traces.start_exporter(live_webhook_client.clone());
     let cache = stages::cache::tiers(&config, telemetry.metrics.cache_redis.clone());
     let embedder = stages::cache::embedder(&config).await?;
     let snapshot = live.build(config).await?;
@@ -442,6 +446,7 @@ impl RunningGateway {
         // Every request has finished or was cut off: let the log writer catch up, and ship
         // the ledger (what does not make it is shipped by the next start).
         self.gateway.telemetry.flush(Duration::from_secs(2)).await;
+        self.gateway.telemetry.traces.flush(Duration::from_secs(2)).await;
         if let Some(l) = &self.gateway.ledger {
             let _ = tokio::time::timeout(Duration::from_secs(5), l.ship()).await;
         }

@@ -501,6 +501,8 @@ pub struct Telemetry {
     log: AccessLog,
     /// Lines the access log has written.
     pub log_written: Arc<AtomicU64>,
+    /// Finished requests' spans on their way to the OTLP exporter.
+    pub traces: Arc<crate::trace::Traces>,
 }
 
 impl Telemetry {
@@ -558,8 +560,11 @@ impl Telemetry {
     fn with_log(log: AccessLog) -> Telemetry {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let traces = Arc::new(crate::trace::Traces::new());
+        traces.metrics.register(&mut registry);
         Telemetry {
             metrics,
+            traces,
             registry,
             log_written: log.written().clone(),
             log,

@@ -54,20 +54,50 @@ impl Stage {
             Stage::UpstreamTtfb => "upstream_ttfb",
         }
     }
+
+    /// The stage's span name in a trace.
+    pub fn span_name(self) -> &'static str {
+        match self {
+            Stage::Auth => "sluice.auth",
+            Stage::Read => "sluice.read",
+            Stage::Route => "sluice.route",
+            Stage::Predict => "sluice.predict",
+            Stage::Admit => "sluice.admit",
+            Stage::Guard => "sluice.guard",
+            Stage::Cache => "sluice.cache",
+            Stage::Queue => "sluice.queue",
+            Stage::UpstreamTtfb => "sluice.upstream",
+        }
+    }
 }
 
-/// Each stage's time in one request, in seconds.
+/// Each stage's time in one request, in seconds, and when it ended (seconds after the
+/// request began: where its span sits in the request's trace).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StageTimes([Option<f64>; Stage::ALL.len()]);
+pub struct StageTimes {
+    secs: [Option<f64>; Stage::ALL.len()],
+    ends: [f64; Stage::ALL.len()],
+}
 
 impl StageTimes {
-    pub fn set(&mut self, stage: Stage, seconds: f64) {
-        self.0[stage as usize] = Some(seconds);
+    pub fn set(&mut self, stage: Stage, lap: Lapped) {
+        self.secs[stage as usize] = Some(lap.secs);
+        self.ends[stage as usize] = lap.end;
     }
 
     /// The stages run, in walk order, with their seconds.
     pub fn iter(&self) -> impl Iterator<Item = (Stage, f64)> + '_ {
-        Stage::ALL.iter().zip(self.0).filter_map(|(s, t)| t.map(|t| (*s, t)))
+        Stage::ALL.iter().zip(self.secs).filter_map(|(s, t)| t.map(|t| (*s, t)))
+    }
+
+    /// The stages run, in walk order: (stage, seconds, ended this many seconds after the start).
+    pub fn spans(&self) -> impl Iterator<Item = (Stage, f64, f64)> + '_ {
+        self.iter().map(|(s, t)| (s, t, self.ends[s as usize]))
+    }
+
+    /// When the last stage run ended, in seconds after the start.
+    pub fn last_end(&self) -> f64 {
+        self.spans().map(|(_, _, end)| end).fold(0.0, f64::max)
     }
 
     /// The `server-timing` header value: `auth;dur=0.004, route;dur=0.011, …` (ms).
@@ -95,19 +125,33 @@ impl StageTimes {
 
 /// The walk's stopwatch: each lap is the time since the last mark.
 #[derive(Debug)]
-pub struct Lap(Instant);
+pub struct Lap {
+    origin: Instant,
+    last: Instant,
+}
+
+/// One lap: its seconds, and when it ended (seconds after the stopwatch started).
+#[derive(Debug, Clone, Copy)]
+pub struct Lapped {
+    pub secs: f64,
+    pub end: f64,
+}
 
 impl Lap {
-    pub fn start() -> Lap {
-        Lap(Instant::now())
+    /// A stopwatch whose first lap began at `origin` (the request's start).
+    pub fn from(origin: Instant) -> Lap {
+        Lap { origin, last: origin }
     }
 
-    /// Seconds since the last lap, and starts the next one.
-    pub fn lap(&mut self) -> f64 {
+    /// The time since the last lap, and starts the next one.
+    pub fn lap(&mut self) -> Lapped {
         let now = Instant::now();
-        let t = now.saturating_duration_since(self.0).as_secs_f64();
-        self.0 = now;
-        t
+        let secs = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        Lapped {
+            secs,
+            end: now.saturating_duration_since(self.origin).as_secs_f64(),
+        }
     }
 }
 
@@ -118,8 +162,20 @@ mod tests {
     #[test]
     fn only_the_stages_run_are_reported_in_walk_order() {
         let mut t = StageTimes::default();
-        t.set(Stage::UpstreamTtfb, 0.0125);
-        t.set(Stage::Auth, 0.000_004);
+        t.set(
+            Stage::UpstreamTtfb,
+            Lapped {
+                secs: 0.0125,
+                end: 0.013,
+            },
+        );
+        t.set(
+            Stage::Auth,
+            Lapped {
+                secs: 0.000_004,
+                end: 0.000_004,
+            },
+        );
         let mut json = Vec::new();
         t.write_json(&mut json);
         assert_eq!(
@@ -128,5 +184,8 @@ mod tests {
         );
         assert_eq!(t.server_timing(), "auth;dur=0.004, upstream_ttfb;dur=12.500");
         assert_eq!(StageTimes::default().server_timing(), "");
+        assert_eq!(t.last_end(), 0.013);
+        let spans: Vec<_> = t.spans().map(|(s, _, end)| (s, end)).collect();
+        assert_eq!(spans, [(Stage::Auth, 0.000_004), (Stage::UpstreamTtfb, 0.013)]);
     }
 }

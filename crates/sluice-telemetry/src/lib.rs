@@ -7,6 +7,7 @@
 
 mod histogram;
 pub mod json;
+pub mod otlp;
 
 pub use histogram::Histogram;
 

@@ -100,3 +100,24 @@ pub struct LoggingConfig {
     /// Lines buffered between the request path and the writer before lines are counted as dropped.
     pub access_log_queue: usize,
 }
+
+/// Traces.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// The OTLP/HTTP exporter's target and its sampling.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// The full traces URL the batches are POSTed to.
+    pub endpoint: http::Uri,
+    /// Extra request headers (values marked sensitive).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The share of new traces recorded, 0–1.
+    pub sample_ratio: f64,
+    pub queue: usize,
+    pub batch: usize,
+    pub timeout: Duration,
+    pub service_name: String,
+}

@@ -41,6 +41,8 @@ pub struct RequestRecord {
     /// What the guardrails did (shared with the answer's guard stage while it streams).
     pub guard: Option<crate::guard::GuardReport>,
     pub config_version: Arc<str>,
+    /// The request's place in a trace (when traces are on).
+    pub trace: Option<crate::trace::TraceCtx>,
 }
 
 /// Who called (from authentication).
@@ -197,6 +199,7 @@ impl Finish {
                 cache: CachePart::default(),
                 guard: None,
                 config_version,
+                trace: None,
             })),
             telemetry,
             started: Instant::now(),
@@ -218,6 +221,17 @@ impl Finish {
 
     pub fn request_id(&self) -> &str {
         self.record.as_ref().map_or("", |r| r.request_id.as_str())
+    }
+
+    /// The request's trace context (when traces are on).
+    pub fn trace(&self) -> Option<&crate::trace::TraceCtx> {
+        self.record.as_ref().and_then(|r| r.trace.as_ref())
+    }
+
+    pub fn set_trace(&mut self, ctx: Option<crate::trace::TraceCtx>) {
+        if let Some(r) = self.record() {
+            r.trace = ctx;
+        }
     }
 
     /// Authentication's output.
@@ -306,9 +320,9 @@ impl Finish {
     }
 
     /// The walk finished `stage` (when the route runs it) after `seconds`.
-    pub fn stage(&mut self, stage: Option<crate::timing::Stage>, seconds: f64) {
+    pub fn stage(&mut self, stage: Option<crate::timing::Stage>, lap: crate::timing::Lapped) {
         if let (Some(stage), Some(r)) = (stage, self.record()) {
-            r.timing.stages.set(stage, seconds);
+            r.timing.stages.set(stage, lap);
         }
     }
 
@@ -522,6 +536,9 @@ impl Finish {
             settle_ledger(&ledger, &r);
         }
         observe(&self.telemetry, self.meter.as_deref(), &r, total, overhead);
+        if let Some(traced) = crate::trace::Traced::of(&r, self.started, total) {
+            self.telemetry.traces.send(traced);
+        }
         self.telemetry.log(r);
     }
 }

@@ -25,13 +25,14 @@ pub(super) fn attempting<'a>(
     region: Option<&'a str>,
     more: bool,
     chain: &sluice_config::FallbackConfig,
-    (request_id, check): (&'a str, Option<&'a OutputCheck>),
+    (request_id, trace, check): (&'a str, Option<&'a crate::trace::TraceCtx>, Option<&'a OutputCheck>),
 ) -> dispatch::Attempting<'a> {
     dispatch::Attempting {
         telemetry: &gw.telemetry,
         region,
         spill: more && chain.on.contains(&sluice_config::FallbackReason::Capacity),
         request_id,
+        trace,
         check,
     }
 }
@@ -106,7 +107,13 @@ pub(super) async fn fall_back(
             }
         }
         finish.set_fallback(&next.model.name, why);
-        let how = attempting(gw, region, k < aliases, chain, (finish.request_id(), check));
+        let how = attempting(
+            gw,
+            region,
+            k < aliases,
+            chain,
+            (finish.request_id(), finish.trace(), check),
+        );
         let (result, done) = dispatch::attempts(snap, &next, sent, deadline, how).await;
         finish.add_dispatch(done, &snap.currency);
         match result {

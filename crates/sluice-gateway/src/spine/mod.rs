@@ -83,6 +83,7 @@ async fn api(gw: Arc<Gateway>, req: Request<Incoming>, endpoint: &'static str, a
     let snap = &serving.snapshot;
     let request_id = request_id(req.headers());
     let mut finish = Finish::new(gw.telemetry.clone(), request_id, endpoint, snap.version.clone());
+    finish.set_trace(gw.telemetry.traces.begin(req.headers()));
     let wire = match api {
         Api::Infer(e) => e.wire(),
         _ => Wire::OpenAi,
@@ -111,7 +112,7 @@ async fn walk(
     endpoint: Endpoint,
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
-    let mut clock = Lap::start();
+    let mut clock = Lap::from(finish.started());
     let (parts, body) = req.into_parts();
     let snap: &Snapshot = &serving.snapshot;
 
@@ -227,6 +228,7 @@ async fn walk(
             region: None,
             spill: false,
             request_id: finish.request_id(),
+            trace: finish.trace(),
             check: None,
         },
     };
@@ -281,7 +283,7 @@ async fn walk(
         region,
         !chain.models.is_empty(),
         chain,
-        (finish.request_id(), check.as_ref()),
+        (finish.request_id(), finish.trace(), check.as_ref()),
     );
     let (first, done) = dispatch::attempts(snap, &decision, sent, deadline, how).await;
     finish.add_dispatch(done, &snap.currency);

@@ -2,7 +2,7 @@
 //! log line) and the time and price that applied. Values only; finish reads them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_config::Price;
 
@@ -13,7 +13,11 @@ pub struct AttemptRecord {
     /// `ok`, or an error class.
     pub outcome: &'static str,
     pub status: Option<u16>,
+    /// When it began, and how long it took.
+    pub at: Instant,
     pub ms: f64,
+    /// Its span (when the request is traced).
+    pub trace: Option<crate::trace::AttemptTrace>,
     /// The deployment's `ok` attempts counter, resolved once (an answered attempt carries it;
     /// a failed one is counted by its outcome's label).
     pub counter: Option<prometheus_client::metrics::counter::Counter>,

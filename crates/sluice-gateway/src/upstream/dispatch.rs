@@ -36,6 +36,8 @@ pub struct Attempting<'a> {
     /// A fallback alias would take over at capacity: do not wait for a place, spill over.
     pub spill: bool,
     pub request_id: &'a str,
+    /// The request's trace: each attempt is a span of it, the upstream's parent.
+    pub trace: Option<&'a crate::trace::TraceCtx>,
     /// The JSON check every whole answer gets: one that fails is an attempt that failed.
     pub check: Option<&'a OutputCheck>,
 }
@@ -134,7 +136,18 @@ async fn attempts_loop(
             tokio::time::sleep_until(until.into()).await;
         }
         let started = Instant::now();
-        let result = attempt_once(dep, decision, inbound, how.request_id, deadline).await;
+        let trace = how.trace.map(|ctx| {
+            (
+                ctx,
+                crate::trace::AttemptTrace {
+                    span_id: crate::trace::span_id(),
+                    provider: dep.adapter.name(),
+                    model: dep.upstream_model.clone(),
+                },
+            )
+        });
+        let forward = (how.request_id, trace.as_ref().map(|(ctx, t)| (*ctx, &t.span_id)));
+        let result = attempt_once(dep, decision, inbound, forward, deadline).await;
         let elapsed = started.elapsed();
         done.upstream_time += elapsed;
         let outcome = result
@@ -185,8 +198,10 @@ async fn attempts_loop(
                     deployment: dep.name.clone(),
                     outcome: "ok",
                     status: Some(200),
+                    at: started,
                     ms: ms(elapsed),
                     counter: Some(counter.clone()),
+                    trace: trace.map(|(_, t)| t),
                 });
                 return Ok(up);
             }
@@ -199,8 +214,10 @@ async fn attempts_loop(
                     deployment: dep.name.clone(),
                     outcome: f.failure.label(),
                     status: f.status,
+                    at: started,
                     ms: ms(elapsed),
                     counter: None,
+                    trace: trace.map(|(_, t)| t),
                 });
                 let again = f.failure.retryable() && attempt + 1 < max;
                 last = Some(f.error);

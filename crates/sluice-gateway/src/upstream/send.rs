@@ -57,10 +57,16 @@ pub(super) async fn attempt_once(
     dep: &DeploymentRuntime,
     decision: &Decision<'_>,
     inbound: &InboundRequest,
-    request_id: &str,
+    (request_id, trace): (&str, Option<(&crate::trace::TraceCtx, &[u8; 8])>),
     deadline: Instant,
 ) -> Result<Upstream, Failed> {
     let policy = &decision.route.config.policy;
+    // A traced request's upstream gets this attempt's span as its parent; otherwise the
+    // caller's context goes on as it came.
+    let traceparent = match trace {
+        Some((ctx, span)) if dep.forward_trace => Some(ctx.traceparent(span)),
+        _ => None,
+    };
     let target = Target {
         base_url: &dep.base_url,
         model: &dep.upstream_model,
@@ -69,7 +75,7 @@ pub(super) async fn attempt_once(
         // caller's trace context; a third-party provider does not.
         forward: dep.forward_trace.then_some(Forwarded {
             request_id,
-            traceparent: inbound.headers.traceparent.as_ref(),
+            traceparent: traceparent.as_ref().or(inbound.headers.traceparent.as_ref()),
             tracestate: inbound.headers.tracestate.as_ref(),
         }),
         params: ParamPolicy {

@@ -5,6 +5,7 @@
 pub mod admission;
 mod cache;
 mod line;
+mod traced;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -536,7 +537,7 @@ impl Finish {
             settle_ledger(&ledger, &r);
         }
         observe(&self.telemetry, self.meter.as_deref(), &r, total, overhead);
-        if let Some(traced) = crate::trace::Traced::of(&r, self.started, total) {
+        if let Some(traced) = traced::traced(&r, self.started, total) {
             self.telemetry.traces.send(traced);
         }
         self.telemetry.log(r);

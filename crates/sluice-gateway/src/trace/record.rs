@@ -4,12 +4,10 @@
 //! `sluice.*`. No prompt or answer text is ever part of it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use sluice_telemetry::otlp::{SpanHead, SpanKind, StatusCode, TraceBatch};
 
-use super::TraceCtx;
-use crate::finish::RequestRecord;
+use super::context::{TraceCtx, span_id};
 use crate::timing::StageTimes;
 
 /// What a traced attempt adds to its record: its span id (the upstream's parent) and what
@@ -24,90 +22,48 @@ pub struct AttemptTrace {
 }
 
 #[derive(Debug)]
-struct AttemptSpan {
-    trace: AttemptTrace,
-    deployment: Arc<str>,
-    outcome: &'static str,
-    status: Option<u16>,
+pub struct AttemptSpan {
+    pub(crate) trace: AttemptTrace,
+    pub(crate) deployment: Arc<str>,
+    pub(crate) outcome: &'static str,
+    pub(crate) status: Option<u16>,
     /// Nanoseconds after the request began, and the attempt's length.
-    start_ns: u64,
-    dur_ns: u64,
+    pub(crate) start_ns: u64,
+    pub(crate) dur_ns: u64,
 }
 
 /// A finished, sampled request: what its spans are made of (copied from its record at
 /// finish; encoded by the exporter's task).
 #[derive(Debug)]
 pub struct Traced {
-    ctx: TraceCtx,
-    start_unix_nano: u64,
-    total_ns: u64,
-    request_id: Box<str>,
-    endpoint: &'static str,
-    route: Option<Arc<str>>,
-    model: Option<Arc<str>>,
-    tenant: Option<Arc<str>>,
-    status: u16,
-    error_class: Option<&'static str>,
-    error_code: Option<&'static str>,
-    input_tokens: u64,
-    output_tokens: u64,
-    cost_micros: Option<u64>,
-    cache: Option<&'static str>,
-    fallback: Option<&'static str>,
-    guardrail: Option<&'static str>,
-    stream: bool,
-    ttft_ms: Option<f64>,
-    stages: StageTimes,
-    attempts: Vec<AttemptSpan>,
+    pub(crate) ctx: TraceCtx,
+    pub(crate) start_unix_nano: u64,
+    pub(crate) total_ns: u64,
+    pub(crate) request_id: Box<str>,
+    pub(crate) endpoint: &'static str,
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) model: Option<Arc<str>>,
+    pub(crate) tenant: Option<Arc<str>>,
+    pub(crate) status: u16,
+    pub(crate) error_class: Option<&'static str>,
+    pub(crate) error_code: Option<&'static str>,
+    pub(crate) input_tokens: u64,
+    pub(crate) output_tokens: u64,
+    pub(crate) cost_micros: Option<u64>,
+    pub(crate) cache: Option<&'static str>,
+    pub(crate) fallback: Option<&'static str>,
+    pub(crate) guardrail: Option<&'static str>,
+    pub(crate) stream: bool,
+    pub(crate) ttft_ms: Option<f64>,
+    pub(crate) stages: StageTimes,
+    pub(crate) attempts: Vec<AttemptSpan>,
 }
 
-fn nanos(secs: f64) -> u64 {
+pub fn nanos(secs: f64) -> u64 {
     (secs * 1e9) as u64
 }
 
 impl Traced {
-    /// The record's trace, when it has one and it is sampled.
-    pub fn of(r: &RequestRecord, started: Instant, total: Duration) -> Option<Box<Traced>> {
-        let ctx = r.trace.as_ref().filter(|t| t.sampled)?.clone();
-        let attempts = r
-            .attempts
-            .iter()
-            .filter_map(|a| {
-                Some(AttemptSpan {
-                    trace: a.trace.clone()?,
-                    deployment: a.deployment.clone(),
-                    outcome: a.outcome,
-                    status: a.status,
-                    start_ns: a.at.saturating_duration_since(started).as_nanos() as u64,
-                    dur_ns: nanos(a.ms / 1000.0),
-                })
-            })
-            .collect();
-        Some(Box::new(Traced {
-            ctx,
-            start_unix_nano: r.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
-            total_ns: total.as_nanos() as u64,
-            request_id: r.request_id.as_str().into(),
-            endpoint: r.endpoint,
-            route: r.route.route.clone(),
-            model: r.route.model.clone(),
-            tenant: r.caller.tenant.clone(),
-            status: r.outcome.status,
-            error_class: r.outcome.error_class,
-            error_code: r.outcome.error_code,
-            input_tokens: r.usage.prompt_tokens,
-            output_tokens: r.usage.completion_tokens,
-            cost_micros: r.usage.cost_micros,
-            cache: r.cache.outcome,
-            fallback: r.route.fallback,
-            guardrail: r.guard.as_ref().and_then(|g| g.strongest()),
-            stream: r.route.stream,
-            ttft_ms: r.timing.ttft_ms,
-            stages: r.timing.stages,
-            attempts,
-        }))
-    }
-
     /// Spans this request adds to a batch.
     pub fn span_count(&self) -> usize {
         2 + self.stages.iter().count() + self.attempts.len()
@@ -184,7 +140,7 @@ impl Traced {
         for (stage, secs, end) in self.stages.spans() {
             let (end, secs) = (nanos(end), nanos(secs));
             let head = child(
-                super::span_id(),
+                span_id(),
                 [stage.span_name(), ""],
                 SpanKind::Internal,
                 end.saturating_sub(secs),
@@ -223,7 +179,7 @@ impl Traced {
         // stream's relay, the response stages, the output guardrails).
         let from = nanos(self.stages.last_end());
         let head = child(
-            super::span_id(),
+            span_id(),
             ["sluice.respond", ""],
             SpanKind::Internal,
             from.min(self.total_ns),

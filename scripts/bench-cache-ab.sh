@@ -7,6 +7,10 @@
 # Prints each round and the medians of the paired differences (miss − no cache).
 # Another route setting instead of the cache (ROUTE_EXTRA=", guardrails: [pii-redact]"): what
 # that setting costs per request, the same way.
+# A top-level section instead (TOP_EXTRA='telemetry: { otlp: { endpoint: "{mock}" } }', with
+# ROUTE_EXTRA= empty; `{mock}` is the built-in mock's URL, which is also an OTLP sink): what
+# that costs. BIN_B=path runs the second gateway from another binary (old vs new, same config
+# with ROUTE_EXTRA= empty).
 # Calibration (SPIN_NS=N): the second gateway does not cache either but spins N ns of CPU per
 # request instead — what this measure charges for a known amount of work. It needs a binary
 # built with `cargo build --release --features calibrate` (others ignore the spin; run A/A with
@@ -26,12 +30,13 @@ tck=$(getconf CLK_TCK)
 declare -A port_of pid_of
 for name in plain miss; do
   d="$work/$name"; mkdir -p "$d"; gp=$(port); ap=$(port)
-  extra=""; ns=0
+  extra=""; top=""; ns=0; exe=$bin
   if [ "$name" = miss ]; then
-    if [ -n "$spin" ]; then ns=$spin; else extra=${ROUTE_EXTRA:-", cache: { ttl_ms: 600000 }"}; fi
+    if [ -n "$spin" ]; then ns=$spin; else extra=${ROUTE_EXTRA-", cache: { ttl_ms: 600000 }"}; fi
+    top=${TOP_EXTRA:-}; top=${top//\{mock\}/http://127.0.0.1:$mp}; exe=${BIN_B:-$bin}
   fi
-  bench_config "$d" "$gp" "$ap" "$mp" "$hash" "$extra"
-  SLUICE_CALIBRATE_SPIN_NS=$ns taskset -c 0 "$bin" serve --config "$d/s.yaml" >"$d/out.log" 2>&1 & pid_of[$name]=$!; pids+=(${pid_of[$name]})
+  bench_config "$d" "$gp" "$ap" "$mp" "$hash" "$extra" "$top"
+  SLUICE_CALIBRATE_SPIN_NS=$ns taskset -c 0 "$exe" serve --config "$d/s.yaml" >"$d/out.log" 2>&1 & pid_of[$name]=$!; pids+=(${pid_of[$name]})
   port_of[$name]=$gp
   for _ in $(seq 100); do curl -sf "127.0.0.1:$gp/readyz" >/dev/null && break; sleep 0.1; done
 done

@@ -5,8 +5,9 @@ body='{"model":"mock-gpt","messages":[{"role":"system","content":"You are a help
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# bench_config DIR GATEWAY_PORT ADMIN_PORT MOCK_PORT KEY_HASH ROUTE_EXTRA: writes DIR/s.yaml — key
-# auth, one route, the access log, the ledger on SQLite, a price table (issue 12's default).
+# bench_config DIR GATEWAY_PORT ADMIN_PORT MOCK_PORT KEY_HASH ROUTE_EXTRA [TOP_EXTRA]: writes
+# DIR/s.yaml — key auth, one route, the access log, the ledger on SQLite, a price table (issue
+# 12's default); TOP_EXTRA is a top-level section added as it is (e.g. `telemetry: …`).
 bench_config() {
   cat > "$1/s.yaml" <<YAML
 server: { listen: 127.0.0.1:$2 }
@@ -19,5 +20,6 @@ models: [{ name: mock-gpt, deployments: [mock] }]
 prices: { models: [{ model: mock-gpt, input: 0.15, output: 0.6 }] }
 routes: [{ name: bench, match: { paths: ["/v1/*"] }, stream_idle_timeout_ms: 600000$6 }]
 keys: [{ id: bench, hash: "sha256:$5", tenant: bench, team: bench }]
+${7:-}
 YAML
 }

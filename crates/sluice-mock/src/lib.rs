@@ -322,6 +322,11 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             );
             Ok(full(StatusCode::OK, text, "text/plain; version=0.0.4"))
         }
+        // An OTLP/HTTP sink (benchmarks of the trace exporter): read and accepted, not kept.
+        (&Method::POST, "/v1/traces") => {
+            body.collect().await.map_err(std::io::Error::other)?;
+            Ok(full(StatusCode::OK, Bytes::new(), "application/x-protobuf"))
+        }
         (&Method::POST, "/v1/messages") => {
             let bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
             shared.stats.record(recorded(&parts, &path, &bytes));

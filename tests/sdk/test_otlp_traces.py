@@ -223,6 +223,7 @@ def test_a_streamed_request_continues_the_callers_trace(traced):
     assert a["gen_ai.response.model"] == UPSTREAM_MODEL
     assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] > 0
     assert a["http.response.status_code"] == 200
+    assert a["gen_ai.response.finish_reasons"] == ["stop"]
     assert a["sluice.stream"] is True and a["sluice.route"] == "default" and a["sluice.tenant"] == "t1"
     assert root.status.code != trace_pb2.Status.STATUS_CODE_ERROR
     assert root.end_time_unix_nano > root.start_time_unix_nano
@@ -272,6 +273,7 @@ def test_a_failed_over_request_has_a_span_per_attempt(traced):
     a = attrs(root)
     assert a["sluice.fallback"] == "error" and a["sluice.route"] == "failover"
     assert a["gen_ai.response.model"] == UPSTREAM_MODEL and a["sluice.attempts"] == 2
+    assert a["gen_ai.response.finish_reasons"] == [r.choices[0].finish_reason]
     attempts = sorted(
         (s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_CLIENT), key=lambda s: s.start_time_unix_nano
     )

@@ -99,6 +99,8 @@ pub enum Upstream {
         content_type: Option<http::HeaderValue>,
         body: Bytes,
         usage: Option<Usage>,
+        /// Why the answer stopped, as the upstream said (OpenAI's words).
+        finish_reason: Option<&'static str>,
     },
     /// An event stream, headers received, body still arriving.
     Stream {

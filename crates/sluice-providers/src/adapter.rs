@@ -206,6 +206,9 @@ pub(crate) fn json_post(
 pub struct ResponseOut {
     pub body: Bytes,
     pub usage: Option<Usage>,
+    /// Why the answer stopped, in OpenAI's words (`stop`, `length`, `tool_calls`,
+    /// `content_filter`) whatever the provider said (for traces).
+    pub finish_reason: Option<&'static str>,
 }
 
 /// Translation between the client's format and one provider family's wire format.

@@ -28,9 +28,18 @@ pub use crate::view::RequestView;
 pub struct OpenAiAdapter;
 
 #[derive(Deserialize)]
-struct ResponseEnvelope {
+struct ResponseEnvelope<'a> {
     #[serde(default)]
     usage: Option<OpenAiUsage>,
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceFinish<'a>>,
+}
+
+/// A whole answer's choice, for its finish reason only (the rest is skipped, not built).
+#[derive(Deserialize)]
+struct ChoiceFinish<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -96,13 +105,21 @@ impl ProviderAdapter for OpenAiAdapter {
             return Ok(ResponseOut {
                 body: crate::translate::write_response(wire, &chat),
                 usage: Some(chat.usage),
+                finish_reason: chat.stop_reason.map(crate::openai_chat::finish_reason),
             });
         }
         let env: ResponseEnvelope =
             serde_json::from_slice(&body).map_err(|e| ResponseFault::from(MalformedResponse(e.to_string())))?;
+        let finish_reason = env
+            .choices
+            .iter()
+            .find_map(|c| c.finish_reason.as_deref())
+            .map(|r| crate::openai_chat::finish_reason(crate::openai_chat::stop_reason_from(r)));
+        let usage = env.usage.map(Usage::from);
         Ok(ResponseOut {
             body,
-            usage: env.usage.map(Usage::from),
+            usage,
+            finish_reason,
         })
     }
 
@@ -166,6 +183,7 @@ impl ProviderAdapter for OpenAiAdapter {
 struct OpenAiStream {
     client_wants_usage: bool,
     usage: Option<Usage>,
+    stop: Option<crate::chat::StopReason>,
     relayed: u64,
     done: bool,
     /// Generated text not yet taken (only when collecting).
@@ -187,6 +205,8 @@ struct ChunkEnvelope<'a> {
 struct ChoiceLite<'a> {
     #[serde(default, borrow)]
     delta: Option<DeltaLite<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
 }
@@ -235,6 +255,9 @@ impl StreamTranslator for OpenAiStream {
             });
         }
         let no_choices = env.choices.as_ref().is_none_or(Vec::is_empty);
+        if let Some(r) = env.choices.iter().flatten().find_map(|c| c.finish_reason.as_deref()) {
+            self.stop = Some(crate::openai_chat::stop_reason_from(r));
+        }
         if let Some(u) = env.usage {
             self.usage = Some(u.into());
             if no_choices && !self.client_wants_usage {
@@ -269,6 +292,10 @@ impl StreamTranslator for OpenAiStream {
 
     fn reported_usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn finish_reason(&self) -> Option<&'static str> {
+        self.stop.map(crate::openai_chat::finish_reason)
     }
 
     fn relayed_chunks(&self) -> u64 {

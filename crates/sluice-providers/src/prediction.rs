@@ -42,6 +42,7 @@ impl ProviderAdapter for PredictionAdapter {
         serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| MalformedResponse(e.to_string()))?;
         // A prediction has no tokens; its cost is the price table's per-request price.
         Ok(ResponseOut {
+            finish_reason: None,
             body,
             usage: Some(Usage::default()),
         })

@@ -20,6 +20,11 @@ pub trait StreamTranslator: Send {
     fn prompt_tokens(&self) -> Option<u64> {
         None
     }
+    /// Why the answer stopped, in OpenAI's words (`stop`, `length`, `tool_calls`,
+    /// `content_filter`), once the upstream said.
+    fn finish_reason(&self) -> Option<&'static str> {
+        None
+    }
     /// Whether the upstream said it was done (e.g. `data: [DONE]`).
     fn saw_end(&self) -> bool;
     /// Where the translator keeps generated text (content, reasoning, tool arguments) when

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use crate::anthropic::stream::{EventDecoder, EventEncoder};
-use crate::chat::{ChatRequest, ChatResponse, Delta};
+use crate::chat::{ChatRequest, ChatResponse, Delta, StopReason};
 use crate::error::RequestError;
 use crate::fault::{MalformedResponse, StreamFault};
 use crate::openai_chat::stream::{ChunkDecoder, ChunkEncoder};
@@ -143,6 +143,7 @@ pub struct Translating {
     encoder: Encoder,
     deltas: Vec<Delta>,
     usage: Option<Usage>,
+    stop: Option<StopReason>,
     relayed: u64,
     done: bool,
     /// The model to name when the upstream's stream does not (Bedrock's does not).
@@ -187,6 +188,7 @@ impl Translating {
             },
             deltas: Vec::with_capacity(4),
             usage: None,
+            stop: None,
             relayed: 0,
             done: false,
             fallback_model: None,
@@ -239,6 +241,7 @@ impl StreamTranslator for Translating {
                     }
                 }
                 Delta::Usage(u) => self.usage = Some(*u),
+                Delta::Stop { reason, .. } => self.stop = Some(*reason),
                 Delta::End => self.done = true,
                 _ => {}
             }
@@ -289,6 +292,10 @@ impl StreamTranslator for Translating {
 
     fn reported_usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn finish_reason(&self) -> Option<&'static str> {
+        self.stop.map(crate::openai_chat::finish_reason)
     }
 
     fn relayed_chunks(&self) -> u64 {

@@ -34,7 +34,8 @@ impl LogLine for RequestRecord {
         let e = &self.outcome;
         o.u64("status", u64::from(e.status))
             .opt_str("error_class", e.error_class)
-            .opt_str("error_code", e.error_code);
+            .opt_str("error_code", e.error_code)
+            .opt_str("finish_reason", e.finish_reason);
         let t = &self.timing;
         o.f64("latency_ms", t.latency_ms)
             .opt_f64("ttfb_ms", t.ttfb_ms)

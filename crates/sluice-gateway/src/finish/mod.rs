@@ -73,6 +73,9 @@ pub struct OutcomePart {
     pub status: u16,
     pub error_class: Option<&'static str>,
     pub error_code: Option<&'static str>,
+    /// Why the answer stopped (OpenAI's words: `stop`, `length`, `tool_calls`,
+    /// `content_filter`), when the upstream said.
+    pub finish_reason: Option<&'static str>,
 }
 
 /// Where the time went.
@@ -356,6 +359,13 @@ impl Finish {
     pub fn set_usage(&mut self, usage: Usage, estimated: bool) {
         if let Some(r) = self.record() {
             r.usage.set(usage, estimated);
+        }
+    }
+
+    /// Why the answer stopped, as the upstream said.
+    pub fn finish_reason(&mut self, reason: Option<&'static str>) {
+        if let (Some(r), Some(reason)) = (self.record(), reason) {
+            r.outcome.finish_reason = Some(reason);
         }
     }
 

@@ -34,6 +34,7 @@ pub(super) fn traced(r: &RequestRecord, started: Instant, total: Duration) -> Op
         status: r.outcome.status,
         error_class: r.outcome.error_class,
         error_code: r.outcome.error_code,
+        finish_reason: r.outcome.finish_reason,
         input_tokens: r.usage.prompt_tokens,
         output_tokens: r.usage.completion_tokens,
         cost_micros: r.usage.cost_micros,

@@ -354,7 +354,9 @@ async fn reply(
             content_type,
             body,
             usage,
+            finish_reason,
         } => {
+            finish.finish_reason(finish_reason);
             let used = usage.unwrap_or(Usage {
                 prompt_tokens: prompt_estimate,
                 total_tokens: prompt_estimate,

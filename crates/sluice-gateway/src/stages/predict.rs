@@ -73,13 +73,18 @@ impl Answering {
             (
                 Some((p, request)),
                 Upstream::Complete {
-                    status, body, usage, ..
+                    status,
+                    body,
+                    usage,
+                    finish_reason,
+                    ..
                 },
             ) => Ok(Upstream::Complete {
                 status,
                 content_type: Some(JSON.clone()),
                 body: Bytes::from(p.response(request, &body)?),
                 usage,
+                finish_reason,
             }),
             (_, upstream) => Ok(upstream),
         }

@@ -162,6 +162,7 @@ impl Relay {
     /// count tokens, else one per chunk).
     pub fn settle(&self, finish: &mut Finish) {
         finish.add_upstream_time(self.started.elapsed());
+        finish.finish_reason(self.translator.finish_reason());
         match self.translator.reported_usage() {
             Some(u) => finish.set_usage(u, false),
             None => {

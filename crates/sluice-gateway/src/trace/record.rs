@@ -47,6 +47,7 @@ pub struct Traced {
     pub(crate) status: u16,
     pub(crate) error_class: Option<&'static str>,
     pub(crate) error_code: Option<&'static str>,
+    pub(crate) finish_reason: Option<&'static str>,
     pub(crate) input_tokens: u64,
     pub(crate) output_tokens: u64,
     pub(crate) cost_micros: Option<u64>,
@@ -102,6 +103,9 @@ impl Traced {
             if self.input_tokens > 0 || self.output_tokens > 0 {
                 a.int("gen_ai.usage.input_tokens", self.input_tokens as i64);
                 a.int("gen_ai.usage.output_tokens", self.output_tokens as i64);
+            }
+            if let Some(reason) = self.finish_reason {
+                a.strs("gen_ai.response.finish_reasons", [reason]);
             }
             a.str("http.request.method", "POST");
             a.int("http.response.status_code", i64::from(self.status));

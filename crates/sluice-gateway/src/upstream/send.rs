@@ -204,6 +204,7 @@ pub(super) async fn attempt_once(
                 content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
                 body: out.body,
                 usage: out.usage,
+                finish_reason: out.finish_reason,
             }),
             Err(ResponseFault::Malformed(e)) => Err(Failed::new(
                 Failure::Malformed,

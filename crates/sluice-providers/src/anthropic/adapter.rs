@@ -76,7 +76,11 @@ impl ProviderAdapter for AnthropicAdapter {
             Wire::Anthropic => body,
             wire => crate::translate::write_response(wire, &chat),
         };
-        Ok(ResponseOut { body, usage })
+        Ok(ResponseOut {
+            body,
+            usage,
+            finish_reason: chat.stop_reason.map(crate::openai_chat::finish_reason),
+        })
     }
 
     fn stream_translator(&self, req: &InboundRequest) -> Box<dyn StreamTranslator> {
@@ -111,6 +115,7 @@ impl ProviderAdapter for AnthropicAdapter {
 struct PassThrough {
     decoder: EventDecoder,
     usage: Option<Usage>,
+    stop: Option<crate::chat::StopReason>,
     relayed: u64,
     done: bool,
     text: Option<String>,
@@ -131,6 +136,7 @@ impl StreamTranslator for PassThrough {
                     }
                 }
                 Delta::Usage(u) => self.usage = Some(u),
+                Delta::Stop { reason, .. } => self.stop = Some(reason),
                 Delta::End => self.done = true,
                 _ => {}
             }
@@ -139,6 +145,9 @@ impl StreamTranslator for PassThrough {
     }
     fn reported_usage(&self) -> Option<Usage> {
         self.usage
+    }
+    fn finish_reason(&self) -> Option<&'static str> {
+        self.stop.map(crate::openai_chat::finish_reason)
     }
     fn relayed_chunks(&self) -> u64 {
         self.relayed

@@ -99,10 +99,15 @@ impl ProviderAdapter for BedrockAdapter {
     fn read_response(&self, req: &InboundRequest, body: Bytes) -> Result<ResponseOut, ResponseFault> {
         if req.endpoint == Endpoint::Embeddings {
             let (body, usage) = embeddings_response(&req.body, &body, &req.view.model)?;
-            return Ok(ResponseOut { body, usage });
+            return Ok(ResponseOut {
+                body,
+                usage,
+                finish_reason: None,
+            });
         }
         let chat = response_to_chat(&body, &req.view.model)?;
         Ok(ResponseOut {
+            finish_reason: chat.stop_reason.map(crate::openai_chat::finish_reason),
             body: crate::translate::write_response(req.endpoint.wire(), &chat),
             usage: Some(chat.usage),
         })

@@ -57,10 +57,12 @@ impl ProviderAdapter for GeminiAdapter {
             return Ok(ResponseOut {
                 body: embeddings_response(&req.body, &body, &req.view.model)?,
                 usage: None, // Gemini does not count embedding tokens; the gateway estimates
+                finish_reason: None,
             });
         }
         let chat = response_to_chat(&body)?;
         Ok(ResponseOut {
+            finish_reason: chat.stop_reason.map(crate::openai_chat::finish_reason),
             body: crate::translate::write_response(req.endpoint.wire(), &chat),
             usage: Some(chat.usage),
         })

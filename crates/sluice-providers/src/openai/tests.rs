@@ -320,3 +320,48 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn finish_reasons_are_read_from_whole_answers_and_streams_in_any_format() {
+    let a = OpenAiAdapter;
+    let whole = br#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+    // Native (OpenAI to OpenAI) and translated (an OpenAI upstream, an Anthropic client).
+    let chat = InboundRequest::parse(Endpoint::ChatCompletions, Bytes::from_static(CHAT)).unwrap();
+    let out = a.read_response(&chat, Bytes::copy_from_slice(whole)).unwrap();
+    assert_eq!(out.finish_reason, Some("length"));
+    let messages = InboundRequest::parse(
+        Endpoint::Messages,
+        Bytes::from_static(br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#),
+    )
+    .unwrap();
+    let out = a.read_response(&messages, Bytes::copy_from_slice(whole)).unwrap();
+    assert_eq!(
+        out.finish_reason,
+        Some("length"),
+        "reported in OpenAI's words whatever the client"
+    );
+    let none = a
+        .read_response(&chat, Bytes::from_static(br#"{"id":"x","choices":[]}"#))
+        .unwrap();
+    assert_eq!(none.finish_reason, None);
+
+    let streamed = InboundRequest::parse(
+        Endpoint::ChatCompletions,
+        Bytes::from_static(br#"{"model":"m","messages":[1],"stream":true}"#),
+    )
+    .unwrap();
+    for req in [&streamed, &messages] {
+        let mut t = a.stream_translator(req);
+        let mut out = Vec::new();
+        let chunks = [
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"a"}}]}"#,
+            r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            "[DONE]",
+        ];
+        assert_eq!(t.finish_reason(), None);
+        for c in chunks {
+            t.on_event(event(c), &mut out).unwrap();
+        }
+        assert_eq!(t.finish_reason(), Some("tool_calls"), "{:?}", req.endpoint);
+    }
+}

@@ -5,44 +5,115 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sluice_cache::PurgeFilter;
 use sluice_gateway::Gateway;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::error::error;
+use crate::error::{ErrorBody, bad_query, error};
 
-/// `GET /admin/cache/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantBytes {
+    pub tenant: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedisTier {
+    pub up: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheStats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub evictions: u64,
+    /// Misses leading a flight (an identical request may follow them).
+    pub in_air: u64,
+    pub largest_tenants: Vec<TenantBytes>,
+    pub waiting: i64,
+    pub semantic_entries: u64,
+    /// The Redis tier, when there is one.
+    pub redis: Option<RedisTier>,
+}
+
+/// The response cache's in-process tier, flights and Redis tier.
+#[utoipa::path(get, path = "/admin/cache/stats", tag = "cache",
+    responses(
+        (status = 200, description = "The cache now", body = CacheStats),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+    ))]
 pub(crate) async fn stats(State(gw): State<Arc<Gateway>>) -> Response {
     let (memory, flights) = (&gw.cache.memory, &gw.cache.flights);
-    Json(json!({
-        "entries": memory.entries(),
-        "bytes": memory.bytes(),
-        "max_bytes": memory.max_bytes(),
-        "evictions": memory.evictions(),
-        "in_air": flights.in_air(),
-        "largest_tenants": memory
+    Json(CacheStats {
+        entries: memory.entries(),
+        bytes: memory.bytes(),
+        max_bytes: memory.max_bytes(),
+        evictions: memory.evictions(),
+        in_air: flights.in_air() as u64,
+        largest_tenants: memory
             .largest_tenants(10)
             .into_iter()
-            .map(|(tenant, bytes)| json!({"tenant": tenant, "bytes": bytes}))
-            .collect::<Vec<_>>(),
-        "waiting": flights.waiting(),
-        "semantic_entries": gw.cache.semantic.entries(),
-        "redis": gw.cache.shared.as_ref().map(|s| json!({"up": s.is_up()})),
-    }))
+            .map(|(tenant, bytes)| TenantBytes {
+                tenant: tenant.to_string(),
+                bytes,
+            })
+            .collect(),
+        waiting: flights.waiting(),
+        semantic_entries: gw.cache.semantic.entries() as u64,
+        redis: gw.cache.shared.as_ref().map(|s| RedisTier { up: s.is_up() }),
+    })
     .into_response()
+}
+
+/// Which entries a purge removes: those matching every filter given (all, with none).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PurgeQuery {
+    /// A tenant's name (a key without a tenant: its key id).
+    pub tenant: Option<String>,
+    pub route: Option<String>,
+    /// An entry's digest in hex (the access log's `cache_key`).
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Purged {
+    /// Entries removed from this instance's memory.
+    pub purged: u64,
+    /// Entries removed from the Redis tier (none without one).
+    pub purged_shared: Option<u64>,
 }
 
 /// `DELETE /admin/cache?tenant=…&route=…&key=…`: removes the entries matching every filter
 /// given (all, with none) from this instance's memory and from the Redis tier, and tells every
 /// instance sharing it to drop its own.
-pub(crate) async fn purge(State(gw): State<Arc<Gateway>>, Query(filter): Query<PurgeFilter>) -> Response {
+#[utoipa::path(delete, path = "/admin/cache", tag = "cache", params(PurgeQuery),
+    responses(
+        (status = 200, description = "Purged", body = Purged),
+        (status = 400, description = "A bad query", body = ErrorBody),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 503, description = "The Redis tier did not answer (this instance's entries are gone)", body = ErrorBody),
+    ))]
+pub(crate) async fn purge(State(gw): State<Arc<Gateway>>, q: Result<Query<PurgeQuery>, QueryRejection>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(&e),
+    };
+    let filter = PurgeFilter {
+        tenant: q.tenant,
+        route: q.route,
+        key: q.key,
+    };
     let purged = gw.cache.purge(filter).await;
     let shared = match purged.shared {
-        None => serde_json::Value::Null,
-        Some(Ok(n)) => json!(n),
+        None => None,
+        Some(Ok(n)) => Some(n),
         Some(Err(e)) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -54,5 +125,9 @@ pub(crate) async fn purge(State(gw): State<Arc<Gateway>>, Query(filter): Query<P
             );
         }
     };
-    Json(json!({ "purged": purged.memory, "purged_shared": shared })).into_response()
+    Json(Purged {
+        purged: purged.memory,
+        purged_shared: shared,
+    })
+    .into_response()
 }

@@ -4,21 +4,79 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sluice_store::ledger::{LedgerDb, Per, UsageBy, UsageRow};
+use utoipa::{IntoParams, ToSchema};
 
 use sluice_gateway::Gateway;
 
-#[derive(Debug, Deserialize)]
+use crate::error::ErrorBody;
+
+/// What usage is grouped by.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // the query parameter's schema
+pub enum UsageByName {
+    Key,
+    Team,
+    Tenant,
+    Model,
+}
+
+/// The length of a usage bucket.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // the query parameter's schema
+pub enum PerName {
+    Hour,
+    Day,
+    Month,
+}
+
+/// A usage query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
+    /// `key` (default), `team`, `tenant` or `model`.
+    #[param(value_type = Option<UsageByName>, inline)]
     pub by: Option<String>,
+    /// `hour`, `day` (default) or `month`.
+    #[param(value_type = Option<PerName>, inline)]
     pub per: Option<String>,
+    /// From: unix milliseconds, RFC 3339 or `YYYY-MM-DD` (default: 31 days ago).
     pub since: Option<String>,
+    /// Until (default: now).
     pub until: Option<String>,
+}
+
+/// Usage of one group in one time bucket.
+#[derive(ToSchema)]
+#[schema(as = UsageRow)]
+#[allow(dead_code)] // the schema of `sluice_store::ledger::UsageRow`
+struct UsageRowSchema {
+    group: String,
+    /// `2026-11-22T09` (hour), `2026-11-22` (day) or `2026-11` (month), in the configured zone.
+    bucket: String,
+    requests: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    total_tokens: i64,
+    cost_micros: i64,
+    estimated: i64,
+    unsettled: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReport {
+    pub by: String,
+    pub per: String,
+    pub currency: String,
+    #[schema(value_type = Vec<UsageRowSchema>)]
+    pub rows: Vec<UsageRow>,
 }
 
 /// A bound: unix milliseconds, an RFC 3339 time, or a date (`2026-11-01`, midnight in the
@@ -57,7 +115,19 @@ pub async fn query(db: &LedgerDb, q: &UsageQuery, tz_offset_s: i32) -> Result<Ve
 
 /// `GET /admin/usage?by=key&per=day&since=2026-11-01`: ships the ledger first, so the answer
 /// includes every request finished so far.
-pub async fn handler(State(gw): State<Arc<Gateway>>, Query(q): Query<UsageQuery>) -> Response {
+#[utoipa::path(get, path = "/admin/usage", tag = "usage", params(UsageQuery),
+    responses(
+        (status = 200, description = "Spend and tokens per group and bucket", body = UsageReport),
+        (status = 400, description = "A bad query", body = ErrorBody),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 404, description = "The ledger is disabled", body = ErrorBody),
+        (status = 503, description = "The ledger database did not answer", body = ErrorBody),
+    ))]
+pub async fn handler(State(gw): State<Arc<Gateway>>, q: Result<Query<UsageQuery>, QueryRejection>) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return crate::error::bad_query(&e),
+    };
     let Some(ledger) = &gw.ledger else {
         return crate::error::error(
             StatusCode::NOT_FOUND,
@@ -68,13 +138,20 @@ pub async fn handler(State(gw): State<Arc<Gateway>>, Query(q): Query<UsageQuery>
     ledger.ship().await;
     let snap = gw.snapshot();
     match query(ledger.db(), &q, snap.config.time_zone_offset_s).await {
-        Ok(rows) => Json(json!({
-            "by": q.by.as_deref().unwrap_or("key"),
-            "per": q.per.as_deref().unwrap_or("day"),
-            "currency": snap.currency.as_ref(),
-            "rows": rows,
-        }))
+        Ok(rows) => Json(UsageReport {
+            by: q.by.unwrap_or_else(|| "key".to_owned()),
+            per: q.per.unwrap_or_else(|| "day".to_owned()),
+            currency: snap.currency.to_string(),
+            rows,
+        })
         .into_response(),
-        Err((status, message)) => crate::error::error(status, "invalid_usage_query", message),
+        Err((status, message)) => {
+            let code = if status == StatusCode::BAD_REQUEST {
+                "invalid_usage_query"
+            } else {
+                "ledger_unavailable"
+            };
+            crate::error::error(status, code, message)
+        }
     }
 }

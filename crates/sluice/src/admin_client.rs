@@ -67,12 +67,26 @@ pub async fn run(admin_url: &str, command: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::List => {
-            let v = call(Method::GET, &format!("{base}/admin/keys"), None).await?;
+            // Every page, in id order.
+            let mut keys = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let url = match &after {
+                    Some(id) => format!("{base}/admin/keys?limit=1000&after={id}"),
+                    None => format!("{base}/admin/keys?limit=1000"),
+                };
+                let v = call(Method::GET, &url, None).await?;
+                keys.extend(v["data"].as_array().into_iter().flatten().cloned());
+                match (v["has_more"].as_bool(), v["last_id"].as_str()) {
+                    (Some(true), Some(last)) => after = Some(last.to_owned()),
+                    _ => break,
+                }
+            }
             println!(
                 "{:<24} {:<8} {:<14} {:<14} {:<10} {:<9} MODELS",
                 "ID", "SOURCE", "TENANT", "TEAM", "TIER", "STATUS"
             );
-            for k in v["data"].as_array().into_iter().flatten() {
+            for k in &keys {
                 let s = |f: &str| k[f].as_str().unwrap_or("-").to_owned();
                 let status = if k["revoked_at"].is_string() {
                     "revoked"

@@ -1,0 +1,213 @@
+//! Limits set at run time: a key's, a team's, or each end user's on a key — stored first, then
+//! put in force without a restart (counters are kept).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sluice_gateway::Gateway;
+use utoipa::ToSchema;
+
+use crate::error::{ErrorBody, bad_body, bad_path, error};
+
+/// Whose limits: a key's, a team's, or each end user's on a key.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // the path parameter's schema
+pub enum LimitScope {
+    Keys,
+    Teams,
+    Users,
+}
+
+/// One limit in force: its name (`requests_per_minute`, `cost_per_month`…), amount and burst.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitView {
+    pub name: String,
+    pub amount: u64,
+    pub burst: u64,
+}
+
+impl From<&sluice_config::LimitSpec> for LimitView {
+    fn from(s: &sluice_config::LimitSpec) -> Self {
+        let v = sluice_limits::LimitSpecView::from(s);
+        LimitView {
+            name: v.name,
+            amount: v.amount,
+            burst: v.burst,
+        }
+    }
+}
+
+/// Every run-time limit, by scope and name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitsList {
+    pub keys: BTreeMap<String, Vec<LimitView>>,
+    pub teams: BTreeMap<String, Vec<LimitView>>,
+    /// Each end user's limits, by key id.
+    pub users: BTreeMap<String, Vec<LimitView>>,
+}
+
+/// The limits set at run time.
+#[utoipa::path(get, path = "/admin/limits", tag = "limits",
+    responses(
+        (status = 200, description = "Run-time limits by scope", body = LimitsList),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+    ))]
+pub(crate) async fn list_limits(State(gw): State<Arc<Gateway>>) -> Response {
+    let now = gw.runtime_limits.load();
+    let view = |m: &std::collections::HashMap<String, Vec<sluice_limits::LimitSpecView>>| {
+        m.iter()
+            .map(|(k, v)| {
+                let list = v
+                    .iter()
+                    .map(|l| LimitView {
+                        name: l.name.clone(),
+                        amount: l.amount,
+                        burst: l.burst,
+                    })
+                    .collect();
+                (k.clone(), list)
+            })
+            .collect()
+    };
+    Json(LimitsList {
+        keys: view(&now.keys),
+        teams: view(&now.teams),
+        users: view(&now.users),
+    })
+    .into_response()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitsSet {
+    pub scope: String,
+    pub name: String,
+    pub limits: Vec<LimitView>,
+}
+
+/// `PUT /admin/limits/{keys|teams|users}/{name}` with `{"requests_per_minute": 60, …}`:
+/// replaces that key's or team's limits (`users`: each end user's limits on key `name`).
+#[utoipa::path(put, path = "/admin/limits/{scope}/{name}", tag = "limits",
+    params(
+        ("scope" = inline(LimitScope), Path, description = "`keys`, `teams` or `users` (a key's end users)"),
+        ("name" = String, Path, description = "The key id or team name"),
+    ),
+    request_body(content = Object, description = "Limit names to numbers (or outage policies)"),
+    responses(
+        (status = 200, description = "In force", body = LimitsSet),
+        (status = 400, description = "Not a JSON object of limits, or a bad path", body = ErrorBody),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 404, description = "Not a scope", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "Limits that do not parse", body = ErrorBody),
+        (status = 503, description = "The key store did not answer", body = ErrorBody),
+    ))]
+pub(crate) async fn set_limits(
+    State(gw): State<Arc<Gateway>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    let Path((scope, name)) = match path {
+        Ok(p) => p,
+        Err(e) => return bad_path(&e),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(&e),
+    };
+    if !matches!(scope.as_str(), "keys" | "teams" | "users") {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_scope",
+            "Limits can be set for keys, teams or users (a key's end users).",
+        );
+    }
+    let raw: sluice_config::RawLimits = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("Expected an object of limit names to numbers (or outage policies): {e}"),
+            );
+        }
+    };
+    let specs = match sluice_config::parse_limits(&raw) {
+        Ok(s) => s,
+        Err(errs) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limits", errs.join("; ")),
+    };
+    match put_limits(&gw, &scope, &name, &raw, specs).await {
+        Ok(limits) => Json(LimitsSet { scope, name, limits }).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Stores limits already checked (first, so what the API confirms survives a restart), then
+/// puts them in force.
+pub(crate) async fn put_limits(
+    gw: &Gateway,
+    scope: &str,
+    name: &str,
+    raw: &sluice_config::RawLimits,
+    specs: Vec<sluice_config::LimitSpec>,
+) -> Result<Vec<LimitView>, Response> {
+    let stored = sluice_store::StoredLimits {
+        scope: scope.to_owned(),
+        name: name.to_owned(),
+        limits: raw
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+            .collect(),
+    };
+    if let Err(e) = gw.store.put_limits(&stored).await {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ));
+    }
+    let view: Vec<_> = specs.iter().map(LimitView::from).collect();
+    let mut next = (**gw.runtime_limits.load()).clone();
+    next.set(scope, name, specs);
+    gw.runtime_limits.store(Arc::new(next));
+    tracing::info!(scope, name, "limits set at run time");
+    Ok(view)
+}
+
+/// Clears a key's, team's or key's end users' run-time limits (the config's apply again).
+#[utoipa::path(delete, path = "/admin/limits/{scope}/{name}", tag = "limits",
+    params(
+        ("scope" = inline(LimitScope), Path, description = "`keys`, `teams` or `users`"),
+        ("name" = String, Path, description = "The key id or team name"),
+    ),
+    responses(
+        (status = 204, description = "Cleared"),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 404, description = "No run-time limits there", body = ErrorBody),
+        (status = 503, description = "The key store did not answer", body = ErrorBody),
+    ))]
+pub(crate) async fn clear_limits(
+    State(gw): State<Arc<Gateway>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let Path((scope, name)) = match path {
+        Ok(p) => p,
+        Err(e) => return bad_path(&e),
+    };
+    if let Err(e) = gw.store.delete_limits(&scope, &name).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+    }
+    let mut next = (**gw.runtime_limits.load()).clone();
+    if !next.clear(&scope, &name) {
+        return error(StatusCode::NOT_FOUND, "not_found", "No run-time limits are set there.");
+    }
+    gw.runtime_limits.store(Arc::new(next));
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use sluice_cache::PurgeFilter;
 use sluice_gateway::Gateway;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Principal;
 use crate::error::{ErrorBody, bad_query, error};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,6 +48,7 @@ pub struct CacheStats {
     responses(
         (status = 200, description = "The cache now", body = CacheStats),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
     ))]
 pub(crate) async fn stats(State(gw): State<Arc<Gateway>>) -> Response {
     let (memory, flights) = (&gw.cache.memory, &gw.cache.flights);
@@ -98,15 +100,33 @@ pub struct Purged {
         (status = 200, description = "Purged", body = Purged),
         (status = 400, description = "A bad query", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
         (status = 503, description = "The Redis tier did not answer (this instance's entries are gone)", body = ErrorBody),
     ))]
-pub(crate) async fn purge(State(gw): State<Arc<Gateway>>, q: Result<Query<PurgeQuery>, QueryRejection>) -> Response {
+pub(crate) async fn purge(
+    State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
+    q: Result<Query<PurgeQuery>, QueryRejection>,
+) -> Response {
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return bad_query(&e),
     };
+    // A principal confined to a tenant purges only that tenant's entries.
+    let tenant = match (&who.tenant, q.tenant) {
+        (None, t) => t,
+        (Some(own), None) => Some(own.clone()),
+        (Some(own), Some(t)) if &t == own => Some(t),
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "tenant_forbidden",
+                "A principal confined to a tenant purges only its own entries.",
+            );
+        }
+    };
     let filter = PurgeFilter {
-        tenant: q.tenant,
+        tenant,
         route: q.route,
         key: q.key,
     };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -16,6 +16,7 @@ use sluice_gateway::keys::{self, KeySource};
 use sluice_store::{StoreError, StoredKey};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Principal;
 use crate::error::{ErrorBody, bad_body, bad_path, bad_query, error};
 use crate::limits::{LimitView, put_limits};
 
@@ -86,10 +87,12 @@ fn pattern_text(p: &Pattern) -> String {
         (status = 200, description = "A page of keys, in id order", body = KeyList),
         (status = 400, description = "A bad page request", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
         (status = 503, description = "The key store did not answer", body = ErrorBody),
     ))]
 pub(crate) async fn list_keys(
     State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
     page: Result<Query<KeysPage>, QueryRejection>,
 ) -> Response {
     let Query(page) = match page {
@@ -139,6 +142,8 @@ pub(crate) async fn list_keys(
         })),
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
     }
+    // A principal confined to a tenant sees its keys only.
+    all.retain(|k| who.sees(k.tenant.as_deref()));
     all.sort_by(|a, b| a.id.cmp(&b.id));
     let from = page
         .after
@@ -204,6 +209,7 @@ pub struct CreatedKey {
         (status = 201, description = "Created; the secret is in `key`, shown once", body = CreatedKey),
         (status = 400, description = "Not a valid key request", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
         (status = 409, description = "The id is taken", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 422, description = "Invalid user limits", body = ErrorBody),
@@ -211,16 +217,31 @@ pub struct CreatedKey {
     ))]
 pub(crate) async fn create_key(
     State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(e) => return bad_body(&e),
     };
-    let req: CreateKey = match serde_json::from_slice(&body) {
+    let mut req: CreateKey = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
     };
+    // A principal confined to a tenant makes keys of that tenant only.
+    if let Some(own) = &who.tenant {
+        match &req.tenant {
+            None => req.tenant = Some(own.clone()),
+            Some(t) if t == own => {}
+            Some(_) => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "tenant_forbidden",
+                    "A principal confined to a tenant makes keys of that tenant only.",
+                );
+            }
+        }
+    }
     let snap = gw.snapshot();
     let id = req.id.clone().unwrap_or_else(keys::generate_key_id);
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
@@ -329,15 +350,34 @@ pub struct Revoked {
         (status = 200, description = "Revoked", body = Revoked),
         (status = 400, description = "A bad path", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
         (status = 404, description = "No active run-time key with that id", body = ErrorBody),
         (status = 409, description = "A config-file key (remove it from the file)", body = ErrorBody),
         (status = 503, description = "The key store did not answer", body = ErrorBody),
     ))]
-pub(crate) async fn revoke_key(State(gw): State<Arc<Gateway>>, id: Result<Path<String>, PathRejection>) -> Response {
+pub(crate) async fn revoke_key(
+    State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
     let Path(id) = match id {
         Ok(p) => p,
         Err(e) => return bad_path(&e),
     };
+    // Another tenant's key does not exist for a principal confined to a tenant.
+    if who.tenant.is_some() {
+        match crate::owners::tenant_of(&gw, &id).await {
+            Ok(Some(t)) if who.sees(t.as_deref()) => {}
+            Ok(_) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "key_not_found",
+                    format!("No active run-time key {id}."),
+                );
+            }
+            Err(r) => return r,
+        }
+    }
     if gw.snapshot().config.keys.iter().any(|k| k.id == id) {
         return error(
             StatusCode::CONFLICT,

@@ -1,31 +1,32 @@
 //! The admin API, on its own listener (localhost by default): metrics, virtual keys, limits,
 //! usage, the cache, health, the config and its reload — and its OpenAPI 3.1 description at
 //! `/admin/openapi.json`, generated from the handlers themselves (utoipa), so the spec and the
-//! routes cannot drift apart. When `admin.token_env` is set, every call needs
-//! `Authorization: Bearer <token>`. Every refusal has one body (`error.rs`).
+//! routes cannot drift apart. Callers are principals with a role, optionally confined to one
+//! tenant (`auth.rs`: who they are, and the one table of what each route needs). Every
+//! refusal has one body (`error.rs`).
 //!
 //! It never sits on the request path: the gateway serves it on the admin listener only.
 
+pub mod auth;
 mod cache;
 mod error;
 mod keys;
 mod limits;
 mod ops;
+mod owners;
+pub mod principals;
 pub mod usage;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use error::error;
 use sluice_gateway::Gateway;
 
 #[derive(OpenApi)]
@@ -42,6 +43,7 @@ use sluice_gateway::Gateway;
         (name = "usage", description = "Spend and tokens from the ledger"),
         (name = "cache", description = "The response cache"),
         (name = "operations", description = "Metrics, health, the config"),
+        (name = "principals", description = "Who may call this API"),
     )
 )]
 struct ApiDoc;
@@ -72,6 +74,8 @@ fn api() -> (Router<Arc<Gateway>>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::health))
         .routes(routes!(cache::purge))
         .routes(routes!(cache::stats))
+        .routes(routes!(principals::list, principals::create))
+        .routes(routes!(principals::revoke))
         .split_for_parts()
 }
 
@@ -91,34 +95,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 async move { Json(spec.as_ref().clone()).into_response() }
             }),
         )
+        .route_layer(middleware::from_fn(auth::authorize))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(gw.clone(), require_token))
+        .layer(middleware::from_fn_with_state(gw.clone(), auth::authenticate))
         .with_state(gw)
-}
-
-async fn require_token(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    let snap = gw.snapshot();
-    if let Some(token) = &snap.config.admin.token {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let ok: bool = subtle_eq(presented.as_bytes(), token.expose().as_bytes());
-        if !ok {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_admin_token",
-                "A valid admin token is required.",
-            );
-        }
-    }
-    next.run(req).await
-}
-
-/// Constant-time comparison (length leaks, content does not).
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sluice_gateway::Gateway;
 use utoipa::ToSchema;
 
+use crate::auth::Principal;
 use crate::error::{ErrorBody, bad_body, bad_path, error};
 
 /// Whose limits: a key's, a team's, or each end user's on a key.
@@ -58,11 +59,22 @@ pub struct LimitsList {
     responses(
         (status = 200, description = "Run-time limits by scope", body = LimitsList),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
     ))]
-pub(crate) async fn list_limits(State(gw): State<Arc<Gateway>>) -> Response {
+pub(crate) async fn list_limits(State(gw): State<Arc<Gateway>>, Extension(who): Extension<Principal>) -> Response {
     let now = gw.runtime_limits.load();
+    // A principal confined to a tenant sees its keys' limits only (teams are gateway-wide).
+    let own = match &who.tenant {
+        Some(t) => match crate::owners::key_ids_of(&gw, t).await {
+            Ok(ids) => Some(ids),
+            Err(r) => return r,
+        },
+        None => None,
+    };
+    let shown = |name: &String| own.as_ref().is_none_or(|ids| ids.contains(name));
     let view = |m: &std::collections::HashMap<String, Vec<sluice_limits::LimitSpecView>>| {
         m.iter()
+            .filter(|(k, _)| shown(k))
             .map(|(k, v)| {
                 let list = v
                     .iter()
@@ -78,7 +90,11 @@ pub(crate) async fn list_limits(State(gw): State<Arc<Gateway>>) -> Response {
     };
     Json(LimitsList {
         keys: view(&now.keys),
-        teams: view(&now.teams),
+        teams: if own.is_some() {
+            BTreeMap::new()
+        } else {
+            view(&now.teams)
+        },
         users: view(&now.users),
     })
     .into_response()
@@ -103,6 +119,7 @@ pub struct LimitsSet {
         (status = 200, description = "In force", body = LimitsSet),
         (status = 400, description = "Not a JSON object of limits, or a bad path", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
         (status = 404, description = "Not a scope", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 422, description = "Limits that do not parse", body = ErrorBody),
@@ -110,6 +127,7 @@ pub struct LimitsSet {
     ))]
 pub(crate) async fn set_limits(
     State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
@@ -127,6 +145,9 @@ pub(crate) async fn set_limits(
             "unknown_scope",
             "Limits can be set for keys, teams or users (a key's end users).",
         );
+    }
+    if let Err(r) = own_key(&gw, &who, &scope, &name).await {
+        return r;
     }
     let raw: sluice_config::RawLimits = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -190,17 +211,22 @@ pub(crate) async fn put_limits(
         (status = 204, description = "Cleared"),
         (status = 400, description = "A bad path", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
         (status = 404, description = "No run-time limits there", body = ErrorBody),
         (status = 503, description = "The key store did not answer", body = ErrorBody),
     ))]
 pub(crate) async fn clear_limits(
     State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     let Path((scope, name)) = match path {
         Ok(p) => p,
         Err(e) => return bad_path(&e),
     };
+    if let Err(r) = own_key(&gw, &who, &scope, &name).await {
+        return r;
+    }
     if let Err(e) = gw.store.delete_limits(&scope, &name).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
     }
@@ -210,4 +236,24 @@ pub(crate) async fn clear_limits(
     }
     gw.runtime_limits.store(Arc::new(next));
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// A principal confined to a tenant changes only its own keys' limits (and their users'):
+/// never a team's, never another tenant's key.
+async fn own_key(gw: &Gateway, who: &Principal, scope: &str, name: &str) -> Result<(), Response> {
+    let Some(own) = &who.tenant else { return Ok(()) };
+    let forbidden = || {
+        error(
+            StatusCode::FORBIDDEN,
+            "tenant_forbidden",
+            "A principal confined to a tenant changes only its own keys' limits.",
+        )
+    };
+    if scope == "teams" {
+        return Err(forbidden());
+    }
+    match crate::owners::tenant_of(gw, name).await? {
+        Some(Some(t)) if &t == own => Ok(()),
+        _ => Err(forbidden()),
+    }
 }

@@ -19,6 +19,7 @@ use crate::error::{ErrorBody, error};
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
     ))]
 pub(crate) async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     gw.telemetry.metrics.keys.set(gw.key_count() as i64);
@@ -82,6 +83,7 @@ pub struct HealthList {
     responses(
         (status = 200, description = "Each deployment's health", body = HealthList),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
     ))]
 pub(crate) async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     let deployments = gw
@@ -117,6 +119,7 @@ pub struct ReloadResult {
     responses(
         (status = 200, description = "Reloaded (or unchanged)", body = ReloadResult),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
         (status = 422, description = "The file does not validate; the old config keeps serving", body = ErrorBody),
     ))]
 pub(crate) async fn reload_config(State(gw): State<Arc<Gateway>>) -> Response {
@@ -169,6 +172,7 @@ pub struct ConfigSummary {
     responses(
         (status = 200, description = "What is configured", body = ConfigSummary),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
     ))]
 pub(crate) async fn config_summary(State(gw): State<Arc<Gateway>>) -> Response {
     let snap = gw.snapshot();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use sluice_gateway::Gateway;
 
+use crate::auth::Principal;
 use crate::error::ErrorBody;
 
 /// What usage is grouped by.
@@ -94,7 +95,13 @@ pub fn parse_time(s: &str, tz_offset_s: i32) -> Option<i64> {
 }
 
 /// The rows for a query, or a message naming what is wrong with it.
-pub async fn query(db: &LedgerDb, q: &UsageQuery, tz_offset_s: i32) -> Result<Vec<UsageRow>, (StatusCode, String)> {
+/// `tenant`: only that tenant's rows.
+pub async fn query(
+    db: &LedgerDb,
+    q: &UsageQuery,
+    tz_offset_s: i32,
+    tenant: Option<&str>,
+) -> Result<Vec<UsageRow>, (StatusCode, String)> {
     let bad = |m: String| (StatusCode::BAD_REQUEST, m);
     let by = q.by.as_deref().unwrap_or("key");
     let by = UsageBy::parse(by).ok_or_else(|| bad(format!("by={by:?}: key, team, tenant or model")))?;
@@ -108,7 +115,7 @@ pub async fn query(db: &LedgerDb, q: &UsageQuery, tz_offset_s: i32) -> Result<Ve
     };
     let since = bound(&q.since, now - 31 * 86_400_000, "since")?;
     let until = bound(&q.until, now + 60_000, "until")?;
-    db.usage(by, per, since, until, tz_offset_s)
+    db.usage(by, per, since, until, tz_offset_s, tenant)
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
@@ -120,10 +127,15 @@ pub async fn query(db: &LedgerDb, q: &UsageQuery, tz_offset_s: i32) -> Result<Ve
         (status = 200, description = "Spend and tokens per group and bucket", body = UsageReport),
         (status = 400, description = "A bad query", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
         (status = 404, description = "The ledger is disabled", body = ErrorBody),
         (status = 503, description = "The ledger database did not answer", body = ErrorBody),
     ))]
-pub async fn handler(State(gw): State<Arc<Gateway>>, q: Result<Query<UsageQuery>, QueryRejection>) -> Response {
+pub async fn handler(
+    State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
+    q: Result<Query<UsageQuery>, QueryRejection>,
+) -> Response {
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return crate::error::bad_query(&e),
@@ -137,7 +149,7 @@ pub async fn handler(State(gw): State<Arc<Gateway>>, q: Result<Query<UsageQuery>
     };
     ledger.ship().await;
     let snap = gw.snapshot();
-    match query(ledger.db(), &q, snap.config.time_zone_offset_s).await {
+    match query(ledger.db(), &q, snap.config.time_zone_offset_s, who.tenant.as_deref()).await {
         Ok(rows) => Json(UsageReport {
             by: q.by.unwrap_or_else(|| "key".to_owned()),
             per: q.per.unwrap_or_else(|| "day".to_owned()),

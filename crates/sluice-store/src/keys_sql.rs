@@ -1,28 +1,10 @@
 //! The key store's SQL, once for SQLite and PostgreSQL: the same tables (times as RFC 3339
 //! text, lists as JSON text) and the same statements (`$n` placeholders, which both accept).
 
-use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use crate::sql_values::{hex_decode, text_to_list, time};
 use crate::{StoreError, StoredKey};
-
-pub(crate) fn list_to_text(v: &Option<Vec<String>>) -> Option<String> {
-    v.as_ref().and_then(|v| serde_json::to_string(v).ok())
-}
-
-pub(crate) fn text_to_list(t: Option<String>) -> Result<Option<Vec<String>>, StoreError> {
-    t.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .transpose()
-}
-
-pub(crate) fn time(t: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    t.map(|t| {
-        DateTime::parse_from_rfc3339(&t)
-            .map(|d| d.with_timezone(&Utc))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
-    })
-    .transpose()
-}
 
 pub(crate) fn row_to_key<'r, R>(row: &'r R) -> Result<StoredKey, StoreError>
 where
@@ -52,24 +34,12 @@ where
     })
 }
 
-fn hex_decode(s: &str, out: &mut [u8; 32]) -> Option<()> {
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(())
-}
-
-pub(crate) fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `impl KeyStore` for a store type with a `pool` field of either database.
 macro_rules! key_store {
     ($store:ty) => {
         impl $crate::KeyStore for $store {
+            $crate::principals_sql::principal_methods!();
+
             fn version(&self) -> $crate::StoreFuture<'_, String> {
                 Box::pin(async move {
                     let row = ::sqlx::query($crate::VERSION_QUERY).fetch_one(&self.pool).await?;
@@ -144,14 +114,14 @@ macro_rules! key_store {
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, $12)",
                     )
                     .bind(&key.id)
-                    .bind($crate::keys_sql::hex_encode(&key.hash))
+                    .bind($crate::sql_values::hex_encode(&key.hash))
                     .bind(&key.prefix)
                     .bind(&key.tenant)
                     .bind(&key.team)
                     .bind(&key.user)
                     .bind(&key.tier)
-                    .bind($crate::keys_sql::list_to_text(&key.models))
-                    .bind($crate::keys_sql::list_to_text(&key.routes))
+                    .bind($crate::sql_values::list_to_text(&key.models))
+                    .bind($crate::sql_values::list_to_text(&key.routes))
                     .bind(key.expires_at.map(|t| t.to_rfc3339()))
                     .bind(key.created_at.to_rfc3339())
                     .bind(i32::from(key.trust_user))

@@ -584,8 +584,11 @@ impl LedgerDb {
         since_ms: i64,
         until_ms: i64,
         tz_offset_s: i32,
+        tenant: Option<&str>,
     ) -> Result<Vec<UsageRow>, StoreError> {
         let col = by.column();
+        // A tenant's own rows only (an admin principal confined to it).
+        let only = if tenant.is_some() { "AND tenant = ?" } else { "" };
         let bucket = match self {
             LedgerDb::Sqlite(_) => {
                 let fmt = match per {
@@ -610,32 +613,36 @@ impl LedgerDb {
                     CAST(sum(total_tokens) AS BIGINT) AS total, CAST(sum(cost_micros) AS BIGINT) AS cost,
                     CAST(sum(CASE WHEN estimated = 1 THEN 1 ELSE 0 END) AS BIGINT) AS estimated,
                     CAST(sum(CASE WHEN state = 'unsettled' THEN 1 ELSE 0 END) AS BIGINT) AS unsettled
-             FROM spend_ledger WHERE started_at >= ? AND started_at < ? AND state <> 'open'
+             FROM spend_ledger WHERE started_at >= ? AND started_at < ? AND state <> 'open' {only}
              GROUP BY 1, 2 ORDER BY 2, 1"
         );
         macro_rules! rows {
-            ($pool:expr, $sql:expr) => {
-                sqlx::query(sqlx::AssertSqlSafe($sql))
+            ($pool:expr, $sql:expr) => {{
+                let q = sqlx::query(sqlx::AssertSqlSafe($sql))
                     .bind(since_ms)
-                    .bind(until_ms)
-                    .fetch_all($pool)
-                    .await?
-                    .iter()
-                    .map(|r| {
-                        Ok(UsageRow {
-                            group: r.try_get("grp")?,
-                            bucket: r.try_get("bucket")?,
-                            requests: r.try_get("requests")?,
-                            prompt_tokens: r.try_get("prompt")?,
-                            completion_tokens: r.try_get("completion")?,
-                            total_tokens: r.try_get("total")?,
-                            cost_micros: r.try_get("cost")?,
-                            estimated: r.try_get("estimated")?,
-                            unsettled: r.try_get("unsettled")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()
-            };
+                    .bind(until_ms);
+                match tenant {
+                    Some(t) => q.bind(t),
+                    None => q,
+                }
+            }
+            .fetch_all($pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    group: r.try_get("grp")?,
+                    bucket: r.try_get("bucket")?,
+                    requests: r.try_get("requests")?,
+                    prompt_tokens: r.try_get("prompt")?,
+                    completion_tokens: r.try_get("completion")?,
+                    total_tokens: r.try_get("total")?,
+                    cost_micros: r.try_get("cost")?,
+                    estimated: r.try_get("estimated")?,
+                    unsettled: r.try_get("unsettled")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()};
         }
         match self {
             LedgerDb::Sqlite(SqliteLedger { pool, .. }) => rows!(pool, sql),

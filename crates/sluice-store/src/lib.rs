@@ -7,7 +7,9 @@
 mod keys_sql;
 pub mod ledger;
 mod pg;
+mod principals_sql;
 pub mod redis;
+mod sql_values;
 mod sqlite;
 
 use std::future::Future;
@@ -67,6 +69,18 @@ pub struct StoredKey {
     pub trust_user: bool,
 }
 
+/// Someone who may call the admin API: a role (`viewer`, `operator`, `admin`), optionally
+/// confined to one tenant. Only the token's SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPrincipal {
+    pub id: String,
+    pub hash: [u8; 32],
+    pub role: String,
+    pub tenant: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
 /// Limits set at run time for one key or team (the config's limit names → amounts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredLimits {
@@ -93,4 +107,12 @@ pub trait KeyStore: Send + Sync + 'static {
     fn insert<'a>(&'a self, key: &'a StoredKey) -> StoreFuture<'a, ()>;
     /// Marks a key revoked; `false` if there is no such active key.
     fn revoke<'a>(&'a self, id: &'a str, at: DateTime<Utc>) -> StoreFuture<'a, bool>;
+    /// The active admin principal whose token has this SHA-256.
+    fn principal<'a>(&'a self, hash: &'a [u8; 32]) -> StoreFuture<'a, Option<StoredPrincipal>>;
+    /// Every admin principal, revoked ones included.
+    fn list_principals(&self) -> StoreFuture<'_, Vec<StoredPrincipal>>;
+    /// Adds one; [`StoreError::Conflict`] if the id is taken.
+    fn insert_principal<'a>(&'a self, p: &'a StoredPrincipal) -> StoreFuture<'a, ()>;
+    /// Revokes one; `false` if there is no such active principal.
+    fn revoke_principal<'a>(&'a self, id: &'a str, at: DateTime<Utc>) -> StoreFuture<'a, bool>;
 }

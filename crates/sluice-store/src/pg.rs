@@ -16,7 +16,7 @@ pub struct PgStore {
 /// Serializes schema creation between instances starting at once.
 const SCHEMA_LOCK: i64 = 0x51_1C_E0_01;
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id TEXT PRIMARY KEY,
         hash TEXT NOT NULL UNIQUE,
@@ -36,6 +36,7 @@ const SCHEMA: [&str; 3] = [
         updated_at TEXT NOT NULL,
         PRIMARY KEY (scope, name)
     )",
+    crate::principals_sql::SCHEMA,
 ];
 
 impl PgStore {

@@ -61,6 +61,7 @@ impl SqliteStore {
             .await?;
         sqlx::query(SCHEMA).execute(&pool).await?;
         sqlx::query(LIMITS_SCHEMA).execute(&pool).await?;
+        sqlx::query(crate::principals_sql::SCHEMA).execute(&pool).await?;
         for (name, add) in ADDED_COLUMNS {
             let present: i64 = sqlx::query("SELECT count(*) FROM pragma_table_info('virtual_keys') WHERE name = ?")
                 .bind(name)
@@ -132,6 +133,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn principals_are_found_by_token_hash_until_revoked() {
+        use crate::StoredPrincipal;
+        let store = SqliteStore::open(":memory:").await.unwrap();
+        let p = StoredPrincipal {
+            id: "ops-a".to_owned(),
+            hash: [7; 32],
+            role: "operator".to_owned(),
+            tenant: Some("acme".to_owned()),
+            created_at: Utc::now(),
+            revoked_at: None,
+        };
+        store.insert_principal(&p).await.unwrap();
+        assert!(matches!(
+            store.insert_principal(&p).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let found = store.principal(&[7; 32]).await.unwrap().unwrap();
+        assert_eq!(
+            (found.id.as_str(), found.role.as_str(), found.tenant.as_deref()),
+            ("ops-a", "operator", Some("acme"))
+        );
+        assert!(store.principal(&[8; 32]).await.unwrap().is_none());
+        assert!(store.revoke_principal("ops-a", Utc::now()).await.unwrap());
+        assert!(!store.revoke_principal("ops-a", Utc::now()).await.unwrap());
+        assert!(
+            store.principal(&[7; 32]).await.unwrap().is_none(),
+            "revoked: no longer found"
+        );
+        assert_eq!(store.list_principals().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn memory_store_works() {
         let store = SqliteStore::open(":memory:").await.unwrap();
         store.insert(&key("a", 1)).await.unwrap();
@@ -160,7 +193,7 @@ mod tests {
             .await
             .unwrap();
             sqlx::query("INSERT INTO virtual_keys (id, hash, prefix, created_at) VALUES ('old', ?, 'sk-sluice-x', ?)")
-                .bind(crate::keys_sql::hex_encode(&[7; 32]))
+                .bind(crate::sql_values::hex_encode(&[7; 32]))
                 .bind(Utc::now().to_rfc3339())
                 .execute(&pool)
                 .await

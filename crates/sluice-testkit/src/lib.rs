@@ -139,11 +139,15 @@ impl TestResponse {
 pub const AWS_KEY_ID: &str = "AKIDSLUICETEST";
 pub const AWS_SECRET: &str = "sluice-test-secret-access-key/EXAMPLE";
 
+/// The bootstrap admin token of configs with `admin: { token_env: SLUICE_TEST_ADMIN_TOKEN }`.
+pub const ADMIN_TOKEN: &str = "sluice-test-admin-token-0123456789";
+
 /// The variables the default configs reference.
 pub fn env(name: &str) -> Option<String> {
     match name {
         "SLUICE_TEST_UPSTREAM_KEY" => Some(UPSTREAM_SECRET.to_owned()),
         "SLUICE_TEST_WRONG_KEY" => Some("wrong-credential-999".to_owned()),
+        "SLUICE_TEST_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
         "AWS_ACCESS_KEY_ID" => Some(AWS_KEY_ID.to_owned()),
         "AWS_SECRET_ACCESS_KEY" => Some(AWS_SECRET.to_owned()),
         "AWS_SESSION_TOKEN" => Some("test-session-token".to_owned()),

@@ -44,7 +44,7 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
             at: t + 3_600_000,
             key: Some("k1".into()),
             team: Some("search".into()),
-            tenant: None,
+            tenant: Some("acme".into()),
             route: None,
             model: Some("chat".into()),
             reserved_tokens: 500,
@@ -55,7 +55,7 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
     db.apply(&batch).await.unwrap();
     assert_eq!(db.close_unsettled("other-instance", t).await.unwrap(), 0);
     assert_eq!(db.close_unsettled("a", t).await.unwrap(), 1);
-    let hours = db.usage(UsageBy::Key, Per::Hour, 0, i64::MAX, 0).await.unwrap();
+    let hours = db.usage(UsageBy::Key, Per::Hour, 0, i64::MAX, 0, None).await.unwrap();
     assert_eq!(hours.len(), 2, "{hours:?}");
     assert_eq!(hours[0].bucket, "2026-11-22T09");
     assert_eq!(
@@ -63,8 +63,19 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
         (1, 16, 123)
     );
     assert_eq!((hours[1].unsettled, hours[1].cost_micros), (1, 900));
-    let days = db.usage(UsageBy::Team, Per::Day, 0, i64::MAX, 0).await.unwrap();
+    let days = db.usage(UsageBy::Team, Per::Day, 0, i64::MAX, 0, None).await.unwrap();
     assert_eq!((days.len(), days[0].requests, days[0].group.as_str()), (1, 2, "search"));
+    // Confined to a tenant (an admin principal's view): only its rows.
+    let acme = db
+        .usage(UsageBy::Key, Per::Day, 0, i64::MAX, 0, Some("acme"))
+        .await
+        .unwrap();
+    assert_eq!((acme.len(), acme[0].requests, acme[0].unsettled), (1, 1, 1), "{acme:?}");
+    let other = db
+        .usage(UsageBy::Key, Per::Day, 0, i64::MAX, 0, Some("globex"))
+        .await
+        .unwrap();
+    assert!(other.is_empty(), "{other:?}");
 
     // The key store: a second handle (another instance) sees the first's changes.
     let a = PgStore::open(&pg.url()).await.unwrap();

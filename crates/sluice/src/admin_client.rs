@@ -1,4 +1,5 @@
-//! `sluice keys …`: a small client of the admin API.
+//! `sluice keys …` and `sluice admin …`: a small client of the admin API (its token from
+//! `SLUICE_ADMIN_TOKEN`).
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -39,6 +40,56 @@ pub enum KeysCommand {
     Revoke { id: String },
     /// Print the `sha256:` hash of a key, for the config file.
     Hash { key: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin principal; its token is printed once and never stored.
+    Create {
+        /// `viewer` (reads), `operator` (reads; changes keys, limits, the cache) or `admin`.
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+        /// Confine it to one tenant's keys, limits, usage and cache entries.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List admin principals (never their tokens).
+    List,
+    /// Revoke an admin principal; its token stops working at once.
+    Revoke { id: String },
+}
+
+pub async fn run_admin(admin_url: &str, command: AdminCommand) -> anyhow::Result<()> {
+    let base = admin_url.trim_end_matches('/');
+    match command {
+        AdminCommand::Create { role, tenant, id } => {
+            let body = json!({ "id": id, "role": role, "tenant": tenant });
+            let v = call(Method::POST, &format!("{base}/admin/principals"), Some(body)).await?;
+            println!("id:    {}", v["id"].as_str().unwrap_or(""));
+            println!("token: {}", v["token"].as_str().unwrap_or(""));
+            eprintln!("Store the token now: the gateway keeps only its hash.");
+        }
+        AdminCommand::List => {
+            let v = call(Method::GET, &format!("{base}/admin/principals"), None).await?;
+            println!("{:<24} {:<9} {:<16} STATUS", "ID", "ROLE", "TENANT");
+            for p in v["data"].as_array().into_iter().flatten() {
+                let s = |f: &str| p[f].as_str().unwrap_or("-").to_owned();
+                let status = if p["revoked_at"].is_string() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!("{:<24} {:<9} {:<16} {status}", s("id"), s("role"), s("tenant"));
+            }
+        }
+        AdminCommand::Revoke { id } => {
+            call(Method::DELETE, &format!("{base}/admin/principals/{id}"), None).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
 }
 
 pub async fn run(admin_url: &str, command: KeysCommand) -> anyhow::Result<()> {

@@ -198,6 +198,13 @@ enum Command {
         #[command(subcommand)]
         command: admin_client::KeysCommand,
     },
+    /// Manage who may call the admin API: principals with a role, optionally one tenant's.
+    Admin {
+        #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+        admin_url: String,
+        #[command(subcommand)]
+        command: admin_client::AdminCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,6 +351,7 @@ fn main() -> ExitCode {
                 mock(listen, MockConfig { defaults, api_key, aws }).await
             }
             Command::Keys { admin_url, command } => admin_client::run(&admin_url, command).await,
+            Command::Admin { admin_url, command } => admin_client::run_admin(&admin_url, command).await,
             Command::Cache {
                 command:
                     CacheCommand::Eval {
@@ -508,7 +516,7 @@ async fn usage(path: &std::path::Path, q: &sluice_admin::usage::UsageQuery, as_j
         Some(url) => LedgerDb::postgres(url.expose()).await?,
         None => LedgerDb::sqlite(&c.store.sqlite_path).await?,
     };
-    let rows = sluice_admin::usage::query(&db, q, c.time_zone_offset_s)
+    let rows = sluice_admin::usage::query(&db, q, c.time_zone_offset_s, None)
         .await
         .map_err(|(_, m)| anyhow::anyhow!(m))?;
     if as_json {

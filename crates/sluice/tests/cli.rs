@@ -16,13 +16,25 @@ fn examples() -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .env("OPENAI_API_KEY", "test")
         .env("ANTHROPIC_API_KEY", "test")
         .env("RECSYS_TOKEN", "test")
         .env("VLLM_API_KEY", "test")
-        .env("SLUICE_ADMIN_TOKEN", "test")
+        .env_remove("SLUICE_ADMIN_TOKEN");
+    if args.first() == Some(&"check") {
+        // The examples' admin listeners name it (`admin.token_env`).
+        cmd.env("SLUICE_ADMIN_TOKEN", "test");
+    }
+    cmd.output().expect("sluice runs")
+}
+
+/// `run` as an admin client with `token` (`SLUICE_ADMIN_TOKEN`).
+fn run_as(token: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("SLUICE_ADMIN_TOKEN", token)
         .output()
         .expect("sluice runs")
 }
@@ -329,6 +341,66 @@ fn keys_cli_creates_lists_and_revokes() {
         String::from_utf8_lossy(&out.stdout).trim(),
         sluice_config::key_hash_string(KEY)
     );
+}
+
+#[test]
+fn admin_cli_creates_principals_whose_tokens_carry_their_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, _addr, admin, _) = start(dir.path(), 1);
+    let url = format!("http://{admin}");
+    // No bootstrap token on this loopback listener: the local operator makes principals.
+    let out = run(&[
+        "admin",
+        "--admin-url",
+        &url,
+        "create",
+        "--role",
+        "viewer",
+        "--tenant",
+        "t1",
+        "--id",
+        "v1",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("token printed")
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("sk-sluice-admin-"), "{token}");
+    let out = run(&["admin", "--admin-url", &url, "list"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("v1 ") && l.contains("viewer") && l.contains("t1") && l.contains("active")),
+        "{listing}"
+    );
+    // The viewer's token reads (its tenant's keys) and may not write.
+    let out = run_as(&token, &["keys", "--admin-url", &url, "list"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("cli "),
+        "another tenant's key is hidden"
+    );
+    let out = run_as(&token, &["keys", "--admin-url", &url, "create", "--id", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong token is refused even where no token is needed.
+    assert!(
+        !run_as("sk-sluice-admin-wrong", &["keys", "--admin-url", &url, "list"])
+            .status
+            .success()
+    );
+    let out = run(&["admin", "--admin-url", &url, "revoke", "v1"]);
+    assert!(out.status.success());
+    assert!(!run_as(&token, &["keys", "--admin-url", &url, "list"]).status.success());
 }
 
 #[test]

@@ -72,7 +72,7 @@ async fn batches_are_idempotent_and_open_rows_close_as_unsettled() {
             ("c".to_owned(), "settled".to_owned())
         ]
     );
-    let day = db.usage(UsageBy::Key, Per::Day, 0, i64::MAX, 0).await.unwrap();
+    let day = db.usage(UsageBy::Key, Per::Day, 0, i64::MAX, 0, None).await.unwrap();
     assert_eq!(day.len(), 2, "{day:?}");
     assert_eq!(
         (day[0].bucket.as_str(), day[0].requests, day[0].cost_micros),
@@ -83,11 +83,20 @@ async fn batches_are_idempotent_and_open_rows_close_as_unsettled() {
     assert_eq!(day[1].total_tokens, 3 + 100);
     assert_eq!((day[1].estimated, day[1].unsettled), (1, 1));
     // At +02:00 the 01:00 UTC request is still on the 23rd; at -02:00 on the 22nd.
-    let west = db.usage(UsageBy::Model, Per::Day, 0, i64::MAX, -7200).await.unwrap();
+    let west = db
+        .usage(UsageBy::Model, Per::Day, 0, i64::MAX, -7200, None)
+        .await
+        .unwrap();
     assert_eq!(west.len(), 1);
     assert_eq!(west[0].requests, 3);
-    let month = db.usage(UsageBy::Team, Per::Month, 0, i64::MAX, 0).await.unwrap();
+    let month = db.usage(UsageBy::Team, Per::Month, 0, i64::MAX, 0, None).await.unwrap();
     assert_eq!((month[0].bucket.as_str(), month[0].group.as_str()), ("2026-11", "t"));
+    // Confined to a tenant: none of these rows (they have none) are its.
+    let other = db
+        .usage(UsageBy::Key, Per::Day, 0, i64::MAX, 0, Some("acme"))
+        .await
+        .unwrap();
+    assert!(other.is_empty(), "{other:?}");
 }
 
 /// Every column of every row, as SQLite quotes it.

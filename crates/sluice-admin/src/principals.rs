@@ -1,0 +1,192 @@
+//! Admin principals: who may call this API, with which role, for which tenant. Admins only.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sluice_gateway::Gateway;
+use sluice_store::{StoreError, StoredPrincipal};
+use utoipa::ToSchema;
+
+use crate::auth::{Role, token_hash};
+use crate::error::{ErrorBody, bad_body, bad_path, error};
+
+/// The prefix of every admin token (tells it apart from an API key).
+pub const TOKEN_PREFIX: &str = "sk-sluice-admin-";
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrincipalView {
+    pub id: String,
+    pub role: Role,
+    /// Confined to this tenant (none: every tenant, and the gateway-wide routes).
+    pub tenant: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrincipalList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<PrincipalView>,
+}
+
+fn view(p: StoredPrincipal) -> Option<PrincipalView> {
+    Some(PrincipalView {
+        role: Role::parse(&p.role)?,
+        id: p.id,
+        tenant: p.tenant,
+        created_at: p.created_at,
+        revoked_at: p.revoked_at,
+    })
+}
+
+/// Every admin principal (never a token).
+#[utoipa::path(get, path = "/admin/principals", tag = "principals",
+    responses(
+        (status = 200, description = "Admin principals, in id order", body = PrincipalList),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 503, description = "The key store did not answer", body = ErrorBody),
+    ))]
+pub(crate) async fn list(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.store.list_principals().await {
+        Ok(all) => Json(PrincipalList {
+            object: "list",
+            data: all.into_iter().filter_map(view).collect(),
+        })
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePrincipal {
+    /// 1–64 letters, digits, `-` or `_` (generated when absent).
+    pub id: Option<String>,
+    pub role: Role,
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedPrincipal {
+    pub id: String,
+    pub role: Role,
+    pub tenant: Option<String>,
+    /// The bearer token, shown this once: the gateway keeps only its hash.
+    pub token: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Creates an admin principal; its token is shown once.
+#[utoipa::path(post, path = "/admin/principals", tag = "principals", request_body = CreatePrincipal,
+    responses(
+        (status = 201, description = "Created; the token is in `token`, shown once", body = CreatedPrincipal),
+        (status = 400, description = "Not a valid principal", body = ErrorBody),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 409, description = "The id is taken", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 503, description = "The key store did not answer", body = ErrorBody),
+    ))]
+pub(crate) async fn create(
+    State(gw): State<Arc<Gateway>>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(&e),
+    };
+    let req: CreatePrincipal = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+    };
+    let id = req.id.unwrap_or_else(sluice_gateway::keys::generate_key_id);
+    let valid = |s: &str| {
+        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !valid(&id) || matches!(id.as_str(), "bootstrap" | "local") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "A principal id is 1–64 letters, digits, '-' or '_' (not `bootstrap` or `local`).",
+        );
+    }
+    if req.tenant.as_deref().is_some_and(|t| t.is_empty() || t.len() > 128) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant",
+            "A tenant is 1–128 characters.",
+        );
+    }
+    let token = format!(
+        "{TOKEN_PREFIX}{}",
+        sluice_gateway::keys::generate_key().trim_start_matches(sluice_gateway::keys::KEY_PREFIX)
+    );
+    let stored = StoredPrincipal {
+        id: id.clone(),
+        hash: token_hash(&token),
+        role: req.role.as_str().to_owned(),
+        tenant: req.tenant.clone(),
+        created_at: Utc::now(),
+        revoked_at: None,
+    };
+    match gw.store.insert_principal(&stored).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { id }) => {
+            return error(
+                StatusCode::CONFLICT,
+                "id_taken",
+                format!("A principal {id} already exists."),
+            );
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    }
+    let created = CreatedPrincipal {
+        id,
+        role: req.role,
+        tenant: req.tenant,
+        token,
+        created_at: stored.created_at,
+    };
+    (StatusCode::CREATED, Json(created)).into_response()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrincipalRevoked {
+    pub id: String,
+    pub revoked: bool,
+}
+
+/// Revokes an admin principal: its token stops working at once, on every instance.
+#[utoipa::path(delete, path = "/admin/principals/{id}", tag = "principals",
+    params(("id" = String, Path, description = "The principal's id")),
+    responses(
+        (status = 200, description = "Revoked", body = PrincipalRevoked),
+        (status = 400, description = "A bad path", body = ErrorBody),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No active principal with that id", body = ErrorBody),
+        (status = 503, description = "The key store did not answer", body = ErrorBody),
+    ))]
+pub(crate) async fn revoke(State(gw): State<Arc<Gateway>>, id: Result<Path<String>, PathRejection>) -> Response {
+    let Path(id) = match id {
+        Ok(p) => p,
+        Err(e) => return bad_path(&e),
+    };
+    match gw.store.revoke_principal(&id, Utc::now()).await {
+        Ok(true) => Json(PrincipalRevoked { id, revoked: true }).into_response(),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "principal_not_found",
+            format!("No active principal {id}."),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+    }
+}

@@ -130,6 +130,8 @@ pub(crate) async fn purge(
         route: q.route,
         key: q.key,
     };
+    let described = serde_json::to_value(&filter).ok();
+    let whose = filter.tenant.clone();
     let purged = gw.cache.purge(filter).await;
     let shared = match purged.shared {
         None => None,
@@ -145,6 +147,8 @@ pub(crate) async fn purge(
             );
         }
     };
+    let after = serde_json::json!({"filter": described, "purged": purged.memory, "purged_shared": shared});
+    crate::audit::record(&gw, &who, "cache.purge", (None, whose.as_deref()), None, Some(after)).await;
     Json(Purged {
         purged: purged.memory,
         purged_shared: shared,

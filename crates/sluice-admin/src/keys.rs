@@ -334,6 +334,12 @@ pub(crate) async fn create_key(
         trust_user: stored.trust_user,
         user_limits,
     };
+    let mut after = serde_json::to_value(&created).unwrap_or_default();
+    if let Some(o) = after.as_object_mut() {
+        o.remove("key"); // the secret is nobody's business, the audit log's least
+    }
+    let (id, tenant) = (created.id.as_str(), created.tenant.as_deref());
+    crate::audit::record(&gw, &who, "key.create", (Some(id), tenant), None, Some(after)).await;
     (StatusCode::CREATED, Json(created)).into_response()
 }
 
@@ -399,5 +405,19 @@ pub(crate) async fn revoke_key(
     if let Err(e) = gw.refresh_keys().await {
         return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
     }
+    let tenant = crate::owners::tenant_of(&gw, &id).await.ok().flatten().flatten();
+    let (before, after) = (
+        serde_json::json!({"id": id, "revoked": false}),
+        serde_json::json!({"id": id, "revoked": true}),
+    );
+    crate::audit::record(
+        &gw,
+        &who,
+        "key.revoke",
+        (Some(&id), tenant.as_deref()),
+        Some(before),
+        Some(after),
+    )
+    .await;
     Json(Revoked { id, revoked: true }).into_response()
 }

@@ -7,6 +7,7 @@
 //!
 //! It never sits on the request path: the gateway serves it on the admin listener only.
 
+mod audit;
 pub mod auth;
 mod cache;
 mod error;
@@ -44,6 +45,7 @@ use sluice_gateway::Gateway;
         (name = "cache", description = "The response cache"),
         (name = "operations", description = "Metrics, health, the config"),
         (name = "principals", description = "Who may call this API"),
+        (name = "audit", description = "Every admin write and config reload, hash-chained"),
     )
 )]
 struct ApiDoc;
@@ -76,6 +78,7 @@ fn api() -> (Router<Arc<Gateway>>, utoipa::openapi::OpenApi) {
         .routes(routes!(cache::stats))
         .routes(routes!(principals::list, principals::create))
         .routes(routes!(principals::revoke))
+        .routes(routes!(audit::list))
         .split_for_parts()
 }
 

@@ -163,8 +163,23 @@ pub(crate) async fn set_limits(
         Ok(s) => s,
         Err(errs) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_limits", errs.join("; ")),
     };
+    let before = in_force(&gw, &scope, &name);
     match put_limits(&gw, &scope, &name, &raw, specs).await {
-        Ok(limits) => Json(LimitsSet { scope, name, limits }).into_response(),
+        Ok(limits) => {
+            let after = serde_json::to_value(&limits).ok();
+            let target = format!("{scope}/{name}");
+            let tenant = owner(&gw, &scope, &name).await;
+            crate::audit::record(
+                &gw,
+                &who,
+                "limits.set",
+                (Some(&target), tenant.as_deref()),
+                before,
+                after,
+            )
+            .await;
+            Json(LimitsSet { scope, name, limits }).into_response()
+        }
         Err(r) => r,
     }
 }
@@ -227,6 +242,7 @@ pub(crate) async fn clear_limits(
     if let Err(r) = own_key(&gw, &who, &scope, &name).await {
         return r;
     }
+    let before = in_force(&gw, &scope, &name);
     if let Err(e) = gw.store.delete_limits(&scope, &name).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
     }
@@ -235,6 +251,17 @@ pub(crate) async fn clear_limits(
         return error(StatusCode::NOT_FOUND, "not_found", "No run-time limits are set there.");
     }
     gw.runtime_limits.store(Arc::new(next));
+    let target = format!("{scope}/{name}");
+    let tenant = owner(&gw, &scope, &name).await;
+    crate::audit::record(
+        &gw,
+        &who,
+        "limits.clear",
+        (Some(&target), tenant.as_deref()),
+        before,
+        None,
+    )
+    .await;
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -256,4 +283,24 @@ async fn own_key(gw: &Gateway, who: &Principal, scope: &str, name: &str) -> Resu
         Some(Some(t)) if &t == own => Ok(()),
         _ => Err(forbidden()),
     }
+}
+
+/// The run-time limits in force for `scope`/`name`, as JSON (an audit entry's `before`).
+fn in_force(gw: &Gateway, scope: &str, name: &str) -> Option<serde_json::Value> {
+    let now = gw.runtime_limits.load();
+    let map = match scope {
+        "keys" => &now.keys,
+        "teams" => &now.teams,
+        "users" => &now.users,
+        _ => return None,
+    };
+    map.get(name).and_then(|v| serde_json::to_value(v).ok())
+}
+
+/// Whose limits these are: the key's tenant (a team's are nobody's tenant's).
+async fn owner(gw: &Gateway, scope: &str, name: &str) -> Option<String> {
+    if scope == "teams" {
+        return None;
+    }
+    crate::owners::tenant_of(gw, name).await.ok().flatten().flatten()
 }

@@ -122,8 +122,16 @@ pub struct ReloadResult {
         (status = 403, description = "The role or the tenant may not", body = ErrorBody),
         (status = 422, description = "The file does not validate; the old config keeps serving", body = ErrorBody),
     ))]
-pub(crate) async fn reload_config(State(gw): State<Arc<Gateway>>) -> Response {
-    match reload::reload(&gw).await {
+pub(crate) async fn reload_config(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Extension(who): axum::extract::Extension<crate::auth::Principal>,
+) -> Response {
+    let by = reload::ReloadBy {
+        actor: &who.id,
+        role: Some(who.role.as_str()),
+        tenant: who.tenant.as_deref(),
+    };
+    match reload::reload(&gw, by).await {
         Ok(Reloaded::Swapped {
             version,
             restart_needed,

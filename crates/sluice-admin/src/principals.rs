@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use sluice_gateway::Gateway;
 use sluice_store::{StoreError, StoredPrincipal};
 use utoipa::ToSchema;
 
-use crate::auth::{Role, token_hash};
+use crate::auth::{Principal, Role, token_hash};
 use crate::error::{ErrorBody, bad_body, bad_path, error};
 
 /// The prefix of every admin token (tells it apart from an API key).
@@ -97,6 +97,7 @@ pub struct CreatedPrincipal {
     ))]
 pub(crate) async fn create(
     State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -148,6 +149,16 @@ pub(crate) async fn create(
         }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
     }
+    let after = serde_json::json!({"id": id, "role": req.role.as_str(), "tenant": req.tenant});
+    crate::audit::record(
+        &gw,
+        &who,
+        "principal.create",
+        (Some(&id), req.tenant.as_deref()),
+        None,
+        Some(after),
+    )
+    .await;
     let created = CreatedPrincipal {
         id,
         role: req.role,
@@ -175,13 +186,32 @@ pub struct PrincipalRevoked {
         (status = 404, description = "No active principal with that id", body = ErrorBody),
         (status = 503, description = "The key store did not answer", body = ErrorBody),
     ))]
-pub(crate) async fn revoke(State(gw): State<Arc<Gateway>>, id: Result<Path<String>, PathRejection>) -> Response {
+pub(crate) async fn revoke(
+    State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
     let Path(id) = match id {
         Ok(p) => p,
         Err(e) => return bad_path(&e),
     };
     match gw.store.revoke_principal(&id, Utc::now()).await {
-        Ok(true) => Json(PrincipalRevoked { id, revoked: true }).into_response(),
+        Ok(true) => {
+            let (before, after) = (
+                serde_json::json!({"id": id, "revoked": false}),
+                serde_json::json!({"id": id, "revoked": true}),
+            );
+            crate::audit::record(
+                &gw,
+                &who,
+                "principal.revoke",
+                (Some(&id), None),
+                Some(before),
+                Some(after),
+            )
+            .await;
+            Json(PrincipalRevoked { id, revoked: true }).into_response()
+        }
         Ok(false) => error(
             StatusCode::NOT_FOUND,
             "principal_not_found",

@@ -214,6 +214,31 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Appends an audit entry and writes the log's new head to the log (so a log line holds
+    /// every head hash); a failure is logged and counted — the change itself was made.
+    pub async fn audit(&self, entry: sluice_store::audit::NewAudit) -> Option<sluice_store::audit::AuditEntry> {
+        match self.store.append_audit(&entry).await {
+            Ok(e) => {
+                tracing::info!(
+                    audit_seq = e.seq,
+                    audit_hash = %e.hash,
+                    action = %e.action,
+                    actor = %e.actor,
+                    target = e.target.as_deref().unwrap_or(""),
+                    "audit entry appended"
+                );
+                Some(e)
+            }
+            Err(err) => {
+                self.telemetry.metrics.audit_errors.inc();
+                tracing::error!(error = %err, action = %entry.action, actor = %entry.actor, "audit entry not appended");
+                None
+            }
+        }
+    }
+}
+
 /// How often the store is asked whether keys or run-time limits changed (another instance may
 /// have changed them): a revoked key stops working everywhere within this time plus a query.
 pub const STORE_POLL: Duration = Duration::from_secs(1);

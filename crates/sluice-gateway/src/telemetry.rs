@@ -149,6 +149,8 @@ pub struct Metrics {
     pub attempts: Family<AttemptLabels, Counter>,
     pub in_flight: Gauge,
     pub log_dropped: Counter,
+    /// Audit entries that could not be appended (the change itself was made).
+    pub audit_errors: Counter,
     pub reloads: Family<ResultLabel, Counter>,
     pub keys: Gauge,
     pub limits_store: sluice_limits::StoreMetrics,
@@ -219,6 +221,7 @@ impl Metrics {
             attempts: Family::default(),
             in_flight: Gauge::default(),
             log_dropped: Counter::default(),
+            audit_errors: Counter::default(),
             reloads: Family::default(),
             keys: Gauge::default(),
             limits_store: sluice_limits::StoreMetrics::default(),
@@ -410,6 +413,11 @@ impl Metrics {
             "sluice_in_flight_requests",
             "Requests being served",
             m.in_flight.clone(),
+        );
+        registry.register(
+            "sluice_audit_append_errors",
+            "Audit entries that could not be appended (the change itself was made)",
+            m.audit_errors.clone(),
         );
         registry.register(
             "sluice_access_log_dropped",

@@ -36,9 +36,10 @@ where
 
 /// `impl KeyStore` for a store type with a `pool` field of either database.
 macro_rules! key_store {
-    ($store:ty) => {
+    ($store:ty, $audit_lock:expr) => {
         impl $crate::KeyStore for $store {
             $crate::principals_sql::principal_methods!();
+            $crate::audit_sql::audit_methods!($audit_lock);
 
             fn version(&self) -> $crate::StoreFuture<'_, String> {
                 Box::pin(async move {

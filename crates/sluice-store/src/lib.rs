@@ -4,6 +4,8 @@
 //! Stores are never on the request path: the gateway loads what it needs into memory and
 //! writes through on change.
 
+pub mod audit;
+mod audit_sql;
 mod keys_sql;
 pub mod ledger;
 mod pg;
@@ -115,4 +117,16 @@ pub trait KeyStore: Send + Sync + 'static {
     fn insert_principal<'a>(&'a self, p: &'a StoredPrincipal) -> StoreFuture<'a, ()>;
     /// Revokes one; `false` if there is no such active principal.
     fn revoke_principal<'a>(&'a self, id: &'a str, at: DateTime<Utc>) -> StoreFuture<'a, bool>;
+    /// Appends to the audit log (chained onto its head, one append at a time).
+    fn append_audit<'a>(&'a self, a: &'a audit::NewAudit) -> StoreFuture<'a, audit::AuditEntry>;
+    /// Audit entries after `after` (a sequence number), in order, at most `limit`; only
+    /// `tenant`'s when given.
+    fn audit_entries<'a>(
+        &'a self,
+        after: i64,
+        limit: i64,
+        tenant: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<audit::AuditEntry>>;
+    /// The audit log's head: its last entry's number and hash.
+    fn audit_head(&self) -> StoreFuture<'_, Option<(i64, String)>>;
 }

@@ -16,7 +16,7 @@ pub struct PgStore {
 /// Serializes schema creation between instances starting at once.
 const SCHEMA_LOCK: i64 = 0x51_1C_E0_01;
 
-const SCHEMA: [&str; 4] = [
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id TEXT PRIMARY KEY,
         hash TEXT NOT NULL UNIQUE,
@@ -37,6 +37,8 @@ const SCHEMA: [&str; 4] = [
         PRIMARY KEY (scope, name)
     )",
     crate::principals_sql::SCHEMA,
+    crate::audit_sql::SCHEMA[0],
+    crate::audit_sql::SCHEMA[1],
 ];
 
 impl PgStore {
@@ -71,4 +73,4 @@ pub(crate) async fn create_schema(pool: &PgPool, statements: &[&'static str]) ->
     Ok(())
 }
 
-crate::keys_sql::key_store!(PgStore);
+crate::keys_sql::key_store!(PgStore, Some(crate::audit_sql::PG_LOCK));

@@ -62,6 +62,9 @@ impl SqliteStore {
         sqlx::query(SCHEMA).execute(&pool).await?;
         sqlx::query(LIMITS_SCHEMA).execute(&pool).await?;
         sqlx::query(crate::principals_sql::SCHEMA).execute(&pool).await?;
+        for s in crate::audit_sql::SCHEMA {
+            sqlx::query(s).execute(&pool).await?;
+        }
         for (name, add) in ADDED_COLUMNS {
             let present: i64 = sqlx::query("SELECT count(*) FROM pragma_table_info('virtual_keys') WHERE name = ?")
                 .bind(name)
@@ -80,7 +83,7 @@ impl SqliteStore {
     }
 }
 
-crate::keys_sql::key_store!(SqliteStore);
+crate::keys_sql::key_store!(SqliteStore, None);
 
 #[cfg(test)]
 mod tests {
@@ -162,6 +165,33 @@ mod tests {
             "revoked: no longer found"
         );
         assert_eq!(store.list_principals().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn audit_appends_chain_onto_the_head_and_verify() {
+        use crate::audit::{NewAudit, verify};
+        let store = SqliteStore::open(":memory:").await.unwrap();
+        for (i, tenant) in [None, Some("acme"), Some("globex")].into_iter().enumerate() {
+            let e = store
+                .append_audit(&NewAudit {
+                    actor: "admin".into(),
+                    action: "key.create".into(),
+                    target: Some(format!("k{i}")),
+                    tenant: tenant.map(Into::into),
+                    after: Some("{}".into()),
+                    ..NewAudit::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(e.seq, i as i64 + 1);
+        }
+        let all = store.audit_entries(0, 100, None).await.unwrap();
+        let head = store.audit_head().await.unwrap();
+        assert_eq!(head.as_ref().map(|h| h.0), Some(3));
+        assert_eq!(verify(&all, head, Some(&all[1].hash)), Ok(()));
+        let acme = store.audit_entries(0, 100, Some("acme")).await.unwrap();
+        assert_eq!(acme.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+        assert_eq!(store.audit_entries(1, 1, None).await.unwrap()[0].seq, 2, "paged");
     }
 
     #[tokio::test]

@@ -39,6 +39,7 @@ async fn the_spec_is_openapi_3_1_and_names_every_operation() {
             "DELETE /admin/keys/{id}",
             "DELETE /admin/limits/{scope}/{name}",
             "DELETE /admin/principals/{id}",
+            "GET /admin/audit",
             "GET /admin/cache/stats",
             "GET /admin/config",
             "GET /admin/health",
@@ -138,4 +139,36 @@ async fn keys_are_listed_a_page_at_a_time_in_id_order() {
     sorted.dedup();
     assert_eq!(sorted.len(), 7, "{seen:?}");
     assert_eq!(pages, 4);
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_config_is_audited_with_both_versions() {
+    let mock = mock().await;
+    let gw = TestGateway::start(&config_with(&mock)).await;
+    let before = gw.version().await;
+    let r = gw.admin(Method::POST, "/admin/reload", None).await;
+    assert_eq!(r.json()["reloaded"], false, "unchanged: nothing to audit");
+    gw.write_config(&config_with_routes(
+        &mock,
+        "  - name: extra\n    match: { headers: { x-extra: \"1\" } }\n",
+    ));
+    let r = gw.admin(Method::POST, "/admin/reload", None).await;
+    assert_eq!(r.json()["reloaded"], true, "{}", r.text());
+    let after = gw.version().await;
+    let page = gw.admin(Method::GET, "/admin/audit", None).await.json();
+    let reloads: Vec<&Value> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "config.reload")
+        .collect();
+    assert_eq!(reloads.len(), 1, "{page}");
+    let e = reloads[0];
+    assert_eq!(
+        (e["actor"].as_str(), e["target"].as_str()),
+        (Some("local"), Some(after.as_str()))
+    );
+    let was: Value = serde_json::from_str(e["before"].as_str().unwrap()).unwrap();
+    assert_eq!(was["version"], before.as_str());
+    assert_eq!(page["head"]["seq"], e["seq"]);
 }

@@ -107,4 +107,30 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
     assert!(a.revoke("k9", chrono::Utc::now()).await.unwrap());
     assert_ne!(b.version().await.unwrap(), added);
     assert!(b.list().await.unwrap()[0].revoked_at.is_some());
+
+    // The audit log: two instances appending at once still make one chain (the advisory lock
+    // serializes appends), seen whole by either.
+    let append = |store: PgStore, who: &'static str| async move {
+        for i in 0..25 {
+            let e = sluice_store::audit::NewAudit {
+                actor: who.to_owned(),
+                action: "key.create".to_owned(),
+                target: Some(format!("{who}-{i}")),
+                ..Default::default()
+            };
+            store.append_audit(&e).await.unwrap();
+        }
+    };
+    let (x, y) = (a.clone(), b.clone());
+    tokio::join!(append(x, "a"), append(y, "b"));
+    let entries = b.audit_entries(0, 1000, None).await.unwrap();
+    assert_eq!(entries.len(), 50);
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sluice_store::audit::verify(&entries, a.audit_head().await.unwrap(), None),
+        Ok(())
+    );
 }

@@ -7,6 +7,7 @@ mod embed;
 mod guard_eval;
 #[cfg(unix)]
 mod notify;
+mod offline;
 mod stop;
 
 use std::net::SocketAddr;
@@ -162,6 +163,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The admin audit log, read from the store the config names.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The bench's reference processes: a canned upstream, or a bare hyper proxy in front of one.
     #[command(hide = true)]
     BenchReference {
@@ -204,6 +210,18 @@ enum Command {
         admin_url: String,
         #[command(subcommand)]
         command: admin_client::AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Checks the audit log's hash chain: an edited, deleted or cut-off entry fails it.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A head hash from the log (`audit_hash`): it must still be in the chain.
+        #[arg(long)]
+        head: Option<String>,
     },
 }
 
@@ -310,8 +328,11 @@ fn main() -> ExitCode {
                     since,
                     until,
                 };
-                usage(&config, &q, json).await
+                offline::usage(&config, &q, json).await
             }
+            Command::Audit {
+                command: AuditCommand::Verify { config, head },
+            } => offline::audit_verify(&config, head.as_deref()).await,
             Command::Mock {
                 listen,
                 latency_ms,
@@ -496,57 +517,6 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         c.routes.len(),
         c.keys.len()
     );
-    Ok(())
-}
-
-async fn usage(path: &std::path::Path, q: &sluice_admin::usage::UsageQuery, as_json: bool) -> anyhow::Result<()> {
-    use sluice_store::ledger::LedgerDb;
-    // Only the store matters here: provider credentials need not be in this environment.
-    const UNSET: &str = "unset-for-usage:";
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let env = |name: &str| std::env::var(name).ok().or_else(|| Some(format!("{UNSET}{name}")));
-    let c = sluice_config::load_str(&text, &env).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let db = match &c.store.postgres_url {
-        Some(url) if url.expose().starts_with(UNSET) => {
-            anyhow::bail!(
-                "store.postgres_url_env: {} is not set",
-                url.expose().trim_start_matches(UNSET)
-            )
-        }
-        Some(url) => LedgerDb::postgres(url.expose()).await?,
-        None => LedgerDb::sqlite(&c.store.sqlite_path).await?,
-    };
-    let rows = sluice_admin::usage::query(&db, q, c.time_zone_offset_s, None)
-        .await
-        .map_err(|(_, m)| anyhow::anyhow!(m))?;
-    if as_json {
-        for r in &rows {
-            println!("{}", serde_json::to_string(r)?);
-        }
-        return Ok(());
-    }
-    println!(
-        "{:<24} {:<14} {:>9} {:>12} {:>12} {:>14} {:>9}",
-        q.by.as_deref().unwrap_or("key"),
-        q.per.as_deref().unwrap_or("day"),
-        "requests",
-        "prompt",
-        "completion",
-        format!("cost {}", c.currency),
-        "estimated"
-    );
-    for r in &rows {
-        println!(
-            "{:<24} {:<14} {:>9} {:>12} {:>12} {:>14.6} {:>9}",
-            r.group,
-            r.bucket,
-            r.requests,
-            r.prompt_tokens,
-            r.completion_tokens,
-            r.cost_micros as f64 / 1e6,
-            r.estimated
-        );
-    }
     Ok(())
 }
 

@@ -34,9 +34,32 @@ pub enum Reloaded {
     },
 }
 
-/// Reloads from the gateway's config file. Serialized: one reload at a time.
-pub async fn reload(gw: &Gateway) -> Result<Reloaded, ReloadError> {
+/// Who asked for a reload: an admin principal, `signal` (SIGHUP) or `file` (the file changed).
+#[derive(Debug, Clone, Copy)]
+pub struct ReloadBy<'a> {
+    pub actor: &'a str,
+    pub role: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+}
+
+impl ReloadBy<'static> {
+    pub const SIGNAL: ReloadBy<'static> = ReloadBy {
+        actor: "signal",
+        role: None,
+        tenant: None,
+    };
+    pub const FILE: ReloadBy<'static> = ReloadBy {
+        actor: "file",
+        role: None,
+        tenant: None,
+    };
+}
+
+/// Reloads from the gateway's config file. Serialized: one reload at a time. A reload that
+/// swaps the config is an audit entry (the versions before and after).
+pub async fn reload(gw: &Gateway, by: ReloadBy<'_>) -> Result<Reloaded, ReloadError> {
     let _one_at_a_time = gw.reload_lock.lock().await;
+    let before = gw.snapshot().version.to_string();
     let result = reload_inner(gw).await;
     let label = match &result {
         Ok(Reloaded::Swapped {
@@ -44,6 +67,17 @@ pub async fn reload(gw: &Gateway) -> Result<Reloaded, ReloadError> {
             restart_needed,
         }) => {
             tracing::info!(version, ?restart_needed, "config reloaded");
+            gw.audit(sluice_store::audit::NewAudit {
+                actor: by.actor.to_owned(),
+                role: by.role.map(str::to_owned),
+                actor_tenant: by.tenant.map(str::to_owned),
+                action: "config.reload".to_owned(),
+                target: Some(version.clone()),
+                tenant: None,
+                before: Some(serde_json::json!({ "version": before }).to_string()),
+                after: Some(serde_json::json!({ "version": version, "restart_needed": restart_needed }).to_string()),
+            })
+            .await;
             "ok"
         }
         Ok(Reloaded::Unchanged { .. }) => "unchanged",
@@ -131,13 +165,13 @@ pub fn spawn_watchers(gw: Arc<Gateway>, path: PathBuf, mut shutdown: watch::Rece
             tokio::select! {
                 _ = hup_fut => {
                     seen = fingerprint(&path);
-                    let _ = reload(&gw).await;
+                    let _ = reload(&gw, ReloadBy::SIGNAL).await;
                 }
                 _ = tick.tick() => {
                     let now = fingerprint(&path);
                     if now != seen {
                         seen = now;
-                        let _ = reload(&gw).await;
+                        let _ = reload(&gw, ReloadBy::FILE).await;
                     }
                 }
                 _ = crate::shutdown::stopped(&mut shutdown) => break,

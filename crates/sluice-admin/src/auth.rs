@@ -99,6 +99,7 @@ pub const POLICY: &[Rule] = &[
     rule("GET", "/admin/health", Role::Viewer, false),
     rule("POST", "/admin/reload", Role::Admin, false),
     rule("GET", "/admin/audit", Role::Viewer, true),
+    rule("GET", "/admin/payloads", Role::Operator, true),
     rule("GET", "/admin/principals", Role::Admin, false),
     rule("POST", "/admin/principals", Role::Admin, false),
     rule("DELETE", "/admin/principals/{id}", Role::Admin, false),

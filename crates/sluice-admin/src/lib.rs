@@ -15,6 +15,7 @@ mod keys;
 mod limits;
 mod ops;
 mod owners;
+mod payloads;
 pub mod principals;
 pub mod usage;
 
@@ -46,6 +47,7 @@ use sluice_gateway::Gateway;
         (name = "operations", description = "Metrics, health, the config"),
         (name = "principals", description = "Who may call this API"),
         (name = "audit", description = "Every admin write and config reload, hash-chained"),
+        (name = "payloads", description = "Prompts and answers of routes that log them (redacted)"),
     )
 )]
 struct ApiDoc;
@@ -79,6 +81,7 @@ fn api() -> (Router<Arc<Gateway>>, utoipa::openapi::OpenApi) {
         .routes(routes!(principals::list, principals::create))
         .routes(routes!(principals::revoke))
         .routes(routes!(audit::list))
+        .routes(routes!(payloads::list))
         .split_for_parts()
 }
 

@@ -589,6 +589,12 @@ pub struct RawRoute {
     /// A test response stage: holds back the last `hold_chars` of the answer's text and
     /// rewrites one string (it proves hold-back and rewrite on live streams).
     pub debug_rewrite: Option<S<RawDebugRewrite>>,
+    /// Store each request's prompt and answer, after the route's redaction rules ran.
+    pub log_payloads: Option<S<bool>>,
+    /// How long stored payloads are kept (days; default 30).
+    pub payload_retention_days: Option<S<u64>>,
+    /// Store payloads on a route whose guardrails redact nothing (they are stored as sent).
+    pub allow_unredacted: Option<S<bool>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

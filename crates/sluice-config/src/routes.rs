@@ -100,6 +100,8 @@ pub(crate) fn route(
     let route_policy = policy(&own, defaults, &path, (server_max_body, model_names), errs);
     let fallback = crate::resilience::fallback(r, route_policy.cache.as_ref(), model_names, &path, errs);
     let caches = route_policy.cache.is_some();
+    let guard = crate::guard::route(&own, defaults, sets, &path, errs);
+    let payloads = payloads(r, guard.as_ref(), &path, errs);
     RouteConfig {
         name: r.name.value.clone(),
         matcher: RouteMatch {
@@ -121,8 +123,47 @@ pub(crate) fn route(
         queue: crate::resilience::queue(r, &path, errs),
         degrade: crate::resilience::degrade(r, caches, model_names, &path, errs),
         debug_rewrite: r.debug_rewrite.as_ref().and_then(|d| debug_rewrite(d, &path, errs)),
-        guard: crate::guard::route(&own, defaults, sets, &path, errs),
+        guard,
+        payloads,
     }
+}
+
+/// The route's payload log: only where its guardrails redact, unless the operator allows
+/// unredacted rows ("redact before you store").
+fn payloads(r: &RawRoute, guard: Option<&RouteGuard>, path: &str, errs: &mut Collector) -> Option<PayloadLogConfig> {
+    let on = r.log_payloads.as_ref().is_some_and(|v| v.value);
+    if !on {
+        for (field, set) in [
+            ("payload_retention_days", r.payload_retention_days.is_some()),
+            ("allow_unredacted", r.allow_unredacted.is_some()),
+        ] {
+            if set {
+                errs.push::<bool>(format!("{path}.{field}"), None, "applies only with log_payloads: true");
+            }
+        }
+        return None;
+    }
+    let redacted = guard.is_some_and(|g| g.rules.iter().any(|rule| rule.action == GuardAction::Redact));
+    if !redacted && !r.allow_unredacted.as_ref().is_some_and(|v| v.value) {
+        errs.push(
+            format!("{path}.log_payloads"),
+            r.log_payloads.as_ref(),
+            "the route's guardrails redact nothing, so prompts and answers would be stored as sent: attach a set with a redact rule (e.g. guardrails: [pii-redact]) or set allow_unredacted: true",
+        );
+        return None;
+    }
+    let retention_days = crate::collect::ranged(
+        r.payload_retention_days.as_ref(),
+        30,
+        1,
+        3650,
+        &format!("{path}.payload_retention_days"),
+        errs,
+    ) as u32;
+    Some(PayloadLogConfig {
+        retention_days,
+        redacted,
+    })
 }
 
 /// The most a response stage may hold back (characters).

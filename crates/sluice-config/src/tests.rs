@@ -552,3 +552,42 @@ fn otlp_traces_are_validated_at_load() {
         assert!(err.contains(path), "{otlp}: {err}");
     }
 }
+
+#[test]
+fn payload_logging_needs_redaction_unless_the_operator_allows_it() {
+    let route = |extra: &str| format!("routes:\n  - name: r\n{extra}");
+    let c = load(&route("    guardrails: [pii-redact]\n    log_payloads: true\n")).unwrap();
+    assert_eq!(
+        c.routes[0].payloads,
+        Some(PayloadLogConfig {
+            retention_days: 30,
+            redacted: true
+        })
+    );
+    let err = load(&route("    log_payloads: true\n")).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0].log_payloads") && err.contains("redact nothing"),
+        "{err}"
+    );
+    let c = load(&route(
+        "    log_payloads: true\n    allow_unredacted: true\n    payload_retention_days: 2\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.routes[0].payloads,
+        Some(PayloadLogConfig {
+            retention_days: 2,
+            redacted: false
+        })
+    );
+    let err = load(&route("    payload_retention_days: 2\n")).unwrap_err().to_string();
+    assert!(err.contains("routes[0].payload_retention_days"), "{err}");
+    let err = load(&format!(
+        "ledger: {{ enabled: false }}\n{}",
+        route("    guardrails: [pii-redact]\n    log_payloads: true\n")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("ledger.enabled"), "{err}");
+    assert!(load(&route("")).unwrap().routes[0].payloads.is_none());
+}

@@ -108,7 +108,22 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             degrade: Vec::new(),
             debug_rewrite: None,
             guard: crate::guard::route(&RawPolicy::default(), &raw.defaults, &guard_sets, "defaults", &mut errs),
+            payloads: None,
         });
+    }
+
+    // Payload rows live in the ledger's database.
+    if !ledger.enabled
+        && let Some(r) = routes.iter().find(|r| r.payloads.is_some())
+    {
+        errs.push::<bool>(
+            "ledger.enabled",
+            None,
+            format!(
+                "route {:?} logs payloads, which are stored in the ledger's database: enable the ledger",
+                r.name
+            ),
+        );
     }
 
     let crate::spend::LimitSections {

@@ -14,6 +14,7 @@ pub mod flow;
 pub mod guard;
 pub mod keys;
 pub mod meter;
+pub mod payload_log;
 
 pub mod response;
 pub mod shutdown;
@@ -117,6 +118,8 @@ pub struct Gateway {
     /// cache (a reload that adds the first such route needs a restart; until then its semantic
     /// lookups are skipped and counted).
     pub embedder: Option<sluice_embed::Pool>,
+    /// The payload log's writer (routes with `log_payloads`; needs the ledger's database).
+    pub payloads: Option<Arc<payload_log::PayloadLog>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -372,6 +375,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     let embedder = stages::cache::embedder(&config).await?;
     let snapshot = live.build(config).await?;
     let plans = Plans::build(&snapshot);
+    let telemetry_for_payloads = telemetry.clone();
     let gateway = Arc::new(Gateway {
         serving: ArcSwap::from_pointee(Serving {
             snapshot: Arc::new(snapshot),
@@ -393,6 +397,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         listings: std::sync::atomic::AtomicU64::new(0),
         runtime_limits: ArcSwap::from_pointee(sluice_limits::RuntimeLimits::default()),
         alerts: alerts::AlertSender::start(live_webhook_client),
+        payloads: ledger.as_ref().map(|l| {
+            let m = &telemetry_for_payloads.metrics;
+            payload_log::PayloadLog::start(l.db().clone(), m.payload_written.clone(), m.payload_dropped.clone())
+        }),
         ledger,
         cache,
         embedder,

@@ -151,6 +151,9 @@ pub struct Metrics {
     pub log_dropped: Counter,
     /// Audit entries that could not be appended (the change itself was made).
     pub audit_errors: Counter,
+    /// Payload rows stored, and dropped (the writer's queue full, or the database failed).
+    pub payload_written: Counter,
+    pub payload_dropped: Counter,
     pub reloads: Family<ResultLabel, Counter>,
     pub keys: Gauge,
     pub limits_store: sluice_limits::StoreMetrics,
@@ -222,6 +225,8 @@ impl Metrics {
             in_flight: Gauge::default(),
             log_dropped: Counter::default(),
             audit_errors: Counter::default(),
+            payload_written: Counter::default(),
+            payload_dropped: Counter::default(),
             reloads: Family::default(),
             keys: Gauge::default(),
             limits_store: sluice_limits::StoreMetrics::default(),
@@ -413,6 +418,16 @@ impl Metrics {
             "sluice_in_flight_requests",
             "Requests being served",
             m.in_flight.clone(),
+        );
+        registry.register(
+            "sluice_payload_rows_written",
+            "Payload rows stored (routes with log_payloads)",
+            m.payload_written.clone(),
+        );
+        registry.register(
+            "sluice_payload_rows_dropped",
+            "Payload rows not stored: the writer's queue was full or the database failed",
+            m.payload_dropped.clone(),
         );
         registry.register(
             "sluice_audit_append_errors",

@@ -420,8 +420,9 @@ impl LedgerDb {
     /// The ledger in the database of an open SQLite pool (the key store's). A database on disk
     /// also gets the batch writer's own connection (an in-memory one is only the pool's).
     pub async fn sqlite_pool(pool: SqlitePool) -> Result<LedgerDb, StoreError> {
-        sqlx::query(TABLE).execute(&pool).await?;
-        sqlx::query(INDEX).execute(&pool).await?;
+        for s in [TABLE, INDEX, payloads::TABLE, payloads::INDEX] {
+            sqlx::query(s).execute(&pool).await?;
+        }
         let file = pool.connect_options().get_filename().to_owned();
         let writer = if file.is_file() {
             let conn = tokio::task::spawn_blocking(move || -> Result<rusqlite::Connection, rusqlite::Error> {
@@ -513,7 +514,7 @@ impl LedgerDb {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        crate::pg::create_schema(&pool, &[TABLE, INDEX]).await?;
+        crate::pg::create_schema(&pool, &[TABLE, INDEX, payloads::TABLE, payloads::INDEX]).await?;
         Ok(LedgerDb::Pg(pool))
     }
 
@@ -651,5 +652,8 @@ impl LedgerDb {
     }
 }
 
+mod payloads;
 #[cfg(test)]
 mod tests;
+
+pub use payloads::PayloadRow;

@@ -45,6 +45,7 @@ async fn the_spec_is_openapi_3_1_and_names_every_operation() {
             "GET /admin/health",
             "GET /admin/keys",
             "GET /admin/limits",
+            "GET /admin/payloads",
             "GET /admin/principals",
             "GET /admin/usage",
             "GET /metrics",

@@ -150,6 +150,16 @@ pub struct RouteConfig {
     pub debug_rewrite: Option<DebugRewriteConfig>,
     /// The route's guardrails, when it has any.
     pub guard: Option<super::guard::RouteGuard>,
+    /// Its requests' prompts and answers are stored (redacted), when it says so.
+    pub payloads: Option<PayloadLogConfig>,
+}
+
+/// A route's payload log: prompt and answer stored after its redaction rules ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadLogConfig {
+    pub retention_days: u32,
+    /// Whether the route's guardrails redact (else the operator allowed unredacted rows).
+    pub redacted: bool,
 }
 
 /// Hold back the last `hold_chars` characters of an answer's text and replace `from` with

@@ -15,6 +15,7 @@
 
 pub mod embeddings;
 pub mod guard;
+pub mod payload;
 mod rewrite;
 pub mod store;
 
@@ -109,7 +110,13 @@ impl AnswerPlan {
     /// This request's stages, in order: the output guardrails, the cache's store (it keeps
     /// what the client gets — never restored input), the restore; `None` when the route has
     /// none for its endpoint.
-    fn chain(&self, endpoint: Endpoint, store: Option<store::Store>, guard: Option<AnswerGuard>) -> Option<Chain> {
+    fn chain(
+        &self,
+        endpoint: Endpoint,
+        store: Option<store::Store>,
+        guard: Option<AnswerGuard>,
+        capture: Option<payload::Capture>,
+    ) -> Option<Chain> {
         if !chat_shaped(endpoint) {
             return None;
         }
@@ -133,6 +140,10 @@ impl AnswerPlan {
         if let Some(s) = store.filter(|_| restore.is_none()) {
             stages.push(AnyStage::Store(Box::new(s)));
         }
+        // The payload log keeps what the guardrails let out — never restored input.
+        if let Some(c) = capture {
+            stages.push(AnyStage::Capture(Box::new(c)));
+        }
         if let Some(names) = restore {
             stages.push(AnyStage::Restore(guard::Restore::new(names)));
         }
@@ -147,8 +158,9 @@ impl AnswerPlan {
         inbound: &InboundRequest,
         store: Option<store::Store>,
         guard: Option<AnswerGuard>,
+        capture: Option<payload::Capture>,
     ) -> Box<dyn StreamTranslator> {
-        match self.chain(inbound.endpoint, store, guard) {
+        match self.chain(inbound.endpoint, store, guard, capture) {
             None => adapter.stream_translator(inbound),
             Some(chain) => Box::new(adapter.canonical_translator(inbound).with_filter(Box::new(chain))),
         }
@@ -162,18 +174,24 @@ impl AnswerPlan {
         body: Bytes,
         used: sluice_providers::Usage,
         store: Option<store::Store>,
-        guard: Option<AnswerGuard>,
+        (guard, capture): (Option<AnswerGuard>, Option<payload::Capture>),
     ) -> Result<Bytes, GatewayError> {
         let store = match store {
             // Nothing but the store (and no streaming follower reading its tape): it keeps the
             // bytes as they came, unread, and they go on. No chain is built.
-            Some(s) if self.rewrite.is_none() && guard.is_none() && chat_shaped(endpoint) && !s.streaming() => {
+            Some(s)
+                if self.rewrite.is_none()
+                    && guard.is_none()
+                    && capture.is_none()
+                    && chat_shaped(endpoint)
+                    && !s.streaming() =>
+            {
                 s.keep(endpoint.wire(), body.clone(), used);
                 return Ok(body);
             }
             store => store,
         };
-        let Some(mut chain) = self.chain(endpoint, store, guard) else {
+        let Some(mut chain) = self.chain(endpoint, store, guard, capture) else {
             return Ok(body);
         };
         let wire = endpoint.wire();
@@ -219,7 +237,7 @@ impl AnswerPlan {
         (success, content_type): (bool, Option<&http::HeaderValue>),
         body: Bytes,
         used: sluice_providers::Usage,
-        (keeping, guard): (Option<Keeping>, Option<AnswerGuard>),
+        (keeping, guard, capture): (Option<Keeping>, Option<AnswerGuard>, Option<payload::Capture>),
     ) -> Result<Bytes, GatewayError> {
         match keeping.filter(|_| success) {
             Some(Keeping::Inputs { slots, price }) => embeddings::merge(slots, &body, used, price),
@@ -231,7 +249,13 @@ impl AnswerPlan {
                 drop(keeping);
                 Ok(body)
             }
-            keeping => self.whole(endpoint, body, used, keeping.and_then(Keeping::into_store), guard),
+            keeping => self.whole(
+                endpoint,
+                body,
+                used,
+                keeping.and_then(Keeping::into_store),
+                (guard, capture),
+            ),
         }
     }
 }
@@ -271,6 +295,7 @@ enum AnyStage {
     /// large variant.
     Guard(Box<guard::GuardOut>),
     Store(Box<store::Store>),
+    Capture(Box<payload::Capture>),
     Restore(guard::Restore),
     /// A stage taken out mid-answer (a store whose answer a guardrail changed).
     Gone(Gone),
@@ -296,6 +321,7 @@ impl AnyStage {
             AnyStage::Rewrite(s) => s,
             AnyStage::Guard(s) => s.as_mut(),
             AnyStage::Store(s) => s.as_mut(),
+            AnyStage::Capture(s) => s.as_mut(),
             AnyStage::Restore(s) => s,
             AnyStage::Gone(s) => s,
         }

@@ -322,13 +322,14 @@ async fn walk(
         (Some(s), None) => Some(Keeping::Whole(Box::new(Store::new(s, finish.price())))),
         (None, None) => None,
     };
+    let capture = capture(gw, decision.route, &caller, &inbound, finish.request_id());
     let reply = reply(
         snap,
         &decision,
         (&plan.answer, &plan.guard, hooks),
         &inbound,
         upstream,
-        (keeping, answer_guard),
+        (keeping, answer_guard, capture),
         finish,
     )
     .await?;
@@ -344,7 +345,11 @@ async fn reply(
     (answer, hooked, call): (&AnswerPlan, &GuardStage, Site<'_>),
     inbound: &InboundRequest,
     upstream: Upstream,
-    (keeping, mut guard): (Option<Keeping>, Option<crate::response::AnswerGuard>),
+    (keeping, mut guard, capture): (
+        Option<Keeping>,
+        Option<crate::response::AnswerGuard>,
+        Option<crate::response::payload::Capture>,
+    ),
     finish: &mut Finish,
 ) -> Result<Reply, GatewayError> {
     let prompt_estimate = (inbound.body.len() as u64).div_ceil(4);
@@ -374,7 +379,7 @@ async fn reply(
                 _ => body,
             };
             let kept = (status.is_success(), content_type.as_ref());
-            let body = answer.complete(inbound.endpoint, kept, body, used, (keeping, guard))?;
+            let body = answer.complete(inbound.endpoint, kept, body, used, (keeping, guard, capture))?;
             Ok(Reply::Json {
                 status,
                 content_type,
@@ -387,7 +392,7 @@ async fn reply(
             adapter,
             inflight,
         } => {
-            let translator = answer.translator(adapter, inbound, keeping.and_then(Keeping::into_store), guard);
+            let translator = answer.translator(adapter, inbound, keeping.and_then(Keeping::into_store), guard, capture);
             let idle = decision.route.config.policy.stream_idle_timeout;
             let mut relay = Relay::new(body, framing, translator, idle, prompt_estimate);
             relay.hold(inflight);
@@ -406,4 +411,40 @@ fn retried(mut e: GatewayError, attempts: usize) -> GatewayError {
         e.no_retry = true;
     }
     e
+}
+
+/// The payload log's capture of this request, on a route that logs payloads (chat-shaped
+/// endpoints: the answer is read by the response stages): the request as the input
+/// guardrails let it through, bounded.
+fn capture(
+    gw: &Gateway,
+    route: &crate::state::RouteRuntime,
+    caller: &crate::keys::Caller,
+    inbound: &InboundRequest,
+    request_id: &str,
+) -> Option<crate::response::payload::Capture> {
+    let policy = route.config.payloads?;
+    let sink = gw.payloads.as_ref()?;
+    if !matches!(
+        inbound.endpoint,
+        Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+    ) {
+        return None;
+    }
+    let at = chrono::Utc::now().timestamp_millis();
+    let mut request = String::new();
+    crate::response::payload::push_bounded(&mut request, &String::from_utf8_lossy(&inbound.body));
+    let row = sluice_store::ledger::PayloadRow {
+        request_id: request_id.to_owned(),
+        at,
+        expires_at: at + i64::from(policy.retention_days) * 86_400_000,
+        route: Some(route.name.to_string()),
+        tenant: caller.tenant.as_deref().map(str::to_owned),
+        key_id: Some(caller.key_id.to_string()),
+        endpoint: inbound.endpoint.as_str().to_owned(),
+        redacted: policy.redacted,
+        request,
+        response: String::new(),
+    };
+    Some(crate::response::payload::Capture::new(row, sink.clone()))
 }

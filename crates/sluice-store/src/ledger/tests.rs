@@ -177,3 +177,30 @@ fn batches_split_into_few_statement_sizes() {
 fn placeholders_are_numbered_for_postgres() {
     assert_eq!(numbered("a = ? AND b = ?"), "a = $1 AND b = $2");
 }
+
+#[tokio::test]
+async fn payload_rows_are_stored_once_and_pruned_past_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = LedgerDb::sqlite(dir.path().join("p.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let row = |id: &str, tenant: &str, expires_at: i64| PayloadRow {
+        request_id: id.to_owned(),
+        at: 1_000,
+        expires_at,
+        route: Some("r".into()),
+        tenant: Some(tenant.into()),
+        key_id: Some("k".into()),
+        endpoint: "chat_completions".into(),
+        redacted: true,
+        request: "{}".into(),
+        response: "hi".into(),
+    };
+    let rows = [row("a", "acme", 5_000), row("b", "globex", 9_000)];
+    db.insert_payloads(&rows).await.unwrap();
+    db.insert_payloads(&rows).await.unwrap();
+    assert_eq!(db.payloads(None, 10).await.unwrap().len(), 2, "stored once");
+    assert_eq!(db.payloads(Some("acme"), 10).await.unwrap(), [rows[0].clone()]);
+    assert_eq!(db.prune_payloads(6_000).await.unwrap(), 1);
+    assert_eq!(db.payloads(None, 10).await.unwrap(), [rows[1].clone()]);
+}

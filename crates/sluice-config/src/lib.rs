@@ -4,6 +4,7 @@
 //!
 //! This crate does no IO beyond reading the file and the environment, and never logs a secret.
 
+mod alerts;
 mod cache;
 mod collect;
 mod deployments;

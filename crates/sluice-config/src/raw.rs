@@ -47,6 +47,8 @@ pub struct RawConfig {
     /// The time zone of daily and monthly windows: `UTC` or a fixed offset like `+02:00`.
     pub time_zone: Option<S<String>>,
     pub budget_alerts: Option<RawBudgetAlerts>,
+    /// Alert rules on error rate, p95 latency and spend rate (sent to `budget_alerts.url`).
+    pub alerts: Option<RawAlerts>,
     #[serde(default)]
     pub ledger: RawLedger,
     #[serde(default)]
@@ -399,6 +401,31 @@ pub struct RawLogging {
     /// `stdout`, `stderr`, `off`, or a file path.
     pub access_log: Option<S<String>>,
     pub access_log_queue: Option<S<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// How often the rules are evaluated.
+    pub every_ms: Option<S<u64>>,
+    #[serde(default)]
+    pub rules: Vec<RawAlertRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertRule {
+    pub name: S<String>,
+    /// `error_rate` (share of requests answered 5xx), `latency_p95_ms`, `spend_per_hour`
+    /// (currency units).
+    pub metric: S<String>,
+    /// `model` or `tenant`.
+    pub by: S<String>,
+    pub window_ms: Option<S<u64>>,
+    /// The value the metric must exceed.
+    pub above: S<f64>,
+    /// Rates and latencies need this many requests in the window.
+    pub min_requests: Option<S<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -591,3 +591,46 @@ fn payload_logging_needs_redaction_unless_the_operator_allows_it() {
     assert!(err.contains("ledger.enabled"), "{err}");
     assert!(load(&route("")).unwrap().routes[0].payloads.is_none());
 }
+
+#[test]
+fn alert_rules_are_validated_at_load() {
+    let hook = "budget_alerts: { url: \"http://127.0.0.1:9/hook\" }\n";
+    let c = load(&format!(
+        "{hook}alerts:\n  rules:\n    - {{ name: e, metric: error_rate, by: model, above: 0.05 }}\n    - {{ name: s, metric: spend_per_hour, by: tenant, above: 20, window_ms: 60000 }}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.alerts.every, std::time::Duration::from_secs(10));
+    assert_eq!(c.alerts.rules[0].metric, AlertMetric::ErrorRate);
+    assert_eq!(
+        (c.alerts.rules[0].window.as_secs(), c.alerts.rules[0].min_requests),
+        (300, 10)
+    );
+    assert_eq!(c.alerts.rules[1].by, AlertBy::Tenant);
+    for (rules, path) in [
+        (
+            "- { name: e, metric: errors, by: model, above: 1 }",
+            "alerts.rules[0].metric",
+        ),
+        (
+            "- { name: e, metric: error_rate, by: route, above: 0.1 }",
+            "alerts.rules[0].by",
+        ),
+        (
+            "- { name: e, metric: error_rate, by: model, above: 1.5 }",
+            "alerts.rules[0].above",
+        ),
+        (
+            "- { name: e, metric: latency_p95_ms, by: model, above: 900, window_ms: 10 }",
+            "alerts.rules[0].window_ms",
+        ),
+    ] {
+        let err = load(&format!("{hook}alerts:\n  rules:\n    {rules}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(path), "{rules}: {err}");
+    }
+    let err = load("alerts:\n  rules:\n    - { name: e, metric: error_rate, by: model, above: 0.1 }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("budget_alerts.url"), "{err}");
+}

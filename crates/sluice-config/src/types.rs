@@ -47,6 +47,7 @@ pub struct Config {
     pub time_zone_offset_s: i32,
     /// Where budget alerts go.
     pub budget_alerts: Option<BudgetAlerts>,
+    pub alerts: AlertsConfig,
     pub ledger: LedgerConfig,
     pub breaker: BreakerConfig,
     pub geo: GeoConfig,

@@ -136,6 +136,8 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
         budget_alerts,
     } = crate::spend::limit_sections(&raw, env, &mut errs);
 
+    let alerts = crate::alerts::alerts(&raw, budget_alerts.is_some(), &mut errs);
+
     let keys: Vec<KeyConfig> = raw
         .keys
         .iter()
@@ -176,6 +178,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
             teams,
             tenants,
             time_zone_offset_s,
+            alerts,
             budget_alerts,
             ledger,
             breaker,

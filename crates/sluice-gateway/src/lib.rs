@@ -164,6 +164,9 @@ impl Gateway {
         }
         self.live.limits.configure(snapshot.config.store.redis.as_ref()).await;
         self.telemetry.traces.configure(snapshot.config.telemetry.otlp.as_ref());
+        self.telemetry
+            .alert_feed
+            .set_active(!snapshot.config.alerts.rules.is_empty());
         {
             // Held while swapping, so a key refresh cannot interleave with an older snapshot.
             let runtime = self.runtime_keys();
@@ -333,6 +336,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         Telemetry::new(&config.logging.access_log, config.logging.access_log_queue).map_err(StartError::AccessLog)?,
     );
     telemetry.traces.configure(config.telemetry.otlp.as_ref());
+    telemetry.alert_feed.set_active(!config.alerts.rules.is_empty());
+    let alert_redis = config.store.redis.as_ref().map(|r| {
+        let target = sluice_store::redis::RedisTarget {
+            nodes: r.nodes.clone(),
+            cluster: r.cluster,
+            timeout: r.timeout,
+        };
+        (sluice_store::redis::RedisLink::new(target), r.prefix.clone())
+    });
     let (store, ledger_db): (Arc<dyn KeyStore>, _) = match &config.store.postgres_url {
         Some(url) => (
             Arc::new(PgStore::open(url.expose()).await?),
@@ -408,6 +420,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     gateway.refresh_keys().await?;
     gateway.load_runtime_limits().await?;
     tokio::spawn(follow_store(Arc::downgrade(&gateway)));
+    if let Some(rx) = gateway.telemetry.alert_feed.take_receiver() {
+        alerts::rules::start(Arc::downgrade(&gateway), rx, alert_redis);
+    }
     tokio::spawn(state::sweep::sweep_every(Arc::downgrade(&gateway)));
     tokio::spawn(state::sweep::cache_sweep_every(Arc::downgrade(&gateway)));
 

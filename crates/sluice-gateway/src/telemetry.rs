@@ -526,6 +526,8 @@ pub struct Telemetry {
     pub log_written: Arc<AtomicU64>,
     /// Finished requests' spans on their way to the OTLP exporter.
     pub traces: Arc<crate::trace::Traces>,
+    /// Finished requests on their way to the alert rules.
+    pub alert_feed: Arc<crate::alerts::feed::Feed>,
 }
 
 impl Telemetry {
@@ -585,9 +587,16 @@ impl Telemetry {
         let metrics = Metrics::register(&mut registry);
         let traces = Arc::new(crate::trace::Traces::new());
         traces.metrics.register(&mut registry);
+        let alert_feed = Arc::new(crate::alerts::feed::Feed::new());
+        registry.register(
+            "sluice_alert_observations_dropped",
+            "Finished requests the alert rules did not see (their queue was full)",
+            alert_feed.dropped.clone(),
+        );
         Telemetry {
             metrics,
             traces,
+            alert_feed,
             registry,
             log_written: log.written().clone(),
             log,

@@ -36,6 +36,67 @@ pub struct BudgetAlerts {
     pub thresholds: Vec<u8>,
 }
 
+/// Alert rules and how often they are evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    pub every: std::time::Duration,
+    pub rules: Vec<AlertRule>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            every: std::time::Duration::from_secs(10),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One rule: `metric` of each group (`by`) over `window`, firing above `above`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    pub name: String,
+    pub metric: AlertMetric,
+    pub by: AlertBy,
+    pub window: std::time::Duration,
+    pub above: f64,
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertMetric {
+    /// The share of requests answered with a 5xx.
+    ErrorRate,
+    LatencyP95Ms,
+    /// Spend over the window, per hour, in currency units.
+    SpendPerHour,
+}
+
+impl AlertMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertMetric::ErrorRate => "error_rate",
+            AlertMetric::LatencyP95Ms => "latency_p95_ms",
+            AlertMetric::SpendPerHour => "spend_per_hour",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertBy {
+    Model,
+    Tenant,
+}
+
+impl AlertBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertBy::Model => "model",
+            AlertBy::Tenant => "tenant",
+        }
+    }
+}
+
 /// What a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {

@@ -45,8 +45,10 @@ impl Admission {
             Box::new(move |crossings| {
                 for crossing in crossings {
                     route.sender.send(crate::alerts::Alert {
-                        crossing,
-                        currency: route.currency.clone(),
+                        what: crate::alerts::Payload::Budget {
+                            crossing,
+                            currency: route.currency.clone(),
+                        },
                         url: route.config.url.clone(),
                         secret: route.config.secret.as_ref().map(|s| s.expose().to_owned()),
                     });

@@ -636,6 +636,13 @@ fn observe(telemetry: &Telemetry, meter: Option<&Meter>, r: &RequestRecord, tota
         _ => Meter::resolve(route, model).observe(m, &report),
     }
     m.overhead.observe(overhead.as_secs_f64());
+    telemetry.alert_feed.observe(|| crate::alerts::feed::Observation {
+        model: r.route.model.clone(),
+        tenant: r.caller.tenant.clone(),
+        error: r.outcome.status >= 500,
+        latency_us: total.as_micros() as u64,
+        cost_micros: r.usage.cost_micros.unwrap_or(0),
+    });
     r.cache
         .observe(m, route, r.usage.prompt_tokens + r.usage.completion_tokens);
     if let Some(g) = &r.guard {

@@ -1,6 +1,7 @@
-//! Budget alerts: when a request's spend crosses a threshold of a budget (hard or soft), a
-//! signed webhook is POSTed, once per budget, threshold and window, off the request path, and
-//! retried a few times on failure.
+//! Alert webhooks: budget alerts — when a request's spend crosses a threshold of a budget (hard
+//! or soft), once per budget, threshold and window — and the alert rules' breaches and
+//! recoveries (`rules.rs`), POSTed off the request path, signed, and retried a few times on
+//! failure.
 //!
 //! The body is JSON; `x-sluice-signature: sha256=<hex>` is the HMAC-SHA256 of the body with the
 //! configured secret, and `x-sluice-timestamp` the time it was signed.
@@ -15,6 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::upstream::client::HttpClient;
 use sluice_limits::Crossing;
+
+pub mod feed;
+pub mod rules;
 
 /// Attempts per alert, and the pause before each retry.
 const BACKOFF: [Duration; 3] = [
@@ -45,10 +49,21 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 /// One alert to send.
 #[derive(Debug)]
 pub struct Alert {
-    pub crossing: Crossing,
-    pub currency: std::sync::Arc<str>,
+    pub what: Payload,
     pub url: http::Uri,
     pub secret: Option<String>,
+}
+
+/// What an alert says.
+#[derive(Debug)]
+pub enum Payload {
+    /// A budget's threshold crossed.
+    Budget {
+        crossing: Crossing,
+        currency: std::sync::Arc<str>,
+    },
+    /// An alert rule's breach or recovery (its JSON, `sent_at` added when sent).
+    Rule(serde_json::Value),
 }
 
 /// Hands alerts to the sending task; never blocks the request path.
@@ -75,7 +90,14 @@ impl AlertSender {
 }
 
 fn body(alert: &Alert, now: i64) -> Vec<u8> {
-    let c = &alert.crossing;
+    let (c, currency) = match &alert.what {
+        Payload::Budget { crossing, currency } => (crossing, currency),
+        Payload::Rule(v) => {
+            let mut v = v.clone();
+            v["sent_at"] = json!(chrono::DateTime::from_timestamp(now, 0).map(|t| t.to_rfc3339()));
+            return serde_json::to_vec(&v).unwrap_or_default();
+        }
+    };
     let v = json!({
         "type": "budget_threshold_crossed",
         "scope": c.scope.as_str(),
@@ -85,7 +107,7 @@ fn body(alert: &Alert, now: i64) -> Vec<u8> {
         "threshold_percent": c.threshold,
         "limit_micros": c.spec.amount,
         "spent_micros": c.used,
-        "currency": alert.currency,
+        "currency": currency,
         "window_start": chrono::DateTime::from_timestamp(c.window_start, 0).map(|t| t.to_rfc3339()),
         "sent_at": chrono::DateTime::from_timestamp(now, 0).map(|t| t.to_rfc3339()),
     });

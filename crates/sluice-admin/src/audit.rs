@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sluice_gateway::Gateway;
@@ -14,7 +13,7 @@ use sluice_store::audit::{AuditEntry, NewAudit};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_query, error};
+use crate::error::{ErrorBody, bad_limit, bad_query, page_limit, store_unavailable};
 
 /// Appends what `who` did to the audit log (`before`/`after` as JSON values).
 pub(crate) async fn record(
@@ -107,20 +106,17 @@ pub(crate) async fn list(
         Ok(q) => q,
         Err(e) => return bad_query(&e),
     };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return error(StatusCode::BAD_REQUEST, "invalid_query", "limit is 1–1000.");
-    }
+    let Some(limit) = page_limit(q.limit, 100, 1000) else {
+        return bad_limit(1000);
+    };
     let after = q.after.unwrap_or(0).max(0);
-    let unavailable =
-        |e: sluice_store::StoreError| error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
     let mut data = match gw
         .store
         .audit_entries(after, i64::from(limit) + 1, who.tenant.as_deref())
         .await
     {
         Ok(d) => d,
-        Err(e) => return unavailable(e),
+        Err(e) => return store_unavailable(e),
     };
     let has_more = data.len() > limit as usize;
     data.truncate(limit as usize);
@@ -128,7 +124,7 @@ pub(crate) async fn list(
         Some(_) => None,
         None => match gw.store.audit_head().await {
             Ok(h) => h.map(|(seq, hash)| AuditHead { seq, hash }),
-            Err(e) => return unavailable(e),
+            Err(e) => return store_unavailable(e),
         },
     };
     Json(AuditPage {

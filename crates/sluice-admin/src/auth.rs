@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sluice_gateway::Gateway;
 use utoipa::ToSchema;
 
-use crate::error::error;
+use crate::error::{error, store_unavailable};
 
 /// What a principal may do: read; read and change keys, limits and the cache; everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
@@ -138,7 +138,7 @@ pub(crate) async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Reques
             }),
             Ok(None) => None,
             Err(e) => {
-                return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+                return store_unavailable(e);
             }
         },
         // No bootstrap token: the listener is on loopback (the config refuses anything else),

@@ -75,3 +75,18 @@ pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: axum::ht
         format!("{method} is not supported on {}.", uri.path()),
     )
 }
+
+/// The key store (or the ledger's database) did not answer.
+pub(crate) fn store_unavailable(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+}
+
+/// A page size: `given` or `default`, if within 1–`max`.
+pub(crate) fn page_limit(given: Option<u32>, default: u32, max: u32) -> Option<u32> {
+    Some(given.unwrap_or(default)).filter(|l| (1..=max).contains(l))
+}
+
+/// A page size past 1–`max`.
+pub(crate) fn bad_limit(max: u32) -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid_query", format!("limit is 1–{max}."))
+}

@@ -17,7 +17,7 @@ use sluice_store::{StoreError, StoredKey};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_body, bad_path, bad_query, error};
+use crate::error::{ErrorBody, bad_body, bad_limit, bad_path, bad_query, error, page_limit, store_unavailable};
 use crate::limits::{LimitView, put_limits};
 
 /// Where a key comes from.
@@ -99,10 +99,9 @@ pub(crate) async fn list_keys(
         Ok(p) => p,
         Err(e) => return bad_query(&e),
     };
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return error(StatusCode::BAD_REQUEST, "invalid_query", "limit is 1–1000.");
-    }
+    let Some(limit) = page_limit(page.limit, 100, 1000) else {
+        return bad_limit(1000);
+    };
     let snap = gw.snapshot();
     let mut all: Vec<KeyView> = snap
         .config
@@ -140,7 +139,7 @@ pub(crate) async fn list_keys(
             revoked_at: k.revoked_at,
             trust_user: k.trust_user,
         })),
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => return store_unavailable(e),
     }
     // A principal confined to a tenant sees its keys only.
     all.retain(|k| who.sees(k.tenant.as_deref()));
@@ -306,7 +305,7 @@ pub(crate) async fn create_key(
         Err(StoreError::Conflict { id }) => {
             return error(StatusCode::CONFLICT, "id_taken", format!("A key {id} already exists."));
         }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => return store_unavailable(e),
     }
     let user_limits = match user_limits {
         Some((raw, specs)) => match put_limits(&gw, "users", &id, raw, specs).await {
@@ -316,7 +315,7 @@ pub(crate) async fn create_key(
         None => None,
     };
     if let Err(e) = gw.refresh_keys().await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+        return store_unavailable(e);
     }
     let created = CreatedKey {
         id,
@@ -400,10 +399,10 @@ pub(crate) async fn revoke_key(
                 format!("No active run-time key {id}."),
             );
         }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => return store_unavailable(e),
     }
     if let Err(e) = gw.refresh_keys().await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+        return store_unavailable(e);
     }
     let tenant = crate::owners::tenant_of(&gw, &id).await.ok().flatten().flatten();
     let (before, after) = (

@@ -14,7 +14,7 @@ use sluice_gateway::Gateway;
 use utoipa::ToSchema;
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_body, bad_path, error};
+use crate::error::{ErrorBody, bad_body, bad_path, error, store_unavailable};
 
 /// Whose limits: a key's, a team's, or each end user's on a key.
 #[derive(ToSchema, Serialize)]
@@ -202,11 +202,7 @@ pub(crate) async fn put_limits(
             .collect(),
     };
     if let Err(e) = gw.store.put_limits(&stored).await {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ));
+        return Err(store_unavailable(e));
     }
     let view: Vec<_> = specs.iter().map(LimitView::from).collect();
     let mut next = (**gw.runtime_limits.load()).clone();
@@ -244,7 +240,7 @@ pub(crate) async fn clear_limits(
     }
     let before = in_force(&gw, &scope, &name);
     if let Err(e) = gw.store.delete_limits(&scope, &name).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+        return store_unavailable(e);
     }
     let mut next = (**gw.runtime_limits.load()).clone();
     if !next.clear(&scope, &name) {

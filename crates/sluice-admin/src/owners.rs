@@ -1,10 +1,9 @@
 //! Whose a key is: what confines a tenant principal to its tenant's keys and their limits.
 
-use axum::http::StatusCode;
 use axum::response::Response;
 use sluice_gateway::Gateway;
 
-use crate::error::error;
+use crate::error::store_unavailable;
 
 /// The tenant of key `id` (`Some(None)`: a key without one), from the config or the store.
 pub(crate) async fn tenant_of(gw: &Gateway, id: &str) -> Result<Option<Option<String>>, Response> {
@@ -13,11 +12,7 @@ pub(crate) async fn tenant_of(gw: &Gateway, id: &str) -> Result<Option<Option<St
     }
     match gw.store.list().await {
         Ok(list) => Ok(list.into_iter().find(|k| k.id == id).map(|k| k.tenant)),
-        Err(e) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )),
+        Err(e) => Err(store_unavailable(e)),
     }
 }
 
@@ -38,11 +33,7 @@ pub(crate) async fn key_ids_of(gw: &Gateway, tenant: &str) -> Result<std::collec
                 .map(|k| k.id),
         ),
         Err(e) => {
-            return Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                e.to_string(),
-            ));
+            return Err(store_unavailable(e));
         }
     }
     Ok(ids)

@@ -13,7 +13,7 @@ use sluice_store::ledger::PayloadRow;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_query, error};
+use crate::error::{ErrorBody, bad_limit, bad_query, error, page_limit};
 
 /// One stored payload.
 #[derive(ToSchema)]
@@ -70,10 +70,9 @@ pub(crate) async fn list(
         Ok(q) => q,
         Err(e) => return bad_query(&e),
     };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return error(StatusCode::BAD_REQUEST, "invalid_query", "limit is 1–500.");
-    }
+    let Some(limit) = page_limit(q.limit, 50, 500) else {
+        return bad_limit(500);
+    };
     let Some(ledger) = &gw.ledger else {
         return error(
             StatusCode::NOT_FOUND,

@@ -14,7 +14,7 @@ use sluice_store::{StoreError, StoredPrincipal};
 use utoipa::ToSchema;
 
 use crate::auth::{Principal, Role, token_hash};
-use crate::error::{ErrorBody, bad_body, bad_path, error};
+use crate::error::{ErrorBody, bad_body, bad_path, error, store_unavailable};
 
 /// The prefix of every admin token (tells it apart from an API key).
 pub const TOKEN_PREFIX: &str = "sk-sluice-admin-";
@@ -61,7 +61,7 @@ pub(crate) async fn list(State(gw): State<Arc<Gateway>>) -> Response {
             data: all.into_iter().filter_map(view).collect(),
         })
         .into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => store_unavailable(e),
     }
 }
 
@@ -147,7 +147,7 @@ pub(crate) async fn create(
                 format!("A principal {id} already exists."),
             );
         }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => return store_unavailable(e),
     }
     let after = serde_json::json!({"id": id, "role": req.role.as_str(), "tenant": req.tenant});
     crate::audit::record(
@@ -169,17 +169,11 @@ pub(crate) async fn create(
     (StatusCode::CREATED, Json(created)).into_response()
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PrincipalRevoked {
-    pub id: String,
-    pub revoked: bool,
-}
-
 /// Revokes an admin principal: its token stops working at once, on every instance.
 #[utoipa::path(delete, path = "/admin/principals/{id}", tag = "principals",
     params(("id" = String, Path, description = "The principal's id")),
     responses(
-        (status = 200, description = "Revoked", body = PrincipalRevoked),
+        (status = 200, description = "Revoked", body = crate::keys::Revoked),
         (status = 400, description = "A bad path", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -210,13 +204,13 @@ pub(crate) async fn revoke(
                 Some(after),
             )
             .await;
-            Json(PrincipalRevoked { id, revoked: true }).into_response()
+            Json(crate::keys::Revoked { id, revoked: true }).into_response()
         }
         Ok(false) => error(
             StatusCode::NOT_FOUND,
             "principal_not_found",
             format!("No active principal {id}."),
         ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
+        Err(e) => store_unavailable(e),
     }
 }

@@ -204,11 +204,35 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS spend_ledger (
 )";
 const INDEX: &str = "CREATE INDEX IF NOT EXISTS spend_ledger_started ON spend_ledger (started_at)";
 
+/// Columns added since the table was first released (all nullable, so an instance of the
+/// version before, writing only the columns it knows, shares the table during a rolling
+/// upgrade): a settlement's detail — latency, time to first byte, error class, the cache's and
+/// the guardrails' outcomes, what a cache hit saved.
+const ADDED: [(&str, &str); 6] = [
+    ("latency_us", "ALTER TABLE spend_ledger ADD COLUMN latency_us BIGINT"),
+    ("ttfb_us", "ALTER TABLE spend_ledger ADD COLUMN ttfb_us BIGINT"),
+    ("error_class", "ALTER TABLE spend_ledger ADD COLUMN error_class TEXT"),
+    ("cache", "ALTER TABLE spend_ledger ADD COLUMN cache TEXT"),
+    ("guardrail", "ALTER TABLE spend_ledger ADD COLUMN guardrail TEXT"),
+    (
+        "saved_cost_micros",
+        "ALTER TABLE spend_ledger ADD COLUMN saved_cost_micros BIGINT",
+    ),
+];
+const PG_ADDED: [&str; 6] = [
+    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS latency_us BIGINT",
+    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS ttfb_us BIGINT",
+    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS error_class TEXT",
+    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS cache TEXT",
+    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS guardrail TEXT",
+    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS saved_cost_micros BIGINT",
+];
+
 /// Columns of a ledger row as a batch writes it.
 const COLUMNS: &str = "request_id, instance, started_at, key_id, team, tenant, route, model, deployment, state,
     http_status, prompt_tokens, completion_tokens, cached_tokens, total_tokens, reserved_tokens, reserved_cost,
-    cost_micros, currency, estimated, settled_at";
-const PER_ROW: usize = 21;
+    cost_micros, currency, estimated, settled_at, latency_us, ttfb_us, error_class, cache, guardrail, saved_cost_micros";
+const PER_ROW: usize = 27;
 /// Rows per statement, largest first (well under SQLite's and PostgreSQL's bound-parameter
 /// limits). A few fixed sizes keep the number of distinct statements — each prepared once and
 /// cached per connection — small.
@@ -233,7 +257,9 @@ const UPSERT_TAIL: &str = " ON CONFLICT (request_id) DO UPDATE SET
       prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
       cached_tokens = excluded.cached_tokens, total_tokens = excluded.total_tokens,
       cost_micros = excluded.cost_micros, currency = excluded.currency,
-      estimated = excluded.estimated, settled_at = excluded.settled_at
+      estimated = excluded.estimated, settled_at = excluded.settled_at,
+      latency_us = excluded.latency_us, ttfb_us = excluded.ttfb_us, error_class = excluded.error_class,
+      cache = excluded.cache, guardrail = excluded.guardrail, saved_cost_micros = excluded.saved_cost_micros
     WHERE excluded.state = 'settled'";
 
 /// One row of a batch: an intent, its settlement, or both.
@@ -344,6 +370,12 @@ struct RowValues<'r> {
     currency: Option<&'r str>,
     estimated: i32,
     settled_at: Option<i64>,
+    latency_us: Option<i64>,
+    ttfb_us: Option<i64>,
+    error_class: Option<&'r str>,
+    cache: Option<&'r str>,
+    guardrail: Option<&'r str>,
+    saved_cost_micros: Option<i64>,
 }
 
 impl<'r> RowValues<'r> {
@@ -373,6 +405,12 @@ impl<'r> RowValues<'r> {
             currency: s.and_then(|s| s.currency.as_deref()),
             estimated: s.map_or(0, |s| i32::from(s.estimated)),
             settled_at: s.map(|s| s.at),
+            latency_us: s.and_then(|s| s.detail.latency_us).map(int),
+            ttfb_us: s.and_then(|s| s.detail.ttfb_us).map(int),
+            error_class: s.and_then(|s| s.detail.error_class.as_deref()),
+            cache: s.and_then(|s| s.detail.cache.as_deref()),
+            guardrail: s.and_then(|s| s.detail.guardrail.as_deref()),
+            saved_cost_micros: s.and_then(|s| s.detail.saved_cost_micros).map(int),
         }
     }
 }
@@ -404,7 +442,13 @@ macro_rules! bind_rows {
                 .bind(v.cost)
                 .bind(v.currency)
                 .bind(v.estimated)
-                .bind(v.settled_at);
+                .bind(v.settled_at)
+                .bind(v.latency_us)
+                .bind(v.ttfb_us)
+                .bind(v.error_class)
+                .bind(v.cache)
+                .bind(v.guardrail)
+                .bind(v.saved_cost_micros);
         }
         q
     }};
@@ -422,6 +466,16 @@ impl LedgerDb {
     pub async fn sqlite_pool(pool: SqlitePool) -> Result<LedgerDb, StoreError> {
         for s in [TABLE, INDEX, payloads::TABLE, payloads::INDEX] {
             sqlx::query(s).execute(&pool).await?;
+        }
+        for (name, add) in ADDED {
+            let present: i64 = sqlx::query("SELECT count(*) FROM pragma_table_info('spend_ledger') WHERE name = ?")
+                .bind(name)
+                .fetch_one(&pool)
+                .await?
+                .try_get(0)?;
+            if present == 0 {
+                sqlx::query(add).execute(&pool).await?;
+            }
         }
         let file = pool.connect_options().get_filename().to_owned();
         let writer = if file.is_file() {
@@ -499,6 +553,12 @@ impl LedgerDb {
                 bind(&v.currency)?;
                 bind(&v.estimated)?;
                 bind(&v.settled_at)?;
+                bind(&v.latency_us)?;
+                bind(&v.ttfb_us)?;
+                bind(&v.error_class)?;
+                bind(&v.cache)?;
+                bind(&v.guardrail)?;
+                bind(&v.saved_cost_micros)?;
             }
             stmt.raw_execute()?;
         }
@@ -514,7 +574,9 @@ impl LedgerDb {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        crate::pg::create_schema(&pool, &[TABLE, INDEX, payloads::TABLE, payloads::INDEX]).await?;
+        let mut schema = vec![TABLE, INDEX, payloads::TABLE, payloads::INDEX];
+        schema.extend(PG_ADDED);
+        crate::pg::create_schema(&pool, &schema).await?;
         Ok(LedgerDb::Pg(pool))
     }
 

@@ -143,7 +143,21 @@ async fn the_blocking_writer_writes_what_sqlx_writes() {
         }
         first.push(i);
         if n % 3 != 0 {
-            first.push(settle(id, t1 + n as i64 + 5, n as u64, 2 * n as u64, 10 * n as u64));
+            let mut s = settle(id, t1 + n as i64 + 5, n as u64, 2 * n as u64, 10 * n as u64);
+            if let Entry::Settlement(s) = &mut s
+                && n % 2 == 0
+            {
+                // Half the settlements carry the analytics' detail, the rest none.
+                s.detail = Detail {
+                    latency_us: Some(1_000 + n as u64),
+                    ttfb_us: Some(100 + n as u64),
+                    error_class: (n % 4 == 0).then(|| "upstream_error".into()),
+                    cache: Some("miss".into()),
+                    guardrail: (n % 8 == 0).then(|| "pii-redact/pii:redact:input".into()),
+                    saved_cost_micros: None,
+                };
+            }
+            first.push(s);
         }
     }
     let second: Vec<Entry<'_>> = ids
@@ -159,6 +173,29 @@ async fn the_blocking_writer_writes_what_sqlx_writes() {
     let (rows_a, rows_b) = (dump(&a).await, dump(&b).await);
     assert_eq!(rows_a.len(), 463);
     assert_eq!(rows_a, rows_b);
+    // The detail is in its columns (r-002: settled with detail; r-001: without).
+    let detail = |id: &str| {
+        rows_a
+            .iter()
+            .find(|r| r.starts_with(&format!("'{id}'")))
+            .unwrap()
+            .clone()
+    };
+    assert!(
+        detail("r-002").ends_with("1002,102,NULL,'miss',NULL,NULL"),
+        "{}",
+        detail("r-002")
+    );
+    assert!(
+        detail("r-004").ends_with("1004,104,'upstream_error','miss',NULL,NULL"),
+        "{}",
+        detail("r-004")
+    );
+    assert!(
+        detail("r-001").ends_with("NULL,NULL,NULL,NULL,NULL,NULL"),
+        "{}",
+        detail("r-001")
+    );
     assert!(memory.apply_blocking(&second).is_err());
 }
 

@@ -93,6 +93,7 @@ pub const POLICY: &[Rule] = &[
     rule("PUT", "/admin/limits/{scope}/{name}", Role::Operator, true),
     rule("DELETE", "/admin/limits/{scope}/{name}", Role::Operator, true),
     rule("GET", "/admin/usage", Role::Viewer, true),
+    rule("GET", "/admin/analytics", Role::Viewer, true),
     rule("DELETE", "/admin/cache", Role::Operator, true),
     rule("GET", "/admin/cache/stats", Role::Viewer, false),
     rule("GET", "/admin/config", Role::Viewer, false),

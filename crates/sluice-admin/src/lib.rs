@@ -7,6 +7,7 @@
 //!
 //! It never sits on the request path: the gateway serves it on the admin listener only.
 
+mod analytics;
 mod audit;
 pub mod auth;
 mod cache;
@@ -75,6 +76,7 @@ fn api() -> (Router<Arc<Gateway>>, utoipa::openapi::OpenApi) {
         .routes(routes!(limits::set_limits, limits::clear_limits))
         .routes(routes!(ops::config_summary))
         .routes(routes!(usage::handler))
+        .routes(routes!(analytics::handler))
         .routes(routes!(ops::health))
         .routes(routes!(cache::purge))
         .routes(routes!(cache::stats))

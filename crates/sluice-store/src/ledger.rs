@@ -714,6 +714,7 @@ impl LedgerDb {
     }
 }
 
+pub mod analytics;
 mod payloads;
 #[cfg(test)]
 mod tests;

@@ -39,6 +39,7 @@ async fn the_spec_is_openapi_3_1_and_names_every_operation() {
             "DELETE /admin/keys/{id}",
             "DELETE /admin/limits/{scope}/{name}",
             "DELETE /admin/principals/{id}",
+            "GET /admin/analytics",
             "GET /admin/audit",
             "GET /admin/cache/stats",
             "GET /admin/config",

@@ -76,6 +76,30 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
         .await
         .unwrap();
     assert!(other.is_empty(), "{other:?}");
+    // Analytics on PostgreSQL: the same SQL, numbered placeholders, a tenant's rows only.
+    use sluice_store::ledger::analytics::{Dim, Metric, Query, Span};
+    let q = |metric, tenant| Query {
+        metric,
+        by: Dim::Model,
+        per: Span::Hour,
+        since_ms: 0,
+        until_ms: i64::MAX,
+        tz_offset_s: 0,
+        top: None,
+        tenant,
+    };
+    let requests = db.analytics(&q(Metric::Requests, None)).await.unwrap();
+    assert_eq!(
+        requests.iter().map(|p| p.value).collect::<Vec<_>>(),
+        [Some(1.0), Some(1.0)]
+    );
+    let acme = db.analytics(&q(Metric::Cost, Some("acme"))).await.unwrap();
+    assert_eq!((acme.len(), acme[0].value), (1, Some(900.0)));
+    let p95 = db.analytics(&q(Metric::LatencyP95, None)).await.unwrap();
+    assert!(
+        p95.iter().all(|p| p.value.is_none()),
+        "no latency recorded: nothing to tell"
+    );
 
     // The key store: a second handle (another instance) sees the first's changes.
     let a = PgStore::open(&pg.url()).await.unwrap();

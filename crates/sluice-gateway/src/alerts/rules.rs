@@ -18,24 +18,19 @@ use super::feed::Observation;
 use super::{Alert, Payload};
 use crate::Gateway;
 
-/// Latency histogram: bin `i` holds latencies up to `100 µs × 1.3^(i+1)` (the last: beyond).
-const BINS: usize = 64;
-const BIN_BASE_US: f64 = 100.0;
-const BIN_RATIO: f64 = 1.3;
 /// Buckets per shortest window (its resolution), and the most a group keeps.
 const BUCKETS_PER_WINDOW: u64 = 20;
 const MAX_BUCKETS: usize = 1_200;
+/// Latency bins: the ledger analytics' (`sluice_store::ledger::analytics::LatencyHistogram`),
+/// counted in `u32`s here (a group keeps up to 1 200 buckets).
+const BINS: usize = sluice_store::ledger::analytics::BINS;
 
 fn bin_of(latency_us: u64) -> usize {
-    if latency_us as f64 <= BIN_BASE_US {
-        return 0;
-    }
-    (((latency_us as f64 / BIN_BASE_US).ln() / BIN_RATIO.ln()) as usize).min(BINS - 1)
+    sluice_store::ledger::analytics::LatencyHistogram::bin(latency_us)
 }
 
-/// The upper edge of bin `i`, in ms.
 fn bin_ms(i: usize) -> f64 {
-    BIN_BASE_US * BIN_RATIO.powi(i as i32 + 1) / 1000.0
+    sluice_store::ledger::analytics::LatencyHistogram::edge_ms(i)
 }
 
 #[derive(Clone)]

@@ -241,3 +241,106 @@ async fn payload_rows_are_stored_once_and_pruned_past_their_retention() {
     assert_eq!(db.prune_payloads(6_000).await.unwrap(), 1);
     assert_eq!(db.payloads(None, 10).await.unwrap(), [rows[1].clone()]);
 }
+
+#[tokio::test]
+async fn analytics_sum_rate_and_take_percentiles_from_merged_histograms() {
+    use super::analytics::{Dim, Metric, Query, Span};
+    let dir = tempfile::tempdir().unwrap();
+    let db = LedgerDb::sqlite(dir.path().join("a.db").to_str().unwrap())
+        .await
+        .unwrap();
+    // 2026-11-22 09:00 UTC; model "big" in two minutes, "small" in one; tenants apart.
+    let t = 1_795_338_000_000;
+    let mut batch = Vec::new();
+    for n in 0..40i64 {
+        let (model, tenant, at) = match n % 4 {
+            0 => ("small", "globex", t),
+            1 => ("big", "acme", t),
+            _ => ("big", "acme", t + 60_000),
+        };
+        let mut i = intent(&format!("q{n}"), at + n);
+        if let Entry::Intent(i) = &mut i {
+            i.model = Some(model.into());
+            i.tenant = Some(tenant.into());
+        }
+        batch.push(i);
+        let mut s = settle(&format!("q{n}"), at + n + 5, 10, 20, 100);
+        if let Entry::Settlement(s) = &mut s {
+            // "big" has a slow tail: 1 request in 10 takes 5 s, the rest 20 ms.
+            let slow = model == "big" && n % 10 == 2;
+            s.detail.latency_us = Some(if slow { 5_000_000 } else { 20_000 });
+            s.detail.error_class = (n % 5 == 0).then(|| "upstream_error".into());
+            s.detail.cache = Some(if n % 2 == 0 { "hit" } else { "miss" }.into());
+        }
+        batch.push(s);
+    }
+    db.apply(&batch).await.unwrap();
+    let q = |metric, per, top, tenant| Query {
+        metric,
+        by: Dim::Model,
+        per,
+        since_ms: 0,
+        until_ms: i64::MAX,
+        tz_offset_s: 0,
+        top,
+        tenant,
+    };
+    let per_minute = db
+        .analytics(&q(Metric::Requests, Span::Minute, None, None))
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str, Option<f64>)> = per_minute
+        .iter()
+        .map(|p| (p.bucket.as_str(), p.group.as_str(), p.value))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2026-11-22T09:00", "big", Some(10.0)),
+            ("2026-11-22T09:00", "small", Some(10.0)),
+            ("2026-11-22T09:01", "big", Some(20.0)),
+        ]
+    );
+    let cost = db.analytics(&q(Metric::Cost, Span::Day, None, None)).await.unwrap();
+    assert_eq!(
+        cost.iter().map(|p| p.value).collect::<Vec<_>>(),
+        [Some(3_000.0), Some(1_000.0)]
+    );
+    let errors = db.analytics(&q(Metric::Errors, Span::Day, None, None)).await.unwrap();
+    // Every fifth request failed: 6 of big's, 2 of small's (n = 0, 20).
+    assert_eq!(
+        errors.iter().map(|p| p.value).collect::<Vec<_>>(),
+        [Some(6.0), Some(2.0)]
+    );
+    // p95 over the day merges both minutes' histograms: 3 slow of 30 → the slow tail.
+    let p95 = db
+        .analytics(&q(Metric::LatencyP95, Span::Day, None, None))
+        .await
+        .unwrap();
+    assert!(p95[0].value.unwrap() >= 5_000.0, "{p95:?}");
+    assert!(p95[1].value.unwrap() < 30.0, "{p95:?}");
+    let p50 = db
+        .analytics(&q(Metric::LatencyP50, Span::Day, None, None))
+        .await
+        .unwrap();
+    assert!(p50[0].value.unwrap() < 30.0, "{p50:?}");
+    let hits = db
+        .analytics(&q(Metric::CacheHitRate, Span::Day, None, None))
+        .await
+        .unwrap();
+    assert_eq!(hits[1].value, Some(1.0), "every small request was an even one: a hit");
+    // Top 1 by requests: big only; a tenant sees its own rows only.
+    let top = db
+        .analytics(&q(Metric::Requests, Span::Day, Some(1), None))
+        .await
+        .unwrap();
+    assert_eq!(top.iter().map(|p| p.group.as_str()).collect::<Vec<_>>(), ["big"]);
+    let globex = db
+        .analytics(&q(Metric::Requests, Span::Day, None, Some("globex")))
+        .await
+        .unwrap();
+    assert_eq!(
+        globex.iter().map(|p| (p.group.as_str(), p.value)).collect::<Vec<_>>(),
+        [("small", Some(10.0))]
+    );
+}

@@ -1,0 +1,228 @@
+//! `GET /admin/analytics`: one metric by one dimension per time bucket from the ledger, as
+//! JSON or CSV, optionally only the top N groups.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sluice_gateway::Gateway;
+use sluice_store::ledger::analytics::{self, Dim, Metric, Point, Span};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Principal;
+use crate::error::{ErrorBody, bad_query, error};
+
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // the query parameter's schema
+pub enum MetricName {
+    Requests,
+    Cost,
+    Tokens,
+    Errors,
+    LatencyP50,
+    LatencyP95,
+    LatencyP99,
+    CacheHitRate,
+}
+
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // the query parameter's schema
+pub enum DimName {
+    Key,
+    Team,
+    Tenant,
+    Model,
+    Route,
+    Deployment,
+}
+
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // the query parameter's schema
+pub enum SpanName {
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // the query parameter's schema
+pub enum FormatName {
+    Json,
+    Csv,
+}
+
+/// An analytics query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AnalyticsQuery {
+    /// `requests` (default), `cost` (micro-units), `tokens`, `errors`, `latency_p50`,
+    /// `latency_p95`, `latency_p99` (ms), `cache_hit_rate`.
+    #[param(value_type = Option<MetricName>, inline)]
+    pub metric: Option<String>,
+    /// `key` (default), `team`, `tenant`, `model`, `route`, `deployment`.
+    #[param(value_type = Option<DimName>, inline)]
+    pub by: Option<String>,
+    /// `minute`, `hour`, `day` (default), `month` — in the configured time zone.
+    #[param(value_type = Option<SpanName>, inline)]
+    pub per: Option<String>,
+    /// From: unix milliseconds, RFC 3339 or `YYYY-MM-DD` (default: 31 days ago).
+    pub since: Option<String>,
+    /// Until (default: now).
+    pub until: Option<String>,
+    /// Only the N groups with the largest value over the range (1–1000).
+    pub top: Option<u32>,
+    /// `json` (default) or `csv` (`group,bucket,value,requests`).
+    #[param(value_type = Option<FormatName>, inline)]
+    pub format: Option<String>,
+}
+
+/// One group's value in one bucket.
+#[derive(ToSchema)]
+#[schema(as = AnalyticsPoint)]
+#[allow(dead_code)] // the schema of `sluice_store::ledger::analytics::Point`
+struct PointSchema {
+    group: String,
+    bucket: String,
+    /// Null when there is nothing to tell (no latency recorded, no cache lookup).
+    value: Option<f64>,
+    requests: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalyticsReport {
+    pub metric: String,
+    pub by: String,
+    pub per: String,
+    pub currency: String,
+    #[schema(value_type = Vec<PointSchema>)]
+    pub points: Vec<Point>,
+}
+
+/// A metric by group and time bucket, from the ledger (a tenant-confined principal: its
+/// tenant's requests).
+#[utoipa::path(get, path = "/admin/analytics", tag = "usage", params(AnalyticsQuery),
+    responses(
+        (status = 200, description = "Points in bucket then group order",
+            content((AnalyticsReport = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A bad query", body = ErrorBody),
+        (status = 401, description = "No valid admin token", body = ErrorBody),
+        (status = 403, description = "The role or the tenant may not", body = ErrorBody),
+        (status = 404, description = "The ledger is disabled", body = ErrorBody),
+        (status = 503, description = "The ledger database did not answer", body = ErrorBody),
+    ))]
+pub(crate) async fn handler(
+    State(gw): State<Arc<Gateway>>,
+    Extension(who): Extension<Principal>,
+    q: Result<Query<AnalyticsQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(&e),
+    };
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, "invalid_analytics_query", m);
+    let metric_name = q.metric.as_deref().unwrap_or("requests");
+    let Some(metric) = Metric::parse(metric_name) else {
+        return bad(format!(
+            "metric={metric_name:?}: requests, cost, tokens, errors, latency_p50, latency_p95, latency_p99 or cache_hit_rate"
+        ));
+    };
+    let by_name = q.by.as_deref().unwrap_or("key");
+    let Some(by) = Dim::parse(by_name) else {
+        return bad(format!("by={by_name:?}: key, team, tenant, model, route or deployment"));
+    };
+    let per_name = q.per.as_deref().unwrap_or("day");
+    let Some(per) = Span::parse(per_name) else {
+        return bad(format!("per={per_name:?}: minute, hour, day or month"));
+    };
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => return bad(format!("format={f:?}: json or csv")),
+    };
+    if q.top.is_some_and(|n| !(1..=1000).contains(&n)) {
+        return bad("top is 1–1000.".to_owned());
+    }
+    let Some(ledger) = &gw.ledger else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "ledger_disabled",
+            "The spend ledger is disabled.",
+        );
+    };
+    ledger.ship().await;
+    let snap = gw.snapshot();
+    let tz = snap.config.time_zone_offset_s;
+    let now = chrono::Utc::now().timestamp_millis();
+    // A bound: unix ms, RFC 3339 or a date; `Err` names the bad one.
+    let bound = |v: &Option<String>, default: i64, name: &'static str| match v {
+        None => Ok(default),
+        Some(s) => crate::usage::parse_time(s, tz).ok_or((name, s.clone())),
+    };
+    let (since, until) = match (
+        bound(&q.since, now - 31 * 86_400_000, "since"),
+        bound(&q.until, now + 60_000, "until"),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err((name, s)), _) | (_, Err((name, s))) => {
+            return bad(format!("{name}={s:?}: unix milliseconds, RFC 3339, or YYYY-MM-DD"));
+        }
+    };
+    let query = analytics::Query {
+        metric,
+        by,
+        per,
+        since_ms: since,
+        until_ms: until,
+        tz_offset_s: tz,
+        top: q.top.map(|n| n as usize),
+        tenant: who.tenant.as_deref(),
+    };
+    let points = match ledger.db().analytics(&query).await {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", e.to_string()),
+    };
+    if csv {
+        let mut out = String::from("group,bucket,value,requests\n");
+        for p in &points {
+            let value = p.value.map_or_else(String::new, |v| v.to_string());
+            out.push_str(&format!(
+                "{},{},{value},{}\n",
+                csv_field(&p.group),
+                p.bucket,
+                p.requests
+            ));
+        }
+        let mut r = out.into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        return r;
+    }
+    Json(AnalyticsReport {
+        metric: metric_name.to_owned(),
+        by: by_name.to_owned(),
+        per: per_name.to_owned(),
+        currency: snap.currency.to_string(),
+        points,
+    })
+    .into_response()
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}

@@ -1,0 +1,368 @@
+//! Usage analytics over the ledger: one metric (requests, cost, tokens, errors, latency
+//! percentiles, cache hit rate) by one dimension (key, team, tenant, model, route, deployment)
+//! per time bucket (minute, hour, day, month), optionally only the top N groups.
+//!
+//! Sums and counts are summed in SQL. Latency percentiles come from mergeable histograms —
+//! each request's latency counted into a bin, bins added across rows, buckets and groups —
+//! never from averaging per-bucket percentiles.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{LedgerDb, SqliteLedger, numbered};
+use crate::StoreError;
+
+/// Latency bins: bin `i` holds latencies up to `100 µs × 1.3^(i+1)` (the last: beyond); a
+/// percentile is reported as its bin's upper edge (within 30 %).
+pub const BINS: usize = 64;
+
+/// A latency histogram that adds up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyHistogram(pub [u64; BINS]);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram([0; BINS])
+    }
+}
+
+impl LatencyHistogram {
+    pub fn bin(latency_us: u64) -> usize {
+        if latency_us <= 100 {
+            return 0;
+        }
+        (((latency_us as f64 / 100.0).ln() / 1.3f64.ln()) as usize).min(BINS - 1)
+    }
+
+    /// The upper edge of bin `i`, in ms.
+    pub fn edge_ms(i: usize) -> f64 {
+        0.1 * 1.3f64.powi(i as i32 + 1)
+    }
+
+    pub fn add(&mut self, latency_us: u64) {
+        self.0[Self::bin(latency_us)] += 1;
+    }
+
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// The `q` quantile (0–1) in ms; `None` when empty.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let want = ((n as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.0.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Some(Self::edge_ms(i));
+            }
+        }
+        Some(Self::edge_ms(BINS - 1))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Requests,
+    /// Micro-units of the currency.
+    Cost,
+    Tokens,
+    /// Requests that ended with an error class.
+    Errors,
+    LatencyP50,
+    LatencyP95,
+    LatencyP99,
+    /// Cache hits (exact, semantic or stale) over cache lookups.
+    CacheHitRate,
+}
+
+impl Metric {
+    pub fn parse(s: &str) -> Option<Metric> {
+        Some(match s {
+            "requests" => Metric::Requests,
+            "cost" => Metric::Cost,
+            "tokens" => Metric::Tokens,
+            "errors" => Metric::Errors,
+            "latency_p50" => Metric::LatencyP50,
+            "latency_p95" => Metric::LatencyP95,
+            "latency_p99" => Metric::LatencyP99,
+            "cache_hit_rate" => Metric::CacheHitRate,
+            _ => return None,
+        })
+    }
+
+    fn quantile(self) -> Option<f64> {
+        match self {
+            Metric::LatencyP50 => Some(0.50),
+            Metric::LatencyP95 => Some(0.95),
+            Metric::LatencyP99 => Some(0.99),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Key,
+    Team,
+    Tenant,
+    Model,
+    Route,
+    Deployment,
+}
+
+impl Dim {
+    pub fn parse(s: &str) -> Option<Dim> {
+        Some(match s {
+            "key" => Dim::Key,
+            "team" => Dim::Team,
+            "tenant" => Dim::Tenant,
+            "model" => Dim::Model,
+            "route" => Dim::Route,
+            "deployment" => Dim::Deployment,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Dim::Key => "key_id",
+            Dim::Team => "team",
+            Dim::Tenant => "tenant",
+            Dim::Model => "model",
+            Dim::Route => "route",
+            Dim::Deployment => "deployment",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+impl Span {
+    pub fn parse(s: &str) -> Option<Span> {
+        Some(match s {
+            "minute" => Span::Minute,
+            "hour" => Span::Hour,
+            "day" => Span::Day,
+            "month" => Span::Month,
+            _ => return None,
+        })
+    }
+}
+
+/// What to ask.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    pub metric: Metric,
+    pub by: Dim,
+    pub per: Span,
+    pub since_ms: i64,
+    pub until_ms: i64,
+    pub tz_offset_s: i32,
+    /// Only the N groups with the largest value over the whole range.
+    pub top: Option<usize>,
+    /// Only this tenant's rows.
+    pub tenant: Option<&'a str>,
+}
+
+/// One group's value in one bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    pub group: String,
+    /// `2026-11-22T09:15` (minute), `2026-11-22T09` (hour), `2026-11-22` (day), `2026-11`.
+    pub bucket: String,
+    /// `None`: nothing to tell (no latency recorded, no cache lookup).
+    pub value: Option<f64>,
+    pub requests: i64,
+}
+
+/// What a group and bucket add up to.
+#[derive(Debug, Clone, Default)]
+struct Acc {
+    requests: i64,
+    cost: i64,
+    tokens: i64,
+    errors: i64,
+    hits: i64,
+    lookups: i64,
+    latency: LatencyHistogram,
+}
+
+impl Acc {
+    fn merge(&mut self, o: &Acc) {
+        self.requests += o.requests;
+        self.cost += o.cost;
+        self.tokens += o.tokens;
+        self.errors += o.errors;
+        self.hits += o.hits;
+        self.lookups += o.lookups;
+        self.latency.merge(&o.latency);
+    }
+
+    fn value(&self, m: Metric) -> Option<f64> {
+        if let Some(q) = m.quantile() {
+            return self.latency.quantile_ms(q);
+        }
+        Some(match m {
+            Metric::Requests => self.requests as f64,
+            Metric::Cost => self.cost as f64,
+            Metric::Tokens => self.tokens as f64,
+            Metric::Errors => self.errors as f64,
+            Metric::CacheHitRate if self.lookups == 0 => return None,
+            Metric::CacheHitRate => self.hits as f64 / self.lookups as f64,
+            _ => return None,
+        })
+    }
+}
+
+fn bucket_sql(db: &LedgerDb, per: Span, tz: i32) -> String {
+    match db {
+        LedgerDb::Sqlite(_) => {
+            let fmt = match per {
+                Span::Minute => "%Y-%m-%dT%H:%M",
+                Span::Hour => "%Y-%m-%dT%H",
+                Span::Day => "%Y-%m-%d",
+                Span::Month => "%Y-%m",
+            };
+            format!("strftime('{fmt}', started_at / 1000 + {tz}, 'unixepoch')")
+        }
+        LedgerDb::Pg(_) => {
+            let fmt = match per {
+                Span::Minute => "YYYY-MM-DD\"T\"HH24:MI",
+                Span::Hour => "YYYY-MM-DD\"T\"HH24",
+                Span::Day => "YYYY-MM-DD",
+                Span::Month => "YYYY-MM",
+            };
+            format!("to_char(to_timestamp(started_at / 1000 + {tz}) AT TIME ZONE 'UTC', '{fmt}')")
+        }
+    }
+}
+
+impl LedgerDb {
+    /// The metric by group and bucket, in bucket then group order (settled and unsettled
+    /// requests; open ones are still in flight).
+    pub async fn analytics(&self, q: &Query<'_>) -> Result<Vec<Point>, StoreError> {
+        let col = q.by.column();
+        let bucket = bucket_sql(self, q.per, q.tz_offset_s);
+        let only = if q.tenant.is_some() { "AND tenant = ?" } else { "" };
+        let range = format!("FROM spend_ledger WHERE started_at >= ? AND started_at < ? AND state <> 'open' {only}");
+        let sums = format!(
+            "SELECT coalesce({col}, '') AS grp, {bucket} AS bucket, count(*) AS requests,
+                    CAST(coalesce(sum(cost_micros), 0) AS BIGINT) AS cost,
+                    CAST(coalesce(sum(total_tokens), 0) AS BIGINT) AS tokens,
+                    CAST(sum(CASE WHEN error_class IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS errors,
+                    CAST(sum(CASE WHEN cache IN ('hit', 'semantic', 'stale') THEN 1 ELSE 0 END) AS BIGINT) AS hits,
+                    CAST(sum(CASE WHEN cache IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS lookups
+             {range} GROUP BY 1, 2"
+        );
+        // Latencies are counted into bins here, one row per request.
+        let latencies = format!(
+            "SELECT coalesce({col}, '') AS grp, {bucket} AS bucket, latency_us {range} AND latency_us IS NOT NULL"
+        );
+        let mut accs: HashMap<(String, String), Acc> = HashMap::new();
+        macro_rules! run {
+            ($pool:expr, $fix:expr) => {{
+                let bind = |sql: String| {
+                    let q0 = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(q.since_ms)
+                        .bind(q.until_ms);
+                    match q.tenant {
+                        Some(t) => q0.bind(t),
+                        None => q0,
+                    }
+                };
+                for r in bind($fix(&sums)).fetch_all($pool).await? {
+                    let acc = accs.entry((r.try_get("grp")?, r.try_get("bucket")?)).or_default();
+                    acc.requests = r.try_get("requests")?;
+                    acc.cost = r.try_get("cost")?;
+                    acc.tokens = r.try_get("tokens")?;
+                    acc.errors = r.try_get("errors")?;
+                    acc.hits = r.try_get("hits")?;
+                    acc.lookups = r.try_get("lookups")?;
+                }
+                if q.metric.quantile().is_some() {
+                    for r in bind($fix(&latencies)).fetch_all($pool).await? {
+                        let us: i64 = r.try_get("latency_us")?;
+                        accs.entry((r.try_get("grp")?, r.try_get("bucket")?))
+                            .or_default()
+                            .latency
+                            .add(us.max(0) as u64);
+                    }
+                }
+            }};
+        }
+        match self {
+            LedgerDb::Sqlite(SqliteLedger { pool, .. }) => run!(pool, |s: &String| s.clone()),
+            LedgerDb::Pg(pool) => run!(pool, |s: &String| numbered(s)),
+        }
+        if let Some(n) = q.top {
+            let mut totals: HashMap<&str, Acc> = HashMap::new();
+            for ((g, _), a) in &accs {
+                totals.entry(g.as_str()).or_default().merge(a);
+            }
+            let mut ranked: Vec<(&str, f64)> = totals
+                .iter()
+                .map(|(g, a)| (*g, a.value(q.metric).unwrap_or(f64::MIN)))
+                .collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+            let keep: std::collections::HashSet<String> = ranked.iter().take(n).map(|(g, _)| (*g).to_owned()).collect();
+            accs.retain(|(g, _), _| keep.contains(g));
+        }
+        let mut points: Vec<Point> = accs
+            .into_iter()
+            .map(|((group, bucket), a)| Point {
+                value: a.value(q.metric),
+                requests: a.requests,
+                group,
+                bucket,
+            })
+            .collect();
+        points.sort_by(|a, b| a.bucket.cmp(&b.bucket).then(a.group.cmp(&b.group)));
+        Ok(points)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_merge_and_give_percentiles_within_a_bin() {
+        let mut a = LatencyHistogram::default();
+        let mut b = LatencyHistogram::default();
+        for ms in 1..=90u64 {
+            a.add(ms * 1_000);
+        }
+        for _ in 0..10 {
+            b.add(2_000_000); // ten slow requests of 2 s
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), 100);
+        let p50 = a.quantile_ms(0.5).unwrap();
+        assert!((50.0..=65.0).contains(&p50), "{p50}");
+        let p95 = a.quantile_ms(0.95).unwrap();
+        assert!(
+            (2_000.0..=2_600.0).contains(&p95),
+            "{p95}: the slow tail, not an average"
+        );
+        assert_eq!(LatencyHistogram::default().quantile_ms(0.5), None);
+    }
+}

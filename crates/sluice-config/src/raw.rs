@@ -257,6 +257,8 @@ pub struct RawLedger {
     /// Directory of the write-ahead segments (one per instance).
     pub dir: Option<S<String>>,
     pub ship_interval_ms: Option<S<u64>>,
+    /// Ledger rows older than this many days are deleted (default: kept).
+    pub retention_days: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,6 +364,9 @@ pub struct RawTls {
 pub struct RawAdmin {
     pub listen: Option<S<String>>,
     pub token_env: Option<S<String>>,
+    /// Audit entries older than this many days are deleted, the chain anchored at the last
+    /// one deleted (default: kept).
+    pub audit_retention_days: Option<S<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

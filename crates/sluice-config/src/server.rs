@@ -73,6 +73,11 @@ pub(crate) fn admin(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -
     }
     AdminConfig {
         listen,
+        audit_retention: raw
+            .admin
+            .audit_retention_days
+            .as_ref()
+            .map(|d| Duration::from_secs(86_400 * ranged(Some(d), 365, 1, 36_500, "admin.audit_retention_days", errs))),
         token: raw
             .admin
             .token_env

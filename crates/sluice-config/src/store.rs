@@ -63,10 +63,14 @@ pub(crate) fn ledger(raw: &RawConfig, store: &StoreConfig, errs: &mut Collector)
             500
         }
     };
+    let days = |v: Option<&crate::raw::S<u64>>, path: &str, errs: &mut Collector| {
+        v.map(|d| Duration::from_secs(86_400 * crate::collect::ranged(Some(d), 30, 1, 36_500, path, errs)))
+    };
     LedgerConfig {
         enabled: raw.ledger.enabled.unwrap_or(true),
         dir,
         ship_interval: Duration::from_millis(ship_ms),
+        retention: days(raw.ledger.retention_days.as_ref(), "ledger.retention_days", errs),
     }
 }
 

@@ -634,3 +634,17 @@ fn alert_rules_are_validated_at_load() {
         .to_string();
     assert!(err.contains("budget_alerts.url"), "{err}");
 }
+
+#[test]
+fn retention_settings_are_days_within_bounds() {
+    let c = load("ledger: { retention_days: 400 }\nadmin: { audit_retention_days: 3650 }\n").unwrap();
+    assert_eq!(c.ledger.retention.map(|d| d.as_secs() / 86_400), Some(400));
+    assert_eq!(c.admin.audit_retention.map(|d| d.as_secs() / 86_400), Some(3650));
+    let c = load("").unwrap();
+    assert!(
+        c.ledger.retention.is_none() && c.admin.audit_retention.is_none(),
+        "kept by default"
+    );
+    let err = load("ledger: { retention_days: 0 }\n").unwrap_err().to_string();
+    assert!(err.contains("ledger.retention_days"), "{err}");
+}

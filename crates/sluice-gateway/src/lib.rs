@@ -425,6 +425,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
     }
     tokio::spawn(state::sweep::sweep_every(Arc::downgrade(&gateway)));
     tokio::spawn(state::sweep::cache_sweep_every(Arc::downgrade(&gateway)));
+    tokio::spawn(state::sweep::retention_every(Arc::downgrade(&gateway)));
 
     // Listening starts only now: from here on, new connections to these ports come to us.
     let listener = listener.listen().map_err(|source| StartError::Bind {

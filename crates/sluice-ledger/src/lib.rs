@@ -413,6 +413,7 @@ mod tests {
             enabled: true,
             dir: dir.path().join("wal"),
             ship_interval: Duration::from_secs(3600),
+            retention: None,
         };
         let db = LedgerDb::sqlite(dir.path().join("l.db").to_str().unwrap())
             .await

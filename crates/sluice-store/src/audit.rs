@@ -112,16 +112,23 @@ pub enum AuditFault {
     UnknownHash { hash: String },
 }
 
-/// Checks the whole log, in sequence order, against its head `(seq, hash)` and, when given,
-/// a hash the log lines reported (it must be one of the entries').
-pub fn verify(entries: &[AuditEntry], head: Option<(i64, String)>, seen: Option<&str>) -> Result<(), AuditFault> {
+/// Checks the whole log, in sequence order, from its anchor (where retention left it; none:
+/// the first entry) to its head `(seq, hash)` and, when given, a hash the log lines reported
+/// (it must be one of the entries', or the anchor's).
+pub fn verify(
+    entries: &[AuditEntry],
+    anchor: Option<(i64, String)>,
+    head: Option<(i64, String)>,
+    seen: Option<&str>,
+) -> Result<(), AuditFault> {
+    let (start_seq, start_hash) = anchor.clone().unwrap_or((0, GENESIS.to_owned()));
     let mut prev: Option<&AuditEntry> = None;
     for e in entries {
-        let expected = prev.map_or(1, |p| p.seq + 1);
+        let expected = prev.map_or(start_seq + 1, |p| p.seq + 1);
         if e.seq != expected {
             return Err(AuditFault::Missing { seq: e.seq, expected });
         }
-        let prev_hash = prev.map_or(GENESIS, |p| p.hash.as_str());
+        let prev_hash = prev.map_or(start_hash.as_str(), |p| p.hash.as_str());
         if e.prev_hash != prev_hash {
             return Err(AuditFault::Broken { seq: e.seq });
         }
@@ -130,7 +137,7 @@ pub fn verify(entries: &[AuditEntry], head: Option<(i64, String)>, seen: Option<
         }
         prev = Some(e);
     }
-    let last = prev.map_or(0, |p| p.seq);
+    let last = prev.map_or(start_seq, |p| p.seq);
     if let Some((seq, hash)) = head {
         if seq > last {
             return Err(AuditFault::Truncated { last, head: seq });
@@ -142,6 +149,7 @@ pub fn verify(entries: &[AuditEntry], head: Option<(i64, String)>, seen: Option<
     }
     if let Some(h) = seen
         && !entries.iter().any(|e| e.hash == h)
+        && anchor.as_ref().is_none_or(|(_, a)| a != h)
     {
         return Err(AuditFault::UnknownHash { hash: h.to_owned() });
     }
@@ -175,35 +183,58 @@ mod tests {
     #[test]
     fn an_intact_log_verifies_and_each_kind_of_tampering_is_named() {
         let c = chain(5);
-        assert_eq!(verify(&c, head(&c), Some(&c[2].hash)), Ok(()));
-        assert_eq!(verify(&[], None, None), Ok(()));
+        assert_eq!(verify(&c, None, head(&c), Some(&c[2].hash)), Ok(()));
+        assert_eq!(verify(&[], None, None, None), Ok(()));
 
         let mut edited = c.clone();
         edited[2].after = Some("{\"id\":\"other\"}".into());
-        assert_eq!(verify(&edited, head(&c), None), Err(AuditFault::Edited { seq: 3 }));
+        assert_eq!(
+            verify(&edited, None, head(&c), None),
+            Err(AuditFault::Edited { seq: 3 })
+        );
 
         let mut rehashed = edited.clone();
         rehashed[2].hash = rehashed[2].digest(); // edited and re-hashed: the next link breaks
-        assert_eq!(verify(&rehashed, head(&c), None), Err(AuditFault::Broken { seq: 4 }));
+        assert_eq!(
+            verify(&rehashed, None, head(&c), None),
+            Err(AuditFault::Broken { seq: 4 })
+        );
 
         let mut deleted = c.clone();
         deleted.remove(1);
         assert_eq!(
-            verify(&deleted, head(&c), None),
+            verify(&deleted, None, head(&c), None),
             Err(AuditFault::Missing { seq: 3, expected: 2 })
         );
 
         let truncated = &c[..3];
         assert_eq!(
-            verify(truncated, head(&c), None),
+            verify(truncated, None, head(&c), None),
             Err(AuditFault::Truncated { last: 3, head: 5 })
         );
         // Cut off and the head rewritten to match: the hash a log line reported is gone.
         assert_eq!(
-            verify(truncated, head(truncated), Some(&c[4].hash)),
+            verify(truncated, None, head(truncated), Some(&c[4].hash)),
             Err(AuditFault::UnknownHash {
                 hash: c[4].hash.clone()
             })
+        );
+    }
+
+    #[test]
+    fn a_pruned_log_verifies_from_its_anchor_and_only_from_it() {
+        let c = chain(6);
+        let anchor = Some((2, c[1].hash.clone()));
+        assert_eq!(verify(&c[2..], anchor.clone(), head(&c), Some(&c[1].hash)), Ok(()));
+        // Without the anchor, the first entry left looks like a deletion.
+        assert_eq!(
+            verify(&c[2..], None, head(&c), None),
+            Err(AuditFault::Missing { seq: 3, expected: 1 })
+        );
+        // An anchor moved past an entry that is still there: that entry no longer links.
+        assert_eq!(
+            verify(&c[2..], Some((2, c[0].hash.clone())), head(&c), None),
+            Err(AuditFault::Broken { seq: 3 })
         );
     }
 

@@ -7,7 +7,7 @@ use sqlx::Row;
 use crate::StoreError;
 use crate::audit::AuditEntry;
 
-pub(crate) const SCHEMA: [&str; 2] = [
+pub(crate) const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS admin_audit (
         seq BIGINT PRIMARY KEY,
         at BIGINT NOT NULL,
@@ -23,6 +23,12 @@ pub(crate) const SCHEMA: [&str; 2] = [
         hash TEXT NOT NULL
     )",
     "CREATE TABLE IF NOT EXISTS admin_audit_head (
+        id INTEGER PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL
+    )",
+    // The last entry retention deleted: where the chain that is left starts.
+    "CREATE TABLE IF NOT EXISTS admin_audit_anchor (
         id INTEGER PRIMARY KEY,
         seq BIGINT NOT NULL,
         hash TEXT NOT NULL
@@ -131,6 +137,53 @@ macro_rules! audit_methods {
                     }
                 };
                 rows.iter().map($crate::audit_sql::row_to_entry).collect()
+            })
+        }
+
+        fn prune_audit(&self, before_ms: i64) -> $crate::StoreFuture<'_, u64> {
+            Box::pin(async move {
+                let mut tx = self.pool.begin().await?;
+                let lock: Option<&str> = $lock;
+                if let Some(lock) = lock {
+                    ::sqlx::query(::sqlx::AssertSqlSafe(lock)).execute(&mut *tx).await?;
+                }
+                // The newest entry older than the cutoff — never the head itself.
+                let last = ::sqlx::query(
+                    "SELECT seq, hash FROM admin_audit WHERE at < $1
+                       AND seq < (SELECT coalesce(max(seq), 0) FROM admin_audit_head)
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(before_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(last) = last else {
+                    return Ok(0);
+                };
+                let (seq, hash): (i64, String) = (last.try_get("seq")?, last.try_get("hash")?);
+                let done = ::sqlx::query("DELETE FROM admin_audit WHERE seq <= $1")
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                ::sqlx::query(
+                    "INSERT INTO admin_audit_anchor (id, seq, hash) VALUES (1, $1, $2)
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                )
+                .bind(seq)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            })
+        }
+
+        fn audit_anchor(&self) -> $crate::StoreFuture<'_, Option<(i64, String)>> {
+            Box::pin(async move {
+                let row = ::sqlx::query("SELECT seq, hash FROM admin_audit_anchor WHERE id = 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| Ok::<_, $crate::StoreError>((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)))
+                    .transpose()
             })
         }
 

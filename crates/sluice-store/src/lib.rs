@@ -129,4 +129,9 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, Vec<audit::AuditEntry>>;
     /// The audit log's head: its last entry's number and hash.
     fn audit_head(&self) -> StoreFuture<'_, Option<(i64, String)>>;
+    /// Deletes entries older than `before_ms` (never the head), anchoring the chain at the
+    /// last one deleted; returns how many.
+    fn prune_audit(&self, before_ms: i64) -> StoreFuture<'_, u64>;
+    /// Where the chain left after pruning starts: the last deleted entry's number and hash.
+    fn audit_anchor(&self) -> StoreFuture<'_, Option<(i64, String)>>;
 }

@@ -188,10 +188,19 @@ mod tests {
         let all = store.audit_entries(0, 100, None).await.unwrap();
         let head = store.audit_head().await.unwrap();
         assert_eq!(head.as_ref().map(|h| h.0), Some(3));
-        assert_eq!(verify(&all, head, Some(&all[1].hash)), Ok(()));
+        assert_eq!(verify(&all, None, head.clone(), Some(&all[1].hash)), Ok(()));
         let acme = store.audit_entries(0, 100, Some("acme")).await.unwrap();
         assert_eq!(acme.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
         assert_eq!(store.audit_entries(1, 1, None).await.unwrap()[0].seq, 2, "paged");
+        // Retention: entries before a cutoff go, the head never, and the rest still verifies
+        // from the anchor.
+        assert_eq!(store.prune_audit(i64::MAX).await.unwrap(), 2, "all but the head");
+        let left = store.audit_entries(0, 100, None).await.unwrap();
+        assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        let anchor = store.audit_anchor().await.unwrap();
+        assert_eq!(anchor, Some((2, all[1].hash.clone())));
+        assert_eq!(verify(&left, anchor, head, None), Ok(()));
+        assert_eq!(store.prune_audit(0).await.unwrap(), 0, "nothing older than the epoch");
     }
 
     #[tokio::test]

@@ -154,7 +154,7 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
         (1..=50).collect::<Vec<_>>()
     );
     assert_eq!(
-        sluice_store::audit::verify(&entries, a.audit_head().await.unwrap(), None),
+        sluice_store::audit::verify(&entries, None, a.audit_head().await.unwrap(), None),
         Ok(())
     );
 }

@@ -84,7 +84,9 @@ pub async fn audit_verify(path: &Path, head: Option<&str>) -> anyhow::Result<()>
         entries.extend(page);
     }
     let stored_head = store.audit_head().await?;
-    sluice_store::audit::verify(&entries, stored_head.clone(), head).map_err(|f| anyhow::anyhow!("audit log: {f}"))?;
+    let anchor = store.audit_anchor().await?;
+    sluice_store::audit::verify(&entries, anchor, stored_head.clone(), head)
+        .map_err(|f| anyhow::anyhow!("audit log: {f}"))?;
     match stored_head {
         Some((seq, hash)) => println!("audit log: ok ({seq} entries; head {hash})"),
         None => println!("audit log: ok (empty)"),

@@ -39,6 +39,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// When set, the admin API requires `Authorization: Bearer <token>`.
     pub token: Option<Secret>,
+    /// Audit entries older than this are deleted (none: kept).
+    pub audit_retention: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,8 @@ pub struct LedgerConfig {
     pub enabled: bool,
     pub dir: PathBuf,
     pub ship_interval: Duration,
+    /// Ledger rows older than this are deleted (none: kept).
+    pub retention: Option<Duration>,
 }
 
 /// Where shared limit counters live, and what happens when that store is unreachable.

@@ -1,5 +1,5 @@
 //! The background sweeps, off the async workers: the limiter's in-process cells back at rest,
-//! and the response cache's expired entries.
+//! the response cache's expired entries, and the ledger's and audit log's retention.
 
 /// Sweeps the gateway's in-process cells every [`sluice_limits::SWEEP_EVERY`] (or less often, see
 /// [`sluice_limits::SWEEP_BACKOFF`]) on a blocking thread, never on an async worker, and sets the
@@ -50,6 +50,44 @@ pub(crate) async fn cache_sweep_every(gw: std::sync::Weak<crate::Gateway>) {
         let swept = tokio::task::spawn_blocking(move || gateway.cache.memory.sweep(CACHE_SWEEP_SLOTS));
         if swept.await.is_err() {
             return; // the runtime is shutting down
+        }
+    }
+}
+
+/// How often retention runs (and once a minute after the start).
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes ledger rows past `ledger.retention_days` and audit entries past
+/// `admin.audit_retention_days` (the audit chain anchored at the last one deleted), every
+/// [`RETENTION_EVERY`]. Instances sharing a database may all run it: a second deletion finds
+/// nothing. Ends when the gateway is dropped.
+pub(crate) async fn retention_every(gw: std::sync::Weak<crate::Gateway>) {
+    let mut wait = std::time::Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = RETENTION_EVERY;
+        let Some(gateway) = gw.upgrade() else { return };
+        prune(&gateway).await;
+    }
+}
+
+/// One retention pass (what the periodic task runs).
+pub async fn prune(gw: &crate::Gateway) {
+    let snap = gw.snapshot();
+    let now = chrono::Utc::now().timestamp_millis();
+    let before = |keep: std::time::Duration| now - keep.as_millis() as i64;
+    if let (Some(keep), Some(ledger)) = (snap.config.ledger.retention, &gw.ledger) {
+        match ledger.db().prune_ledger(before(keep)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "ledger rows past their retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "ledger rows not pruned"),
+        }
+    }
+    if let Some(keep) = snap.config.admin.audit_retention {
+        match gw.store.prune_audit(before(keep)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "audit entries past their retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "audit entries not pruned"),
         }
     }
 }

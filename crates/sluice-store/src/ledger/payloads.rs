@@ -113,7 +113,24 @@ impl LedgerDb {
         }
     }
 
-    /// Deletes the rows past their retention; returns how many.
+    /// Deletes ledger rows that started before `before_ms` (open ones stay: their request may
+    /// still settle); returns how many.
+    pub async fn prune_ledger(&self, before_ms: i64) -> Result<u64, StoreError> {
+        const PRUNE: &str = "DELETE FROM spend_ledger WHERE started_at < ? AND state <> 'open'";
+        let done = match self {
+            LedgerDb::Sqlite(SqliteLedger { pool, .. }) => {
+                sqlx::query(PRUNE).bind(before_ms).execute(pool).await?.rows_affected()
+            }
+            LedgerDb::Pg(pool) => sqlx::query(sqlx::AssertSqlSafe(numbered(PRUNE)))
+                .bind(before_ms)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(done)
+    }
+
+    /// Deletes the payload rows past their retention; returns how many.
     pub async fn prune_payloads(&self, now_ms: i64) -> Result<u64, StoreError> {
         const PRUNE: &str = "DELETE FROM payload_log WHERE expires_at <= ?";
         let done = match self {

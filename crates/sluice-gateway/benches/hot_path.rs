@@ -1,4 +1,6 @@
-//! Micro-benchmarks of the gateway's per-request decisions: key lookup and route matching.
+//! Micro-benchmarks of the gateway's per-request decisions: key lookup and route matching, and
+//! what a finished request's stage histograms cost (its metrics with every stage timed, and
+//! with none).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -96,5 +98,35 @@ fn routing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, keys, routing);
+fn stage_histograms(c: &mut Criterion) {
+    use sluice_gateway::meter::{Meter, Report};
+    use sluice_gateway::timing::{Lapped, Stage, StageTimes};
+    let telemetry = sluice_gateway::telemetry::Telemetry::with_writer(None, 16).unwrap();
+    let (route, model) = (std::sync::Arc::from("default"), std::sync::Arc::from("chat"));
+    let meter = Meter::resolve(&route, &model);
+    let mut all = StageTimes::default();
+    for (i, stage) in Stage::ALL.iter().enumerate() {
+        let secs = 0.000_01 * (i + 1) as f64;
+        all.set(*stage, Lapped { secs, end: secs * 2.0 });
+    }
+    let none = StageTimes::default();
+    let mut g = c.benchmark_group("finish_metrics");
+    for (name, stages) in [("no_stage_times", &none), ("nine_stage_times", &all)] {
+        let report = Report {
+            status: 200,
+            total_s: 0.01,
+            ttfb_s: Some(0.005),
+            ttft_s: None,
+            tpot_s: None,
+            stages,
+            cost_micros: 12,
+            prompt_tokens: 30,
+            completion_tokens: 16,
+        };
+        g.bench_function(name, |b| b.iter(|| meter.observe(&telemetry.metrics, &report)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, keys, routing, stage_histograms);
 criterion_main!(benches);

@@ -34,6 +34,9 @@ pub struct PrincipalList {
     /// Always `list`.
     pub object: &'static str,
     pub data: Vec<PrincipalView>,
+    /// More follow the last one here: ask again with `after` = `last_id`.
+    pub has_more: bool,
+    pub last_id: Option<String>,
 }
 
 fn view(p: StoredPrincipal) -> Option<PrincipalView> {
@@ -46,23 +49,46 @@ fn view(p: StoredPrincipal) -> Option<PrincipalView> {
     })
 }
 
-/// Every admin principal (never a token).
-#[utoipa::path(get, path = "/admin/principals", tag = "principals",
+/// Admin principals (never a token), a page at a time in id order.
+#[utoipa::path(get, path = "/admin/principals", tag = "principals", params(crate::keys::KeysPage),
     responses(
         (status = 200, description = "Admin principals, in id order", body = PrincipalList),
+        (status = 400, description = "A bad page request", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 503, description = "The key store did not answer", body = ErrorBody),
     ))]
-pub(crate) async fn list(State(gw): State<Arc<Gateway>>) -> Response {
-    match gw.store.list_principals().await {
-        Ok(all) => Json(PrincipalList {
-            object: "list",
-            data: all.into_iter().filter_map(view).collect(),
-        })
-        .into_response(),
-        Err(e) => store_unavailable(e),
-    }
+pub(crate) async fn list(
+    State(gw): State<Arc<Gateway>>,
+    page: Result<axum::extract::Query<crate::keys::KeysPage>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let axum::extract::Query(page) = match page {
+        Ok(p) => p,
+        Err(e) => return crate::error::bad_query(&e),
+    };
+    let Some(limit) = crate::error::page_limit(page.limit, 100, 1000) else {
+        return crate::error::bad_limit(1000);
+    };
+    let all = match gw.store.list_principals().await {
+        Ok(all) => all,
+        Err(e) => return store_unavailable(e),
+    };
+    // The store lists them in id order.
+    let mut data: Vec<PrincipalView> = all
+        .into_iter()
+        .filter(|p| page.after.as_deref().is_none_or(|after| p.id.as_str() > after))
+        .filter_map(view)
+        .take(limit as usize + 1)
+        .collect();
+    let has_more = data.len() > limit as usize;
+    data.truncate(limit as usize);
+    Json(PrincipalList {
+        object: "list",
+        last_id: data.last().map(|p| p.id.clone()),
+        data,
+        has_more,
+    })
+    .into_response()
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -141,6 +141,39 @@ async fn keys_are_listed_a_page_at_a_time_in_id_order() {
     sorted.dedup();
     assert_eq!(sorted.len(), 7, "{seen:?}");
     assert_eq!(pages, 4);
+
+    // Principals page the same way.
+    for id in ["p3", "p1", "p2"] {
+        let r = gw
+            .admin(
+                Method::POST,
+                "/admin/principals",
+                Some(json!({"id": id, "role": "viewer"})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let first = gw.admin(Method::GET, "/admin/principals?limit=2", None).await.json();
+    let ids = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        (ids(&first), first["has_more"].as_bool()),
+        (vec!["p1".to_owned(), "p2".to_owned()], Some(true))
+    );
+    let rest = gw
+        .admin(Method::GET, "/admin/principals?limit=2&after=p2", None)
+        .await
+        .json();
+    assert_eq!(
+        (ids(&rest), rest["has_more"].as_bool()),
+        (vec!["p3".to_owned()], Some(false))
+    );
 }
 
 #[tokio::test]

@@ -72,9 +72,22 @@ pub async fn run_admin(admin_url: &str, command: AdminCommand) -> anyhow::Result
             eprintln!("Store the token now: the gateway keeps only its hash.");
         }
         AdminCommand::List => {
-            let v = call(Method::GET, &format!("{base}/admin/principals"), None).await?;
+            let mut all = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let url = match &after {
+                    Some(id) => format!("{base}/admin/principals?limit=1000&after={id}"),
+                    None => format!("{base}/admin/principals?limit=1000"),
+                };
+                let v = call(Method::GET, &url, None).await?;
+                all.extend(v["data"].as_array().into_iter().flatten().cloned());
+                match (v["has_more"].as_bool(), v["last_id"].as_str()) {
+                    (Some(true), Some(last)) => after = Some(last.to_owned()),
+                    _ => break,
+                }
+            }
             println!("{:<24} {:<9} {:<16} STATUS", "ID", "ROLE", "TENANT");
-            for p in v["data"].as_array().into_iter().flatten() {
+            for p in &all {
                 let s = |f: &str| p[f].as_str().unwrap_or("-").to_owned();
                 let status = if p["revoked_at"].is_string() {
                     "revoked"

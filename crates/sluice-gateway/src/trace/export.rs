@@ -54,6 +54,11 @@ pub(super) async fn run(
                 None => traces.metrics.drop_spans("disabled", t.span_count()),
             }
         }
+        if target.is_none() && !pending.is_empty() {
+            // Turned off by a reload with spans waiting: they go nowhere, counted.
+            traces.metrics.drop_spans("disabled", pending.len());
+            pending = TraceBatch::new();
+        }
         let batch = target.as_ref().map_or(usize::MAX, |t| t.batch);
         let due = !pending.is_empty() && (flush.is_some() || ticked || pending.len() >= batch);
         if due && let Some(target) = &target {

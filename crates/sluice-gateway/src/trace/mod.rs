@@ -121,7 +121,11 @@ impl Traces {
 
     /// Queues a finished request's spans; never waits. A full queue drops them, counted.
     pub fn send(&self, traced: Box<Traced>) {
-        let limit = self.target.load().as_ref().map_or(0, |t| t.queue);
+        let Some(limit) = self.target.load().as_ref().map(|t| t.queue) else {
+            // Turned off by a reload while the request was in flight.
+            self.metrics.drop_spans("disabled", traced.span_count());
+            return;
+        };
         if self.queued.fetch_add(1, Ordering::Relaxed) >= limit {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             self.metrics.drop_spans("queue_full", traced.span_count());

@@ -132,7 +132,11 @@ fn merge(a: Channels, b: Channels) -> Channels {
 }
 
 /// The built-in sets and the operator's, validated.
-pub(crate) fn sets(raw: &BTreeMap<String, Vec<RawGuardRule>>, errs: &mut Collector) -> GuardSets {
+pub(crate) fn sets(
+    raw: &BTreeMap<String, Vec<RawGuardRule>>,
+    env: crate::collect::EnvLookup<'_>,
+    errs: &mut Collector,
+) -> GuardSets {
     let mut sets = built_in();
     for (name, rules) in raw {
         let path = format!("guardrail_sets.{name}");
@@ -143,7 +147,7 @@ pub(crate) fn sets(raw: &BTreeMap<String, Vec<RawGuardRule>>, errs: &mut Collect
         let rules = rules
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| rule(name, r, &format!("{path}[{i}]"), errs))
+            .filter_map(|(i, r)| rule(name, r, &format!("{path}[{i}]"), env, errs))
             .collect();
         crate::collect::unique(raw[name].iter().map(|r| &r.name), &path, errs);
         sets.insert(name.clone(), rules);
@@ -152,7 +156,13 @@ pub(crate) fn sets(raw: &BTreeMap<String, Vec<RawGuardRule>>, errs: &mut Collect
 }
 
 /// One rule of an operator's set.
-fn rule(set: &str, r: &RawGuardRule, path: &str, errs: &mut Collector) -> Option<GuardRule> {
+fn rule(
+    set: &str,
+    r: &RawGuardRule,
+    path: &str,
+    env: crate::collect::EnvLookup<'_>,
+    errs: &mut Collector,
+) -> Option<GuardRule> {
     let canary = r.canary.as_ref().is_some_and(|c| c.value);
     let checks = [
         r.pii.is_some(),
@@ -224,7 +234,7 @@ fn rule(set: &str, r: &RawGuardRule, path: &str, errs: &mut Collector) -> Option
                 .map(|t| threshold_of(Some(t), &format!("{path}.classifier.threshold"), errs)),
         }
     } else if let Some(w) = &r.webhook {
-        webhook(w, &format!("{path}.webhook"), errs)?
+        webhook(w, &format!("{path}.webhook"), env, errs)?
     } else if let Some(rep) = &r.repetition {
         let p = |n: &str| format!("{path}.repetition.{n}");
         GuardCheck::Repetition {
@@ -394,7 +404,7 @@ fn deny(d: &RawDeny, path: &str, errs: &mut Collector) -> Option<GuardCheck> {
 }
 
 /// An external hook's check: an http(s) URL, a timeout, what an error does.
-fn webhook(w: &RawWebhook, path: &str, errs: &mut Collector) -> Option<GuardCheck> {
+fn webhook(w: &RawWebhook, path: &str, env: crate::collect::EnvLookup<'_>, errs: &mut Collector) -> Option<GuardCheck> {
     let url = match w.url.value.parse::<http::Uri>() {
         Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => Some(u),
         _ => {
@@ -422,10 +432,15 @@ fn webhook(w: &RawWebhook, path: &str, errs: &mut Collector) -> Option<GuardChec
             false
         }
     };
+    let secret = w
+        .secret_env
+        .as_ref()
+        .and_then(|n| crate::collect::env_secret(n, &format!("{path}.secret_env"), env, errs));
     Some(GuardCheck::Webhook {
         url: url?,
         timeout: std::time::Duration::from_millis(timeout_ms),
         fail_closed,
+        secret,
     })
 }
 

@@ -111,6 +111,9 @@ pub struct RawWebhook {
     pub timeout_ms: Option<S<u64>>,
     /// `allow` (default: fail open) or `block` (fail closed) when the hook errs or times out.
     pub on_error: Option<S<String>>,
+    /// An environment variable holding a secret: each call is signed with it (HMAC-SHA256 of
+    /// the body, as budget alerts are).
+    pub secret_env: Option<S<String>>,
 }
 
 /// Runaway generation: a span repeated `min_repeats` times, over at least `min_bytes`.

@@ -77,7 +77,7 @@ pub fn validate(raw: RawConfig, env: EnvLookup<'_>, version: String) -> Result<C
         &mut errs,
     );
 
-    let guard_sets = crate::guard::sets(&raw.guardrail_sets, &mut errs);
+    let guard_sets = crate::guard::sets(&raw.guardrail_sets, env, &mut errs);
     let mut routes: Vec<RouteConfig> = raw
         .routes
         .iter()

@@ -255,3 +255,28 @@ async fn an_output_hook_reads_the_whole_answer_and_a_stream_is_held_for_it() {
         lines[3]
     );
 }
+
+#[tokio::test]
+async fn a_hook_with_a_secret_gets_every_call_signed() {
+    let mock = mock().await;
+    let (url, got) = webhook_receiver().await;
+    let route = "  - name: hooked\n    match: { models: [chat] }\n    guardrails: [hooks]\n";
+    let sets = format!(
+        "guardrail_sets:\n  hooks:\n    - {{ name: signed, webhook: {{ url: \"{url}\", timeout_ms: 2000, secret_env: SLUICE_TEST_ADMIN_TOKEN }} }}\n"
+    );
+    let gw = TestGateway::start(&format!("{}{sets}", config_with_routes(&mock, route))).await;
+    // The receiver answers with an empty body (no verdict: the hook errs, and fails open).
+    let r = gw.chat(KEY, &ask("hello there", "ok", false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calls = got.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    let (headers, body) = &calls[0];
+    let mac = sluice_gateway::alerts::hmac_sha256(ADMIN_TOKEN.as_bytes(), body);
+    assert_eq!(
+        headers.get("x-sluice-signature").and_then(|v| v.to_str().ok()),
+        Some(format!("sha256={}", hex::encode(mac)).as_str()),
+        "HMAC-SHA256 of the body with the rule's secret"
+    );
+    let asked: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(asked["rule"], "hooks/signed");
+}

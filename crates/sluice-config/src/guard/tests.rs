@@ -220,3 +220,11 @@ routes:
         ]
     );
 }
+
+#[test]
+fn a_hook_secret_comes_from_the_environment() {
+    let yaml = "guardrail_sets:\n  h:\n    - { name: w, webhook: { url: \"http://127.0.0.1:9/v\", secret_env: HOOK_SECRET } }\n";
+    let c = load_str(yaml, &|n| (n == "HOOK_SECRET").then(|| "s3cret".to_owned())).unwrap();
+    drop(c);
+    assert_eq!(errors(yaml), [(3, "guardrail_sets.h[0].webhook.secret_env".to_owned())]);
+}

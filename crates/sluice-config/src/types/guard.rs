@@ -96,6 +96,8 @@ pub enum GuardCheck {
         timeout: std::time::Duration,
         /// Refuse the request when the hook errs or times out (else it passes).
         fail_closed: bool,
+        /// Signs each call (`x-sluice-signature: sha256=<HMAC of the body>`).
+        secret: Option<super::secret::Secret>,
     },
 }
 

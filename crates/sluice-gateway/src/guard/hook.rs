@@ -209,7 +209,10 @@ impl Hooks {
         call: Call<'_>,
     ) -> (&'r GuardRule, Instant, Result<(Verdict, Vec<AnswerRedaction>), String>) {
         let started = Instant::now();
-        let GuardCheck::Webhook { url, timeout, .. } = &rule.check else {
+        let GuardCheck::Webhook {
+            url, timeout, secret, ..
+        } = &rule.check
+        else {
             return (rule, started, Err("not a hook".to_owned()));
         };
         let body = json!({
@@ -217,7 +220,8 @@ impl Hooks {
             "endpoint": call.endpoint, "request_id": call.request_id, "texts": texts,
         });
         let until = call.deadline.min(started + *timeout);
-        let answer = tokio::time::timeout_at(until.into(), self.post(url, body)).await;
+        let secret = secret.as_ref().map(|s| s.expose());
+        let answer = tokio::time::timeout_at(until.into(), self.post(url, body, secret)).await;
         let answer = match answer {
             Err(_) => Err(format!("no verdict within {} ms", timeout.as_millis())),
             Ok(a) => a,
@@ -225,12 +229,20 @@ impl Hooks {
         (rule, started, answer)
     }
 
-    async fn post(&self, url: &http::Uri, body: serde_json::Value) -> Result<(Verdict, Vec<AnswerRedaction>), String> {
+    async fn post(
+        &self,
+        url: &http::Uri,
+        body: serde_json::Value,
+        secret: Option<&str>,
+    ) -> Result<(Verdict, Vec<AnswerRedaction>), String> {
         let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-        let req = http::Request::post(url.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| e.to_string())?;
+        let mut req = http::Request::post(url.clone()).header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(secret) = secret {
+            // Signed as budget alerts are: the hook can tell the gateway from anyone else.
+            let mac = crate::alerts::hmac_sha256(secret.as_bytes(), &bytes);
+            req = req.header("x-sluice-signature", format!("sha256={}", hex::encode(mac)));
+        }
+        let req = req.body(Full::new(Bytes::from(bytes))).map_err(|e| e.to_string())?;
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_ANSWER)

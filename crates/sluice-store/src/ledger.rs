@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
 
@@ -144,23 +143,12 @@ const INDEX: &str = "CREATE INDEX IF NOT EXISTS spend_ledger_started ON spend_le
 /// upgrade): a settlement's detail — latency, time to first byte, error class, the cache's and
 /// the guardrails' outcomes, what a cache hit saved.
 const ADDED: [(&str, &str); 6] = [
-    ("latency_us", "ALTER TABLE spend_ledger ADD COLUMN latency_us BIGINT"),
-    ("ttfb_us", "ALTER TABLE spend_ledger ADD COLUMN ttfb_us BIGINT"),
-    ("error_class", "ALTER TABLE spend_ledger ADD COLUMN error_class TEXT"),
-    ("cache", "ALTER TABLE spend_ledger ADD COLUMN cache TEXT"),
-    ("guardrail", "ALTER TABLE spend_ledger ADD COLUMN guardrail TEXT"),
-    (
-        "saved_cost_micros",
-        "ALTER TABLE spend_ledger ADD COLUMN saved_cost_micros BIGINT",
-    ),
-];
-const PG_ADDED: [&str; 6] = [
-    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS latency_us BIGINT",
-    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS ttfb_us BIGINT",
-    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS error_class TEXT",
-    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS cache TEXT",
-    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS guardrail TEXT",
-    "ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS saved_cost_micros BIGINT",
+    ("latency_us", "BIGINT"),
+    ("ttfb_us", "BIGINT"),
+    ("error_class", "TEXT"),
+    ("cache", "TEXT"),
+    ("guardrail", "TEXT"),
+    ("saved_cost_micros", "BIGINT"),
 ];
 
 /// Columns of a ledger row as a batch writes it.
@@ -402,16 +390,7 @@ impl LedgerDb {
         for s in [TABLE, INDEX, payloads::TABLE, payloads::INDEX] {
             sqlx::query(s).execute(&pool).await?;
         }
-        for (name, add) in ADDED {
-            let present: i64 = sqlx::query("SELECT count(*) FROM pragma_table_info('spend_ledger') WHERE name = ?")
-                .bind(name)
-                .fetch_one(&pool)
-                .await?
-                .try_get(0)?;
-            if present == 0 {
-                sqlx::query(add).execute(&pool).await?;
-            }
-        }
+        crate::sqlite::add_columns(&pool, "spend_ledger", &ADDED).await?;
         let file = pool.connect_options().get_filename().to_owned();
         let writer = if file.is_file() {
             let conn = tokio::task::spawn_blocking(move || -> Result<rusqlite::Connection, rusqlite::Error> {
@@ -509,8 +488,10 @@ impl LedgerDb {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        let mut schema = vec![TABLE, INDEX, payloads::TABLE, payloads::INDEX];
-        schema.extend(PG_ADDED);
+        let mut schema: Vec<String> = [TABLE, INDEX, payloads::TABLE, payloads::INDEX]
+            .map(str::to_owned)
+            .to_vec();
+        schema.extend(ADDED.map(|(name, ty)| format!("ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS {name} {ty}")));
         crate::pg::create_schema(&pool, &schema).await?;
         Ok(LedgerDb::Pg(pool))
     }

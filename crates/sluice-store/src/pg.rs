@@ -61,14 +61,16 @@ impl PgStore {
 
 /// Runs `statements` in one transaction holding an advisory lock, so instances starting
 /// together do not race on `CREATE TABLE IF NOT EXISTS`.
-pub(crate) async fn create_schema(pool: &PgPool, statements: &[&'static str]) -> Result<(), StoreError> {
+pub(crate) async fn create_schema(pool: &PgPool, statements: &[impl AsRef<str>]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(SCHEMA_LOCK)
         .execute(&mut *tx)
         .await?;
     for s in statements {
-        sqlx::query(*s).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(s.as_ref().to_owned()))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())

@@ -25,11 +25,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS virtual_keys (
     trust_user INTEGER NOT NULL DEFAULT 0
 )";
 
-/// Columns added since the table was first released: the name, and the statement adding it.
-const ADDED_COLUMNS: [(&str, &str); 1] = [(
-    "trust_user",
-    "ALTER TABLE virtual_keys ADD COLUMN trust_user INTEGER NOT NULL DEFAULT 0",
-)];
+/// Columns added since the table was first released: the name, and its type.
+const ADDED_COLUMNS: [(&str, &str); 1] = [("trust_user", "INTEGER NOT NULL DEFAULT 0")];
 
 const LIMITS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS runtime_limits (
     scope TEXT NOT NULL,
@@ -65,22 +62,34 @@ impl SqliteStore {
         for s in crate::audit_sql::SCHEMA {
             sqlx::query(s).execute(&pool).await?;
         }
-        for (name, add) in ADDED_COLUMNS {
-            let present: i64 = sqlx::query("SELECT count(*) FROM pragma_table_info('virtual_keys') WHERE name = ?")
-                .bind(name)
-                .fetch_one(&pool)
-                .await?
-                .try_get(0)?;
-            if present == 0 {
-                sqlx::query(add).execute(&pool).await?;
-            }
-        }
+        add_columns(&pool, "virtual_keys", &ADDED_COLUMNS).await?;
         Ok(SqliteStore { pool })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Adds to `table` each of `columns` (name, type) it lacks: how a table released before a
+/// column gains it (additive, so a process of the version before can share the file).
+pub(crate) async fn add_columns(pool: &SqlitePool, table: &str, columns: &[(&str, &str)]) -> Result<(), StoreError> {
+    for (name, ty) in columns {
+        let present: i64 = sqlx::query("SELECT count(*) FROM pragma_table_info(?) WHERE name = ?")
+            .bind(table)
+            .bind(name)
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
+        if present == 0 {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE {table} ADD COLUMN {name} {ty}"
+            )))
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 crate::keys_sql::key_store!(SqliteStore, None);

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,7 +13,8 @@ use sluice_store::ledger::analytics::{self, Dim, Metric, Point, Span};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_query, error};
+use crate::error::{ErrorBody, error};
+use crate::extract::Q;
 
 #[derive(ToSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,12 +122,8 @@ pub struct AnalyticsReport {
 pub(crate) async fn handler(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    q: Result<Query<AnalyticsQuery>, QueryRejection>,
+    Q(q): Q<AnalyticsQuery>,
 ) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_query(&e),
-    };
     let bad = |m: String| error(StatusCode::BAD_REQUEST, "invalid_analytics_query", m);
     let metric_name = q.metric.as_deref().unwrap_or("requests");
     let Some(metric) = Metric::parse(metric_name) else {

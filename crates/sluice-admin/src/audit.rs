@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sluice_gateway::Gateway;
@@ -13,7 +12,8 @@ use sluice_store::audit::{AuditEntry, NewAudit};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_limit, bad_query, page_limit, store_unavailable};
+use crate::error::{ErrorBody, bad_limit, page_limit, store_unavailable};
+use crate::extract::Q;
 
 /// Appends what `who` did to the audit log (`before`/`after` as JSON values).
 pub(crate) async fn record(
@@ -100,12 +100,8 @@ pub struct AuditQuery {
 pub(crate) async fn list(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    Q(q): Q<AuditQuery>,
 ) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_query(&e),
-    };
     let Some(limit) = page_limit(q.limit, 100, 1000) else {
         return bad_limit(1000);
     };

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -15,7 +14,8 @@ use sluice_gateway::Gateway;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_query, error};
+use crate::error::{ErrorBody, error};
+use crate::extract::Q;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantBytes {
@@ -106,12 +106,8 @@ pub struct Purged {
 pub(crate) async fn purge(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    q: Result<Query<PurgeQuery>, QueryRejection>,
+    Q(q): Q<PurgeQuery>,
 ) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_query(&e),
-    };
     // A principal confined to a tenant purges only that tenant's entries.
     let tenant = match (&who.tenant, q.tenant) {
         (None, t) => t,

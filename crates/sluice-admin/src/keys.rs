@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -17,7 +16,8 @@ use sluice_store::{StoreError, StoredKey};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_body, bad_limit, bad_path, bad_query, error, page_limit, store_unavailable};
+use crate::error::{ErrorBody, bad_limit, error, page_limit, store_unavailable};
+use crate::extract::{Body, P, Q};
 use crate::limits::{LimitView, put_limits};
 
 /// Where a key comes from.
@@ -93,12 +93,8 @@ fn pattern_text(p: &Pattern) -> String {
 pub(crate) async fn list_keys(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    page: Result<Query<KeysPage>, QueryRejection>,
+    Q(page): Q<KeysPage>,
 ) -> Response {
-    let Query(page) = match page {
-        Ok(p) => p,
-        Err(e) => return bad_query(&e),
-    };
     let Some(limit) = page_limit(page.limit, 100, 1000) else {
         return bad_limit(1000);
     };
@@ -217,12 +213,8 @@ pub struct CreatedKey {
 pub(crate) async fn create_key(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    body: Result<axum::body::Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return bad_body(&e),
-    };
     let mut req: CreateKey = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
@@ -363,12 +355,8 @@ pub struct Revoked {
 pub(crate) async fn revoke_key(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    id: Result<Path<String>, PathRejection>,
+    P(id): P<String>,
 ) -> Response {
-    let Path(id) = match id {
-        Ok(p) => p,
-        Err(e) => return bad_path(&e),
-    };
     // Another tenant's key does not exist for a principal confined to a tenant.
     if who.tenant.is_some() {
         match crate::owners::tenant_of(&gw, &id).await {

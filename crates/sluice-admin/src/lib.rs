@@ -12,6 +12,7 @@ mod audit;
 pub mod auth;
 mod cache;
 mod error;
+mod extract;
 mod keys;
 mod limits;
 mod ops;

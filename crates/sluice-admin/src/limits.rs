@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -14,7 +13,8 @@ use sluice_gateway::Gateway;
 use utoipa::ToSchema;
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_body, bad_path, error, store_unavailable};
+use crate::error::{ErrorBody, error, store_unavailable};
+use crate::extract::{Body, P};
 
 /// Whose limits: a key's, a team's, or each end user's on a key.
 #[derive(ToSchema, Serialize)]
@@ -128,17 +128,9 @@ pub struct LimitsSet {
 pub(crate) async fn set_limits(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    body: Result<axum::body::Bytes, BytesRejection>,
+    P((scope, name)): P<(String, String)>,
+    Body(body): Body,
 ) -> Response {
-    let Path((scope, name)) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(&e),
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return bad_body(&e),
-    };
     if !matches!(scope.as_str(), "keys" | "teams" | "users") {
         return error(
             StatusCode::NOT_FOUND,
@@ -229,12 +221,8 @@ pub(crate) async fn put_limits(
 pub(crate) async fn clear_limits(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    P((scope, name)): P<(String, String)>,
 ) -> Response {
-    let Path((scope, name)) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(&e),
-    };
     if let Err(r) = own_key(&gw, &who, &scope, &name).await {
         return r;
     }

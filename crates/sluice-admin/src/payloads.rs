@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,8 @@ use sluice_store::ledger::PayloadRow;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, bad_limit, bad_query, error, page_limit};
+use crate::error::{ErrorBody, bad_limit, error, page_limit};
+use crate::extract::Q;
 
 /// One stored payload.
 #[derive(ToSchema)]
@@ -64,12 +64,8 @@ pub struct PayloadQuery {
 pub(crate) async fn list(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    q: Result<Query<PayloadQuery>, QueryRejection>,
+    Q(q): Q<PayloadQuery>,
 ) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_query(&e),
-    };
     let Some(limit) = page_limit(q.limit, 50, 500) else {
         return bad_limit(500);
     };

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,7 +13,8 @@ use sluice_store::{StoreError, StoredPrincipal};
 use utoipa::ToSchema;
 
 use crate::auth::{Principal, Role, token_hash};
-use crate::error::{ErrorBody, bad_body, bad_path, error, store_unavailable};
+use crate::error::{ErrorBody, error, store_unavailable};
+use crate::extract::{Body, P, Q};
 
 /// The prefix of every admin token (tells it apart from an API key).
 pub const TOKEN_PREFIX: &str = "sk-sluice-admin-";
@@ -58,14 +58,7 @@ fn view(p: StoredPrincipal) -> Option<PrincipalView> {
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 503, description = "The key store did not answer", body = ErrorBody),
     ))]
-pub(crate) async fn list(
-    State(gw): State<Arc<Gateway>>,
-    page: Result<axum::extract::Query<crate::keys::KeysPage>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let axum::extract::Query(page) = match page {
-        Ok(p) => p,
-        Err(e) => return crate::error::bad_query(&e),
-    };
+pub(crate) async fn list(State(gw): State<Arc<Gateway>>, Q(page): Q<crate::keys::KeysPage>) -> Response {
     let Some(limit) = crate::error::page_limit(page.limit, 100, 1000) else {
         return crate::error::bad_limit(1000);
     };
@@ -124,12 +117,8 @@ pub struct CreatedPrincipal {
 pub(crate) async fn create(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    body: Result<axum::body::Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return bad_body(&e),
-    };
     let req: CreatePrincipal = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
@@ -209,12 +198,8 @@ pub(crate) async fn create(
 pub(crate) async fn revoke(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    id: Result<Path<String>, PathRejection>,
+    P(id): P<String>,
 ) -> Response {
-    let Path(id) = match id {
-        Ok(p) => p,
-        Err(e) => return bad_path(&e),
-    };
     match gw.store.revoke_principal(&id, Utc::now()).await {
         Ok(true) => {
             let (before, after) = (

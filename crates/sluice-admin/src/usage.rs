@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -16,6 +15,7 @@ use sluice_gateway::Gateway;
 
 use crate::auth::Principal;
 use crate::error::ErrorBody;
+use crate::extract::Q;
 
 /// What usage is grouped by.
 #[derive(ToSchema, Serialize)]
@@ -131,15 +131,11 @@ pub async fn query(
         (status = 404, description = "The ledger is disabled", body = ErrorBody),
         (status = 503, description = "The ledger database did not answer", body = ErrorBody),
     ))]
-pub async fn handler(
+pub(crate) async fn handler(
     State(gw): State<Arc<Gateway>>,
     Extension(who): Extension<Principal>,
-    q: Result<Query<UsageQuery>, QueryRejection>,
+    Q(q): Q<UsageQuery>,
 ) -> Response {
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return crate::error::bad_query(&e),
-    };
     let Some(ledger) = &gw.ledger else {
         return crate::error::error(
             StatusCode::NOT_FOUND,

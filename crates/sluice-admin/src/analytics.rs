@@ -28,18 +28,25 @@ pub enum MetricName {
     LatencyP95,
     LatencyP99,
     CacheHitRate,
+    TtfbP50,
+    TtfbP95,
+    TtfbP99,
+    GuardrailTriggers,
 }
 
 #[derive(ToSchema, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code)] // the query parameter's schema
 pub enum DimName {
+    All,
     Key,
     Team,
     Tenant,
     Model,
     Route,
     Deployment,
+    ErrorClass,
+    Guardrail,
 }
 
 #[derive(ToSchema, Serialize)]
@@ -65,10 +72,12 @@ pub enum FormatName {
 #[into_params(parameter_in = Query)]
 pub struct AnalyticsQuery {
     /// `requests` (default), `cost` (micro-units), `tokens`, `errors`, `latency_p50`,
-    /// `latency_p95`, `latency_p99` (ms), `cache_hit_rate`.
+    /// `latency_p95`, `latency_p99` (ms), `cache_hit_rate`, `ttfb_p50`, `ttfb_p95`,
+    /// `ttfb_p99` (ms to the answer's first byte), `guardrail_triggers`.
     #[param(value_type = Option<MetricName>, inline)]
     pub metric: Option<String>,
-    /// `key` (default), `team`, `tenant`, `model`, `route`, `deployment`.
+    /// `key` (default), `team`, `tenant`, `model`, `route`, `deployment`, `error_class`,
+    /// `guardrail` (what the strongest guardrail did), `all` (one group: totals).
     #[param(value_type = Option<DimName>, inline)]
     pub by: Option<String>,
     /// `minute`, `hour`, `day` (default), `month` — in the configured time zone.
@@ -80,6 +89,14 @@ pub struct AnalyticsQuery {
     pub until: Option<String>,
     /// Only the N groups with the largest value over the range (1–1000).
     pub top: Option<u32>,
+    /// Only this key's requests (drilling down; with `team`, `model`, `route`: all must hold).
+    pub key: Option<String>,
+    /// Only this team's requests.
+    pub team: Option<String>,
+    /// Only this model alias's requests.
+    pub model: Option<String>,
+    /// Only this route's requests.
+    pub route: Option<String>,
     /// `json` (default) or `csv` (`group,bucket,value,requests`).
     #[param(value_type = Option<FormatName>, inline)]
     pub format: Option<String>,
@@ -128,12 +145,12 @@ pub(crate) async fn handler(
     let metric_name = q.metric.as_deref().unwrap_or("requests");
     let Some(metric) = Metric::parse(metric_name) else {
         return bad(format!(
-            "metric={metric_name:?}: requests, cost, tokens, errors, latency_p50, latency_p95, latency_p99 or cache_hit_rate"
+            "metric={metric_name:?}: requests, cost, tokens, errors, latency_p50, latency_p95, latency_p99, cache_hit_rate, ttfb_p50, ttfb_p95, ttfb_p99 or guardrail_triggers"
         ));
     };
     let by_name = q.by.as_deref().unwrap_or("key");
     let Some(by) = Dim::parse(by_name) else {
-        return bad(format!("by={by_name:?}: key, team, tenant, model, route or deployment"));
+        return bad(format!("by={by_name:?}: key, team, tenant, model, route, deployment, error_class, guardrail or all"));
     };
     let per_name = q.per.as_deref().unwrap_or("day");
     let Some(per) = Span::parse(per_name) else {
@@ -181,6 +198,15 @@ pub(crate) async fn handler(
         tz_offset_s: tz,
         top: q.top.map(|n| n as usize),
         tenant: who.tenant.as_deref(),
+        only: [
+            (Dim::Key, &q.key),
+            (Dim::Team, &q.team),
+            (Dim::Model, &q.model),
+            (Dim::Route, &q.route),
+        ]
+        .into_iter()
+        .filter_map(|(d, v)| v.as_deref().map(|v| (d, v)))
+        .collect(),
     };
     let points = match ledger.db().analytics(&query).await {
         Ok(p) => p,

@@ -101,6 +101,7 @@ pub const POLICY: &[Rule] = &[
     rule("POST", "/admin/reload", Role::Admin, false),
     rule("GET", "/admin/audit", Role::Viewer, true),
     rule("GET", "/admin/payloads", Role::Operator, true),
+    rule("GET", "/admin/requests", Role::Viewer, true),
     rule("GET", "/admin/principals", Role::Admin, false),
     rule("POST", "/admin/principals", Role::Admin, false),
     rule("DELETE", "/admin/principals/{id}", Role::Admin, false),
@@ -116,6 +117,37 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     sluice_gateway::keys::hash_key(token)
 }
 
+/// The local operator: whoever reaches a loopback listener configured without a bootstrap
+/// token.
+pub(crate) fn local_operator() -> Principal {
+    Principal {
+        id: "local".to_owned(),
+        role: Role::Admin,
+        tenant: None,
+    }
+}
+
+/// The principal whose admin token has this SHA-256: the bootstrap token's (the first admin)
+/// or an active one in the store.
+pub(crate) async fn principal_of(gw: &Gateway, hash: &[u8; 32]) -> Result<Option<Principal>, sluice_store::StoreError> {
+    if let Some(b) = &gw.snapshot().config.admin.token
+        && subtle_eq(&token_hash(b.expose()), hash)
+    {
+        return Ok(Some(Principal {
+            id: "bootstrap".to_owned(),
+            role: Role::Admin,
+            tenant: None,
+        }));
+    }
+    Ok(gw.store.principal(hash).await?.and_then(|p| {
+        Role::parse(&p.role).map(|role| Principal {
+            id: p.id,
+            role,
+            tenant: p.tenant,
+        })
+    }))
+}
+
 /// Authentication: the request's principal (an extension), or 401.
 pub(crate) async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
     let presented = req
@@ -123,33 +155,17 @@ pub(crate) async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Reques
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let bootstrap = gw.snapshot().config.admin.token.clone();
-    let principal = match (&presented, &bootstrap) {
-        (Some(t), Some(b)) if subtle_eq(t.as_bytes(), b.expose().as_bytes()) => Some(Principal {
-            id: "bootstrap".to_owned(),
-            role: Role::Admin,
-            tenant: None,
-        }),
-        (Some(t), _) => match gw.store.principal(&token_hash(t)).await {
-            Ok(Some(p)) => Role::parse(&p.role).map(|role| Principal {
-                id: p.id,
-                role,
-                tenant: p.tenant,
-            }),
-            Ok(None) => None,
-            Err(e) => {
-                return store_unavailable(e);
-            }
+        .map(token_hash);
+    let has_bootstrap = gw.snapshot().config.admin.token.is_some();
+    let principal = match (&presented, has_bootstrap) {
+        (Some(hash), _) => match principal_of(&gw, hash).await {
+            Ok(p) => p,
+            Err(e) => return store_unavailable(e),
         },
         // No bootstrap token: the listener is on loopback (the config refuses anything else),
         // and whoever reaches it there is the local operator.
-        (None, None) => Some(Principal {
-            id: "local".to_owned(),
-            role: Role::Admin,
-            tenant: None,
-        }),
-        (None, Some(_)) => None,
+        (None, false) => Some(local_operator()),
+        (None, true) => None,
     };
     let Some(principal) = principal else {
         return error(
@@ -160,6 +176,28 @@ pub(crate) async fn authenticate(State(gw): State<Arc<Gateway>>, mut req: Reques
     };
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Why a principal may not call a route under `rule` (none: it may).
+pub fn refusal(principal: &Principal, rule: &Rule) -> Option<Refusal> {
+    if principal.tenant.is_some() && !rule.tenants {
+        return Some(Refusal::GatewayWide);
+    }
+    (principal.role < rule.role).then_some(Refusal::Role)
+}
+
+/// What [`refusal`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The route is gateway-wide and the principal is confined to a tenant.
+    GatewayWide,
+    /// The principal's role is below the route's.
+    Role,
+}
+
+/// Whether `principal` may call `method path` (a route template, as in [`POLICY`]).
+pub fn may(principal: &Principal, method: &Method, path: &str) -> bool {
+    rule_of(method, path).is_some_and(|r| refusal(principal, r).is_none())
 }
 
 /// Authorization: the matched route's rule against the principal's role and tenant.
@@ -178,15 +216,13 @@ pub(crate) async fn authorize(req: Request, next: Next) -> Response {
     let Some(rule) = rule else {
         return error(StatusCode::FORBIDDEN, "forbidden", "No role may call this route.");
     };
-    if principal.tenant.is_some() && !rule.tenants {
-        return error(
+    match refusal(principal, rule) {
+        Some(Refusal::GatewayWide) => error(
             StatusCode::FORBIDDEN,
             "tenant_forbidden",
             "This route is gateway-wide; a principal confined to a tenant may not call it.",
-        );
-    }
-    if principal.role < rule.role {
-        return error(
+        ),
+        Some(Refusal::Role) => error(
             StatusCode::FORBIDDEN,
             "role_forbidden",
             format!(
@@ -195,12 +231,12 @@ pub(crate) async fn authorize(req: Request, next: Next) -> Response {
                 principal.id,
                 principal.role.as_str()
             ),
-        );
+        ),
+        None => next.run(req).await,
     }
-    next.run(req).await
 }
 
 /// Constant-time comparison (length leaks, content does not).
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -11,6 +11,8 @@ mod analytics;
 mod audit;
 pub mod auth;
 mod cache;
+mod config_view;
+mod console;
 mod error;
 mod extract;
 mod keys;
@@ -19,6 +21,7 @@ mod ops;
 mod owners;
 mod payloads;
 pub mod principals;
+mod requests;
 pub mod usage;
 
 use std::sync::Arc;
@@ -85,6 +88,7 @@ fn api() -> (Router<Arc<Gateway>>, utoipa::openapi::OpenApi) {
         .routes(routes!(principals::revoke))
         .routes(routes!(audit::list))
         .routes(routes!(payloads::list))
+        .routes(routes!(requests::list))
         .split_for_parts()
 }
 
@@ -96,7 +100,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(gw: Arc<Gateway>) -> Router {
     let (routes, spec) = api();
     let spec = Arc::new(spec);
-    routes
+    // The API as the console calls it: authorised by the policy table, its principal given by
+    // the caller (the console's session), not read from a header.
+    let api = routes
         .route(
             "/admin/openapi.json",
             axum::routing::get(move || {
@@ -107,6 +113,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route_layer(middleware::from_fn(auth::authorize))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(gw.clone(), auth::authenticate))
-        .with_state(gw)
+        .with_state(gw.clone());
+    let public = api
+        .clone()
+        .layer(middleware::from_fn_with_state(gw.clone(), auth::authenticate));
+    if !gw.snapshot().config.admin.console.enabled {
+        return public;
+    }
+    Router::new()
+        .merge(console::router(gw, api))
+        .fallback_service(public)
 }

@@ -173,6 +173,12 @@ pub struct ConfigSummary {
     pub deployments: Vec<DeploymentSummary>,
     pub yaml_keys: usize,
     pub active_keys: usize,
+    /// Currency of every cost (costs are integer micro-units of it).
+    pub currency: String,
+    /// Each route in match order.
+    pub route_details: Vec<crate::config_view::RouteSummary>,
+    pub budgets: Vec<crate::config_view::BudgetSummary>,
+    pub alerts: crate::config_view::AlertsSummary,
 }
 
 /// The config serving: its version, routes, models and deployments (no secrets).
@@ -208,6 +214,10 @@ pub(crate) async fn config_summary(State(gw): State<Arc<Gateway>>) -> Response {
             .collect(),
         yaml_keys: c.keys.len(),
         active_keys: gw.key_count(),
+        currency: c.currency.clone(),
+        route_details: crate::config_view::routes(c),
+        budgets: crate::config_view::budgets(c),
+        alerts: crate::config_view::alerts(c),
     })
     .into_response()
 }

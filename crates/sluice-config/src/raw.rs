@@ -373,6 +373,23 @@ pub struct RawAdmin {
     /// Audit entries older than this many days are deleted, the chain anchored at the last
     /// one deleted (default: kept).
     pub audit_retention_days: Option<S<u64>>,
+    /// The web console at `/console` on this listener.
+    #[serde(default)]
+    pub console: RawConsole,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// Serve it (default: true).
+    pub enabled: Option<bool>,
+    /// A sign-in lasts this long (default 480: a working day).
+    pub session_minutes: Option<S<u64>>,
+    /// Sign-in attempts allowed per client address per minute (default 5).
+    pub sign_in_attempts: Option<S<u64>>,
+    /// Mark the session cookie `Secure` (set it when the console is reached over HTTPS, e.g.
+    /// through a TLS-terminating proxy; default false).
+    pub secure_cookie: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -71,8 +71,24 @@ pub(crate) fn admin(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -
             ),
         );
     }
+    let console = &raw.admin.console;
     AdminConfig {
         listen,
+        console: ConsoleConfig {
+            enabled: console.enabled.unwrap_or(true),
+            session: Duration::from_secs(
+                60 * ranged(console.session_minutes.as_ref(), 480, 5, 43_200, "admin.console.session_minutes", errs),
+            ),
+            sign_in_attempts: ranged(
+                console.sign_in_attempts.as_ref(),
+                5,
+                1,
+                1_000,
+                "admin.console.sign_in_attempts",
+                errs,
+            ) as u32,
+            secure_cookie: console.secure_cookie.unwrap_or(false),
+        },
         audit_retention: raw
             .admin
             .audit_retention_days

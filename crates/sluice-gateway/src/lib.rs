@@ -453,6 +453,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningGatew
         .map_or_else(axum::Router::new, |router| router(gateway.clone()));
     let mut admin_stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
+        let admin = admin.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let serve = axum::serve(admin_listener, admin).with_graceful_shutdown(async move {
             shutdown::stopped(&mut admin_stop).await;
         });

@@ -6,7 +6,6 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,108 +14,8 @@ use prometheus_client::registry::Registry;
 use sluice_config::AccessLogTarget;
 use sluice_telemetry::{AccessLog, Histogram, LogLine};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub route: Arc<str>,
-    pub model: Arc<str>,
-    pub status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteModel {
-    pub route: Arc<str>,
-    pub model: Arc<str>,
-}
-
-/// A model alias (the config bounds the set).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabel {
-    pub model: Arc<str>,
-}
-
-/// Why a request's answer came from its fallback chain, by route.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FallbackLabels {
-    pub route: Arc<str>,
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StageLabels {
-    pub route: Arc<str>,
-    pub stage: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClassLabel {
-    pub class: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TokenLabels {
-    pub route: Arc<str>,
-    pub model: Arc<str>,
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AttemptLabels {
-    pub deployment: Arc<str>,
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeploymentLabel {
-    pub deployment: Arc<str>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabel {
-    pub route: Arc<str>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TransitionLabels {
-    pub deployment: Arc<str>,
-    pub to: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RetryLabels {
-    pub route: Arc<str>,
-    pub decision: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: &'static str,
-}
-
-/// A guardrail that fired: `set/rule`, its action, which side it read, the caller's tenant.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GuardLabels {
-    pub rule: Arc<str>,
-    pub action: &'static str,
-    pub side: &'static str,
-    pub tenant: Arc<str>,
-}
-
-/// An external guardrail hook, by its rule (`set/rule`; the config bounds the set).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HookLabel {
-    pub rule: Arc<str>,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct CacheLabels {
-    pub route: Arc<str>,
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: &'static str,
-}
+mod labels;
+pub use labels::*;
 
 fn stage_histogram() -> Histogram {
     // 10 µs … ~168 s
@@ -205,6 +104,8 @@ pub struct Metrics {
     pub deployment_in_flight: Family<DeploymentLabel, Gauge>,
     /// Each deployment's server-reported load (queue × 1000 + KV-cache ‰; set when scraped).
     pub deployment_load: Family<DeploymentLabel, Gauge>,
+    /// The web console's sign-ins and refusals, by event.
+    pub console_events: Family<EventLabel, Counter>,
 }
 
 impl Metrics {
@@ -256,7 +157,13 @@ impl Metrics {
             queue_running: Family::default(),
             deployment_in_flight: Family::default(),
             deployment_load: Family::default(),
+            console_events: Family::default(),
         };
+        registry.register(
+            "sluice_console_events",
+            "Web console sign-ins and refusals (signed_in, sign_in_refused, sign_in_limited, csrf_refused)",
+            m.console_events.clone(),
+        );
         registry.register(
             "sluice_deployment_in_flight",
             "Requests in flight to each deployment from this gateway",

@@ -85,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tz_offset_s: 0,
             top,
             tenant,
+            only: Vec::new(),
         };
         let cases: [(&str, Query<'_>); 5] = [
             (

@@ -39,6 +39,7 @@ macro_rules! key_store {
     ($store:ty, $audit_lock:expr) => {
         impl $crate::KeyStore for $store {
             $crate::principals_sql::principal_methods!();
+            $crate::sessions_sql::session_methods!();
             $crate::audit_sql::audit_methods!($audit_lock);
 
             fn version(&self) -> $crate::StoreFuture<'_, String> {

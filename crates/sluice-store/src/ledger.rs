@@ -557,6 +557,7 @@ impl LedgerDb {
 
 pub mod analytics;
 mod payloads;
+pub mod recent;
 #[cfg(test)]
 mod tests;
 mod usage;

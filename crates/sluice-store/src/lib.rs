@@ -11,6 +11,7 @@ pub mod ledger;
 mod pg;
 mod principals_sql;
 pub mod redis;
+mod sessions_sql;
 mod sql_values;
 mod sqlite;
 
@@ -83,6 +84,20 @@ pub struct StoredPrincipal {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A web console session. Only the session id's SHA-256 is stored, and the SHA-256 of the
+/// admin token it was opened with (the principal is found again from it at every request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub hash: [u8; 32],
+    pub token_hash: [u8; 32],
+    /// Who opened it (for the record; the role is looked up again each time).
+    pub principal: String,
+    /// The token every write of this session must carry.
+    pub csrf: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}
+
 /// Limits set at run time for one key or team (the config's limit names → amounts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredLimits {
@@ -134,4 +149,12 @@ pub trait KeyStore: Send + Sync + 'static {
     fn prune_audit(&self, before_ms: i64) -> StoreFuture<'_, u64>;
     /// Where the chain left after pruning starts: the last deleted entry's number and hash.
     fn audit_anchor(&self) -> StoreFuture<'_, Option<(i64, String)>>;
+    /// Opens a console session.
+    fn insert_session<'a>(&'a self, s: &'a StoredSession) -> StoreFuture<'a, ()>;
+    /// The session with this id hash, unless it expired by `now_ms`.
+    fn session<'a>(&'a self, hash: &'a [u8; 32], now_ms: i64) -> StoreFuture<'a, Option<StoredSession>>;
+    /// Ends one (sign-out); `false` if there was none.
+    fn delete_session<'a>(&'a self, hash: &'a [u8; 32]) -> StoreFuture<'a, bool>;
+    /// Deletes the sessions expired by `now_ms`; returns how many.
+    fn prune_sessions(&self, now_ms: i64) -> StoreFuture<'_, u64>;
 }

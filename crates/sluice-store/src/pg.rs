@@ -16,7 +16,7 @@ pub struct PgStore {
 /// Serializes schema creation between instances starting at once.
 const SCHEMA_LOCK: i64 = 0x51_1C_E0_01;
 
-const SCHEMA: [&str; 7] = [
+const SCHEMA: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS virtual_keys (
         id TEXT PRIMARY KEY,
         hash TEXT NOT NULL UNIQUE,
@@ -40,6 +40,7 @@ const SCHEMA: [&str; 7] = [
     crate::audit_sql::SCHEMA[0],
     crate::audit_sql::SCHEMA[1],
     crate::audit_sql::SCHEMA[2],
+    crate::sessions_sql::SCHEMA,
 ];
 
 impl PgStore {

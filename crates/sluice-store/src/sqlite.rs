@@ -59,6 +59,7 @@ impl SqliteStore {
         sqlx::query(SCHEMA).execute(&pool).await?;
         sqlx::query(LIMITS_SCHEMA).execute(&pool).await?;
         sqlx::query(crate::principals_sql::SCHEMA).execute(&pool).await?;
+        sqlx::query(crate::sessions_sql::SCHEMA).execute(&pool).await?;
         for s in crate::audit_sql::SCHEMA {
             sqlx::query(s).execute(&pool).await?;
         }

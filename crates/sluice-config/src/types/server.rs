@@ -41,6 +41,19 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
     /// Audit entries older than this are deleted (none: kept).
     pub audit_retention: Option<Duration>,
+    pub console: ConsoleConfig,
+}
+
+/// The web console on the admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// How long a sign-in lasts.
+    pub session: Duration,
+    /// Sign-in attempts per client address per minute.
+    pub sign_in_attempts: u32,
+    /// The session cookie is marked `Secure`.
+    pub secure_cookie: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

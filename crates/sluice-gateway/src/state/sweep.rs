@@ -57,8 +57,9 @@ pub(crate) async fn cache_sweep_every(gw: std::sync::Weak<crate::Gateway>) {
 /// How often retention runs (and once a minute after the start).
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Deletes ledger rows past `ledger.retention_days` and audit entries past
-/// `admin.audit_retention_days` (the audit chain anchored at the last one deleted), every
+/// Deletes ledger rows past `ledger.retention_days`, audit entries past
+/// `admin.audit_retention_days` (the audit chain anchored at the last one deleted) and expired
+/// console sessions, every
 /// [`RETENTION_EVERY`]. Instances sharing a database may all run it: a second deletion finds
 /// nothing. Ends when the gateway is dropped.
 pub(crate) async fn retention_every(gw: std::sync::Weak<crate::Gateway>) {
@@ -89,5 +90,9 @@ pub async fn prune(gw: &crate::Gateway) {
             Ok(n) => tracing::info!(entries = n, "audit entries past their retention deleted"),
             Err(e) => tracing::warn!(error = %e, "audit entries not pruned"),
         }
+    }
+    // Expired console sessions are refused when read; this only keeps the table small.
+    if let Err(e) = gw.store.prune_sessions(now).await {
+        tracing::warn!(error = %e, "expired console sessions not pruned");
     }
 }

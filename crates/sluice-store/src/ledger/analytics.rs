@@ -86,6 +86,12 @@ pub enum Metric {
     LatencyP99,
     /// Cache hits (exact, semantic or stale) over cache lookups.
     CacheHitRate,
+    /// Time to the first byte of the answer (for a stream, its first chunk), in ms.
+    TtfbP50,
+    TtfbP95,
+    TtfbP99,
+    /// Requests a guardrail acted on (blocked, redacted, flagged…).
+    GuardrailTriggers,
 }
 
 impl Metric {
@@ -99,16 +105,28 @@ impl Metric {
             "latency_p95" => Metric::LatencyP95,
             "latency_p99" => Metric::LatencyP99,
             "cache_hit_rate" => Metric::CacheHitRate,
+            "ttfb_p50" => Metric::TtfbP50,
+            "ttfb_p95" => Metric::TtfbP95,
+            "ttfb_p99" => Metric::TtfbP99,
+            "guardrail_triggers" => Metric::GuardrailTriggers,
             _ => return None,
         })
     }
 
     fn quantile(self) -> Option<f64> {
         match self {
-            Metric::LatencyP50 => Some(0.50),
-            Metric::LatencyP95 => Some(0.95),
-            Metric::LatencyP99 => Some(0.99),
+            Metric::LatencyP50 | Metric::TtfbP50 => Some(0.50),
+            Metric::LatencyP95 | Metric::TtfbP95 => Some(0.95),
+            Metric::LatencyP99 | Metric::TtfbP99 => Some(0.99),
             _ => None,
+        }
+    }
+
+    /// The column a percentile metric is taken of.
+    fn timed_column(self) -> &'static str {
+        match self {
+            Metric::TtfbP50 | Metric::TtfbP95 | Metric::TtfbP99 => "ttfb_us",
+            _ => "latency_us",
         }
     }
 }
@@ -121,6 +139,12 @@ pub enum Dim {
     Model,
     Route,
     Deployment,
+    /// How requests failed (`rate_limited`, `upstream_timeout`…; none: they did not).
+    ErrorClass,
+    /// What the strongest guardrail did (none: nothing).
+    Guardrail,
+    /// Every request in one group, `all` (totals over time).
+    All,
 }
 
 impl Dim {
@@ -132,6 +156,9 @@ impl Dim {
             "model" => Dim::Model,
             "route" => Dim::Route,
             "deployment" => Dim::Deployment,
+            "error_class" => Dim::ErrorClass,
+            "guardrail" => Dim::Guardrail,
+            "all" => Dim::All,
             _ => return None,
         })
     }
@@ -144,6 +171,9 @@ impl Dim {
             Dim::Model => "model",
             Dim::Route => "route",
             Dim::Deployment => "deployment",
+            Dim::ErrorClass => "error_class",
+            Dim::Guardrail => "guardrail",
+            Dim::All => "'all'",
         }
     }
 }
@@ -181,6 +211,8 @@ pub struct Query<'a> {
     pub top: Option<usize>,
     /// Only this tenant's rows.
     pub tenant: Option<&'a str>,
+    /// Only rows with these values (a key, a team, a model…): drilling down.
+    pub only: Vec<(Dim, &'a str)>,
 }
 
 /// One group's value in one bucket.
@@ -203,6 +235,7 @@ struct Acc {
     errors: i64,
     hits: i64,
     lookups: i64,
+    guarded: i64,
     latency: LatencyHistogram,
 }
 
@@ -214,6 +247,7 @@ impl Acc {
         self.errors += o.errors;
         self.hits += o.hits;
         self.lookups += o.lookups;
+        self.guarded += o.guarded;
         self.latency.merge(&o.latency);
     }
 
@@ -228,6 +262,7 @@ impl Acc {
             Metric::Errors => self.errors as f64,
             Metric::CacheHitRate if self.lookups == 0 => return None,
             Metric::CacheHitRate => self.hits as f64 / self.lookups as f64,
+            Metric::GuardrailTriggers => self.guarded as f64,
             _ => return None,
         })
     }
@@ -264,20 +299,28 @@ impl LedgerDb {
     pub async fn analytics(&self, q: &Query<'_>) -> Result<Vec<Point>, StoreError> {
         let col = q.by.column();
         let bucket = format!("(started_at / 1000 + {}) / {}", q.tz_offset_s, q.per.group_seconds());
-        let only = if q.tenant.is_some() { "AND tenant = ?" } else { "" };
-        let range = format!("FROM spend_ledger WHERE started_at >= ? AND started_at < ? AND state <> 'open' {only}");
+        let mut only = String::new();
+        if q.tenant.is_some() {
+            only.push_str(" AND tenant = ?");
+        }
+        for (d, _) in &q.only {
+            only.push_str(&format!(" AND {} = ?", d.column()));
+        }
+        let range = format!("FROM spend_ledger WHERE started_at >= ? AND started_at < ? AND state <> 'open'{only}");
         let sums = format!(
             "SELECT coalesce({col}, '') AS grp, {bucket} AS bucket, count(*) AS requests,
                     CAST(coalesce(sum(cost_micros), 0) AS BIGINT) AS cost,
                     CAST(coalesce(sum(total_tokens), 0) AS BIGINT) AS tokens,
                     CAST(sum(CASE WHEN error_class IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS errors,
                     CAST(sum(CASE WHEN cache IN ('hit', 'semantic', 'stale') THEN 1 ELSE 0 END) AS BIGINT) AS hits,
-                    CAST(sum(CASE WHEN cache IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS lookups
+                    CAST(sum(CASE WHEN cache IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS lookups,
+                    CAST(sum(CASE WHEN guardrail IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS guarded
              {range} GROUP BY 1, 2"
         );
         // Latencies are counted into bins here, one row per request.
+        let timed = q.metric.timed_column();
         let latencies = format!(
-            "SELECT coalesce({col}, '') AS grp, {bucket} AS bucket, latency_us {range} AND latency_us IS NOT NULL"
+            "SELECT coalesce({col}, '') AS grp, {bucket} AS bucket, {timed} AS us {range} AND {timed} IS NOT NULL"
         );
         let mut accs: HashMap<(String, String), Acc> = HashMap::new();
         macro_rules! run {
@@ -286,10 +329,11 @@ impl LedgerDb {
                     let q0 = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(q.since_ms)
                         .bind(q.until_ms);
-                    match q.tenant {
+                    let q0 = match q.tenant {
                         Some(t) => q0.bind(t),
                         None => q0,
-                    }
+                    };
+                    q.only.iter().fold(q0, |q0, (_, v)| q0.bind(*v))
                 };
                 for r in bind($fix(&sums)).fetch_all($pool).await? {
                     let key = (r.try_get("grp")?, q.per.label(r.try_get("bucket")?));
@@ -300,6 +344,7 @@ impl LedgerDb {
                         errors: r.try_get("errors")?,
                         hits: r.try_get("hits")?,
                         lookups: r.try_get("lookups")?,
+                        guarded: r.try_get("guarded")?,
                         latency: LatencyHistogram::default(),
                     });
                 }
@@ -307,7 +352,7 @@ impl LedgerDb {
                     // Binned by the bucket's number first: a label is written once per bucket.
                     let mut binned: HashMap<(String, i64), LatencyHistogram> = HashMap::new();
                     for r in bind($fix(&latencies)).fetch_all($pool).await? {
-                        let us: i64 = r.try_get("latency_us")?;
+                        let us: i64 = r.try_get("us")?;
                         binned
                             .entry((r.try_get("grp")?, r.try_get("bucket")?))
                             .or_default()

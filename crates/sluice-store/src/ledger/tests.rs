@@ -284,6 +284,7 @@ async fn analytics_sum_rate_and_take_percentiles_from_merged_histograms() {
         tz_offset_s: 0,
         top,
         tenant,
+        only: Vec::new(),
     };
     let per_minute = db
         .analytics(&q(Metric::Requests, Span::Minute, None, None))

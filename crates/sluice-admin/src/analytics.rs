@@ -150,7 +150,9 @@ pub(crate) async fn handler(
     };
     let by_name = q.by.as_deref().unwrap_or("key");
     let Some(by) = Dim::parse(by_name) else {
-        return bad(format!("by={by_name:?}: key, team, tenant, model, route, deployment, error_class, guardrail or all"));
+        return bad(format!(
+            "by={by_name:?}: key, team, tenant, model, route, deployment, error_class, guardrail or all"
+        ));
     };
     let per_name = q.per.as_deref().unwrap_or("day");
     let Some(per) = Span::parse(per_name) else {

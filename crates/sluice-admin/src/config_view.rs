@@ -86,7 +86,11 @@ pub(crate) fn budgets(c: &Config) -> Vec<BudgetSummary> {
 
 pub(crate) fn alerts(c: &Config) -> AlertsSummary {
     AlertsSummary {
-        budget_thresholds: c.budget_alerts.as_ref().map(|b| b.thresholds.clone()).unwrap_or_default(),
+        budget_thresholds: c
+            .budget_alerts
+            .as_ref()
+            .map(|b| b.thresholds.clone())
+            .unwrap_or_default(),
         rules: c
             .alerts
             .rules

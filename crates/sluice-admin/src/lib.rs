@@ -120,7 +120,5 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     if !gw.snapshot().config.admin.console.enabled {
         return public;
     }
-    Router::new()
-        .merge(console::router(gw, api))
-        .fallback_service(public)
+    Router::new().merge(console::router(gw, api)).fallback_service(public)
 }

@@ -82,11 +82,19 @@ pub(crate) async fn list(
         return bad_limit(500);
     };
     let Some(ledger) = &gw.ledger else {
-        return error(StatusCode::NOT_FOUND, "ledger_disabled", "The spend ledger is disabled.");
+        return error(
+            StatusCode::NOT_FOUND,
+            "ledger_disabled",
+            "The spend ledger is disabled.",
+        );
     };
     let before = q.before.unwrap_or(i64::MAX);
     // One more than asked tells whether more follow.
-    match ledger.db().recent(i64::from(limit) + 1, before, who.tenant.as_deref()).await {
+    match ledger
+        .db()
+        .recent(i64::from(limit) + 1, before, who.tenant.as_deref())
+        .await
+    {
         Ok(mut data) => {
             let has_more = data.len() > limit as usize;
             data.truncate(limit as usize);

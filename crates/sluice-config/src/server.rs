@@ -77,7 +77,14 @@ pub(crate) fn admin(raw: &RawConfig, env: EnvLookup<'_>, errs: &mut Collector) -
         console: ConsoleConfig {
             enabled: console.enabled.unwrap_or(true),
             session: Duration::from_secs(
-                60 * ranged(console.session_minutes.as_ref(), 480, 5, 43_200, "admin.console.session_minutes", errs),
+                60 * ranged(
+                    console.session_minutes.as_ref(),
+                    480,
+                    5,
+                    43_200,
+                    "admin.console.session_minutes",
+                    errs,
+                ),
             ),
             sign_in_attempts: ranged(
                 console.sign_in_attempts.as_ref(),

@@ -178,6 +178,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn console_sessions_are_found_until_they_expire_or_end() {
+        use crate::StoredSession;
+        let store = SqliteStore::open(":memory:").await.unwrap();
+        let session = |hash: u8, expires_ms: i64| StoredSession {
+            hash: [hash; 32],
+            token_hash: [9; 32],
+            principal: "bootstrap".to_owned(),
+            csrf: "c".repeat(64),
+            created_ms: 1_000,
+            expires_ms,
+        };
+        store.insert_session(&session(1, 10_000)).await.unwrap();
+        store.insert_session(&session(2, 20_000)).await.unwrap();
+        let found = store.session(&[1; 32], 9_999).await.unwrap().unwrap();
+        assert_eq!(found, session(1, 10_000));
+        assert!(
+            store.session(&[1; 32], 10_000).await.unwrap().is_none(),
+            "expired: not found"
+        );
+        assert!(store.session(&[3; 32], 0).await.unwrap().is_none());
+        assert_eq!(store.prune_sessions(15_000).await.unwrap(), 1);
+        assert!(store.delete_session(&[2; 32]).await.unwrap());
+        assert!(!store.delete_session(&[2; 32]).await.unwrap());
+        assert!(
+            store.session(&[2; 32], 0).await.unwrap().is_none(),
+            "signed out: not found"
+        );
+    }
+
+    #[tokio::test]
     async fn audit_appends_chain_onto_the_head_and_verify() {
         use crate::audit::{NewAudit, verify};
         let store = SqliteStore::open(":memory:").await.unwrap();

@@ -87,6 +87,7 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
         tz_offset_s: 0,
         top: None,
         tenant,
+        only: Vec::new(),
     };
     let requests = db.analytics(&q(Metric::Requests, None)).await.unwrap();
     assert_eq!(
@@ -99,6 +100,32 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
     assert!(
         p95.iter().all(|p| p.value.is_none()),
         "no latency recorded: nothing to tell"
+    );
+
+    // Drilling down: filters bound after the tenant, in order (numbered placeholders).
+    let drill = |only: Vec<(Dim, &'static str)>| Query {
+        by: Dim::All,
+        only,
+        ..q(Metric::Requests, Some("acme"))
+    };
+    let k1 = db
+        .analytics(&drill(vec![(Dim::Key, "k1"), (Dim::Team, "search")]))
+        .await
+        .unwrap();
+    assert_eq!((k1.len(), k1[0].group.as_str(), k1[0].value), (1, "all", Some(1.0)));
+    assert!(db.analytics(&drill(vec![(Dim::Key, "k2")])).await.unwrap().is_empty());
+    // Recent requests, newest first; a tenant's only.
+    let recent = db.recent(10, i64::MAX, None).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(),
+        ["r2", "r1"]
+    );
+    assert_eq!((recent[1].http_status, recent[1].cost_micros), (200, 123));
+    let acme = db.recent(10, i64::MAX, Some("acme")).await.unwrap();
+    assert_eq!(acme.len(), 1);
+    assert!(
+        db.recent(10, t, None).await.unwrap().is_empty(),
+        "only those started before"
     );
 
     // The key store: a second handle (another instance) sees the first's changes.
@@ -157,4 +184,24 @@ async fn ledger_batches_usage_and_keys_on_postgres() {
         sluice_store::audit::verify(&entries, None, a.audit_head().await.unwrap(), None),
         Ok(())
     );
+
+    // Console sessions: opened on one instance, known to the other, ended by either.
+    let now = chrono::Utc::now().timestamp_millis();
+    let session = sluice_store::StoredSession {
+        hash: [5; 32],
+        token_hash: [6; 32],
+        principal: "ops".into(),
+        csrf: "f".repeat(64),
+        created_ms: now,
+        expires_ms: now + 60_000,
+    };
+    a.insert_session(&session).await.unwrap();
+    assert_eq!(b.session(&[5; 32], now).await.unwrap(), Some(session));
+    assert!(b.session(&[5; 32], now + 60_000).await.unwrap().is_none(), "expired");
+    assert!(b.delete_session(&[5; 32]).await.unwrap());
+    assert!(
+        a.session(&[5; 32], now).await.unwrap().is_none(),
+        "signed out everywhere"
+    );
+    assert_eq!(a.prune_sessions(now).await.unwrap(), 0);
 }

@@ -75,6 +75,7 @@ async fn retention_deletes_what_is_older_than_it_keeps_and_nothing_else() {
         tz_offset_s: 0,
         top: None,
         tenant: None,
+        only: Vec::new(),
     };
     let left: f64 = ledger
         .db()

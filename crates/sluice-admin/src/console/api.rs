@@ -77,7 +77,10 @@ impl Api {
         req.extensions_mut().insert(who.clone());
         let Ok(resp) = self.router.clone().oneshot(req).await;
         let status = resp.status();
-        match http_body_util::Limited::new(resp.into_body(), MAX_ANSWER).collect().await {
+        match http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+        {
             Ok(b) => Answer {
                 status,
                 body: b.to_bytes(),

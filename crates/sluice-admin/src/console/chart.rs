@@ -60,9 +60,9 @@ pub(crate) fn line(id: &str, title: &str, unit: &str, labels: &[String], series:
         ));
     }
     if n > 0 {
-        for i in [0, n / 2, n - 1] {
+        for (i, anchor) in [(0, "start"), (n / 2, "middle"), (n - 1, "end")] {
             svg.push_str(&format!(
-                r#"<text class="tick" x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                r#"<text class="tick" x="{:.1}" y="{}" text-anchor="{anchor}">{}</text>"#,
                 x_of(i, n),
                 H - 10.0,
                 escape(short(&labels[i])),
@@ -75,7 +75,10 @@ pub(crate) fn line(id: &str, title: &str, unit: &str, labels: &[String], series:
         let flush = |run: &mut Vec<(f64, f64)>, svg: &mut String| {
             match run.len() {
                 0 => {}
-                1 => svg.push_str(&format!(r#"<circle class="s{k}" cx="{:.1}" cy="{:.1}" r="3"/>"#, run[0].0, run[0].1)),
+                1 => svg.push_str(&format!(
+                    r#"<circle class="s{k}" cx="{:.1}" cy="{:.1}" r="3"/>"#,
+                    run[0].0, run[0].1
+                )),
                 _ => {
                     let pts: Vec<String> = run.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
                     svg.push_str(&format!(r#"<polyline class="s{k}" points="{}"/>"#, pts.join(" ")));
@@ -92,7 +95,11 @@ pub(crate) fn line(id: &str, title: &str, unit: &str, labels: &[String], series:
         flush(&mut run, &mut svg);
     }
     let rows: Vec<usize> = (0..n)
-        .filter(|&i| series.iter().any(|s| s.values.get(i).copied().flatten().is_some_and(|v| v != 0.0)))
+        .filter(|&i| {
+            series
+                .iter()
+                .any(|s| s.values.get(i).copied().flatten().is_some_and(|v| v != 0.0))
+        })
         .collect();
     html! {
         figure class="chart" id=(id) {

@@ -16,12 +16,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use axum::Form;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use http_body_util::BodyExt;
 use maud::html;
 use rand::RngCore;
@@ -171,13 +171,19 @@ pub(crate) async fn sign_in(
     let console = c.gw.snapshot().config.admin.console.clone();
     let now = Instant::now();
     if !same_origin(&headers) {
-        return sign_in_form(&c, StatusCode::FORBIDDEN, Some("This sign-in did not come from this console."));
+        return sign_in_form(
+            &c,
+            StatusCode::FORBIDDEN,
+            Some("This sign-in did not come from this console."),
+        );
     }
     if let Some(wait) = c.limiter.refused(peer.ip(), console.sign_in_attempts, now) {
         let mut r = sign_in_form(
             &c,
             StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!("Too many failed sign-ins from this address: try again in {wait} s.")),
+            Some(&format!(
+                "Too many failed sign-ins from this address: try again in {wait} s."
+            )),
         );
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
         count(&c, "sign_in_limited");
@@ -193,7 +199,11 @@ pub(crate) async fn sign_in(
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "console sign-in: the store did not answer");
-            return sign_in_form(&c, StatusCode::SERVICE_UNAVAILABLE, Some("The store did not answer; try again."));
+            return sign_in_form(
+                &c,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("The store did not answer; try again."),
+            );
         }
     };
     let Some(principal) = principal else {
@@ -214,7 +224,11 @@ pub(crate) async fn sign_in(
     };
     if let Err(e) = c.gw.store.insert_session(&session).await {
         tracing::warn!(error = %e, "console sign-in: the session was not stored");
-        return sign_in_form(&c, StatusCode::SERVICE_UNAVAILABLE, Some("The store did not answer; try again."));
+        return sign_in_form(
+            &c,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("The store did not answer; try again."),
+        );
     }
     count(&c, "signed_in");
     tracing::info!(principal = %principal.id, role = principal.role.as_str(), "console sign-in");
@@ -265,7 +279,12 @@ pub(crate) async fn require(State(c): State<Console>, req: Request, next: Next) 
     let stored = match c.gw.store.session(&hash, now_ms()).await {
         Ok(Some(s)) => s,
         Ok(None) => return to_sign_in(),
-        Err(e) => return layout::problem(StatusCode::SERVICE_UNAVAILABLE, &format!("The store did not answer: {e}")),
+        Err(e) => {
+            return layout::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("The store did not answer: {e}"),
+            );
+        }
     };
     let principal = match resume(&c, &stored.token_hash).await {
         Ok(Some(p)) => p,
@@ -274,7 +293,12 @@ pub(crate) async fn require(State(c): State<Console>, req: Request, next: Next) 
             let _ = c.gw.store.delete_session(&hash).await;
             return to_sign_in();
         }
-        Err(e) => return layout::problem(StatusCode::SERVICE_UNAVAILABLE, &format!("The store did not answer: {e}")),
+        Err(e) => {
+            return layout::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("The store did not answer: {e}"),
+            );
+        }
     };
     let session = Session {
         principal,
@@ -299,7 +323,10 @@ pub(crate) async fn require(State(c): State<Console>, req: Request, next: Next) 
 /// A POST's origin and CSRF token checked; the request given back with its body.
 async fn checked_write(req: Request, csrf: &str) -> Result<Request, Response> {
     if !same_origin(req.headers()) {
-        return Err(layout::problem(StatusCode::FORBIDDEN, "This form was not sent from this console."));
+        return Err(layout::problem(
+            StatusCode::FORBIDDEN,
+            "This form was not sent from this console.",
+        ));
     }
     let (parts, body) = req.into_parts();
     let bytes = match http_body_util::Limited::new(body, MAX_FORM).collect().await {
@@ -307,7 +334,11 @@ async fn checked_write(req: Request, csrf: &str) -> Result<Request, Response> {
         Err(_) => return Err(layout::problem(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")),
     };
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
-    let sent = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or("");
+    let sent = pairs
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
     if !auth::subtle_eq(sent.as_bytes(), csrf.as_bytes()) {
         return Err(layout::problem(
             StatusCode::FORBIDDEN,

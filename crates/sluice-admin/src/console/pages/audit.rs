@@ -54,7 +54,11 @@ fn short(v: &Option<String>) -> String {
     }
 }
 
-pub(crate) async fn page(State(c): State<Console>, Extension(s): Extension<Session>, Query(q): Query<AuditQuery>) -> Response {
+pub(crate) async fn page(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<AuditQuery>,
+) -> Response {
     let get = |after: i64| {
         let c = c.clone();
         let who = s.principal.clone();
@@ -62,7 +66,10 @@ pub(crate) async fn page(State(c): State<Console>, Extension(s): Extension<Sessi
             let limit = PAGE.to_string();
             let after = after.to_string();
             c.api
-                .get(&who, &format!("/admin/audit{}", query(&[("limit", &limit), ("after", &after)])))
+                .get(
+                    &who,
+                    &format!("/admin/audit{}", query(&[("limit", &limit), ("after", &after)])),
+                )
                 .await
         }
     };

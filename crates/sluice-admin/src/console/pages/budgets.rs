@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use axum::Form;
 use axum::extract::{Extension, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -78,14 +78,22 @@ fn is_cost(name: &str) -> bool {
 
 /// A limit's amount as the config writes it (cost in currency units, the rest whole numbers).
 fn amount(l: &LimitView) -> String {
-    if is_cost(&l.name) { number(l.amount as f64 / 1e6) } else { l.amount.to_string() }
+    if is_cost(&l.name) {
+        number(l.amount as f64 / 1e6)
+    } else {
+        l.amount.to_string()
+    }
 }
 
 pub(crate) fn limits_text(limits: &[LimitView]) -> String {
     limits
         .iter()
         .map(|l| {
-            let burst = if l.burst != l.amount && !is_cost(&l.name) { format!(" (burst {})", l.burst) } else { String::new() };
+            let burst = if l.burst != l.amount && !is_cost(&l.name) {
+                format!(" (burst {})", l.burst)
+            } else {
+                String::new()
+            };
             format!("{} {}{burst}", l.name, amount(l))
         })
         .collect::<Vec<_>>()
@@ -231,7 +239,11 @@ pub(crate) async fn page(State(c): State<Console>, Extension(s): Extension<Sessi
 
 /// Where a limits write goes back to.
 fn back(scope: &str, name: &str) -> String {
-    if scope == "keys" { path("/console/keys", name) } else { "/console/budgets".to_owned() }
+    if scope == "keys" {
+        path("/console/keys", name)
+    } else {
+        "/console/budgets".to_owned()
+    }
 }
 
 async fn after_write(c: &Console, s: &Session, scope: &str, name: &str, a: crate::console::api::Answer) -> Response {
@@ -251,7 +263,12 @@ pub(crate) async fn set_limits(
     Extension(s): Extension<Session>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
     let (scope, name) = (field("scope"), field("name"));
     let mut limits = Map::new();
     for (k, v) in &form {
@@ -269,7 +286,9 @@ pub(crate) async fn set_limits(
     let a = if limits.is_empty() {
         c.api.call(&s.principal, Method::DELETE, &uri, None).await
     } else {
-        c.api.call(&s.principal, Method::PUT, &uri, Some(&Value::Object(limits))).await
+        c.api
+            .call(&s.principal, Method::PUT, &uri, Some(&Value::Object(limits)))
+            .await
     };
     // Clearing limits that were never set is no failure.
     if !a.ok() && limits_empty_and_absent(&a) {
@@ -287,7 +306,12 @@ pub(crate) async fn clear_limits(
     Extension(s): Extension<Session>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
     let (scope, name) = (field("scope"), field("name"));
     let uri = format!("{}/{}", path("/admin/limits", &scope), super::super::api::escape(&name));
     let a = c.api.call(&s.principal, Method::DELETE, &uri, None).await;

@@ -2,10 +2,10 @@
 //! once), a key's detail with its run-time limits to edit, and revoking it. Write buttons are
 //! drawn only for a principal the API would let write; the API decides either way.
 
+use axum::Form;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -118,7 +118,11 @@ async fn list_body(c: &Console, s: &Session, after: Option<&str>, top: Markup) -
     (StatusCode::OK, body)
 }
 
-pub(crate) async fn list(State(c): State<Console>, Extension(s): Extension<Session>, Query(q): Query<ListQuery>) -> Response {
+pub(crate) async fn list(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     let (status, body) = list_body(&c, &s, q.after.as_deref(), html! {}).await;
     layout::page_with_status(&s, "/console/keys", "Keys", status, body)
 }
@@ -139,9 +143,19 @@ struct Created {
     key: String,
 }
 
-pub(crate) async fn create(State(c): State<Console>, Extension(s): Extension<Session>, Form(f): Form<CreateForm>) -> Response {
+pub(crate) async fn create(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    Form(f): Form<CreateForm>,
+) -> Response {
     let mut body = Map::new();
-    for (name, v) in [("id", &f.id), ("tenant", &f.tenant), ("team", &f.team), ("user", &f.user), ("tier", &f.tier)] {
+    for (name, v) in [
+        ("id", &f.id),
+        ("tenant", &f.tenant),
+        ("team", &f.team),
+        ("user", &f.user),
+        ("tier", &f.tier),
+    ] {
         if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
             body.insert(name.to_owned(), Value::from(v));
         }
@@ -198,7 +212,11 @@ async fn find(c: &Console, s: &Session, id: &str) -> Result<Option<Key>, (Status
     }
 }
 
-pub(crate) async fn detail(State(c): State<Console>, Extension(s): Extension<Session>, Path(id): Path<String>) -> Response {
+pub(crate) async fn detail(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
     detail_page(&c, &s, &id, html! {}, StatusCode::OK).await
 }
 
@@ -206,7 +224,13 @@ pub(crate) async fn detail_page(c: &Console, s: &Session, id: &str, top: Markup,
     let key = match find(c, s, id).await {
         Ok(Some(k)) => k,
         Ok(None) => {
-            return layout::page_with_status(s, "/console/keys", "Key", StatusCode::NOT_FOUND, html! { (top) (refused(&format!("No key {id:?}."))) });
+            return layout::page_with_status(
+                s,
+                "/console/keys",
+                "Key",
+                StatusCode::NOT_FOUND,
+                html! { (top) (refused(&format!("No key {id:?}."))) },
+            );
         }
         Err((status, m)) => return layout::page_with_status(s, "/console/keys", "Key", status, refused(&m)),
     };
@@ -245,8 +269,15 @@ pub(crate) async fn detail_page(c: &Console, s: &Session, id: &str, top: Markup,
     layout::page_with_status(s, "/console/keys", &format!("Key {}", key.id), status, body)
 }
 
-pub(crate) async fn revoke(State(c): State<Console>, Extension(s): Extension<Session>, Path(id): Path<String>) -> Response {
-    let a = c.api.call(&s.principal, Method::DELETE, &path("/admin/keys", &id), None).await;
+pub(crate) async fn revoke(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
+    let a = c
+        .api
+        .call(&s.principal, Method::DELETE, &path("/admin/keys", &id), None)
+        .await;
     if a.ok() {
         return Redirect::to(&path("/console/keys", &id)).into_response();
     }

@@ -154,7 +154,11 @@ pub(crate) fn by_group(points: &[Point], labels: &[String], zero: bool, skip_non
         .into_iter()
         .filter(|g| !(skip_none && g.is_empty()))
         .map(|g| Series {
-            name: if g.is_empty() { "(none)".to_owned() } else { g.to_owned() },
+            name: if g.is_empty() {
+                "(none)".to_owned()
+            } else {
+                g.to_owned()
+            },
             values: labels
                 .iter()
                 .map(|l| at.get(&(g, l.as_str())).copied().flatten().or(zero.then_some(0.0)))

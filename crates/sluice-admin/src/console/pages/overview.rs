@@ -54,7 +54,15 @@ async fn chart_of(
 }
 
 /// Percentile lines (p50, p95, p99) of `prefix` in one chart.
-async fn percentiles(c: &Console, s: &Session, range: &Range, labels: &[String], id: &str, title: &str, prefix: &str) -> Markup {
+async fn percentiles(
+    c: &Console,
+    s: &Session,
+    range: &Range,
+    labels: &[String],
+    id: &str,
+    title: &str,
+    prefix: &str,
+) -> Markup {
     let mut series = Vec::new();
     for q in ["p50", "p95", "p99"] {
         match points(c, &s.principal, &format!("{prefix}_{q}"), "all", range, &[]).await {
@@ -71,7 +79,11 @@ async fn percentiles(c: &Console, s: &Session, range: &Range, labels: &[String],
     chart::line(id, title, "ms", labels, &series)
 }
 
-pub(crate) async fn page(State(c): State<Console>, Extension(s): Extension<Session>, Query(q): Query<OverviewQuery>) -> Response {
+pub(crate) async fn page(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<OverviewQuery>,
+) -> Response {
     let range = Range::parse(q.range.as_deref());
     let tz = c.gw.snapshot().config.time_zone_offset_s;
     let currency = c.gw.snapshot().currency.to_string();

@@ -65,13 +65,20 @@ fn dash(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("—")
 }
 
-pub(crate) async fn page(State(c): State<Console>, Extension(s): Extension<Session>, Query(q): Query<RequestsQuery>) -> Response {
+pub(crate) async fn page(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<RequestsQuery>,
+) -> Response {
     let before = q.before.map(|b| b.to_string());
     let mut pairs = vec![("limit", "50")];
     if let Some(b) = &before {
         pairs.push(("before", b.as_str()));
     }
-    let a = c.api.get(&s.principal, &format!("/admin/requests{}", query(&pairs))).await;
+    let a = c
+        .api
+        .get(&s.principal, &format!("/admin/requests{}", query(&pairs)))
+        .await;
     let Some(rows) = a.parse::<Rows>() else {
         return layout::page_with_status(&s, "/console/requests", "Requests", a.status, refused(&a.message()));
     };

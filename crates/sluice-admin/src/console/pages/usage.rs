@@ -60,12 +60,21 @@ impl UsageQuery {
         };
         let mut pairs = self.filters();
         pairs.retain(|(k, _)| *k != filter);
-        pairs.extend([("by", next), (filter, group), ("metric", self.metric()), ("range", range)]);
+        pairs.extend([
+            ("by", next),
+            (filter, group),
+            ("metric", self.metric()),
+            ("range", range),
+        ]);
         format!("/console/usage{}", query(&pairs))
     }
 }
 
-pub(crate) async fn page(State(c): State<Console>, Extension(s): Extension<Session>, Query(q): Query<UsageQuery>) -> Response {
+pub(crate) async fn page(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<UsageQuery>,
+) -> Response {
     let range = Range::parse(q.range.as_deref());
     let (by, metric) = (q.by(), q.metric());
     let filters = q.filters();
@@ -96,7 +105,13 @@ pub(crate) async fn page(State(c): State<Console>, Extension(s): Extension<Sessi
                 }
             }
             let unit = if metric == "cost" { currency.as_str() } else { "" };
-            chart::line("usage-chart", &format!("{metric} by {by}, top 5"), unit, &labels, &series)
+            chart::line(
+                "usage-chart",
+                &format!("{metric} by {by}, top 5"),
+                unit,
+                &labels,
+                &series,
+            )
         }
         Err(e) => refused(&e),
     };
@@ -158,19 +173,29 @@ pub(crate) async fn page(State(c): State<Console>, Extension(s): Extension<Sessi
 }
 
 /// The chosen metric by group and bucket as CSV, from the analytics API.
-pub(crate) async fn csv(State(c): State<Console>, Extension(s): Extension<Session>, Query(q): Query<UsageQuery>) -> Response {
+pub(crate) async fn csv(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<UsageQuery>,
+) -> Response {
     let range = Range::parse(q.range.as_deref());
     let p = range.params();
     let mut pairs: Vec<(&str, &str)> = vec![("metric", q.metric()), ("by", q.by()), ("format", "csv")];
     pairs.extend(p.iter().map(|(k, v)| (*k, v.as_str())));
     pairs.extend(q.filters());
-    let a = c.api.get(&s.principal, &format!("/admin/analytics{}", query(&pairs))).await;
+    let a = c
+        .api
+        .get(&s.principal, &format!("/admin/analytics{}", query(&pairs)))
+        .await;
     if !a.ok() {
         return layout::page_with_status(&s, "/console/usage", "Usage", a.status, refused(&a.message()));
     }
     let mut r = a.body.into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
     let name = format!("attachment; filename=\"sluice-{}-by-{}.csv\"", q.metric(), q.by());
     if let Ok(v) = HeaderValue::from_str(&name) {
         h.insert(header::CONTENT_DISPOSITION, v);

@@ -40,7 +40,9 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ADMIN_TOKEN = "admin-" + secrets.token_hex(12)
 TRAFFIC_KEY = "sk-console-traffic-" + secrets.token_hex(8)
 OTHER_KEY = "sk-console-other-" + secrets.token_hex(8)
-REQUESTS_SENT = 7
+ANSWERED = 7
+FAILED = 2  # answered 500 by the mock upstream
+REQUESTS_SENT = ANSWERED + FAILED
 SHOTS = Path(__file__).resolve().parents[2] / "target" / "console-screenshots"
 
 CONFIG = """\
@@ -57,6 +59,7 @@ models:
   - {{ name: chat, deployments: [mock-a] }}
 routes:
   - name: default
+    forward_params: [mock]
 keys:
   - {{ id: traffic, hash: "{traffic_hash}", tenant: t1, team: console-team }}
   - {{ id: other, hash: "{other_hash}", tenant: t2 }}
@@ -361,10 +364,16 @@ def test_the_console_in_a_browser(console: Console):
     # Traffic through the gateway, counted by the SDK's own usage.
     client = console.client(TRAFFIC_KEY)
     tokens = 0
-    for i in range(REQUESTS_SENT):
+    for i in range(ANSWERED):
         r = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": f"console {i}"}])
         tokens += r.usage.total_tokens
     assert tokens > 0
+    for _ in range(FAILED):
+        with pytest.raises(openai.APIStatusError) as failed:
+            client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "fail"}], extra_body={"mock": {"status": 500}}
+            )
+        assert failed.value.status_code >= 500
 
     d = browser()
     try:
@@ -375,8 +384,11 @@ def test_the_console_in_a_browser(console: Console):
         requests = table(d, "requests-table")
         assert column_sum(requests, 1) == REQUESTS_SENT, requests
         assert column_sum(table(d, "tokens-table"), 1) == tokens
-        latency = table(d, "latency-table")
-        assert latency and all(float(v) > 0 for v in latency[0][1:]), latency
+        errors = table(d, "errors-table")
+        assert len(errors[0]) == 2 and column_sum(errors, 1) == FAILED, errors
+        for chart in ("latency-table", "ttfb-table"):
+            rows = table(d, chart)
+            assert rows and all(float(v) > 0 for v in rows[0][1:]), (chart, rows)
         assert d.find_elements(By.CSS_SELECTOR, "#requests svg polyline, #requests svg circle")
         shot(d, "overview")
 

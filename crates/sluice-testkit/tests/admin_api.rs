@@ -48,6 +48,7 @@ async fn the_spec_is_openapi_3_1_and_names_every_operation() {
             "GET /admin/limits",
             "GET /admin/payloads",
             "GET /admin/principals",
+            "GET /admin/requests",
             "GET /admin/usage",
             "GET /metrics",
             "POST /admin/keys",

@@ -148,3 +148,51 @@ fn escape(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("2026-12-05T10:{i:02}")).collect()
+    }
+
+    #[test]
+    fn a_chart_draws_runs_of_known_values_and_tables_the_buckets_with_data() {
+        let series = [
+            Series {
+                name: "p50".into(),
+                values: vec![Some(1.0), Some(2.0), None, Some(4.0)],
+            },
+            Series {
+                name: "<p99>".into(),
+                values: vec![None, None, None, None],
+            },
+        ];
+        let html = line("lat", "Latency", "ms", &labels(4), &series).into_string();
+        assert_eq!(html.matches("<polyline class=\"s0\"").count(), 1, "{html}");
+        assert_eq!(
+            html.matches("<circle class=\"s0\"").count(),
+            1,
+            "the lone point after the gap"
+        );
+        assert!(html.contains("id=\"lat-table\""));
+        assert_eq!(
+            html.matches("<tr><th scope=\"row\">").count(),
+            3,
+            "buckets with data only"
+        );
+        assert!(
+            html.contains("&lt;p99&gt;") && !html.contains("<p99>"),
+            "names are escaped"
+        );
+        assert!(html.contains(">4.4<"), "the top tick is 10 % above the largest value");
+    }
+
+    #[test]
+    fn an_empty_chart_says_so() {
+        let html = line("e", "Errors", "", &labels(3), &[]).into_string();
+        assert!(html.contains("No data in this range."));
+        assert!(!html.contains("polyline"));
+    }
+}

@@ -5,7 +5,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
 
-use super::session::Session;
+use super::signed::Session;
 use crate::auth;
 
 /// The pages, in the navigation's order: path, title, and the API route it needs.

@@ -14,6 +14,7 @@ mod chart;
 mod layout;
 mod pages;
 mod session;
+mod signed;
 
 use std::sync::Arc;
 

@@ -30,6 +30,7 @@ use sluice_store::StoredSession;
 
 use super::Console;
 use super::layout;
+use super::signed::Session;
 use crate::auth::{self, Principal};
 
 pub(crate) const COOKIE: &str = "sluice_session";
@@ -39,13 +40,6 @@ const LOCAL: [u8; 32] = [0; 32];
 
 /// The largest form the console accepts.
 const MAX_FORM: usize = 64 << 10;
-
-/// The signed-in principal of a console request, and its session's CSRF token.
-#[derive(Debug, Clone)]
-pub(crate) struct Session {
-    pub principal: Principal,
-    pub csrf: String,
-}
 
 /// 32 random bytes, hex (a session id or a CSRF token).
 fn secret() -> String {
@@ -74,7 +68,9 @@ impl SignInLimiter {
     fn refused(&self, ip: IpAddr, allowed: u32, now: Instant) -> Option<u64> {
         let map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (start, n) = *map.get(&ip)?;
-        let left = Self::WINDOW.checked_sub(now.duration_since(start))?;
+        let left = Self::WINDOW
+            .checked_sub(now.duration_since(start))
+            .filter(|d| !d.is_zero())?;
         (n >= allowed).then(|| left.as_secs().max(1))
     }
 
@@ -346,4 +342,99 @@ async fn checked_write(req: Request, csrf: &str) -> Result<Request, Response> {
         ));
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others_and_only_by_its_name() {
+        let check = |pairs: &[(&str, &str)], expected: Option<&str>| {
+            assert_eq!(cookie(&headers(pairs)), expected, "{pairs:?}");
+        };
+        check(&[("cookie", "sluice_session=abc")], Some("abc"));
+        check(&[("cookie", "a=1; sluice_session=abc; b=2")], Some("abc"));
+        check(&[("cookie", "a=1"), ("cookie", "sluice_session=xyz")], Some("xyz"));
+        check(&[("cookie", "sluice_session2=abc")], None);
+        check(&[("cookie", "xsluice_session=abc")], None);
+        check(&[], None);
+    }
+
+    #[test]
+    fn a_write_must_come_from_this_origin_when_the_browser_says_where_from() {
+        let check = |pairs: &[(&str, &str)], expected: bool| {
+            assert_eq!(same_origin(&headers(pairs)), expected, "{pairs:?}");
+        };
+        check(&[("host", "127.0.0.1:9090"), ("origin", "http://127.0.0.1:9090")], true);
+        check(
+            &[
+                ("host", "console.example:443"),
+                ("origin", "https://console.example:443"),
+            ],
+            true,
+        );
+        check(&[("host", "127.0.0.1:9090")], true);
+        check(
+            &[("host", "127.0.0.1:9090"), ("origin", "http://127.0.0.1:9091")],
+            false,
+        );
+        check(&[("host", "127.0.0.1:9090"), ("origin", "null")], false);
+        check(&[("origin", "http://127.0.0.1:9090")], false);
+    }
+
+    #[test]
+    fn failed_sign_ins_are_limited_per_address_for_a_minute() {
+        let limiter = SignInLimiter::default();
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.refused(a, 3, t0), None);
+            limiter.failed(a, t0);
+        }
+        assert_eq!(limiter.refused(a, 3, t0), Some(60));
+        assert_eq!(limiter.refused(a, 3, t0 + Duration::from_secs(59)), Some(1));
+        assert_eq!(limiter.refused(b, 3, t0), None, "another address");
+        assert_eq!(
+            limiter.refused(a, 3, t0 + Duration::from_secs(60)),
+            None,
+            "the minute is over"
+        );
+        // A new window starts with the next failure after it.
+        limiter.failed(a, t0 + Duration::from_secs(61));
+        assert_eq!(limiter.refused(a, 3, t0 + Duration::from_secs(61)), None);
+        limiter.succeeded(a);
+        assert!(limiter.failures.lock().unwrap().get(&a).is_none());
+    }
+
+    #[test]
+    fn the_limiter_stays_bounded() {
+        let limiter = SignInLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..(SignInLimiter::MAX_ADDRESSES as u32 + 10) {
+            limiter.failed(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert!(limiter.failures.lock().unwrap().len() <= SignInLimiter::MAX_ADDRESSES);
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_strict_scoped_and_expires() {
+        let v = set_cookie("abc", 300, false);
+        assert_eq!(
+            v.to_str().unwrap(),
+            "sluice_session=abc; Path=/console; HttpOnly; SameSite=Strict; Max-Age=300"
+        );
+        assert!(set_cookie("abc", 300, true).to_str().unwrap().ends_with("; Secure"));
+    }
 }

@@ -10,7 +10,7 @@ use super::refused;
 use crate::console::Console;
 use crate::console::api::query;
 use crate::console::layout::{self, time};
-use crate::console::session::Session;
+use crate::console::signed::Session;
 
 const PAGE: i64 = 50;
 

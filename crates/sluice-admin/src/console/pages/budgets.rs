@@ -16,7 +16,7 @@ use super::{path, refused};
 use crate::auth;
 use crate::console::Console;
 use crate::console::layout::{self, csrf, money, notice, number};
-use crate::console::session::Session;
+use crate::console::signed::Session;
 
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct LimitView {
@@ -252,7 +252,8 @@ async fn after_write(c: &Console, s: &Session, scope: &str, name: &str, a: crate
     }
     let top = notice(false, &a.message());
     if scope == "keys" {
-        return super::keys::detail_page(c, s, name, top, a.status).await;
+        let body = html! { (top) p { a href=(back(scope, name)) { "Back to key " (name) } } };
+        return layout::page_with_status(s, "/console/keys", "Limits not saved", a.status, body);
     }
     let body = page_body(c, s, top).await;
     layout::page_with_status(s, "/console/budgets", "Budgets & alerts", a.status, body)

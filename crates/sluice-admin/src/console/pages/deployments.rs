@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::refused;
 use crate::console::Console;
 use crate::console::layout::{self, number};
-use crate::console::session::Session;
+use crate::console::signed::Session;
 
 #[derive(Deserialize)]
 struct Health {

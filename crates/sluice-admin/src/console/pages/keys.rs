@@ -16,7 +16,7 @@ use crate::auth;
 use crate::console::Console;
 use crate::console::api::query;
 use crate::console::layout::{self, csrf, notice};
-use crate::console::session::Session;
+use crate::console::signed::Session;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Key {

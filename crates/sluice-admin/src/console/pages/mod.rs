@@ -176,3 +176,53 @@ pub(crate) fn path(base: &str, segment: &str) -> String {
 pub(crate) fn refused(message: &str) -> Markup {
     layout::notice(false, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(group: &str, bucket: &str, value: Option<f64>) -> Point {
+        Point {
+            group: group.into(),
+            bucket: bucket.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn ranges_label_every_bucket_as_the_analytics_api_does() {
+        let r = Range {
+            name: "1h",
+            per: "minute",
+            since_ms: 1_796_479_200_000, // 2026-12-05T14:00:00Z
+            until_ms: 1_796_479_200_000 + 3_600_001,
+        };
+        let l = r.labels(0);
+        assert_eq!(
+            (l.len(), l[0].as_str(), l[60].as_str()),
+            (61, "2026-12-05T14:00", "2026-12-05T15:00")
+        );
+        let east = r.labels(3_600);
+        assert_eq!(east[0], "2026-12-05T15:00", "local time in the configured zone");
+        let day = Range { per: "day", ..r };
+        assert_eq!(day.labels(0), ["2026-12-05"]);
+        assert_eq!(Range::parse(Some("nonsense")).name, "1h");
+        assert_eq!(Range::parse(Some("30d")).per, "day");
+    }
+
+    #[test]
+    fn groups_become_series_with_counts_filled_and_rates_left_unknown() {
+        let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let points = [
+            point("k1", "a", Some(2.0)),
+            point("k1", "c", Some(5.0)),
+            point("", "b", Some(1.0)),
+        ];
+        let counts = by_group(&points, &labels, true, true);
+        assert_eq!(counts.len(), 1, "the group without a value is left out");
+        assert_eq!(counts[0].values, [Some(2.0), Some(0.0), Some(5.0)]);
+        let rates = by_group(&points, &labels, false, false);
+        assert_eq!(rates[0].name, "(none)");
+        assert_eq!(rates[1].values, [Some(2.0), None, Some(5.0)]);
+    }
+}

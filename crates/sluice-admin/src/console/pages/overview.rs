@@ -12,7 +12,7 @@ use super::{Range, by_group, points, refused};
 use crate::console::Console;
 use crate::console::chart::{self, Series};
 use crate::console::layout;
-use crate::console::session::Session;
+use crate::console::signed::Session;
 
 #[derive(Deserialize)]
 pub(crate) struct OverviewQuery {

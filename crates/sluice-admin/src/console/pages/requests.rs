@@ -13,7 +13,7 @@ use crate::auth;
 use crate::console::Console;
 use crate::console::api::query;
 use crate::console::layout::{self, money, time};
-use crate::console::session::Session;
+use crate::console::signed::Session;
 
 #[derive(Deserialize)]
 struct Row {

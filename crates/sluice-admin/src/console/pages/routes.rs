@@ -10,7 +10,7 @@ use super::budgets::{LimitView, limits_text};
 use super::refused;
 use crate::console::Console;
 use crate::console::layout;
-use crate::console::session::Session;
+use crate::console::signed::Session;
 
 #[derive(Deserialize)]
 struct Route {

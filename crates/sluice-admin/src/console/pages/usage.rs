@@ -15,7 +15,7 @@ use crate::console::Console;
 use crate::console::api::query;
 use crate::console::chart;
 use crate::console::layout::{self, money, number};
-use crate::console::session::Session;
+use crate::console::signed::Session;
 
 #[derive(Deserialize, Default)]
 pub(crate) struct UsageQuery {

@@ -39,6 +39,9 @@ const SETTLE_QUEUE: usize = 16_384;
 /// process killed in between loses at most this much: those requests are closed as unsettled
 /// (charged their reservation) by the next start, as any request cut off mid-way is.
 const SETTLE_TICK: Duration = Duration::from_millis(5);
+/// How often the hourly rollup is brought up to date, and the most hours one pass takes.
+const ROLL_UP_EVERY: Duration = Duration::from_secs(10);
+const ROLL_UP_HOURS: usize = 24;
 
 pub struct Ledger {
     instance: Arc<str>,
@@ -142,6 +145,7 @@ impl Ledger {
         let weak = Arc::downgrade(&ledger);
         tokio::spawn(async move {
             let mut every = 0u32;
+            let mut rolled = std::time::Instant::now();
             loop {
                 let Some(l) = weak.upgrade() else { return };
                 let interval = l.interval;
@@ -152,6 +156,14 @@ impl Ledger {
                     l.adopt_orphans().await;
                 }
                 l.ship().await;
+                // The hourly rollup follows what was shipped (analytics read the hours not yet
+                // rolled up from the rows meanwhile).
+                if rolled.elapsed() >= ROLL_UP_EVERY {
+                    rolled = std::time::Instant::now();
+                    if let Err(e) = l.db.roll_up(ROLL_UP_HOURS).await {
+                        tracing::warn!(error = %e, "the ledger's hourly rollup did not run; it is retried");
+                    }
+                }
                 drop(l);
                 tokio::time::sleep(interval).await;
             }

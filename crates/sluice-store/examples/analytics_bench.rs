@@ -1,9 +1,11 @@
 //! What an analytics query costs over a large ledger (BENCHMARKS.md, "Analytics"): fills a
 //! SQLite ledger with N synthetic settled requests (10 models, 1 000 keys, 50 tenants, 30
-//! days, latencies from 5 ms to 5 s) through the batch writer, then times each query three
-//! times and prints the median.
+//! days, latencies from 5 ms to 5 s) through the batch writer, rolls it up (`roll_up`, timed),
+//! then times each query three times and prints the median: from the rollup, again with the
+//! newest hour not yet rolled up (as under live traffic: that hour is read from the rows), and
+//! — with `raw` — from the rows alone.
 //!
-//!   cargo run --release -p sluice-store --example analytics_bench -- [ROWS] [DB]
+//!   cargo run --release -p sluice-store --example analytics_bench -- [ROWS] [DB|-] [raw]
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -16,7 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = std::env::args()
         .nth(2)
+        .filter(|p| p != "-")
         .unwrap_or_else(|| dir.path().join("bench.db").display().to_string());
+    let raw = std::env::args().nth(3).as_deref() == Some("raw");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let db = LedgerDb::sqlite(&path).await?;
@@ -109,16 +113,84 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 q(Metric::LatencyP95, Dim::Model, Span::Day, None, None),
             ),
         ];
-        for (name, query) in cases {
-            let mut times = Vec::new();
-            let mut points = 0;
-            for _ in 0..3 {
-                let t = Instant::now();
-                points = db.analytics(&query).await?.len();
-                times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let rolling = Instant::now();
+        let mut hours = 0;
+        loop {
+            let pass = db.roll_up(24).await?;
+            if pass.hours == 0 {
+                break;
             }
-            times.sort_by(f64::total_cmp);
-            println!("{name}: median {:.0} ms ({points} points)", times[1]);
+            hours += pass.hours;
+        }
+        println!("rolled up {hours} hours in {:.1} s", rolling.elapsed().as_secs_f64());
+        let time = |label: &'static str, from_rows: bool| {
+            let db = &db;
+            let cases = &cases;
+            async move {
+                for (name, query) in cases {
+                    let mut times = Vec::new();
+                    let mut points = 0;
+                    for _ in 0..3 {
+                        let t = Instant::now();
+                        points = if from_rows {
+                            db.analytics_from_rows(query).await?.len()
+                        } else {
+                            db.analytics(query).await?.len()
+                        };
+                        times.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    times.sort_by(f64::total_cmp);
+                    println!("{label}: {name}: median {:.1} ms ({points} points)", times[1]);
+                }
+                Ok::<_, Box<dyn std::error::Error>>(())
+            }
+        };
+        time("rollup", false).await?;
+        // A request of the newest hour settles again: that hour is read from the rows.
+        let last = rows - 1;
+        db.apply(&[Entry::Settlement(Settlement {
+            id: Cow::Owned(format!("r{last}")),
+            at: start + span_ms,
+            deployment: Some("dep-0".into()),
+            model: None,
+            status: 200,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            cached_tokens: 0,
+            cost: 1,
+            currency: Some("USD".into()),
+            estimated: false,
+            detail: Detail::default(),
+        })])
+        .await?;
+        time("rollup, newest hour dirty", false).await?;
+        // What a pass costs in steady state: the newest hour again, and its day made again from
+        // its hours.
+        let mut passes = Vec::new();
+        for _ in 0..3 {
+            db.apply(&[Entry::Settlement(Settlement {
+                id: Cow::Owned(format!("r{last}")),
+                at: start + span_ms,
+                deployment: Some("dep-0".into()),
+                model: None,
+                status: 200,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                cached_tokens: 0,
+                cost: 1,
+                currency: Some("USD".into()),
+                estimated: false,
+                detail: Detail::default(),
+            })])
+            .await?;
+            let t = Instant::now();
+            db.roll_up(24).await?;
+            passes.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        passes.sort_by(f64::total_cmp);
+        println!("a pass over the newest hour (and its day): median {:.0} ms", passes[1]);
+        if raw {
+            time("rows", true).await?;
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     })

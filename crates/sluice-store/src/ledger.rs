@@ -142,13 +142,16 @@ const INDEX: &str = "CREATE INDEX IF NOT EXISTS spend_ledger_started ON spend_le
 /// version before, writing only the columns it knows, shares the table during a rolling
 /// upgrade): a settlement's detail — latency, time to first byte, error class, the cache's and
 /// the guardrails' outcomes, what a cache hit saved.
-const ADDED: [(&str, &str); 6] = [
+const ADDED: [(&str, &str); 7] = [
     ("latency_us", "BIGINT"),
     ("ttfb_us", "BIGINT"),
     ("error_class", "TEXT"),
     ("cache", "TEXT"),
     ("guardrail", "TEXT"),
     ("saved_cost_micros", "BIGINT"),
+    // Not yet in the hourly rollup (`rollup.rs`): every write sets it; a row an older version
+    // inserts gets the default, and is rolled up too.
+    ("rolled", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Columns of a ledger row as a batch writes it.
@@ -182,7 +185,8 @@ const UPSERT_TAIL: &str = " ON CONFLICT (request_id) DO UPDATE SET
       cost_micros = excluded.cost_micros, currency = excluded.currency,
       estimated = excluded.estimated, settled_at = excluded.settled_at,
       latency_us = excluded.latency_us, ttfb_us = excluded.ttfb_us, error_class = excluded.error_class,
-      cache = excluded.cache, guardrail = excluded.guardrail, saved_cost_micros = excluded.saved_cost_micros
+      cache = excluded.cache, guardrail = excluded.guardrail, saved_cost_micros = excluded.saved_cost_micros,
+      rolled = 0
     WHERE excluded.state = 'settled'";
 
 /// One row of a batch: an intent, its settlement, or both.
@@ -248,7 +252,7 @@ fn statement(rows: usize, pg: bool) -> &'static str {
 }
 
 const CLOSE_UNSETTLED: &str = "UPDATE spend_ledger SET state = 'unsettled', total_tokens = reserved_tokens,
-    cost_micros = reserved_cost, estimated = 1, settled_at = ? WHERE instance = ? AND state = 'open'";
+    cost_micros = reserved_cost, estimated = 1, settled_at = ?, rolled = 0 WHERE instance = ? AND state = 'open'";
 
 /// `?` placeholders → PostgreSQL's `$1, $2…`.
 fn numbered(sql: &str) -> String {
@@ -391,6 +395,9 @@ impl LedgerDb {
             sqlx::query(s).execute(&pool).await?;
         }
         crate::sqlite::add_columns(&pool, "spend_ledger", &ADDED).await?;
+        for s in [rollup::TABLE, rollup::DAILY_TABLE, rollup::DIRTY_INDEX] {
+            sqlx::query(s).execute(&pool).await?;
+        }
         let file = pool.connect_options().get_filename().to_owned();
         let writer = if file.is_file() {
             let conn = tokio::task::spawn_blocking(move || -> Result<rusqlite::Connection, rusqlite::Error> {
@@ -492,6 +499,7 @@ impl LedgerDb {
             .map(str::to_owned)
             .to_vec();
         schema.extend(ADDED.map(|(name, ty)| format!("ALTER TABLE spend_ledger ADD COLUMN IF NOT EXISTS {name} {ty}")));
+        schema.extend([rollup::TABLE, rollup::DAILY_TABLE, rollup::DIRTY_INDEX].map(str::to_owned));
         crate::pg::create_schema(&pool, &schema).await?;
         Ok(LedgerDb::Pg(pool))
     }
@@ -557,10 +565,13 @@ impl LedgerDb {
 
 pub mod analytics;
 mod payloads;
+mod plan;
 pub mod recent;
+mod rollup;
 #[cfg(test)]
 mod tests;
 mod usage;
 
 pub use payloads::PayloadRow;
+pub use rollup::RollupPass;
 pub use usage::{Per, UsageBy, UsageRow};

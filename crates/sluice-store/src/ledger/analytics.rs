@@ -113,6 +113,15 @@ impl Metric {
         })
     }
 
+    /// Whether a group's value over a range is the sum of its values over its parts (so the top
+    /// groups can be chosen from totals alone).
+    pub(crate) fn additive(self) -> bool {
+        matches!(
+            self,
+            Metric::Requests | Metric::Cost | Metric::Tokens | Metric::Errors | Metric::GuardrailTriggers
+        )
+    }
+
     fn quantile(self) -> Option<f64> {
         match self {
             Metric::LatencyP50 | Metric::TtfbP50 => Some(0.50),
@@ -128,6 +137,15 @@ impl Metric {
             Metric::TtfbP50 | Metric::TtfbP95 | Metric::TtfbP99 => "ttfb_us",
             _ => "latency_us",
         }
+    }
+
+    /// The rollup's histogram column a percentile metric merges (none: not a percentile).
+    pub(crate) fn timed_rollup_column(self) -> Option<&'static str> {
+        self.quantile()?;
+        Some(match self {
+            Metric::TtfbP50 | Metric::TtfbP95 | Metric::TtfbP99 => "ttfb",
+            _ => "latency",
+        })
     }
 }
 
@@ -161,6 +179,21 @@ impl Dim {
             "all" => Dim::All,
             _ => return None,
         })
+    }
+
+    /// The name a query and the rollup use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dim::Key => "key",
+            Dim::Team => "team",
+            Dim::Tenant => "tenant",
+            Dim::Model => "model",
+            Dim::Route => "route",
+            Dim::Deployment => "deployment",
+            Dim::ErrorClass => "error_class",
+            Dim::Guardrail => "guardrail",
+            Dim::All => "all",
+        }
     }
 
     fn column(self) -> &'static str {
@@ -226,21 +259,43 @@ pub struct Point {
     pub requests: i64,
 }
 
-/// What a group and bucket add up to.
+/// What a group and bucket add up to (`latency`: the histogram of the query's timed metric).
 #[derive(Debug, Clone, Default)]
-struct Acc {
-    requests: i64,
-    cost: i64,
-    tokens: i64,
-    errors: i64,
-    hits: i64,
-    lookups: i64,
-    guarded: i64,
-    latency: LatencyHistogram,
+pub(crate) struct Acc {
+    pub requests: i64,
+    pub cost: i64,
+    pub tokens: i64,
+    pub errors: i64,
+    pub hits: i64,
+    pub lookups: i64,
+    pub guarded: i64,
+    pub latency: LatencyHistogram,
+}
+
+/// Accumulators by group and bucket number.
+pub(crate) type Accs = HashMap<(String, i64), Acc>;
+
+/// What a read adds up: per bucket, or each group's total over the range (one bucket, 0);
+/// and only some groups, or all.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Shape<'s> {
+    pub totals: bool,
+    pub groups: Option<&'s [String]>,
+}
+
+impl Shape<'_> {
+    /// The condition keeping only the chosen groups of `expr` (bound after the others).
+    pub(crate) fn in_groups(&self, expr: &str) -> String {
+        match self.groups {
+            None => String::new(),
+            Some([]) => " AND 1 = 0".to_owned(),
+            Some(g) => format!(" AND {expr} IN ({})", vec!["?"; g.len()].join(", ")),
+        }
+    }
 }
 
 impl Acc {
-    fn merge(&mut self, o: &Acc) {
+    pub(crate) fn merge(&mut self, o: &Acc) {
         self.requests += o.requests;
         self.cost += o.cost;
         self.tokens += o.tokens;
@@ -251,7 +306,7 @@ impl Acc {
         self.latency.merge(&o.latency);
     }
 
-    fn value(&self, m: Metric) -> Option<f64> {
+    pub(crate) fn value(&self, m: Metric) -> Option<f64> {
         if let Some(q) = m.quantile() {
             return self.latency.quantile_ms(q);
         }
@@ -272,7 +327,7 @@ impl Span {
     /// The bucket's width in seconds as SQL groups it (a month is grouped by day, then days are
     /// put together by their month here): integer arithmetic, the same in SQLite and
     /// PostgreSQL, and several times cheaper per row than formatting a date.
-    fn group_seconds(self) -> i64 {
+    pub(crate) fn group_seconds(self) -> i64 {
         match self {
             Span::Minute => 60,
             Span::Hour => 3_600,
@@ -294,11 +349,20 @@ impl Span {
 }
 
 impl LedgerDb {
-    /// The metric by group and bucket, in bucket then group order (settled and unsettled
-    /// requests; open ones are still in flight).
-    pub async fn analytics(&self, q: &Query<'_>) -> Result<Vec<Point>, StoreError> {
+    /// Adds the finished rows started in `[since_ms, until_ms)` to `accs`, by the query's
+    /// dimension and bucket.
+    pub(crate) async fn raw_into(
+        &self,
+        q: &Query<'_>,
+        shape: Shape<'_>,
+        (since_ms, until_ms): (i64, i64),
+        accs: &mut Accs,
+    ) -> Result<(), StoreError> {
         let col = q.by.column();
-        let bucket = format!("(started_at / 1000 + {}) / {}", q.tz_offset_s, q.per.group_seconds());
+        let bucket = match shape.totals {
+            true => "0".to_owned(),
+            false => format!("(started_at / 1000 + {}) / {}", q.tz_offset_s, q.per.group_seconds()),
+        };
         let mut only = String::new();
         if q.tenant.is_some() {
             only.push_str(" AND tenant = ?");
@@ -306,6 +370,7 @@ impl LedgerDb {
         for (d, _) in &q.only {
             only.push_str(&format!(" AND {} = ?", d.column()));
         }
+        only.push_str(&shape.in_groups(&format!("coalesce({col}, '')")));
         let range = format!("FROM spend_ledger WHERE started_at >= ? AND started_at < ? AND state <> 'open'{only}");
         let sums = format!(
             "SELECT coalesce({col}, '') AS grp, {bucket} AS bucket, count(*) AS requests,
@@ -322,21 +387,25 @@ impl LedgerDb {
         let latencies = format!(
             "SELECT coalesce({col}, '') AS grp, {bucket} AS bucket, {timed} AS us {range} AND {timed} IS NOT NULL"
         );
-        let mut accs: HashMap<(String, String), Acc> = HashMap::new();
         macro_rules! run {
             ($pool:expr, $fix:expr) => {{
                 let bind = |sql: String| {
                     let q0 = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(q.since_ms)
-                        .bind(q.until_ms);
+                        .bind(since_ms)
+                        .bind(until_ms);
                     let q0 = match q.tenant {
                         Some(t) => q0.bind(t),
                         None => q0,
                     };
-                    q.only.iter().fold(q0, |q0, (_, v)| q0.bind(*v))
+                    let q0 = q.only.iter().fold(q0, |q0, (_, v)| q0.bind(*v));
+                    shape
+                        .groups
+                        .unwrap_or_default()
+                        .iter()
+                        .fold(q0, |q0, g| q0.bind(g.as_str()))
                 };
                 for r in bind($fix(&sums)).fetch_all($pool).await? {
-                    let key = (r.try_get("grp")?, q.per.label(r.try_get("bucket")?));
+                    let key = (r.try_get("grp")?, r.try_get("bucket")?);
                     accs.entry(key).or_default().merge(&Acc {
                         requests: r.try_get("requests")?,
                         cost: r.try_get("cost")?,
@@ -358,8 +427,8 @@ impl LedgerDb {
                             .or_default()
                             .add(us.max(0) as u64);
                     }
-                    for ((g, b), h) in binned {
-                        accs.entry((g, q.per.label(b))).or_default().latency.merge(&h);
+                    for (k, h) in binned {
+                        accs.entry(k).or_default().latency.merge(&h);
                     }
                 }
             }};
@@ -368,31 +437,41 @@ impl LedgerDb {
             LedgerDb::Sqlite(SqliteLedger { pool, .. }) => run!(pool, |s: &String| s.clone()),
             LedgerDb::Pg(pool) => run!(pool, |s: &String| numbered(s)),
         }
-        if let Some(n) = q.top {
-            let mut totals: HashMap<&str, Acc> = HashMap::new();
-            for ((g, _), a) in &accs {
-                totals.entry(g.as_str()).or_default().merge(a);
-            }
-            let mut ranked: Vec<(&str, f64)> = totals
-                .iter()
-                .map(|(g, a)| (*g, a.value(q.metric).unwrap_or(f64::MIN)))
-                .collect();
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
-            let keep: std::collections::HashSet<String> = ranked.iter().take(n).map(|(g, _)| (*g).to_owned()).collect();
-            accs.retain(|(g, _), _| keep.contains(g));
-        }
-        let mut points: Vec<Point> = accs
-            .into_iter()
-            .map(|((group, bucket), a)| Point {
-                value: a.value(q.metric),
-                requests: a.requests,
-                group,
-                bucket,
-            })
-            .collect();
-        points.sort_by(|a, b| a.bucket.cmp(&b.bucket).then(a.group.cmp(&b.group)));
-        Ok(points)
+        Ok(())
     }
+}
+
+/// The points of what was added up: buckets labelled (a month's days put together), the top N
+/// groups kept when asked, in bucket then group order.
+pub(crate) fn finish(q: &Query<'_>, accs: Accs) -> Vec<Point> {
+    let mut labelled: HashMap<(String, String), Acc> = HashMap::new();
+    for ((g, b), a) in accs {
+        labelled.entry((g, q.per.label(b))).or_default().merge(&a);
+    }
+    if let Some(n) = q.top {
+        let mut totals: HashMap<&str, Acc> = HashMap::new();
+        for ((g, _), a) in &labelled {
+            totals.entry(g.as_str()).or_default().merge(a);
+        }
+        let mut ranked: Vec<(&str, f64)> = totals
+            .iter()
+            .map(|(g, a)| (*g, a.value(q.metric).unwrap_or(f64::MIN)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        let keep: std::collections::HashSet<String> = ranked.iter().take(n).map(|(g, _)| (*g).to_owned()).collect();
+        labelled.retain(|(g, _), _| keep.contains(g));
+    }
+    let mut points: Vec<Point> = labelled
+        .into_iter()
+        .map(|((group, bucket), a)| Point {
+            value: a.value(q.metric),
+            requests: a.requests,
+            group,
+            bucket,
+        })
+        .collect();
+    points.sort_by(|a, b| a.bucket.cmp(&b.bucket).then(a.group.cmp(&b.group)));
+    points
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ impl LedgerDb {
     }
 
     /// Deletes ledger rows that started before `before_ms` (open ones stay: their request may
-    /// still settle); returns how many.
+    /// still settle), and the rollup's hours before it; returns how many rows.
     pub async fn prune_ledger(&self, before_ms: i64) -> Result<u64, StoreError> {
         const PRUNE: &str = "DELETE FROM spend_ledger WHERE started_at < ? AND state <> 'open'";
         let done = match self {
@@ -127,6 +127,7 @@ impl LedgerDb {
                 .await?
                 .rows_affected(),
         };
+        self.prune_rollup(before_ms).await?;
         Ok(done)
     }
 

@@ -5,7 +5,10 @@
 //! newest hour not yet rolled up (as under live traffic: that hour is read from the rows), and
 //! — with `raw` — from the rows alone.
 //!
-//!   cargo run --release -p sluice-store --example analytics_bench -- [ROWS] [DB|-] [raw]
+//!   cargo run --release -p sluice-store --example analytics_bench -- [ROWS] [DB|URL|-] [raw]
+//!
+//! DB is a SQLite file (`-`: a temporary one); a `postgres://` URL fills that database instead
+//! (an empty one: the bench writes its own rows).
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -23,7 +26,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let raw = std::env::args().nth(3).as_deref() == Some("raw");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let db = LedgerDb::sqlite(&path).await?;
+        let db = if path.starts_with("postgres://") {
+            LedgerDb::postgres(&path).await?
+        } else {
+            LedgerDb::sqlite(&path).await?
+        };
         let start = 1_795_338_000_000i64; // 2026-11-22
         let span_ms = 30 * 86_400_000i64;
         let filled = Instant::now();
@@ -76,7 +83,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     },
                 }));
             }
-            db.apply_blocking(&entries)?;
+            if db.writes_blocking() {
+                db.apply_blocking(&entries)?;
+            } else {
+                db.apply(&entries).await?;
+            }
             n += batch;
         }
         println!("filled {rows} rows in {:.1} s ({path})", filled.elapsed().as_secs_f64());
@@ -146,29 +157,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         time("rollup", false).await?;
-        // A request of the newest hour settles again: that hour is read from the rows.
+        // The newest request settles again (as a late settlement would): its hour is read from
+        // the rows until the next pass.
         let last = rows - 1;
-        db.apply(&[Entry::Settlement(Settlement {
-            id: Cow::Owned(format!("r{last}")),
-            at: start + span_ms,
-            deployment: Some("dep-0".into()),
-            model: None,
-            status: 200,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            cached_tokens: 0,
-            cost: 1,
-            currency: Some("USD".into()),
-            estimated: false,
-            detail: Detail::default(),
-        })])
-        .await?;
-        time("rollup, newest hour dirty", false).await?;
-        // What a pass costs in steady state: the newest hour again, and its day made again from
-        // its hours.
-        let mut passes = Vec::new();
-        for _ in 0..3 {
-            db.apply(&[Entry::Settlement(Settlement {
+        let resettle = || {
+            [Entry::Settlement(Settlement {
                 id: Cow::Owned(format!("r{last}")),
                 at: start + span_ms,
                 deployment: Some("dep-0".into()),
@@ -181,8 +174,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 currency: Some("USD".into()),
                 estimated: false,
                 detail: Detail::default(),
-            })])
-            .await?;
+            })]
+        };
+        db.apply(&resettle()).await?;
+        time("rollup, newest hour dirty", false).await?;
+        // What a pass costs in steady state: the newest hour again, and its day made again from
+        // its hours.
+        let mut passes = Vec::new();
+        for _ in 0..3 {
+            db.apply(&resettle()).await?;
             let t = Instant::now();
             db.roll_up(24).await?;
             passes.push(t.elapsed().as_secs_f64() * 1000.0);

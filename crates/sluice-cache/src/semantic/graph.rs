@@ -374,7 +374,9 @@ mod tests {
         fill(&index, 0..600, HOUR);
         fill(&index, 1000..1200, Duration::from_millis(50));
         index.settle();
-        assert_eq!(index.graph_points(&partition()), Some(800));
+        // The short-lived 200 may have expired already on a slow machine (and been left out).
+        let points = index.graph_points(&partition()).unwrap_or(0);
+        assert!((600..=800).contains(&points), "{points}");
         // Renewed with another vector: found by the new one only.
         for n in 0..20 {
             assert!(index.insert(partition(), entry(n), &unit(n + 50_000), Features::of("x"), HOUR));

@@ -295,6 +295,24 @@ impl Shape<'_> {
 }
 
 impl Acc {
+    /// Adds a row's sums (`requests`, `cost`, `tokens`, `errors`, `hits`, `lookups`,
+    /// `guarded`).
+    pub(crate) fn add_sums<R>(&mut self, r: &R) -> Result<(), StoreError>
+    where
+        R: Row,
+        for<'c> &'c str: sqlx::ColumnIndex<R>,
+        for<'v> i64: sqlx::Decode<'v, R::Database> + sqlx::Type<R::Database>,
+    {
+        self.requests += r.try_get::<i64, _>("requests")?;
+        self.cost += r.try_get::<i64, _>("cost")?;
+        self.tokens += r.try_get::<i64, _>("tokens")?;
+        self.errors += r.try_get::<i64, _>("errors")?;
+        self.hits += r.try_get::<i64, _>("hits")?;
+        self.lookups += r.try_get::<i64, _>("lookups")?;
+        self.guarded += r.try_get::<i64, _>("guarded")?;
+        Ok(())
+    }
+
     pub(crate) fn merge(&mut self, o: &Acc) {
         self.requests += o.requests;
         self.cost += o.cost;
@@ -406,16 +424,7 @@ impl LedgerDb {
                 };
                 for r in bind($fix(&sums)).fetch_all($pool).await? {
                     let key = (r.try_get("grp")?, r.try_get("bucket")?);
-                    accs.entry(key).or_default().merge(&Acc {
-                        requests: r.try_get("requests")?,
-                        cost: r.try_get("cost")?,
-                        tokens: r.try_get("tokens")?,
-                        errors: r.try_get("errors")?,
-                        hits: r.try_get("hits")?,
-                        lookups: r.try_get("lookups")?,
-                        guarded: r.try_get("guarded")?,
-                        latency: LatencyHistogram::default(),
-                    });
+                    accs.entry(key).or_default().add_sums(&r)?;
                 }
                 if q.metric.quantile().is_some() {
                     // Binned by the bucket's number first: a label is written once per bucket.

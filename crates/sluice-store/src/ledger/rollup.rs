@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::analytics::{Accs, Dim, LatencyHistogram, Query, Shape};
+use super::analytics::{Acc, Accs, Dim, LatencyHistogram, Query, Shape};
 use super::{LedgerDb, SqliteLedger, numbered};
 use crate::StoreError;
 
@@ -87,17 +87,11 @@ pub(crate) const DIMS: [Dim; 9] = [
     Dim::All,
 ];
 
-/// What one group adds up to in one hour.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What one group adds up to in one hour or day: the sums and the latency histogram, and the
+/// time-to-first-byte histogram beside them.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Cell {
-    pub requests: i64,
-    pub cost: i64,
-    pub tokens: i64,
-    pub errors: i64,
-    pub hits: i64,
-    pub lookups: i64,
-    pub guarded: i64,
-    pub latency: LatencyHistogram,
+    pub acc: Acc,
     pub ttfb: LatencyHistogram,
 }
 
@@ -143,7 +137,8 @@ fn add_up(rows: &[Finished]) -> HashMap<(usize, &str, &str), Cell> {
     let mut cells: HashMap<(usize, &str, &str), Cell> = HashMap::new();
     for r in rows {
         for d in 0..DIMS.len() {
-            let c = cells.entry((d, r.values[d].as_str(), r.tenant.as_str())).or_default();
+            let cell = cells.entry((d, r.values[d].as_str(), r.tenant.as_str())).or_default();
+            let c = &mut cell.acc;
             c.requests += 1;
             c.cost += r.cost;
             c.tokens += r.tokens;
@@ -157,7 +152,7 @@ fn add_up(rows: &[Finished]) -> HashMap<(usize, &str, &str), Cell> {
                 c.latency.add(us.max(0) as u64);
             }
             if let Some(us) = r.ttfb_us {
-                c.ttfb.add(us.max(0) as u64);
+                cell.ttfb.add(us.max(0) as u64);
             }
         }
     }
@@ -241,25 +236,22 @@ impl LedgerDb {
         const SQL: &str = "SELECT DISTINCT started_at / 3600000 AS h FROM spend_ledger
             WHERE rolled = 0 AND started_at >= ? AND started_at < ? ORDER BY h LIMIT ?";
         let (from, to) = (from_hour.saturating_mul(HOUR_MS), to_hour.saturating_mul(HOUR_MS));
+        macro_rules! hours {
+            ($pool:expr, $sql:expr) => {
+                sqlx::query(sqlx::AssertSqlSafe($sql))
+                    .bind(from)
+                    .bind(to)
+                    .bind(limit)
+                    .fetch_all($pool)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<i64, _>(0))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+        }
         let rows = match self {
-            LedgerDb::Sqlite(SqliteLedger { pool, .. }) => sqlx::query(SQL)
-                .bind(from)
-                .bind(to)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<i64, _>(0))
-                .collect::<Result<Vec<_>, _>>()?,
-            LedgerDb::Pg(pool) => sqlx::query(sqlx::AssertSqlSafe(numbered(SQL)))
-                .bind(from)
-                .bind(to)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<i64, _>(0))
-                .collect::<Result<Vec<_>, _>>()?,
+            LedgerDb::Sqlite(SqliteLedger { pool, .. }) => hours!(pool, SQL),
+            LedgerDb::Pg(pool) => hours!(pool, numbered(SQL)),
         };
         Ok(rows)
     }
@@ -341,14 +333,8 @@ impl LedgerDb {
                         let c = cells
                             .entry((d, r.try_get("grp")?, r.try_get("tenant")?))
                             .or_default();
-                        c.requests += r.try_get::<i64, _>("requests")?;
-                        c.cost += r.try_get::<i64, _>("cost")?;
-                        c.tokens += r.try_get::<i64, _>("tokens")?;
-                        c.errors += r.try_get::<i64, _>("errors")?;
-                        c.hits += r.try_get::<i64, _>("hits")?;
-                        c.lookups += r.try_get::<i64, _>("lookups")?;
-                        c.guarded += r.try_get::<i64, _>("guarded")?;
-                        decode(&r.try_get::<String, _>("latency")?, &mut c.latency);
+                        c.acc.add_sums(&r)?;
+                        decode(&r.try_get::<String, _>("latency")?, &mut c.acc.latency);
                         decode(&r.try_get::<String, _>("ttfb")?, &mut c.ttfb);
                     }
                     let cells: Vec<_> = cells
@@ -382,14 +368,14 @@ impl LedgerDb {
                             .bind($n)
                             .bind(*grp)
                             .bind(*tenant)
-                            .bind(c.requests)
-                            .bind(c.cost)
-                            .bind(c.tokens)
-                            .bind(c.errors)
-                            .bind(c.hits)
-                            .bind(c.lookups)
-                            .bind(c.guarded)
-                            .bind(encode(&c.latency))
+                            .bind(c.acc.requests)
+                            .bind(c.acc.cost)
+                            .bind(c.acc.tokens)
+                            .bind(c.acc.errors)
+                            .bind(c.acc.hits)
+                            .bind(c.acc.lookups)
+                            .bind(c.acc.guarded)
+                            .bind(encode(&c.acc.latency))
                             .bind(encode(&c.ttfb));
                     }
                     q.execute(&mut *$tx).await?;
@@ -460,14 +446,9 @@ impl LedgerDb {
                         .fold(q0, |q0, g| q0.bind(g.as_str()))
                 };
                 for r in bind($fix(&sums)).fetch_all($pool).await? {
-                    let c = accs.entry((r.try_get("grp")?, r.try_get("bucket")?)).or_default();
-                    c.requests += r.try_get::<i64, _>("requests")?;
-                    c.cost += r.try_get::<i64, _>("cost")?;
-                    c.tokens += r.try_get::<i64, _>("tokens")?;
-                    c.errors += r.try_get::<i64, _>("errors")?;
-                    c.hits += r.try_get::<i64, _>("hits")?;
-                    c.lookups += r.try_get::<i64, _>("lookups")?;
-                    c.guarded += r.try_get::<i64, _>("guarded")?;
+                    accs.entry((r.try_get("grp")?, r.try_get("bucket")?))
+                        .or_default()
+                        .add_sums(&r)?;
                 }
                 if let Some(sql) = hists {
                     for r in bind($fix(&sql)).fetch_all($pool).await? {

@@ -237,6 +237,19 @@ pub(crate) async fn page(State(c): State<Console>, Extension(s): Extension<Sessi
     layout::page(&s, "/console/budgets", "Budgets & alerts", body)
 }
 
+/// The scope and name a limits form names, and their API path.
+fn target(form: &[(String, String)]) -> (String, String, String) {
+    let field = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let (scope, name) = (field("scope"), field("name"));
+    let uri = format!("{}/{}", path("/admin/limits", &scope), super::super::api::escape(&name));
+    (scope, name, uri)
+}
+
 /// Where a limits write goes back to.
 fn back(scope: &str, name: &str) -> String {
     if scope == "keys" {
@@ -264,13 +277,7 @@ pub(crate) async fn set_limits(
     Extension(s): Extension<Session>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let field = |k: &str| {
-        form.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_default()
-    };
-    let (scope, name) = (field("scope"), field("name"));
+    let (scope, name, uri) = target(&form);
     let mut limits = Map::new();
     for (k, v) in &form {
         let v = v.trim();
@@ -283,7 +290,6 @@ pub(crate) async fn set_limits(
         };
         limits.insert(k.clone(), value);
     }
-    let uri = format!("{}/{}", path("/admin/limits", &scope), super::super::api::escape(&name));
     let a = if limits.is_empty() {
         c.api.call(&s.principal, Method::DELETE, &uri, None).await
     } else {
@@ -307,14 +313,7 @@ pub(crate) async fn clear_limits(
     Extension(s): Extension<Session>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let field = |k: &str| {
-        form.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_default()
-    };
-    let (scope, name) = (field("scope"), field("name"));
-    let uri = format!("{}/{}", path("/admin/limits", &scope), super::super::api::escape(&name));
+    let (scope, name, uri) = target(&form);
     let a = c.api.call(&s.principal, Method::DELETE, &uri, None).await;
     after_write(&c, &s, &scope, &name, a).await
 }

@@ -282,7 +282,8 @@ async fn the_hourly_rollup_on_postgres_answers_as_the_rows_and_two_instances_rol
                 until_ms: t + 72 * 3_600_000 - 5,
                 // UTC days and months read the daily rollup; other zones the hourly one.
                 tz_offset_s: if per == Span::Hour { 3_600 } else { 0 },
-                top: None,
+                // Top groups of a metric that adds up are ranked from totals first.
+                top: (by == Dim::Key).then_some(2),
                 tenant,
                 only: Vec::new(),
             };

@@ -378,7 +378,8 @@ impl LedgerDb {
     ) -> Result<(), StoreError> {
         let col = q.by.column();
         let bucket = match shape.totals {
-            true => "0".to_owned(),
+            // A BIGINT like every bucket (PostgreSQL reads a bare 0 as INT4).
+            true => "CAST(0 AS BIGINT)".to_owned(),
             false => format!("(started_at / 1000 + {}) / {}", q.tz_offset_s, q.per.group_seconds()),
         };
         let mut only = String::new();

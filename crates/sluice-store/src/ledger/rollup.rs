@@ -205,6 +205,10 @@ const HOUR_ROWS: &str = "SELECT key_id, team, tenant, route, model, deployment, 
 
 const CLAIM: &str = "UPDATE spend_ledger SET rolled = 1 WHERE rolled = 0 AND started_at >= ? AND started_at < ?";
 
+/// A pass of at least this many hours is a catch-up (after which PostgreSQL's statistics are
+/// brought up to date).
+const CATCH_UP_HOURS: usize = 12;
+
 /// Hours rolled up in one transaction at most (with their day made again after them): about
 /// a second at 14 000 rows an hour on SQLite.
 const HOURS_PER_TRANSACTION: usize = 6;
@@ -273,6 +277,16 @@ impl LedgerDb {
             pass.rows += self.roll_up_day(day, &rest[..n]).await?;
             pass.hours += n;
             rest = &rest[n..];
+        }
+        // A catch-up changed most rows' `rolled`: PostgreSQL's planner would otherwise go on
+        // believing most rows dirty (and scan them all to find the dirty hours) until its
+        // autovacuum samples the table again.
+        if let LedgerDb::Pg(pool) = self
+            && pass.hours >= CATCH_UP_HOURS
+        {
+            sqlx::query("ANALYZE spend_ledger, ledger_hourly, ledger_daily")
+                .execute(pool)
+                .await?;
         }
         Ok(pass)
     }
@@ -406,7 +420,8 @@ impl LedgerDb {
         };
         let g = q.per.group_seconds();
         let bucket = match shape.totals {
-            true => "0".to_owned(),
+            // A BIGINT like every bucket (PostgreSQL reads a bare 0 as INT4).
+            true => "CAST(0 AS BIGINT)".to_owned(),
             false => format!("({unit} * {seconds} + {}) / {g}", q.tz_offset_s),
         };
         let mut filter = format!("dim = ? AND {unit} >= ? AND {unit} < ?");

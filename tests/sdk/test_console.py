@@ -364,9 +364,17 @@ def test_the_console_in_a_browser(console: Console):
     # Traffic through the gateway, counted by the SDK's own usage.
     client = console.client(TRAFFIC_KEY)
     tokens = 0
-    for i in range(ANSWERED):
+    for i in range(ANSWERED - 1):
         r = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": f"console {i}"}])
         tokens += r.usage.total_tokens
+    # One streamed: it has a time to its first token.
+    stream = client.chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": "console stream"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    tokens += sum(chunk.usage.total_tokens for chunk in stream if chunk.usage)
     assert tokens > 0
     for _ in range(FAILED):
         with pytest.raises(openai.APIStatusError) as failed:
@@ -386,7 +394,7 @@ def test_the_console_in_a_browser(console: Console):
         assert column_sum(table(d, "tokens-table"), 1) == tokens
         errors = table(d, "errors-table")
         assert len(errors[0]) == 2 and column_sum(errors, 1) == FAILED, errors
-        for chart in ("latency-table", "ttfb-table"):
+        for chart in ("latency-table", "ttfb-table", "ttft-table"):
             rows = table(d, chart)
             assert rows and all(float(v) > 0 for v in rows[0][1:]), (chart, rows)
         assert d.find_elements(By.CSS_SELECTOR, "#requests svg polyline, #requests svg circle")

@@ -31,6 +31,9 @@ pub enum MetricName {
     TtfbP50,
     TtfbP95,
     TtfbP99,
+    TtftP50,
+    TtftP95,
+    TtftP99,
     GuardrailTriggers,
 }
 
@@ -73,7 +76,8 @@ pub enum FormatName {
 pub struct AnalyticsQuery {
     /// `requests` (default), `cost` (micro-units), `tokens`, `errors`, `latency_p50`,
     /// `latency_p95`, `latency_p99` (ms), `cache_hit_rate`, `ttfb_p50`, `ttfb_p95`,
-    /// `ttfb_p99` (ms to the answer's first byte), `guardrail_triggers`.
+    /// `ttfb_p99` (ms to the answer's first byte), `ttft_p50`, `ttft_p95`, `ttft_p99` (ms to a
+    /// stream's first content token), `guardrail_triggers`.
     #[param(value_type = Option<MetricName>, inline)]
     pub metric: Option<String>,
     /// `key` (default), `team`, `tenant`, `model`, `route`, `deployment`, `error_class`,
@@ -145,7 +149,7 @@ pub(crate) async fn handler(
     let metric_name = q.metric.as_deref().unwrap_or("requests");
     let Some(metric) = Metric::parse(metric_name) else {
         return bad(format!(
-            "metric={metric_name:?}: requests, cost, tokens, errors, latency_p50, latency_p95, latency_p99, cache_hit_rate, ttfb_p50, ttfb_p95, ttfb_p99 or guardrail_triggers"
+            "metric={metric_name:?}: requests, cost, tokens, errors, latency_p50, latency_p95, latency_p99, cache_hit_rate, ttfb_p50, ttfb_p95, ttfb_p99, ttft_p50, ttft_p95, ttft_p99 or guardrail_triggers"
         ));
     };
     let by_name = q.by.as_deref().unwrap_or("key");

@@ -53,6 +53,7 @@ pub fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
             opt_text(out, &d.cache);
             opt_text(out, &d.guardrail);
             opt_u64(out, d.saved_cost_micros);
+            opt_u64(out, d.ttft_us);
             b'S'
         }
     };
@@ -228,6 +229,7 @@ fn read(kind: u8, payload: &[u8]) -> Option<Entry<'_>> {
                 cache: r.later(Reader::opt_text)?,
                 guardrail: r.later(Reader::opt_text)?,
                 saved_cost_micros: r.later(Reader::opt_u64)?,
+                ttft_us: r.later(Reader::opt_u64)?,
             },
         })),
         _ => None,
@@ -274,6 +276,7 @@ mod tests {
                 cache: Some("hit".into()),
                 guardrail: Some("".into()),
                 saved_cost_micros: Some(1_234),
+                ttft_us: Some(77_000),
             },
         })
     }

@@ -85,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         cache: Some(if r % 3 == 0 { "hit" } else { "miss" }.into()),
                         guardrail: None,
                         saved_cost_micros: None,
+                        ttft_us: None,
                     },
                 }));
             }

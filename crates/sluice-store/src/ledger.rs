@@ -93,6 +93,8 @@ pub struct Detail<'a> {
     pub guardrail: Option<Cow<'a, str>>,
     /// A cache hit's saving: what the stored answer cost when it was made (micro-units).
     pub saved_cost_micros: Option<u64>,
+    /// A stream's time to its first content token (µs; none for whole answers).
+    pub ttft_us: Option<u64>,
 }
 
 /// An optional text field, borrowed from the line when it has no escapes.
@@ -142,7 +144,7 @@ const INDEX: &str = "CREATE INDEX IF NOT EXISTS spend_ledger_started ON spend_le
 /// version before, writing only the columns it knows, shares the table during a rolling
 /// upgrade): a settlement's detail — latency, time to first byte, error class, the cache's and
 /// the guardrails' outcomes, what a cache hit saved.
-const ADDED: [(&str, &str); 7] = [
+const ADDED: [(&str, &str); 8] = [
     ("latency_us", "BIGINT"),
     ("ttfb_us", "BIGINT"),
     ("error_class", "TEXT"),
@@ -152,13 +154,15 @@ const ADDED: [(&str, &str); 7] = [
     // Not yet in the hourly rollup (`rollup.rs`): every write sets it; a row an older version
     // inserts gets the default, and is rolled up too.
     ("rolled", "INTEGER NOT NULL DEFAULT 0"),
+    ("ttft_us", "BIGINT"),
 ];
 
 /// Columns of a ledger row as a batch writes it.
 const COLUMNS: &str = "request_id, instance, started_at, key_id, team, tenant, route, model, deployment, state,
     http_status, prompt_tokens, completion_tokens, cached_tokens, total_tokens, reserved_tokens, reserved_cost,
-    cost_micros, currency, estimated, settled_at, latency_us, ttfb_us, error_class, cache, guardrail, saved_cost_micros";
-const PER_ROW: usize = 27;
+    cost_micros, currency, estimated, settled_at, latency_us, ttfb_us, error_class, cache, guardrail, saved_cost_micros,
+    ttft_us";
+const PER_ROW: usize = 28;
 /// Rows per statement, largest first (well under SQLite's and PostgreSQL's bound-parameter
 /// limits). A few fixed sizes keep the number of distinct statements — each prepared once and
 /// cached per connection — small.
@@ -186,7 +190,7 @@ const UPSERT_TAIL: &str = " ON CONFLICT (request_id) DO UPDATE SET
       estimated = excluded.estimated, settled_at = excluded.settled_at,
       latency_us = excluded.latency_us, ttfb_us = excluded.ttfb_us, error_class = excluded.error_class,
       cache = excluded.cache, guardrail = excluded.guardrail, saved_cost_micros = excluded.saved_cost_micros,
-      rolled = 0
+      ttft_us = excluded.ttft_us, rolled = 0
     WHERE excluded.state = 'settled'";
 
 /// One row of a batch: an intent, its settlement, or both.
@@ -303,6 +307,7 @@ struct RowValues<'r> {
     cache: Option<&'r str>,
     guardrail: Option<&'r str>,
     saved_cost_micros: Option<i64>,
+    ttft_us: Option<i64>,
 }
 
 impl<'r> RowValues<'r> {
@@ -338,6 +343,7 @@ impl<'r> RowValues<'r> {
             cache: s.and_then(|s| s.detail.cache.as_deref()),
             guardrail: s.and_then(|s| s.detail.guardrail.as_deref()),
             saved_cost_micros: s.and_then(|s| s.detail.saved_cost_micros).map(int),
+            ttft_us: s.and_then(|s| s.detail.ttft_us).map(int),
         }
     }
 }
@@ -375,7 +381,8 @@ macro_rules! bind_rows {
                 .bind(v.error_class)
                 .bind(v.cache)
                 .bind(v.guardrail)
-                .bind(v.saved_cost_micros);
+                .bind(v.saved_cost_micros)
+                .bind(v.ttft_us);
         }
         q
     }};
@@ -480,6 +487,7 @@ impl LedgerDb {
                 bind(&v.cache)?;
                 bind(&v.guardrail)?;
                 bind(&v.saved_cost_micros)?;
+                bind(&v.ttft_us)?;
             }
             stmt.raw_execute()?;
         }

@@ -250,6 +250,7 @@ async fn the_hourly_rollup_on_postgres_answers_as_the_rows_and_two_instances_rol
                 cache: Some(if n % 2 == 0 { "hit" } else { "miss" }.into()),
                 guardrail: None,
                 saved_cost_micros: None,
+                ttft_us: (n % 2 == 1).then_some(900 + n as u64 * 97),
             },
         }));
     }
@@ -266,6 +267,7 @@ async fn the_hourly_rollup_on_postgres_answers_as_the_rows_and_two_instances_rol
         Metric::Errors,
         Metric::LatencyP95,
         Metric::TtfbP50,
+        Metric::TtftP95,
         Metric::CacheHitRate,
     ] {
         for (by, per, tenant) in [

@@ -266,9 +266,21 @@ pub(crate) async fn sign_out(State(c): State<Console>, headers: HeaderMap) -> Re
 }
 
 /// Every page but the sign-in: a live session (else to the sign-in page), and on a POST its
-/// CSRF token and this origin (else 403). The session is an extension of the request.
+/// CSRF token and this origin (else 403). The session is an extension of the request. A POST's
+/// form is read first, whatever the verdict: a refusal that left the body unread would make the
+/// server drop the connection, and a client reusing it would see its next request fail.
 pub(crate) async fn require(State(c): State<Console>, req: Request, next: Next) -> Response {
-    let Some(id) = cookie(req.headers()) else {
+    let (parts, body) = req.into_parts();
+    let form = if parts.method == Method::POST {
+        match http_body_util::Limited::new(body, MAX_FORM).collect().await {
+            Ok(b) => Some(b.to_bytes()),
+            Err(_) => return layout::problem(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."),
+        }
+    } else {
+        drop(body);
+        None
+    };
+    let Some(id) = cookie(&parts.headers) else {
         return to_sign_in();
     };
     let hash = auth::token_hash(id);
@@ -296,52 +308,33 @@ pub(crate) async fn require(State(c): State<Console>, req: Request, next: Next) 
             );
         }
     };
-    let session = Session {
+    if let Some(form) = &form
+        && let Some(why) = refused_write(&parts.headers, form, &stored.csrf)
+    {
+        count(&c, "csrf_refused");
+        return layout::problem(StatusCode::FORBIDDEN, why);
+    }
+    let mut req = Request::from_parts(parts, form.map_or_else(Body::empty, Body::from));
+    req.extensions_mut().insert(Session {
         principal,
         csrf: stored.csrf,
-    };
-    let req = if req.method() == Method::POST {
-        match checked_write(req, &session.csrf).await {
-            Ok(req) => req,
-            Err(r) => {
-                count(&c, "csrf_refused");
-                return r;
-            }
-        }
-    } else {
-        req
-    };
-    let mut req = req;
-    req.extensions_mut().insert(session);
+    });
     next.run(req).await
 }
 
-/// A POST's origin and CSRF token checked; the request given back with its body.
-async fn checked_write(req: Request, csrf: &str) -> Result<Request, Response> {
-    if !same_origin(req.headers()) {
-        return Err(layout::problem(
-            StatusCode::FORBIDDEN,
-            "This form was not sent from this console.",
-        ));
+/// Why a POST is refused — another origin, or not this session's CSRF token — if it is.
+fn refused_write(headers: &HeaderMap, form: &[u8], csrf: &str) -> Option<&'static str> {
+    if !same_origin(headers) {
+        return Some("This form was not sent from this console.");
     }
-    let (parts, body) = req.into_parts();
-    let bytes = match http_body_util::Limited::new(body, MAX_FORM).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return Err(layout::problem(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")),
-    };
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(form).unwrap_or_default();
     let sent = pairs
         .iter()
         .find(|(k, _)| k == "csrf")
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
-    if !auth::subtle_eq(sent.as_bytes(), csrf.as_bytes()) {
-        return Err(layout::problem(
-            StatusCode::FORBIDDEN,
-            "This form's CSRF token is missing or not this session's: reload the page and try again.",
-        ));
-    }
-    Ok(Request::from_parts(parts, Body::from(bytes)))
+    (!auth::subtle_eq(sent.as_bytes(), csrf.as_bytes()))
+        .then_some("This form's CSRF token is missing or not this session's: reload the page and try again.")
 }
 
 #[cfg(test)]

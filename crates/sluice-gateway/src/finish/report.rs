@@ -32,6 +32,7 @@ pub(super) fn settle_ledger(ledger: &sluice_ledger::Ledger, r: &RequestRecord) {
             cache: r.cache.outcome.map(Into::into),
             guardrail: r.guard.as_ref().and_then(|g| g.strongest()).map(Into::into),
             saved_cost_micros: r.cache.saved_cost_micros,
+            ttft_us: r.timing.ttft_ms.map(|t| (t * 1000.0) as u64),
         },
     });
     if let Err(e) = ledger.settle(&settlement) {

@@ -90,6 +90,10 @@ pub enum Metric {
     TtfbP50,
     TtfbP95,
     TtfbP99,
+    /// A stream's time to its first content token, in ms (streams only).
+    TtftP50,
+    TtftP95,
+    TtftP99,
     /// Requests a guardrail acted on (blocked, redacted, flagged…).
     GuardrailTriggers,
 }
@@ -108,6 +112,9 @@ impl Metric {
             "ttfb_p50" => Metric::TtfbP50,
             "ttfb_p95" => Metric::TtfbP95,
             "ttfb_p99" => Metric::TtfbP99,
+            "ttft_p50" => Metric::TtftP50,
+            "ttft_p95" => Metric::TtftP95,
+            "ttft_p99" => Metric::TtftP99,
             "guardrail_triggers" => Metric::GuardrailTriggers,
             _ => return None,
         })
@@ -124,9 +131,9 @@ impl Metric {
 
     fn quantile(self) -> Option<f64> {
         match self {
-            Metric::LatencyP50 | Metric::TtfbP50 => Some(0.50),
-            Metric::LatencyP95 | Metric::TtfbP95 => Some(0.95),
-            Metric::LatencyP99 | Metric::TtfbP99 => Some(0.99),
+            Metric::LatencyP50 | Metric::TtfbP50 | Metric::TtftP50 => Some(0.50),
+            Metric::LatencyP95 | Metric::TtfbP95 | Metric::TtftP95 => Some(0.95),
+            Metric::LatencyP99 | Metric::TtfbP99 | Metric::TtftP99 => Some(0.99),
             _ => None,
         }
     }
@@ -135,6 +142,7 @@ impl Metric {
     fn timed_column(self) -> &'static str {
         match self {
             Metric::TtfbP50 | Metric::TtfbP95 | Metric::TtfbP99 => "ttfb_us",
+            Metric::TtftP50 | Metric::TtftP95 | Metric::TtftP99 => "ttft_us",
             _ => "latency_us",
         }
     }
@@ -144,6 +152,7 @@ impl Metric {
         self.quantile()?;
         Some(match self {
             Metric::TtfbP50 | Metric::TtfbP95 | Metric::TtfbP99 => "ttfb",
+            Metric::TtftP50 | Metric::TtftP95 | Metric::TtftP99 => "ttft",
             _ => "latency",
         })
     }

@@ -54,6 +54,7 @@ macro_rules! rollup_table {
     guarded BIGINT NOT NULL,
     latency TEXT NOT NULL,
     ttfb TEXT NOT NULL,
+    ttft TEXT NOT NULL,
     PRIMARY KEY (dim, ",
             $unit,
             ", grp, tenant)
@@ -93,6 +94,7 @@ pub(crate) const DIMS: [Dim; 9] = [
 pub(crate) struct Cell {
     pub acc: Acc,
     pub ttfb: LatencyHistogram,
+    pub ttft: LatencyHistogram,
 }
 
 /// A histogram as stored: `bin:count` pairs of the bins that hold any, space-separated.
@@ -130,6 +132,7 @@ struct Finished {
     guarded: bool,
     latency_us: Option<i64>,
     ttfb_us: Option<i64>,
+    ttft_us: Option<i64>,
 }
 
 /// The hour's rows added up per dimension, value and tenant.
@@ -153,6 +156,9 @@ fn add_up(rows: &[Finished]) -> HashMap<(usize, &str, &str), Cell> {
             }
             if let Some(us) = r.ttfb_us {
                 cell.ttfb.add(us.max(0) as u64);
+            }
+            if let Some(us) = r.ttft_us {
+                cell.ttft.add(us.max(0) as u64);
             }
         }
     }
@@ -192,15 +198,17 @@ where
         guarded: guardrail.is_some(),
         latency_us: r.try_get("latency_us")?,
         ttfb_us: r.try_get("ttfb_us")?,
+        ttft_us: r.try_get("ttft_us")?,
     })
 }
 
 /// A day's hourly rows (what its daily rows are made of).
-const DAY_HOURS: &str = "SELECT dim, grp, tenant, requests, cost, tokens, errors, hits, lookups, guarded, latency, ttfb
+const DAY_HOURS: &str =
+    "SELECT dim, grp, tenant, requests, cost, tokens, errors, hits, lookups, guarded, latency, ttfb, ttft
     FROM ledger_hourly WHERE hour >= ? AND hour < ?";
 
 const HOUR_ROWS: &str = "SELECT key_id, team, tenant, route, model, deployment, error_class, guardrail,
-        cost_micros, total_tokens, cache, latency_us, ttfb_us
+        cost_micros, total_tokens, cache, latency_us, ttfb_us, ttft_us
     FROM spend_ledger WHERE started_at >= ? AND started_at < ? AND state <> 'open'";
 
 const CLAIM: &str = "UPDATE spend_ledger SET rolled = 1 WHERE rolled = 0 AND started_at >= ? AND started_at < ?";
@@ -213,13 +221,13 @@ const CATCH_UP_HOURS: usize = 12;
 /// a second at 14 000 rows an hour on SQLite.
 const HOURS_PER_TRANSACTION: usize = 6;
 
-/// Rollup rows per insert statement (13 values each: well under both databases' limits).
+/// Rollup rows per insert statement (14 values each: well under both databases' limits).
 const INSERT_ROWS: usize = 100;
 
 fn insert_sql(table: &str, unit: &str, rows: usize) -> String {
-    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     format!(
-        "INSERT INTO {table} (dim, {unit}, grp, tenant, requests, cost, tokens, errors, hits, lookups, guarded, latency, ttfb) VALUES {}",
+        "INSERT INTO {table} (dim, {unit}, grp, tenant, requests, cost, tokens, errors, hits, lookups, guarded, latency, ttfb, ttft) VALUES {}",
         vec![one; rows].join(", ")
     )
 }
@@ -350,6 +358,7 @@ impl LedgerDb {
                         c.acc.add_sums(&r)?;
                         decode(&r.try_get::<String, _>("latency")?, &mut c.acc.latency);
                         decode(&r.try_get::<String, _>("ttfb")?, &mut c.ttfb);
+                        decode(&r.try_get::<String, _>("ttft")?, &mut c.ttft);
                     }
                     let cells: Vec<_> = cells
                         .iter()
@@ -390,7 +399,8 @@ impl LedgerDb {
                             .bind(c.acc.lookups)
                             .bind(c.acc.guarded)
                             .bind(encode(&c.acc.latency))
-                            .bind(encode(&c.ttfb));
+                            .bind(encode(&c.ttfb))
+                            .bind(encode(&c.ttft));
                     }
                     q.execute(&mut *$tx).await?;
                 }

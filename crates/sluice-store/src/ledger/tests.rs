@@ -155,6 +155,7 @@ async fn the_blocking_writer_writes_what_sqlx_writes() {
                     cache: Some("miss".into()),
                     guardrail: (n % 8 == 0).then(|| "pii-redact/pii:redact:input".into()),
                     saved_cost_micros: None,
+                    ttft_us: Some(50 + n as u64),
                 };
             }
             first.push(s);
@@ -182,17 +183,17 @@ async fn the_blocking_writer_writes_what_sqlx_writes() {
             .clone()
     };
     assert!(
-        detail("r-002").ends_with("1002,102,NULL,'miss',NULL,NULL"),
+        detail("r-002").ends_with("1002,102,NULL,'miss',NULL,NULL,52"),
         "{}",
         detail("r-002")
     );
     assert!(
-        detail("r-004").ends_with("1004,104,'upstream_error','miss',NULL,NULL"),
+        detail("r-004").ends_with("1004,104,'upstream_error','miss',NULL,NULL,54"),
         "{}",
         detail("r-004")
     );
     assert!(
-        detail("r-001").ends_with("NULL,NULL,NULL,NULL,NULL,NULL"),
+        detail("r-001").ends_with("NULL,NULL,NULL,NULL,NULL,NULL,NULL"),
         "{}",
         detail("r-001")
     );
@@ -370,6 +371,7 @@ fn varied_rows(t: i64) -> Vec<Entry<'static>> {
             s.deployment = Some(format!("d{}", n % 4).into());
             s.detail.latency_us = (n % 9 != 0).then_some(1_000 + (n as u64 * 7_919) % 3_000_000);
             s.detail.ttfb_us = (n % 3 != 0).then_some(200 + (n as u64 * 104_729) % 400_000);
+            s.detail.ttft_us = (n % 4 == 1).then_some(5_000 + (n as u64 * 7_477) % 900_000);
             s.detail.error_class = (n % 13 == 0).then(|| ["upstream_error", "timeout"][(n % 2) as usize].into());
             s.detail.cache = (n % 2 == 0).then(|| ["hit", "miss", "semantic"][(n % 3) as usize].into());
             s.detail.guardrail = (n % 17 == 0).then(|| "redact".into());
@@ -393,6 +395,7 @@ fn rollup_queries(t: i64) -> Vec<analytics::Query<'static>> {
         Metric::LatencyP99,
         Metric::CacheHitRate,
         Metric::TtfbP95,
+        Metric::TtftP99,
         Metric::GuardrailTriggers,
     ];
     let mut out = Vec::new();

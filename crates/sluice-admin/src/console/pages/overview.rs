@@ -1,5 +1,5 @@
-//! The overview: the gateway's traffic over time — requests, errors by class, latency and time
-//! to first byte percentiles, spend, tokens, cache hit rate, guardrail triggers — each chart
+//! The overview: the gateway's traffic over time — requests, errors by class, latency, time to
+//! first token and time to first byte percentiles, spend, tokens, cache hit rate, guardrail triggers — each chart
 //! with its table. A tenant-confined principal sees its tenant's requests only (the API's
 //! confinement).
 
@@ -94,6 +94,7 @@ pub(crate) async fn page(
             (chart_of(&c, &s, &range, &labels, ("requests", "Requests", ""), "requests", "all").await)
             (chart_of(&c, &s, &range, &labels, ("errors", "Errors by class", ""), "errors", "error_class").await)
             (percentiles(&c, &s, &range, &labels, "latency", "Latency", "latency").await)
+            (percentiles(&c, &s, &range, &labels, "ttft", "Time to first token (streams)", "ttft").await)
             (percentiles(&c, &s, &range, &labels, "ttfb", "Time to first byte (a stream's first chunk)", "ttfb").await)
             (chart_of(&c, &s, &range, &labels, ("spend", "Spend", &currency), "cost", "all").await)
             (chart_of(&c, &s, &range, &labels, ("tokens", "Tokens", ""), "tokens", "all").await)

@@ -171,11 +171,7 @@ pub(crate) async fn handler(
         return bad("top is 1–1000.".to_owned());
     }
     let Some(ledger) = &gw.ledger else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "ledger_disabled",
-            "The spend ledger is disabled.",
-        );
+        return crate::error::ledger_disabled();
     };
     ledger.ship().await;
     let snap = gw.snapshot();

@@ -81,6 +81,15 @@ pub(crate) fn store_unavailable(e: impl std::fmt::Display) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
 }
 
+/// The refusal of a call that needs the spend ledger when it is disabled.
+pub(crate) fn ledger_disabled() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "ledger_disabled",
+        "The spend ledger is disabled.",
+    )
+}
+
 /// A page size: `given` or `default`, if within 1–`max`.
 pub(crate) fn page_limit(given: Option<u32>, default: u32, max: u32) -> Option<u32> {
     Some(given.unwrap_or(default)).filter(|l| (1..=max).contains(l))

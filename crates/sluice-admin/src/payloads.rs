@@ -70,11 +70,7 @@ pub(crate) async fn list(
         return bad_limit(500);
     };
     let Some(ledger) = &gw.ledger else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "ledger_disabled",
-            "The spend ledger is disabled.",
-        );
+        return crate::error::ledger_disabled();
     };
     match ledger.db().payloads(who.tenant.as_deref(), i64::from(limit)).await {
         Ok(data) => Json(PayloadList { object: "list", data }).into_response(),

@@ -82,11 +82,7 @@ pub(crate) async fn list(
         return bad_limit(500);
     };
     let Some(ledger) = &gw.ledger else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "ledger_disabled",
-            "The spend ledger is disabled.",
-        );
+        return crate::error::ledger_disabled();
     };
     let before = q.before.unwrap_or(i64::MAX);
     // One more than asked tells whether more follow.

@@ -137,11 +137,7 @@ pub(crate) async fn handler(
     Q(q): Q<UsageQuery>,
 ) -> Response {
     let Some(ledger) = &gw.ledger else {
-        return crate::error::error(
-            StatusCode::NOT_FOUND,
-            "ledger_disabled",
-            "The spend ledger is disabled.",
-        );
+        return crate::error::ledger_disabled();
     };
     ledger.ship().await;
     let snap = gw.snapshot();

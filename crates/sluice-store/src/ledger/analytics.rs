@@ -175,19 +175,22 @@ pub enum Dim {
 }
 
 impl Dim {
+    /// Every dimension (each kept in the rollups).
+    pub const ALL: [Dim; 9] = [
+        Dim::Key,
+        Dim::Team,
+        Dim::Tenant,
+        Dim::Model,
+        Dim::Route,
+        Dim::Deployment,
+        Dim::ErrorClass,
+        Dim::Guardrail,
+        Dim::All,
+    ];
+
+    /// The dimension [`Dim::name`] calls `s`.
     pub fn parse(s: &str) -> Option<Dim> {
-        Some(match s {
-            "key" => Dim::Key,
-            "team" => Dim::Team,
-            "tenant" => Dim::Tenant,
-            "model" => Dim::Model,
-            "route" => Dim::Route,
-            "deployment" => Dim::Deployment,
-            "error_class" => Dim::ErrorClass,
-            "guardrail" => Dim::Guardrail,
-            "all" => Dim::All,
-            _ => return None,
-        })
+        Dim::ALL.into_iter().find(|d| d.name() == s)
     }
 
     /// The name a query and the rollup use.

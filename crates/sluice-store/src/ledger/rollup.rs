@@ -76,17 +76,7 @@ pub(crate) const DIRTY_INDEX: &str =
 const LOCK: i32 = 0x51_1C_E0_02;
 
 /// Every dimension a rollup row is kept for.
-pub(crate) const DIMS: [Dim; 9] = [
-    Dim::Key,
-    Dim::Team,
-    Dim::Tenant,
-    Dim::Model,
-    Dim::Route,
-    Dim::Deployment,
-    Dim::ErrorClass,
-    Dim::Guardrail,
-    Dim::All,
-];
+pub(crate) const DIMS: [Dim; 9] = Dim::ALL;
 
 /// What one group adds up to in one hour or day: the sums and the latency histogram, and the
 /// time-to-first-byte histogram beside them.

@@ -11,8 +11,12 @@ use serde_saphyr::Spanned;
 
 pub type S<T> = Spanned<T>;
 
+mod guard;
 mod ops;
+mod server;
+pub use guard::*;
 pub use ops::*;
+pub use server::*;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,110 +71,6 @@ pub struct RawConfig {
     /// `injection-screen`), which routes attach by name.
     #[serde(default)]
     pub guardrail_sets: BTreeMap<String, Vec<RawGuardRule>>,
-}
-
-/// One rule of a guardrail set: exactly one check (`pii`, `secrets`, `deny`, `injection`),
-/// which side it reads (`on`), where (`where`), and what it does when it fires.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGuardRule {
-    pub name: S<String>,
-    /// `input` (default), `output` or `both`.
-    pub on: Option<S<String>>,
-    /// `block` (default), `redact` or `flag` (log and count only).
-    pub action: Option<S<String>>,
-    /// `user`, `system`, `tool_results` (input); `output`, `tool_args` (output).
-    #[serde(rename = "where")]
-    pub channels: Option<Vec<S<String>>>,
-    /// Put redacted input back in the answer (within the request; never cached or logged).
-    pub restore: Option<S<bool>>,
-    /// Kinds of personal data: `email`, `phone`, `card`, `iban`, `ssn`, `ip`, or `all`.
-    pub pii: Option<Vec<S<String>>>,
-    /// Kinds of credentials (`aws_key_id`, `github_token`, `openai_key`, …), or `all`.
-    pub secrets: Option<Vec<S<String>>>,
-    pub deny: Option<RawDeny>,
-    pub injection: Option<RawInjection>,
-    /// System-prompt leaks: a canary placed after the system prompt, found in the answer.
-    pub canary: Option<S<bool>>,
-    /// System-prompt leaks: a run of words copied from the system prompt.
-    pub overlap: Option<RawOverlap>,
-    /// Runaway generation: one span repeated over and over at the answer's end.
-    pub repetition: Option<RawRepetition>,
-    /// An external guardrail: the texts posted to a URL, whose verdict applies.
-    pub webhook: Option<RawWebhook>,
-    /// The injection classifier: a head over the texts' sentence embeddings.
-    pub classifier: Option<RawInjection>,
-}
-
-/// An external guardrail hook.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhook {
-    pub url: S<String>,
-    /// How long the hook may take (default 1000 ms), within the request's deadline.
-    pub timeout_ms: Option<S<u64>>,
-    /// `allow` (default: fail open) or `block` (fail closed) when the hook errs or times out.
-    pub on_error: Option<S<String>>,
-    /// An environment variable holding a secret: each call is signed with it (HMAC-SHA256 of
-    /// the body, as budget alerts are).
-    pub secret_env: Option<S<String>>,
-}
-
-/// Runaway generation: a span repeated `min_repeats` times, over at least `min_bytes`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRepetition {
-    pub min_repeats: Option<S<u64>>,
-    pub min_bytes: Option<S<u64>>,
-}
-
-/// A leak by overlap: this many consecutive words of the system prompt in the answer.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawOverlap {
-    pub min_words: Option<S<u64>>,
-}
-
-/// A deny list: literals (whole words, any case) and regular expressions.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDeny {
-    #[serde(default)]
-    pub literals: Vec<S<String>>,
-    #[serde(default)]
-    pub regex: Vec<S<String>>,
-}
-
-/// The prompt-injection screen.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawInjection {
-    /// The score (0–1) at which the rule fires.
-    pub threshold: Option<S<f64>>,
-}
-
-/// How a route's guardrails read its prompts (also under `defaults`, field by field).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGuard {
-    /// `nfc` (default), `nfkc` or `off`.
-    pub normalize: Option<S<String>>,
-    /// `off` (default), `text` (outside code) or `all`.
-    pub collapse_whitespace: Option<S<String>>,
-    /// The injection screen's threshold on this route (its rules' own otherwise).
-    pub injection_threshold: Option<S<f64>>,
-    /// The most output tokens an answer may have (the request's own limit is capped to it).
-    pub max_output_tokens: Option<S<u64>>,
-    /// The most prompt tokens a request may have (its texts, counted with the tokenizer only
-    /// when their bytes could be more).
-    pub max_prompt_tokens: Option<S<u64>>,
-    /// A JSON Schema every request body must match.
-    pub request_schema: Option<S<serde_json::Value>>,
-    /// A JSON Schema every answer's text must match (as JSON).
-    pub output_schema: Option<S<serde_json::Value>>,
-    /// What an answer that fails its JSON check gets: `retry` (default), `fallback`, `error`
-    /// or `pass` (not checked).
-    pub on_invalid: Option<S<String>>,
 }
 
 /// The response cache's in-process tier.
@@ -340,95 +240,6 @@ pub struct RawPrice {
     pub cached_input: Option<f64>,
     pub cache_write: Option<f64>,
     pub per_request: Option<f64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawServer {
-    pub listen: Option<S<String>>,
-    pub tls: Option<RawTls>,
-    pub header_read_timeout_ms: Option<S<u64>>,
-    pub idle_timeout_ms: Option<S<u64>>,
-    pub max_headers: Option<S<u64>>,
-    pub max_header_bytes: Option<S<u64>>,
-    pub h2_max_concurrent_streams: Option<S<u64>>,
-    pub max_body_bytes: Option<S<u64>>,
-    pub body_read_timeout_ms: Option<S<u64>>,
-    pub drain_timeout_ms: Option<S<u64>>,
-    pub reuse_port: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub cert_file: S<String>,
-    pub key_file: S<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAdmin {
-    pub listen: Option<S<String>>,
-    pub token_env: Option<S<String>>,
-    /// Audit entries older than this many days are deleted, the chain anchored at the last
-    /// one deleted (default: kept).
-    pub audit_retention_days: Option<S<u64>>,
-    /// The web console at `/console` on this listener.
-    #[serde(default)]
-    pub console: RawConsole,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConsole {
-    /// Serve it (default: true).
-    pub enabled: Option<bool>,
-    /// A sign-in lasts this long (default 480: a working day).
-    pub session_minutes: Option<S<u64>>,
-    /// Sign-in attempts allowed per client address per minute (default 5).
-    pub sign_in_attempts: Option<S<u64>>,
-    /// Mark the session cookie `Secure` (set it when the console is reached over HTTPS, e.g.
-    /// through a TLS-terminating proxy; default false).
-    pub secure_cookie: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStore {
-    pub sqlite_path: Option<S<String>>,
-    /// PostgreSQL for keys and the ledger, shared by several instances (a URL with a password
-    /// belongs in the environment: `postgres_url_env`).
-    pub postgres_url: Option<S<String>>,
-    pub postgres_url_env: Option<S<String>>,
-    /// Shared limit counters, for several instances.
-    pub redis: Option<RawRedis>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRedis {
-    /// One node: `redis://host:port/db`.
-    pub url: Option<S<String>>,
-    /// The same, read from an environment variable (for URLs with a password).
-    pub url_env: Option<S<String>>,
-    /// Redis Cluster: seed nodes.
-    pub cluster: Option<Vec<S<String>>>,
-    /// Longest wait for one round trip before the store counts as down.
-    pub timeout_ms: Option<S<u64>>,
-    /// How many instances share the store: the local fallback allows limit ÷ instances.
-    pub instances: Option<S<u64>>,
-    /// Default outage policy of every limit: `local`, `open` or `closed`.
-    pub on_outage: Option<S<String>>,
-    /// Prefix of every key Sluice writes.
-    pub prefix: Option<S<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLogging {
-    /// `stdout`, `stderr`, `off`, or a file path.
-    pub access_log: Option<S<String>>,
-    pub access_log_queue: Option<S<u64>>,
 }
 
 /// Per-route policies; also the shape of the top-level `defaults` block.

@@ -38,7 +38,7 @@ pub enum MetricName {
 }
 
 #[derive(ToSchema, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 #[allow(dead_code)] // the query parameter's schema
 pub enum DimName {
     All,
@@ -148,15 +148,13 @@ pub(crate) async fn handler(
     let bad = |m: String| error(StatusCode::BAD_REQUEST, "invalid_analytics_query", m);
     let metric_name = q.metric.as_deref().unwrap_or("requests");
     let Some(metric) = Metric::parse(metric_name) else {
-        return bad(format!(
-            "metric={metric_name:?}: requests, cost, tokens, errors, latency_p50, latency_p95, latency_p99, cache_hit_rate, ttfb_p50, ttfb_p95, ttfb_p99, ttft_p50, ttft_p95, ttft_p99 or guardrail_triggers"
-        ));
+        let names: Vec<&str> = Metric::ALL.map(Metric::name).to_vec();
+        return bad(format!("metric={metric_name:?}: one of {}", names.join(", ")));
     };
     let by_name = q.by.as_deref().unwrap_or("key");
     let Some(by) = Dim::parse(by_name) else {
-        return bad(format!(
-            "by={by_name:?}: key, team, tenant, model, route, deployment, error_class, guardrail or all"
-        ));
+        let names: Vec<&str> = Dim::ALL.map(Dim::name).to_vec();
+        return bad(format!("by={by_name:?}: one of {}", names.join(", ")));
     };
     let per_name = q.per.as_deref().unwrap_or("day");
     let Some(per) = Span::parse(per_name) else {
@@ -176,20 +174,9 @@ pub(crate) async fn handler(
     ledger.ship().await;
     let snap = gw.snapshot();
     let tz = snap.config.time_zone_offset_s;
-    let now = chrono::Utc::now().timestamp_millis();
-    // A bound: unix ms, RFC 3339 or a date; `Err` names the bad one.
-    let bound = |v: &Option<String>, default: i64, name: &'static str| match v {
-        None => Ok(default),
-        Some(s) => crate::usage::parse_time(s, tz).ok_or((name, s.clone())),
-    };
-    let (since, until) = match (
-        bound(&q.since, now - 31 * 86_400_000, "since"),
-        bound(&q.until, now + 60_000, "until"),
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err((name, s)), _) | (_, Err((name, s))) => {
-            return bad(format!("{name}={s:?}: unix milliseconds, RFC 3339, or YYYY-MM-DD"));
-        }
+    let (since, until) = match crate::usage::time_range(&q.since, &q.until, tz) {
+        Ok(range) => range,
+        Err(m) => return bad(m),
     };
     let query = analytics::Query {
         metric,
@@ -248,5 +235,40 @@ fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values the OpenAPI document offers for a query parameter of `/admin/analytics`.
+    fn offered(param: &str) -> Vec<String> {
+        let doc = serde_json::to_value(crate::openapi()).unwrap_or_default();
+        let params = doc["paths"]["/admin/analytics"]["get"]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let p = params.iter().find(|p| p["name"] == param).cloned().unwrap_or_default();
+        let values = p["schema"]["enum"]
+            .as_array()
+            .or_else(|| p["schema"]["oneOf"][0]["enum"].as_array())
+            .or_else(|| p["schema"]["anyOf"][0]["enum"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        values.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn the_document_offers_exactly_the_metrics_and_dimensions_the_ledger_answers() {
+        let metrics: Vec<String> = Metric::ALL.iter().map(|m| m.name().to_owned()).collect();
+        let dims: Vec<String> = Dim::ALL.iter().map(|d| d.name().to_owned()).collect();
+        let (mut doc_metrics, mut doc_dims) = (offered("metric"), offered("by"));
+        let (mut metrics, mut dims) = (metrics, dims);
+        for v in [&mut doc_metrics, &mut doc_dims, &mut metrics, &mut dims] {
+            v.sort();
+        }
+        assert_eq!(doc_metrics, metrics);
+        assert_eq!(doc_dims, dims);
     }
 }

@@ -94,6 +94,25 @@ pub fn parse_time(s: &str, tz_offset_s: i32) -> Option<i64> {
     Some((midnight - i64::from(tz_offset_s)) * 1000)
 }
 
+/// A query's `since` and `until` (unix ms, RFC 3339 or a date; default: the last 31 days, up to
+/// a minute from now), or a message naming the bad one.
+pub(crate) fn time_range(
+    since: &Option<String>,
+    until: &Option<String>,
+    tz_offset_s: i32,
+) -> Result<(i64, i64), String> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let bound = |v: &Option<String>, default: i64, name: &str| match v {
+        None => Ok(default),
+        Some(s) => parse_time(s, tz_offset_s)
+            .ok_or_else(|| format!("{name}={s:?}: unix milliseconds, RFC 3339, or YYYY-MM-DD")),
+    };
+    Ok((
+        bound(since, now - 31 * 86_400_000, "since")?,
+        bound(until, now + 60_000, "until")?,
+    ))
+}
+
 /// The rows for a query, or a message naming what is wrong with it.
 /// `tenant`: only that tenant's rows.
 pub async fn query(
@@ -107,14 +126,7 @@ pub async fn query(
     let by = UsageBy::parse(by).ok_or_else(|| bad(format!("by={by:?}: key, team, tenant or model")))?;
     let per = q.per.as_deref().unwrap_or("day");
     let per = Per::parse(per).ok_or_else(|| bad(format!("per={per:?}: hour, day or month")))?;
-    let now = chrono::Utc::now().timestamp_millis();
-    let bound = |v: &Option<String>, default: i64, name: &str| match v {
-        None => Ok(default),
-        Some(s) => parse_time(s, tz_offset_s)
-            .ok_or_else(|| bad(format!("{name}={s:?}: unix milliseconds, RFC 3339, or YYYY-MM-DD"))),
-    };
-    let since = bound(&q.since, now - 31 * 86_400_000, "since")?;
-    let until = bound(&q.until, now + 60_000, "until")?;
+    let (since, until) = time_range(&q.since, &q.until, tz_offset_s).map_err(bad)?;
     db.usage(by, per, since, until, tz_offset_s, tenant)
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))

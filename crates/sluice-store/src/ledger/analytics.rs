@@ -99,25 +99,49 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Every metric.
+    pub const ALL: [Metric; 15] = [
+        Metric::Requests,
+        Metric::Cost,
+        Metric::Tokens,
+        Metric::Errors,
+        Metric::LatencyP50,
+        Metric::LatencyP95,
+        Metric::LatencyP99,
+        Metric::CacheHitRate,
+        Metric::TtfbP50,
+        Metric::TtfbP95,
+        Metric::TtfbP99,
+        Metric::TtftP50,
+        Metric::TtftP95,
+        Metric::TtftP99,
+        Metric::GuardrailTriggers,
+    ];
+
+    /// The name a query uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Requests => "requests",
+            Metric::Cost => "cost",
+            Metric::Tokens => "tokens",
+            Metric::Errors => "errors",
+            Metric::LatencyP50 => "latency_p50",
+            Metric::LatencyP95 => "latency_p95",
+            Metric::LatencyP99 => "latency_p99",
+            Metric::CacheHitRate => "cache_hit_rate",
+            Metric::TtfbP50 => "ttfb_p50",
+            Metric::TtfbP95 => "ttfb_p95",
+            Metric::TtfbP99 => "ttfb_p99",
+            Metric::TtftP50 => "ttft_p50",
+            Metric::TtftP95 => "ttft_p95",
+            Metric::TtftP99 => "ttft_p99",
+            Metric::GuardrailTriggers => "guardrail_triggers",
+        }
+    }
+
+    /// The metric [`Metric::name`] calls `s`.
     pub fn parse(s: &str) -> Option<Metric> {
-        Some(match s {
-            "requests" => Metric::Requests,
-            "cost" => Metric::Cost,
-            "tokens" => Metric::Tokens,
-            "errors" => Metric::Errors,
-            "latency_p50" => Metric::LatencyP50,
-            "latency_p95" => Metric::LatencyP95,
-            "latency_p99" => Metric::LatencyP99,
-            "cache_hit_rate" => Metric::CacheHitRate,
-            "ttfb_p50" => Metric::TtfbP50,
-            "ttfb_p95" => Metric::TtfbP95,
-            "ttfb_p99" => Metric::TtfbP99,
-            "ttft_p50" => Metric::TtftP50,
-            "ttft_p95" => Metric::TtftP95,
-            "ttft_p99" => Metric::TtftP99,
-            "guardrail_triggers" => Metric::GuardrailTriggers,
-            _ => return None,
-        })
+        Metric::ALL.into_iter().find(|m| m.name() == s)
     }
 
     /// Whether a group's value over a range is the sum of its values over its parts (so the top

@@ -37,6 +37,23 @@ pub(crate) async fn record(
     .await;
 }
 
+/// A key or principal revoked (what both revocations answer).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    pub id: String,
+    pub revoked: bool,
+}
+
+/// Records a revocation (`key.revoke`, `principal.revoke`) of `id`, and answers it.
+pub(crate) async fn revoked(gw: &Gateway, who: &Principal, action: &str, id: String, tenant: Option<&str>) -> Response {
+    let (before, after) = (
+        serde_json::json!({"id": id, "revoked": false}),
+        serde_json::json!({"id": id, "revoked": true}),
+    );
+    record(gw, who, action, (Some(&id), tenant), Some(before), Some(after)).await;
+    Json(Revoked { id, revoked: true }).into_response()
+}
+
 /// One audit entry.
 #[derive(ToSchema)]
 #[schema(as = AuditEntry)]

@@ -334,17 +334,11 @@ pub(crate) async fn create_key(
     (StatusCode::CREATED, Json(created)).into_response()
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Revoked {
-    pub id: String,
-    pub revoked: bool,
-}
-
 /// Revokes a run-time key (everywhere within a second: instances poll the store).
 #[utoipa::path(delete, path = "/admin/keys/{id}", tag = "keys",
     params(("id" = String, Path, description = "The key's id")),
     responses(
-        (status = 200, description = "Revoked", body = Revoked),
+        (status = 200, description = "Revoked", body = crate::audit::Revoked),
         (status = 400, description = "A bad path", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
         (status = 403, description = "The role or the tenant may not", body = ErrorBody),
@@ -393,18 +387,5 @@ pub(crate) async fn revoke_key(
         return store_unavailable(e);
     }
     let tenant = crate::owners::tenant_of(&gw, &id).await.ok().flatten().flatten();
-    let (before, after) = (
-        serde_json::json!({"id": id, "revoked": false}),
-        serde_json::json!({"id": id, "revoked": true}),
-    );
-    crate::audit::record(
-        &gw,
-        &who,
-        "key.revoke",
-        (Some(&id), tenant.as_deref()),
-        Some(before),
-        Some(after),
-    )
-    .await;
-    Json(Revoked { id, revoked: true }).into_response()
+    crate::audit::revoked(&gw, &who, "key.revoke", id, tenant.as_deref()).await
 }

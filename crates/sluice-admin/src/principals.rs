@@ -188,7 +188,7 @@ pub(crate) async fn create(
 #[utoipa::path(delete, path = "/admin/principals/{id}", tag = "principals",
     params(("id" = String, Path, description = "The principal's id")),
     responses(
-        (status = 200, description = "Revoked", body = crate::keys::Revoked),
+        (status = 200, description = "Revoked", body = crate::audit::Revoked),
         (status = 400, description = "A bad path", body = ErrorBody),
         (status = 401, description = "No valid admin token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -201,22 +201,7 @@ pub(crate) async fn revoke(
     P(id): P<String>,
 ) -> Response {
     match gw.store.revoke_principal(&id, Utc::now()).await {
-        Ok(true) => {
-            let (before, after) = (
-                serde_json::json!({"id": id, "revoked": false}),
-                serde_json::json!({"id": id, "revoked": true}),
-            );
-            crate::audit::record(
-                &gw,
-                &who,
-                "principal.revoke",
-                (Some(&id), None),
-                Some(before),
-                Some(after),
-            )
-            .await;
-            Json(crate::keys::Revoked { id, revoked: true }).into_response()
-        }
+        Ok(true) => crate::audit::revoked(&gw, &who, "principal.revoke", id, None).await,
         Ok(false) => error(
             StatusCode::NOT_FOUND,
             "principal_not_found",

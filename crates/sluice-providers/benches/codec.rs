@@ -106,5 +106,46 @@ fn translation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, envelope, relay, translation);
+/// A whole OpenAI answer passed through: what reading it costs (its usage and its choices'
+/// finish reasons, the rest skipped), next to reading its usage alone — the difference is what
+/// reporting `finish_reason` added.
+fn whole_answer(c: &mut Criterion) {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)] // read, as the adapter reads it
+    struct Usage {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+        #[serde(default)]
+        total_tokens: u64,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)] // read, as the adapter reads it
+    struct UsageOnly {
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    let req = InboundRequest::parse(Endpoint::ChatCompletions, Bytes::from(body(256))).unwrap();
+    let mut g = c.benchmark_group("whole_answer");
+    for size in [1024usize, 32 * 1024] {
+        let text = "lorem ipsum ".repeat(size / 12);
+        let answer = Bytes::from(
+            serde_json::json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 50, "total_tokens": 59}})
+            .to_string(),
+        );
+        g.throughput(Throughput::Bytes(answer.len() as u64));
+        g.bench_with_input(BenchmarkId::new("read_response", size), &answer, |bench, a| {
+            bench.iter(|| OpenAiAdapter.read_response(&req, a.clone()).unwrap())
+        });
+        g.bench_with_input(BenchmarkId::new("usage_only", size), &answer, |bench, a| {
+            bench.iter(|| serde_json::from_slice::<UsageOnly>(a).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, envelope, relay, translation, whole_answer);
 criterion_main!(benches);
